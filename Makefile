@@ -1,0 +1,40 @@
+# Every target installs what it needs into .venv (created on first use).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+export MLFLOW_ALLOW_FILE_STORE := true
+
+.PHONY: demo test lint typecheck bench docs clean
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"
+	touch $@
+
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[mlflow]"
+	touch $@
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/python examples/quickstart/run.py
+
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check src steps tests bench examples
+	$(BIN)/ruff format --check src steps tests bench examples
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy src steps
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

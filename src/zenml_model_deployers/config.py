@@ -1,0 +1,172 @@
+"""DeploymentConfig: a deployment's identity, model reference and serving settings.
+
+The config hash identifies a *revision*: it is computed over what changes serving
+(model reference + serving settings), never over provenance (pipeline, run, step,
+ZenML model version), so re-running a pipeline with an unchanged model is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from zenml.services.service import ServiceConfig
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class DeployPolicy(StrEnum):
+    """What `deploy` does when the deployment exists with another configuration."""
+
+    UPDATE = "update"
+    """Roll the new revision out; the old one serves until the new one is ready (default)."""
+    REPLACE = "replace"
+    """Delete the old revision, then create the new one (an outage between the two)."""
+    SIDE_BY_SIDE = "side_by_side"
+    """Create a second deployment under a new name; the old one is untouched."""
+    FAIL = "fail"
+    """Raise DeploymentExistsError."""
+
+
+def derive_deployment_name(text: str) -> str:
+    """Turns a model name (or any text) into a DNS-safe deployment name.
+
+    Args:
+        text: e.g. "Iris Classifier_v2".
+
+    Returns:
+        e.g. "iris-classifier-v2".
+    """
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    name = re.sub(r"-{2,}", "-", name)[:63].strip("-")
+    return name or "model"
+
+
+def validate_deployment_name(name: str) -> str:
+    """Checks that a deployment name is a DNS label.
+
+    Args:
+        name: the candidate.
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        ValueError: with the fix, if it is not DNS-safe.
+    """
+    if not _DNS_LABEL.match(name):
+        raise ValueError(
+            f"deployment name {name!r} is not DNS-safe: use 1-63 lowercase letters, digits "
+            f"and '-', starting and ending with a letter or digit (e.g. "
+            f"{derive_deployment_name(name)!r})."
+        )
+    return name
+
+
+class DeployOptions(BaseModel):
+    """Options of one deploy call, validated before anything starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: DeployPolicy = DeployPolicy.UPDATE
+    timeout: float = Field(default=300.0, gt=0, description="seconds to wait for readiness")
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _known_policy(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in {p.value for p in DeployPolicy}:
+            raise ValueError(
+                f"unknown policy {v!r}: use one of {', '.join(p.value for p in DeployPolicy)}."
+            )
+        return v
+
+
+class DeploymentConfig(ServiceConfig):
+    """Base configuration of every deployment.
+
+    Attributes:
+        deployment_name: stable DNS-safe identity; derived from `model_name` if empty.
+        model_uri: the model reference the backend serves.
+        health_path: path of the health request that says "ready".
+        health_method: HTTP method of the health request.
+        smoke_input: optional example input; when set, a prediction must succeed before ready.
+        env: environment of the serving process; values may be `{{secret.key}}` references.
+        pipeline_run_id: provenance: the run that deployed this revision.
+        run_name: provenance: that run's name.
+    """
+
+    # Fields that say where a config came from, not how it serves: excluded from the hash.
+    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "type",
+            "name",
+            "description",
+            "pipeline_name",
+            "pipeline_step_name",
+            "model_name",
+            "model_version",
+            "service_name",
+            "pipeline_run_id",
+            "run_name",
+        }
+    )
+
+    deployment_name: str = ""
+    model_uri: str = ""
+    health_path: str = "/ping"
+    health_method: str = "GET"
+    smoke_input: Any = None
+    env: dict[str, str] = Field(default_factory=dict)
+    pipeline_run_id: str = ""
+    run_name: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_names(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            dn = data.get("deployment_name") or derive_deployment_name(
+                data.get("model_name") or data.get("name") or ""
+            )
+            data["deployment_name"] = dn
+            if not data.get("name"):
+                data["name"] = dn
+        return data
+
+    @field_validator("deployment_name")
+    @classmethod
+    def _dns_safe(cls, v: str) -> str:
+        return validate_deployment_name(v)
+
+    @field_validator("health_method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"GET", "HEAD", "POST"}:
+            raise ValueError(f"health_method {v!r} must be GET, HEAD or POST.")
+        return v
+
+    def serving_fields(self) -> dict[str, Any]:
+        """The part of the config that changes serving (what the hash covers).
+
+        Returns:
+            A JSON-able dict.
+        """
+        return {
+            k: v
+            for k, v in self.model_dump(mode="json").items()
+            if k not in self.PROVENANCE_FIELDS
+        }
+
+    def config_hash(self) -> str:
+        """The revision identity: a hash of the canonical JSON of the serving fields.
+
+        Returns:
+            16 hex characters.
+        """
+        canonical = json.dumps(self.serving_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]

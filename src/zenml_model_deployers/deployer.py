@@ -1,0 +1,562 @@
+"""BaseDeployer: the one deployment lifecycle every flavor shares.
+
+A flavor supplies a service class (the backend hooks); everything about *when* to create,
+reuse, start, update, replace, roll back and persist lives here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator, Iterator
+from typing import Any, ClassVar, cast
+from uuid import UUID
+
+from filelock import FileLock, Timeout
+from pydantic import ValidationError
+from zenml.client import Client
+from zenml.enums import ServiceState
+from zenml.logger import get_logger
+from zenml.model_deployers.base_model_deployer import (
+    BaseModelDeployer,
+    BaseModelDeployerConfig,
+    BaseModelDeployerFlavor,
+)
+from zenml.services.service import BaseService, ServiceConfig
+from zenml.models.v2.misc.service import ServiceType
+
+from zenml_model_deployers.config import DeploymentConfig, DeployOptions, DeployPolicy
+from zenml_model_deployers.errors import (
+    ConfigurationError,
+    DeploymentError,
+    DeploymentExistsError,
+    DeploymentNotFoundError,
+)
+from zenml_model_deployers.service import DeploymentService, DeploymentStatus
+
+logger = get_logger(__name__)
+
+SERVICE_TYPE_NAME = "model-serving"
+
+
+class BaseDeployerConfig(BaseModelDeployerConfig):
+    """Stack component settings shared by every flavor.
+
+    Attributes:
+        default_timeout: seconds a deploy waits for readiness when the caller gives none.
+    """
+
+    default_timeout: float = 300.0
+
+
+class BaseDeployerFlavor(BaseModelDeployerFlavor):
+    """Base of our flavors; subclasses name themselves `zmd-<backend>`."""
+
+    @property
+    def logo_url(self) -> str:
+        """Logo shown in the dashboard."""
+        return "https://public-flavor-logos.s3.eu-central-1.amazonaws.com/model_deployer/mlflow.png"
+
+
+class BaseDeployer(BaseModelDeployer):
+    """Deploys, finds, starts, stops and deletes deployments, with one set of semantics.
+
+    Guarantees of every public method:
+
+    - ``deploy`` returns only once the revision serves (backend ready and health answered);
+      on failure the previous revision keeps serving and stays recorded, nothing new is left
+      behind, and DeploymentError carries the backend's own message.
+    - deploys of one deployment are serialised by a file lock;
+    - ``stop`` is reversible, ``start`` keeps the URL, ``delete`` is idempotent-safe.
+    """
+
+    NAME: ClassVar[str] = "zmd"
+    FLAVOR: ClassVar[type[BaseModelDeployerFlavor]]
+    SERVICE_CLASS: ClassVar[type[DeploymentService]]
+
+    # ----------------------------------------------------------------- lookups
+    @classmethod
+    def flavor_name(cls) -> str:
+        """The flavor name (`zmd-...`)."""
+        return cls.SERVICE_CLASS.FLAVOR
+
+    def find_deployment(self, deployment_name: str) -> DeploymentService | None:
+        """The deployment of this flavor with that name, status read from the backend.
+
+        Args:
+            deployment_name: the deployment name.
+
+        Returns:
+            The service or None.
+        """
+        page = Client().list_services(
+            flavor=self.flavor_name(),
+            service_name=f"zenml-{deployment_name}",
+            hydrate=True,
+            size=50,
+        )
+        for resp in page.items:
+            if not resp.service_source:
+                continue
+            svc = BaseService.from_model(resp)
+            if isinstance(svc, DeploymentService) and svc.deployment_name == deployment_name:
+                svc.update_status()
+                return svc
+        return None
+
+    # ----------------------------------------------------------------- configs
+    def package_model(self, model: Any, name: str, input_example: Any = None) -> str:
+        """Packages a trained model object into what this backend serves.
+
+        Args:
+            model: the model object.
+            name: the deployment name.
+            input_example: optional example input.
+
+        Returns:
+            The model reference (URI) to put in the config.
+
+        Raises:
+            ConfigurationError: this flavor cannot package objects.
+        """
+        raise ConfigurationError(
+            f"Flavor {self.flavor_name()} cannot package a model object.",
+            hint="pass a model reference (model_uri=...) instead.",
+        )
+
+    def build_config(
+        self,
+        *,
+        model: Any = None,
+        model_uri: str | None = None,
+        deployment_name: str | None = None,
+        model_name: str = "",
+        input_example: Any = None,
+        **settings: Any,
+    ) -> DeploymentConfig:
+        """Builds this flavor's config from a model object or a model reference.
+
+        Args:
+            model: a trained model object (packaged with :meth:`package_model`).
+            model_uri: a model reference the backend understands.
+            deployment_name: stable name (default: derived from `model_name`).
+            model_name: the model's name.
+            input_example: example input (used for packaging).
+            **settings: flavor-specific serving settings.
+
+        Returns:
+            The config.
+
+        Raises:
+            ConfigurationError: neither or both of model/model_uri, or invalid settings.
+        """
+        from zenml_model_deployers.config import derive_deployment_name
+
+        if (model is None) == (model_uri is None):
+            raise ConfigurationError("Give exactly one of `model` (an object) or `model_uri`.")
+        config_cls = cast(type[DeploymentConfig], self.SERVICE_CLASS.model_fields["config"].annotation)
+        name = deployment_name or derive_deployment_name(model_name or "model")
+        try:
+            # Validate names and settings before any packaging work.
+            config_cls(deployment_name=name, model_name=model_name, model_uri="-", **settings)
+        except (ValidationError, ValueError) as e:
+            msg = _pydantic_msg(e) if isinstance(e, ValidationError) else str(e)
+            raise ConfigurationError(f"Invalid deployment configuration: {msg}") from e
+        if model is not None:
+            model_uri = self.package_model(model, name, input_example)
+        return config_cls(
+            deployment_name=name, model_name=model_name, model_uri=model_uri, **settings
+        )
+
+    # ----------------------------------------------------------------- deploy
+    def deploy(
+        self,
+        config: DeploymentConfig,
+        policy: DeployPolicy | str = DeployPolicy.UPDATE,
+        timeout: float | None = None,
+        model_version_id: UUID | None = None,
+    ) -> DeploymentService:
+        """Deploys ``config``: create, reuse, start or update (by ``policy``), then persist.
+
+        Args:
+            config: what to serve.
+            policy: what to do if the deployment exists with another config.
+            timeout: seconds to wait for readiness (default: the component's).
+            model_version_id: ZenML model version to link the service to.
+
+        Returns:
+            The serving service.
+
+        Raises:
+            ConfigurationError: invalid options (nothing was started).
+            DeploymentExistsError: policy `fail` and another config serves.
+            DeploymentError: the backend failed; the previous revision keeps serving.
+        """
+        try:
+            opts = DeployOptions(
+                policy=policy,
+                timeout=timeout if timeout is not None else self._default_timeout(),
+            )
+        except ValidationError as e:
+            raise ConfigurationError(f"Invalid deploy options: {_pydantic_msg(e)}") from e
+        if not isinstance(config, self.SERVICE_CLASS.model_fields["config"].annotation):  # type: ignore[arg-type]
+            raise ConfigurationError(
+                f"{type(config).__name__} is not a config for flavor {self.flavor_name()}.",
+                hint=f"build a {self.SERVICE_CLASS.model_fields['config'].annotation.__name__}.",  # type: ignore[union-attr]
+            )
+        name = config.deployment_name
+        with self._locked(name, opts.timeout):
+            existing = self.find_deployment(name)
+            if existing is None:
+                return self._create(config, opts.timeout, model_version_id)
+            same = existing.status.config_hash == config.config_hash()
+            if same:
+                if existing.status.state == ServiceState.ACTIVE:
+                    logger.info(
+                        "Deployment '%s' already serves this revision (%s): reused.",
+                        name,
+                        existing.status.config_hash,
+                    )
+                    return existing
+                logger.info("Deployment '%s' is not running: starting it.", name)
+                self._run_hook(existing, lambda: existing.start_backend(opts.timeout), "start")
+                return existing
+            if opts.policy == DeployPolicy.FAIL:
+                raise DeploymentExistsError(
+                    f"Deployment '{name}' exists with another configuration "
+                    f"(revision {existing.status.config_hash}) and the policy is 'fail'.",
+                    deployment_name=name,
+                    hint="use policy 'update', 'replace' or 'side_by_side', or another name.",
+                )
+            if opts.policy == DeployPolicy.SIDE_BY_SIDE:
+                twin = config.model_copy(
+                    update={
+                        "deployment_name": f"{name[:45]}-{config.config_hash()[:8]}",
+                        "name": f"{name[:45]}-{config.config_hash()[:8]}",
+                        "service_name": f"zenml-{name[:45]}-{config.config_hash()[:8]}",
+                    }
+                )
+                twin = type(config).model_validate(twin.model_dump())
+                return self.deploy(twin, DeployPolicy.FAIL, opts.timeout, model_version_id)
+            if opts.policy == DeployPolicy.REPLACE:
+                self._delete(existing, opts.timeout)
+                return self._create(config, opts.timeout, model_version_id)
+            return self._update(existing, config, opts.timeout, model_version_id)
+
+    def _create(
+        self, config: DeploymentConfig, timeout: float, model_version_id: UUID | None
+    ) -> DeploymentService:
+        client = Client()
+        resp = client.create_service(
+            config=config,
+            service_type=self.SERVICE_CLASS.SERVICE_TYPE,
+            model_version_id=model_version_id,
+        )
+        status_cls = cast(
+            type[DeploymentStatus], self.SERVICE_CLASS.model_fields["status"].annotation
+        )
+        service = self.SERVICE_CLASS(
+            uuid=resp.id,
+            config=config,
+            status=status_cls(state=ServiceState.PENDING_STARTUP),
+            admin_state=ServiceState.ACTIVE,
+        )
+        try:
+            service.provision_revision(timeout)
+            self.persist(service)
+        except BaseException:
+            # Nothing half-made: no process, resource or service row survives a failed create.
+            with contextlib.suppress(Exception):
+                service.delete_backend(30)
+            with contextlib.suppress(KeyError):
+                client.delete_service(resp.id)
+            raise
+        logger.info("Deployment '%s' serves at %s", service.deployment_name, service.prediction_url)
+        return service
+
+    def _update(
+        self,
+        service: DeploymentService,
+        config: DeploymentConfig,
+        timeout: float,
+        model_version_id: UUID | None,
+    ) -> DeploymentService:
+        old_config = service.config
+        logger.info(
+            "Updating deployment '%s': revision %s -> %s (the old one serves until then).",
+            service.deployment_name,
+            service.status.config_hash,
+            config.config_hash(),
+        )
+        service.config = config
+        try:
+            service.provision_revision(timeout)
+        except BaseException as e:
+            service.config = old_config
+            service.status.last_error = f"update to {config.config_hash()} failed: {e}"[:2000]
+            with contextlib.suppress(Exception):
+                self.persist(service)
+            raise
+        self.persist(service, model_version_id=model_version_id)
+        return service
+
+    # ----------------------------------------------------------------- start / stop / delete
+    def start(self, service: DeploymentService, timeout: float | None = None) -> DeploymentService:
+        """Starts a stopped deployment's recorded revision on its URL; blocks until it serves.
+
+        Args:
+            service: the deployment.
+            timeout: seconds.
+
+        Returns:
+            The service.
+        """
+        t = timeout or self._default_timeout()
+        with self._locked(service.deployment_name, t):
+            self._run_hook(service, lambda: service.start_backend(t), "start")
+        return service
+
+    def stop(self, service: DeploymentService, timeout: float = 30) -> DeploymentService:
+        """Stops serving (reversible by ``start``).
+
+        Args:
+            service: the deployment.
+            timeout: seconds.
+
+        Returns:
+            The service.
+        """
+        with self._locked(service.deployment_name, timeout):
+            self._run_hook(service, lambda: service.stop_backend(timeout), "stop")
+        return service
+
+    def delete(self, service: DeploymentService, timeout: float = 30) -> None:
+        """Deletes the deployment from the backend and the service store.
+
+        Args:
+            service: the deployment.
+            timeout: seconds.
+        """
+        with self._locked(service.deployment_name, timeout):
+            self._delete(service, timeout)
+
+    def _delete(self, service: DeploymentService, timeout: float) -> None:
+        service.delete_backend(timeout)
+        with contextlib.suppress(KeyError):
+            Client().delete_service(service.uuid)
+
+    def _run_hook(self, service: DeploymentService, hook: Any, what: str) -> None:
+        try:
+            hook()
+        except BaseException as e:
+            service.status.update_state(ServiceState.ERROR, f"{what} failed: {e}"[:2000])
+            with contextlib.suppress(Exception):
+                self.persist(service)
+            raise
+        self.persist(service)
+
+    # ----------------------------------------------------------------- persistence
+    def persist(self, service: DeploymentService, model_version_id: UUID | None = None) -> None:
+        """Writes the service's state, URL and labels to ZenML's service store.
+
+        Args:
+            service: the service.
+            model_version_id: re-link to this model version.
+        """
+        if service.is_detached:
+            return
+        Client().update_service(
+            id=service.uuid,
+            name=service.config.service_name,
+            service_source=service.model_dump()["type"],
+            admin_state=service.admin_state,
+            status=service.status.model_dump(mode="json"),
+            labels=service.labels(),
+            prediction_url=service.prediction_url,
+            health_check_url=service.healthcheck_url,
+            model_version_id=model_version_id,
+        )
+
+    def _default_timeout(self) -> float:
+        cfg = self.config
+        return float(getattr(cfg, "default_timeout", 300.0))
+
+    @contextlib.contextmanager
+    def _locked(self, name: str, timeout: float) -> Iterator[None]:
+        from zenml_model_deployers.local.service import zmd_home
+
+        lock_dir = zmd_home() / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_dir / f"{self.flavor_name()}--{name}.lock"))
+        try:
+            lock.acquire(timeout=timeout + 120)
+        except Timeout as e:
+            raise DeploymentError(
+                f"Another deploy of '{name}' holds the lock for too long.",
+                deployment_name=name,
+                hint=f"remove {lock.lock_file} if no other deploy runs.",
+            ) from e
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # ----------------------------------------------------------------- ZenML's BaseModelDeployer API
+    def deploy_model(  # type: ignore[override]
+        self,
+        config: ServiceConfig,
+        service_type: ServiceType | None = None,
+        replace: bool = False,
+        continuous_deployment_mode: bool = False,
+        timeout: int = 300,
+    ) -> BaseService:
+        """ZenML's entry point, mapped onto :meth:`deploy` (update in place by default).
+
+        Args:
+            config: a DeploymentConfig of this flavor.
+            service_type: ignored (the flavor knows its type).
+            replace: delete then create instead of updating in place.
+            continuous_deployment_mode: ignored: updates always roll out safely.
+            timeout: seconds.
+
+        Returns:
+            The service.
+        """
+        if not isinstance(config, DeploymentConfig):
+            raise ConfigurationError(f"{type(config).__name__} is not a DeploymentConfig.")
+        policy = DeployPolicy.REPLACE if replace else DeployPolicy.UPDATE
+        return self.deploy(config, policy=policy, timeout=timeout)
+
+    def perform_deploy_model(
+        self, id: UUID, config: ServiceConfig, timeout: int = 300
+    ) -> BaseService:
+        """Creates the service with ZenML's id (only used through ZenML's base path).
+
+        Args:
+            id: service id.
+            config: the config.
+            timeout: seconds.
+
+        Returns:
+            The service.
+        """
+        status_cls = cast(
+            type[DeploymentStatus], self.SERVICE_CLASS.model_fields["status"].annotation
+        )
+        service = self.SERVICE_CLASS(uuid=id, config=config, status=status_cls())
+        service.provision_revision(timeout)
+        return service
+
+    def perform_stop_model(
+        self, service: BaseService, timeout: int = 30, force: bool = False
+    ) -> BaseService:
+        """ZenML hook: see :meth:`stop`."""
+        assert isinstance(service, DeploymentService)
+        service.stop_backend(timeout)
+        return service
+
+    def perform_start_model(self, service: BaseService, timeout: int = 300) -> BaseService:
+        """ZenML hook: see :meth:`start`."""
+        assert isinstance(service, DeploymentService)
+        service.start_backend(timeout)
+        return service
+
+    def perform_delete_model(
+        self, service: BaseService, timeout: int = 30, force: bool = False
+    ) -> None:
+        """ZenML hook: see :meth:`delete`."""
+        assert isinstance(service, DeploymentService)
+        service.delete_backend(timeout)
+
+    def stop_model_server(self, uuid: UUID, timeout: int = 30, force: bool = False) -> None:
+        """Stops a deployment by service id (ZenML API).
+
+        Args:
+            uuid: service id.
+            timeout: seconds.
+            force: ignored.
+        """
+        self.stop(self.get_service(uuid), timeout)
+
+    def start_model_server(self, uuid: UUID, timeout: int = 300) -> None:
+        """Starts a deployment by service id (ZenML API).
+
+        Args:
+            uuid: service id.
+            timeout: seconds.
+        """
+        self.start(self.get_service(uuid), timeout)
+
+    def delete_model_server(self, uuid: UUID, timeout: int = 30, force: bool = False) -> None:
+        """Deletes a deployment by service id (ZenML API).
+
+        Args:
+            uuid: service id.
+            timeout: seconds.
+            force: ignored.
+        """
+        self.delete(self.get_service(uuid), timeout)
+
+    def get_model_server_logs(
+        self, uuid: UUID, follow: bool = False, tail: int | None = None
+    ) -> Generator[str, bool, None]:
+        """The deployment's log lines (ZenML API).
+
+        Args:
+            uuid: service id.
+            follow: stream.
+            tail: last N lines.
+
+        Returns:
+            A generator of lines.
+        """
+        return self.get_service(uuid).get_logs(follow=follow, tail=tail)
+
+    def get_service(self, uuid: UUID) -> DeploymentService:
+        """Loads a deployment by service id, status read from the backend.
+
+        Args:
+            uuid: service id.
+
+        Returns:
+            The service.
+
+        Raises:
+            DeploymentNotFoundError: no such service.
+        """
+        try:
+            svc = BaseService.from_model(Client().get_service(uuid))
+        except KeyError as e:
+            raise DeploymentNotFoundError(f"No deployment with service id {uuid}.") from e
+        if not isinstance(svc, DeploymentService):
+            raise DeploymentNotFoundError(f"Service {uuid} is not a zenml-model-deployers service.")
+        svc.update_status()
+        return svc
+
+    @staticmethod
+    def get_model_server_info(service: BaseService) -> dict[str, str | None]:  # type: ignore[override]
+        """What `zenml model-deployer models describe` shows.
+
+        Args:
+            service: the service.
+
+        Returns:
+            Upper-case keys to strings.
+        """
+        if not isinstance(service, DeploymentService):
+            return {}
+        d = service.describe()
+        return {
+            "PREDICTION_URL": service.prediction_url,
+            "HEALTH_CHECK_URL": service.healthcheck_url,
+            "DEPLOYMENT_NAME": service.deployment_name,
+            "MODEL_URI": service.config.model_uri,
+            "MODEL_NAME": service.config.model_name,
+            "REVISION": str(d["revision"]),
+            "CONFIG_HASH": d["config_hash"],
+        }
+
+
+def _pydantic_msg(e: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in e.errors()
+    )

@@ -1,0 +1,74 @@
+"""Typed exceptions: every failure names what failed, the backend's words, and what to do."""
+
+from __future__ import annotations
+
+
+class DeploymentError(RuntimeError):
+    """A deployment operation failed.
+
+    Attributes:
+        deployment_name: the deployment concerned, if known.
+        backend_message: the backend's own message (log tail, API error body), redacted.
+        hint: what the user can do about it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        deployment_name: str | None = None,
+        backend_message: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        """Builds the error.
+
+        Args:
+            message: what failed.
+            deployment_name: the deployment concerned.
+            backend_message: the backend's own message.
+            hint: what to do about it.
+        """
+        # Imported here so that errors.py stays importable from anywhere.
+        from zenml_model_deployers.secrets import redact
+
+        self.deployment_name = deployment_name
+        self.backend_message = redact(backend_message) if backend_message else None
+        self.hint = hint
+        parts = [redact(message)]
+        if self.backend_message:
+            parts.append(f"Backend said:\n{self.backend_message.rstrip()}")
+        if hint:
+            parts.append(f"What to do: {hint}")
+        super().__init__("\n".join(parts))
+
+
+class DeploymentTimeoutError(DeploymentError):
+    """The deployment did not become ready within its timeout."""
+
+
+class DeploymentNotFoundError(DeploymentError, KeyError):
+    """No deployment matches the given id, id prefix or name."""
+
+    def __str__(self) -> str:
+        """Plain message (KeyError would quote it)."""
+        return str(self.args[0]) if self.args else ""
+
+
+class DeploymentExistsError(DeploymentError):
+    """A deployment with a different configuration exists and the policy is `fail`."""
+
+
+class PortInUseError(DeploymentError):
+    """A pinned port is already taken by another process."""
+
+
+class ConfigurationError(DeploymentError, ValueError):
+    """The deployment configuration is invalid; nothing was started."""
+
+
+class SecretResolutionError(DeploymentError):
+    """A secret reference could not be resolved from the ZenML secret store."""
+
+
+class PredictionError(DeploymentError):
+    """A prediction request to a deployed model failed."""

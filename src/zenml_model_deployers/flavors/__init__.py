@@ -1,0 +1,104 @@
+"""The flavors, by name, and how to get a deployer for one.
+
+Only names and import paths live here: importing this module imports no backend.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zenml_model_deployers.deployer import BaseDeployer
+
+FLAVOR_SOURCES: dict[str, str] = {
+    "zmd-mlflow": "zenml_model_deployers.flavors.mlflow.flavor.MLflowDeployerFlavor",
+}
+
+
+def register_flavors() -> list[str]:
+    """Registers every flavor in the active ZenML store (idempotent).
+
+    Returns:
+        The names newly registered.
+    """
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    existing = {
+        f.name
+        for f in client.list_flavors(type=StackComponentType.MODEL_DEPLOYER, size=1000).items
+    }
+    added = []
+    for name, source in FLAVOR_SOURCES.items():
+        if name not in existing:
+            client.create_flavor(source=source, component_type=StackComponentType.MODEL_DEPLOYER)
+            added.append(name)
+    return added
+
+
+def get_deployer(flavor: str | None = None) -> BaseDeployer:
+    """The deployer to act with: the active stack's, or a registered component of `flavor`.
+
+    Args:
+        flavor: a `zmd-*` flavor name; None for the active stack's model deployer.
+
+    Returns:
+        The deployer.
+
+    Raises:
+        DeploymentError: no such model deployer is registered.
+    """
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+    from zenml.stack.stack_component import StackComponent
+
+    from zenml_model_deployers.deployer import BaseDeployer
+    from zenml_model_deployers.errors import DeploymentError
+
+    client = Client()
+    active = client.active_stack.model_deployer
+    if isinstance(active, BaseDeployer) and (flavor is None or active.flavor_name() == flavor):
+        return active
+    if flavor is None:
+        raise DeploymentError(
+            "The active stack has no zenml-model-deployers model deployer.",
+            hint="`zmd flavors register && zenml model-deployer register local "
+            "--flavor=zmd-mlflow && zenml stack update -d local`.",
+        )
+    comps = client.list_stack_components(
+        type=StackComponentType.MODEL_DEPLOYER, flavor=flavor, size=1, hydrate=True
+    ).items
+    if not comps:
+        if flavor == "zmd-mlflow":
+            return _default_mlflow_deployer()
+        raise DeploymentError(
+            f"No model deployer of flavor {flavor} is registered.",
+            hint=f"`zenml model-deployer register <name> --flavor={flavor} ...`.",
+        )
+    comp = StackComponent.from_model(comps[0])
+    assert isinstance(comp, BaseDeployer)
+    return comp
+
+
+def _default_mlflow_deployer() -> BaseDeployer:
+    """An unregistered `zmd-mlflow` deployer (it needs no settings) for lifecycle calls."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from zenml.enums import StackComponentType
+
+    from zenml_model_deployers.flavors.mlflow.deployer import MLflowDeployer
+    from zenml_model_deployers.flavors.mlflow.flavor import MLflowDeployerConfig
+
+    now = datetime.now(UTC)
+    return MLflowDeployer(
+        name="zmd-mlflow-default",
+        id=uuid4(),
+        config=MLflowDeployerConfig(),
+        flavor="zmd-mlflow",
+        type=StackComponentType.MODEL_DEPLOYER,
+        user=None,
+        created=now,
+        updated=now,
+    )

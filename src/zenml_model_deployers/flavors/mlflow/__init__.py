@@ -1,0 +1,1 @@
+"""flavors/mlflow."""

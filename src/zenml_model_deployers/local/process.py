@@ -1,0 +1,199 @@
+"""Server processes: spawn directly (no daemon double-fork), identify by pid + start time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import psutil
+from pydantic import BaseModel
+
+
+class ProcessHandle(BaseModel):
+    """Identity of a process that survives pid reuse: pid plus the process's start time."""
+
+    pid: int
+    create_time: float
+
+    def process(self) -> psutil.Process | None:
+        """The live process, or None if it exited (or the pid now names another process).
+
+        Returns:
+            The psutil process or None.
+        """
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 0.01:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+
+    def is_alive(self) -> bool:
+        """Tells whether the process still runs.
+
+        Returns:
+            True if it runs.
+        """
+        return self.process() is not None
+
+    def terminate(self, timeout: float = 10.0) -> None:
+        """Stops the process and its children: SIGTERM, then SIGKILL after `timeout`.
+
+        Idempotent: a process that already exited is fine.
+
+        Args:
+            timeout: seconds to wait for a graceful exit.
+        """
+        proc = self.process()
+        if proc is None:
+            return
+        try:
+            children = proc.children(recursive=True)
+        except psutil.Error:
+            children = []
+        procs = [proc, *children]
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+
+
+def spawn(
+    command: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ProcessHandle:
+    """Starts a process detached from the caller's session, output appended to a log file.
+
+    The child gets its own session so it outlives the pipeline step that started it and
+    does not keep the caller's terminal or pipes open.
+
+    Args:
+        command: argv.
+        log_path: file that receives stdout and stderr.
+        env: full environment of the child (default: the caller's).
+        cwd: working directory.
+
+    Returns:
+        The child's handle.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+            close_fds=True,
+        )
+    # The child is never wait()ed by us if we exit first; it is reparented to init.
+    # When we are still alive while it exits, reap it to avoid a zombie showing as alive.
+    _reap_later(popen)
+    return ProcessHandle(pid=popen.pid, create_time=psutil.Process(popen.pid).create_time())
+
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def _reap_later(popen: subprocess.Popen[bytes]) -> None:
+    _children.append(popen)
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+
+
+def reap_children() -> None:
+    """Collects exit statuses of children spawned by this process that have exited."""
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+
+
+def tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
+    """The last lines of a log file (empty if it does not exist).
+
+    Args:
+        path: the log file.
+        lines: how many lines.
+        max_bytes: read at most this much from the end.
+
+    Returns:
+        Text.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, size - max_bytes))
+        data = f.read().decode("utf-8", errors="replace")
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def wait_for_exit(handle: ProcessHandle, timeout: float) -> bool:
+    """Waits until a process exits.
+
+    Args:
+        handle: the process.
+        timeout: seconds.
+
+    Returns:
+        True if it exited in time.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap_children()
+        if not handle.is_alive():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def python_executable() -> str:
+    """The interpreter of the current environment (servers run from it).
+
+    Returns:
+        A path.
+    """
+    import sys
+
+    return sys.executable
+
+
+def env_with_venv_path(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment with this interpreter's bin dir first on PATH.
+
+    `mlflow models serve` execs `uvicorn` by name, so the venv's bin must be on PATH even
+    when the user did not activate the venv.
+
+    Args:
+        extra: variables to add or override.
+
+    Returns:
+        An environment dict.
+    """
+    env = dict(os.environ)
+    bindir = str(Path(python_executable()).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    if extra:
+        env.update(extra)
+    return env

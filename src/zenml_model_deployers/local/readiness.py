@@ -1,0 +1,117 @@
+"""Bounded readiness waits with progress, failing fast when the server process exits."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from zenml_model_deployers.errors import DeploymentError, DeploymentTimeoutError
+from zenml_model_deployers.local.process import ProcessHandle, reap_children, tail
+
+
+def wait_until_ready(
+    *,
+    deployment_name: str,
+    process: ProcessHandle,
+    log_path: Path,
+    health_url: str,
+    health_method: str,
+    timeout: float,
+    smoke: Callable[[], None] | None = None,
+    what: str = "server",
+) -> float:
+    """Polls the health URL until it answers 2xx, then runs the optional smoke prediction.
+
+    Args:
+        deployment_name: for messages.
+        process: the server process; its exit fails the wait at once.
+        log_path: the server's log, whose tail goes into every error.
+        health_url: the URL to poll.
+        health_method: GET, HEAD or POST.
+        timeout: seconds.
+        smoke: called once health answers; raising fails readiness.
+        what: how to name the server in messages.
+
+    Returns:
+        Seconds it took.
+
+    Raises:
+        DeploymentError: the process exited, or the smoke prediction failed.
+        DeploymentTimeoutError: not ready in time.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    session = requests.Session()
+    last = ""
+    progress = _Progress(f"Waiting for {what} of '{deployment_name}' to be ready")
+    try:
+        while True:
+            reap_children()
+            if not process.is_alive():
+                raise DeploymentError(
+                    f"The {what} of deployment '{deployment_name}' exited before it was ready.",
+                    deployment_name=deployment_name,
+                    backend_message=tail(log_path, 25),
+                    hint=f"fix the cause above; full log: {log_path}",
+                )
+            try:
+                r = session.request(health_method, health_url, timeout=2)
+                if r.status_code < 300:
+                    break
+                last = f"health answered HTTP {r.status_code}"
+            except requests.RequestException as e:
+                last = type(e).__name__
+            if time.monotonic() >= deadline:
+                raise DeploymentTimeoutError(
+                    f"Deployment '{deployment_name}' was not ready after {timeout:.0f} s "
+                    f"({health_method} {health_url}: {last}).",
+                    deployment_name=deployment_name,
+                    backend_message=tail(log_path, 25),
+                    hint="raise the timeout if the model is slow to load; "
+                    f"full log: {log_path}",
+                )
+            progress.tick(time.monotonic() - start)
+            time.sleep(0.1)
+        if smoke is not None:
+            try:
+                smoke()
+            except Exception as e:
+                raise DeploymentError(
+                    f"Deployment '{deployment_name}' is up but its smoke prediction failed: {e}",
+                    deployment_name=deployment_name,
+                    backend_message=tail(log_path, 25),
+                    hint="check `smoke_input` matches the model's signature.",
+                ) from e
+    finally:
+        session.close()
+        progress.done()
+    return time.monotonic() - start
+
+
+class _Progress:
+    """A spinner on a terminal; a line every 10 s otherwise (CI logs)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.status = None
+        self.next_line = 10.0
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self.status = Console(stderr=True).status(message + " ...")
+            self.status.start()
+
+    def tick(self, elapsed: float) -> None:
+        if self.status is not None:
+            self.status.update(f"{self.message} ... {elapsed:.0f} s")
+        elif elapsed >= self.next_line:
+            print(f"{self.message} ... {elapsed:.0f} s", file=sys.stderr, flush=True)
+            self.next_line += 10.0
+
+    def done(self) -> None:
+        if self.status is not None:
+            self.status.stop()

@@ -1,0 +1,384 @@
+"""LocalProcessService: the process runtime every local backend (MLflow, BentoML, vLLM) shares.
+
+A local deployment is two processes, both started directly (no daemon double-fork):
+
+- the relay (``local/relay.py``), which owns the deployment's public port and so its URL;
+- the current revision's server, on a private loopback port.
+
+An update starts the new server, waits until it is ready, switches the relay, then retires
+the old server gracefully. A failure at any point tears the new server down and leaves the
+old one serving. Files (logs, the relay's ready file) live under
+``<ZenML config dir>/zmd/local/<flavor>/<deployment>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from abc import abstractmethod
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from zenml.enums import ServiceState
+
+from zenml_model_deployers import secrets
+from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.errors import DeploymentError, PortInUseError
+from zenml_model_deployers.local import process as proc
+from zenml_model_deployers.local.readiness import wait_until_ready
+from zenml_model_deployers.local.relay import free_port, port_is_free
+from zenml_model_deployers.service import DeploymentService, DeploymentStatus
+
+DRAIN_TIMEOUT = 10.0
+
+
+def zmd_home() -> Path:
+    """The product's directory inside the ZenML config dir (so isolated configs isolate it too).
+
+    Returns:
+        A path.
+    """
+    from zenml.utils.io_utils import get_global_config_directory
+
+    return Path(get_global_config_directory()) / "zmd"
+
+
+class LocalDeploymentConfig(DeploymentConfig):
+    """Serving settings shared by local backends.
+
+    Attributes:
+        host: address the deployment's URL binds to.
+        port: pin the deployment's public port (None: a free port, kept across revisions).
+    """
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+    def __init__(self, **data: Any) -> None:
+        """Validates the port range.
+
+        Args:
+            **data: fields.
+        """
+        super().__init__(**data)
+        if self.port is not None and not (0 < self.port < 65536):
+            raise ValueError(f"port {self.port} is out of range 1-65535.")
+
+
+class LocalDeploymentStatus(DeploymentStatus):
+    """Where the local processes of a deployment are.
+
+    Attributes:
+        public_port: the relay's port (the URL's port), kept across revisions and restarts.
+        relay: the relay process.
+        control_port: the relay's control port.
+        server: the serving revision's process.
+        server_port: its private port.
+        log_path: its log file.
+    """
+
+    public_port: int | None = None
+    relay: proc.ProcessHandle | None = None
+    control_port: int | None = None
+    server: proc.ProcessHandle | None = None
+    server_port: int | None = None
+    log_path: str | None = None
+
+
+class LocalProcessService(DeploymentService):
+    """A deployment served by a local process behind a relay."""
+
+    config: LocalDeploymentConfig
+    status: LocalDeploymentStatus
+
+    # ----------------------------------------------------------------- what a backend defines
+    @abstractmethod
+    def server_command(self, port: int) -> list[str]:
+        """The argv that serves ``self.config`` on 127.0.0.1:port.
+
+        Args:
+            port: private port.
+
+        Returns:
+            argv.
+        """
+
+    def server_env(self) -> dict[str, str]:
+        """The server's environment: ours, the venv's bin on PATH, the config's env resolved.
+
+        Returns:
+            An environment dict (contains resolved secrets: never log it).
+        """
+        return proc.env_with_venv_path(secrets.resolve_mapping(self.config.env))
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def workdir(self) -> Path:
+        """This deployment's directory."""
+        return zmd_home() / "local" / self.FLAVOR / self.deployment_name
+
+    # ----------------------------------------------------------------- relay
+    def _relay_alive(self) -> bool:
+        return self.status.relay is not None and self.status.relay.is_alive()
+
+    def _ensure_relay(self, target: int | None) -> None:
+        if self._relay_alive():
+            return
+        host = self.config.host
+        port = self.config.port or self.status.public_port or 0
+        if port and not port_is_free(host, port):
+            pinned = "pinned" if self.config.port else "recorded"
+            raise PortInUseError(
+                f"Port {port} ({pinned} for deployment '{self.deployment_name}') is already "
+                f"in use on {host}.",
+                deployment_name=self.deployment_name,
+                hint=f"free port {port} (e.g. `lsof -i :{port}`) or deploy with another port.",
+            )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ready = self.workdir / "relay.json"
+        ready.unlink(missing_ok=True)
+        log = self.workdir / "relay.log"
+        argv = [proc.python_executable(), "-m", "zenml_model_deployers.local.relay"]
+        argv += ["--host", host, "--port", str(port), "--ready-file", str(ready)]
+        if target is not None:
+            argv += ["--target", str(target)]
+        handle = proc.spawn(argv, log, env=proc.env_with_venv_path())
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            proc.reap_children()
+            if not handle.is_alive() or time.monotonic() > deadline:
+                handle.terminate(2)
+                msg = proc.tail(log, 5)
+                cls = PortInUseError if "cannot listen" in msg else DeploymentError
+                raise cls(
+                    f"The front (relay) of deployment '{self.deployment_name}' did not start.",
+                    deployment_name=self.deployment_name,
+                    backend_message=msg,
+                    hint="free the port or choose another one.",
+                )
+            time.sleep(0.02)
+        info = json.loads(ready.read_text())
+        self.status.relay = handle
+        self.status.public_port = int(info["port"])
+        self.status.control_port = int(info["control_port"])
+        self.status.url = f"http://{_url_host(host)}:{self.status.public_port}"
+
+    def _relay_call(self, msg: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        assert self.status.control_port is not None
+        with socket.create_connection(("127.0.0.1", self.status.control_port), timeout=timeout) as s:
+            s.sendall((json.dumps(msg) + "\n").encode())
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        reply: dict[str, Any] = json.loads(buf or b"{}")
+        if not reply.get("ok"):
+            raise DeploymentError(
+                f"The relay of '{self.deployment_name}' refused {msg.get('cmd')}: {reply}",
+                deployment_name=self.deployment_name,
+            )
+        return reply
+
+    def _stop_relay(self) -> None:
+        if self.status.relay is not None:
+            self.status.relay.terminate(5)
+        self.status.relay = None
+        self.status.control_port = None
+
+    # ----------------------------------------------------------------- server
+    def _start_server(self, timeout: float) -> tuple[proc.ProcessHandle, int, Path]:
+        """Starts a server for ``self.config`` on a private port and waits until it is ready."""
+        port = free_port()
+        log = self.workdir / f"server-{self.config.config_hash()}-{int(time.time())}.log"
+        env = self.server_env()
+        handle = proc.spawn(self.server_command(port), log, env=env, cwd=self.workdir)
+        base = f"http://127.0.0.1:{port}"
+        smoke = None
+        if self.config.smoke_input is not None:
+
+            def smoke() -> None:
+                import requests
+
+                headers, body = self.format_request(self.config.smoke_input)
+                r = requests.post(base + self.PREDICT_PATH, data=body, headers=headers, timeout=30)
+                if r.status_code >= 400:
+                    raise RuntimeError(f"HTTP {r.status_code}: {secrets.redact(r.text[:2000])}")
+
+        try:
+            wait_until_ready(
+                deployment_name=self.deployment_name,
+                process=handle,
+                log_path=log,
+                health_url=base + self.config.health_path,
+                health_method=self.config.health_method,
+                timeout=timeout,
+                smoke=smoke,
+            )
+        except BaseException:
+            handle.terminate(5)
+            raise
+        return handle, port, log
+
+    # ----------------------------------------------------------------- hooks
+    def provision_revision(self, timeout: float) -> None:
+        """See DeploymentService.provision_revision.
+
+        Args:
+            timeout: seconds.
+        """
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        had_relay = self._relay_alive()
+        old_server, old_port = self.status.server, self.status.server_port
+        old_alive = old_server is not None and old_server.is_alive()
+        # The front first: a busy pinned port fails before any server starts.
+        self._ensure_relay(target=old_port if old_alive else None)
+        try:
+            handle, port, log = self._start_server(timeout)
+        except BaseException:
+            if not had_relay and not old_alive:
+                self._stop_relay()
+            raise
+        try:
+            self._relay_call({"cmd": "switch", "port": port})
+        except BaseException:
+            handle.terminate(5)
+            raise
+        if old_alive and old_server is not None and old_port != port:
+            self._relay_call({"cmd": "drain", "port": old_port, "timeout": DRAIN_TIMEOUT})
+            old_server.terminate(DRAIN_TIMEOUT)
+        self.status.server, self.status.server_port, self.status.log_path = handle, port, str(log)
+        self.status.revision += 1
+        self.mark_ready()
+
+    def start_backend(self, timeout: float) -> None:
+        """See DeploymentService.start_backend.
+
+        Args:
+            timeout: seconds.
+        """
+        server_ok = self.status.server is not None and self.status.server.is_alive()
+        if server_ok and self._relay_alive():
+            self.mark_ready()
+            return
+        if not server_ok:
+            self.status.server = None
+        self._ensure_relay(target=self.status.server_port if server_ok else None)
+        if not server_ok:
+            try:
+                handle, port, log = self._start_server(timeout)
+            except BaseException:
+                self._stop_relay()
+                raise
+            self._relay_call({"cmd": "switch", "port": port})
+            self.status.server, self.status.server_port = handle, port
+            self.status.log_path = str(log)
+        self.mark_ready()
+
+    def stop_backend(self, timeout: float) -> None:
+        """See DeploymentService.stop_backend.
+
+        Args:
+            timeout: seconds.
+        """
+        if self.status.server is not None:
+            self.status.server.terminate(min(timeout, DRAIN_TIMEOUT))
+        self.status.server = None
+        self._stop_relay()
+        self.admin_state = ServiceState.INACTIVE
+        self.status.update_state(ServiceState.INACTIVE, "")
+        self.status.clear_error()
+
+    def delete_backend(self, timeout: float) -> None:
+        """See DeploymentService.delete_backend.
+
+        Args:
+            timeout: seconds.
+        """
+        self.stop_backend(timeout)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def check_status(self) -> tuple[ServiceState, str]:
+        """Reads process liveness (cheap: no HTTP), so listing many deployments is fast.
+
+        Returns:
+            (state, message).
+        """
+        relay_ok = self._relay_alive()
+        server_ok = self.status.server is not None and self.status.server.is_alive()
+        if relay_ok and server_ok:
+            return ServiceState.ACTIVE, ""
+        if not relay_ok and not server_ok and self.status.server is None:
+            return ServiceState.INACTIVE, ""
+        missing = [n for n, ok in (("server", server_ok), ("front (relay)", relay_ok)) if not ok]
+        return (
+            ServiceState.ERROR,
+            f"{' and '.join(missing)} process not running; `zmd models start "
+            f"{self.deployment_name}` brings it back on the same URL",
+        )
+
+    def get_logs(
+        self, follow: bool = False, tail: int | None = None
+    ) -> Generator[str, bool, None]:
+        """Yields the server's log lines (redacted).
+
+        Args:
+            follow: keep yielding new lines while the server runs.
+            tail: only the last N lines.
+
+        Yields:
+            Lines.
+        """
+        if not self.status.log_path or not os.path.exists(self.status.log_path):
+            return
+        path = Path(self.status.log_path)
+        text = proc.tail(path, tail, max_bytes=1 << 30) if tail else path.read_text(errors="replace")
+        for line in text.splitlines():
+            yield secrets.redact(line)
+        if not follow:
+            return
+        with open(path, errors="replace") as f:
+            f.seek(0, os.SEEK_END)
+            while True:
+                line = f.readline()
+                if line:
+                    yield secrets.redact(line.rstrip("\n"))
+                elif self.status.server is None or not self.status.server.is_alive():
+                    return
+                else:
+                    time.sleep(0.2)
+
+
+def _url_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def describe_local(service: LocalProcessService) -> dict[str, Any]:
+    """Extra, local-only description fields.
+
+    Args:
+        service: the service.
+
+    Returns:
+        A dict.
+    """
+    return {
+        "log_path": service.status.log_path,
+        "server_pid": service.status.server.pid if service.status.server else None,
+        "relay_pid": service.status.relay.pid if service.status.relay else None,
+    }
+
+
+__all__ = [
+    "LocalDeploymentConfig",
+    "LocalDeploymentStatus",
+    "LocalProcessService",
+    "describe_local",
+    "zmd_home",
+]
+

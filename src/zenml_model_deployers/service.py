@@ -1,0 +1,302 @@
+"""DeploymentService: a deployment's config, status and URL, with predict() and (de)serialisation.
+
+Services are ZenML services (``BaseDeploymentService``), so ZenML's own
+``zenml model-deployer models ...`` commands and the dashboard see them.
+
+ZenML's service store cannot update a service row's ``config`` after creation, so the live
+revision's full config travels in the status (``status.live_config``) and wins when a service
+is loaded from its row: the row always describes what is serving now.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import abstractmethod
+from collections.abc import Generator
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, PrivateAttr, model_validator
+from zenml.enums import ServiceState
+from zenml.services.service import BaseDeploymentService
+from zenml.services.service_status import ServiceStatus
+
+from zenml_model_deployers.config import DeploymentConfig
+
+SCHEMA_VERSION = 1
+
+
+class DeploymentStatus(ServiceStatus):
+    """Operational status of a deployment.
+
+    Attributes:
+        url: the stable base URL (scheme://host:port) of the deployment.
+        config_hash: hash of the revision that serves (the recorded revision).
+        revision: how many revisions were rolled out (1 for a new deployment).
+        live_config: the full config of the serving revision (see module docstring).
+        deployed_at: when the serving revision became ready (ISO 8601, UTC).
+    """
+
+    url: str | None = None
+    config_hash: str = ""
+    revision: int = 0
+    live_config: dict[str, Any] | None = None
+    deployed_at: str | None = None
+
+
+class DeploymentService(BaseDeploymentService):
+    """Base class of every flavor's service.
+
+    Subclasses set ``SERVICE_TYPE``, ``FLAVOR``, the config/status types, and implement the
+    backend hooks (``provision_revision``, ``retire``, ``start_backend``, ``stop_backend``,
+    ``delete_backend``, ``check_status``, ``get_logs``) plus ``format_request`` for predict().
+    The lifecycle that calls these hooks lives once, in ``deployer.BaseDeployer``.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, protected_namespaces=())
+
+    FLAVOR: ClassVar[str] = ""
+    PREDICT_PATH: ClassVar[str] = "/invocations"
+
+    config: DeploymentConfig
+    status: DeploymentStatus
+
+    _session: Any = PrivateAttr(default=None)
+    _session_lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _live_config_wins(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            status = data.get("status")
+            live = None
+            if isinstance(status, dict):
+                live = status.get("live_config")
+            elif isinstance(status, DeploymentStatus):
+                live = status.live_config
+            # Only when loading raw data from the store; on attribute assignment pydantic
+            # passes the live objects, which already are right.
+            if live and isinstance(data.get("config"), dict):
+                data = {**data, "config": live}
+        return data
+
+    # ----------------------------------------------------------------- identity and URLs
+    @property
+    def deployment_name(self) -> str:
+        """The deployment's stable name."""
+        return self.config.deployment_name
+
+    @property
+    def base_url(self) -> str | None:
+        """The stable base URL, or None before the first deploy."""
+        return self.status.url
+
+    @property
+    def prediction_url(self) -> str | None:
+        """The URL to send prediction requests to (what `deployed_model_url` records)."""
+        return f"{self.status.url}{self.PREDICT_PATH}" if self.status.url else None
+
+    @property
+    def healthcheck_url(self) -> str | None:
+        """The health request's URL."""
+        return f"{self.status.url}{self.config.health_path}" if self.status.url else None
+
+    @property
+    def is_detached(self) -> bool:
+        """True when this service was rebuilt from an artifact and has no live service row."""
+        return bool(getattr(self, "_detached", False))
+
+    # ----------------------------------------------------------------- backend hooks
+    @abstractmethod
+    def provision_revision(self, timeout: float) -> None:
+        """Brings up the revision described by ``self.config`` and waits until it is ready.
+
+        For a deployment that already serves (``self.status`` describes the old revision),
+        the old revision must keep serving until the new one is ready, then traffic moves
+        to it and the old one is retired. On failure the new revision is torn down, the old
+        one keeps serving, ``self.status`` still describes it, and DeploymentError is raised.
+
+        Args:
+            timeout: seconds to wait for readiness.
+        """
+
+    @abstractmethod
+    def start_backend(self, timeout: float) -> None:
+        """Starts a stopped deployment's recorded revision on the same URL; blocks until ready.
+
+        Args:
+            timeout: seconds.
+        """
+
+    @abstractmethod
+    def stop_backend(self, timeout: float) -> None:
+        """Stops serving; reversible by ``start_backend``. Idempotent.
+
+        Args:
+            timeout: seconds.
+        """
+
+    @abstractmethod
+    def delete_backend(self, timeout: float) -> None:
+        """Removes everything the backend holds for this deployment. Idempotent.
+
+        Args:
+            timeout: seconds.
+        """
+
+    def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
+        """Turns user data into the backend's request (headers, body).
+
+        Args:
+            data: a DataFrame, array, list or dict.
+
+        Returns:
+            (headers, body).
+        """
+        return {"Content-Type": "application/json"}, json.dumps(data).encode()
+
+    def parse_response(self, body: bytes) -> Any:
+        """Turns the backend's response body into Python data.
+
+        Args:
+            body: response body.
+
+        Returns:
+            Parsed JSON.
+        """
+        return json.loads(body)
+
+    # ----------------------------------------------------------------- ZenML service API
+    def provision(self) -> None:
+        """ZenML's provisioning hook: starts the recorded revision."""
+        self.start_backend(timeout=300)
+
+    def deprovision(self, force: bool = False) -> None:
+        """ZenML's deprovisioning hook: stops serving (reversible).
+
+        Args:
+            force: ignored; stopping is always forceful after a grace period.
+        """
+        self.stop_backend(timeout=30)
+
+    @abstractmethod
+    def check_status(self) -> tuple[ServiceState, str]:
+        """Reads the state from the backend (never assumed).
+
+        Returns:
+            (state, message).
+        """
+
+    @abstractmethod
+    def get_logs(
+        self, follow: bool = False, tail: int | None = None
+    ) -> Generator[str, bool, None]:
+        """Yields the serving process's log lines.
+
+        Args:
+            follow: keep yielding new lines.
+            tail: only the last N lines.
+        """
+
+    # ----------------------------------------------------------------- predictions
+    def _http(self) -> Any:
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    import requests
+
+                    s = requests.Session()
+                    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+                    s.mount("http://", adapter)
+                    s.mount("https://", adapter)
+                    self._session = s
+        return self._session
+
+    def predict(self, data: Any, timeout: float = 60.0) -> Any:
+        """Sends data to the deployed model and returns its predictions.
+
+        Uses one kept-alive HTTP session per service object, so repeated calls cost about
+        what a raw kept-alive POST costs.
+
+        Args:
+            data: whatever the backend accepts (see the flavor's ``format_request``).
+            timeout: seconds.
+
+        Returns:
+            The parsed predictions.
+
+        Raises:
+            PredictionError: with the backend's error body, if the request fails.
+        """
+        from zenml_model_deployers.errors import PredictionError
+
+        url = self.prediction_url
+        if not url:
+            raise PredictionError(
+                f"Deployment '{self.deployment_name}' has no URL: it was never deployed.",
+                deployment_name=self.deployment_name,
+                hint="deploy it first (e.g. `zmd models recreate ...` or run the pipeline).",
+            )
+        headers, body = self.format_request(data)
+        import requests
+
+        try:
+            resp = self._http().post(url, data=body, headers=headers, timeout=timeout)
+        except requests.RequestException as e:
+            raise PredictionError(
+                f"Prediction request to {url} failed: {e}",
+                deployment_name=self.deployment_name,
+                hint=f"check it serves: `zmd models describe {self.deployment_name}`.",
+            ) from e
+        if resp.status_code >= 400:
+            raise PredictionError(
+                f"Deployment '{self.deployment_name}' answered HTTP {resp.status_code}.",
+                deployment_name=self.deployment_name,
+                backend_message=resp.text[:4000],
+                hint="check the input format the model expects.",
+            )
+        return self.parse_response(resp.content)
+
+    # ----------------------------------------------------------------- helpers
+    def mark_ready(self) -> None:
+        """Records the serving revision: config hash, live config, time, ACTIVE state."""
+        self.status.config_hash = self.config.config_hash()
+        self.status.live_config = self.config.model_dump(mode="json")
+        self.status.deployed_at = datetime.now(UTC).isoformat()
+        self.status.update_state(ServiceState.ACTIVE, "")
+        self.status.clear_error()
+        self.admin_state = ServiceState.ACTIVE
+
+    def describe(self) -> dict[str, Any]:
+        """The `deployment` run metadata / CLI description of this service.
+
+        Returns:
+            A JSON-able dict (no secret values: config stores references only).
+        """
+        return {
+            "flavor": self.FLAVOR,
+            "name": self.deployment_name,
+            "revision": self.status.revision,
+            "service_id": str(self.uuid),
+            "model_uri": self.config.model_uri,
+            "model_name": self.config.model_name,
+            "config_hash": self.status.config_hash or self.config.config_hash(),
+            "url": self.prediction_url,
+            "health_url": self.healthcheck_url,
+            "state": self.status.state.value,
+        }
+
+    def labels(self) -> dict[str, str]:
+        """Labels stored on the service row (searchable in ZenML).
+
+        Returns:
+            A dict of strings.
+        """
+        return {
+            "zmd_flavor": self.FLAVOR,
+            "zmd_deployment": self.deployment_name,
+            "zmd_model": self.config.model_name,
+            "zmd_revision": str(self.status.revision),
+            "zmd_config_hash": self.status.config_hash,
+        }

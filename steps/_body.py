@@ -1,0 +1,116 @@
+"""The one body every deploy step shares: deploy, record metadata, return the service."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from zenml import get_step_context, log_metadata
+from zenml.logger import get_logger
+from zenml.metadata.metadata_types import Uri
+
+from zenml_model_deployers.deployer import BaseDeployer
+from zenml_model_deployers.errors import DeploymentError
+from zenml_model_deployers.service import DeploymentService
+
+logger = get_logger(__name__)
+
+
+def _provenance() -> dict[str, Any]:
+    try:
+        ctx = get_step_context()
+    except Exception:
+        return {}
+    out: dict[str, Any] = {
+        "pipeline_name": ctx.pipeline.name,
+        "pipeline_step_name": ctx.step_name,
+        "run_name": ctx.pipeline_run.name,
+        "pipeline_run_id": str(ctx.pipeline_run.id),
+    }
+    return out
+
+
+def _model_version_id() -> UUID | None:
+    try:
+        mv = get_step_context().model_version
+    except Exception:
+        return None
+    return mv.id if mv is not None else None
+
+
+def record_metadata(service: DeploymentService) -> None:
+    """Records `deployed_model_url` and `deployment` on the running step.
+
+    Args:
+        service: the deployed (or kept) service.
+    """
+    md: dict[str, Any] = {"deployment": service.describe()}
+    if service.prediction_url:
+        md["deployed_model_url"] = Uri(service.prediction_url)
+    log_metadata(metadata=md)
+
+
+def deploy_with(
+    deployer: BaseDeployer,
+    *,
+    model: Any = None,
+    model_uri: str | None = None,
+    deployment_name: str | None = None,
+    model_name: str = "",
+    deploy_decision: bool = True,
+    policy: str = "update",
+    timeout: float | None = None,
+    input_example: Any = None,
+    settings: dict[str, Any] | None = None,
+) -> DeploymentService:
+    """Deploys (or, with `deploy_decision=False`, keeps) a model; records metadata.
+
+    Args:
+        deployer: the model deployer to use.
+        model: a trained model object (the flavor packages it).
+        model_uri: or a model reference the backend understands.
+        deployment_name: stable deployment name (default: from model_name).
+        model_name: the model's name.
+        deploy_decision: False keeps whatever serves now (continuous deployment gates).
+        policy: update, replace, side_by_side or fail.
+        timeout: seconds to wait for readiness.
+        input_example: example input (packaging signature).
+        settings: flavor-specific serving settings.
+
+    Returns:
+        The service.
+    """
+    from zenml_model_deployers.config import derive_deployment_name
+
+    prov = _provenance()
+    model_name = model_name or deployment_name or prov.get("pipeline_name", "model")
+    if not deploy_decision:
+        name = deployment_name or derive_deployment_name(model_name)
+        existing = deployer.find_deployment(name)
+        if existing is None:
+            raise DeploymentError(
+                f"deploy_decision is False and deployment '{name}' does not exist yet: "
+                "nothing to keep serving.",
+                deployment_name=name,
+                hint="run once with deploy_decision=True.",
+            )
+        logger.info("deploy_decision is False: keeping deployment '%s' as it is.", name)
+        if not existing.status.state == "active":
+            existing = deployer.start(existing, timeout)
+        record_metadata(existing)
+        return existing
+    config = deployer.build_config(
+        model=model,
+        model_uri=model_uri,
+        deployment_name=deployment_name,
+        model_name=model_name,
+        input_example=input_example,
+        **(settings or {}),
+        **prov,
+    )
+    service = deployer.deploy(
+        config, policy=policy, timeout=timeout, model_version_id=_model_version_id()
+    )
+    record_metadata(service)
+    logger.info("Deployed model URL: %s", service.prediction_url)
+    return service

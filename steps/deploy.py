@@ -1,0 +1,140 @@
+"""Deploy steps: one flavor-agnostic step and one typed step per flavor."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from zenml import step
+from zenml.client import Client
+
+from zenml_model_deployers.materializer import ServiceMaterializer
+from zenml_model_deployers.service import DeploymentService
+from zenml_model_deployers.steps._body import deploy_with
+
+
+@step(enable_cache=False, output_materializers=ServiceMaterializer)
+def model_deployer_step(
+    model: Any = None,
+    model_uri: str | None = None,
+    deployment_name: str | None = None,
+    model_name: str = "",
+    deploy_decision: bool = True,
+    policy: str = "update",
+    timeout: float | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Annotated[DeploymentService, "deployment"]:
+    """Deploys the model with the active stack's model deployer, whatever its flavor.
+
+    One pipeline goes from local MLflow to a remote backend by switching stacks.
+
+    Args:
+        model: the trained model (packaged by the flavor), or None with `model_uri`.
+        model_uri: a model reference the backend understands.
+        deployment_name: stable name (default: derived from the model name).
+        model_name: the model's name (default: the deployment or pipeline name).
+        deploy_decision: False keeps what serves now.
+        policy: update (default), replace, side_by_side or fail.
+        timeout: seconds to wait until it serves.
+        settings: flavor-specific serving settings.
+
+    Returns:
+        The service (saved in full as an artifact).
+    """
+    from zenml_model_deployers.deployer import BaseDeployer
+    from zenml_model_deployers.errors import DeploymentError
+
+    deployer = Client().active_stack.model_deployer
+    if not isinstance(deployer, BaseDeployer):
+        raise DeploymentError(
+            "The active stack has no zenml-model-deployers model deployer.",
+            hint="`zmd flavors register`, then `zenml model-deployer register local "
+            "--flavor=zmd-mlflow` and `zenml stack update -d local`.",
+        )
+    return deploy_with(
+        deployer,
+        model=model,
+        model_uri=model_uri,
+        deployment_name=deployment_name,
+        model_name=model_name,
+        deploy_decision=deploy_decision,
+        policy=policy,
+        timeout=timeout,
+        settings=settings,
+    )
+
+
+@step(enable_cache=False, output_materializers=ServiceMaterializer)
+def mlflow_deployer_step(
+    model: Any = None,
+    model_uri: str | None = None,
+    deployment_name: str | None = None,
+    model_name: str = "",
+    deploy_decision: bool = True,
+    policy: str = "update",
+    timeout: float | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    smoke_input: Any = None,
+    input_example: Any = None,
+) -> Annotated[DeploymentService, "mlflow_deployment"]:
+    """Deploys a model to a local MLflow server behind a stable URL (flavor `zmd-mlflow`).
+
+    Needs no MLflow experiment tracker: a model object is saved as an MLflow model here.
+
+    Args:
+        model: a scikit-learn estimator or mlflow.pyfunc.PythonModel, or None with `model_uri`.
+        model_uri: any MLflow model URI (`runs:/`, `models:/`, local path).
+        deployment_name: stable name (default: derived from the model name).
+        model_name: the model's name.
+        deploy_decision: False keeps what serves now.
+        policy: update (default), replace, side_by_side or fail.
+        timeout: seconds to wait until it serves.
+        port: pin the public port (default: a free one, kept across updates).
+        workers: server workers.
+        env: server environment; values may be `{{secret.key}}` references.
+        smoke_input: example input that must predict before the revision counts as ready.
+        input_example: example input saved with the model (gives it a signature).
+
+    Returns:
+        The service (saved in full as an artifact).
+    """
+    from zenml_model_deployers.flavors import get_deployer
+
+    settings: dict[str, Any] = {"port": port, "workers": workers, "env": env or {}}
+    if smoke_input is not None:
+        settings["smoke_input"] = smoke_input
+    return deploy_with(
+        get_deployer("zmd-mlflow"),
+        model=model,
+        model_uri=model_uri,
+        deployment_name=deployment_name,
+        model_name=model_name,
+        deploy_decision=deploy_decision,
+        policy=policy,
+        timeout=timeout,
+        input_example=input_example,
+        settings=settings,
+    )
+
+
+@step(enable_cache=False, output_materializers=ServiceMaterializer)
+def recreate_deployment_step(
+    service: DeploymentService,
+    timeout: float | None = None,
+) -> Annotated[DeploymentService, "deployment"]:
+    """Deploys again, from a past run's service artifact, the exact serving conditions it recorded.
+
+    Args:
+        service: a service artifact (live or detached).
+        timeout: seconds to wait until it serves.
+
+    Returns:
+        The serving service.
+    """
+    from zenml_model_deployers.recreate import recreate
+    from zenml_model_deployers.steps._body import record_metadata
+
+    svc = recreate(service, timeout=timeout)
+    record_metadata(svc)
+    return svc
