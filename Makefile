@@ -1,4 +1,5 @@
 # Every target installs what it needs into .venv (created on first use).
+# Bytecode is compiled at install time: imports (ZenML's are large) then cost a third.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,11 +14,13 @@ $(BIN)/uv:
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev]"
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[mlflow]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[mlflow]"
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 demo: $(VENV)/.demo-installed

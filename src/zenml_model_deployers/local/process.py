@@ -149,6 +149,33 @@ def tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
+def failure_excerpt(path: Path, lines: int = 25) -> str:
+    """The log's last lines, preceded by its last error lines if those scrolled out of them.
+
+    Servers often end with a generic "exited with code 1" after the real cause (a model that
+    does not exist, an import error); users need the real cause first.
+
+    Args:
+        path: the log file.
+        lines: how many trailing lines.
+
+    Returns:
+        Text.
+    """
+    last = tail(path, lines)
+    whole = tail(path, 4000, max_bytes=2_000_000)
+    errors = [
+        ln
+        for ln in whole.splitlines()
+        if ("Error" in ln or "Exception" in ln or "No such" in ln)
+        and not ln.startswith((" ", "\t"))
+    ]
+    missing = [ln for ln in errors[-5:] if ln not in last]
+    if missing:
+        return "\n".join(missing) + "\n...\n" + last
+    return last
+
+
 def wait_for_exit(handle: ProcessHandle, timeout: float) -> bool:
     """Waits until a process exits.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 
 from zenml_model_deployers.errors import DeploymentError, DeploymentTimeoutError
-from zenml_model_deployers.local.process import ProcessHandle, reap_children, tail
+from zenml_model_deployers.local.process import ProcessHandle, failure_excerpt, reap_children
 
 
 def wait_until_ready(
@@ -55,7 +55,7 @@ def wait_until_ready(
                 raise DeploymentError(
                     f"The {what} of deployment '{deployment_name}' exited before it was ready.",
                     deployment_name=deployment_name,
-                    backend_message=tail(log_path, 25),
+                    backend_message=failure_excerpt(log_path),
                     hint=f"fix the cause above; full log: {log_path}",
                 )
             try:
@@ -70,7 +70,7 @@ def wait_until_ready(
                     f"Deployment '{deployment_name}' was not ready after {timeout:.0f} s "
                     f"({health_method} {health_url}: {last}).",
                     deployment_name=deployment_name,
-                    backend_message=tail(log_path, 25),
+                    backend_message=failure_excerpt(log_path),
                     hint="raise the timeout if the model is slow to load; "
                     f"full log: {log_path}",
                 )
@@ -83,7 +83,7 @@ def wait_until_ready(
                 raise DeploymentError(
                     f"Deployment '{deployment_name}' is up but its smoke prediction failed: {e}",
                     deployment_name=deployment_name,
-                    backend_message=tail(log_path, 25),
+                    backend_message=failure_excerpt(log_path),
                     hint="check `smoke_input` matches the model's signature.",
                 ) from e
     finally:

@@ -1,0 +1,329 @@
+"""`zmd`: list, describe, start, stop, delete and recreate deployments.
+
+Imports lazily: `zmd --help` imports neither ZenML nor any backend, and a command imports
+only the backends of the deployments it touches. Errors are one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from zenml_model_deployers.service import DeploymentService
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly_errors(func: F) -> F:
+    """Turns our typed errors (and ZenML's lookups) into one clear line and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from zenml_model_deployers.errors import DeploymentError
+
+        try:
+            return func(*args, **kwargs)
+        except DeploymentError as e:
+            msg = str(e).replace("\n", "\n  ")
+            click.echo(f"Error: {msg}", err=True)
+            sys.exit(1)
+        except (KeyError, ValueError, RuntimeError) as e:
+            click.echo(f"Error: {type(e).__name__}: {e}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(package_name="zenml-model-deployers")
+def main() -> None:
+    """zenml-model-deployers: deploy models from ZenML pipelines and manage the deployments."""
+
+
+# --------------------------------------------------------------------------- flavors
+@main.group()
+def flavors() -> None:
+    """Register and list the zmd-* model deployer flavors."""
+
+
+@flavors.command("register")
+@_friendly_errors
+def flavors_register() -> None:
+    """Registers every zmd-* flavor in the active ZenML store (idempotent)."""
+    from zenml_model_deployers.flavors import FLAVOR_SOURCES, register_flavors
+
+    added = register_flavors()
+    for name in FLAVOR_SOURCES:
+        state = "registered" if name in added else "already registered"
+        click.echo(f"{name}: {state}")
+    click.echo(
+        "Next: zenml model-deployer register local --flavor=zmd-mlflow && "
+        "zenml stack update -d local"
+    )
+
+
+@flavors.command("list")
+def flavors_list() -> None:
+    """Lists the flavors this package provides."""
+    from zenml_model_deployers.flavors import FLAVOR_SOURCES
+
+    for name, source in FLAVOR_SOURCES.items():
+        click.echo(f"{name}\t{source}")
+
+
+# --------------------------------------------------------------------------- models
+@main.group()
+def models() -> None:
+    """Manage deployments (by service id, id prefix or deployment name)."""
+
+
+def _all_services(
+    flavor: str | None = None, refresh: bool = True
+) -> list[DeploymentService]:
+    """Every zenml-model-deployers service in the active project, status read live."""
+    from zenml.client import Client
+    from zenml.services.service import BaseService
+
+    from zenml_model_deployers.service import DeploymentService
+
+    client = Client()
+    out: list[DeploymentService] = []
+    page_no = 1
+    while True:
+        page = client.list_services(
+            page=page_no, size=1000, hydrate=True, flavor=flavor, sort_by="desc:created"
+        )
+        for resp in page.items:
+            if not resp.service_type.flavor.startswith("zmd-") or not resp.service_source:
+                continue
+            try:
+                svc = BaseService.from_model(resp)
+            except Exception:  # a service whose class can no longer be imported
+                continue
+            if isinstance(svc, DeploymentService):
+                if refresh:
+                    svc.update_status()
+                out.append(svc)
+        if page_no >= page.total_pages:
+            break
+        page_no += 1
+    return out
+
+
+def _resolve(ref: str, flavor: str | None = None) -> DeploymentService:
+    """A deployment by service id, id prefix, or deployment name."""
+    from zenml_model_deployers.errors import DeploymentNotFoundError
+
+    services = _all_services(flavor)
+    exact = [s for s in services if str(s.uuid) == ref or s.deployment_name == ref]
+    matches = exact or [s for s in services if str(s.uuid).startswith(ref)]
+    if not matches:
+        raise DeploymentNotFoundError(
+            f"No deployment matches '{ref}'.", hint="see `zmd models list`."
+        )
+    if len(matches) > 1:
+        names = ", ".join(f"{s.deployment_name} ({s.FLAVOR}, {str(s.uuid)[:8]})" for s in matches)
+        raise DeploymentNotFoundError(
+            f"'{ref}' matches several deployments: {names}.",
+            hint="give a longer id prefix or --flavor.",
+        )
+    return matches[0]
+
+
+def _deployer_for(service: DeploymentService) -> Any:
+    from zenml_model_deployers.flavors import get_deployer
+
+    return get_deployer(service.FLAVOR)
+
+
+_STATE_ICON = {
+    "active": "running",
+    "inactive": "stopped",
+    "error": "NOT RUNNING",
+    "pending_startup": "starting",
+    "pending_shutdown": "stopping",
+    "scaled_to_zero": "scaled to zero",
+}
+
+
+def _row(s: DeploymentService) -> dict[str, Any]:
+    return {
+        "id": str(s.uuid),
+        "name": s.deployment_name,
+        "flavor": s.FLAVOR,
+        "state": s.status.state.value,
+        "model": s.config.model_name,
+        "revision": s.status.revision,
+        "url": s.prediction_url,
+        "pipeline": s.config.pipeline_name,
+        "step": s.config.pipeline_step_name,
+    }
+
+
+@models.command("list")
+@click.option("--flavor", help="only this flavor (e.g. zmd-mlflow)")
+@click.option("--model", "model_name", help="only deployments of this model name")
+@click.option("--pipeline", help="only deployments made by this pipeline")
+@click.option("--running", is_flag=True, help="only running deployments")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_friendly_errors
+def models_list(
+    flavor: str | None, model_name: str | None, pipeline: str | None, running: bool, output: str
+) -> None:
+    """Lists deployments with their live state and URL."""
+    rows = [_row(s) for s in _all_services(flavor)]
+    if model_name:
+        rows = [r for r in rows if r["model"] == model_name]
+    if pipeline:
+        rows = [r for r in rows if r["pipeline"] == pipeline]
+    if running:
+        rows = [r for r in rows if r["state"] == "active"]
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No deployments. Deploy one with a deploy step (see `make demo`).")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("ID", "NAME", "FLAVOR", "STATE", "MODEL", "REV", "URL"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["id"][:8],
+            r["name"],
+            r["flavor"],
+            _STATE_ICON.get(r["state"], r["state"]),
+            r["model"],
+            str(r["revision"]),
+            r["url"] or "-",
+        )
+    Console(width=200).print(table)
+
+
+@models.command("describe")
+@click.argument("ref")
+@click.option("--flavor", help="disambiguate a name used by several flavors")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_friendly_errors
+def models_describe(ref: str, flavor: str | None, output: str) -> None:
+    """Shows everything about one deployment."""
+    s = _resolve(ref, flavor)
+    info: dict[str, Any] = {
+        **s.describe(),
+        "status_message": s.status.last_error,
+        "deployed_at": s.status.deployed_at,
+        "pipeline": s.config.pipeline_name,
+        "step": s.config.pipeline_step_name,
+        "run": s.config.run_name,
+        "config": s.config.serving_fields(),
+    }
+    if hasattr(s.status, "log_path"):
+        info["log_path"] = s.status.log_path
+    if output == "json":
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        if isinstance(v, dict):
+            v = json.dumps(v, default=str)
+        click.echo(f"{k.upper():<{width}}  {v}")
+
+
+@models.command("get-url")
+@click.argument("ref")
+@click.option("--flavor")
+@_friendly_errors
+def models_get_url(ref: str, flavor: str | None) -> None:
+    """Prints the deployment's prediction URL (stable across revisions)."""
+    s = _resolve(ref, flavor)
+    if not s.prediction_url:
+        from zenml_model_deployers.errors import DeploymentError
+
+        raise DeploymentError(f"Deployment '{s.deployment_name}' has no URL.")
+    click.echo(s.prediction_url)
+
+
+@models.command("logs")
+@click.argument("ref")
+@click.option("--flavor")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new lines")
+@click.option("--tail", "-t", type=int, default=None, help="only the last N lines")
+@_friendly_errors
+def models_logs(ref: str, flavor: str | None, follow: bool, tail: int | None) -> None:
+    """Prints the serving process's logs."""
+    s = _resolve(ref, flavor)
+    try:
+        for line in s.get_logs(follow=follow, tail=tail):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+
+
+@models.command("start")
+@click.argument("ref")
+@click.option("--flavor")
+@click.option("--timeout", type=float, default=None, help="seconds to wait until it serves")
+@_friendly_errors
+def models_start(ref: str, flavor: str | None, timeout: float | None) -> None:
+    """Starts a stopped deployment on its recorded URL."""
+    s = _resolve(ref, flavor)
+    _deployer_for(s).start(s, timeout)
+    click.echo(f"Deployment '{s.deployment_name}' serves at {s.prediction_url}")
+
+
+@models.command("stop")
+@click.argument("ref")
+@click.option("--flavor")
+@_friendly_errors
+def models_stop(ref: str, flavor: str | None) -> None:
+    """Stops a deployment (reversible with `start`)."""
+    s = _resolve(ref, flavor)
+    _deployer_for(s).stop(s)
+    click.echo(f"Deployment '{s.deployment_name}' stopped.")
+
+
+@models.command("delete")
+@click.argument("ref")
+@click.option("--flavor")
+@click.option("-y", "--yes", is_flag=True, help="do not ask for confirmation")
+@_friendly_errors
+def models_delete(ref: str, flavor: str | None, yes: bool) -> None:
+    """Deletes a deployment from its backend and the service store."""
+    s = _resolve(ref, flavor)
+    if not yes and not click.confirm(
+        f"Delete deployment '{s.deployment_name}' ({s.FLAVOR}, {s.prediction_url})?"
+    ):
+        click.echo("Aborted.")
+        sys.exit(1)
+    _deployer_for(s).delete(s)
+    click.echo(f"Deployment '{s.deployment_name}' deleted.")
+
+
+@models.command("recreate")
+@click.option("--run", "run", required=True, help="pipeline run name, id or id prefix")
+@click.option("--step", "step", default=None, help="the deploy step (if the run has several)")
+@click.option("--timeout", type=float, default=None)
+@_friendly_errors
+def models_recreate(run: str, step: str | None, timeout: float | None) -> None:
+    """Deploys again the exact serving conditions a past run recorded."""
+    from zenml_model_deployers.recreate import load_run_service, recreate
+
+    recorded = load_run_service(run, step)
+    svc = recreate(recorded, timeout=timeout)
+    click.echo(
+        f"Deployment '{svc.deployment_name}' serves revision {svc.status.config_hash} "
+        f"at {svc.prediction_url}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""The conformance suite every flavor (ours and users' custom ones) passes.
+
+Subclass :class:`DeployerConformance` in a pytest module and provide:
+
+- fixture ``deployer``: the flavor's deployer (a registered component or constructed);
+- fixture ``stack_with_deployer``: activates a ZenML stack whose model deployer is it;
+- :meth:`make_config` for the variants ``"a"`` and ``"b"`` (two models whose predictions on
+  :attr:`sample_input` differ: :meth:`expected`) and ``"broken"`` (a model that cannot serve);
+- :meth:`assert_nothing_left`: the backend holds nothing for a deleted deployment;
+- optionally :meth:`assert_secret_delivered`.
+
+The tests run in order on one deployment per class (later steps build on earlier ones),
+so a flavor pays for few server starts. Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any, ClassVar
+
+import pytest
+import requests
+
+from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.deployer import BaseDeployer
+from zenml_model_deployers.errors import DeploymentError
+from zenml_model_deployers.service import DeploymentService
+
+
+class RequestLoop:
+    """A client looping on a URL in a thread (bounded), counting failed requests."""
+
+    def __init__(
+        self, url: str, body: bytes, headers: dict[str, str], max_seconds: float = 180
+    ) -> None:
+        """Prepares the loop.
+
+        Args:
+            url: the URL.
+            body: request body.
+            headers: request headers.
+            max_seconds: hard bound on the loop's duration.
+        """
+        self.url, self.body, self.headers = url, body, headers
+        self.max_seconds = max_seconds
+        self.ok = 0
+        self.failures: list[str] = []
+        self.answers: list[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                r = session.post(self.url, data=self.body, headers=self.headers, timeout=30)
+                if r.status_code == 200:
+                    self.ok += 1
+                    self.answers.append(r.json())
+                else:
+                    self.failures.append(f"HTTP {r.status_code}: {r.text[:200]}")
+            except requests.RequestException as e:
+                self.failures.append(f"{type(e).__name__}: {e}")
+            time.sleep(0.005)
+        session.close()
+
+    def __enter__(self) -> RequestLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+class DeployerConformance:
+    """The suite. See the module docstring for what a subclass provides."""
+
+    timeout: ClassVar[float] = 120.0
+    sample_input: ClassVar[Any] = None
+    name_prefix: ClassVar[str] = "conf"
+
+    # ----------------------------------------------------------------- what a flavor provides
+    def make_config(self, variant: str, name: str, **overrides: Any) -> DeploymentConfig:
+        """A config of the flavor for variant "a", "b" or "broken"."""
+        raise NotImplementedError
+
+    def expected(self, variant: str) -> Any:
+        """What predict(sample_input) returns for variant "a" or "b"."""
+        raise NotImplementedError
+
+    def assert_nothing_left(self, service: DeploymentService) -> None:
+        """Asserts the backend holds nothing for this (deleted) deployment."""
+        raise NotImplementedError
+
+    def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
+        """Asserts the serving side received the resolved secret (optional)."""
+
+    def secret_overrides(self, ref: str) -> dict[str, Any]:
+        """Config overrides that make the deployment use a secret reference."""
+        return {"env": {"ZMD_CONFORMANCE_TOKEN": ref}}
+
+    # ----------------------------------------------------------------- shared state
+    @pytest.fixture(scope="class")
+    def state(self) -> dict[str, Any]:
+        """State passed from one ordered test to the next."""
+        return {"name": f"{self.name_prefix}-{uuid.uuid4().hex[:6]}"}
+
+    def _need(self, state: dict[str, Any], key: str) -> Any:
+        if key not in state:
+            pytest.skip(f"an earlier conformance step did not produce {key!r}")
+        return state[key]
+
+    def _predict(self, service: DeploymentService) -> Any:
+        return service.predict(self.sample_input)
+
+    # ----------------------------------------------------------------- the suite, in order
+    def test_01_deploy_serves(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
+        """A new deployment serves the model at its URL."""
+        svc = deployer.deploy(self.make_config("a", state["name"]), timeout=self.timeout)
+        assert svc.status.state.value == "active"
+        assert svc.prediction_url
+        assert self._predict(svc) == self.expected("a")
+        state["svc"] = svc
+        state["url"] = svc.prediction_url
+
+    def test_02_idempotent_redeploy(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
+        """The same config again returns the running deployment untouched."""
+        first = self._need(state, "svc")
+        t0 = time.monotonic()
+        again = deployer.deploy(self.make_config("a", state["name"]), timeout=self.timeout)
+        assert time.monotonic() - t0 < 10, "an unchanged redeploy must not restart anything"
+        assert again.uuid == first.uuid
+        assert again.status.revision == first.status.revision
+        assert again.prediction_url == state["url"]
+
+    def test_03_update_keeps_serving(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
+        """An update to another model: zero failed requests on the URL, new model served after."""
+        svc = self._need(state, "svc")
+        headers, body = svc.format_request(self.sample_input)
+        with RequestLoop(state["url"], body, headers) as loop:
+            time.sleep(0.3)
+            new = deployer.deploy(self.make_config("b", state["name"]), timeout=self.timeout)
+            time.sleep(0.5)
+        assert loop.failures == [], f"{len(loop.failures)} failed requests: {loop.failures[:3]}"
+        assert loop.ok > 10
+        assert new.prediction_url == state["url"]
+        assert new.status.revision == svc.status.revision + 1
+        assert self._predict(new) == self.expected("b")
+        state["svc"] = new
+
+    def test_04_failed_update_rolls_back(
+        self, deployer: BaseDeployer, state: dict[str, Any]
+    ) -> None:
+        """A model that cannot serve: typed error, old revision keeps serving and stays recorded."""
+        svc = self._need(state, "svc")
+        headers, body = svc.format_request(self.sample_input)
+        with RequestLoop(state["url"], body, headers) as loop:
+            with pytest.raises(DeploymentError) as err:
+                deployer.deploy(self.make_config("broken", state["name"]), timeout=self.timeout)
+        assert str(err.value).strip()
+        assert loop.failures == [], f"{len(loop.failures)} failed requests: {loop.failures[:3]}"
+        recorded = deployer.find_deployment(state["name"])
+        assert recorded is not None
+        assert recorded.status.config_hash == svc.status.config_hash
+        assert recorded.status.state.value == "active"
+        assert self._predict(recorded) == self.expected("b")
+
+    def test_05_stop_start_same_url(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
+        """Stop is reversible; start brings the recorded revision back on the same URL."""
+        svc = self._need(state, "svc")
+        deployer.stop(svc)
+        stopped = deployer.find_deployment(state["name"])
+        assert stopped is not None and stopped.status.state.value != "active"
+        with pytest.raises(DeploymentError):
+            stopped.predict(self.sample_input, timeout=5)
+        deployer.start(stopped, self.timeout)
+        again = deployer.find_deployment(state["name"])
+        assert again is not None and again.status.state.value == "active"
+        assert again.prediction_url == state["url"]
+        assert self._predict(again) == self.expected("b")
+        state["svc"] = again
+
+    def test_06_zenml_sees_it(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
+        """ZenML's own model deployer API finds the service, with its URL and labels."""
+        svc = self._need(state, "svc")
+        found = deployer.find_model_server(service_uuid=svc.uuid)
+        assert len(found) == 1
+        assert found[0].get_prediction_url() == state["url"]
+        from zenml.client import Client
+
+        row = Client().get_service(svc.uuid)
+        assert row.labels and row.labels["zmd_deployment"] == state["name"]
+        info = deployer.get_model_server_info(found[0])
+        assert info["PREDICTION_URL"] == state["url"]
+
+    def test_07_delete_leaves_nothing(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
+        """Delete removes the backend's deployment and the service row."""
+        svc = self._need(state, "svc")
+        deployer.delete(svc)
+        assert deployer.find_deployment(state["name"]) is None
+        self.assert_nothing_left(svc)
+        with pytest.raises(requests.RequestException):
+            requests.post(state["url"], json={}, timeout=3)
+
+    def test_08_bad_model_leaves_nothing(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
+        """A first deploy of a model that cannot serve: typed error, no row, nothing running."""
+        name = state["name"] + "-bad"
+        with pytest.raises(DeploymentError) as err:
+            deployer.deploy(self.make_config("broken", name), timeout=self.timeout)
+        assert deployer.find_deployment(name) is None
+        assert err.value.backend_message, "the backend's own message must be in the error"
+
+    def test_09_pipeline_metadata_artifact_recreate(
+        self, deployer: BaseDeployer, stack_with_deployer: Any, state: dict[str, Any]
+    ) -> None:
+        """A pipeline deploy records `deployed_model_url` + `deployment` metadata and the full
+        service artifact; after the service row is gone the artifact still loads (detached) and
+        recreate brings the same serving conditions back."""
+        from zenml import pipeline
+        from zenml.client import Client
+
+        from zenml_model_deployers.steps import model_deployer_step, recreate_deployment_step
+
+        name = state["name"] + "-pl"
+        cfg = self.make_config("a", name)
+        settings = {
+            k: v
+            for k, v in cfg.serving_fields().items()
+            if k not in ("deployment_name", "model_uri", "type")
+        }
+
+        @pipeline(enable_cache=False)
+        def conformance_deploy() -> None:
+            model_deployer_step(
+                model_uri=cfg.model_uri,
+                deployment_name=name,
+                timeout=self.timeout,
+                settings=settings,
+            )
+
+        run = conformance_deploy.with_options(run_name=f"conformance-{name}")()
+        run = Client().get_pipeline_run(run.id)
+        assert run.status.value == "completed"
+        step = run.steps["model_deployer_step"]
+        url = step.run_metadata["deployed_model_url"]
+        desc = step.run_metadata["deployment"]
+        assert isinstance(url, str) and url.startswith("http")
+        assert isinstance(desc, dict) and desc["name"] == name and desc["state"] == "active"
+        svc = step.outputs["deployment"][0].load()
+        assert svc.prediction_url == url and not svc.is_detached
+        assert self._predict(svc) == self.expected("a")
+        # The row goes away (e.g. deleted by hand); the artifact still describes everything.
+        deployer.delete(svc)
+        detached = Client().get_pipeline_run(run.id).steps["model_deployer_step"].outputs[
+            "deployment"
+        ][0].load()
+        assert detached.is_detached
+        assert detached.config.config_hash() == svc.config.config_hash()
+
+        artifact = Client().get_pipeline_run(run.id).steps["model_deployer_step"].outputs[
+            "deployment"
+        ][0]
+
+        @pipeline(enable_cache=False)
+        def conformance_recreate() -> None:
+            recreate_deployment_step(service=artifact, timeout=self.timeout)
+
+        run2 = conformance_recreate.with_options(run_name=f"conformance-{name}-re")()
+        back = deployer.find_deployment(name)
+        assert back is not None and back.status.state.value == "active"
+        assert back.status.config_hash == svc.status.config_hash
+        assert self._predict(back) == self.expected("a")
+        rec = Client().get_pipeline_run(run2.id).steps["recreate_deployment_step"]
+        assert rec.run_metadata["deployed_model_url"] == back.prediction_url
+        deployer.delete(back)
+
+    def test_10_secrets_never_leak(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
+        """A secret reference reaches the backend resolved, and never the store, the artifact,
+        the metadata, the logs or an error message."""
+        from zenml.client import Client
+
+        from zenml_model_deployers.materializer import service_to_json
+
+        value = f"zmd-planted-{uuid.uuid4().hex}"
+        secret_name = f"zmdconf{uuid.uuid4().hex[:6]}"
+        Client().create_secret(name=secret_name, values={"token": value})
+        ref = "{{" + secret_name + ".token}}"
+        name = state["name"] + "-sec"
+        svc = deployer.deploy(
+            self.make_config("a", name, **self.secret_overrides(ref)), timeout=self.timeout
+        )
+        try:
+            self.assert_secret_delivered(svc, value)
+            row = Client().get_service(svc.uuid)
+            haystacks = {
+                "service store": row.model_dump_json(),
+                "artifact": json.dumps(service_to_json(svc)),
+                "metadata": json.dumps(svc.describe()),
+                "logs": "\n".join(svc.get_logs()),
+            }
+            with pytest.raises(DeploymentError) as err:
+                deployer.deploy(
+                    self.make_config("broken", name + "-x", **self.secret_overrides(ref)),
+                    timeout=self.timeout,
+                )
+            haystacks["error"] = str(err.value)
+            for where, text in haystacks.items():
+                assert value not in text, f"the secret leaked into the {where}"
+        finally:
+            deployer.delete(svc)

@@ -1,0 +1,53 @@
+"""The conformance suite, run against `zmd-mlflow` with real MLflow servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.service import DeploymentService
+from zenml_model_deployers.testing.conformance import DeployerConformance
+
+
+class TestMLflowConformance(DeployerConformance):
+    """zmd-mlflow passes the suite."""
+
+    sample_input = [[0.5, 0.5], [0.1, 0.9]]
+    name_prefix = "mlf"
+
+    @pytest.fixture(autouse=True)
+    def _models(self, models_dir: Path) -> None:
+        type(self).models = models_dir  # type: ignore[attr-defined]
+
+    @pytest.fixture
+    def deployer(self, mlflow_deployer: Any) -> Any:
+        return mlflow_deployer
+
+    @pytest.fixture
+    def stack_with_deployer(self, mlflow_stack: str) -> str:
+        return mlflow_stack
+
+    def make_config(self, variant: str, name: str, **overrides: Any) -> MLflowDeploymentConfig:
+        return MLflowDeploymentConfig(
+            deployment_name=name,
+            model_name=name,
+            model_uri=str(self.models / variant),  # type: ignore[attr-defined]
+            **overrides,
+        )
+
+    def expected(self, variant: str) -> Any:
+        return [0, 0] if variant == "a" else [1, 1]
+
+    def assert_nothing_left(self, service: DeploymentService) -> None:
+        for handle in (service.status.server, service.status.relay):  # type: ignore[attr-defined]
+            assert handle is None or not handle.is_alive()
+        assert not service.workdir.exists()  # type: ignore[attr-defined]
+
+    def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
+        import psutil
+
+        server = service.status.server  # type: ignore[attr-defined]
+        assert psutil.Process(server.pid).environ().get("ZMD_CONFORMANCE_TOKEN") == value
