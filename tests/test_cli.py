@@ -1,0 +1,120 @@
+"""`zmd` and ZenML's own `zenml model-deployer models ...` on our deployments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from zenml_model_deployers.cli import main as zmd
+from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+
+
+@pytest.fixture(scope="module")
+def deployed(mlflow_deployer: Any, models_dir: Path) -> Iterator[Any]:
+    cfg = MLflowDeploymentConfig(
+        deployment_name="cli-demo", model_name="cli-model", model_uri=str(models_dir / "a")
+    )
+    svc = mlflow_deployer.deploy(cfg, timeout=120)
+    yield svc
+    found = mlflow_deployer.find_deployment("cli-demo")
+    if found is not None:
+        mlflow_deployer.delete(found)
+
+
+def test_list_json_and_filters(deployed: Any) -> None:
+    r = CliRunner()
+    rows = json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output)
+    row = next(x for x in rows if x["name"] == "cli-demo")
+    assert row["state"] == "active" and row["url"] == deployed.prediction_url
+    assert row["flavor"] == "zmd-mlflow" and row["model"] == "cli-model"
+    assert json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-nope"]).output) == []
+    only = json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--model", "cli-model"]).output)
+    assert [x["name"] for x in only] == ["cli-demo"]
+    assert "cli-demo" in r.invoke(zmd, ["models", "list"]).output
+
+
+def test_describe_get_url_logs_by_name_and_id_prefix(deployed: Any) -> None:
+    r = CliRunner()
+    url = r.invoke(zmd, ["models", "get-url", str(deployed.uuid)[:8]]).output.strip()
+    assert url == deployed.prediction_url
+    desc = json.loads(r.invoke(zmd, ["models", "describe", "cli-demo", "-o", "json"]).output)
+    assert desc["url"] == url and desc["config_hash"] == deployed.status.config_hash
+    requests.post(url, json={"inputs": [[1, 2]]}, timeout=10)
+    logs = r.invoke(zmd, ["models", "logs", "cli-demo", "--tail", "50"]).output
+    assert "/invocations" in logs
+
+
+def test_stop_and_start(deployed: Any) -> None:
+    r = CliRunner()
+    assert r.invoke(zmd, ["models", "stop", "cli-demo"]).exit_code == 0
+    row = next(x for x in json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output) if x["name"] == "cli-demo")
+    assert row["state"] == "inactive"
+    assert r.invoke(zmd, ["models", "start", "cli-demo"]).exit_code == 0
+    assert requests.post(deployed.prediction_url, json={"inputs": [[1, 2]]}, timeout=10).json() == {
+        "predictions": [0]
+    }
+
+
+def test_zenml_cli_sees_our_services(deployed: Any) -> None:
+    from zenml.cli.cli import cli as zenml_cli
+
+    r = CliRunner()
+    out = r.invoke(zenml_cli, ["model-deployer", "models", "list"])
+    assert out.exit_code == 0, out.output
+    assert str(deployed.uuid)[:8] in out.output
+    out = r.invoke(zenml_cli, ["model-deployer", "models", "get-url", str(deployed.uuid)])
+    assert out.exit_code == 0 and deployed.prediction_url in out.output.replace("\n", "")
+    out = r.invoke(zenml_cli, ["model-deployer", "models", "describe", str(deployed.uuid)])
+    assert out.exit_code == 0 and "CONFIG_HASH" in out.output
+
+
+def test_zenml_cli_delete(mlflow_deployer: Any, models_dir: Path) -> None:
+    from zenml.cli.cli import cli as zenml_cli
+
+    cfg = MLflowDeploymentConfig(deployment_name="zenml-cli-del", model_uri=str(models_dir / "b"))
+    svc = mlflow_deployer.deploy(cfg, timeout=120)
+    out = CliRunner().invoke(zenml_cli, ["model-deployer", "models", "delete", str(svc.uuid), "-y"])
+    assert out.exit_code == 0, out.output
+    assert mlflow_deployer.find_deployment("zenml-cli-del") is None
+    assert not svc.status.server.is_alive() and not svc.status.relay.is_alive()
+
+
+def test_errors_are_one_line_and_nonzero() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "zenml_model_deployers.cli", "models", "describe", "no-such-thing"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: No deployment matches 'no-such-thing'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_recreate_from_a_run(mlflow_stack: str, models_dir: Path, mlflow_deployer: Any) -> None:
+    from zenml import pipeline
+
+    from zenml_model_deployers.steps import mlflow_deployer_step
+
+    @pipeline(enable_cache=False)
+    def cli_recreate_pipeline() -> None:
+        mlflow_deployer_step(model_uri=str(models_dir / "b"), deployment_name="recreated", timeout=120)
+
+    run = cli_recreate_pipeline.with_options(run_name="cli-recreate-run")()
+    svc = mlflow_deployer.find_deployment("recreated")
+    mlflow_deployer.delete(svc)  # the row and the server are gone
+    r = CliRunner()
+    res = r.invoke(zmd, ["models", "recreate", "--run", "cli-recreate-run"])
+    assert res.exit_code == 0, res.output
+    back = mlflow_deployer.find_deployment("recreated")
+    assert back is not None and back.status.config_hash == svc.status.config_hash
+    assert back.predict([[1.0, 1.0]]) == [1]
+    mlflow_deployer.delete(back)
+    bad = r.invoke(zmd, ["models", "recreate", "--run", str(run.id), "--step", "nope"])
+    assert bad.exit_code == 1 and "No service artifact" in bad.output

@@ -1,0 +1,135 @@
+"""Bad input and faults on `zmd-mlflow`, with real MLflow servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from zenml_model_deployers.cli import main as zmd
+from zenml_model_deployers.errors import DeploymentError, PortInUseError
+from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+
+
+def _processes_mentioning(text: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if text in " ".join(p.info["cmdline"] or []):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def test_missing_model_fails_fast_with_mlflows_message(mlflow_deployer: Any, tmp_path: Path) -> None:
+    from zenml.client import Client
+
+    uri = str(tmp_path / "no-such-model")
+    cfg = MLflowDeploymentConfig(deployment_name="missing-model", model_uri=uri)
+    t0 = time.monotonic()
+    with pytest.raises(DeploymentError) as err:
+        mlflow_deployer.deploy(cfg, timeout=120)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    assert "No such artifact" in str(err.value)  # MLflow's own words
+    assert mlflow_deployer.find_deployment("missing-model") is None
+    assert not [s for s in Client().list_services(size=1000).items if s.name == "zenml-missing-model"]
+    time.sleep(0.5)
+    assert _processes_mentioning(uri) == []
+    assert _processes_mentioning("/missing-model/relay.json") == []
+
+
+def test_pinned_port_in_use_is_a_clear_error(mlflow_deployer: Any, models_dir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        cfg = MLflowDeploymentConfig(
+            deployment_name="busy-port", model_uri=str(models_dir / "a"), port=busy
+        )
+        with pytest.raises(PortInUseError) as err:
+            mlflow_deployer.deploy(cfg, timeout=60)
+    assert f"Port {busy}" in str(err.value)
+    assert mlflow_deployer.find_deployment("busy-port") is None
+    assert _processes_mentioning(str(models_dir / "a") + " ") == []
+
+
+def test_killed_server_shows_not_running_and_start_restores_same_url(
+    mlflow_deployer: Any, models_dir: Path
+) -> None:
+    cfg = MLflowDeploymentConfig(deployment_name="killed", model_uri=str(models_dir / "a"))
+    svc = mlflow_deployer.deploy(cfg, timeout=120)
+    url = svc.prediction_url
+    try:
+        # Behind our back: the server process (and its uvicorn child) die.
+        server = psutil.Process(svc.status.server.pid)
+        for p in [server, *server.children(recursive=True)]:
+            p.send_signal(signal.SIGKILL)
+        psutil.wait_procs([server], timeout=10)
+        runner = CliRunner()
+        res = runner.invoke(zmd, ["models", "list", "-o", "json"])
+        assert res.exit_code == 0, res.output
+        row = next(r for r in json.loads(res.output) if r["name"] == "killed")
+        assert row["state"] != "active"
+        table = runner.invoke(zmd, ["models", "list"]).output
+        assert "NOT RUNNING" in table
+        res = runner.invoke(zmd, ["models", "start", "killed"])
+        assert res.exit_code == 0, res.output
+        back = mlflow_deployer.find_deployment("killed")
+        assert back.status.state.value == "active"
+        assert back.prediction_url == url
+        assert back.predict([[1.0, 2.0]]) == [0]
+        # The front itself killed: same story.
+        os.kill(back.status.relay.pid, signal.SIGKILL)
+        time.sleep(0.3)
+        assert mlflow_deployer.find_deployment("killed").status.state.value != "active"
+        assert runner.invoke(zmd, ["models", "start", "killed"]).exit_code == 0
+        again = mlflow_deployer.find_deployment("killed")
+        assert again.prediction_url == url and again.predict([[1.0, 2.0]]) == [0]
+    finally:
+        mlflow_deployer.delete(mlflow_deployer.find_deployment("killed"))
+
+
+def test_concurrent_deploys_of_one_deployment_start_one_server(
+    mlflow_stack: str, mlflow_deployer: Any, models_dir: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "deploy.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from zenml_model_deployers.flavors import get_deployer
+            from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+            cfg = MLflowDeploymentConfig(deployment_name="racy", model_uri={str(models_dir / "a")!r})
+            svc = get_deployer("zmd-mlflow").deploy(cfg, timeout=120)
+            print("SERVICE", svc.uuid, svc.status.server.pid)
+            """
+        )
+    )
+    procs = [
+        subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    try:
+        lines = [next(ln for ln in o.splitlines() if ln.startswith("SERVICE")) for o, _ in outs]
+        assert len({ln.split()[1] for ln in lines}) == 1, lines  # one service
+        assert len({ln.split()[2] for ln in lines}) == 1, lines  # one server process
+        servers = [p for p in _processes_mentioning("mlflow models serve") if str(models_dir / "a") in " ".join(p.cmdline())]
+        svc = mlflow_deployer.find_deployment("racy")
+        assert [p.pid for p in servers if p.pid == svc.status.server.pid]
+    finally:
+        svc = mlflow_deployer.find_deployment("racy")
+        if svc is not None:
+            mlflow_deployer.delete(svc)

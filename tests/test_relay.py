@@ -1,0 +1,127 @@
+"""The stable-URL relay, against plain HTTP servers (fast, no model server needed)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from zenml_model_deployers.local.relay import free_port
+
+
+def _server(answer: str) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            n = int(self.headers.get("Content-Length", 0))
+            self.rfile.read(n)
+            body = json.dumps({"answer": answer}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def _control(port: int, msg: dict[str, object]) -> dict[str, object]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall((json.dumps(msg) + "\n").encode())
+        return json.loads(s.makefile().readline())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[tuple[int, int, ThreadingHTTPServer]]:
+    old = _server("old")
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zenml_model_deployers.local.relay", "--port", "0",
+         "--target", str(old.server_address[1]), "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not ready.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "relay did not start"
+            time.sleep(0.02)
+        info = json.loads(ready.read_text())
+        yield info["port"], info["control_port"], old
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        old.shutdown()
+
+
+def test_switch_moves_kept_alive_clients_without_a_failed_request(
+    relay: tuple[int, int, ThreadingHTTPServer],
+) -> None:
+    port, control, old = relay
+    new = _server("new")
+    url = f"http://127.0.0.1:{port}/invocations"
+    answers: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        s = requests.Session()
+        deadline = time.monotonic() + 20
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                answers.append(s.post(url, json={"x": 1}, timeout=5).json()["answer"])
+            except requests.RequestException as e:
+                failures.append(repr(e))
+
+    clients = [threading.Thread(target=loop) for _ in range(4)]
+    for t in clients:
+        t.start()
+    time.sleep(0.5)
+    assert _control(control, {"cmd": "switch", "port": new.server_address[1]})["ok"]
+    drained = _control(control, {"cmd": "drain", "port": old.server_address[1], "timeout": 5})
+    assert drained["in_flight"] == 0
+    old.shutdown()
+    old.server_close()
+    time.sleep(0.5)
+    stop.set()
+    for t in clients:
+        t.join(30)
+    new.shutdown()
+    assert failures == []
+    assert "old" in answers and answers[-1] == "new"
+    assert answers.index("new") > 0
+
+
+def test_relay_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "zenml_model_deployers.local.relay", "--port", str(busy),
+             "--ready-file", str(tmp_path / "r.json")],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert proc.returncode == 3
+    assert f"cannot listen on 127.0.0.1:{busy}" in proc.stdout
+
+
+def test_free_port_is_bindable() -> None:
+    p = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", p))
