@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_ALLOW_FILE_STORE := true
 
-.PHONY: demo test lint typecheck bench docs clean
+.PHONY: demo test lint typecheck bench clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)

@@ -9,7 +9,8 @@ from zenml.client import Client
 
 from zenml_model_deployers.materializer import ServiceMaterializer
 from zenml_model_deployers.service import DeploymentService
-from zenml_model_deployers.steps._body import deploy_with
+
+from ._body import deploy_with
 
 
 @step(enable_cache=False, output_materializers=ServiceMaterializer)
@@ -133,7 +134,8 @@ def recreate_deployment_step(
         The serving service.
     """
     from zenml_model_deployers.recreate import recreate
-    from zenml_model_deployers.steps._body import record_metadata
+
+    from ._body import record_metadata
 
     svc = recreate(service, timeout=timeout)
     record_metadata(svc)

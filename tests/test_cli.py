@@ -35,8 +35,13 @@ def test_list_json_and_filters(deployed: Any) -> None:
     row = next(x for x in rows if x["name"] == "cli-demo")
     assert row["state"] == "active" and row["url"] == deployed.prediction_url
     assert row["flavor"] == "zmd-mlflow" and row["model"] == "cli-model"
-    assert json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-nope"]).output) == []
-    only = json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--model", "cli-model"]).output)
+    assert (
+        json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-nope"]).output)
+        == []
+    )
+    only = json.loads(
+        r.invoke(zmd, ["models", "list", "-o", "json", "--model", "cli-model"]).output
+    )
     assert [x["name"] for x in only] == ["cli-demo"]
     assert "cli-demo" in r.invoke(zmd, ["models", "list"]).output
 
@@ -55,7 +60,11 @@ def test_describe_get_url_logs_by_name_and_id_prefix(deployed: Any) -> None:
 def test_stop_and_start(deployed: Any) -> None:
     r = CliRunner()
     assert r.invoke(zmd, ["models", "stop", "cli-demo"]).exit_code == 0
-    row = next(x for x in json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output) if x["name"] == "cli-demo")
+    row = next(
+        x
+        for x in json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output)
+        if x["name"] == "cli-demo"
+    )
     assert row["state"] == "inactive"
     assert r.invoke(zmd, ["models", "start", "cli-demo"]).exit_code == 0
     assert requests.post(deployed.prediction_url, json={"inputs": [[1, 2]]}, timeout=10).json() == {
@@ -90,7 +99,9 @@ def test_zenml_cli_delete(mlflow_deployer: Any, models_dir: Path) -> None:
 def test_errors_are_one_line_and_nonzero() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "zenml_model_deployers.cli", "models", "describe", "no-such-thing"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: No deployment matches 'no-such-thing'")
@@ -104,17 +115,34 @@ def test_recreate_from_a_run(mlflow_stack: str, models_dir: Path, mlflow_deploye
 
     @pipeline(enable_cache=False)
     def cli_recreate_pipeline() -> None:
-        mlflow_deployer_step(model_uri=str(models_dir / "b"), deployment_name="recreated", timeout=120)
+        mlflow_deployer_step(
+            model_uri=str(models_dir / "b"), deployment_name="recreated", timeout=120
+        )
 
     run = cli_recreate_pipeline.with_options(run_name="cli-recreate-run")()
-    svc = mlflow_deployer.find_deployment("recreated")
-    mlflow_deployer.delete(svc)  # the row and the server are gone
+    assert run is not None
+    recorded = mlflow_deployer.find_deployment("recreated")
+    url = recorded.prediction_url
     r = CliRunner()
-    res = r.invoke(zmd, ["models", "recreate", "--run", "cli-recreate-run"])
-    assert res.exit_code == 0, res.output
-    back = mlflow_deployer.find_deployment("recreated")
-    assert back is not None and back.status.config_hash == svc.status.config_hash
-    assert back.predict([[1.0, 1.0]]) == [1]
-    mlflow_deployer.delete(back)
+    try:
+        # A later revision serves; recreating the run rolls back to what the run deployed.
+        later = MLflowDeploymentConfig(deployment_name="recreated", model_uri=str(models_dir / "a"))
+        assert mlflow_deployer.deploy(later, timeout=120).predict([[1.0, 1.0]]) == [0]
+        res = r.invoke(zmd, ["models", "recreate", "--run", "cli-recreate-run"])
+        assert res.exit_code == 0, res.output
+        back = mlflow_deployer.find_deployment("recreated")
+        assert back.status.config_hash == recorded.status.config_hash
+        assert back.prediction_url == url and back.predict([[1.0, 1.0]]) == [1]
+        # The deployment is deleted (row and server): recreate brings it back on the same URL.
+        mlflow_deployer.delete(back)
+        res = r.invoke(zmd, ["models", "recreate", "--run", "cli-recreate-run"])
+        assert res.exit_code == 0, res.output
+        again = mlflow_deployer.find_deployment("recreated")
+        assert again is not None and again.status.config_hash == recorded.status.config_hash
+        assert again.prediction_url == url and again.predict([[1.0, 1.0]]) == [1]
+    finally:
+        svc = mlflow_deployer.find_deployment("recreated")
+        if svc is not None:
+            mlflow_deployer.delete(svc)
     bad = r.invoke(zmd, ["models", "recreate", "--run", str(run.id), "--step", "nope"])
     assert bad.exit_code == 1 and "No service artifact" in bad.output

@@ -28,8 +28,12 @@ def test_port_out_of_range() -> None:
 
 
 def test_hash_ignores_provenance_but_not_serving_settings() -> None:
-    a = MLflowDeploymentConfig(deployment_name="m", model_uri="/x", pipeline_name="p1", run_name="r1")
-    b = MLflowDeploymentConfig(deployment_name="m", model_uri="/x", pipeline_name="p2", run_name="r2")
+    a = MLflowDeploymentConfig(
+        deployment_name="m", model_uri="/x", pipeline_name="p1", run_name="r1"
+    )
+    b = MLflowDeploymentConfig(
+        deployment_name="m", model_uri="/x", pipeline_name="p2", run_name="r2"
+    )
     c = MLflowDeploymentConfig(deployment_name="m", model_uri="/y")
     d = MLflowDeploymentConfig(deployment_name="m", model_uri="/x", workers=2)
     assert a.config_hash() == b.config_hash()

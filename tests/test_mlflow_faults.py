@@ -33,7 +33,9 @@ def _processes_mentioning(text: str) -> list[psutil.Process]:
     return out
 
 
-def test_missing_model_fails_fast_with_mlflows_message(mlflow_deployer: Any, tmp_path: Path) -> None:
+def test_missing_model_fails_fast_with_mlflows_message(
+    mlflow_deployer: Any, tmp_path: Path
+) -> None:
     from zenml.client import Client
 
     uri = str(tmp_path / "no-such-model")
@@ -45,7 +47,9 @@ def test_missing_model_fails_fast_with_mlflows_message(mlflow_deployer: Any, tmp
     assert elapsed < 15, f"took {elapsed:.1f} s"
     assert "No such artifact" in str(err.value)  # MLflow's own words
     assert mlflow_deployer.find_deployment("missing-model") is None
-    assert not [s for s in Client().list_services(size=1000).items if s.name == "zenml-missing-model"]
+    assert not [
+        s for s in Client().list_services(size=1000).items if s.name == "zenml-missing-model"
+    ]
     time.sleep(0.5)
     assert _processes_mentioning(uri) == []
     assert _processes_mentioning("/missing-model/relay.json") == []
@@ -118,7 +122,9 @@ def test_concurrent_deploys_of_one_deployment_start_one_server(
         )
     )
     procs = [
-        subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -126,7 +132,11 @@ def test_concurrent_deploys_of_one_deployment_start_one_server(
         lines = [next(ln for ln in o.splitlines() if ln.startswith("SERVICE")) for o, _ in outs]
         assert len({ln.split()[1] for ln in lines}) == 1, lines  # one service
         assert len({ln.split()[2] for ln in lines}) == 1, lines  # one server process
-        servers = [p for p in _processes_mentioning("mlflow models serve") if str(models_dir / "a") in " ".join(p.cmdline())]
+        servers = [
+            p
+            for p in _processes_mentioning("mlflow models serve")
+            if str(models_dir / "a") in " ".join(p.cmdline())
+        ]
         svc = mlflow_deployer.find_deployment("racy")
         assert [p.pid for p in servers if p.pid == svc.status.server.pid]
     finally:

@@ -52,9 +52,19 @@ def relay(tmp_path: Path) -> Iterator[tuple[int, int, ThreadingHTTPServer]]:
     old = _server("old")
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zenml_model_deployers.local.relay", "--port", "0",
-         "--target", str(old.server_address[1]), "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "zenml_model_deployers.local.relay",
+            "--port",
+            "0",
+            "--target",
+            str(old.server_address[1]),
+            "--ready-file",
+            str(ready),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
@@ -113,9 +123,18 @@ def test_relay_refuses_a_busy_port(tmp_path: Path) -> None:
         s.listen()
         busy = s.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "zenml_model_deployers.local.relay", "--port", str(busy),
-             "--ready-file", str(tmp_path / "r.json")],
-            capture_output=True, text=True, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "zenml_model_deployers.local.relay",
+                "--port",
+                str(busy),
+                "--ready-file",
+                str(tmp_path / "r.json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert proc.returncode == 3
     assert f"cannot listen on 127.0.0.1:{busy}" in proc.stdout

@@ -8,7 +8,6 @@ import pandas as pd
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from zenml import pipeline, step
-
 from zenml_model_deployers.steps import mlflow_deployer_step
 
 DEPLOYMENT = "iris-classifier"

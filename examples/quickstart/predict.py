@@ -39,7 +39,9 @@ def main() -> None:
     resp = requests.post(url, json={"dataframe_split": rows}, timeout=30)
     resp.raise_for_status()
     print(f"deployed_model_url (from run metadata): {url}")
-    print(f"predictions for 3 flowers: {resp.json()['predictions']}  (0=setosa 1=versicolor 2=virginica)")
+    print(
+        f"predictions for 3 flowers: {resp.json()['predictions']}  (0=setosa 1=versicolor 2=virginica)"
+    )
 
 
 if __name__ == "__main__":

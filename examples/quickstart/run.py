@@ -85,8 +85,8 @@ def main() -> None:
         f"  {url}\n"
         "Query it:\n"
         f"  curl -s -X POST {url} -H 'Content-Type: application/json' \\\n"
-        "    -d '{\"dataframe_split\": {\"columns\": [\"sepal_length\", \"sepal_width\", "
-        "\"petal_length\", \"petal_width\"], \"data\": [[5.1, 3.5, 1.4, 0.2]]}}'\n"
+        '    -d \'{"dataframe_split": {"columns": ["sepal_length", "sepal_width", '
+        '"petal_length", "petal_width"], "data": [[5.1, 3.5, 1.4, 0.2]]}}\'\n'
         "Inspect / stop / delete it:\n"
         f"  .venv/bin/zmd models list\n"
         f"  .venv/bin/zmd models stop {DEPLOYMENT}\n"

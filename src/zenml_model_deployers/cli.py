@@ -83,9 +83,7 @@ def models() -> None:
     """Manage deployments (by service id, id prefix or deployment name)."""
 
 
-def _all_services(
-    flavor: str | None = None, refresh: bool = True
-) -> list[DeploymentService]:
+def _all_services(flavor: str | None = None, refresh: bool = True) -> list[DeploymentService]:
     """Every zenml-model-deployers service in the active project, status read live."""
     from zenml.client import Client
     from zenml.services.service import BaseService

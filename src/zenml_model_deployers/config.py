@@ -157,9 +157,7 @@ class DeploymentConfig(ServiceConfig):
             A JSON-able dict.
         """
         return {
-            k: v
-            for k, v in self.model_dump(mode="json").items()
-            if k not in self.PROVENANCE_FIELDS
+            k: v for k, v in self.model_dump(mode="json").items() if k not in self.PROVENANCE_FIELDS
         }
 
     def config_hash(self) -> str:

@@ -21,8 +21,8 @@ from zenml.model_deployers.base_model_deployer import (
     BaseModelDeployerConfig,
     BaseModelDeployerFlavor,
 )
-from zenml.services.service import BaseService, ServiceConfig
 from zenml.models.v2.misc.service import ServiceType
+from zenml.services.service import BaseService, ServiceConfig
 
 from zenml_model_deployers.config import DeploymentConfig, DeployOptions, DeployPolicy
 from zenml_model_deployers.errors import (
@@ -153,7 +153,9 @@ class BaseDeployer(BaseModelDeployer):
 
         if (model is None) == (model_uri is None):
             raise ConfigurationError("Give exactly one of `model` (an object) or `model_uri`.")
-        config_cls = cast(type[DeploymentConfig], self.SERVICE_CLASS.model_fields["config"].annotation)
+        config_cls = cast(
+            type[DeploymentConfig], self.SERVICE_CLASS.model_fields["config"].annotation
+        )
         name = deployment_name or derive_deployment_name(model_name or "model")
         try:
             # Validate names and settings before any packaging work.
@@ -174,6 +176,7 @@ class BaseDeployer(BaseModelDeployer):
         policy: DeployPolicy | str = DeployPolicy.UPDATE,
         timeout: float | None = None,
         model_version_id: UUID | None = None,
+        seed: DeploymentService | None = None,
     ) -> DeploymentService:
         """Deploys ``config``: create, reuse, start or update (by ``policy``), then persist.
 
@@ -182,6 +185,7 @@ class BaseDeployer(BaseModelDeployer):
             policy: what to do if the deployment exists with another config.
             timeout: seconds to wait for readiness (default: the component's).
             model_version_id: ZenML model version to link the service to.
+            seed: a recorded service whose URL a re-created deployment should keep.
 
         Returns:
             The serving service.
@@ -207,7 +211,7 @@ class BaseDeployer(BaseModelDeployer):
         with self._locked(name, opts.timeout):
             existing = self.find_deployment(name)
             if existing is None:
-                return self._create(config, opts.timeout, model_version_id)
+                return self._create(config, opts.timeout, model_version_id, seed)
             same = existing.status.config_hash == config.config_hash()
             if same:
                 if existing.status.state == ServiceState.ACTIVE:
@@ -243,7 +247,11 @@ class BaseDeployer(BaseModelDeployer):
             return self._update(existing, config, opts.timeout, model_version_id)
 
     def _create(
-        self, config: DeploymentConfig, timeout: float, model_version_id: UUID | None
+        self,
+        config: DeploymentConfig,
+        timeout: float,
+        model_version_id: UUID | None,
+        seed: DeploymentService | None = None,
     ) -> DeploymentService:
         client = Client()
         resp = client.create_service(
@@ -260,6 +268,8 @@ class BaseDeployer(BaseModelDeployer):
             status=status_cls(state=ServiceState.PENDING_STARTUP),
             admin_state=ServiceState.ACTIVE,
         )
+        if seed is not None:
+            service.seed_from(seed)
         try:
             service.provision_revision(timeout)
             self.persist(service)
@@ -401,7 +411,7 @@ class BaseDeployer(BaseModelDeployer):
             lock.release()
 
     # ----------------------------------------------------------------- ZenML's BaseModelDeployer API
-    def deploy_model(  # type: ignore[override]
+    def deploy_model(
         self,
         config: ServiceConfig,
         service_type: ServiceType | None = None,
@@ -533,7 +543,7 @@ class BaseDeployer(BaseModelDeployer):
         return svc
 
     @staticmethod
-    def get_model_server_info(service: BaseService) -> dict[str, str | None]:  # type: ignore[override]
+    def get_model_server_info(service: BaseService) -> dict[str, str | None]:
         """What `zenml model-deployer models describe` shows.
 
         Args:

@@ -54,8 +54,12 @@ def service_from_json(doc: dict[str, Any], prefer_live: bool = True) -> Deployme
     Returns:
         The live service, or a detached one built from the document.
     """
-    cls = source_utils.load_and_validate_class(doc["service_source"], expected_class=DeploymentService)
+    cls = source_utils.load_and_validate_class(
+        doc["service_source"], expected_class=DeploymentService
+    )
     data = doc["service"]
+    recorded: DeploymentService = cls.model_validate(data)
+    recorded._detached = True
     if prefer_live:
         from zenml.client import Client
 
@@ -67,10 +71,9 @@ def service_from_json(doc: dict[str, Any], prefer_live: bool = True) -> Deployme
             live = cls.from_model(resp)
             assert isinstance(live, DeploymentService)
             live.update_status()
+            live._recorded = recorded
             return live
-    svc = cls.model_validate(data)
-    object.__setattr__(svc, "_detached", True)
-    return svc
+    return recorded
 
 
 class ServiceMaterializer(BaseMaterializer):
@@ -149,7 +152,7 @@ def render_card(service: DeploymentService) -> str:
     url = service.prediction_url or "(not deployed)"
     curl = (
         f"curl -s -X POST {url} -H 'Content-Type: application/json' "
-        "-d '{\"dataframe_split\": {\"columns\": [...], \"data\": [[...]]}}'"
+        '-d \'{"dataframe_split": {"columns": [...], "data": [[...]]}}\''
     )
     rows = [
         ("URL", url),

@@ -10,7 +10,9 @@ def recreate(service: DeploymentService, timeout: float | None = None) -> Deploy
     """Deploys the service's recorded config again under its deployment name.
 
     Same config hash as recorded: if that revision still serves, nothing restarts; if it is
-    stopped or gone, it comes back; if another revision serves, it is rolled back to this one.
+    stopped, it starts; if another revision serves, it is rolled back to the recorded one
+    (an update: the URL keeps serving); if the deployment is gone, it is created again, on the
+    recorded URL's port when that port is free.
 
     Args:
         service: the recorded service.
@@ -21,9 +23,10 @@ def recreate(service: DeploymentService, timeout: float | None = None) -> Deploy
     """
     from zenml_model_deployers.flavors import get_deployer
 
-    deployer = get_deployer(service.FLAVOR)
-    config = type(service.config).model_validate(service.config.model_dump())
-    return deployer.deploy(config, policy=DeployPolicy.UPDATE, timeout=timeout)
+    recorded = service.recorded
+    deployer = get_deployer(recorded.FLAVOR)
+    config = type(recorded.config).model_validate(recorded.config.model_dump())
+    return deployer.deploy(config, policy=DeployPolicy.UPDATE, timeout=timeout, seed=recorded)
 
 
 def load_run_service(run: str, step: str | None = None) -> DeploymentService:

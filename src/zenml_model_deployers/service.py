@@ -64,6 +64,8 @@ class DeploymentService(BaseDeploymentService):
 
     _session: Any = PrivateAttr(default=None)
     _session_lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _detached: bool = PrivateAttr(default=False)
+    _recorded: Any = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -105,7 +107,24 @@ class DeploymentService(BaseDeploymentService):
     @property
     def is_detached(self) -> bool:
         """True when this service was rebuilt from an artifact and has no live service row."""
-        return bool(getattr(self, "_detached", False))
+        return self._detached
+
+    @property
+    def recorded(self) -> DeploymentService:
+        """The service as the artifact it was loaded from recorded it (else itself).
+
+        A service loaded from a past run's artifact is the *live* service when its row still
+        exists (current status and revision); this is the revision that run deployed, which
+        ``recreate`` deploys again.
+        """
+        return self._recorded if self._recorded is not None else self
+
+    def seed_from(self, recorded: DeploymentService) -> None:
+        """Before a re-creation: take over what keeps the recorded URL (backend-specific).
+
+        Args:
+            recorded: the service as a past run recorded it.
+        """
 
     # ----------------------------------------------------------------- backend hooks
     @abstractmethod
@@ -189,9 +208,7 @@ class DeploymentService(BaseDeploymentService):
         """
 
     @abstractmethod
-    def get_logs(
-        self, follow: bool = False, tail: int | None = None
-    ) -> Generator[str, bool, None]:
+    def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
         """Yields the serving process's log lines.
 
         Args:

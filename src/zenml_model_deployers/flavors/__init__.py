@@ -26,8 +26,7 @@ def register_flavors() -> list[str]:
 
     client = Client()
     existing = {
-        f.name
-        for f in client.list_flavors(type=StackComponentType.MODEL_DEPLOYER, size=1000).items
+        f.name for f in client.list_flavors(type=StackComponentType.MODEL_DEPLOYER, size=1000).items
     }
     added = []
     for name, source in FLAVOR_SOURCES.items():

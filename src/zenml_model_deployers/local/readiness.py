@@ -71,8 +71,7 @@ def wait_until_ready(
                     f"({health_method} {health_url}: {last}).",
                     deployment_name=deployment_name,
                     backend_message=failure_excerpt(log_path),
-                    hint="raise the timeout if the model is slow to load; "
-                    f"full log: {log_path}",
+                    hint=f"raise the timeout if the model is slow to load; full log: {log_path}",
                 )
             progress.tick(time.monotonic() - start)
             time.sleep(0.1)

@@ -23,6 +23,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from pydantic import PrivateAttr
 from zenml.enums import ServiceState
 
 from zenml_model_deployers import secrets
@@ -121,6 +122,17 @@ class LocalProcessService(DeploymentService):
         """This deployment's directory."""
         return zmd_home() / "local" / self.FLAVOR / self.deployment_name
 
+    _preferred_port: int | None = PrivateAttr(default=None)
+
+    def seed_from(self, recorded: DeploymentService) -> None:
+        """Re-created deployments take the recorded URL's port back when it is free.
+
+        Args:
+            recorded: the service as a past run recorded it.
+        """
+        if isinstance(recorded, LocalProcessService):
+            self._preferred_port = recorded.status.public_port
+
     # ----------------------------------------------------------------- relay
     def _relay_alive(self) -> bool:
         return self.status.relay is not None and self.status.relay.is_alive()
@@ -130,6 +142,9 @@ class LocalProcessService(DeploymentService):
             return
         host = self.config.host
         port = self.config.port or self.status.public_port or 0
+        preferred = self._preferred_port
+        if not port and preferred and port_is_free(host, preferred):
+            port = preferred
         if port and not port_is_free(host, port):
             pinned = "pinned" if self.config.port else "recorded"
             raise PortInUseError(
@@ -169,7 +184,9 @@ class LocalProcessService(DeploymentService):
 
     def _relay_call(self, msg: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
         assert self.status.control_port is not None
-        with socket.create_connection(("127.0.0.1", self.status.control_port), timeout=timeout) as s:
+        with socket.create_connection(
+            ("127.0.0.1", self.status.control_port), timeout=timeout
+        ) as s:
             s.sendall((json.dumps(msg) + "\n").encode())
             buf = b""
             while not buf.endswith(b"\n"):
@@ -322,9 +339,7 @@ class LocalProcessService(DeploymentService):
             f"{self.deployment_name}` brings it back on the same URL",
         )
 
-    def get_logs(
-        self, follow: bool = False, tail: int | None = None
-    ) -> Generator[str, bool, None]:
+    def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
         """Yields the server's log lines (redacted).
 
         Args:
@@ -337,7 +352,9 @@ class LocalProcessService(DeploymentService):
         if not self.status.log_path or not os.path.exists(self.status.log_path):
             return
         path = Path(self.status.log_path)
-        text = proc.tail(path, tail, max_bytes=1 << 30) if tail else path.read_text(errors="replace")
+        text = (
+            proc.tail(path, tail, max_bytes=1 << 30) if tail else path.read_text(errors="replace")
+        )
         for line in text.splitlines():
             yield secrets.redact(line)
         if not follow:
@@ -381,4 +398,3 @@ __all__ = [
     "describe_local",
     "zmd_home",
 ]
-

@@ -207,7 +207,9 @@ class DeployerConformance:
         with pytest.raises(requests.RequestException):
             requests.post(state["url"], json={}, timeout=3)
 
-    def test_08_bad_model_leaves_nothing(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
+    def test_08_bad_model_leaves_nothing(
+        self, deployer: BaseDeployer, state: dict[str, Any]
+    ) -> None:
         """A first deploy of a model that cannot serve: typed error, no row, nothing running."""
         name = state["name"] + "-bad"
         with pytest.raises(DeploymentError) as err:
@@ -243,8 +245,9 @@ class DeployerConformance:
                 settings=settings,
             )
 
-        run = conformance_deploy.with_options(run_name=f"conformance-{name}")()
-        run = Client().get_pipeline_run(run.id)
+        first = conformance_deploy.with_options(run_name=f"conformance-{name}")()
+        assert first is not None
+        run = Client().get_pipeline_run(first.id)
         assert run.status.value == "completed"
         step = run.steps["model_deployer_step"]
         url = step.run_metadata["deployed_model_url"]
@@ -256,21 +259,26 @@ class DeployerConformance:
         assert self._predict(svc) == self.expected("a")
         # The row goes away (e.g. deleted by hand); the artifact still describes everything.
         deployer.delete(svc)
-        detached = Client().get_pipeline_run(run.id).steps["model_deployer_step"].outputs[
-            "deployment"
-        ][0].load()
+        detached = (
+            Client()
+            .get_pipeline_run(run.id)
+            .steps["model_deployer_step"]
+            .outputs["deployment"][0]
+            .load()
+        )
         assert detached.is_detached
         assert detached.config.config_hash() == svc.config.config_hash()
 
-        artifact = Client().get_pipeline_run(run.id).steps["model_deployer_step"].outputs[
-            "deployment"
-        ][0]
+        artifact = (
+            Client().get_pipeline_run(run.id).steps["model_deployer_step"].outputs["deployment"][0]
+        )
 
         @pipeline(enable_cache=False)
         def conformance_recreate() -> None:
             recreate_deployment_step(service=artifact, timeout=self.timeout)
 
         run2 = conformance_recreate.with_options(run_name=f"conformance-{name}-re")()
+        assert run2 is not None
         back = deployer.find_deployment(name)
         assert back is not None and back.status.state.value == "active"
         assert back.status.config_hash == svc.status.config_hash

@@ -57,7 +57,9 @@ def _object_digest(model: Any, input_example: Any) -> str | None:
         h.update(pickle.dumps(input_example, protocol=4))
     except Exception:
         return None
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}|mlflow={mlflow.__version__}".encode())
+    h.update(
+        f"{type(model).__module__}.{type(model).__qualname__}|mlflow={mlflow.__version__}".encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -90,7 +92,7 @@ def save_mlflow_model(model: Any, name: str, input_example: Any = None) -> str:
         try:
             from sklearn.base import BaseEstimator
         except ImportError:  # pragma: no cover - sklearn ships with the mlflow extra
-            BaseEstimator = ()  # type: ignore[assignment,misc]
+            BaseEstimator = ()
         if isinstance(model, BaseEstimator):
             mlflow.sklearn.save_model(model, str(target), input_example=input_example)
         elif isinstance(model, mlflow.pyfunc.PythonModel):

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 from zenml.models.v2.misc.service import ServiceType
 
+from zenml_model_deployers.flavors.mlflow.flavor import FLAVOR_NAME
 from zenml_model_deployers.local.process import python_executable
 from zenml_model_deployers.local.service import LocalDeploymentConfig, LocalProcessService
-from zenml_model_deployers.flavors.mlflow.flavor import FLAVOR_NAME
 
 
 class MLflowDeploymentConfig(LocalDeploymentConfig):
