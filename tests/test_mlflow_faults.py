@@ -143,3 +143,42 @@ def test_concurrent_deploys_of_one_deployment_start_one_server(
         svc = mlflow_deployer.find_deployment("racy")
         if svc is not None:
             mlflow_deployer.delete(svc)
+
+
+def test_logs_redact_a_secret_the_server_prints(mlflow_deployer: Any, tmp_path: Path) -> None:
+    import uuid
+
+    import mlflow.pyfunc
+    from zenml.client import Client
+
+    class Chatty(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def load_context(self, context):  # type: ignore[no-untyped-def]
+            import os
+
+            print("token is", os.environ["API_TOKEN"], flush=True)
+
+        def predict(self, context, model_input):  # type: ignore[no-untyped-def]
+            return [0]
+
+    mlflow.pyfunc.save_model(str(tmp_path / "chatty"), python_model=Chatty())
+    value = f"planted-{uuid.uuid4().hex}"
+    Client().create_secret(name="chatty-secret", values={"token": value})
+    cfg = MLflowDeploymentConfig(
+        deployment_name="chatty",
+        model_uri=str(tmp_path / "chatty"),
+        env={"API_TOKEN": "{{chatty-secret.token}}"},
+    )
+    svc = mlflow_deployer.deploy(cfg, timeout=120)
+    try:
+        assert value in Path(svc.status.log_path).read_text()  # the server did print it
+        proc = subprocess.run(
+            [sys.executable, "-m", "zenml_model_deployers.cli", "models", "logs", "chatty"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "token is ***" in proc.stdout
+        assert value not in proc.stdout + proc.stderr
+    finally:
+        mlflow_deployer.delete(svc)

@@ -13,6 +13,7 @@ old one serving. Files (logs, the relay's ready file) live under
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -351,6 +352,10 @@ class LocalProcessService(DeploymentService):
         """
         if not self.status.log_path or not os.path.exists(self.status.log_path):
             return
+        # Learn this deployment's secret values, so that redaction works in any process
+        # (e.g. `zmd models logs`), not only in the one that deployed.
+        with contextlib.suppress(Exception):
+            secrets.resolve_mapping(self.config.env)
         path = Path(self.status.log_path)
         text = (
             proc.tail(path, tail, max_bytes=1 << 30) if tail else path.read_text(errors="replace")
