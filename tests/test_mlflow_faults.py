@@ -182,3 +182,25 @@ def test_logs_redact_a_secret_the_server_prints(mlflow_deployer: Any, tmp_path: 
         assert value not in proc.stdout + proc.stderr
     finally:
         mlflow_deployer.delete(svc)
+
+
+def test_pinning_another_port_moves_the_front(mlflow_deployer: Any, models_dir: Path) -> None:
+    from zenml_model_deployers.local.relay import free_port
+
+    cfg = MLflowDeploymentConfig(deployment_name="moving", model_uri=str(models_dir / "a"))
+    svc = mlflow_deployer.deploy(cfg, timeout=120)
+    old_front = svc.status.relay
+    try:
+        port = free_port()
+        moved = mlflow_deployer.deploy(
+            MLflowDeploymentConfig(
+                deployment_name="moving", model_uri=str(models_dir / "a"), port=port
+            ),
+            timeout=120,
+        )
+        assert moved.prediction_url == f"http://127.0.0.1:{port}/invocations"
+        assert moved.predict([[1.0, 1.0]]) == [0]
+        time.sleep(0.3)
+        assert not old_front.is_alive()
+    finally:
+        mlflow_deployer.delete(mlflow_deployer.find_deployment("moving"))

@@ -183,6 +183,28 @@ class LocalProcessService(DeploymentService):
         self.status.control_port = int(info["control_port"])
         self.status.url = f"http://{_url_host(host)}:{self.status.public_port}"
 
+    def _detach_front_if_moved(
+        self,
+    ) -> tuple[proc.ProcessHandle | None, int | None, int | None, str | None] | None:
+        """If the config pins another port or host than the running front's, forget the
+        running front (returned, to restore or stop later) so that a new one starts."""
+        if not self._relay_alive() or not self.status.url:
+            return None
+        pinned = self.config.port is not None and self.config.port != self.status.public_port
+        moved_host = not self.status.url.startswith(f"http://{_url_host(self.config.host)}:")
+        if not (pinned or moved_host):
+            return None
+        front = (
+            self.status.relay,
+            self.status.control_port,
+            self.status.public_port,
+            self.status.url,
+        )
+        self.status.relay = None
+        self.status.control_port = None
+        self.status.public_port = None
+        return front
+
     def _relay_call(self, msg: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
         assert self.status.control_port is not None
         with socket.create_connection(
@@ -251,25 +273,41 @@ class LocalProcessService(DeploymentService):
             timeout: seconds.
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
-        had_relay = self._relay_alive()
         old_server, old_port = self.status.server, self.status.server_port
         old_alive = old_server is not None and old_server.is_alive()
-        # The front first: a busy pinned port fails before any server starts.
-        self._ensure_relay(target=old_port if old_alive else None)
+        # A new revision that pins another address needs a new front; the old front keeps
+        # serving the old address until the new revision is ready.
+        old_front = self._detach_front_if_moved()
+        had_relay = self._relay_alive()
         try:
-            handle, port, log = self._start_server(timeout)
+            # The front first: a busy pinned port fails before any server starts.
+            self._ensure_relay(target=old_port if old_alive else None)
+            try:
+                handle, port, log = self._start_server(timeout)
+            except BaseException:
+                if not had_relay and (old_front is not None or not old_alive):
+                    self._stop_relay()
+                raise
+            try:
+                self._relay_call({"cmd": "switch", "port": port})
+            except BaseException:
+                handle.terminate(5)
+                raise
         except BaseException:
-            if not had_relay and not old_alive:
-                self._stop_relay()
-            raise
-        try:
-            self._relay_call({"cmd": "switch", "port": port})
-        except BaseException:
-            handle.terminate(5)
+            if old_front is not None:
+                (
+                    self.status.relay,
+                    self.status.control_port,
+                    self.status.public_port,
+                    self.status.url,
+                ) = old_front
             raise
         if old_alive and old_server is not None and old_port != port:
-            self._relay_call({"cmd": "drain", "port": old_port, "timeout": DRAIN_TIMEOUT})
+            if old_front is None:
+                self._relay_call({"cmd": "drain", "port": old_port, "timeout": DRAIN_TIMEOUT})
             old_server.terminate(DRAIN_TIMEOUT)
+        if old_front is not None and old_front[0] is not None:
+            old_front[0].terminate(5)
         self.status.server, self.status.server_port, self.status.log_path = handle, port, str(log)
         self.status.revision += 1
         self.mark_ready()
