@@ -46,6 +46,20 @@ def test_list_json_and_filters(deployed: Any) -> None:
     assert "cli-demo" in r.invoke(zmd, ["models", "list"]).output
 
 
+def test_fast_list_shows_what_zenmls_client_shows(deployed: Any, models_dir: Path) -> None:
+    from zenml_model_deployers.local.fastlist import list_local_rows
+
+    assert list_local_rows() is not None, "the local SQLite fast path should apply here"
+    r = CliRunner()
+    fast = json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output)
+    slow = json.loads(
+        r.invoke(zmd, ["models", "list", "-o", "json"], env={"ZMD_FAST_LIST": "0"}).output
+    )
+    assert fast == slow and any(x["name"] == "cli-demo" for x in fast)
+    filtered = r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-mlflow"])
+    assert json.loads(filtered.output) == [x for x in slow if x["flavor"] == "zmd-mlflow"]
+
+
 def test_describe_get_url_logs_by_name_and_id_prefix(deployed: Any) -> None:
     r = CliRunner()
     url = r.invoke(zmd, ["models", "get-url", str(deployed.uuid)[:8]]).output.strip()

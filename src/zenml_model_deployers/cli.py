@@ -175,7 +175,10 @@ def models_list(
     flavor: str | None, model_name: str | None, pipeline: str | None, running: bool, output: str
 ) -> None:
     """Lists deployments with their live state and URL."""
-    rows = [_row(s) for s in _all_services(flavor)]
+    from zenml_model_deployers.local.fastlist import list_local_rows
+
+    fast = list_local_rows(flavor)
+    rows = fast if fast is not None else [_row(s) for s in _all_services(flavor)]
     if model_name:
         rows = [r for r in rows if r["model"] == model_name]
     if pipeline:

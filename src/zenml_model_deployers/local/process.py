@@ -73,6 +73,26 @@ class ProcessHandle(BaseModel):
         psutil.wait_procs(alive, timeout=5)
 
 
+def process_state(server: ProcessHandle | None, relay: ProcessHandle | None) -> tuple[str, str]:
+    """The state of a local deployment from its processes' liveness (no HTTP: cheap).
+
+    Args:
+        server: the serving revision's process (None: stopped on purpose).
+        relay: the front's process.
+
+    Returns:
+        ("active" | "inactive" | "error", message): a ZenML ServiceState value and why.
+    """
+    relay_ok = relay is not None and relay.is_alive()
+    server_ok = server is not None and server.is_alive()
+    if relay_ok and server_ok:
+        return "active", ""
+    if not relay_ok and not server_ok and server is None:
+        return "inactive", ""
+    missing = [n for n, ok in (("server", server_ok), ("front (relay)", relay_ok)) if not ok]
+    return "error", f"{' and '.join(missing)} process not running"
+
+
 def spawn(
     command: Sequence[str],
     log_path: Path,

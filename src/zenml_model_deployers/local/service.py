@@ -365,18 +365,10 @@ class LocalProcessService(DeploymentService):
         Returns:
             (state, message).
         """
-        relay_ok = self._relay_alive()
-        server_ok = self.status.server is not None and self.status.server.is_alive()
-        if relay_ok and server_ok:
-            return ServiceState.ACTIVE, ""
-        if not relay_ok and not server_ok and self.status.server is None:
-            return ServiceState.INACTIVE, ""
-        missing = [n for n, ok in (("server", server_ok), ("front (relay)", relay_ok)) if not ok]
-        return (
-            ServiceState.ERROR,
-            f"{' and '.join(missing)} process not running; `zmd models start "
-            f"{self.deployment_name}` brings it back on the same URL",
-        )
+        state, message = proc.process_state(self.status.server, self.status.relay)
+        if message:
+            message += f"; `zmd models start {self.deployment_name}` brings it back on the same URL"
+        return ServiceState(state), message
 
     def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
         """Yields the server's log lines (redacted).
