@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -194,25 +193,6 @@ def failure_excerpt(path: Path, lines: int = 25) -> str:
     if missing:
         return "\n".join(missing) + "\n...\n" + last
     return last
-
-
-def wait_for_exit(handle: ProcessHandle, timeout: float) -> bool:
-    """Waits until a process exits.
-
-    Args:
-        handle: the process.
-        timeout: seconds.
-
-    Returns:
-        True if it exited in time.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reap_children()
-        if not handle.is_alive():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def python_executable() -> str:

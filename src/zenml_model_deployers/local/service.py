@@ -410,26 +410,9 @@ def _url_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-def describe_local(service: LocalProcessService) -> dict[str, Any]:
-    """Extra, local-only description fields.
-
-    Args:
-        service: the service.
-
-    Returns:
-        A dict.
-    """
-    return {
-        "log_path": service.status.log_path,
-        "server_pid": service.status.server.pid if service.status.server else None,
-        "relay_pid": service.status.relay.pid if service.status.relay else None,
-    }
-
-
 __all__ = [
     "LocalDeploymentConfig",
     "LocalDeploymentStatus",
     "LocalProcessService",
-    "describe_local",
     "zmd_home",
 ]
