@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -66,6 +67,8 @@ def prepare_stack() -> None:
 def main() -> None:
     """The whole demo."""
     os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
+    # MLflow warns that the inferred *output* schema (class ids) is integer: expected here.
+    warnings.filterwarnings("ignore", message=".*Inferred schema contains integer.*")
     prepare_stack()
     from pipelines import DEPLOYMENT, train_and_deploy
     from predict import main as predict_main
