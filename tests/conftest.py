@@ -38,17 +38,9 @@ def _kill_our_processes() -> None:
                 victims.append(p)
         except psutil.Error:
             continue
-    for p in victims:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(victims, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
+    from zenml_model_deployers.local.process import terminate_all
+
+    terminate_all(victims, 10)
 
 
 @pytest.fixture(scope="session", autouse=True)

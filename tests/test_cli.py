@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -71,6 +72,23 @@ def test_describe_get_url_logs_by_name_and_id_prefix(deployed: Any) -> None:
     assert "/invocations" in logs
 
 
+def test_works_where_zenml_cannot_find_a_source_root(deployed: Any) -> None:
+    """`python -c` (like a notebook) has no main file: our classes still load."""
+    code = (
+        "import sys; from zenml_model_deployers.cli import main; "
+        "sys.argv = ['zmd', 'models', 'get-url', 'cli-demo']; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ZMD_FAST_LIST": "0"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == deployed.prediction_url
+
+
 def test_stop_and_start(deployed: Any) -> None:
     r = CliRunner()
     assert r.invoke(zmd, ["models", "stop", "cli-demo"]).exit_code == 0
@@ -124,7 +142,6 @@ def test_errors_are_one_line_and_nonzero() -> None:
 
 def test_recreate_from_a_run(mlflow_stack: str, models_dir: Path, mlflow_deployer: Any) -> None:
     from zenml import pipeline
-
     from zenml_model_deployers.steps import mlflow_deployer_step
 
     @pipeline(enable_cache=False)

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from zenml import Model, pipeline
 from zenml.client import Client
-
 from zenml_model_deployers.steps import mlflow_deployer_step, model_deployer_step
 
 

@@ -86,9 +86,8 @@ def models() -> None:
 def _all_services(flavor: str | None = None, refresh: bool = True) -> list[DeploymentService]:
     """Every zenml-model-deployers service in the active project, status read live."""
     from zenml.client import Client
-    from zenml.services.service import BaseService
 
-    from zenml_model_deployers.service import DeploymentService
+    from zenml_model_deployers.service import service_from_response
 
     client = Client()
     out: list[DeploymentService] = []
@@ -101,13 +100,13 @@ def _all_services(flavor: str | None = None, refresh: bool = True) -> list[Deplo
             if not resp.service_type.flavor.startswith("zmd-") or not resp.service_source:
                 continue
             try:
-                svc = BaseService.from_model(resp)
-            except Exception:  # a service whose class can no longer be imported
+                svc = service_from_response(resp)
+            except (TypeError, ImportError, RuntimeError, ValueError) as e:
+                click.echo(f"Warning: skipping service {resp.id}: {e}", err=True)
                 continue
-            if isinstance(svc, DeploymentService):
-                if refresh:
-                    svc.update_status()
-                out.append(svc)
+            if refresh:
+                svc.update_status()
+            out.append(svc)
         if page_no >= page.total_pages:
             break
         page_no += 1

@@ -31,7 +31,11 @@ from zenml_model_deployers.errors import (
     DeploymentExistsError,
     DeploymentNotFoundError,
 )
-from zenml_model_deployers.service import DeploymentService, DeploymentStatus
+from zenml_model_deployers.service import (
+    DeploymentService,
+    DeploymentStatus,
+    service_from_response,
+)
 
 logger = get_logger(__name__)
 
@@ -97,8 +101,8 @@ class BaseDeployer(BaseModelDeployer):
         for resp in page.items:
             if not resp.service_source:
                 continue
-            svc = BaseService.from_model(resp)
-            if isinstance(svc, DeploymentService) and svc.deployment_name == deployment_name:
+            svc = service_from_response(resp)
+            if svc.deployment_name == deployment_name:
                 svc.update_status()
                 return svc
         return None
@@ -271,6 +275,9 @@ class BaseDeployer(BaseModelDeployer):
         if seed is not None:
             service.seed_from(seed)
         try:
+            # Record the class at once: ZenML's own `find_model_server` deletes rows without
+            # one, which would pull the row from under a deploy in progress.
+            self.persist(service)
             service.provision_revision(timeout)
             self.persist(service)
         except BaseException:
@@ -534,11 +541,15 @@ class BaseDeployer(BaseModelDeployer):
             DeploymentNotFoundError: no such service.
         """
         try:
-            svc = BaseService.from_model(Client().get_service(uuid))
+            resp = Client().get_service(uuid)
         except KeyError as e:
             raise DeploymentNotFoundError(f"No deployment with service id {uuid}.") from e
-        if not isinstance(svc, DeploymentService):
-            raise DeploymentNotFoundError(f"Service {uuid} is not a zenml-model-deployers service.")
+        try:
+            svc = service_from_response(resp)
+        except TypeError as e:
+            raise DeploymentNotFoundError(
+                f"Service {uuid} is not a zenml-model-deployers service: {e}"
+            ) from e
         svc.update_status()
         return svc
 

@@ -15,10 +15,14 @@ from typing import Any, ClassVar
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.metadata.metadata_types import MetadataType, Uri
-from zenml.utils import source_utils
 
 from zenml_model_deployers.secrets import redact_obj
-from zenml_model_deployers.service import SCHEMA_VERSION, DeploymentService
+from zenml_model_deployers.service import (
+    SCHEMA_VERSION,
+    DeploymentService,
+    load_service_class,
+    service_from_response,
+)
 
 SERVICE_FILENAME = "service.json"
 CARD_FILENAME = "deployment.html"
@@ -54,9 +58,7 @@ def service_from_json(doc: dict[str, Any], prefer_live: bool = True) -> Deployme
     Returns:
         The live service, or a detached one built from the document.
     """
-    cls = source_utils.load_and_validate_class(
-        doc["service_source"], expected_class=DeploymentService
-    )
+    cls = load_service_class(doc["service_source"])
     data = doc["service"]
     recorded: DeploymentService = cls.model_validate(data)
     recorded._detached = True
@@ -68,8 +70,7 @@ def service_from_json(doc: dict[str, Any], prefer_live: bool = True) -> Deployme
         except KeyError:
             resp = None
         if resp is not None and resp.service_source:
-            live = cls.from_model(resp)
-            assert isinstance(live, DeploymentService)
+            live = service_from_response(resp)
             live.update_status()
             live._recorded = recorded
             return live

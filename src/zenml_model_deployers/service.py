@@ -10,6 +10,7 @@ is loaded from its row: the row always describes what is serving now.
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 from abc import abstractmethod
@@ -25,6 +26,58 @@ from zenml.services.service_status import ServiceStatus
 from zenml_model_deployers.config import DeploymentConfig
 
 SCHEMA_VERSION = 1
+
+
+def load_service_class(source: str) -> type[DeploymentService]:
+    """Imports a service class by its import path.
+
+    Our classes live in an installed package, so a plain import finds them anywhere —
+    also in a notebook or ``python -c``, where ZenML's source loading cannot determine a
+    source root. Other paths fall back to ZenML's source utilities.
+
+    Args:
+        source: e.g. ``zenml_model_deployers.flavors.mlflow.service.MLflowDeploymentService``.
+
+    Returns:
+        The class.
+
+    Raises:
+        TypeError: the path does not name a DeploymentService subclass.
+    """
+    module, _, name = source.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        from zenml.utils import source_utils
+
+        cls = source_utils.load_and_validate_class(source, expected_class=DeploymentService)
+    if not (isinstance(cls, type) and issubclass(cls, DeploymentService)):
+        raise TypeError(f"{source} is not a zenml-model-deployers service class.")
+    return cls
+
+
+def service_from_response(resp: Any) -> DeploymentService:
+    """Builds a service from a ZenML service row (``ServiceResponse``).
+
+    Args:
+        resp: the row, hydrated.
+
+    Returns:
+        The service (its live config, from the status, wins).
+
+    Raises:
+        TypeError: the row is not one of ours.
+    """
+    if not resp.service_source:
+        raise TypeError(f"service {resp.id} has no service class recorded")
+    cls = load_service_class(resp.service_source)
+    return cls(
+        uuid=resp.id,
+        admin_state=resp.admin_state,
+        config=resp.config,
+        status=resp.status,
+        endpoint=resp.endpoint,
+    )
 
 
 class DeploymentStatus(ServiceStatus):

@@ -25,7 +25,16 @@ from zenml_model_deployers.local.process import ProcessHandle, process_state
 
 # Flavors whose status is process liveness (no remote API to ask).
 LOCAL_FLAVORS = frozenset({"zmd-mlflow", "zmd-bentoml", "zmd-vllm"})
-_COLUMNS = {"id", "project_id", "flavor", "config", "status", "created", "prediction_url"}
+_COLUMNS = {
+    "id",
+    "project_id",
+    "flavor",
+    "config",
+    "status",
+    "created",
+    "prediction_url",
+    "service_source",
+}
 
 
 def _config_dir() -> Path:
@@ -91,7 +100,9 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
                 return None
             rows = con.execute(
                 "SELECT id, flavor, config, status, prediction_url FROM service "
-                "WHERE flavor LIKE 'zmd-%' AND project_id = ? ORDER BY created DESC",
+                "WHERE flavor LIKE 'zmd-%' AND project_id = ? "
+                "AND service_source IS NOT NULL AND service_source != '' "
+                "ORDER BY created DESC",
                 (str(project).replace("-", ""),),
             ).fetchall()
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -57,19 +58,51 @@ class ProcessHandle(BaseModel):
             children = proc.children(recursive=True)
         except psutil.Error:
             children = []
-        procs = [proc, *children]
-        for p in procs:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=timeout)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        terminate_all([proc, *children], timeout)
+
+
+def terminate_all(procs: list[psutil.Process], timeout: float = 10.0) -> None:
+    """SIGTERM to every process, SIGKILL to those still alive after `timeout`; waits for both.
+
+    Args:
+        procs: the processes (gone ones are fine).
+        timeout: grace period in seconds.
+    """
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            pass
+    alive = _wait_gone(procs, timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    _wait_gone(alive, 5)
+
+
+def _gone(p: psutil.Process) -> bool:
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Waits until the processes exited (a zombie counts as exited); returns those still alive.
+
+    Polls every 20 ms: ``psutil.wait_procs`` backs off and reported exits up to a second late.
+    """
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while alive:
+        reap_children()
+        alive = [p for p in alive if not _gone(p)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    return alive
 
 
 def process_state(server: ProcessHandle | None, relay: ProcessHandle | None) -> tuple[str, str]:
