@@ -396,7 +396,7 @@ def run() -> dict[str, Any]:
                     f"Ours: traffic moved to b {ours['first_new_after_s']:.2f} s into the update "
                     f"call, which returned at {ours['update_s']:.2f} s: the rest is retiring the "
                     "old server (relay drain, then `ProcessHandle.terminate`, which waits for "
-                    "the old processes' exit with `psutil.wait_procs`)."
+                    "the old processes' exit, polling every 20 ms)."
                 ]
                 if ours and ours["first_new_after_s"] is not None
                 else []
