@@ -89,6 +89,19 @@ def test_works_where_zenml_cannot_find_a_source_root(deployed: Any) -> None:
     assert proc.stdout.strip() == deployed.prediction_url
 
 
+def test_predict_accepts_arrays_lists_and_ready_payloads(deployed: Any) -> None:
+    import numpy as np
+
+    from zenml_model_deployers.errors import PredictionError
+
+    assert deployed.predict(np.array([[1.0, 2.0], [3.0, 4.0]])) == [0, 0]
+    assert deployed.predict([[1.0, 2.0]]) == [0]
+    assert deployed.predict({"inputs": [[1.0, 2.0]]}) == [0]
+    with pytest.raises(PredictionError) as err:
+        deployed.predict({"nonsense": 1})
+    assert "HTTP 400" in str(err.value) and err.value.backend_message
+
+
 def test_stop_and_start(deployed: Any) -> None:
     r = CliRunner()
     assert r.invoke(zmd, ["models", "stop", "cli-demo"]).exit_code == 0

@@ -30,6 +30,13 @@ def test_train_deploy_rerun_and_update(mlflow_stack: str, mlflow_deployer: Any) 
         assert requests.post(url, json=rows, timeout=30).json()["predictions"] == [0, 2]
         first = mlflow_deployer.find_deployment(DEPLOYMENT)
 
+        # service.predict() sends a DataFrame as MLflow's dataframe_split.
+        import pandas as pd
+
+        split = rows["dataframe_split"]
+        frame = pd.DataFrame(split["data"], columns=split["columns"])
+        assert first.predict(frame) == [0, 2]
+
         train_and_deploy(c=1.0)  # unchanged model: the running server is reused
         same = mlflow_deployer.find_deployment(DEPLOYMENT)
         assert same.status.revision == first.status.revision
