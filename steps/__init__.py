@@ -5,5 +5,12 @@ from zenml_model_deployers.steps.deploy import (
     model_deployer_step,
     recreate_deployment_step,
 )
+from zenml_model_deployers.steps.predict import batch_inference_step, prediction_step
 
-__all__ = ["mlflow_deployer_step", "model_deployer_step", "recreate_deployment_step"]
+__all__ = [
+    "batch_inference_step",
+    "mlflow_deployer_step",
+    "model_deployer_step",
+    "prediction_step",
+    "recreate_deployment_step",
+]
