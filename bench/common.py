@@ -138,24 +138,9 @@ def zmd_stack(name: str = "zmd-bench") -> str:
     Returns:
         The stack name.
     """
-    from zenml.client import Client
-    from zenml.enums import StackComponentType
+    from zenml_model_deployers.flavors import ensure_deployer_stack
 
-    from zenml_model_deployers.flavors import register_flavors
-
-    client = Client()
-    register_flavors()
-    try:
-        client.get_stack(name)
-    except KeyError:
-        client.create_stack_component(
-            name=f"{name}-md",
-            flavor="zmd-mlflow",
-            component_type=StackComponentType.MODEL_DEPLOYER,
-            configuration={"default_timeout": 120},
-        )
-        _create_stack(client, name, {StackComponentType.MODEL_DEPLOYER: f"{name}-md"})
-    client.activate_stack(name)
+    ensure_deployer_stack(name, f"{name}-md", configuration={"default_timeout": 120})
     return name
 
 

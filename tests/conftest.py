@@ -86,33 +86,9 @@ def models_dir(zenml_env: Path) -> Path:
 @pytest.fixture(scope="session")
 def mlflow_stack(zenml_env: Path) -> str:
     """A ZenML stack whose model deployer is `zmd-mlflow`, made active."""
-    from zenml.client import Client
-    from zenml.enums import StackComponentType
+    from zenml_model_deployers.flavors import ensure_deployer_stack
 
-    from zenml_model_deployers.flavors import register_flavors
-
-    client = Client()
-    register_flavors()
-    try:
-        client.get_stack("zmd-test")
-    except KeyError:
-        client.create_stack_component(
-            name="zmd-test-mlflow",
-            flavor="zmd-mlflow",
-            component_type=StackComponentType.MODEL_DEPLOYER,
-            configuration={"default_timeout": 120},
-        )
-        orch = client.active_stack_model.components[StackComponentType.ORCHESTRATOR][0]
-        store = client.active_stack_model.components[StackComponentType.ARTIFACT_STORE][0]
-        client.create_stack(
-            name="zmd-test",
-            components={
-                StackComponentType.ORCHESTRATOR: str(orch.id),
-                StackComponentType.ARTIFACT_STORE: str(store.id),
-                StackComponentType.MODEL_DEPLOYER: "zmd-test-mlflow",
-            },
-        )
-    client.activate_stack("zmd-test")
+    ensure_deployer_stack("zmd-test", "zmd-test-mlflow", configuration={"default_timeout": 120})
     return "zmd-test"
 
 

@@ -20,48 +20,18 @@ STACK = "zmd-quickstart"
 def prepare_stack() -> None:
     """Registers the flavor, a `zmd-mlflow` model deployer and a stack, and activates it."""
     from zenml.client import Client
-    from zenml.enums import StackComponentType
 
-    from zenml_model_deployers.flavors import register_flavors
+    from zenml_model_deployers.flavors import ensure_deployer_stack
 
-    client = Client()
-    active = client.active_stack_model.name
+    active = Client().active_stack_model.name
     if active != STACK:
         print(
             f"[demo] This demo activates ZenML stack '{STACK}' (default orchestrator and "
             f"artifact store + model deployer '{COMPONENT}' of flavor zmd-mlflow).\n"
             f"[demo] Your active stack is '{active}'; go back to it with: zenml stack set {active}"
         )
-    added = register_flavors()
-    if added:
-        print(f"[demo] registered flavor(s): {', '.join(added)}")
-    deployers = client.list_stack_components(
-        type=StackComponentType.MODEL_DEPLOYER, name=COMPONENT
-    ).items
-    if not deployers:
-        client.create_stack_component(
-            name=COMPONENT,
-            flavor="zmd-mlflow",
-            component_type=StackComponentType.MODEL_DEPLOYER,
-            configuration={},
-        )
-        print(f"[demo] registered model deployer '{COMPONENT}' (flavor zmd-mlflow)")
-    try:
-        client.get_stack(STACK)
-    except KeyError:
-        orch = client.active_stack_model.components[StackComponentType.ORCHESTRATOR][0]
-        store = client.active_stack_model.components[StackComponentType.ARTIFACT_STORE][0]
-        client.create_stack(
-            name=STACK,
-            components={
-                StackComponentType.ORCHESTRATOR: str(orch.id),
-                StackComponentType.ARTIFACT_STORE: str(store.id),
-                StackComponentType.MODEL_DEPLOYER: COMPONENT,
-            },
-        )
-        print(f"[demo] registered stack '{STACK}'")
-    if active != STACK:
-        client.activate_stack(STACK)
+    for line in ensure_deployer_stack(STACK, COMPONENT, "zmd-mlflow"):
+        print(f"[demo] registered {line}")
 
 
 def main() -> None:

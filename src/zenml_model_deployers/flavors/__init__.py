@@ -5,7 +5,7 @@ Only names and import paths live here: importing this module imports no backend.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zenml_model_deployers.deployer import BaseDeployer
@@ -34,6 +34,66 @@ def register_flavors() -> list[str]:
             client.create_flavor(source=source, component_type=StackComponentType.MODEL_DEPLOYER)
             added.append(name)
     return added
+
+
+def ensure_deployer_stack(
+    stack: str,
+    component: str,
+    flavor: str = "zmd-mlflow",
+    configuration: dict[str, Any] | None = None,
+    activate: bool = True,
+) -> list[str]:
+    """Makes sure a model deployer component and a stack using it exist (idempotent).
+
+    The flavors are registered, the component of `flavor` is created if missing, and the stack
+    (the active stack's orchestrator and artifact store + that model deployer) if missing.
+
+    Args:
+        stack: the stack's name.
+        component: the model deployer component's name.
+        flavor: its flavor.
+        configuration: its settings, when it is created.
+        activate: make the stack active.
+
+    Returns:
+        What was created, as human-readable lines (empty if everything existed).
+    """
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    created = [f"flavor {name}" for name in register_flavors()]
+    existing = client.list_stack_components(
+        type=StackComponentType.MODEL_DEPLOYER, name=component
+    ).items
+    if not existing:
+        client.create_stack_component(
+            name=component,
+            flavor=flavor,
+            component_type=StackComponentType.MODEL_DEPLOYER,
+            configuration=configuration or {},
+        )
+        created.append(f"model deployer {component} ({flavor})")
+    try:
+        client.get_stack(stack)
+    except KeyError:
+        current = client.active_stack_model.components
+        client.create_stack(
+            name=stack,
+            components={
+                StackComponentType.ORCHESTRATOR: str(
+                    current[StackComponentType.ORCHESTRATOR][0].id
+                ),
+                StackComponentType.ARTIFACT_STORE: str(
+                    current[StackComponentType.ARTIFACT_STORE][0].id
+                ),
+                StackComponentType.MODEL_DEPLOYER: component,
+            },
+        )
+        created.append(f"stack {stack}")
+    if activate and client.active_stack_model.name != stack:
+        client.activate_stack(stack)
+    return created
 
 
 def get_deployer(flavor: str | None = None) -> BaseDeployer:
