@@ -236,18 +236,16 @@ class BaseDeployer(BaseModelDeployer):
                     hint="use policy 'update', 'replace' or 'side_by_side', or another name.",
                 )
             if opts.policy == DeployPolicy.SIDE_BY_SIDE:
-                twin = config.model_copy(
-                    update={
-                        "deployment_name": f"{name[:45]}-{config.config_hash()[:8]}",
-                        "name": f"{name[:45]}-{config.config_hash()[:8]}",
-                        "service_name": f"zenml-{name[:45]}-{config.config_hash()[:8]}",
-                    }
-                )
-                twin = type(config).model_validate(twin.model_dump())
+                # The twin's name carries the revision: deploying the same config side by side
+                # again finds it (idempotent) instead of making a third.
+                data = config.model_dump(exclude={"name", "service_name"})
+                data["deployment_name"] = f"{name[:45]}-{config.config_hash()[:8]}"
+                twin = type(config).model_validate(data)
                 return self.deploy(twin, DeployPolicy.FAIL, opts.timeout, model_version_id)
             if opts.policy == DeployPolicy.REPLACE:
+                # Delete, then create: an outage in between, but the URL is kept when free.
                 self._delete(existing, opts.timeout)
-                return self._create(config, opts.timeout, model_version_id)
+                return self._create(config, opts.timeout, model_version_id, seed=existing)
             return self._update(existing, config, opts.timeout, model_version_id)
 
     def _create(
