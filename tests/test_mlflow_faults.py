@@ -204,3 +204,22 @@ def test_pinning_another_port_moves_the_front(mlflow_deployer: Any, models_dir: 
         assert not old_front.is_alive()
     finally:
         mlflow_deployer.delete(mlflow_deployer.find_deployment("moving"))
+
+
+def test_processes_an_interrupted_deploy_left_are_ended(
+    mlflow_deployer: Any, models_dir: Path
+) -> None:
+    cfg = MLflowDeploymentConfig(deployment_name="orphans", model_uri=str(models_dir / "a"))
+    svc = mlflow_deployer.deploy(cfg, timeout=120)
+    old_server, old_relay = svc.status.server, svc.status.relay
+    # The record loses its processes, as when the deploying process is killed midway.
+    svc.status.server = None
+    svc.status.relay = None
+    mlflow_deployer.persist(svc)
+    try:
+        back = mlflow_deployer.deploy(cfg, timeout=120)
+        assert back.predict([[1.0, 1.0]]) == [0]
+        assert not old_server.is_alive() and not old_relay.is_alive()
+        assert back.status.server.pid != old_server.pid
+    finally:
+        mlflow_deployer.delete(mlflow_deployer.find_deployment("orphans"))

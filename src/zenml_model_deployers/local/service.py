@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -24,6 +25,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pydantic import PrivateAttr
 from zenml.enums import ServiceState
 
@@ -36,6 +38,7 @@ from zenml_model_deployers.local.relay import free_port, port_is_free
 from zenml_model_deployers.service import DeploymentService, DeploymentStatus
 
 DRAIN_TIMEOUT = 10.0
+logger = logging.getLogger(__name__)
 
 
 def zmd_home() -> Path:
@@ -265,6 +268,35 @@ class LocalProcessService(DeploymentService):
             raise
         return handle, port, log
 
+    def _end_orphans(self) -> None:
+        """Ends processes of this deployment that no record knows (a deploy killed midway).
+
+        They are ours: started in this deployment's directory (servers run there, the relay
+        names its ready file there). Recorded processes are left alone; callers hold the lock.
+        """
+        known = {h.pid for h in (self.status.server, self.status.relay) if h is not None}
+        marker = str(self.workdir)
+        python = proc.python_executable()
+        orphans = []
+        for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
+            try:
+                if p.pid in known or p.pid == os.getpid():
+                    continue
+                argv = p.info["cmdline"] or []
+                if not argv or argv[0] != python:  # only processes our interpreter runs
+                    continue
+                if p.info["cwd"] == marker or f"{marker}/relay.json" in " ".join(argv):
+                    orphans.append(p)
+            except psutil.Error:
+                continue
+        if orphans:
+            logger.warning(
+                "Ending %d unrecorded process(es) of '%s' left by an interrupted deploy.",
+                len(orphans),
+                self.deployment_name,
+            )
+            proc.terminate_all(orphans, 5)
+
     # ----------------------------------------------------------------- hooks
     def provision_revision(self, timeout: float) -> None:
         """See DeploymentService.provision_revision.
@@ -273,6 +305,7 @@ class LocalProcessService(DeploymentService):
             timeout: seconds.
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._end_orphans()
         old_server, old_port = self.status.server, self.status.server_port
         old_alive = old_server is not None and old_server.is_alive()
         # A new revision that pins another address needs a new front; the old front keeps
@@ -302,9 +335,13 @@ class LocalProcessService(DeploymentService):
                     self.status.url,
                 ) = old_front
             raise
+        # From here on the new revision serves: retiring the old one cannot fail the deploy.
         if old_alive and old_server is not None and old_port != port:
             if old_front is None:
-                self._relay_call({"cmd": "drain", "port": old_port, "timeout": DRAIN_TIMEOUT})
+                try:
+                    self._relay_call({"cmd": "drain", "port": old_port, "timeout": DRAIN_TIMEOUT})
+                except (DeploymentError, OSError, ValueError) as e:
+                    logger.warning("Draining the old revision failed (%s); stopping it now.", e)
             old_server.terminate(DRAIN_TIMEOUT)
         if old_front is not None and old_front[0] is not None:
             old_front[0].terminate(5)
@@ -322,6 +359,7 @@ class LocalProcessService(DeploymentService):
         if server_ok and self._relay_alive():
             self.mark_ready()
             return
+        self._end_orphans()
         if not server_ok:
             self.status.server = None
         self._ensure_relay(target=self.status.server_port if server_ok else None)
