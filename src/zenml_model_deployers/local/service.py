@@ -274,13 +274,19 @@ class LocalProcessService(DeploymentService):
         They are ours: started in this deployment's directory (servers run there, the relay
         names its ready file there). Recorded processes are left alone; callers hold the lock.
         """
-        known = {h.pid for h in (self.status.server, self.status.relay) if h is not None}
+        known = {os.getpid()}
+        for handle in (self.status.server, self.status.relay):
+            live = handle.process() if handle is not None else None
+            if live is not None:  # a recorded process and its children (uvicorn under mlflow)
+                known.add(live.pid)
+                with contextlib.suppress(psutil.Error):
+                    known.update(c.pid for c in live.children(recursive=True))
         marker = str(self.workdir)
         python = proc.python_executable()
         orphans = []
         for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
             try:
-                if p.pid in known or p.pid == os.getpid():
+                if p.pid in known:
                     continue
                 argv = p.info["cmdline"] or []
                 if not argv or argv[0] != python:  # only processes our interpreter runs
