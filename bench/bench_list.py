@@ -117,6 +117,7 @@ def _create_zmd_rows(n: int) -> list[Any]:
     from zenml.client import Client
     from zenml.enums import ServiceState
 
+    from zenml_model_deployers.flavors import get_deployer
     from zenml_model_deployers.flavors.mlflow.service import (
         MLflowDeploymentConfig,
         MLflowDeploymentService,
@@ -124,6 +125,7 @@ def _create_zmd_rows(n: int) -> list[Any]:
     from zenml_model_deployers.local.service import LocalDeploymentStatus
 
     client = Client()
+    deployer = get_deployer("zmd-mlflow")
     ids = []
     for i in range(n):
         cfg = MLflowDeploymentConfig(
@@ -147,16 +149,7 @@ def _create_zmd_rows(n: int) -> list[Any]:
         svc.mark_ready()
         svc.status.update_state(ServiceState.INACTIVE, "")
         svc.admin_state = ServiceState.INACTIVE
-        client.update_service(  # the fields BaseDeployer.persist writes
-            id=svc.uuid,
-            name=svc.config.service_name,
-            service_source=svc.model_dump()["type"],
-            admin_state=svc.admin_state,
-            status=svc.status.model_dump(mode="json"),
-            labels=svc.labels(),
-            prediction_url=svc.prediction_url,
-            health_check_url=svc.healthcheck_url,
-        )
+        deployer.persist(svc)
         ids.append(resp.id)
     return ids
 

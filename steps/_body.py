@@ -95,7 +95,7 @@ def deploy_with(
                 hint="run once with deploy_decision=True.",
             )
         logger.info("deploy_decision is False: keeping deployment '%s' as it is.", name)
-        if not existing.status.state == "active":
+        if existing.status.state != "active":
             existing = deployer.start(existing, timeout)
         record_metadata(existing)
         return existing
