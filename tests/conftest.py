@@ -21,6 +21,8 @@ os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
 os.environ["ZENML_LOGGING_VERBOSITY"] = "WARN"
 os.environ["ZENML_ENABLE_RICH_TRACEBACK"] = "false"
 os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+os.environ["BENTOML_HOME"] = str(_ROOT / "bentoml")
+os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 os.environ["AUTO_OPEN_DASHBOARD"] = "false"
 # `mlflow models serve` execs uvicorn by name.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
@@ -32,9 +34,12 @@ def _kill_our_processes() -> None:
     marker = str(_ROOT)
     me = os.getpid()
     victims = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
+    for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
         try:
-            if p.pid != me and marker in " ".join(p.info["cmdline"] or []):
+            mine = marker in " ".join(p.info["cmdline"] or []) or (p.info["cwd"] or "").startswith(
+                marker
+            )
+            if p.pid != me and mine:
                 victims.append(p)
         except psutil.Error:
             continue
@@ -83,18 +88,97 @@ def models_dir(zenml_env: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def mlflow_stack(zenml_env: Path) -> str:
-    """A ZenML stack whose model deployer is `zmd-mlflow`, made active."""
+def _stack(flavor: str) -> str:
     from zenml_model_deployers.flavors import ensure_deployer_stack
 
-    ensure_deployer_stack("zmd-test", "zmd-test-mlflow", configuration={"default_timeout": 120})
-    return "zmd-test"
+    name = f"zmd-test-{flavor.removeprefix('zmd-')}"
+    ensure_deployer_stack(name, name, flavor, configuration={"default_timeout": 120})
+    return name
+
+
+@pytest.fixture
+def mlflow_stack(zenml_env: Path) -> str:
+    """A ZenML stack whose model deployer is `zmd-mlflow`, made active for this test."""
+    return _stack("zmd-mlflow")
 
 
 @pytest.fixture(scope="session")
-def mlflow_deployer(mlflow_stack: str):  # type: ignore[no-untyped-def]
-    """The active stack's `zmd-mlflow` deployer."""
+def mlflow_deployer(zenml_env: Path):  # type: ignore[no-untyped-def]
+    """The registered `zmd-mlflow` deployer."""
     from zenml_model_deployers.flavors import get_deployer
 
+    _stack("zmd-mlflow")
     return get_deployer("zmd-mlflow")
+
+
+@pytest.fixture
+def bentoml_stack(zenml_env: Path) -> str:
+    """A ZenML stack whose model deployer is `zmd-bentoml`, made active for this test."""
+    return _stack("zmd-bentoml")
+
+
+@pytest.fixture(scope="session")
+def bentoml_deployer(zenml_env: Path):  # type: ignore[no-untyped-def]
+    """The registered `zmd-bentoml` deployer."""
+    from zenml_model_deployers.flavors import get_deployer
+
+    _stack("zmd-bentoml")
+    return get_deployer("zmd-bentoml")
+
+
+BENTO_SERVICE = """
+import bentoml
+import numpy as np
+{extra_import}
+
+@bentoml.service
+class ZmdTestService:
+    model_ref = bentoml.models.BentoModel("{model_name}:latest")
+
+    def __init__(self) -> None:
+        self.model = bentoml.sklearn.load_model(self.model_ref)
+
+    @bentoml.api
+    def classify(self, input_data: np.ndarray) -> np.ndarray:
+        return self.model.predict(input_data)
+
+    @bentoml.api
+    def echo(self, text: str, times: int = 1) -> str:
+        return text * times
+"""
+
+
+@pytest.fixture(scope="session")
+def bentos(zenml_env: Path) -> dict[str, str]:
+    """Three bentos built here: a, b (different predictions), broken (its service cannot be
+    imported where it is served: it imports a module that only the build machine has)."""
+    import numpy as np
+    from sklearn.dummy import DummyClassifier
+
+    from zenml_model_deployers.flavors.bentoml.packaging import build_bento, save_model
+
+    src = zenml_env / "bento-src"
+    helper = zenml_env / "bento-build-only"
+    src.mkdir(exist_ok=True)
+    helper.mkdir(exist_ok=True)
+    (helper / "zmd_build_only_helper.py").write_text("VALUE = 1\n")
+    x = np.array([[0.0, 1.0], [1.0, 0.0]])
+    out = {}
+    for variant, constant in (("a", 0), ("b", 1), ("broken", 0)):
+        clf = DummyClassifier(strategy="constant", constant=constant).fit(x, [0, 1])
+        model_name = f"zmdtest_{variant}"
+        tag = save_model(clf, model_name)
+        extra = "import zmd_build_only_helper" if variant == "broken" else ""
+        (src / f"svc_{variant}.py").write_text(
+            BENTO_SERVICE.format(model_name=model_name, extra_import=extra)
+        )
+        if variant == "broken":
+            sys.path.insert(0, str(helper))
+        try:
+            out[variant] = build_bento(
+                f"svc_{variant}.py:ZmdTestService", [tag], working_dir=str(src)
+            )
+        finally:
+            if variant == "broken":
+                sys.path.remove(str(helper))
+    return out

@@ -53,12 +53,55 @@ class BaseDeployerConfig(BaseModelDeployerConfig):
 
 
 class BaseDeployerFlavor(BaseModelDeployerFlavor):
-    """Base of our flavors; subclasses name themselves `zmd-<backend>`."""
+    """Base of our flavors: a subclass sets the class attributes below, nothing else.
+
+    The implementation is named by import path, so importing a flavor imports no backend.
+    """
+
+    FLAVOR_NAME: ClassVar[str] = ""
+    DISPLAY_NAME: ClassVar[str] = ""
+    LOGO: ClassVar[str] = "mlflow"
+    CONFIG_CLASS: ClassVar[type[BaseDeployerConfig]] = BaseDeployerConfig
+    IMPLEMENTATION: ClassVar[str] = ""  # "package.module.ClassName"
+
+    @property
+    def name(self) -> str:
+        """Flavor name (`zmd-<backend>`)."""
+        return self.FLAVOR_NAME
+
+    @property
+    def display_name(self) -> str:
+        """Shown in the dashboard."""
+        return self.DISPLAY_NAME
+
+    @property
+    def docs_url(self) -> str | None:
+        """Docs."""
+        return None
+
+    @property
+    def sdk_docs_url(self) -> str | None:
+        """SDK docs."""
+        return None
 
     @property
     def logo_url(self) -> str:
         """Logo shown in the dashboard."""
-        return "https://public-flavor-logos.s3.eu-central-1.amazonaws.com/model_deployer/mlflow.png"
+        return f"https://public-flavor-logos.s3.eu-central-1.amazonaws.com/model_deployer/{self.LOGO}.png"
+
+    @property
+    def config_class(self) -> type[BaseDeployerConfig]:
+        """Config class."""
+        return self.CONFIG_CLASS
+
+    @property
+    def implementation_class(self) -> type[BaseDeployer]:
+        """Implementation class (imported only now)."""
+        import importlib
+
+        module, _, cls = self.IMPLEMENTATION.rpartition(".")
+        impl: type[BaseDeployer] = getattr(importlib.import_module(module), cls)
+        return impl
 
 
 class BaseDeployer(BaseModelDeployer):

@@ -150,7 +150,15 @@ class DeploymentService(BaseDeploymentService):
     @property
     def prediction_url(self) -> str | None:
         """The URL to send prediction requests to (what `deployed_model_url` records)."""
-        return f"{self.status.url}{self.PREDICT_PATH}" if self.status.url else None
+        return f"{self.status.url}{self.predict_path()}" if self.status.url else None
+
+    def predict_path(self) -> str:
+        """The path predictions go to (a flavor with several APIs picks the default one).
+
+        Returns:
+            A URL path.
+        """
+        return self.PREDICT_PATH
 
     @property
     def healthcheck_url(self) -> str | None:
@@ -309,7 +317,13 @@ class DeploymentService(BaseDeploymentService):
                 hint="deploy it first (e.g. `zmd models recreate ...` or run the pipeline).",
             )
         headers, body = self.format_request(data)
+        return self._send(url, headers, body, timeout)
+
+    def _send(self, url: str, headers: dict[str, str], body: bytes, timeout: float) -> Any:
+        """POSTs a prepared request on the kept-alive session; parses or raises a typed error."""
         import requests
+
+        from zenml_model_deployers.errors import PredictionError
 
         try:
             resp = self._http().post(url, data=body, headers=headers, timeout=timeout)

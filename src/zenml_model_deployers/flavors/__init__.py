@@ -12,7 +12,11 @@ if TYPE_CHECKING:
 
 FLAVOR_SOURCES: dict[str, str] = {
     "zmd-mlflow": "zenml_model_deployers.flavors.mlflow.flavor.MLflowDeployerFlavor",
+    "zmd-bentoml": "zenml_model_deployers.flavors.bentoml.flavor.BentoMLDeployerFlavor",
 }
+
+# Flavors that need no settings: lifecycle calls work without a registered component.
+SETTINGLESS = ("zmd-mlflow", "zmd-bentoml")
 
 
 def register_flavors() -> list[str]:
@@ -129,8 +133,8 @@ def get_deployer(flavor: str | None = None) -> BaseDeployer:
         type=StackComponentType.MODEL_DEPLOYER, flavor=flavor, size=1, hydrate=True
     ).items
     if not comps:
-        if flavor == "zmd-mlflow":
-            return _default_mlflow_deployer()
+        if flavor in SETTINGLESS:
+            return _default_deployer(flavor)
         raise DeploymentError(
             f"No model deployer of flavor {flavor} is registered.",
             hint=f"`zenml model-deployer register <name> --flavor={flavor} ...`.",
@@ -140,24 +144,25 @@ def get_deployer(flavor: str | None = None) -> BaseDeployer:
     return comp
 
 
-def _default_mlflow_deployer() -> BaseDeployer:
-    """An unregistered `zmd-mlflow` deployer (it needs no settings) for lifecycle calls."""
+def _default_deployer(flavor: str) -> BaseDeployer:
+    """An unregistered deployer of a flavor that needs no settings, for lifecycle calls."""
+    import importlib
     from datetime import UTC, datetime
     from uuid import uuid4
 
     from zenml.enums import StackComponentType
 
-    from zenml_model_deployers.flavors.mlflow.deployer import MLflowDeployer
-    from zenml_model_deployers.flavors.mlflow.flavor import MLflowDeployerConfig
-
+    module, _, cls = FLAVOR_SOURCES[flavor].rpartition(".")
+    flavor_obj = getattr(importlib.import_module(module), cls)()
     now = datetime.now(UTC)
-    return MLflowDeployer(
-        name="zmd-mlflow-default",
+    deployer: BaseDeployer = flavor_obj.implementation_class(
+        name=f"{flavor}-default",
         id=uuid4(),
-        config=MLflowDeployerConfig(),
-        flavor="zmd-mlflow",
+        config=flavor_obj.config_class(),
+        flavor=flavor,
         type=StackComponentType.MODEL_DEPLOYER,
         user=None,
         created=now,
         updated=now,
     )
+    return deployer

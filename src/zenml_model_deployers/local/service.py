@@ -249,7 +249,9 @@ class LocalProcessService(DeploymentService):
                 import requests
 
                 headers, body = self.format_request(self.config.smoke_input)
-                r = requests.post(base + self.PREDICT_PATH, data=body, headers=headers, timeout=30)
+                r = requests.post(
+                    base + self.predict_path(), data=body, headers=headers, timeout=30
+                )
                 if r.status_code >= 400:
                     raise RuntimeError(f"HTTP {r.status_code}: {secrets.redact(r.text[:2000])}")
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
-
-if TYPE_CHECKING:
-    from zenml_model_deployers.flavors.mlflow.deployer import MLflowDeployer
 
 FLAVOR_NAME = "zmd-mlflow"
 
@@ -23,34 +20,8 @@ class MLflowDeployerConfig(BaseDeployerConfig):
 class MLflowDeployerFlavor(BaseDeployerFlavor):
     """Serves MLflow models with local `mlflow models serve` processes behind a stable URL."""
 
-    @property
-    def name(self) -> str:
-        """Flavor name."""
-        return FLAVOR_NAME
-
-    @property
-    def display_name(self) -> str:
-        """Shown in the dashboard."""
-        return "MLflow (zenml-model-deployers)"
-
-    @property
-    def docs_url(self) -> str | None:
-        """Docs."""
-        return None
-
-    @property
-    def sdk_docs_url(self) -> str | None:
-        """SDK docs."""
-        return None
-
-    @property
-    def config_class(self) -> type[MLflowDeployerConfig]:
-        """Config class."""
-        return MLflowDeployerConfig
-
-    @property
-    def implementation_class(self) -> type[MLflowDeployer]:
-        """Implementation class (imported lazily)."""
-        from zenml_model_deployers.flavors.mlflow.deployer import MLflowDeployer
-
-        return MLflowDeployer
+    FLAVOR_NAME: ClassVar[str] = FLAVOR_NAME
+    DISPLAY_NAME: ClassVar[str] = "MLflow (zenml-model-deployers)"
+    LOGO: ClassVar[str] = "mlflow"
+    CONFIG_CLASS: ClassVar[type[BaseDeployerConfig]] = MLflowDeployerConfig
+    IMPLEMENTATION: ClassVar[str] = "zenml_model_deployers.flavors.mlflow.deployer.MLflowDeployer"

@@ -1,0 +1,402 @@
+"""Bentos: save a trained model with BentoML's framework saver, build a bento, resolve a tag.
+
+Everything is content-addressed: the same fitted model saves to the same model version and
+the same service sources + model + options build to the same bento version, so re-running a
+pipeline with an unchanged model redeploys nothing. The bento is built from a clean context
+holding only the service module and the files the user includes, never the whole working
+directory (which may hold BentoML's own store or large data).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from zenml_model_deployers.errors import ConfigurationError, DeploymentError
+
+# Framework savers BentoML ships, keyed by the model's top-level module.
+_SAVERS = {
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "catboost": "catboost",
+    "torch": "pytorch",
+    "keras": "keras",
+    "tensorflow": "tensorflow",
+    "transformers": "transformers",
+}
+
+GENERIC_SERVICE = '''"""Serves one saved model's `predict` (written by zenml-model-deployers)."""
+
+import importlib
+
+import bentoml
+import numpy as np
+
+MODEL_TAG = {tag!r}
+
+
+@bentoml.service(name={service_name!r})
+class ZmdModelService:
+    model_ref = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        saver = importlib.import_module(bentoml.models.get(MODEL_TAG).info.module)
+        self.model = saver.load_model(self.model_ref)
+
+    @bentoml.api
+    def predict(self, input_data: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(input_data))
+'''
+
+
+class RouteInfo(BaseModel):
+    """One API of a bento, as its schema declares it.
+
+    Attributes:
+        route: the URL path (e.g. `/classify`).
+        inputs: parameter name -> its JSON schema (type, format, orient...).
+        required: the required parameter names.
+    """
+
+    route: str
+    inputs: dict[str, dict[str, Any]] = {}
+    required: list[str] = []
+
+
+class BentoInfo(BaseModel):
+    """What a deploy needs to know of a bento in the local store.
+
+    Attributes:
+        tag: the concrete tag (`name:version`, never `latest`).
+        routes: API name -> route info.
+        models: tags of the models the bento serves.
+    """
+
+    tag: str
+    routes: dict[str, RouteInfo]
+    models: list[str] = []
+
+
+def _bentoml_message(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def resolve_bento(tag: str) -> BentoInfo:
+    """Finds a bento in the local BentoML store and reads its APIs (no server start).
+
+    Args:
+        tag: `name:version` or `name` / `name:latest`.
+
+    Returns:
+        The bento's concrete tag, its routes and its models.
+
+    Raises:
+        ConfigurationError: the bento, or a model it serves, is not in the store.
+    """
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    try:
+        bento = bentoml.bentos.get(tag)
+    except BentoMLException as e:
+        raise ConfigurationError(
+            f"Bento '{tag}' is not in the local BentoML store, so nothing was started.",
+            backend_message=_bentoml_message(e),
+            hint="build it first (`bento_builder_step` or `bentoml build`), or check the tag "
+            "with `bentoml list`; the store is BENTOML_HOME (default ~/bentoml).",
+        ) from e
+    info = bento.info
+    models = sorted({str(m.tag) for s in info.services for m in s.models})
+    models += [str(m.tag) for m in info.models if str(m.tag) not in models]
+    for model_tag in models:
+        try:
+            bentoml.models.get(model_tag)
+        except BentoMLException as e:
+            raise ConfigurationError(
+                f"Bento '{bento.tag}' serves model '{model_tag}', which is not in the local "
+                "BentoML model store.",
+                backend_message=_bentoml_message(e),
+                hint="import the bento with its models (`bentoml import <file>.bento`) "
+                "or rebuild it.",
+            ) from e
+    routes: dict[str, RouteInfo] = {}
+    schema = info.schema or {}
+    for r in schema.get("routes", []):
+        inp = r.get("input") or {}
+        routes[r["name"]] = RouteInfo(
+            route=r.get("route") or f"/{r['name']}",
+            inputs=inp.get("properties") or {},
+            required=list(inp.get("required") or []),
+        )
+    if not routes:
+        raise ConfigurationError(
+            f"Bento '{bento.tag}' declares no HTTP API that zmd-bentoml can call.",
+            hint="serve a BentoML >= 1.2 `@bentoml.service` class with at least one "
+            "`@bentoml.api` method.",
+        )
+    return BentoInfo(tag=str(bento.tag), routes=routes, models=models)
+
+
+def _framework(model: Any, model_type: str | None) -> str:
+    if model_type:
+        return model_type.removeprefix("bentoml.")
+    top = type(model).__module__.split(".")[0]
+    if top in _SAVERS:
+        return _SAVERS[top]
+    raise ConfigurationError(
+        f"Cannot tell which BentoML framework saver fits a {type(model).__module__}."
+        f"{type(model).__name__}.",
+        hint="pass model_type= (e.g. 'sklearn', 'pytorch', 'xgboost'); see BentoML's "
+        "framework APIs.",
+    )
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    # BentoML versions are lowercase alphanumerics; a hex prefix fits.
+    return h.hexdigest()[:16]
+
+
+def save_model(model: Any, model_name: str, model_type: str | None = None) -> str:
+    """Saves a trained model with BentoML's framework saver (once per fitted state).
+
+    Args:
+        model: the trained model; a `bentoml.Model` is returned as is.
+        model_name: the model's name in the store (what the service's BentoModel refers to).
+        model_type: BentoML framework module (`sklearn`, `pytorch`, ...); default: guessed.
+
+    Returns:
+        The model's tag.
+
+    Raises:
+        ConfigurationError: no framework saver fits.
+        DeploymentError: BentoML failed to save.
+    """
+    import importlib
+
+    import bentoml
+    from bentoml.exceptions import BentoMLException, NotFound
+
+    if isinstance(model, bentoml.Model):
+        return str(model.tag)
+    framework = _framework(model, model_type)
+    try:
+        saver = importlib.import_module(f"bentoml.{framework}")
+    except ImportError as e:
+        raise ConfigurationError(
+            f"BentoML has no framework module 'bentoml.{framework}' here.",
+            backend_message=str(e),
+            hint="install the framework, or pass another model_type.",
+        ) from e
+    try:
+        state = pickle.dumps(model, protocol=4)
+    except Exception:  # not picklable: every run saves a new version
+        import uuid
+
+        state = uuid.uuid4().bytes
+    version = _digest(state, framework.encode(), bentoml.__version__.encode())
+    tag = f"{model_name}:{version}"
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except NotFound:
+        pass
+    try:
+        return str(saver.save_model(tag, model).tag)
+    except BentoMLException as e:
+        raise DeploymentError(
+            f"BentoML could not save model '{model_name}' with bentoml.{framework}.",
+            backend_message=_bentoml_message(e),
+        ) from e
+
+
+def _service_file(service: str, working_dir: Path) -> tuple[Path, str]:
+    """Maps `my_service.py:MyService` or `my_service:MyService` to (file, BentoML import path)."""
+    if ":" not in service:
+        raise ConfigurationError(
+            f"service={service!r} does not name a class.",
+            hint="use 'my_service.py:MyService' (file relative to the working dir, then class).",
+        )
+    module, cls = service.rsplit(":", 1)
+    rel = module if module.endswith(".py") else module.replace(".", "/") + ".py"
+    path = (working_dir / rel).resolve()
+    if not path.is_file():
+        raise ConfigurationError(
+            f"Service module {rel} was not found in {working_dir}.",
+            hint="pass working_dir= (the folder the service path is relative to).",
+        )
+    import_path = Path(rel).with_suffix("").as_posix().replace("/", ".")
+    return path, f"{import_path}:{cls}"
+
+
+def build_bento(
+    service: str,
+    model_tags: list[str],
+    *,
+    working_dir: str | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    description: str | None = None,
+    python: dict[str, Any] | None = None,
+    docker: dict[str, Any] | None = None,
+    envs: list[dict[str, str]] | None = None,
+    version: str | None = None,
+) -> str:
+    """Builds a bento from a clean context (service module + included files), once per content.
+
+    Args:
+        service: `path/to/module.py:ServiceClass`, relative to `working_dir`.
+        model_tags: models the bento serves (beyond those its service declares).
+        working_dir: where the service path and `include` globs are relative to (default cwd).
+        include: extra files (globs) the service needs at serving time.
+        exclude: globs left out of the bento.
+        labels: bento labels.
+        description: bento description.
+        python: BentoML python options (packages, lock_packages...).
+        docker: BentoML docker options.
+        envs: environment variables baked into the bento.
+        version: an explicit version (default: a digest of everything above).
+
+    Returns:
+        The bento's tag.
+
+    Raises:
+        ConfigurationError: the service module or an include is missing.
+        DeploymentError: BentoML failed to build (its own message attached).
+    """
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    root = Path(working_dir or ".").resolve()
+    svc_path, import_path = _service_file(service, root)
+    files = {svc_path.relative_to(root).as_posix(): svc_path}
+    for pattern in include or []:
+        matches = [Path(p) for p in glob.glob(str(root / pattern), recursive=True)]
+        if not matches:
+            raise ConfigurationError(
+                f"include pattern {pattern!r} matches nothing in {root}.",
+                hint="patterns are relative to working_dir.",
+            )
+        for m in matches:
+            for f in [m] if m.is_file() else [p for p in m.rglob("*") if p.is_file()]:
+                files[f.resolve().relative_to(root).as_posix()] = f
+    options = {
+        "labels": labels or {},
+        "description": description,
+        "python": python,
+        "docker": docker,
+        "envs": envs,
+        "exclude": exclude,
+        "models": sorted(model_tags),
+    }
+    digest = _digest(
+        *(name.encode() + b"\0" + files[name].read_bytes() for name in sorted(files)),
+        json.dumps(options, sort_keys=True, default=str).encode(),
+        import_path.encode(),
+        bentoml.__version__.encode(),
+    )
+    if version is None:
+        version = digest
+        for existing in bentoml.bentos.list():
+            # Same content was built before (the name comes from the service class).
+            if existing.tag.version == version:
+                return str(existing.tag)
+    with tempfile.TemporaryDirectory(prefix="zmd-bento-") as tmp:
+        ctx = Path(tmp)
+        for name, src in files.items():
+            (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, ctx / name)
+        # The name comes from the service class; find an existing build of this content first.
+        try:
+            bento = bentoml.bentos.build(
+                service=import_path,
+                build_ctx=str(ctx),
+                version=version,
+                labels=labels,
+                description=description,
+                exclude=exclude,
+                python=python,
+                docker=docker,
+                envs=envs,  # type: ignore[arg-type]
+                models=list(model_tags) or None,
+            )
+        except BentoMLException as e:
+            if "already exists" in str(e) and version == digest:
+                # Same content, built meanwhile: BentoML refuses to overwrite a bento.
+                return _existing_tag(str(e), version)
+            raise DeploymentError(
+                f"BentoML could not build a bento from {service}.",
+                backend_message=_bentoml_message(e),
+                hint="check that the service module imports and names the models it loads.",
+            ) from e
+        except (ImportError, SyntaxError, AttributeError) as e:
+            raise DeploymentError(
+                f"BentoML could not import {service} to build the bento.",
+                backend_message=_bentoml_message(e),
+                hint="fix the service module; files it imports must be passed in include=.",
+            ) from e
+        return str(bento.tag)
+
+
+def _existing_tag(message: str, version: str) -> str:
+    import re
+
+    m = re.search(r"'([\w.-]+):" + re.escape(version) + "'", message)
+    if not m:
+        raise DeploymentError(
+            "BentoML refused to build a bento that exists.", backend_message=message
+        )
+    return f"{m.group(1)}:{version}"
+
+
+def build_generic_bento(model_tag: str, name: str) -> str:
+    """Builds a bento serving one saved model's `predict` (for `model_deployer_step(model=...)`).
+
+    Args:
+        model_tag: the saved model's tag.
+        name: the bento's name (the deployment name).
+
+    Returns:
+        The bento's tag.
+    """
+    with tempfile.TemporaryDirectory(prefix="zmd-svc-") as tmp:
+        path = Path(tmp) / "zmd_service.py"
+        path.write_text(GENERIC_SERVICE.format(tag=model_tag, service_name=name.replace("-", "_")))
+        return build_bento("zmd_service.py:ZmdModelService", [model_tag], working_dir=tmp)
+
+
+def docker_engine_error() -> str | None:
+    """Says why no Docker engine can be used, or None when one answers.
+
+    Returns:
+        The reason, or None.
+    """
+    import subprocess
+
+    exe = shutil.which("docker")
+    if exe is None:
+        return "the `docker` command is not installed"
+    try:
+        out = subprocess.run(
+            [exe, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+    except subprocess.TimeoutExpired:
+        return "`docker info` did not answer within 15 s"
+    if out.returncode != 0 or not out.stdout.strip():
+        said = (out.stderr or out.stdout).strip().splitlines()
+        return said[-1] if said else "`docker info` failed"
+    return None

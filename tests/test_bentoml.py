@@ -1,0 +1,221 @@
+"""zmd-bentoml beyond the conformance suite: real BentoML 1.4 servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+from sklearn.dummy import DummyClassifier
+from zenml import step
+
+from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
+from zenml_model_deployers.flavors.bentoml.service import BentoMLDeploymentConfig
+
+
+@step
+def train(constant: int) -> DummyClassifier:
+    """A constant classifier (its predictions tell which model serves)."""
+    return DummyClassifier(strategy="constant", constant=constant).fit(
+        [[0.0, 1.0], [1.0, 0.0]], [0, 1]
+    )
+
+
+@step
+def train_obj() -> DummyClassifier:
+    """A one-feature constant classifier."""
+    return DummyClassifier(strategy="constant", constant=1).fit([[0.0], [1.0]], [0, 1])
+
+
+def _cfg(name: str, tag: str, **kw: Any) -> BentoMLDeploymentConfig:
+    return BentoMLDeploymentConfig(deployment_name=name, model_name=name, model_uri=tag, **kw)
+
+
+def _workdir(name: str) -> Path:
+    from zenml_model_deployers.local.service import zmd_home
+
+    return zmd_home() / "local" / "zmd-bentoml" / name
+
+
+def _bentoml_servers_in(workdir: Path) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            if p.info["cwd"] == str(workdir) and "bentoml" in " ".join(p.info["cmdline"] or []):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def test_import_failure_is_a_typed_error_with_bentomls_words(
+    bentoml_deployer: Any, bentos: dict[str, str]
+) -> None:
+    with pytest.raises(DeploymentError) as err:
+        bentoml_deployer.deploy(_cfg("bento-import-fail", bentos["broken"]), timeout=60)
+    # BentoML's own line, not a generic timeout.
+    assert "No module named 'zmd_build_only_helper'" in str(err.value)
+    assert err.value.backend_message and "Failed to import module" in err.value.backend_message
+    assert bentoml_deployer.find_deployment("bento-import-fail") is None
+    assert _bentoml_servers_in(_workdir("bento-import-fail")) == []
+    assert not _workdir("bento-import-fail").exists()
+
+
+def test_missing_tag_fails_before_anything_starts(bentoml_deployer: Any) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(ConfigurationError) as err:
+        bentoml_deployer.deploy(_cfg("bento-missing", "no_such_bento:abc123"), timeout=60)
+    assert time.monotonic() - t0 < 5
+    assert "no_such_bento:abc123" in str(err.value) and "bentoml list" in str(err.value)
+    assert err.value.backend_message  # BentoML's NotFound message
+    assert bentoml_deployer.find_deployment("bento-missing") is None
+    assert not _workdir("bento-missing").exists()
+
+
+def test_unknown_api_fails_before_anything_starts(
+    bentoml_deployer: Any, bentos: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigurationError, match="no API 'nope'"):
+        bentoml_deployer.deploy(_cfg("bento-api", bentos["a"], api="nope"), timeout=60)
+    assert bentoml_deployer.find_deployment("bento-api") is None
+
+
+def test_containerize_without_docker_engine_is_a_clear_error(
+    bentoml_deployer: Any, bentos: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zenml_model_deployers.flavors.bentoml import packaging
+
+    if packaging.docker_engine_error() is None:
+        pytest.skip("a Docker engine answers here")
+    with pytest.raises(ConfigurationError) as err:
+        bentoml_deployer.deploy(_cfg("bento-docker", bentos["a"], containerize=True), timeout=60)
+    assert "Docker engine" in str(err.value) and "containerize=False" in str(err.value)
+    assert bentoml_deployer.find_deployment("bento-docker") is None
+
+
+def test_named_apis_latest_tag_and_readyz(bentoml_deployer: Any, bentos: dict[str, str]) -> None:
+    name_only = bentos["a"].split(":")[0]  # `name` means the store's latest
+    svc = bentoml_deployer.deploy(_cfg("bento-apis", bentos["a"]), timeout=60)
+    try:
+        assert svc.config.model_uri == bentos["a"]
+        assert name_only
+        assert svc.prediction_url.endswith("/classify")  # the first API by default
+        assert svc.healthcheck_url.endswith("/readyz")
+        assert requests.get(svc.healthcheck_url, timeout=5).status_code == 200
+        assert svc.predict([[1.0, 2.0]], api="classify") == [0]
+        assert svc.predict({"text": "ab", "times": 2}, api="echo") == "abab"
+        import numpy as np
+        import pandas as pd
+
+        assert svc.predict(np.array([[1.0, 2.0]])) == [0]
+        assert svc.predict(pd.DataFrame([[1.0, 2.0]]).values) == [0]
+        with pytest.raises(PredictionError, match="no API 'missing'"):
+            svc.predict([[1.0]], api="missing")
+        with pytest.raises(PredictionError) as err:
+            svc.predict({"text": 3, "times": "x"}, api="echo")
+        assert "HTTP 400" in str(err.value)
+        assert svc.describe()["apis"] == {
+            "classify": svc.status.url + "/classify",
+            "echo": svc.status.url + "/echo",
+        }
+        logs = "\n".join(svc.get_logs())
+        assert "Service ZmdTestService initialized" in logs
+    finally:
+        bentoml_deployer.delete(svc)
+
+
+def test_pipeline_builds_serves_reuses_and_updates(bentoml_stack: str, zenml_env: Path) -> None:
+    """bento_builder_step + bentoml_deployer_step: metadata, the bento artifact, no restart for
+    an unchanged model, an in-place update for a new one."""
+    import bentoml
+    from zenml import pipeline
+    from zenml.client import Client
+    from zenml_model_deployers.steps import bento_builder_step, bentoml_deployer_step
+
+    from zenml_model_deployers.flavors import get_deployer
+
+    src = zenml_env / "bento-pipeline"
+    src.mkdir(exist_ok=True)
+    (src / "my_service.py").write_text(
+        "import bentoml\nimport numpy as np\n\n"
+        "@bentoml.service\nclass PipeService:\n"
+        '    ref = bentoml.models.BentoModel("pipe_model:latest")\n\n'
+        "    def __init__(self) -> None:\n"
+        "        self.model = bentoml.sklearn.load_model(self.ref)\n\n"
+        "    @bentoml.api\n"
+        "    def classify(self, input_data: np.ndarray) -> np.ndarray:\n"
+        "        return self.model.predict(input_data)\n"
+    )
+
+    @pipeline(enable_cache=False)
+    def bento_pipeline(constant: int) -> None:
+        bento = bento_builder_step(
+            model=train(constant),
+            service="my_service.py:PipeService",
+            model_name="pipe_model",
+            working_dir=str(src),
+        )
+        bentoml_deployer_step(bento=bento, deployment_name="bento-pipe", timeout=60)
+
+    deployer = get_deployer("zmd-bentoml")
+    try:
+        run1 = bento_pipeline.with_options(run_name="bento-pipe-1")(constant=0)
+        steps = Client().get_pipeline_run(run1.id).steps
+        url = steps["bentoml_deployer_step"].run_metadata["deployed_model_url"]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/classify")
+        assert requests.post(url, json={"input_data": [[1.0, 1.0]]}, timeout=10).json() == [0]
+        bento = steps["bento_builder_step"].outputs["bento"][0].load()
+        assert isinstance(bento, bentoml.Bento)
+        svc = steps["bentoml_deployer_step"].outputs["bentoml_deployment"][0].load()
+        assert svc.prediction_url == url and svc.config.model_uri == str(bento.tag)
+
+        # Unchanged model: same bento, nothing restarts.
+        pid = svc.status.server.pid
+        run2 = bento_pipeline.with_options(run_name="bento-pipe-2")(constant=0)
+        again = deployer.find_deployment("bento-pipe")
+        assert again.status.server.pid == pid and again.status.revision == 1
+        built2 = Client().get_pipeline_run(run2.id).steps["bento_builder_step"]
+        assert built2.run_metadata["bento_tag"] == str(bento.tag)
+
+        # A new model: a new bento rolled out on the same URL.
+        bento_pipeline.with_options(run_name="bento-pipe-3")(constant=1)
+        new = deployer.find_deployment("bento-pipe")
+        assert new.prediction_url == url and new.status.revision == 2
+        assert new.predict([[1.0, 1.0]]) == [1]
+
+        # The bento artifact travels: removed from the store, loading imports it back.
+        bentoml.bentos.delete(str(bento.tag))
+        back = Client().get_pipeline_run(run1.id).steps["bento_builder_step"].outputs["bento"][0]
+        assert str(back.load().tag) == str(bento.tag)
+    finally:
+        found = deployer.find_deployment("bento-pipe")
+        if found is not None:
+            deployer.delete(found)
+
+
+def test_model_deployer_step_with_a_model_object(bentoml_stack: str) -> None:
+    """The stack's deployer is zmd-bentoml: a plain model object gets a generated service."""
+    from zenml import pipeline
+    from zenml.client import Client
+    from zenml_model_deployers.steps import model_deployer_step
+
+    from zenml_model_deployers.flavors import get_deployer
+
+    @pipeline(enable_cache=False)
+    def generic_bento() -> None:
+        model_deployer_step(model=train_obj(), deployment_name="bento-generic", timeout=60)
+
+    try:
+        run = generic_bento.with_options(run_name="bento-generic-1")()
+        md = Client().get_pipeline_run(run.id).steps["model_deployer_step"].run_metadata
+        assert md["deployment"]["flavor"] == "zmd-bentoml"
+        assert md["deployed_model_url"].endswith("/predict")
+        svc = get_deployer("zmd-bentoml").find_deployment("bento-generic")
+        assert svc.predict([[0.3], [0.7]]) == [1, 1]
+    finally:
+        found = get_deployer("zmd-bentoml").find_deployment("bento-generic")
+        if found is not None:
+            get_deployer("zmd-bentoml").delete(found)

@@ -1,0 +1,52 @@
+"""The conformance suite, run against `zmd-bentoml` with real BentoML 1.4 servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from zenml_model_deployers.flavors.bentoml.service import BentoMLDeploymentConfig
+from zenml_model_deployers.service import DeploymentService
+from zenml_model_deployers.testing.conformance import DeployerConformance
+
+
+class TestBentoMLConformance(DeployerConformance):
+    """zmd-bentoml passes the suite."""
+
+    sample_input = [[0.5, 0.5], [0.1, 0.9]]
+    name_prefix = "bento"
+
+    @pytest.fixture(autouse=True)
+    def _bentos(self, bentos: dict[str, str]) -> None:
+        type(self).tags = bentos  # type: ignore[attr-defined]
+
+    @pytest.fixture
+    def deployer(self, bentoml_deployer: Any) -> Any:
+        return bentoml_deployer
+
+    @pytest.fixture
+    def stack_with_deployer(self, bentoml_stack: str) -> str:
+        return bentoml_stack
+
+    def make_config(self, variant: str, name: str, **overrides: Any) -> BentoMLDeploymentConfig:
+        return BentoMLDeploymentConfig(
+            deployment_name=name,
+            model_name=name,
+            model_uri=self.tags[variant],  # type: ignore[attr-defined]
+            **overrides,
+        )
+
+    def expected(self, variant: str) -> Any:
+        return [0, 0] if variant == "a" else [1, 1]
+
+    def assert_nothing_left(self, service: DeploymentService) -> None:
+        for handle in (service.status.server, service.status.relay):  # type: ignore[attr-defined]
+            assert handle is None or not handle.is_alive()
+        assert not service.workdir.exists()  # type: ignore[attr-defined]
+
+    def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
+        import psutil
+
+        server = service.status.server  # type: ignore[attr-defined]
+        assert psutil.Process(server.pid).environ().get("ZMD_CONFORMANCE_TOKEN") == value
