@@ -219,3 +219,24 @@ def test_model_deployer_step_with_a_model_object(bentoml_stack: str) -> None:
         found = get_deployer("zmd-bentoml").find_deployment("bento-generic")
         if found is not None:
             get_deployer("zmd-bentoml").delete(found)
+
+
+def test_the_example_runs_end_to_end(zenml_env: Path) -> None:
+    """`python examples/bentoml/run.py` as a user runs it (own process, this isolated store)."""
+    import subprocess
+    import sys
+
+    from zenml_model_deployers.flavors import get_deployer
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "bentoml" / "run.py"
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        assert "deployed_model_url (from run metadata): http://127.0.0.1:" in done.stdout
+        assert "service.predict(rows, api='classify') -> [0, 2]" in done.stdout
+    finally:
+        svc = get_deployer("zmd-bentoml").find_deployment("iris-bento")
+        if svc is not None:
+            get_deployer("zmd-bentoml").delete(svc)

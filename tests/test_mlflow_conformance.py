@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
-from zenml_model_deployers.service import DeploymentService
-from zenml_model_deployers.testing.conformance import DeployerConformance
+from zenml_model_deployers.testing.conformance import LocalProcessConformance
 
 
-class TestMLflowConformance(DeployerConformance):
+class TestMLflowConformance(LocalProcessConformance):
     """zmd-mlflow passes the suite."""
 
     sample_input = [[0.5, 0.5], [0.1, 0.9]]
@@ -40,14 +39,3 @@ class TestMLflowConformance(DeployerConformance):
 
     def expected(self, variant: str) -> Any:
         return [0, 0] if variant == "a" else [1, 1]
-
-    def assert_nothing_left(self, service: DeploymentService) -> None:
-        for handle in (service.status.server, service.status.relay):  # type: ignore[attr-defined]
-            assert handle is None or not handle.is_alive()
-        assert not service.workdir.exists()  # type: ignore[attr-defined]
-
-    def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
-        import psutil
-
-        server = service.status.server  # type: ignore[attr-defined]
-        assert psutil.Process(server.pid).environ().get("ZMD_CONFORMANCE_TOKEN") == value

@@ -321,3 +321,36 @@ class DeployerConformance:
                 assert value not in text, f"the secret leaked into the {where}"
         finally:
             deployer.delete(svc)
+
+
+class LocalProcessConformance(DeployerConformance):
+    """The suite for flavors built on ``local.service.LocalProcessService`` (MLflow, BentoML, or
+    a user's own local server): what "nothing left" and "secret delivered" mean for them."""
+
+    def assert_nothing_left(self, service: DeploymentService) -> None:
+        """No server or relay process runs, and the deployment's directory is gone.
+
+        Args:
+            service: the deleted service.
+        """
+        from zenml_model_deployers.local.service import LocalProcessService
+
+        assert isinstance(service, LocalProcessService)
+        for handle in (service.status.server, service.status.relay):
+            assert handle is None or not handle.is_alive()
+        assert not service.workdir.exists()
+
+    def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
+        """The server process received the resolved value in its environment.
+
+        Args:
+            service: the running service.
+            value: the secret's value.
+        """
+        import psutil
+
+        from zenml_model_deployers.local.service import LocalProcessService
+
+        assert isinstance(service, LocalProcessService) and service.status.server is not None
+        env = psutil.Process(service.status.server.pid).environ()
+        assert env.get("ZMD_CONFORMANCE_TOKEN") == value

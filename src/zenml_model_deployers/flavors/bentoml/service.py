@@ -285,21 +285,27 @@ class BentoMLDeploymentService(LocalProcessService):
             )
         return image
 
-    def provision_revision(self, timeout: float) -> None:
-        """Checks the bento first (a missing tag fails before anything starts), then rolls out.
-
-        Args:
-            timeout: seconds.
-        """
+    def _with_checked_bento(self, action: Any) -> None:
+        """Runs a rollout with the bento checked first; its APIs become the status's on success."""
         self._prepare()
         try:
-            super().provision_revision(timeout)
+            action()
             if self._pending_routes is not None:
                 self.status.routes = self._pending_routes
             self.status.image = self._pending_image
         finally:
             self._pending_routes = None
             self._pending_image = None
+
+    def provision_revision(self, timeout: float) -> None:
+        """Checks the bento first (a missing tag fails before anything starts), then rolls out.
+
+        Args:
+            timeout: seconds.
+        """
+        self._with_checked_bento(
+            lambda: super(BentoMLDeploymentService, self).provision_revision(timeout)
+        )
 
     def start_backend(self, timeout: float) -> None:
         """Starts the recorded bento again (checked first: it may have been deleted).
@@ -307,15 +313,9 @@ class BentoMLDeploymentService(LocalProcessService):
         Args:
             timeout: seconds.
         """
-        self._prepare()
-        try:
-            super().start_backend(timeout)
-            if self._pending_routes is not None:
-                self.status.routes = self._pending_routes
-            self.status.image = self._pending_image
-        finally:
-            self._pending_routes = None
-            self._pending_image = None
+        self._with_checked_bento(
+            lambda: super(BentoMLDeploymentService, self).start_backend(timeout)
+        )
 
     def describe(self) -> dict[str, Any]:
         """Adds the bento's APIs and their URLs.
