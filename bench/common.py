@@ -132,22 +132,31 @@ def terminate_tree(pid: int, timeout: float = 10.0) -> None:
 
 
 # --------------------------------------------------------------------------- ZenML setup
-def zmd_stack(name: str = "zmd-bench") -> str:
-    """Registers our flavors and a stack whose model deployer is `zmd-mlflow`; activates it.
+def zmd_stack(name: str = "zmd-bench", flavor: str = "zmd-mlflow") -> str:
+    """Registers our flavors and a stack whose model deployer is ``flavor``; activates it.
+
+    Args:
+        name: the stack's name (its model deployer is ``<name>-md``).
+        flavor: one of our flavors (`zmd-mlflow`, `zmd-bentoml`).
 
     Returns:
         The stack name.
     """
     from zenml_model_deployers.flavors import ensure_deployer_stack
 
-    ensure_deployer_stack(name, f"{name}-md", configuration={"default_timeout": 120})
+    ensure_deployer_stack(name, f"{name}-md", flavor, configuration={"default_timeout": 120})
     return name
 
 
-def builtin_stack(name: str = "builtin-bench") -> str:
-    """A stack with ZenML's own `mlflow` model deployer and an `mlflow` experiment tracker.
+def builtin_stack(name: str = "builtin-bench", flavor: str = "mlflow") -> str:
+    """A stack with ZenML's own model deployer of ``flavor``; activates it.
 
-    The built-in service's daemon requires an MLflow experiment tracker in the active stack.
+    For `mlflow` the stack also gets an `mlflow` experiment tracker: the built-in MLflow
+    service's daemon requires one in the active stack.
+
+    Args:
+        name: the stack's name (its components are ``<name>-md`` and ``<name>-et``).
+        flavor: the built-in model deployer flavor (`mlflow`, `bentoml`).
 
     Returns:
         The stack name.
@@ -159,26 +168,14 @@ def builtin_stack(name: str = "builtin-bench") -> str:
     try:
         client.get_stack(name)
     except KeyError:
-        client.create_stack_component(
-            name=f"{name}-md",
-            flavor="mlflow",
-            component_type=StackComponentType.MODEL_DEPLOYER,
-            configuration={},
-        )
-        client.create_stack_component(
-            name=f"{name}-et",
-            flavor="mlflow",
-            component_type=StackComponentType.EXPERIMENT_TRACKER,
-            configuration={},
-        )
-        _create_stack(
-            client,
-            name,
-            {
-                StackComponentType.MODEL_DEPLOYER: f"{name}-md",
-                StackComponentType.EXPERIMENT_TRACKER: f"{name}-et",
-            },
-        )
+        components = {StackComponentType.MODEL_DEPLOYER: f"{name}-md"}
+        if flavor == "mlflow":
+            components[StackComponentType.EXPERIMENT_TRACKER] = f"{name}-et"
+        for kind, component in components.items():
+            client.create_stack_component(
+                name=component, flavor=flavor, component_type=kind, configuration={}
+            )
+        _create_stack(client, name, components)
     client.activate_stack(name)
     return name
 
@@ -239,16 +236,24 @@ def free_port() -> int:
 
 
 def wait_prediction(
-    url: str, expected: Any, timeout: float = 120.0, interval: float = 0.05, proc: Any = None
+    url: str,
+    expected: Any,
+    timeout: float = 120.0,
+    interval: float = 0.05,
+    proc: Any = None,
+    body: bytes = PREDICT_BODY,
+    key: str | None = "predictions",
 ) -> float:
-    """Polls POST url until it answers 200 with ``{"predictions": expected}``.
+    """Polls POST url until it answers 200 with ``{key: expected}`` (or ``expected``).
 
     Args:
-        url: the /invocations URL.
+        url: the prediction URL (MLflow: /invocations).
         expected: the expected predictions.
         timeout: seconds (bounded loop).
         interval: seconds between attempts.
         proc: optional Popen; its exit fails the wait.
+        body: the JSON request body (default: MLflow's ``{"inputs": [[1.0, 2.0]]}``).
+        key: the answer's field holding the predictions; None: the whole answer.
 
     Returns:
         time.perf_counter() when the first good prediction came back.
@@ -262,9 +267,11 @@ def wait_prediction(
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode} before serving")
             try:
-                r = s.post(url, data=PREDICT_BODY, headers=JSON_HEADERS, timeout=5)
-                if r.status_code == 200 and r.json().get("predictions") == expected:
-                    return time.perf_counter()
+                r = s.post(url, data=body, headers=JSON_HEADERS, timeout=5)
+                if r.status_code == 200:
+                    got = r.json()
+                    if (got.get(key) if key is not None else got) == expected:
+                        return time.perf_counter()
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
             except requests.RequestException as e:
                 last = type(e).__name__
@@ -272,33 +279,49 @@ def wait_prediction(
     raise TimeoutError(f"no good prediction from {url} in {timeout:.0f} s ({last})")
 
 
-def start_raw_server(model_dir: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """`python -m mlflow models serve -m DIR --env-manager local` on 127.0.0.1:port."""
+def start_logged(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Starts argv in its own session with this environment, output appended to ``log``.
+
+    Args:
+        argv: the command line.
+        log: where its stdout and stderr go.
+
+    Returns:
+        The process (end it with :func:`terminate_tree`).
+    """
     env = dict(os.environ)
     env.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     with open(log, "ab") as f:
         return subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                model_dir,
-                "--env-manager",
-                "local",
-                "--host",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=f,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
+
+
+def start_raw_server(model_dir: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`python -m mlflow models serve -m DIR --env-manager local` on 127.0.0.1:port."""
+    return start_logged(
+        [
+            PYTHON,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_dir,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        log,
+    )
 
 
 # --------------------------------------------------------------------------- statistics
@@ -326,6 +349,29 @@ def timed_calls(fn: Callable[[], Any], n: int) -> list[float]:
         fn()
         out.append(pc() - t)
     return out
+
+
+def throughput(fn: Callable[[], Any], n: int, max_seconds: float = 120.0) -> float:
+    """Requests per second of n sequential calls of fn (fewer if ``max_seconds`` runs out).
+
+    Args:
+        fn: one request.
+        n: how many calls.
+        max_seconds: the loop stops after this long; the rate counts the calls made.
+
+    Returns:
+        Calls per second.
+    """
+    pc = time.perf_counter
+    t0 = pc()
+    deadline = t0 + max_seconds
+    done = 0
+    while done < n:
+        fn()
+        done += 1
+        if pc() > deadline:
+            break
+    return done / (pc() - t0)
 
 
 def fmt_s(x: float) -> str:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as c  # noqa: E402
 
-BENCHES = ["bench_deploy", "bench_update", "bench_predict", "bench_list"]
+BENCHES = ["bench_deploy", "bench_update", "bench_predict", "bench_list", "bench_bentoml"]
 PER_BENCH_TIMEOUT = 600
 OUT = c.REPO / "docs" / "benchmarks.md"
 
@@ -116,14 +116,17 @@ def _document(results: list[dict[str, Any]], total_s: float) -> str:
         f"{platform.release()}; other work may have run at the same time, so every number is a "
         "median over repeats (interleaved where the variants share the machine).",
         f"- Python {platform.python_version()}, ZenML {_version('zenml')}, MLflow "
-        f"{_version('mlflow')}, scikit-learn {_version('scikit-learn')}, "
-        f"zenml-model-deployers {_version('zenml-model-deployers')}.",
+        f"{_version('mlflow')}, BentoML {_version('bentoml')}, scikit-learn "
+        f"{_version('scikit-learn')}, zenml-model-deployers {_version('zenml-model-deployers')}.",
         "- Everything ran on 127.0.0.1, in a fresh ZenML store per benchmark "
         "(ZENML_CONFIG_PATH in a temporary directory, analytics off), with two tiny MLflow "
         'models (sklearn `DummyClassifier(strategy="constant")` predicting 0 and 1).',
         "- Baseline: ZenML 0.98's built-in MLflow model deployer (`MLFlowModelDeployer`, "
         "`MLFlowDeploymentService`) from a stack with the `mlflow` model deployer and the "
-        "`mlflow` experiment tracker its serving daemon requires, in the same environment.",
+        "`mlflow` experiment tracker its serving daemon requires, in the same environment; "
+        "for BentoML, raw `bentoml serve` and ZenML 0.98's built-in BentoML model deployer "
+        "(`BentoMLModelDeployer`, flavor `bentoml`) on the same bento, in a BentoML store "
+        "inside the temporary directory.",
         "",
         "## Goals",
         "",
@@ -151,8 +154,9 @@ def _document(results: list[dict[str, Any]], total_s: float) -> str:
         "## Reproduce",
         "",
         "`make bench`, or one benchmark alone: `.venv/bin/python bench/bench_deploy.py` "
-        "(`bench_update.py`, `bench_predict.py`, `bench_list.py`). Each creates its own "
-        "temporary ZenML store, ends every process it started, and removes the store.",
+        "(`bench_update.py`, `bench_predict.py`, `bench_list.py`, `bench_bentoml.py`). Each "
+        "creates its own temporary ZenML store, ends every process it started, and removes "
+        "the store.",
         "",
     ]
     return "\n".join(lines)
