@@ -12,6 +12,9 @@ if TYPE_CHECKING:
 
 FLAVOR_SOURCES: dict[str, str] = {
     "zmd-mlflow": "zenml_model_deployers.flavors.mlflow.flavor.MLflowDeployerFlavor",
+    "zmd-huggingface": (
+        "zenml_model_deployers.flavors.huggingface.flavor.HuggingFaceDeployerFlavor"
+    ),
 }
 
 
