@@ -698,7 +698,7 @@ class HuggingFaceDeploymentService(DeploymentService):
                 "endpoint": self.endpoint_label,
                 "hf_state": self.status.hf_state,
                 "repository": self.config.model_uri,
-                "revision": self.config.revision,
+                "model_revision": self.config.revision,
                 "task": self.config.task,
                 "status_message": self.status.last_error or self.status.hf_message,
             }
