@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,12 @@ if TYPE_CHECKING:
         HuggingFaceDeploymentConfig,
         HuggingFaceDeploymentService,
     )
+
+# A wait polls dozens of times: one INFO line per HTTP request would drown its progress line.
+# Only when nobody configured the client's logger.
+_http_logger = logging.getLogger("httpx2")
+if _http_logger.level == logging.NOTSET:
+    _http_logger.setLevel(logging.WARNING)
 
 FIRST_POLL = 0.1
 MAX_POLL = 5.0
