@@ -527,12 +527,13 @@ class HuggingFaceDeploymentService(DeploymentService):
         Args:
             timeout: seconds to wait until Hugging Face reports it paused.
         """
-        self.admin_state = ServiceState.INACTIVE
         if self.status.endpoint_name is None:
+            self.admin_state = ServiceState.INACTIVE
             self.status.update_state(ServiceState.INACTIVE, "")
             return
         hub = _hub()
         hub.check_offline()
+        self.admin_state = ServiceState.INACTIVE
         token = self._token()
         ns, name = self._where()
         try:
@@ -555,7 +556,6 @@ class HuggingFaceDeploymentService(DeploymentService):
         Args:
             timeout: unused: Hugging Face deletes asynchronously.
         """
-        self.admin_state = ServiceState.INACTIVE
         if self.status.endpoint_name is not None:
             hub = _hub()
             hub.check_offline()
@@ -570,6 +570,7 @@ class HuggingFaceDeploymentService(DeploymentService):
                 if _status(e) != 404:
                     raise
             self._event(f"deleted {ns}/{name}")
+        self.admin_state = ServiceState.INACTIVE
         self.status.endpoint_name = None
         self.status.hf_state = None
         self.status.url = None
