@@ -279,8 +279,13 @@ def test_offline_mode_refuses_hugging_face_before_any_call_but_reaches_the_doubl
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    # The double on 127.0.0.1 is not Hugging Face: offline test suites can deploy to it.
+    served = _name("offline-ok")
+    svc = hf_deployer.deploy(_config(served))
+    assert svc.predict("x") == fake_prediction(TASK, REPO, "rev-1", "x")[0]
     name = _name("offline")
     with monkeypatch.context() as m:
+        # Now the API is Hugging Face's: nothing may be sent, and nothing is created or changed.
         m.setattr(
             constants, "INFERENCE_ENDPOINTS_ENDPOINT", "https://api.endpoints.huggingface.cloud/v2"
         )
@@ -288,9 +293,14 @@ def test_offline_mode_refuses_hugging_face_before_any_call_but_reaches_the_doubl
         with pytest.raises(ConfigurationError) as err:
             hf_deployer.deploy(_config(name))
         assert "HF_HUB_OFFLINE" in str(err.value)
+        with pytest.raises(ConfigurationError):
+            hf_deployer.stop(svc)
+        with pytest.raises(ConfigurationError):
+            svc.predict("x")
+        kept = hf_deployer.find_deployment(served)
+        assert kept.status.state.value == "active"
+        assert "not refreshed" in kept.status.last_error
         assert len(hf_double.calls) == calls
         assert hf_deployer.find_deployment(name) is None
-    # The double on 127.0.0.1 is not Hugging Face: offline test suites can still deploy to it.
-    svc = hf_deployer.deploy(_config(name))
-    assert svc.predict("x") == fake_prediction(TASK, REPO, "rev-1", "x")[0]
+    assert hf_double.endpoint(served).state == "running"  # type: ignore[union-attr]
     hf_deployer.delete(svc)

@@ -90,6 +90,44 @@ class HuggingFaceDeployer(BaseDeployer):
             config = self.complete_config(config)
         return super().deploy(config, policy, timeout, model_version_id, seed)
 
+    # Offline mode is checked before the base lifecycle runs a hook: a refused call changed
+    # nothing, so the deployment must not be recorded as failed.
+    def start(self, service: DeploymentService, timeout: float | None = None) -> DeploymentService:
+        """See :meth:`BaseDeployer.start` (resumes a paused endpoint).
+
+        Args:
+            service: the deployment.
+            timeout: seconds.
+
+        Returns:
+            The service.
+        """
+        _hub().check_offline()
+        return super().start(service, timeout)
+
+    def stop(self, service: DeploymentService, timeout: float = 30) -> DeploymentService:
+        """See :meth:`BaseDeployer.stop` (pauses the endpoint, never deletes it).
+
+        Args:
+            service: the deployment.
+            timeout: seconds to wait until Hugging Face reports it paused.
+
+        Returns:
+            The service.
+        """
+        _hub().check_offline()
+        return super().stop(service, timeout)
+
+    def delete(self, service: DeploymentService, timeout: float = 30) -> None:
+        """See :meth:`BaseDeployer.delete`.
+
+        Args:
+            service: the deployment.
+            timeout: seconds.
+        """
+        _hub().check_offline()
+        super().delete(service, timeout)
+
     def package_model(self, model: Any, name: str, input_example: Any = None) -> str:
         """Inference Endpoints serve Hub repositories: a model object must be pushed first.
 
