@@ -117,6 +117,8 @@ def test_the_token_never_leaks(
     assert "fail-to-load" in haystacks["failed step"] and "fail-update" in haystacks["error"]
     assert "rev-1" in haystacks["artifact"] and "deployed_model_url" in haystacks["metadata"]
     assert "created Inference Endpoint" in haystacks["logs"]
+    # The card's curl example is in Inference Endpoints' format, with a placeholder token.
+    assert "Bearer $HF_TOKEN" in haystacks["card"] and "inputs" in haystacks["card"]
     for where, text in haystacks.items():
         assert token not in text, f"the token leaked into the {where}"
     # Every file under the ZenML config dir (artifact store, step logs, zmd's own files),

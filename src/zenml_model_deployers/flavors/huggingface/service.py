@@ -687,6 +687,21 @@ class HuggingFaceDeploymentService(DeploymentService):
         return headers, json.dumps({"inputs": data}).encode()
 
     # ----------------------------------------------------------------- descriptions
+    def curl_example(self) -> str:
+        """A request in Inference Endpoints' format, authenticated unless public.
+
+        Returns:
+            A curl command line with ``$HF_TOKEN`` as a placeholder for the token.
+        """
+        url = self.prediction_url or "(not deployed)"
+        auth = (
+            "" if self.config.endpoint_type == "public" else ' -H "Authorization: Bearer $HF_TOKEN"'
+        )
+        return (
+            f"curl -s -X POST {url}{auth} -H 'Content-Type: application/json' "
+            '-d \'{"inputs": "..."}\''
+        )
+
     def describe(self) -> dict[str, Any]:
         """Adds the endpoint and what Hugging Face says to the base description.
 
