@@ -181,7 +181,12 @@ def test_settings_that_cannot_change_in_place_are_refused_and_the_old_revision_s
     assert payload["compute"]["instanceSize"] == "x4"
     assert payload["compute"]["scaling"]["maxReplica"] == 3
     assert new.prediction_url == svc.prediction_url
-    hf_deployer.delete(new)
+    # What the error advises works: policy "replace" deletes, then creates in the new region.
+    moved = hf_deployer.deploy(_config(name, "rev-2", region="eu-west-1"), policy="replace")
+    assert hf_double.endpoint(name).payload["provider"]["region"] == "eu-west-1"  # type: ignore[union-attr]
+    assert moved.predict("x") == fake_prediction(TASK, REPO, "rev-2", "x")[0]
+    assert hf_deployer.find_deployment(name).uuid == moved.uuid
+    hf_deployer.delete(moved)
 
 
 def test_an_endpoint_deleted_outside_zmd_shows_as_error_and_start_recreates_it(

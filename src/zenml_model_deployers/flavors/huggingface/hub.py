@@ -426,6 +426,32 @@ def wait_for_state(
         delay = min(delay * 1.5, MAX_POLL)
 
 
+def wait_until_gone(service: HuggingFaceDeploymentService, timeout: float) -> bool:
+    """Polls until a deleted endpoint is gone (Hugging Face deletes asynchronously), so that
+    an endpoint of the same name can be created right after (policy ``replace``).
+
+    Args:
+        service: the deployment (its status still names the endpoint).
+        timeout: seconds.
+
+    Returns:
+        True if it is gone, False if it still exists after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    delay = FIRST_POLL
+    while True:
+        try:
+            _get(service)
+        except EndpointsAPIError as e:
+            if e.status_code == 404:
+                return True
+            raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 1.5, MAX_POLL)
+
+
 # --------------------------------------------------------------------------- predictions
 def to_plain(value: Any) -> Any:
     """Turns client outputs (dataclass-dicts, numpy arrays) into plain Python data.

@@ -551,10 +551,10 @@ class HuggingFaceDeploymentService(DeploymentService):
         self.status.update_state(*map_state("paused", "", self.deployment_name))
 
     def delete_backend(self, timeout: float) -> None:
-        """Deletes the endpoint. Idempotent.
+        """Deletes the endpoint and waits (up to ``timeout``) until it is gone. Idempotent.
 
         Args:
-            timeout: unused: Hugging Face deletes asynchronously.
+            timeout: seconds to wait for Hugging Face's asynchronous deletion.
         """
         if self.status.endpoint_name is not None:
             hub = _hub()
@@ -569,6 +569,8 @@ class HuggingFaceDeploymentService(DeploymentService):
             except DeploymentError as e:
                 if _status(e) != 404:
                     raise
+            if not hub.wait_until_gone(self, timeout):
+                logger.warning("Inference Endpoint %s/%s is still being deleted.", ns, name)
             self._event(f"deleted {ns}/{name}")
         self.admin_state = ServiceState.INACTIVE
         self.status.endpoint_name = None
