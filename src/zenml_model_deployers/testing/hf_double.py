@@ -152,7 +152,6 @@ class _Endpoint:
         self.state, self.message = "pending", "Endpoint waiting to be scheduled"
         self.history = ["pending"]
         self.serving: _Model | None = None  # what the URL answers with now
-        self.asleep: _Model | None = None  # what a scaled-to-zero endpoint wakes up with
         self.transitions: list[_Transition] = []
         self.created_at = self.updated_at = _now_iso()
         self.who = who
@@ -195,7 +194,6 @@ class _Endpoint:
             self.scale_to_zero()
 
     def scale_to_zero(self) -> None:
-        self.asleep = self.serving
         self.serving = None
         self.transitions = []
         self.set_state("scaledToZero", "Endpoint is scaled to zero")
@@ -603,7 +601,7 @@ class HFEndpointsDouble:
                 return 405, {"error": "Method not allowed"}
             if action == "pause":
                 ep.transitions = []
-                ep.serving = ep.asleep = None
+                ep.serving = None
                 ep.set_state("paused", "Endpoint is paused")
                 return 200, ep.raw()
             if action == "resume":
