@@ -7,6 +7,7 @@ stays fast.
 from typing import Any
 
 from zenml_model_deployers.steps.deploy import (
+    huggingface_deployer_step,
     mlflow_deployer_step,
     model_deployer_step,
     recreate_deployment_step,
@@ -31,6 +32,7 @@ __all__ = [
     "batch_inference_step",
     "bento_builder_step",
     "bentoml_deployer_step",
+    "huggingface_deployer_step",
     "mlflow_deployer_step",
     "model_deployer_step",
     "prediction_step",

@@ -120,6 +120,93 @@ def mlflow_deployer_step(
 
 
 @step(enable_cache=False, output_materializers=ServiceMaterializer)
+def huggingface_deployer_step(
+    repository: str,
+    revision: str | None = None,
+    task: str | None = None,
+    framework: str = "pytorch",
+    accelerator: str = "cpu",
+    instance_size: str = "x2",
+    instance_type: str = "intel-icl",
+    region: str = "us-east-1",
+    vendor: str = "aws",
+    min_replica: int = 1,
+    max_replica: int = 1,
+    scale_to_zero_timeout: int | None = None,
+    endpoint_type: str = "authenticated",
+    custom_image: dict[str, Any] | None = None,
+    deployment_name: str | None = None,
+    model_name: str = "",
+    deploy_decision: bool = True,
+    policy: str = "update",
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+    smoke_input: Any = None,
+) -> Annotated[DeploymentService, "huggingface_deployment"]:
+    """Deploys a Hub model to a Hugging Face Inference Endpoint (flavor `zmd-huggingface`).
+
+    A later run with another revision (or settings) updates the same endpoint in place: same
+    URL, the old revision serves until the new one runs, and a failed update is rolled back.
+
+    Args:
+        repository: the Hub repository, e.g. "distilbert/distilbert-base-uncased-finetuned-sst-2-english".
+        revision: the revision to serve (pin a commit sha).
+        task: e.g. "text-classification"; also what `service.predict` calls.
+        framework: e.g. "pytorch" or "custom".
+        accelerator: e.g. "cpu" or "gpu".
+        instance_size: e.g. "x2".
+        instance_type: e.g. "intel-icl" or "nvidia-a10g".
+        region: e.g. "us-east-1" (fixed once created).
+        vendor: e.g. "aws" (fixed once created).
+        min_replica: replicas kept running; 0 allows scale-to-zero.
+        max_replica: replicas at most.
+        scale_to_zero_timeout: idle minutes before scaling to zero (with min_replica=0).
+        endpoint_type: "public", "authenticated" or "private" (fixed once created).
+        custom_image: a container image dict (huggingface_hub's `custom_image`).
+        deployment_name: stable name (default: derived from the model name).
+        model_name: the model's name (default: the deployment or pipeline name).
+        deploy_decision: False keeps what serves now.
+        policy: update (default), replace, side_by_side or fail.
+        timeout: seconds to wait until the endpoint runs (default: the component's).
+        env: the container's environment; `{{secret.key}}` values are sent as endpoint secrets.
+        smoke_input: an input that must predict before the revision counts as ready.
+
+    Returns:
+        The service (saved in full as an artifact; no token in it).
+    """
+    from zenml_model_deployers.flavors import get_deployer
+
+    settings: dict[str, Any] = {
+        "revision": revision,
+        "task": task,
+        "framework": framework,
+        "accelerator": accelerator,
+        "instance_size": instance_size,
+        "instance_type": instance_type,
+        "region": region,
+        "vendor": vendor,
+        "min_replica": min_replica,
+        "max_replica": max_replica,
+        "scale_to_zero_timeout": scale_to_zero_timeout,
+        "endpoint_type": endpoint_type,
+        "custom_image": custom_image,
+        "env": env or {},
+    }
+    if smoke_input is not None:
+        settings["smoke_input"] = smoke_input
+    return deploy_with(
+        get_deployer("zmd-huggingface"),
+        model_uri=repository,
+        deployment_name=deployment_name,
+        model_name=model_name,
+        deploy_decision=deploy_decision,
+        policy=policy,
+        timeout=timeout,
+        settings=settings,
+    )
+
+
+@step(enable_cache=False, output_materializers=ServiceMaterializer)
 def recreate_deployment_step(
     service: DeploymentService,
     timeout: float | None = None,

@@ -151,10 +151,7 @@ def render_card(service: DeploymentService) -> str:
     """
     e = html.escape
     url = service.prediction_url or "(not deployed)"
-    curl = (
-        f"curl -s -X POST {url} -H 'Content-Type: application/json' "
-        '-d \'{"dataframe_split": {"columns": [...], "data": [[...]]}}\''
-    )
+    curl = service.curl_example()
     rows = [
         ("URL", url),
         ("State", service.status.state.value),

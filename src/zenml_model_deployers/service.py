@@ -352,6 +352,20 @@ class DeploymentService(BaseDeploymentService):
         self.status.clear_error()
         self.admin_state = ServiceState.ACTIVE
 
+    def curl_example(self) -> str:
+        """A ready-to-paste request to the deployment (shown on the artifact's card).
+
+        Flavors whose request format or authentication differs override it.
+
+        Returns:
+            A curl command line (placeholders, never credentials).
+        """
+        url = self.prediction_url or "(not deployed)"
+        return (
+            f"curl -s -X POST {url} -H 'Content-Type: application/json' "
+            '-d \'{"dataframe_split": {"columns": [...], "data": [[...]]}}\''
+        )
+
     def describe(self) -> dict[str, Any]:
         """The `deployment` run metadata / CLI description of this service.
 

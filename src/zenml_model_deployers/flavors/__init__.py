@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 FLAVOR_SOURCES: dict[str, str] = {
     "zmd-mlflow": "zenml_model_deployers.flavors.mlflow.flavor.MLflowDeployerFlavor",
     "zmd-bentoml": "zenml_model_deployers.flavors.bentoml.flavor.BentoMLDeployerFlavor",
+    "zmd-huggingface": (
+        "zenml_model_deployers.flavors.huggingface.flavor.HuggingFaceDeployerFlavor"
+    ),
 }
 
 # Flavors that need no settings: lifecycle calls work without a registered component.
@@ -79,10 +82,12 @@ def ensure_deployer_stack(
         )
         created.append(f"model deployer {component} ({flavor})")
     try:
-        client.get_stack(stack)
+        # Exact names only: ZenML matches name prefixes by default, and "prod" must not find
+        # (and activate) "prod-gpu".
+        stack_id = client.get_stack(stack, allow_name_prefix_match=False, hydrate=False).id
     except KeyError:
         current = client.active_stack_model.components
-        client.create_stack(
+        stack_id = client.create_stack(
             name=stack,
             components={
                 StackComponentType.ORCHESTRATOR: str(
@@ -93,10 +98,10 @@ def ensure_deployer_stack(
                 ),
                 StackComponentType.MODEL_DEPLOYER: component,
             },
-        )
+        ).id
         created.append(f"stack {stack}")
-    if activate and client.active_stack_model.name != stack:
-        client.activate_stack(stack)
+    if activate and client.active_stack_model.id != stack_id:
+        client.activate_stack(stack_id)
     return created
 
 

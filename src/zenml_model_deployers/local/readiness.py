@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ import requests
 
 from zenml_model_deployers.errors import DeploymentError, DeploymentTimeoutError
 from zenml_model_deployers.local.process import ProcessHandle, failure_excerpt, reap_children
+from zenml_model_deployers.progress import WaitProgress
 
 
 def wait_until_ready(
@@ -47,7 +47,7 @@ def wait_until_ready(
     deadline = start + timeout
     session = requests.Session()
     last = ""
-    progress = _Progress(f"Waiting for {what} of '{deployment_name}' to be ready")
+    progress = WaitProgress(f"Waiting for {what} of '{deployment_name}' to be ready")
     try:
         while True:
             reap_children()
@@ -89,28 +89,3 @@ def wait_until_ready(
         session.close()
         progress.done()
     return time.monotonic() - start
-
-
-class _Progress:
-    """A spinner on a terminal; a line every 10 s otherwise (CI logs)."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        self.status = None
-        self.next_line = 10.0
-        if sys.stderr.isatty():
-            from rich.console import Console
-
-            self.status = Console(stderr=True).status(message + " ...")
-            self.status.start()
-
-    def tick(self, elapsed: float) -> None:
-        if self.status is not None:
-            self.status.update(f"{self.message} ... {elapsed:.0f} s")
-        elif elapsed >= self.next_line:
-            print(f"{self.message} ... {elapsed:.0f} s", file=sys.stderr, flush=True)
-            self.next_line += 10.0
-
-    def done(self) -> None:
-        if self.status is not None:
-            self.status.stop()

@@ -1,0 +1,1 @@
+"""flavors/huggingface: Hugging Face Inference Endpoints (`zmd-huggingface`)."""
