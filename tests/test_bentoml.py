@@ -240,3 +240,34 @@ def test_the_example_runs_end_to_end(zenml_env: Path) -> None:
         svc = get_deployer("zmd-bentoml").find_deployment("iris-bento")
         if svc is not None:
             get_deployer("zmd-bentoml").delete(svc)
+
+
+def test_start_refused_for_a_deleted_bento_keeps_the_state(bentoml_deployer: Any) -> None:
+    """The bento of a stopped deployment was removed from the store: `start` fails with a
+    ConfigurationError before anything starts, and the deployment stays stopped (not ERROR)."""
+    import bentoml
+
+    from zenml_model_deployers.flavors.bentoml.packaging import build_bento
+
+    src = Path.cwd() / "bento-gone"
+    src.mkdir(exist_ok=True)
+    (src / "svc_gone.py").write_text(
+        "import bentoml\n\n@bentoml.service\nclass GoneService:\n"
+        "    @bentoml.api\n    def ping(self, text: str) -> str:\n        return text\n"
+    )
+    tag = build_bento("svc_gone.py:GoneService", [], working_dir=str(src))
+    svc = bentoml_deployer.deploy(_cfg("bento-gone", tag), timeout=60)
+    try:
+        assert svc.predict("hi") == "hi"
+        bentoml_deployer.stop(svc)
+        bentoml.bentos.delete(tag)
+        stopped = bentoml_deployer.find_deployment("bento-gone")
+        with pytest.raises(ConfigurationError, match="not in the local BentoML store"):
+            bentoml_deployer.start(stopped, 60)
+        again = bentoml_deployer.find_deployment("bento-gone")
+        assert again.status.state.value == "inactive"
+        assert "start refused" in again.status.last_error
+    finally:
+        found = bentoml_deployer.find_deployment("bento-gone")
+        if found is not None:
+            bentoml_deployer.delete(found)

@@ -405,6 +405,12 @@ class BaseDeployer(BaseModelDeployer):
     def _run_hook(self, service: DeploymentService, hook: Any, what: str) -> None:
         try:
             hook()
+        except ConfigurationError as e:
+            # Refused before anything changed: the deployment stays in the state it was in.
+            service.status.last_error = f"{what} refused: {e}"[:2000]
+            with contextlib.suppress(Exception):
+                self.persist(service)
+            raise
         except BaseException as e:
             service.status.update_state(ServiceState.ERROR, f"{what} failed: {e}"[:2000])
             with contextlib.suppress(Exception):
