@@ -190,3 +190,28 @@ def test_recreate_from_a_run(mlflow_stack: str, models_dir: Path, mlflow_deploye
             mlflow_deployer.delete(svc)
     bad = r.invoke(zmd, ["models", "recreate", "--run", str(run.id), "--step", "nope"])
     assert bad.exit_code == 1 and "No service artifact" in bad.output
+
+
+def test_fast_list_of_a_local_flavor_ignores_remote_rows(deployed: Any) -> None:
+    """A remote deployment's row sends the unfiltered list to the client path (its state is read
+    from its API), but `--flavor zmd-mlflow` stays on the fast path."""
+    from zenml.client import Client
+
+    from zenml_model_deployers.flavors.huggingface.service import (
+        HuggingFaceDeploymentConfig,
+        HuggingFaceDeploymentService,
+    )
+    from zenml_model_deployers.local.fastlist import list_local_rows
+
+    cfg = HuggingFaceDeploymentConfig(deployment_name="remote-row", model_uri="org/model")
+    row = Client().create_service(
+        config=cfg, service_type=HuggingFaceDeploymentService.SERVICE_TYPE
+    )
+    source = "zenml_model_deployers.flavors.huggingface.service.HuggingFaceDeploymentService"
+    Client().update_service(row.id, service_source=source)
+    try:
+        assert list_local_rows() is None
+        rows = list_local_rows(flavor="zmd-mlflow")
+        assert rows is not None and any(x["name"] == "cli-demo" for x in rows)
+    finally:
+        Client().delete_service(row.id)

@@ -111,10 +111,10 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
         return None
     out = []
     for rid, row_flavor, config_blob, status_blob, prediction_url in rows:
+        if flavor and row_flavor != flavor:
+            continue  # rows of other flavors, remote ones included, do not matter here
         if row_flavor not in LOCAL_FLAVORS:
             return None
-        if flavor and row_flavor != flavor:
-            continue
         try:
             status = _decode(status_blob)
             config = status.get("live_config") or _decode(config_blob)
