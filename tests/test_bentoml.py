@@ -121,6 +121,10 @@ def test_named_apis_latest_tag_and_readyz(bentoml_deployer: Any, bentos: dict[st
             "classify": svc.status.url + "/classify",
             "echo": svc.status.url + "/echo",
         }
+        assert svc.curl_example() == (
+            f"curl -s -X POST {svc.prediction_url} -H 'Content-Type: application/json' "
+            '-d \'{"input_data": "..."}\''
+        )
         logs = "\n".join(svc.get_logs())
         assert "Service ZmdTestService initialized" in logs
     finally:

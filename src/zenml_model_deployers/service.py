@@ -360,11 +360,11 @@ class DeploymentService(BaseDeploymentService):
         Returns:
             A curl command line (placeholders, never credentials).
         """
+        return self._curl("<JSON body>")
+
+    def _curl(self, body: str) -> str:
         url = self.prediction_url or "(not deployed)"
-        return (
-            f"curl -s -X POST {url} -H 'Content-Type: application/json' "
-            '-d \'{"dataframe_split": {"columns": [...], "data": [[...]]}}\''
-        )
+        return f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
 
     def describe(self) -> dict[str, Any]:
         """The `deployment` run metadata / CLI description of this service.

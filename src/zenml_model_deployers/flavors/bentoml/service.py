@@ -317,6 +317,17 @@ class BentoMLDeploymentService(LocalProcessService):
             lambda: super(BentoMLDeploymentService, self).start_backend(timeout)
         )
 
+    def curl_example(self) -> str:
+        """A request to the default API, its parameters by name.
+
+        Returns:
+            A curl command line.
+        """
+        routes = self._routes()
+        name = self.config.api or next(iter(routes), "")
+        params = routes[name].inputs if name in routes else {}
+        return self._curl(json.dumps({p: "..." for p in params}) if params else "{...}")
+
     def describe(self) -> dict[str, Any]:
         """Adds the bento's APIs and their URLs.
 

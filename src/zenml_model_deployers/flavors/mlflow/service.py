@@ -108,3 +108,11 @@ class MLflowDeploymentService(LocalProcessService):
         if isinstance(out, dict) and "predictions" in out:
             return out["predictions"]
         return out
+
+    def curl_example(self) -> str:
+        """A request in MLflow's `dataframe_split` format.
+
+        Returns:
+            A curl command line.
+        """
+        return self._curl('{"dataframe_split": {"columns": [...], "data": [[...]]}}')
