@@ -194,6 +194,16 @@ def test_pipeline_builds_serves_reuses_and_updates(bentoml_stack: str, zenml_env
         bentoml.bentos.delete(str(bento.tag))
         back = Client().get_pipeline_run(run1.id).steps["bento_builder_step"].outputs["bento"][0]
         assert str(back.load().tag) == str(bento.tag)
+
+        # Recreate run 1's deployment where its bento is gone: imported from the run's artifact.
+        from zenml_model_deployers.recreate import recreate
+
+        deployer.delete(deployer.find_deployment("bento-pipe"))
+        bentoml.bentos.delete(str(bento.tag))
+        recorded = steps["bentoml_deployer_step"].outputs["bentoml_deployment"][0].load()
+        again = recreate(recorded, timeout=60)
+        assert again.config.model_uri == str(bento.tag)
+        assert again.predict([[1.0, 1.0]]) == [0]
     finally:
         found = deployer.find_deployment("bento-pipe")
         if found is not None:
@@ -273,5 +283,44 @@ def test_start_refused_for_a_deleted_bento_keeps_the_state(bentoml_deployer: Any
         assert "start refused" in again.status.last_error
     finally:
         found = bentoml_deployer.find_deployment("bento-gone")
+        if found is not None:
+            bentoml_deployer.delete(found)
+
+
+def test_an_older_bento_serves_the_model_it_was_built_with(bentoml_deployer: Any) -> None:
+    """A service loading `BentoModel("name:latest")`: deploying (or restarting) an older bento
+    after a newer model was saved must serve the older bento's model, not the store's latest."""
+    from zenml_model_deployers.flavors.bentoml.packaging import build_bento, save_model
+
+    src = Path.cwd() / "bento-pin"
+    src.mkdir(exist_ok=True)
+    (src / "svc_pin.py").write_text(
+        "import bentoml\nimport numpy as np\n\n@bentoml.service\nclass PinService:\n"
+        '    ref = bentoml.models.BentoModel("zmdtest_pin:latest")\n\n'
+        "    def __init__(self) -> None:\n"
+        "        self.model = bentoml.sklearn.load_model(self.ref)\n\n"
+        "    @bentoml.api\n"
+        "    def classify(self, input_data: np.ndarray) -> np.ndarray:\n"
+        "        return self.model.predict(input_data)\n"
+    )
+    tags = []
+    for constant in (0, 1):  # the second model is the store's latest
+        clf = DummyClassifier(strategy="constant", constant=constant).fit([[0.0], [1.0]], [0, 1])
+        tags.append(
+            build_bento(
+                "svc_pin.py:PinService", [save_model(clf, "zmdtest_pin")], working_dir=str(src)
+            )
+        )
+    svc = bentoml_deployer.deploy(_cfg("bento-pin", tags[0]), timeout=60)
+    try:
+        assert svc.predict([[0.5]]) == [0]
+        bentoml_deployer.stop(svc)
+        again = bentoml_deployer.start(bentoml_deployer.find_deployment("bento-pin"), 60)
+        assert again.predict([[0.5]]) == [0]
+        newer = bentoml_deployer.deploy(_cfg("bento-pin", tags[1]), timeout=60)
+        assert newer.predict([[0.5]]) == [1]
+        assert [p.name for p in newer.workdir.glob("store-*")] == [f"store-{tags[1].split(':')[1]}"]
+    finally:
+        found = bentoml_deployer.find_deployment("bento-pin")
         if found is not None:
             bentoml_deployer.delete(found)

@@ -77,13 +77,15 @@ class BentoInfo(BaseModel):
 
     Attributes:
         tag: the concrete tag (`name:version`, never `latest`).
+        path: the bento's folder in the store.
         routes: API name -> route info.
-        models: tags of the models the bento serves.
+        models: tag -> folder of each model the bento serves, as pinned when it was built.
     """
 
     tag: str
+    path: str
     routes: dict[str, RouteInfo]
-    models: list[str] = []
+    models: dict[str, str] = {}
 
 
 def _bentoml_message(e: BaseException) -> str:
@@ -108,18 +110,22 @@ def resolve_bento(tag: str) -> BentoInfo:
     try:
         bento = bentoml.bentos.get(tag)
     except BentoMLException as e:
-        raise ConfigurationError(
-            f"Bento '{tag}' is not in the local BentoML store, so nothing was started.",
-            backend_message=_bentoml_message(e),
-            hint="build it first (`bento_builder_step` or `bentoml build`), or check the tag "
-            "with `bentoml list`; the store is BENTOML_HOME (default ~/bentoml).",
-        ) from e
+        restored = restore_from_artifact(tag)
+        if restored is None:
+            raise ConfigurationError(
+                f"Bento '{tag}' is not in the local BentoML store, so nothing was started.",
+                backend_message=_bentoml_message(e),
+                hint="build it first (`bento_builder_step` or `bentoml build`), or check the "
+                "tag with `bentoml list`; the store is BENTOML_HOME (default ~/bentoml).",
+            ) from e
+        bento = restored
     info = bento.info
     models = sorted({str(m.tag) for s in info.services for m in s.models})
     models += [str(m.tag) for m in info.models if str(m.tag) not in models]
+    model_paths = {}
     for model_tag in models:
         try:
-            bentoml.models.get(model_tag)
+            model_paths[model_tag] = str(bentoml.models.get(model_tag).path)
         except BentoMLException as e:
             raise ConfigurationError(
                 f"Bento '{bento.tag}' serves model '{model_tag}', which is not in the local "
@@ -143,7 +149,78 @@ def resolve_bento(tag: str) -> BentoInfo:
             hint="serve a BentoML >= 1.2 `@bentoml.service` class with at least one "
             "`@bentoml.api` method.",
         )
-    return BentoInfo(tag=str(bento.tag), routes=routes, models=models)
+    return BentoInfo(tag=str(bento.tag), path=str(bento.path), routes=routes, models=model_paths)
+
+
+def pinned_store(info: BentoInfo, root: Path) -> Path:
+    """A BentoML home holding only this bento and the model versions it was built with.
+
+    A service that loads `BentoModel("name:latest")` resolves `latest` at serving time against
+    its BentoML home. Served from the shared store, an older bento would load whatever model
+    was saved last, so a restart, a rollback or a recreate of an old revision would serve a
+    newer (maybe rejected) model. In this home `latest` is the pinned version, as it is inside
+    the bento's container image. Entries are symlinks: nothing is copied.
+
+    Args:
+        info: the resolved bento.
+        root: the folder to make the home in (one per bento version).
+
+    Returns:
+        The home's path (for the server's BENTOML_HOME).
+    """
+    name, version = info.tag.split(":", 1)
+    home = root / f"store-{version}"
+    entries = [(f"bentos/{name}", version, info.path)]
+    entries += [
+        (f"models/{t.split(':')[0]}", t.split(":", 1)[1], p) for t, p in info.models.items()
+    ]
+    for folder, ver, target in entries:
+        where = home / folder
+        where.mkdir(parents=True, exist_ok=True)
+        link = where / ver
+        if not link.is_symlink():
+            link.symlink_to(target, target_is_directory=True)
+        (where / "latest").write_text(ver)
+    return home
+
+
+def restore_from_artifact(tag: str) -> Any:
+    """Imports a bento that a pipeline run built (its `bento` artifact) back into the store.
+
+    So a recorded deployment can be recreated, or a stopped one started, on a machine or a
+    store that lacks the bento, as long as the run's artifact store is reachable.
+
+    Args:
+        tag: a concrete `name:version` tag.
+
+    Returns:
+        The imported `bentoml.Bento`, or None when no artifact of a run holds it.
+    """
+    import logging
+
+    from zenml.client import Client
+
+    if ":" not in tag or tag.endswith(":latest"):
+        return None
+    try:
+        # ZenML's filter is "key:op:value"; the tag has a colon of its own, hence `contains`
+        # and the exact check below.
+        page = Client().list_artifact_versions(
+            run_metadata=[f"bento_tag:contains:{tag}"], size=10, hydrate=True
+        )
+    except Exception:  # a store without the filter: nothing to restore from
+        return None
+    found = [a for a in page.items if a.run_metadata.get("bento_tag") == tag]
+    if not found:
+        return None
+    bento = found[0].load()
+    logging.getLogger(__name__).info(
+        "Bento '%s' was not in the local store: imported it from artifact %s (version %s).",
+        tag,
+        found[0].name,
+        found[0].version,
+    )
+    return bento
 
 
 def _framework(model: Any, model_type: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ from zenml_model_deployers.flavors.bentoml.flavor import FLAVOR_NAME
 from zenml_model_deployers.flavors.bentoml.packaging import (
     RouteInfo,
     docker_engine_error,
+    pinned_store,
     resolve_bento,
 )
 from zenml_model_deployers.local import process as proc
@@ -52,10 +54,12 @@ class BentoMLDeploymentStatus(LocalDeploymentStatus):
     Attributes:
         routes: API name -> route and parameters, read from the bento's schema.
         image: the image serving it, when containerized.
+        store: the BentoML home the server runs with (the bento and its pinned models).
     """
 
     routes: dict[str, RouteInfo] = Field(default_factory=dict)
     image: str | None = None
+    store: str | None = None
 
 
 class BentoMLDeploymentService(LocalProcessService):
@@ -76,6 +80,7 @@ class BentoMLDeploymentService(LocalProcessService):
     # The APIs of the revision being provisioned (the status keeps the serving one's).
     _pending_routes: dict[str, RouteInfo] | None = PrivateAttr(default=None)
     _pending_image: str | None = PrivateAttr(default=None)
+    _pending_store: str | None = PrivateAttr(default=None)
 
     # ----------------------------------------------------------------- APIs
     def _routes(self) -> dict[str, RouteInfo]:
@@ -238,6 +243,9 @@ class BentoMLDeploymentService(LocalProcessService):
             The environment.
         """
         env = super().server_env()
+        store = self._pending_store or self.status.store
+        if store:
+            env["BENTOML_HOME"] = store
         env.setdefault("BENTOML_DO_NOT_TRACK", "True")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -253,6 +261,7 @@ class BentoMLDeploymentService(LocalProcessService):
             )
         self._pending_routes = info.routes
         self._pending_image = self._image(info.tag) if self.config.containerize else None
+        self._pending_store = str(pinned_store(info, self.workdir))
 
     def _image(self, tag: str) -> str:
         why = docker_engine_error()
@@ -293,9 +302,15 @@ class BentoMLDeploymentService(LocalProcessService):
             if self._pending_routes is not None:
                 self.status.routes = self._pending_routes
             self.status.image = self._pending_image
+            self.status.store = self._pending_store
         finally:
             self._pending_routes = None
             self._pending_image = None
+            self._pending_store = None
+        # Homes of retired revisions (their servers are gone by now).
+        for old in self.workdir.glob("store-*"):
+            if str(old) != self.status.store:
+                shutil.rmtree(old, ignore_errors=True)
 
     def provision_revision(self, timeout: float) -> None:
         """Checks the bento first (a missing tag fails before anything starts), then rolls out.
