@@ -216,6 +216,21 @@ class BaseDeployer(BaseModelDeployer):
             deployment_name=name, model_name=model_name, model_uri=model_uri, **settings
         )
 
+    def prepare_config(self, config: DeploymentConfig) -> DeploymentConfig:
+        """Completes or pins a config before it is compared with what serves (default: as is).
+
+        A flavor fills what the component provides (credentials references, a namespace) or
+        pins a moving reference (a `latest` tag) here, so that the config hash is the
+        revision's. It may refuse with ConfigurationError; nothing has started then.
+
+        Args:
+            config: a config of this flavor.
+
+        Returns:
+            The config to deploy.
+        """
+        return config
+
     # ----------------------------------------------------------------- deploy
     def deploy(
         self,
@@ -254,6 +269,7 @@ class BaseDeployer(BaseModelDeployer):
                 f"{type(config).__name__} is not a config for flavor {self.flavor_name()}.",
                 hint=f"build a {self.SERVICE_CLASS.model_fields['config'].annotation.__name__}.",  # type: ignore[union-attr]
             )
+        config = self.prepare_config(config)
         name = config.deployment_name
         with self._locked(name, opts.timeout):
             existing = self.find_deployment(name)

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from uuid import UUID
 
 from zenml.model_deployers.base_model_deployer import BaseModelDeployerFlavor
 
-from zenml_model_deployers.config import DeploymentConfig, DeployPolicy
+from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.flavors.bentoml.flavor import BentoMLDeployerFlavor
-from zenml_model_deployers.flavors.bentoml.service import (
-    BentoMLDeploymentConfig,
-    BentoMLDeploymentService,
-)
-from zenml_model_deployers.service import DeploymentService
+from zenml_model_deployers.flavors.bentoml.service import BentoMLDeploymentService
 
 
 class BentoMLDeployer(BaseDeployer):
@@ -49,33 +44,19 @@ class BentoMLDeployer(BaseDeployer):
             return str(model.tag)
         return build_generic_bento(save_model(model, name.replace("-", "_")), name)
 
-    def deploy(
-        self,
-        config: DeploymentConfig,
-        policy: DeployPolicy | str = DeployPolicy.UPDATE,
-        timeout: float | None = None,
-        model_version_id: UUID | None = None,
-        seed: DeploymentService | None = None,
-    ) -> DeploymentService:
-        """Pins the bento tag (`name` / `name:latest` -> the concrete version), then deploys.
+    def prepare_config(self, config: DeploymentConfig) -> DeploymentConfig:
+        """Pins the bento tag (`name` / `name:latest` -> the concrete version).
 
         A tag that is not in the store fails here, before anything starts. Pinning makes the
         recorded revision exact and a newly built bento a new revision.
 
         Args:
-            config: what to serve.
-            policy: see BaseDeployer.deploy.
-            timeout: seconds.
-            model_version_id: ZenML model version to link.
-            seed: a recorded service whose URL to keep.
+            config: a `BentoMLDeploymentConfig`.
 
         Returns:
-            The serving service.
+            The config with a concrete tag.
         """
         from zenml_model_deployers.flavors.bentoml.packaging import resolve_bento
 
-        if isinstance(config, BentoMLDeploymentConfig):
-            tag = resolve_bento(config.model_uri).tag
-            if tag != config.model_uri:
-                config = config.model_copy(update={"model_uri": tag})
-        return super().deploy(config, policy, timeout, model_version_id, seed)
+        tag = resolve_bento(config.model_uri).tag
+        return config if tag == config.model_uri else config.model_copy(update={"model_uri": tag})

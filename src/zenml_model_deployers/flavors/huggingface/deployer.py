@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from typing import Any, ClassVar, cast
-from uuid import UUID
 
 from zenml.model_deployers.base_model_deployer import BaseModelDeployerFlavor
 
-from zenml_model_deployers.config import DeploymentConfig, DeployPolicy
+from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.errors import ConfigurationError
 from zenml_model_deployers.flavors.huggingface.flavor import (
@@ -19,7 +18,6 @@ from zenml_model_deployers.flavors.huggingface.service import (
     HuggingFaceDeploymentService,
     _hub,
 )
-from zenml_model_deployers.service import DeploymentService
 
 
 class HuggingFaceDeployer(BaseDeployer):
@@ -65,68 +63,18 @@ class HuggingFaceDeployer(BaseDeployer):
             update["namespace"] = self.hf_config.namespace
         return config.model_copy(update=update) if update else config
 
-    def deploy(
-        self,
-        config: DeploymentConfig,
-        policy: DeployPolicy | str = DeployPolicy.UPDATE,
-        timeout: float | None = None,
-        model_version_id: UUID | None = None,
-        seed: DeploymentService | None = None,
-    ) -> DeploymentService:
-        """See :meth:`BaseDeployer.deploy`; first refuses offline mode, fills credentials.
+    def prepare_config(self, config: DeploymentConfig) -> DeploymentConfig:
+        """Refuses offline mode, then fills the namespace and token reference (see
+        :meth:`complete_config`).
 
         Args:
-            config: what to serve.
-            policy: what to do if the deployment exists with another config.
-            timeout: seconds to wait until the endpoint runs (default: the component's).
-            model_version_id: ZenML model version to link the service to.
-            seed: a recorded service (unused: Hugging Face gives the URL).
+            config: a `HuggingFaceDeploymentConfig`.
 
         Returns:
-            The serving service.
+            The completed config.
         """
         _hub().check_offline()
-        if isinstance(config, HuggingFaceDeploymentConfig):
-            config = self.complete_config(config)
-        return super().deploy(config, policy, timeout, model_version_id, seed)
-
-    # Offline mode is checked before the base lifecycle runs a hook: a refused call changed
-    # nothing, so the deployment must not be recorded as failed.
-    def start(self, service: DeploymentService, timeout: float | None = None) -> DeploymentService:
-        """See :meth:`BaseDeployer.start` (resumes a paused endpoint).
-
-        Args:
-            service: the deployment.
-            timeout: seconds.
-
-        Returns:
-            The service.
-        """
-        _hub().check_offline()
-        return super().start(service, timeout)
-
-    def stop(self, service: DeploymentService, timeout: float = 30) -> DeploymentService:
-        """See :meth:`BaseDeployer.stop` (pauses the endpoint, never deletes it).
-
-        Args:
-            service: the deployment.
-            timeout: seconds to wait until Hugging Face reports it paused.
-
-        Returns:
-            The service.
-        """
-        _hub().check_offline()
-        return super().stop(service, timeout)
-
-    def delete(self, service: DeploymentService, timeout: float = 30) -> None:
-        """See :meth:`BaseDeployer.delete`.
-
-        Args:
-            service: the deployment.
-            timeout: seconds.
-        """
-        _hub().check_offline()
-        super().delete(service, timeout)
+        return self.complete_config(cast(HuggingFaceDeploymentConfig, config))
 
     def package_model(self, model: Any, name: str, input_example: Any = None) -> str:
         """Inference Endpoints serve Hub repositories: a model object must be pushed first.
