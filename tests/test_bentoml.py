@@ -324,3 +324,31 @@ def test_an_older_bento_serves_the_model_it_was_built_with(bentoml_deployer: Any
         found = bentoml_deployer.find_deployment("bento-pin")
         if found is not None:
             bentoml_deployer.delete(found)
+
+
+def test_an_unreachable_package_index_says_how_to_build_anyway(
+    zenml_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BentoML locks requirements against the index at build time; offline, the error says
+    how to build without locking (and that works)."""
+    from zenml_model_deployers.flavors.bentoml.packaging import build_bento
+
+    src = zenml_env / "bento-offline"
+    src.mkdir(exist_ok=True)
+    (src / "svc_offline.py").write_text(
+        "import bentoml\n\n@bentoml.service\nclass OfflineService:\n"
+        "    @bentoml.api\n    def ping(self, text: str) -> str:\n        return text\n"
+    )
+    for var in ("UV_INDEX_URL", "PIP_INDEX_URL", "UV_DEFAULT_INDEX"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9/simple")
+    with pytest.raises(DeploymentError) as err:
+        build_bento("svc_offline.py:OfflineService", [], working_dir=str(src))
+    assert "lock_packages': False" in str(err.value)
+    assert "Failed to lock PyPI packages" in str(err.value)
+    tag = build_bento(
+        "svc_offline.py:OfflineService",
+        [],
+        working_dir=str(src),
+        python={"lock_packages": False},
+    )
+    assert tag.startswith("offline_service:")

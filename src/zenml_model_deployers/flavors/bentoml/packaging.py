@@ -412,10 +412,15 @@ def build_bento(
             if "already exists" in str(e) and version == digest:
                 # Same content, built meanwhile: BentoML refuses to overwrite a bento.
                 return _existing_tag(str(e), version)
+            locking = "lock PyPI packages" in str(e)
             raise DeploymentError(
                 f"BentoML could not build a bento from {service}.",
                 backend_message=_bentoml_message(e),
-                hint="check that the service module imports and names the models it loads.",
+                hint="BentoML locks the bento's requirements against the package index, which "
+                "did not answer: pass python={'lock_packages': False} (locked requirements only "
+                "matter for container images)."
+                if locking
+                else "check that the service module imports and names the models it loads.",
             ) from e
         except (ImportError, SyntaxError, AttributeError) as e:
             raise DeploymentError(
