@@ -382,17 +382,8 @@ class HuggingFaceDeploymentService(DeploymentService):
                     deployment_name=self.deployment_name,
                     hint="deploy with policy='replace' (delete, then create: the URL changes).",
                 )
-        try:
-            with hub.hf_errors(f"Reading Inference Endpoint '{ns}/{name}'", self.deployment_name):
-                current = hub.api().get_inference_endpoint(name, namespace=ns, token=token)
-        except DeploymentError as e:
-            if _status(e) != 404:
-                raise
-            # Deleted outside zmd: create it again (Hugging Face gives it a new URL).
-            self._event(f"{ns}/{name} no longer exists; creating it again")
-            logger.warning("Inference Endpoint %s/%s is gone; creating it again.", ns, name)
-            self.status.endpoint_name = None
-            self._create_endpoint(timeout)
+        current = self._endpoint_or_recreate(timeout)
+        if current is None:
             return
         was_paused = str(current.status) == "paused"
         with hub.hf_errors(f"Updating Inference Endpoint '{ns}/{name}'", self.deployment_name):
@@ -425,6 +416,23 @@ class HuggingFaceDeploymentService(DeploymentService):
                     )
             raise
         self._event(f"{ns}/{name} serves {new.model_label()}")
+
+    def _endpoint_or_recreate(self, timeout: float) -> Any:
+        """The endpoint as Hugging Face reports it; None when it had been deleted outside zmd
+        and was created again (Hugging Face gives it a new URL)."""
+        hub = _hub()
+        ns, name = self._where()
+        try:
+            with hub.hf_errors(f"Reading Inference Endpoint '{ns}/{name}'", self.deployment_name):
+                return hub.api().get_inference_endpoint(name, namespace=ns, token=self._token())
+        except DeploymentError as e:
+            if _status(e) != 404:
+                raise
+        self._event(f"{ns}/{name} no longer exists; creating it again")
+        logger.warning("Inference Endpoint %s/%s is gone; creating it again.", ns, name)
+        self.status.endpoint_name = None
+        self._create_endpoint(timeout)
+        return None
 
     def _roll_back(
         self, old: HuggingFaceDeploymentConfig, timeout: float, cause: Exception
@@ -496,15 +504,8 @@ class HuggingFaceDeploymentService(DeploymentService):
             return
         token = self._token()
         ns, name = self._where()
-        try:
-            with hub.hf_errors(f"Reading Inference Endpoint '{ns}/{name}'", self.deployment_name):
-                endpoint = hub.api().get_inference_endpoint(name, namespace=ns, token=token)
-        except DeploymentError as e:
-            if _status(e) != 404:
-                raise
-            self._event(f"{ns}/{name} no longer exists; creating it again")
-            self.status.endpoint_name = None
-            self._create_endpoint(timeout)
+        endpoint = self._endpoint_or_recreate(timeout)
+        if endpoint is None:
             self.mark_ready()
             return
         self._record(endpoint)
