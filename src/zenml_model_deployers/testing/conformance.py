@@ -100,6 +100,12 @@ class DeployerConformance:
     def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
         """Asserts the serving side received the resolved secret (optional)."""
 
+    def assert_url_gone(self, service: DeploymentService, url: str) -> None:
+        """Asserts a deleted deployment's URL serves nothing (default: nothing listens there;
+        a backend whose URLs live on a shared host overrides it, e.g. to expect a 404)."""
+        with pytest.raises(requests.RequestException):
+            requests.post(url, json={}, timeout=3)
+
     def secret_overrides(self, ref: str) -> dict[str, Any]:
         """Config overrides that make the deployment use a secret reference."""
         return {"env": {"ZMD_CONFORMANCE_TOKEN": ref}}
@@ -204,8 +210,7 @@ class DeployerConformance:
         deployer.delete(svc)
         assert deployer.find_deployment(state["name"]) is None
         self.assert_nothing_left(svc)
-        with pytest.raises(requests.RequestException):
-            requests.post(state["url"], json={}, timeout=3)
+        self.assert_url_gone(svc, state["url"])
 
     def test_08_bad_model_leaves_nothing(
         self, deployer: BaseDeployer, state: dict[str, Any]

@@ -1,0 +1,1 @@
+"""The `zmd-databricks` flavor: Databricks Model Serving through `databricks-sdk`."""

@@ -1,0 +1,111 @@
+"""The `zmd-databricks` flavor: cheap to import (no databricks-sdk or mlflow import here)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, model_validator
+from zenml.utils.secret_utils import SecretField
+
+from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
+from zenml_model_deployers.secrets import is_secret_reference
+
+FLAVOR_NAME = "zmd-databricks"
+CREDENTIALS_HINT = (
+    "store the credential as a ZenML secret and pass its reference: "
+    "`zenml secret create databricks --token=<personal access token>`, then "
+    "`zenml model-deployer register dbx --flavor=zmd-databricks --host=https://<workspace> "
+    "--token='{{databricks.token}}'` (or --client_id=... "
+    "--client_secret='{{databricks.client_secret}}' for a service principal)."
+)
+SECRET_FIELDS = ("token", "client_secret")
+
+
+def reject_plain_credentials(data: Any, where: str) -> Any:
+    """Refuses a plain token or client secret where only a secret reference may go.
+
+    Args:
+        data: the raw input of a model validator.
+        where: what is being configured, for the message.
+
+    Returns:
+        The data, unchanged.
+
+    Raises:
+        ValueError: a plain credential was given (the message never contains it).
+    """
+    if isinstance(data, dict):
+        for key in SECRET_FIELDS:
+            value = data.get(key)
+            if value is not None and not (isinstance(value, str) and is_secret_reference(value)):
+                raise ValueError(
+                    f"{where}: `{key}` must be a ZenML secret reference such as "
+                    f"'{{{{databricks.{key}}}}}', never the value itself: {CREDENTIALS_HINT}"
+                )
+    return data
+
+
+class DatabricksDeployerConfig(BaseDeployerConfig):
+    """Settings of a `zmd-databricks` model deployer component.
+
+    Authentication is `databricks-sdk`'s unified auth with either a personal access token or
+    an OAuth service principal (machine-to-machine); both secrets are ZenML secret references.
+
+    Attributes:
+        host: the workspace URL, e.g. ``https://adb-123.4.azuredatabricks.net``.
+        token: a ZenML secret reference to a personal access token.
+        client_id: an OAuth service principal's client id (plain or a secret reference).
+        client_secret: a ZenML secret reference to that service principal's secret.
+        registry_uri: where the step registers model objects (``databricks-uc``: Unity
+            Catalog; any MLflow registry URI, e.g. a local one standing in for it in tests).
+        tracking_uri: the MLflow tracking server the registering run is logged to.
+        catalog: Unity Catalog catalog for model objects given without a registered name.
+        schema_name: the schema for those.
+        default_timeout: seconds a deploy waits when the step gives no ``timeout``
+            (endpoints take minutes to become ready).
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    host: str
+    token: str | None = SecretField(default=None)
+    client_id: str | None = None
+    client_secret: str | None = SecretField(default=None)
+    registry_uri: str = "databricks-uc"
+    tracking_uri: str = "databricks"
+    catalog: str = ""
+    schema_name: str = ""
+    default_timeout: float = 1800.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_are_references(cls, data: Any) -> Any:
+        return reject_plain_credentials(data, "zmd-databricks model deployer")
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> DatabricksDeployerConfig:
+        sp = self.client_id is not None or self.client_secret is not None
+        if self.token is not None and sp:
+            raise ValueError(
+                "give either `token` (personal access token) or `client_id` + "
+                "`client_secret` (service principal), not both."
+            )
+        if sp and (self.client_id is None or self.client_secret is None):
+            raise ValueError("a service principal needs both `client_id` and `client_secret`.")
+        if self.token is None and not sp:
+            raise ValueError(f"no Databricks credentials: {CREDENTIALS_HINT}")
+        if not self.host.startswith(("https://", "http://")):
+            raise ValueError(f"host {self.host!r} must be a URL such as https://<workspace>.")
+        return self
+
+
+class DatabricksDeployerFlavor(BaseDeployerFlavor):
+    """Serves Unity Catalog models on Databricks Model Serving endpoints, updated in place."""
+
+    FLAVOR_NAME: ClassVar[str] = FLAVOR_NAME
+    DISPLAY_NAME: ClassVar[str] = "Databricks Model Serving (zenml-model-deployers)"
+    LOGO: ClassVar[str] = "databricks"
+    CONFIG_CLASS: ClassVar[type[BaseDeployerConfig]] = DatabricksDeployerConfig
+    IMPLEMENTATION: ClassVar[str] = (
+        "zenml_model_deployers.flavors.databricks.deployer.DatabricksDeployer"
+    )
