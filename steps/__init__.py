@@ -17,6 +17,7 @@ from zenml_model_deployers.steps.predict import batch_inference_step, prediction
 _LAZY = {
     "bento_builder_step": "zenml_model_deployers.steps.bento",
     "bentoml_deployer_step": "zenml_model_deployers.steps.bento",
+    "databricks_deployer_step": "zenml_model_deployers.steps.databricks",
 }
 
 
@@ -32,6 +33,7 @@ __all__ = [
     "batch_inference_step",
     "bento_builder_step",
     "bentoml_deployer_step",
+    "databricks_deployer_step",
     "huggingface_deployer_step",
     "mlflow_deployer_step",
     "model_deployer_step",

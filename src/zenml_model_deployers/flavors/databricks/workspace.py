@@ -68,11 +68,20 @@ def client(config: DatabricksDeploymentConfig) -> WorkspaceClient:
             host=config.host, token=secrets.resolve(config.token), auth_type="pat"
         )
     if config.client_id and config.client_secret:
+        # The workspace's own OIDC discovery document: found without the host metadata
+        # endpoint (which the SDK otherwise needs for M2M, and not every host serves).
+        from databricks.sdk.config import Config
+
         return WorkspaceClient(
-            host=config.host,
-            client_id=secrets.resolve(config.client_id),
-            client_secret=secrets.resolve(config.client_secret),
-            auth_type="oauth-m2m",
+            config=Config(
+                host=config.host,
+                client_id=secrets.resolve(config.client_id),
+                client_secret=secrets.resolve(config.client_secret),
+                auth_type="oauth-m2m",
+                discovery_url=(
+                    f"{config.host.rstrip('/')}/oidc/.well-known/oauth-authorization-server"
+                ),
+            )
         )
     raise ConfigurationError(
         f"Deployment '{config.deployment_name}' has no Databricks credentials.",
