@@ -79,9 +79,12 @@ def register_model(
             signature = infer_signature(input_example, output)
             with mlflow.start_run(run_name=f"zmd-register-{name.rsplit('.', 1)[-1]}"):
                 if isinstance(model, BaseEstimator):
+                    # cloudpickle: MLflow 3's default (skops) refuses many fitted estimators
+                    # (e.g. trees) as "untrusted types" at save time.
                     info = mlflow.sklearn.log_model(
                         model,
                         name="model",
+                        serialization_format="cloudpickle",
                         registered_model_name=name,
                         signature=signature,
                         input_example=input_example,
@@ -104,8 +107,12 @@ def register_model(
         raise DeploymentError(
             f"Registering the model as {name} in {component.registry_uri} failed.",
             backend_message=f"{type(e).__name__}: {e}",
-            hint="check the catalog and schema exist and the credentials may create models "
-            "in them (USE CATALOG, USE SCHEMA, CREATE MODEL).",
+            hint=(
+                "check the catalog and schema exist and the credentials may create models "
+                "in them (USE CATALOG, USE SCHEMA, CREATE MODEL)."
+                if _uses_databricks(component.registry_uri)
+                else None
+            ),
         ) from e
     finally:
         mlflow.set_tracking_uri(old_tracking)
