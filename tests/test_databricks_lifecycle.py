@@ -255,3 +255,33 @@ def test_plain_credentials_are_refused() -> None:
     assert "secret reference" in str(ei.value) and "dapi-plain-value" not in str(ei.value)
     with pytest.raises(ValidationError, match="both `client_id` and `client_secret`"):
         DatabricksDeployerConfig(host="https://x", client_id="sp")
+
+
+def test_timed_out_update_is_put_back_after_databricks_finishes_it(
+    dbx_deployer: Any,  # noqa: F811
+    dbx_double: DatabricksDouble,  # noqa: F811
+) -> None:
+    from zenml_model_deployers.errors import DeploymentTimeoutError
+
+    d = dbx_deployer
+    d.deploy(_cfg("dbx-slow", "a"), timeout=TIMEOUT)
+    a_entity = _cfg("dbx-slow", "a").served_entity_name
+    import threading
+
+    # Only the update's deploy is slow (its worker reads the delay when it starts).
+    dbx_double.update_delay = 2.5
+    reset = threading.Timer(0.5, lambda: setattr(dbx_double, "update_delay", 0.2))
+    reset.start()
+    try:
+        with pytest.raises(DeploymentTimeoutError) as ei:
+            d.deploy(_cfg("dbx-slow", "b"), timeout=1.5)
+    finally:
+        reset.join()
+        dbx_double.update_delay = 0.2
+    # Databricks cannot cancel the running update: the rollback waited for it, then put the
+    # previous entity back.
+    assert "put back on the previous revision" in str(ei.value)
+    assert _routes(dbx_double, "dbx-slow") == {a_entity: 100}
+    svc = d.find_deployment("dbx-slow")
+    assert svc.config.model_uri == uri("a") and svc.predict(SAMPLE) == EXPECTED["a"]
+    d.delete(svc)

@@ -25,7 +25,7 @@ import time
 from abc import abstractmethod
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import DeploymentError, DeploymentTimeoutError
@@ -96,6 +96,14 @@ class InPlaceDeploymentService(DeploymentService):
     FIRST_POLL: ClassVar[float] = 0.2
     MAX_POLL: ClassVar[float] = 5.0
     BACKEND: ClassVar[str] = "the backend"
+
+    _interrupted: bool = PrivateAttr(default=False)
+
+    @property
+    def restoring_after_interruption(self) -> bool:
+        """True while ``apply_target`` puts the previous target back after an interruption:
+        the apply must not wait for anything then (e.g. for a running change to end)."""
+        return self._interrupted
 
     # ----------------------------------------------------------------- flavor hooks
     @abstractmethod
@@ -298,8 +306,12 @@ class InPlaceDeploymentService(DeploymentService):
             raise  # unreachable: _roll_back always raises
         except BaseException:
             if previous is not None:
-                with contextlib.suppress(Exception):
-                    self.apply_target(previous, target)
+                self._interrupted = True
+                try:
+                    with contextlib.suppress(Exception):
+                        self.apply_target(previous, target)
+                finally:
+                    self._interrupted = False
             raise
 
     def _roll_back(

@@ -243,7 +243,7 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
     config: DatabricksDeploymentConfig
     status: DatabricksDeploymentStatus
 
-    _deadline: float = PrivateAttr(default=0.0)
+    _apply_wait: float = PrivateAttr(default=0.0)
     _client: Any = PrivateAttr(default=None)
     _client_key: str = PrivateAttr(default="")
 
@@ -302,7 +302,7 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
     def roll_out(
         self, target: ServingTarget, previous: ServingTarget | None, timeout: float, what: str
     ) -> BackendState:
-        """See the base; remembers the deadline an apply may wait for a running update.
+        """See the base; remembers how long an apply may wait for a running update to end.
 
         Args:
             target: what to serve.
@@ -313,14 +313,15 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         Returns:
             The serving state.
         """
-        self._deadline = time.monotonic() + timeout
+        self._apply_wait = timeout
         return super().roll_out(target, previous, timeout, what)
 
     def apply_target(self, target: ServingTarget, previous: ServingTarget | None) -> None:
         """Creates the endpoint (no previous) or updates its config in place.
 
-        Databricks refuses a config change while one is in progress: a rollback first waits
-        (within the rollout's deadline) until the running one ends.
+        Databricks refuses a config change while one is in progress: an apply (e.g. the
+        rollback after a timed-out update) first waits, up to the rollout's timeout, until the
+        running one ends.
 
         Args:
             target: what to serve.
@@ -347,11 +348,14 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         self._event(f"updating endpoint {self.endpoint_name}: {self.target_label(target)}")
 
     def _wait_while_updating(self) -> None:
-        while time.monotonic() < self._deadline:
+        if self.restoring_after_interruption:
+            return  # one attempt, no wait: Databricks refuses it while the update runs
+        deadline = time.monotonic() + self._apply_wait
+        while time.monotonic() < deadline:
             state = self.read_backend()
-            if state.gone or (state.raw is None) or self.status.config_update != "IN_PROGRESS":
+            if state.gone or self.status.config_update != "IN_PROGRESS":
                 return
-            time.sleep(min(1.0, max(self._deadline - time.monotonic(), 0.0)))
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
 
     def read_backend(self) -> BackendState:
         """Reads the endpoint (one `serving_endpoints.get`).
@@ -443,12 +447,10 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
             if self.serves(state, live):
                 self.mark_ready()
                 return
-            self._deadline = time.monotonic() + timeout
             self.roll_out(live, live, timeout, f"start of {self.target_label(live)}")
             self.mark_ready()
             return
         self.status.endpoint_name = None
-        self._deadline = time.monotonic() + timeout
         try:
             self.roll_out(live, None, timeout, f"re-creation of {self.target_label(live)}")
         except BaseException:
