@@ -62,6 +62,7 @@ def deploy_with(
     timeout: float | None = None,
     input_example: Any = None,
     settings: dict[str, Any] | None = None,
+    canary_percent: int | None = None,
 ) -> DeploymentService:
     """Deploys (or, with `deploy_decision=False`, keeps) a model; records metadata.
 
@@ -76,6 +77,8 @@ def deploy_with(
         timeout: seconds to wait for readiness.
         input_example: example input (packaging signature).
         settings: flavor-specific serving settings.
+        canary_percent: 1-99: keep the serving revision and send this share of requests to
+            the new one, until `zmd models promote|rollback` finishes the canary.
 
     Returns:
         The service.
@@ -109,7 +112,11 @@ def deploy_with(
         **prov,
     )
     service = deployer.deploy(
-        config, policy=policy, timeout=timeout, model_version_id=_model_version_id()
+        config,
+        policy=policy,
+        timeout=timeout,
+        model_version_id=_model_version_id(),
+        canary_percent=canary_percent,
     )
     record_metadata(service)
     logger.info("Deployed model URL: %s", service.prediction_url)

@@ -23,6 +23,7 @@ def model_deployer_step(
     policy: str = "update",
     timeout: float | None = None,
     settings: dict[str, Any] | None = None,
+    canary_percent: int | None = None,
 ) -> Annotated[DeploymentService, "deployment"]:
     """Deploys the model with the active stack's model deployer, whatever its flavor.
 
@@ -37,6 +38,8 @@ def model_deployer_step(
         policy: update (default), replace, side_by_side or fail.
         timeout: seconds to wait until it serves.
         settings: flavor-specific serving settings.
+        canary_percent: 1-99: keep the serving revision and send this share of requests to
+            the new one (flavors that split traffic); `zmd models promote|rollback` finish it.
 
     Returns:
         The service (saved in full as an artifact).
@@ -61,6 +64,7 @@ def model_deployer_step(
         policy=policy,
         timeout=timeout,
         settings=settings,
+        canary_percent=canary_percent,
     )
 
 

@@ -308,6 +308,36 @@ def models_delete(ref: str, flavor: str | None, yes: bool) -> None:
     click.echo(f"Deployment '{s.deployment_name}' deleted.")
 
 
+@models.command("promote")
+@click.argument("ref")
+@click.option("--flavor")
+@click.option("--timeout", type=float, default=None, help="seconds to wait until it serves")
+@_friendly_errors
+def models_promote(ref: str, flavor: str | None, timeout: float | None) -> None:
+    """Finishes a canary: the candidate revision takes all requests."""
+    s = _resolve(ref, flavor)
+    _deployer_for(s).promote(s, timeout)
+    click.echo(
+        f"Deployment '{s.deployment_name}' promoted: revision {s.status.config_hash} serves "
+        f"all requests at {s.prediction_url}"
+    )
+
+
+@models.command("rollback")
+@click.argument("ref")
+@click.option("--flavor")
+@click.option("--timeout", type=float, default=None, help="seconds to wait until it serves")
+@_friendly_errors
+def models_rollback(ref: str, flavor: str | None, timeout: float | None) -> None:
+    """Ends a canary: the stable revision takes all requests again."""
+    s = _resolve(ref, flavor)
+    _deployer_for(s).rollback(s, timeout)
+    click.echo(
+        f"Deployment '{s.deployment_name}' rolled back: revision {s.status.config_hash} serves "
+        f"all requests at {s.prediction_url}"
+    )
+
+
 @models.command("recreate")
 @click.option("--run", "run", required=True, help="pipeline run name, id or id prefix")
 @click.option("--step", "step", default=None, help="the deploy step (if the run has several)")

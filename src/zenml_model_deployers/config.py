@@ -74,6 +74,21 @@ class DeployOptions(BaseModel):
 
     policy: DeployPolicy = DeployPolicy.UPDATE
     timeout: float = Field(default=300.0, gt=0, description="seconds to wait for readiness")
+    canary_percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=99,
+        description="keep the serving revision and send this share of requests to the new one",
+    )
+
+    @model_validator(mode="after")
+    def _canary_updates(self) -> DeployOptions:
+        if self.canary_percent is not None and self.policy != DeployPolicy.UPDATE:
+            raise ValueError(
+                f"canary_percent needs policy 'update' (got {self.policy.value!r}): a canary "
+                "runs beside the serving revision of the same deployment."
+            )
+        return self
 
     @field_validator("policy", mode="before")
     @classmethod

@@ -239,8 +239,14 @@ class BaseDeployer(BaseModelDeployer):
         timeout: float | None = None,
         model_version_id: UUID | None = None,
         seed: DeploymentService | None = None,
+        canary_percent: int | None = None,
     ) -> DeploymentService:
         """Deploys ``config``: create, reuse, start or update (by ``policy``), then persist.
+
+        With ``canary_percent``, an existing deployment keeps its serving revision and the new
+        one serves beside it, receiving that share of requests, until :meth:`promote` or
+        :meth:`rollback` finishes the canary (only flavors whose backend splits traffic). A
+        new deployment has nothing to compare with: it is created serving 100%.
 
         Args:
             config: what to serve.
@@ -248,12 +254,14 @@ class BaseDeployer(BaseModelDeployer):
             timeout: seconds to wait for readiness (default: the component's).
             model_version_id: ZenML model version to link the service to.
             seed: a recorded service whose URL a re-created deployment should keep.
+            canary_percent: 1-99: run the new revision as a canary with this share.
 
         Returns:
             The serving service.
 
         Raises:
-            ConfigurationError: invalid options (nothing was started).
+            ConfigurationError: invalid options, or a canary where none can run or while
+                another one is in progress (nothing was started).
             DeploymentExistsError: policy `fail` and another config serves.
             DeploymentError: the backend failed; the previous revision keeps serving.
         """
@@ -261,6 +269,7 @@ class BaseDeployer(BaseModelDeployer):
             opts = DeployOptions(
                 policy=policy,
                 timeout=timeout if timeout is not None else self._default_timeout(),
+                canary_percent=canary_percent,
             )
         except ValidationError as e:
             raise ConfigurationError(f"Invalid deploy options: {_pydantic_msg(e)}") from e
@@ -274,7 +283,15 @@ class BaseDeployer(BaseModelDeployer):
         with self._locked(name, opts.timeout):
             existing = self.find_deployment(name)
             if existing is None:
+                if opts.canary_percent is not None:
+                    logger.info(
+                        "Deployment '%s' does not exist yet: nothing to run a canary beside; "
+                        "it is created serving all requests.",
+                        name,
+                    )
                 return self._create(config, opts.timeout, model_version_id, seed)
+            if existing.canary_candidate() is not None or opts.canary_percent is not None:
+                return self._canary(existing, config, opts, model_version_id)
             same = existing.status.config_hash == config.config_hash()
             if same:
                 if existing.status.state == ServiceState.ACTIVE:
@@ -372,6 +389,165 @@ class BaseDeployer(BaseModelDeployer):
             raise
         self.persist(service, model_version_id=model_version_id)
         return service
+
+    # ----------------------------------------------------------------- canaries
+    def _canary(
+        self,
+        service: DeploymentService,
+        config: DeploymentConfig,
+        opts: DeployOptions,
+        model_version_id: UUID | None,
+    ) -> DeploymentService:
+        """A deploy that starts, re-applies or adjusts a canary (or meets one in progress)."""
+        name = service.deployment_name
+        candidate = service.canary_candidate()
+        new_hash = config.config_hash()
+        if candidate is not None:
+            if candidate.config_hash() != new_hash or opts.canary_percent is None:
+                raise ConfigurationError(
+                    f"Deployment '{name}' runs a canary of revision {candidate.config_hash()} "
+                    f"({service.status.canary_percent}% of requests): a deploy of revision "
+                    f"{new_hash}{' as a canary' if opts.canary_percent else ''} must wait "
+                    "until it is finished.",
+                    deployment_name=name,
+                    hint=f"finish it first: `zmd models promote {name}` or "
+                    f"`zmd models rollback {name}`.",
+                )
+            if opts.canary_percent == service.status.canary_percent:
+                logger.info(
+                    "Deployment '%s' already runs revision %s as a %s%% canary: reused.",
+                    name,
+                    new_hash,
+                    opts.canary_percent,
+                )
+                return service
+        elif service.status.config_hash == new_hash:
+            logger.info("Deployment '%s' already serves revision %s: no canary.", name, new_hash)
+            if service.status.state != ServiceState.ACTIVE:
+                self._run_hook(service, lambda: service.start_backend(opts.timeout), "start")
+            return service
+        assert opts.canary_percent is not None
+        service._require_split()
+        if service.status.state != ServiceState.ACTIVE:
+            raise ConfigurationError(
+                f"Deployment '{name}' is not serving ({service.status.state.value}): a canary "
+                "needs a serving revision beside it.",
+                deployment_name=name,
+                hint=f"`zmd models start {name}` first, or deploy without canary_percent.",
+            )
+        percent = opts.canary_percent
+        logger.info(
+            "Deployment '%s': canary of revision %s with %s%% of requests (revision %s keeps "
+            "%s%%).",
+            name,
+            new_hash,
+            percent,
+            service.status.config_hash,
+            100 - percent,
+        )
+
+        def split() -> None:
+            service.set_traffic_split(service.config, config, percent, opts.timeout)
+            service.status.canary_config = config.model_dump(mode="json")
+            service.status.canary_percent = percent
+
+        self._run_traffic_change(service, split, f"canary of {new_hash} at {percent}%")
+        return service
+
+    def promote(
+        self, service: DeploymentService, timeout: float | None = None
+    ) -> DeploymentService:
+        """Finishes a canary by sending all requests to the candidate, which becomes the
+        recorded revision; the previous revision is retired. Blocks until the backend serves
+        only the candidate; on failure the canary split stays as it was.
+
+        Args:
+            service: the deployment running a canary.
+            timeout: seconds.
+
+        Returns:
+            The service, now serving the candidate.
+
+        Raises:
+            ConfigurationError: no canary is in progress (nothing changed).
+            DeploymentError: the backend failed; the canary split keeps serving.
+        """
+        t = timeout or self._default_timeout()
+        with self._locked(service.deployment_name, t):
+            candidate = self._require_canary(service, "promote")
+
+            def promote() -> None:
+                service.set_traffic_split(candidate, None, 0, t)
+                service.config = candidate
+                service.status.canary_config = None
+                service.status.canary_percent = 0
+                service.status.revision += 1
+                service.mark_ready()
+
+            self._run_traffic_change(service, promote, f"promotion of {candidate.config_hash()}")
+        logger.info(
+            "Deployment '%s' promoted: revision %s serves all requests.",
+            service.deployment_name,
+            service.status.config_hash,
+        )
+        return service
+
+    def rollback(
+        self, service: DeploymentService, timeout: float | None = None
+    ) -> DeploymentService:
+        """Ends a canary by sending all requests back to the stable revision and retiring the
+        candidate. Blocks until the backend serves only the stable revision.
+
+        Args:
+            service: the deployment running a canary.
+            timeout: seconds.
+
+        Returns:
+            The service, serving its recorded revision only.
+
+        Raises:
+            ConfigurationError: no canary is in progress (nothing changed).
+            DeploymentError: the backend failed; the canary split keeps serving.
+        """
+        t = timeout or self._default_timeout()
+        with self._locked(service.deployment_name, t):
+            candidate = self._require_canary(service, "roll back")
+
+            def rollback() -> None:
+                service.set_traffic_split(service.config, None, 0, t)
+                service.status.canary_config = None
+                service.status.canary_percent = 0
+
+            self._run_traffic_change(service, rollback, f"rollback of {candidate.config_hash()}")
+        logger.info(
+            "Deployment '%s' rolled back: revision %s serves all requests.",
+            service.deployment_name,
+            service.status.config_hash,
+        )
+        return service
+
+    @staticmethod
+    def _require_canary(service: DeploymentService, verb: str) -> DeploymentConfig:
+        candidate = service.canary_candidate()
+        if candidate is None:
+            raise ConfigurationError(
+                f"Deployment '{service.deployment_name}' runs no canary: nothing to {verb}.",
+                deployment_name=service.deployment_name,
+                hint="start one by deploying a new revision with canary_percent=N.",
+            )
+        return candidate
+
+    def _run_traffic_change(self, service: DeploymentService, change: Any, what: str) -> None:
+        """Runs a split change; on failure records why and keeps the recorded split."""
+        try:
+            change()
+        except BaseException as e:
+            if not isinstance(e, ConfigurationError):
+                service.status.last_error = f"{what} failed: {e}"[:2000]
+                with contextlib.suppress(Exception):
+                    self.persist(service)
+            raise
+        self.persist(service)
 
     # ----------------------------------------------------------------- start / stop / delete
     def start(self, service: DeploymentService, timeout: float | None = None) -> DeploymentService:

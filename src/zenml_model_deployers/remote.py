@@ -87,8 +87,9 @@ class BackendState(BaseModel):
 class InPlaceDeploymentService(DeploymentService):
     """Base of services whose backend updates one object in place (see the module docstring).
 
-    ``provision_revision`` creates (first revision) or updates in place with rollback.
-    Subclasses implement
+    ``provision_revision`` creates (first revision) or updates in place with rollback;
+    ``set_traffic_split`` does the same for a canary's routes (flavors whose backend can
+    route set ``SUPPORTS_TRAFFIC_SPLIT``). Subclasses implement
     ``apply_target``, ``read_backend``, ``serves`` and the stop/start/delete/logs hooks.
     """
 
@@ -192,11 +193,16 @@ class InPlaceDeploymentService(DeploymentService):
         """What the backend was last recorded to serve (None for a new deployment).
 
         Returns:
-            The recorded revision.
+            The recorded stable revision, plus the canary's candidate if one is in progress.
         """
         if not self.status.live_config:
             return None
-        return ServingTarget(stable=type(self.config).model_validate(self.status.live_config))
+        candidate = self.canary_candidate()
+        return ServingTarget(
+            stable=type(self.config).model_validate(self.status.live_config),
+            candidate=candidate,
+            candidate_percent=self.status.canary_percent if candidate is not None else 0,
+        )
 
     # ----------------------------------------------------------------- the loop
     def wait_until_serving(self, target: ServingTarget, timeout: float, what: str) -> BackendState:
@@ -345,3 +351,24 @@ class InPlaceDeploymentService(DeploymentService):
         self.roll_out(target, previous, timeout, what)
         self.status.revision += 1
         self.mark_ready()
+
+    def set_traffic_split(
+        self,
+        stable: DeploymentConfig,
+        candidate: DeploymentConfig | None,
+        candidate_percent: int,
+        timeout: float,
+    ) -> None:
+        """Applies the split as a target, with the same wait and rollback as an update.
+
+        Args:
+            stable: the stable revision.
+            candidate: the candidate (None: ``stable`` takes all traffic).
+            candidate_percent: the candidate's share, 0-100.
+            timeout: seconds.
+        """
+        self._require_split()
+        target = ServingTarget(
+            stable=stable, candidate=candidate, candidate_percent=candidate_percent
+        )
+        self.roll_out(target, self.live_target(), timeout, f"traffic {self.target_label(target)}")

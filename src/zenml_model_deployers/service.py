@@ -18,7 +18,7 @@ from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import ConfigDict, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 from zenml.enums import ServiceState
 from zenml.services.service import BaseDeploymentService
 from zenml.services.service_status import ServiceStatus
@@ -89,6 +89,9 @@ class DeploymentStatus(ServiceStatus):
         revision: how many revisions were rolled out (1 for a new deployment).
         live_config: the full config of the serving revision (see module docstring).
         deployed_at: when the serving revision became ready (ISO 8601, UTC).
+        canary_config: during a canary, the candidate revision's full config (the stable one
+            is ``live_config``); None otherwise.
+        canary_percent: during a canary, the candidate's share of requests (1-99).
     """
 
     url: str | None = None
@@ -96,6 +99,26 @@ class DeploymentStatus(ServiceStatus):
     revision: int = 0
     live_config: dict[str, Any] | None = None
     deployed_at: str | None = None
+    canary_config: dict[str, Any] | None = None
+    canary_percent: int = 0
+
+
+class RevisionMetrics(BaseModel):
+    """Request metrics of one revision, as the backend counts them (for canary decisions).
+
+    Attributes:
+        config_hash: the revision.
+        requests: requests it answered since it was deployed.
+        errors: of those, failed ones (HTTP 5xx, or what the backend counts as an error).
+        latency_p50_ms: median latency, when the backend reports it.
+        latency_p95_ms: 95th percentile latency, when the backend reports it.
+    """
+
+    config_hash: str
+    requests: int = 0
+    errors: int = 0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
 
 
 class DeploymentService(BaseDeploymentService):
@@ -111,6 +134,9 @@ class DeploymentService(BaseDeploymentService):
 
     FLAVOR: ClassVar[str] = ""
     PREDICT_PATH: ClassVar[str] = "/invocations"
+    # Whether the backend can split traffic between two revisions (canaries): a flavor that
+    # sets it implements `set_traffic_split` (and, when it can, `read_revision_metrics`).
+    SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = False
 
     config: DeploymentConfig
     status: DeploymentStatus
@@ -224,6 +250,65 @@ class DeploymentService(BaseDeploymentService):
         Args:
             timeout: seconds.
         """
+
+    # ----------------------------------------------------------------- traffic split (canaries)
+    def canary_candidate(self) -> DeploymentConfig | None:
+        """The canary's candidate revision, while a canary is in progress.
+
+        Returns:
+            Its config, or None.
+        """
+        if not self.status.canary_config:
+            return None
+        return type(self.config).model_validate(self.status.canary_config)
+
+    def set_traffic_split(
+        self,
+        stable: DeploymentConfig,
+        candidate: DeploymentConfig | None,
+        candidate_percent: int,
+        timeout: float,
+    ) -> None:
+        """Serves ``stable`` and ``candidate`` side by side, ``candidate_percent`` % of requests
+        to the candidate; blocks until the backend does. ``candidate=None`` sends all traffic
+        to ``stable`` and retires anything else.
+
+        On failure the backend serves what it served before and DeploymentError is raised.
+
+        Args:
+            stable: the stable revision.
+            candidate: the candidate revision (None: stable only).
+            candidate_percent: the candidate's share, 0-100.
+            timeout: seconds.
+        """
+        self._require_split()
+
+    def read_revision_metrics(self) -> dict[str, RevisionMetrics]:
+        """Request metrics per revision (config hash), as the backend counts them.
+
+        Returns:
+            config hash -> metrics.
+
+        Raises:
+            ConfigurationError: the backend cannot report them.
+        """
+        from zenml_model_deployers.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"Flavor {self.FLAVOR} cannot report request metrics per revision.",
+            deployment_name=self.deployment_name,
+        )
+
+    def _require_split(self) -> None:
+        from zenml_model_deployers.errors import ConfigurationError
+
+        if not self.SUPPORTS_TRAFFIC_SPLIT:
+            raise ConfigurationError(
+                f"Flavor {self.FLAVOR} cannot split traffic between two revisions, so "
+                f"deployment '{self.deployment_name}' cannot run a canary.",
+                deployment_name=self.deployment_name,
+                hint="deploy without canary_percent (the update rolls out safely in place).",
+            )
 
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
         """Turns user data into the backend's request (headers, body).
@@ -383,6 +468,15 @@ class DeploymentService(BaseDeploymentService):
             "url": self.prediction_url,
             "health_url": self.healthcheck_url,
             "state": self.status.state.value,
+            "canary": (
+                {
+                    "config_hash": candidate.config_hash(),
+                    "model_uri": candidate.model_uri,
+                    "percent": self.status.canary_percent,
+                }
+                if (candidate := self.canary_candidate()) is not None
+                else None
+            ),
         }
 
     def labels(self) -> dict[str, str]:
