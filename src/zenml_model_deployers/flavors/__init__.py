@@ -16,6 +16,7 @@ FLAVOR_SOURCES: dict[str, str] = {
     "zmd-huggingface": (
         "zenml_model_deployers.flavors.huggingface.flavor.HuggingFaceDeployerFlavor"
     ),
+    "zmd-seldon": "zenml_model_deployers.flavors.seldon.flavor.SeldonDeployerFlavor",
 }
 
 # Flavors that need no settings: lifecycle calls work without a registered component.

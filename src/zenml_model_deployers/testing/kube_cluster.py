@@ -55,6 +55,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 SELDON_V2 = ("mlops.seldon.io", "v1alpha1")
+# The controller's requests say who sent them, so tests can tell them from the flavor's.
+CONTROLLER_AGENT = "zmd-simulated-controller"
 SELDON_V1 = ("machinelearning.seldon.io", "v1")
 # plural -> (group, version, kind, CRD file)
 KINDS: dict[str, tuple[str, str, str, str]] = {
@@ -186,7 +188,12 @@ class LoadedModel:
 
 @dataclass
 class ClusterLog:
-    """What the API server received (for tests' assertions)."""
+    """What the API server received (for tests' assertions).
+
+    Attributes:
+        requests: verb, plural, name, namespace, subresource, params, body, by_controller.
+        rejected: manifests refused by the CRD schema (plural, errors).
+    """
 
     requests: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
@@ -581,6 +588,7 @@ class SimulatedCluster:
         from kubernetes import client
 
         api = self.api()
+        api.user_agent = CONTROLLER_AGENT
         custom = client.CustomObjectsApi(api)
         core = client.CoreV1Api(api)
         while not self._halt.is_set():
@@ -827,6 +835,7 @@ def _make_emulator(cluster: SimulatedCluster) -> Any:
                         "subresource": request.subresource,
                         "params": dict(request.params),
                         "body": copy.deepcopy(request.data),
+                        "by_controller": request.headers.get("User-Agent") == CONTROLLER_AGENT,
                     }
                 )
                 if (verb, plural) in cluster.forbidden:

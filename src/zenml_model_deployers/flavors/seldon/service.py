@@ -1,0 +1,595 @@
+"""A model served by Seldon Core 2 (a ``Model`` per deployment), updated in place.
+
+The URL is the Seldon inference endpoint's, the same for every revision: requests carry the
+``Seldon-Model: <name>`` header and the mesh routes them to the model's current version. An
+update patches the same ``Model``: Seldon loads the new version while the old one serves, and
+a version that fails to load is rolled back by patching the previous spec again (the shared
+loop of ``remote.InPlaceDeploymentService``). ``kubernetes`` is imported only when a method
+talks to the cluster, so loading these services (ZenML does it to list them) is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from zenml.enums import ServiceState
+from zenml.models.v2.misc.service import ServiceType
+
+from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.errors import ConfigurationError, DeploymentError
+from zenml_model_deployers.flavors.seldon import manifests
+from zenml_model_deployers.flavors.seldon.flavor import FLAVOR_NAME, SELDON_APIS
+from zenml_model_deployers.kube.client import KubeTarget
+from zenml_model_deployers.kube.resources import (
+    LABEL_CONFIG_HASH,
+    KubeNamespace,
+    Verdict,
+    config_annotation,
+    ownership_labels,
+)
+from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
+from zenml_model_deployers.service import DeploymentStatus
+
+# Model conditions whose False status with these reasons means the load failed for good.
+FAILED_REASONS = ("ModelFailed", "LoadFailed", "ScheduleFailed", "ModelFailedToLoad")
+
+
+class SeldonDeploymentConfig(DeploymentConfig):
+    """How to serve a model on Seldon.
+
+    Attributes:
+        model_uri: the model's storage URI (``gs://``, ``s3://``, a path the servers read):
+            a folder in the layout of the runtime (e.g. ``model.joblib`` for sklearn).
+        seldon_api: ``v2`` (Core 2 ``Model``) or ``v1`` (Core 1 ``SeldonDeployment``).
+        requirements: Core 2: capabilities a server needs to load it (e.g. ``sklearn``).
+        replicas: replicas of the model.
+        memory: memory the model needs (e.g. ``100Ki``), for scheduling.
+        server: the Core 2 ``Server`` to load it on (None: Seldon picks by requirements).
+        parameters: Core 2 model parameters (name -> value).
+        storage_secret: a ZenML secret's name: its keys become the Kubernetes Secret the server
+            reads storage with (never the values in this config).
+        namespace: the Kubernetes namespace (default: the component's).
+        kubernetes_context: kubeconfig context (default: the component's).
+        kubeconfig: kubeconfig path (default: the component's).
+        in_cluster: use the pod's service account.
+        connector_id: a ZenML Kubernetes service connector (set from the component).
+        base_url: the Seldon inference endpoint (default: the component's).
+    """
+
+    # Where the deployment lives and how to reach it are not what it serves.
+    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = DeploymentConfig.PROVENANCE_FIELDS | {
+        "namespace",
+        "kubernetes_context",
+        "kubeconfig",
+        "in_cluster",
+        "connector_id",
+        "base_url",
+    }
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    health_path: str = "/v2/health/ready"
+    seldon_api: str = "v2"
+    requirements: list[str] = Field(default_factory=lambda: ["sklearn"])
+    replicas: int = Field(default=1, ge=1)
+    memory: str | None = None
+    server: str | None = None
+    parameters: dict[str, str] = Field(default_factory=dict)
+    storage_secret: str | None = None
+    namespace: str = ""
+    kubernetes_context: str | None = None
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    connector_id: str | None = None
+    base_url: str = ""
+
+    @field_validator("seldon_api")
+    @classmethod
+    def _known_api(cls, v: str) -> str:
+        if v not in SELDON_APIS:
+            raise ValueError(f"seldon_api {v!r} must be 'v2' or 'v1'.")
+        return v
+
+    @field_validator("storage_secret")
+    @classmethod
+    def _secret_name_only(cls, v: str | None) -> str | None:
+        if v is not None and ("{" in v or "=" in v or ":" in v):
+            raise ValueError(
+                "storage_secret is the *name* of a ZenML secret (e.g. 'gcs-reader'), never "
+                "credentials: `zenml secret create gcs-reader --<key>=...`."
+            )
+        return v
+
+    def target(self) -> KubeTarget:
+        """Where the resources live.
+
+        Returns:
+            The cluster and namespace.
+        """
+        return KubeTarget(
+            context=self.kubernetes_context,
+            kubeconfig=self.kubeconfig,
+            in_cluster=self.in_cluster,
+            connector_id=self.connector_id,
+            namespace=self.namespace or "default",
+        )
+
+
+class SeldonDeploymentStatus(DeploymentStatus):
+    """What the cluster last said about the deployment.
+
+    Attributes:
+        namespace: where its resources are (set once created).
+        stopped: stopped by ``stop`` (the ``Model`` is unloaded; our record is kept).
+        seldon_state: the last condition read (e.g. ``ModelAvailable``).
+        seldon_message: Seldon's last message.
+    """
+
+    namespace: str | None = None
+    stopped: bool = False
+    seldon_state: str = ""
+    seldon_message: str = ""
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(c.get("type")): c for c in (obj.get("status") or {}).get("conditions") or [] if c}
+
+
+def observed(obj: dict[str, Any]) -> bool:
+    """Whether the controller has processed the object's latest spec.
+
+    A real API server counts ``metadata.generation``; when it or ``observedGeneration`` is
+    absent (an emulator), the conditions are taken as current.
+
+    Args:
+        obj: the object.
+
+    Returns:
+        True if its status describes its spec.
+    """
+    gen = (obj.get("metadata") or {}).get("generation")
+    seen = (obj.get("status") or {}).get("observedGeneration")
+    if gen is None or seen is None:
+        return True
+    return int(seen) >= int(gen)
+
+
+def model_verdict(obj: dict[str, Any] | None) -> Verdict:
+    """Reads a Core 2 ``Model`` into ready / failed / progressing, with Seldon's words.
+
+    Args:
+        obj: the object (None: absent).
+
+    Returns:
+        The verdict.
+    """
+    if obj is None:
+        return Verdict(reason="the Model does not exist")
+    if not observed(obj):
+        return Verdict(reason="Seldon has not processed the latest spec yet")
+    cond = _conditions(obj).get("ModelReady") or _conditions(obj).get("Ready")
+    if cond is None:
+        return Verdict(reason="no status yet")
+    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
+    if cond.get("status") == "True":
+        return Verdict(done=True, reason=words)
+    if cond.get("reason") in FAILED_REASONS:
+        return Verdict(failed=True, reason=words)
+    return Verdict(reason=words or "progressing")
+
+
+def encode_v2(data: Any) -> dict[str, Any]:
+    """Turns a DataFrame, ndarray or list into an Open Inference Protocol V2 request.
+
+    Args:
+        data: rows of numbers (a 1-D input is one row).
+
+    Returns:
+        ``{"inputs": [{"name", "shape", "datatype", "data"}]}``.
+
+    Raises:
+        ConfigurationError: data that is not a rectangular numeric or string tensor.
+    """
+    import numpy as np
+
+    if isinstance(data, dict) and "inputs" in data:
+        return data  # already a V2 request
+    values = data.to_numpy() if hasattr(data, "to_numpy") else np.asarray(data)
+    if values.ndim == 1:
+        values = values.reshape(1, -1)
+    kind = values.dtype.kind
+    if kind == "b":
+        datatype = "BOOL"
+    elif kind in "iu":
+        datatype = "INT64"
+        values = values.astype(np.int64)
+    elif kind == "f":
+        datatype = "FP64"
+        values = values.astype(np.float64)
+    elif kind in "OUS":
+        datatype = "BYTES"
+        values = values.astype(str)
+    else:
+        raise ConfigurationError(f"Cannot send a {values.dtype} tensor in the V2 protocol.")
+    return {
+        "inputs": [
+            {
+                "name": "predict",
+                "shape": list(values.shape),
+                "datatype": datatype,
+                "data": values.reshape(-1).tolist(),
+            }
+        ]
+    }
+
+
+def decode_v2(body: dict[str, Any]) -> Any:
+    """The predictions of a V2 response: the first output, reshaped to its shape.
+
+    Args:
+        body: the response.
+
+    Returns:
+        A list (one entry per row for a ``[n, 1]`` output).
+    """
+    import numpy as np
+
+    outputs = body.get("outputs") or []
+    if not outputs:
+        return body
+    first = outputs[0]
+    values = np.asarray(first.get("data") or [])
+    shape = first.get("shape") or [values.size]
+    if len(shape) == 2 and shape[1] == 1:
+        shape = [shape[0]]
+    return values.reshape(shape).tolist()
+
+
+class SeldonDeploymentService(InPlaceDeploymentService):
+    """A model on Seldon Core 2: one ``Model`` named after the deployment."""
+
+    SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
+        name="zmd-seldon-deployment",
+        type="model-serving",
+        flavor=FLAVOR_NAME,
+        description="Seldon Core model managed by zenml-model-deployers",
+    )
+    FLAVOR: ClassVar[str] = FLAVOR_NAME
+    BACKEND: ClassVar[str] = "Seldon"
+    FIRST_POLL: ClassVar[float] = 0.1
+    MAX_POLL: ClassVar[float] = 2.0
+
+    config: SeldonDeploymentConfig
+    status: SeldonDeploymentStatus
+
+    _ns: Any = PrivateAttr(default=None)
+
+    # ----------------------------------------------------------------- helpers
+    def kube(self) -> KubeNamespace:
+        """The deployment's namespace on its cluster (connects on first use).
+
+        Returns:
+            The namespace handle.
+        """
+        if self._ns is None or self._ns.target != self.config.target():
+            self._ns = KubeNamespace(self.config.target(), self.deployment_name)
+        return self._ns  # type: ignore[no-any-return]
+
+    @property
+    def resource_name(self) -> str:
+        """The ``Model``'s name (the deployment name)."""
+        return self.deployment_name
+
+    def predict_path(self) -> str:
+        """The Open Inference Protocol V2 inference path of this model.
+
+        Returns:
+            ``/v2/models/{name}/infer``.
+        """
+        return f"/v2/models/{self.resource_name}/infer"
+
+    def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
+        """An OIP V2 request with the ``Seldon-Model`` header the mesh routes by.
+
+        Args:
+            data: a DataFrame, ndarray, list of rows, or a ready V2 request dict.
+
+        Returns:
+            (headers, body).
+        """
+        headers = {"Content-Type": "application/json", "Seldon-Model": self.resource_name}
+        return headers, json.dumps(encode_v2(data)).encode()
+
+    def parse_response(self, body: bytes) -> Any:
+        """The predictions of a V2 response.
+
+        Args:
+            body: the response body.
+
+        Returns:
+            A list.
+        """
+        return decode_v2(json.loads(body))
+
+    def curl_example(self) -> str:
+        """A V2 request with the routing header (the artifact card shows it).
+
+        Returns:
+            A curl command line.
+        """
+        url = self.prediction_url or "(not deployed)"
+        body = '{"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}]}'
+        return (
+            f"curl -s -X POST {url} -H 'Content-Type: application/json' "
+            f"-H 'Seldon-Model: {self.resource_name}' -d '{body}'"
+        )
+
+    def _labels(self, config: DeploymentConfig, revision: int) -> dict[str, str]:
+        return ownership_labels(self.deployment_name, revision, config.config_hash())
+
+    def _require_base_url(self) -> str:
+        if not self.config.base_url:
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' has no Seldon inference endpoint URL.",
+                deployment_name=self.deployment_name,
+                hint="set the component's `base_url` (the external address of the "
+                "seldon-mesh service, e.g. `kubectl get svc seldon-mesh`).",
+            )
+        return self.config.base_url.rstrip("/")
+
+    # ----------------------------------------------------------------- in-place hooks
+    def apply_target(self, target: ServingTarget, previous: ServingTarget | None) -> None:
+        """Creates the ``Model`` (first revision) or merge-patches it to ``target``.
+
+        Args:
+            target: what to serve.
+            previous: what served until now (None: create).
+        """
+        cfg = target.stable
+        assert isinstance(cfg, SeldonDeploymentConfig)
+        base_url = self._require_base_url()
+        ns = self.kube()
+        if previous is None:
+            ns.check_ready([manifests.MODEL])
+        self._apply_storage_secret(cfg)
+        revision = self.status.revision + (1 if cfg.config_hash() != self.status.config_hash else 0)
+        labels = self._labels(cfg, revision)
+        annotations = config_annotation(cfg.model_dump(mode="json"))
+        existing = ns.get_owned(manifests.MODEL, self.resource_name)
+        if existing is None:
+            ns.create(
+                manifests.MODEL,
+                manifests.model_manifest(
+                    self.resource_name, ns.namespace, cfg, labels, annotations
+                ),
+            )
+        else:
+            old_spec = (
+                manifests.model_spec(previous.stable)  # type: ignore[arg-type]
+                if previous is not None
+                else existing.get("spec")
+            )
+            ns.merge_patch(
+                manifests.MODEL,
+                self.resource_name,
+                manifests.merge_patch_for(
+                    manifests.model_spec(cfg),
+                    old_spec,
+                    {"labels": labels, "annotations": annotations},
+                ),
+            )
+        self.status.namespace = ns.namespace
+        self.status.url = base_url
+
+    def _apply_storage_secret(self, cfg: SeldonDeploymentConfig) -> None:
+        if not cfg.storage_secret:
+            return
+        from zenml_model_deployers.kube.secrets import apply_secret, zenml_secret_values
+
+        apply_secret(
+            self.kube(),
+            manifests.secret_name(self.deployment_name),
+            zenml_secret_values(cfg.storage_secret),
+            ownership_labels(self.deployment_name, 0, "", role="storage"),
+        )
+
+    def read_backend(self) -> BackendState:
+        """Reads the ``Model``.
+
+        Returns:
+            Its state, in Seldon's words.
+        """
+        obj = self.kube().get(manifests.MODEL, self.resource_name)
+        if obj is None:
+            return BackendState(state="Absent", gone=True)
+        verdict = model_verdict(obj)
+        state = "Ready" if verdict.done else ("Failed" if verdict.failed else "Progressing")
+        self.status.seldon_state = state
+        self.status.seldon_message = verdict.reason
+        return BackendState(
+            state=state,
+            message=verdict.reason,
+            failed=verdict.failed,
+            url=self.config.base_url.rstrip("/") or None,
+            raw=obj,
+        )
+
+    def serves(self, state: BackendState, target: ServingTarget) -> bool:
+        """Ready, on the target's revision, and the mesh answers for the model.
+
+        Args:
+            state: the state read.
+            target: what should serve.
+
+        Returns:
+            True when requests reach the target.
+        """
+        obj = state.raw or {}
+        if state.state != "Ready":
+            return False
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_CONFIG_HASH) != target.stable.config_hash():
+            return False
+        if (obj.get("spec") or {}).get("storageUri") != target.stable.model_uri:
+            return False
+        return self._mesh_ready()
+
+    def _mesh_ready(self) -> bool:
+        """The health request: the mesh says the model is ready to answer."""
+        import requests
+
+        url = f"{self._require_base_url()}/v2/models/{self.resource_name}/ready"
+        try:
+            r = self._http().get(url, headers={"Seldon-Model": self.resource_name}, timeout=5)
+        except requests.RequestException:
+            return False
+        return bool(r.status_code == 200)
+
+    # ----------------------------------------------------------------- lifecycle hooks
+    def start_backend(self, timeout: float) -> None:
+        """Loads the recorded revision again (same name, same URL); blocks until it serves.
+
+        Args:
+            timeout: seconds.
+        """
+        target = self.live_target() or ServingTarget(stable=self.config)
+        obj = self.kube().get_owned(manifests.MODEL, self.resource_name)
+        if obj is None:
+            self.apply_target(target, None)
+        self.wait_until_serving(target, timeout, "start")
+        self.status.stopped = False
+        self.mark_ready()
+
+    def stop_backend(self, timeout: float) -> None:
+        """Unloads the model by deleting its ``Model`` (our record and Secret stay).
+
+        Seldon Core 2 frees the server's memory for a deleted Model; ``start`` creates it
+        again from the recorded revision under the same name, so the URL does not change.
+
+        Args:
+            timeout: seconds to wait until it is gone.
+        """
+        ns = self.kube()
+        if ns.get_owned(manifests.MODEL, self.resource_name) is not None:
+            ns.delete(manifests.MODEL, self.resource_name)
+            ns.wait_for(
+                manifests.MODEL,
+                self.resource_name,
+                lambda o: Verdict(done=o is None, reason="unloading"),
+                timeout,
+                f"Model '{self.resource_name}' to be unloaded",
+            )
+        self.status.stopped = True
+        self.admin_state = ServiceState.INACTIVE
+        self.status.update_state(ServiceState.INACTIVE, "stopped (the Model is unloaded)")
+
+    def delete_backend(self, timeout: float) -> None:
+        """Deletes the ``Model`` and every Secret the deployment made, nothing else.
+
+        Args:
+            timeout: seconds to wait until the Model is gone.
+        """
+        from zenml_model_deployers.kube.secrets import delete_owned_secrets
+
+        ns = self.kube()
+        for obj in ns.list_owned(manifests.MODEL):
+            ns.delete(manifests.MODEL, obj["metadata"]["name"])
+        if ns.get(manifests.MODEL, self.resource_name) is not None:
+            ns.wait_for(
+                manifests.MODEL,
+                self.resource_name,
+                lambda o: Verdict(done=o is None, reason="deleting"),
+                timeout,
+                f"Model '{self.resource_name}' to be deleted",
+            )
+        delete_owned_secrets(ns)
+
+    def check_status(self) -> tuple[ServiceState, str]:
+        """Reads the ``Model`` (one GET).
+
+        Returns:
+            (state, message).
+        """
+        try:
+            obj = self.kube().get(manifests.MODEL, self.resource_name)
+        except DeploymentError as e:
+            return ServiceState.ERROR, str(e).splitlines()[0]
+        if obj is None:
+            if self.status.stopped:
+                return ServiceState.INACTIVE, "stopped (the Model is unloaded)"
+            return ServiceState.ERROR, "the Model does not exist (deleted outside zmd?)"
+        verdict = model_verdict(obj)
+        if verdict.done:
+            return ServiceState.ACTIVE, ""
+        if verdict.failed:
+            return ServiceState.ERROR, f"Seldon: {verdict.reason}"
+        return ServiceState.PENDING_STARTUP, f"Seldon: {verdict.reason}"
+
+    def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
+        """The Model's conditions, then the model servers' pod logs (where RBAC allows).
+
+        Args:
+            follow: ignored (the lines read now are returned).
+            tail: the last N lines of each pod.
+
+        Yields:
+            Lines.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        ns = self.kube()
+        try:
+            obj = ns.get(manifests.MODEL, self.resource_name)
+        except DeploymentError as e:
+            yield f"cannot read Model '{self.resource_name}': {str(e).splitlines()[0]}"
+            return
+        if obj is None:
+            yield f"Model '{self.resource_name}' does not exist in namespace '{ns.namespace}'."
+        else:
+            for cond in _conditions(obj).values():
+                yield (
+                    f"[Model {self.resource_name}] {cond.get('type')}={cond.get('status')} "
+                    f"{cond.get('reason') or ''} {cond.get('message') or ''}".rstrip()
+                )
+        server = self.config.server or "mlserver"
+        core = ns.core()
+        try:
+            pods = ns.api.sanitize_for_serialization(
+                core.list_namespaced_pod(
+                    ns.namespace, label_selector=f"seldon-server-name={server}"
+                )
+            )
+        except ApiException as e:
+            yield (
+                f"cannot list the '{server}' server pods in namespace '{ns.namespace}' "
+                f"({e.status}): the server logs are not readable with these credentials."
+            )
+            return
+        items = (pods or {}).get("items") or []
+        if not items:
+            yield f"no pods of server '{server}' in namespace '{ns.namespace}'."
+        for pod in items:
+            pod_name = pod["metadata"]["name"]
+            try:
+                text = core.read_namespaced_pod_log(
+                    pod_name, ns.namespace, tail_lines=tail, _preload_content=False
+                ).data.decode(errors="replace")
+            except ApiException as e:
+                yield f"cannot read the logs of pod {pod_name} ({e.status} {e.reason})."
+                continue
+            for line in text.splitlines():
+                yield f"[{pod_name}] {line}"
+
+    def describe(self) -> dict[str, Any]:
+        """The run metadata / CLI description, plus where the Model lives.
+
+        Returns:
+            A JSON-able dict.
+        """
+        d = super().describe()
+        d["namespace"] = self.status.namespace or self.config.namespace
+        d["seldon_api"] = self.config.seldon_api
+        d["resource"] = f"{manifests.MODEL.plural}.{manifests.MODEL.group}/{self.resource_name}"
+        return d
