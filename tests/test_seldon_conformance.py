@@ -5,82 +5,21 @@ real MLServer answering predictions through the Seldon-Model-routed ingress."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from kube_support import cluster, sklearn_model  # noqa: F401
+from kube_support import (  # noqa: F401
+    cluster,
+    model_dirs,
+    seldon_deployer,
+    seldon_stack,
+)
 
 from zenml_model_deployers.flavors.seldon.service import SeldonDeploymentConfig
 from zenml_model_deployers.service import DeploymentService
 from zenml_model_deployers.testing.conformance import DeployerConformance
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
-
-STACK = "zmd-test-seldon"
-COMPONENT = "zmd-test-seldon"
-
-
-def seldon_component(c: SimulatedCluster, **extra: Any) -> dict[str, Any]:
-    """The `zmd-seldon` component settings pointing at a simulated cluster."""
-    return {
-        "kubeconfig": c.kubeconfig,
-        "kubernetes_context": c.context,
-        "kubernetes_namespace": c.namespace,
-        "base_url": c.base_url,
-        "default_timeout": 60,
-        **extra,
-    }
-
-
-@pytest.fixture(scope="module")
-def seldon_stack(cluster: SimulatedCluster) -> Iterator[str]:  # noqa: F811
-    """A ZenML stack whose model deployer is `zmd-seldon` on the module's cluster, active for
-    the module; the previously active stack comes back afterwards."""
-    from zenml.client import Client
-    from zenml.enums import StackComponentType
-
-    from zenml_model_deployers.flavors import ensure_deployer_stack
-
-    client = Client()
-    previous = client.active_stack_model.name
-    settings = seldon_component(cluster)
-    ensure_deployer_stack(STACK, COMPONENT, flavor="zmd-seldon", configuration=settings)
-    # The component may exist from another module's cluster: point it at this one.
-    client.update_stack_component(
-        COMPONENT, StackComponentType.MODEL_DEPLOYER, configuration=settings
-    )
-    yield STACK
-    if client.active_stack_model.name != previous:
-        client.activate_stack(previous)
-
-
-@pytest.fixture(scope="module")
-def seldon_deployer(seldon_stack: str) -> Any:
-    """The active stack's `zmd-seldon` deployer."""
-    from zenml_model_deployers.flavors import get_deployer
-
-    return get_deployer("zmd-seldon")
-
-
-@pytest.fixture(scope="module")
-def model_dirs(zenml_env: Path) -> dict[str, str]:
-    """Storage folders: a and b (predict 0 and 1), broken (a model.joblib MLServer cannot load)."""
-    import joblib
-
-    out = {}
-    root = zenml_env / "seldon-models"
-    for variant, constant in (("a", 0), ("b", 1)):
-        d = root / variant
-        d.mkdir(parents=True, exist_ok=True)
-        joblib.dump(sklearn_model(constant), d / "model.joblib")
-        out[variant] = str(d)
-    broken = root / "broken"
-    broken.mkdir(parents=True, exist_ok=True)
-    (broken / "model.joblib").write_bytes(b"not a pickle: corrupt weights (planted)")
-    out["broken"] = str(broken)
-    return out
 
 
 class TestSeldonConformance(DeployerConformance):
@@ -98,11 +37,11 @@ class TestSeldonConformance(DeployerConformance):
         type(self).dirs = model_dirs
 
     @pytest.fixture
-    def deployer(self, seldon_deployer: Any) -> Any:
+    def deployer(self, seldon_deployer: Any) -> Any:  # noqa: F811
         return seldon_deployer
 
     @pytest.fixture
-    def stack_with_deployer(self, seldon_stack: str) -> str:
+    def stack_with_deployer(self, seldon_stack: str) -> str:  # noqa: F811
         return seldon_stack
 
     def make_config(self, variant: str, name: str, **overrides: Any) -> SeldonDeploymentConfig:

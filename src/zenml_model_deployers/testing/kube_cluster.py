@@ -376,6 +376,18 @@ class SimulatedCluster:
                     kind=core[:-1].capitalize(), namespaced=core != "namespaces"
                 )
             self.add_namespace(self.namespace)
+            if self.model_server:
+                # The pod of Seldon's default MLServer Server (its log is MLServer's).
+                emulator.objects[kmock.resource("v1/pods"), self.namespace, SERVER_POD] = {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": SERVER_POD,
+                        "namespace": self.namespace,
+                        "labels": {"seldon-server-name": "mlserver"},
+                    },
+                    "status": {"phase": "Running"},
+                }
             self.api_url = str(server.url).rstrip("/")
             self._ready.set()
             await self._stop_event.wait()
@@ -786,6 +798,8 @@ class SimulatedCluster:
 
 
 _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/?$")
+_POD_LOG_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+SERVER_POD = "mlserver-0"
 
 
 def _make_emulator(cluster: SimulatedCluster) -> Any:
@@ -804,6 +818,24 @@ def _make_emulator(cluster: SimulatedCluster) -> Any:
 
     class Emulator(kmock.KubernetesEmulator):
         async def _handle(self, request: Any) -> Any:
+            logs = _POD_LOG_PATH.match(request.url.path)
+            if logs and cluster.model_server:
+                # The model server pod's log is MLServer's own.
+                import aiohttp.web
+
+                if ("get", "pods/log") in cluster.forbidden:
+                    return aiohttp.web.json_response(
+                        {
+                            "kind": "Status",
+                            "code": 403,
+                            "reason": "Forbidden",
+                            "message": f'pods "{logs.group(2)}" is forbidden: User '
+                            '"system:serviceaccount:zmd:deployer" cannot get resource "pods/log"',
+                        },
+                        status=403,
+                    )
+                text = cluster.mlserver_log_tail(int(request.params.get("tailLines") or 10000))
+                return aiohttp.web.Response(text=text + "\n", content_type="text/plain")
             match = _NAMESPACE_PATH.match(request.url.path)
             if match and str(request.method.value).upper() == "GET":
                 # kmock reads /api/v1/namespaces/<name> as a listing inside that namespace.

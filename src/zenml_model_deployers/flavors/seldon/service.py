@@ -28,6 +28,7 @@ from zenml_model_deployers.kube.resources import (
     KubeNamespace,
     Verdict,
     config_annotation,
+    owned_by,
     ownership_labels,
 )
 from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
@@ -495,14 +496,15 @@ class SeldonDeploymentService(InPlaceDeploymentService):
 
         ns = self.kube()
         for obj in ns.list_owned(manifests.MODEL):
-            ns.delete(manifests.MODEL, obj["metadata"]["name"])
-        if ns.get(manifests.MODEL, self.resource_name) is not None:
+            name = obj["metadata"]["name"]
+            ns.delete(manifests.MODEL, name)
+            # Only what we deleted is waited for: a Model of that name we do not own stays.
             ns.wait_for(
                 manifests.MODEL,
-                self.resource_name,
-                lambda o: Verdict(done=o is None, reason="deleting"),
+                name,
+                lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
                 timeout,
-                f"Model '{self.resource_name}' to be deleted",
+                f"Model '{name}' to be deleted",
             )
         delete_owned_secrets(ns)
 

@@ -1,0 +1,180 @@
+"""zmd-seldon beyond the conformance suite: the clear errors before or at the first call,
+the restored spec after a failed update, logs, and pipelines deploying a model object."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from kube_support import (  # noqa: F401
+    api_only,
+    cluster,
+    model_dirs,
+    seldon_deployer,
+    seldon_stack,
+    sklearn_model,
+)
+from zenml import step
+
+from zenml_model_deployers.errors import (
+    ConfigurationError,
+    DeploymentError,
+    DeploymentExistsError,
+)
+from zenml_model_deployers.flavors.seldon.manifests import MODEL
+from zenml_model_deployers.flavors.seldon.service import SeldonDeploymentConfig
+from zenml_model_deployers.kube.client import KubeTarget
+from zenml_model_deployers.kube.resources import KubeNamespace
+from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
+
+SAMPLE = [[0.0, 1.0], [1.0, 0.0]]
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def _config(uri: str, name: str, **kw: Any) -> SeldonDeploymentConfig:
+    return SeldonDeploymentConfig(deployment_name=name, model_name=name, model_uri=uri, **kw)
+
+
+def _model_spec(c: SimulatedCluster, name: str) -> dict[str, Any] | None:
+    found = [m for m in c.objects("models") if m["metadata"]["name"] == name]
+    return found[0]["spec"] if found else None
+
+
+@step
+def train() -> Any:
+    """A trained classifier (predicts 1)."""
+    return sklearn_model(1)
+
+
+def _flavor_writes(c: SimulatedCluster) -> int:
+    return sum(
+        1 for r in c.log.requests if not r["by_controller"] and r["verb"] in ("create", "patch")
+    )
+
+
+def test_errors_before_anything_is_made(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    api_only: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    """No kubeconfig, missing namespace, Seldon not installed, RBAC 403: each a clear typed
+    error, and neither a resource nor a service row is left."""
+    uri = model_dirs["a"]
+    name = _name("err")
+    missing = tmp_path / "kube" / "config"
+    with pytest.raises(ConfigurationError, match=f"No kubeconfig at {missing}"):
+        seldon_deployer.deploy(_config(uri, name, kubeconfig=str(missing)))
+    with pytest.raises(ConfigurationError, match="Namespace 'nope' does not exist"):
+        seldon_deployer.deploy(_config(uri, name, namespace="nope"))
+    with pytest.raises(ConfigurationError, match="Seldon Core 2 is not installed in this cluster"):
+        seldon_deployer.deploy(
+            _config(uri, name, kubeconfig=api_only.kubeconfig, kubernetes_context=api_only.context)
+        )
+    cluster.forbid("create", "models")
+    try:
+        with pytest.raises(DeploymentError, match="403 Forbidden") as err:
+            seldon_deployer.deploy(_config(uri, name))
+    finally:
+        cluster.allow_all()
+    assert 'cannot create resource "models" in API group mlops.seldon.io' in str(err.value)
+    assert seldon_deployer.find_deployment(name) is None
+    assert _model_spec(cluster, name) is None
+
+
+def test_a_name_taken_by_others_is_refused_and_untouched(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+) -> None:
+    """A Model of the same name that we do not own: refused; it keeps its spec and exists."""
+    name = _name("taken")
+    theirs = KubeNamespace(
+        KubeTarget(kubeconfig=cluster.kubeconfig, namespace=cluster.namespace), "someone"
+    )
+    manifest = {
+        "apiVersion": "mlops.seldon.io/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": name, "labels": {"team": "fraud"}},
+        "spec": {"storageUri": "gs://their-bucket/model", "requirements": ["xgboost"]},
+    }
+    theirs.create(MODEL, manifest)
+    with pytest.raises(DeploymentExistsError, match="does not own it"):
+        seldon_deployer.deploy(_config(model_dirs["a"], name))
+    assert _model_spec(cluster, name) == manifest["spec"]
+    assert seldon_deployer.find_deployment(name) is None
+    theirs.delete(MODEL, name)
+
+
+def test_failed_update_restores_the_previous_spec_and_logs(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+) -> None:
+    """A model MLServer cannot load: DeploymentError with MLServer's words, the Model's spec is
+    patched back (same generation line, previous storage URI), the old model answers; the logs
+    show the Model's conditions and the server pod's log."""
+    name = _name("roll")
+    svc = seldon_deployer.deploy(_config(model_dirs["a"], name))
+    try:
+        with pytest.raises(DeploymentError) as err:
+            seldon_deployer.deploy(_config(model_dirs["broken"], name))
+        assert "put back on the previous revision" in str(err.value)
+        assert err.value.backend_message
+        spec = _model_spec(cluster, name)
+        assert spec is not None and spec["storageUri"] == model_dirs["a"]
+        again = seldon_deployer.find_deployment(name)
+        assert again.status.config_hash == svc.status.config_hash
+        assert again.predict(SAMPLE) == [0, 0]
+        lines = list(again.get_logs(tail=200))
+        assert any(f"[Model {name}] ModelReady=True" in ln for ln in lines), lines[:5]
+        assert any(ln.startswith("[mlserver-0] ") for ln in lines)
+        cluster.forbid("get", "pods/log")
+        try:
+            lines = list(again.get_logs(tail=5))
+        finally:
+            cluster.allow_all()
+        assert any("cannot read the logs of pod mlserver-0 (403" in ln for ln in lines), lines
+    finally:
+        seldon_deployer.delete(seldon_deployer.find_deployment(name))
+
+
+def test_pipeline_deploys_a_model_object_once(
+    seldon_deployer: Any,  # noqa: F811
+    seldon_stack: str,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+) -> None:
+    """seldon_deployer_step(model=...) uploads model.joblib to the artifact store and serves it;
+    the same model on a second run is the same URI and revision (no write to the cluster)."""
+    from zenml import pipeline
+    from zenml.client import Client
+    from zenml_model_deployers.steps import seldon_deployer_step
+
+    name = _name("obj")
+
+    @pipeline(enable_cache=False)
+    def train_and_deploy() -> None:
+        seldon_deployer_step(model=train(), deployment_name=name, timeout=60)
+
+    try:
+        first = train_and_deploy.with_options(run_name=f"{name}-1")()
+        svc = Client().get_pipeline_run(first.id).steps["seldon_deployer_step"].outputs
+        service = svc["seldon_deployment"][0].load()
+        root = str(Client().active_stack.artifact_store.path)
+        assert service.config.model_uri.startswith(root)
+        assert service.predict(SAMPLE) == [1, 1]
+        writes = _flavor_writes(cluster)
+        train_and_deploy.with_options(run_name=f"{name}-2")()
+        again = seldon_deployer.find_deployment(name)
+        assert again.config.model_uri == service.config.model_uri
+        assert again.status.revision == service.status.revision == 1
+        assert _flavor_writes(cluster) == writes
+    finally:
+        found = seldon_deployer.find_deployment(name)
+        if found is not None:
+            seldon_deployer.delete(found)
