@@ -76,6 +76,8 @@ def test_errors_before_anything_is_made(
         seldon_deployer.deploy(
             _config(uri, name, kubeconfig=api_only.kubeconfig, kubernetes_context=api_only.context)
         )
+    with pytest.raises(ConfigurationError, match="seldon_api='v1'"):
+        seldon_deployer.deploy(_config(uri, name, seldon_api="v1"))
     cluster.forbid("create", "models")
     try:
         with pytest.raises(DeploymentError, match="403 Forbidden") as err:
@@ -178,3 +180,22 @@ def test_pipeline_deploys_a_model_object_once(
         found = seldon_deployer.find_deployment(name)
         if found is not None:
             seldon_deployer.delete(found)
+
+
+def test_the_offline_example_runs_end_to_end() -> None:
+    """`python examples/seldon/run.py --offline` as a user runs it (own process, own simulated
+    cluster and throw-away ZenML config; it cleans up)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "seldon" / "run.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--offline"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "deployed_model_url: http://127.0.0.1:" in out
+    assert "same URL, revision 2" in out
+    assert "stopped (Model unloaded): inactive" in out
+    assert "deleted;" in out

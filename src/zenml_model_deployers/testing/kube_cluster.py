@@ -37,6 +37,7 @@ import copy
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -359,6 +360,8 @@ class SimulatedCluster:
     async def _api_main(self) -> None:
         import kmock
 
+        # One access-log line per API call drowns what the user runs.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         emulator = _make_emulator(self)
         self._stop_event = asyncio.Event()
         async with emulator, kmock.Server(emulator) as server:
