@@ -199,3 +199,74 @@ def test_the_offline_example_runs_end_to_end() -> None:
     assert "same URL, revision 2" in out
     assert "stopped (Model unloaded): inactive" in out
     assert "deleted;" in out
+
+
+def _share_of_b(svc: Any, n: int) -> tuple[float, list[str]]:
+    """Sends n single-row requests through the URL; the share answered by model b (1)."""
+    import requests
+
+    headers, body = svc.format_request([[0.0, 1.0]])
+    session = requests.Session()
+    b, failures = 0, []
+    for _ in range(n):
+        r = session.post(svc.prediction_url, data=body, headers=headers, timeout=30)
+        if r.status_code != 200:
+            failures.append(f"{r.status_code} {r.text[:100]}")
+            continue
+        b += svc.parse_response(r.content) == [1]
+    return b / n, failures
+
+
+def test_canary_split_promote_and_rollback(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+) -> None:
+    """canary_percent=30: a candidate Model and an Experiment with weights 70/30 (the CRD's
+    fields), ~30 % of 300 requests answered by it; rollback removes both; a broken candidate
+    is refused with Seldon's words and the split is as before; promote makes the candidate the
+    main Model on the same URL."""
+    name = _name("can")
+    svc = seldon_deployer.deploy(_config(model_dirs["a"], name))
+    url = svc.prediction_url
+    try:
+        svc = seldon_deployer.deploy(_config(model_dirs["b"], name), canary_percent=30)
+        exp = [e for e in cluster.objects("experiments") if e["metadata"]["name"] == name]
+        assert exp and exp[0]["spec"]["default"] == name
+        assert [c["weight"] for c in exp[0]["spec"]["candidates"]] == [70, 30]
+        share, failures = _share_of_b(svc, 300)
+        assert failures == []
+        assert 0.2 <= share <= 0.4, share
+        seldon_deployer.rollback(svc)
+        assert [e for e in cluster.objects("experiments") if e["metadata"]["name"] == name] == []
+        assert [
+            m["metadata"]["name"]
+            for m in cluster.objects("models")
+            if name in m["metadata"]["name"]
+        ] == [name]
+        share, failures = _share_of_b(svc, 50)
+        assert failures == [] and share == 0.0
+        with pytest.raises(DeploymentError) as err:
+            seldon_deployer.deploy(_config(model_dirs["broken"], name), canary_percent=30)
+        assert err.value.backend_message
+        assert [e for e in cluster.objects("experiments") if e["metadata"]["name"] == name] == []
+        svc = seldon_deployer.find_deployment(name)
+        svc = seldon_deployer.deploy(_config(model_dirs["b"], name), canary_percent=30)
+        svc = seldon_deployer.promote(svc)
+        assert svc.prediction_url == url
+        assert svc.config.model_uri == model_dirs["b"]
+        spec = _model_spec(cluster, name)
+        assert spec is not None and spec["storageUri"] == model_dirs["b"]
+        assert [
+            m["metadata"]["name"]
+            for m in cluster.objects("models")
+            if name in m["metadata"]["name"]
+        ] == [name]
+        share, failures = _share_of_b(svc, 50)
+        assert failures == [] and share == 1.0
+        assert cluster.log.rejected == []
+    finally:
+        found = seldon_deployer.find_deployment(name)
+        if found is not None:
+            seldon_deployer.delete(found)
+        assert [m for m in cluster.objects("models") if name in m["metadata"]["name"]] == []

@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import socket
@@ -269,6 +270,8 @@ class SimulatedCluster:
         self.base_url = ""
         # (namespace, name) -> what serves it now
         self.routes: dict[tuple[str, str], LoadedModel] = {}
+        # (namespace, default model) -> [(candidate model, weight)] of ready Experiments
+        self.splits: dict[tuple[str, str], list[tuple[str, int]]] = {}
         self._routes_lock = threading.Lock()
         self._errors: list[str] = []
 
@@ -571,7 +574,17 @@ class SimulatedCluster:
             return 404, b'{"error": "no Seldon-Model header: the mesh cannot route"}'
         name = header.split(".")[0]
         with self._routes_lock:
-            loaded = self.routes.get((self.namespace, name))
+            target = name
+            split = self.splits.get((self.namespace, name))
+            if split:
+                # An Experiment whose default is this model: pick a candidate by weight.
+                pick = random.uniform(0, sum(w for _, w in split))
+                for candidate, weight in split:
+                    target = candidate
+                    pick -= weight
+                    if pick < 0:
+                        break
+            loaded = self.routes.get((self.namespace, target))
         if loaded is None:
             return 404, json.dumps({"error": f"model {name} not found"}).encode()
         prefix = f"/v2/models/{name}"
@@ -594,7 +607,7 @@ class SimulatedCluster:
             with contextlib.suppress(ValueError):
                 data = r.json()
                 if isinstance(data, dict) and data.get("model_name") == loaded.internal:
-                    data["model_name"] = name
+                    data["model_name"] = loaded.name
                     content = json.dumps(data).encode()
         return r.status_code, content
 
@@ -609,6 +622,7 @@ class SimulatedCluster:
         while not self._halt.is_set():
             try:
                 self._reconcile_models(custom, core)
+                self._reconcile_experiments(custom)
             except Exception as e:  # noqa: BLE001 - the controller keeps running, like a real one
                 self._errors.append(f"{type(e).__name__}: {e}")
             self._halt.wait(self.poll_interval)
@@ -636,6 +650,63 @@ class SimulatedCluster:
             with self._routes_lock:
                 loaded = self.routes.pop(key)
             self._unload(loaded.internal)
+
+    def _reconcile_experiments(self, custom: Any) -> None:
+        """Experiments route their default model's requests to their candidates by weight,
+        once every candidate is loaded (Ready), like Seldon's pipeline gateway."""
+        if "experiments" not in self.install:
+            return
+        group, version = SELDON_V2
+        items = custom.list_namespaced_custom_object(
+            group, version, self.namespace, "experiments"
+        ).get("items", [])
+        present = set()
+        for exp in items:
+            meta = exp.get("metadata") or {}
+            spec = exp.get("spec") or {}
+            default = spec.get("default") or meta["name"]
+            key = (self.namespace, default)
+            present.add(key)
+            candidates = [
+                (c["name"], int(c.get("weight") or 0)) for c in spec.get("candidates") or []
+            ]
+            with self._routes_lock:
+                missing = [c for c, _ in candidates if (self.namespace, c) not in self.routes]
+                if not missing:
+                    self.splits[key] = candidates
+                else:
+                    self.splits.pop(key, None)
+            ready = not missing
+            gen = int(meta.get("generation") or 1)
+            status = exp.get("status") or {}
+            conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+            flag = "True" if ready else "False"
+            if int(status.get("observedGeneration") or 0) == gen and conds.get("Ready") == flag:
+                continue
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            message = "" if ready else f"candidates not ready: {', '.join(missing)}"
+            conditions = [
+                {
+                    "type": t,
+                    "status": flag,
+                    "reason": "" if ready else "CandidatesNotReady",
+                    "message": message,
+                    "lastTransitionTime": now,
+                }
+                for t in ("Ready", "CandidatesReady")
+            ]
+            with contextlib.suppress(Exception):
+                custom.patch_namespaced_custom_object_status(
+                    group,
+                    version,
+                    self.namespace,
+                    "experiments",
+                    meta["name"],
+                    {"status": {"conditions": conditions, "observedGeneration": gen}},
+                )
+        with self._routes_lock:
+            for key in [k for k in self.splits if k not in present]:
+                self.splits.pop(key)
 
     def _load(self, custom: Any, core: Any, model: dict[str, Any], name: str, gen: int) -> None:
         group, version = SELDON_V2

@@ -28,6 +28,55 @@ EXPERIMENT = ResourceKind(
 )
 
 
+# The Model spec fields this flavor sets (a merge patch may null only these).
+MODEL_FIELDS = (
+    "storageUri",
+    "requirements",
+    "replicas",
+    "server",
+    "memory",
+    "parameters",
+    "secretName",
+)
+
+
+def candidate_name(deployment_name: str, config_hash: str) -> str:
+    """The canary candidate's ``Model`` name: the deployment name and the candidate's revision.
+
+    Args:
+        deployment_name: the deployment (up to 63 characters).
+        config_hash: the candidate's config hash.
+
+    Returns:
+        A DNS label of at most 63 characters.
+    """
+    return f"{deployment_name[:51].rstrip('-')}-c{config_hash[:10]}"
+
+
+def experiment_spec(model: str, candidate: str, percent: int) -> dict[str, Any]:
+    """A Core 2 ``Experiment`` splitting requests to ``model`` with a candidate.
+
+    ``default`` makes requests sent to the model itself (``Seldon-Model: <model>``) follow the
+    split, so the deployment's URL and header stay the same during a canary.
+
+    Args:
+        model: the main Model's name.
+        candidate: the candidate Model's name.
+        percent: the candidate's share, 1-99.
+
+    Returns:
+        The spec.
+    """
+    return {
+        "default": model,
+        "resourceType": "model",
+        "candidates": [
+            {"name": model, "weight": 100 - percent},
+            {"name": candidate, "weight": percent},
+        ],
+    }
+
+
 def secret_name(deployment_name: str) -> str:
     """The Kubernetes Secret holding a deployment's storage credentials.
 

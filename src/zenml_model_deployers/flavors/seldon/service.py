@@ -181,6 +181,24 @@ def model_verdict(obj: dict[str, Any] | None) -> Verdict:
     return Verdict(reason=words or "progressing")
 
 
+def experiment_verdict(obj: dict[str, Any]) -> Verdict:
+    """Reads an ``Experiment``'s ``Ready`` condition.
+
+    Args:
+        obj: the object.
+
+    Returns:
+        The verdict (an experiment never "fails": its candidates do).
+    """
+    if not observed(obj):
+        return Verdict(reason="Seldon has not processed the latest spec yet")
+    cond = _conditions(obj).get("Ready")
+    if cond is None:
+        return Verdict(reason="no status yet")
+    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
+    return Verdict(done=cond.get("status") == "True", reason=words or "progressing")
+
+
 def encode_v2(data: Any) -> dict[str, Any]:
     """Turns a DataFrame, ndarray or list into an Open Inference Protocol V2 request.
 
@@ -261,6 +279,7 @@ class SeldonDeploymentService(InPlaceDeploymentService):
     BACKEND: ClassVar[str] = "Seldon"
     FIRST_POLL: ClassVar[float] = 0.1
     MAX_POLL: ClassVar[float] = 2.0
+    SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = True
 
     config: SeldonDeploymentConfig
     status: SeldonDeploymentStatus
@@ -342,7 +361,10 @@ class SeldonDeploymentService(InPlaceDeploymentService):
 
     # ----------------------------------------------------------------- in-place hooks
     def apply_target(self, target: ServingTarget, previous: ServingTarget | None) -> None:
-        """Creates the ``Model`` (first revision) or merge-patches it to ``target``.
+        """Creates or merge-patches the ``Model`` to ``target``; with a canary candidate, also
+        its ``Model`` and the ``Experiment`` splitting the traffic (removed without one).
+
+        Only what differs is written: an unchanged object gets no request.
 
         Args:
             target: what to serve.
@@ -352,37 +374,91 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         assert isinstance(cfg, SeldonDeploymentConfig)
         base_url = self._require_base_url()
         ns = self.kube()
+        candidate = target.candidate if target.candidate_percent else None
         if previous is None:
-            ns.check_ready([manifests.MODEL])
+            kinds = [manifests.MODEL] + ([manifests.EXPERIMENT] if candidate else [])
+            ns.check_ready(kinds)
         self._apply_storage_secret(cfg)
         revision = self.status.revision + (1 if cfg.config_hash() != self.status.config_hash else 0)
-        labels = self._labels(cfg, revision)
+        self._ensure_model(self.resource_name, cfg, revision, "main")
+        keep = {self.resource_name}
+        if candidate is not None:
+            assert isinstance(candidate, SeldonDeploymentConfig)
+            cname = manifests.candidate_name(self.deployment_name, candidate.config_hash())
+            keep.add(cname)
+            self._ensure_model(cname, candidate, revision + 1, "candidate")
+            self._ensure_experiment(cname, target.candidate_percent, cfg)
+        else:
+            if ns.get_owned(manifests.EXPERIMENT, self.resource_name) is not None:
+                ns.delete(manifests.EXPERIMENT, self.resource_name)
+        for obj in ns.list_owned(manifests.MODEL):
+            if obj["metadata"]["name"] not in keep:
+                ns.delete(manifests.MODEL, obj["metadata"]["name"])
+        self.status.namespace = ns.namespace
+        self.status.url = base_url
+
+    def _ensure_model(
+        self, name: str, cfg: SeldonDeploymentConfig, revision: int, role: str
+    ) -> None:
+        """Creates the Model, or patches it when its spec or revision labels differ."""
+        ns = self.kube()
+        labels = ownership_labels(self.deployment_name, revision, cfg.config_hash(), role)
         annotations = config_annotation(cfg.model_dump(mode="json"))
-        existing = ns.get_owned(manifests.MODEL, self.resource_name)
+        spec = manifests.model_spec(cfg)
+        existing = ns.get_owned(manifests.MODEL, name)
         if existing is None:
             ns.create(
                 manifests.MODEL,
-                manifests.model_manifest(
-                    self.resource_name, ns.namespace, cfg, labels, annotations
-                ),
+                manifests.model_manifest(name, ns.namespace, cfg, labels, annotations),
             )
-        else:
-            old_spec = (
-                manifests.model_spec(previous.stable)  # type: ignore[arg-type]
-                if previous is not None
-                else existing.get("spec")
+            return
+        current = existing.get("spec") or {}
+        meta_labels = (existing.get("metadata") or {}).get("labels") or {}
+        same_spec = all(current.get(k) == v for k, v in spec.items()) and not any(
+            k in current for k in manifests.MODEL_FIELDS if k not in spec
+        )
+        if same_spec and meta_labels.get(LABEL_CONFIG_HASH) == cfg.config_hash():
+            return
+        ns.merge_patch(
+            manifests.MODEL,
+            name,
+            manifests.merge_patch_for(
+                spec,
+                {k: v for k, v in current.items() if k in manifests.MODEL_FIELDS},
+                {"labels": labels, "annotations": annotations},
+            ),
+        )
+
+    def _ensure_experiment(
+        self, candidate: str, percent: int, stable: SeldonDeploymentConfig
+    ) -> None:
+        """Creates or patches the Experiment that splits the model's traffic."""
+        ns = self.kube()
+        spec = manifests.experiment_spec(self.resource_name, candidate, percent)
+        labels = ownership_labels(
+            self.deployment_name, self.status.revision, stable.config_hash(), "experiment"
+        )
+        existing = ns.get_owned(manifests.EXPERIMENT, self.resource_name)
+        if existing is None:
+            ns.create(
+                manifests.EXPERIMENT,
+                {
+                    "apiVersion": manifests.EXPERIMENT.api_version,
+                    "kind": manifests.EXPERIMENT.kind,
+                    "metadata": {
+                        "name": self.resource_name,
+                        "namespace": ns.namespace,
+                        "labels": labels,
+                    },
+                    "spec": spec,
+                },
             )
+        elif existing.get("spec") != spec:
             ns.merge_patch(
-                manifests.MODEL,
+                manifests.EXPERIMENT,
                 self.resource_name,
-                manifests.merge_patch_for(
-                    manifests.model_spec(cfg),
-                    old_spec,
-                    {"labels": labels, "annotations": annotations},
-                ),
+                {"spec": spec, "metadata": {"labels": labels}},
             )
-        self.status.namespace = ns.namespace
-        self.status.url = base_url
 
     def _apply_storage_secret(self, cfg: SeldonDeploymentConfig) -> None:
         if not cfg.storage_secret:
@@ -397,28 +473,39 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         )
 
     def read_backend(self) -> BackendState:
-        """Reads the ``Model``.
+        """Reads the deployment's Models and Experiment.
 
         Returns:
-            Its state, in Seldon's words.
+            Its state, in Seldon's words (failed if a Model it owns failed to load).
         """
-        obj = self.kube().get(manifests.MODEL, self.resource_name)
-        if obj is None:
+        ns = self.kube()
+        main = ns.get(manifests.MODEL, self.resource_name)
+        if main is None:
             return BackendState(state="Absent", gone=True)
-        verdict = model_verdict(obj)
-        state = "Ready" if verdict.done else ("Failed" if verdict.failed else "Progressing")
+        models = {o["metadata"]["name"]: o for o in ns.list_owned(manifests.MODEL)}
+        models[self.resource_name] = main
+        experiment = ns.get_owned(manifests.EXPERIMENT, self.resource_name)
+        verdicts = {name: model_verdict(obj) for name, obj in models.items()}
+        failed = [f"{n}: {v.reason}" for n, v in verdicts.items() if v.failed]
+        waiting = [f"{n}: {v.reason}" for n, v in verdicts.items() if not v.done and not v.failed]
+        if experiment is not None:
+            ev = experiment_verdict(experiment)
+            if not ev.done:
+                waiting.append(f"Experiment {self.resource_name}: {ev.reason}")
+        state = "Failed" if failed else ("Progressing" if waiting else "Ready")
+        message = "; ".join(failed or waiting) or verdicts[self.resource_name].reason
         self.status.seldon_state = state
-        self.status.seldon_message = verdict.reason
+        self.status.seldon_message = message
         return BackendState(
             state=state,
-            message=verdict.reason,
-            failed=verdict.failed,
+            message=message,
+            failed=bool(failed),
             url=self.config.base_url.rstrip("/") or None,
-            raw=obj,
+            raw={"models": models, "experiment": experiment},
         )
 
     def serves(self, state: BackendState, target: ServingTarget) -> bool:
-        """Ready, on the target's revision, and the mesh answers for the model.
+        """Ready, on the target's revisions and split, and the mesh answers for the model.
 
         Args:
             state: the state read.
@@ -427,14 +514,32 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         Returns:
             True when requests reach the target.
         """
-        obj = state.raw or {}
         if state.state != "Ready":
             return False
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        if labels.get(LABEL_CONFIG_HASH) != target.stable.config_hash():
+        raw = state.raw or {}
+        models: dict[str, Any] = raw.get("models") or {}
+        expected = {self.resource_name: target.stable}
+        candidate = target.candidate if target.candidate_percent else None
+        if candidate is not None:
+            cname = manifests.candidate_name(self.deployment_name, candidate.config_hash())
+            expected[cname] = candidate
+        if set(models) != set(expected):
             return False
-        if (obj.get("spec") or {}).get("storageUri") != target.stable.model_uri:
-            return False
+        for name, cfg in expected.items():
+            obj = models[name]
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            if labels.get(LABEL_CONFIG_HASH) != cfg.config_hash():
+                return False
+            if (obj.get("spec") or {}).get("storageUri") != cfg.model_uri:
+                return False
+        experiment = raw.get("experiment")
+        if candidate is None:
+            if experiment is not None:
+                return False
+        else:
+            want = manifests.experiment_spec(self.resource_name, cname, target.candidate_percent)
+            if experiment is None or experiment.get("spec") != want:
+                return False
         return self._mesh_ready()
 
     def _mesh_ready(self) -> bool:
@@ -450,51 +555,48 @@ class SeldonDeploymentService(InPlaceDeploymentService):
 
     # ----------------------------------------------------------------- lifecycle hooks
     def start_backend(self, timeout: float) -> None:
-        """Loads the recorded revision again (same name, same URL); blocks until it serves.
+        """Loads the recorded revision (and canary) again: same name, same URL; blocks until
+        it serves.
 
         Args:
             timeout: seconds.
         """
         target = self.live_target() or ServingTarget(stable=self.config)
-        obj = self.kube().get_owned(manifests.MODEL, self.resource_name)
-        if obj is None:
-            self.apply_target(target, None)
+        self.apply_target(target, None)
         self.wait_until_serving(target, timeout, "start")
         self.status.stopped = False
         self.mark_ready()
 
     def stop_backend(self, timeout: float) -> None:
-        """Unloads the model by deleting its ``Model`` (our record and Secret stay).
+        """Unloads the model by deleting its ``Model``s and ``Experiment`` (our record and the
+        storage Secret stay).
 
         Seldon Core 2 frees the server's memory for a deleted Model; ``start`` creates it
         again from the recorded revision under the same name, so the URL does not change.
 
         Args:
-            timeout: seconds to wait until it is gone.
+            timeout: seconds to wait until they are gone.
         """
-        ns = self.kube()
-        if ns.get_owned(manifests.MODEL, self.resource_name) is not None:
-            ns.delete(manifests.MODEL, self.resource_name)
-            ns.wait_for(
-                manifests.MODEL,
-                self.resource_name,
-                lambda o: Verdict(done=o is None, reason="unloading"),
-                timeout,
-                f"Model '{self.resource_name}' to be unloaded",
-            )
+        self._delete_objects(timeout, "unloaded")
         self.status.stopped = True
         self.admin_state = ServiceState.INACTIVE
         self.status.update_state(ServiceState.INACTIVE, "stopped (the Model is unloaded)")
 
     def delete_backend(self, timeout: float) -> None:
-        """Deletes the ``Model`` and every Secret the deployment made, nothing else.
+        """Deletes the deployment's Models, Experiment and Secrets, nothing else.
 
         Args:
-            timeout: seconds to wait until the Model is gone.
+            timeout: seconds to wait until the Models are gone.
         """
         from zenml_model_deployers.kube.secrets import delete_owned_secrets
 
+        self._delete_objects(timeout, "deleted")
+        delete_owned_secrets(self.kube())
+
+    def _delete_objects(self, timeout: float, what: str) -> None:
         ns = self.kube()
+        if ns.get_owned(manifests.EXPERIMENT, self.resource_name) is not None:
+            ns.delete(manifests.EXPERIMENT, self.resource_name)
         for obj in ns.list_owned(manifests.MODEL):
             name = obj["metadata"]["name"]
             ns.delete(manifests.MODEL, name)
@@ -504,9 +606,8 @@ class SeldonDeploymentService(InPlaceDeploymentService):
                 name,
                 lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
                 timeout,
-                f"Model '{name}' to be deleted",
+                f"Model '{name}' to be {what}",
             )
-        delete_owned_secrets(ns)
 
     def check_status(self) -> tuple[ServiceState, str]:
         """Reads the ``Model`` (one GET).
