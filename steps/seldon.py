@@ -25,6 +25,9 @@ def seldon_deployer_step(
     parameters: dict[str, str] | None = None,
     storage_secret: str | None = None,
     seldon_api: str | None = None,
+    implementation: str | None = None,
+    image: str | None = None,
+    protocol: str | None = None,
     deploy_decision: bool = True,
     policy: str = "update",
     timeout: float | None = None,
@@ -50,7 +53,10 @@ def seldon_deployer_step(
         parameters: model parameters (name -> value).
         storage_secret: a ZenML secret's name whose keys become the Kubernetes Secret the server
             reads storage with (default: the component's).
-        seldon_api: "v2" (Core 2, default: the component's) or "v1".
+        seldon_api: "v2" (Core 2, default: the component's) or "v1" (Core 1).
+        implementation: Core 1: the prepackaged server (default "SKLEARN_SERVER").
+        image: Core 1: a custom model server image instead of a prepackaged server.
+        protocol: Core 1: "seldon" (default) or "v2".
         deploy_decision: False keeps what serves now.
         policy: update (default), replace, side_by_side or fail.
         timeout: seconds to wait until it serves (default: the component's).
@@ -72,8 +78,14 @@ def seldon_deployer_step(
     }
     if requirements is not None:
         settings["requirements"] = requirements
-    if seldon_api is not None:
-        settings["seldon_api"] = seldon_api
+    for key, value in (
+        ("seldon_api", seldon_api),
+        ("implementation", implementation),
+        ("image", image),
+        ("protocol", protocol),
+    ):
+        if value is not None:
+            settings[key] = value
     if smoke_input is not None:
         settings["smoke_input"] = smoke_input
     return deploy_with(

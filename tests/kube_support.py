@@ -50,10 +50,6 @@ def sklearn_model(constant: int) -> object:
     return DummyClassifier(strategy="constant", constant=constant).fit(x, [0, 1])
 
 
-STACK = "zmd-test-seldon"
-COMPONENT = "zmd-test-seldon"
-
-
 def seldon_component(c: SimulatedCluster, **extra: Any) -> dict[str, Any]:
     """The `zmd-seldon` component settings pointing at a simulated cluster."""
     return {
@@ -69,21 +65,18 @@ def seldon_component(c: SimulatedCluster, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def seldon_stack(cluster: SimulatedCluster) -> Iterator[str]:
     """A ZenML stack whose model deployer is `zmd-seldon` on the module's cluster, active for
-    the module; the previously active stack comes back afterwards."""
+    the module; the previously active stack comes back afterwards. Each module gets its own
+    component and stack: ZenML keeps the active stack's components, and a component updated in
+    place would keep pointing at the previous module's (closed) cluster."""
     from zenml.client import Client
-    from zenml.enums import StackComponentType
 
     from zenml_model_deployers.flavors import ensure_deployer_stack
 
     client = Client()
     previous = client.active_stack_model.name
-    settings = seldon_component(cluster)
-    ensure_deployer_stack(STACK, COMPONENT, flavor="zmd-seldon", configuration=settings)
-    # The component may exist from another module's cluster: point it at this one.
-    client.update_stack_component(
-        COMPONENT, StackComponentType.MODEL_DEPLOYER, configuration=settings
-    )
-    yield STACK
+    name = f"zmd-test-seldon-{cluster.base_url.rsplit(':', 1)[-1]}"
+    ensure_deployer_stack(name, name, flavor="zmd-seldon", configuration=seldon_component(cluster))
+    yield name
     if client.active_stack_model.name != previous:
         client.activate_stack(previous)
 

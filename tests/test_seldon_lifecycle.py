@@ -76,8 +76,10 @@ def test_errors_before_anything_is_made(
         seldon_deployer.deploy(
             _config(uri, name, kubeconfig=api_only.kubeconfig, kubernetes_context=api_only.context)
         )
-    with pytest.raises(ConfigurationError, match="seldon_api='v1'"):
-        seldon_deployer.deploy(_config(uri, name, seldon_api="v1"))
+    with pytest.raises(ConfigurationError, match="SKLEARN_SERVER"):
+        seldon_deployer.build_config(
+            model_uri=uri, deployment_name=name, seldon_api="v1", implementation="SKLEARN"
+        )
     cluster.forbid("create", "models")
     try:
         with pytest.raises(DeploymentError, match="403 Forbidden") as err:
@@ -270,3 +272,39 @@ def test_canary_split_promote_and_rollback(
         if found is not None:
             seldon_deployer.delete(found)
         assert [m for m in cluster.objects("models") if name in m["metadata"]["name"]] == []
+
+
+def test_core1_canary_predictor_and_promote(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+) -> None:
+    """Core 1: a canary is a second predictor with `traffic`; about half of 100 requests reach
+    it at 50 %; promote leaves one predictor serving the candidate on the same URL."""
+    name = _name("v1can")
+    svc = seldon_deployer.deploy(_config(model_dirs["a"], name, seldon_api="v1"))
+    url = svc.prediction_url
+    assert url.endswith(f"/seldon/{cluster.namespace}/{name}/api/v1.0/predictions")
+    try:
+        svc = seldon_deployer.deploy(
+            _config(model_dirs["b"], name, seldon_api="v1"), canary_percent=50
+        )
+        sdep = [d for d in cluster.objects("seldondeployments") if d["metadata"]["name"] == name]
+        assert [(p["name"], p["traffic"]) for p in sdep[0]["spec"]["predictors"]] == [
+            ("default", 50),
+            ("canary", 50),
+        ]
+        share, failures = _share_of_b(svc, 100)
+        assert failures == [] and 0.3 <= share <= 0.7, share
+        svc = seldon_deployer.promote(svc)
+        sdep = [d for d in cluster.objects("seldondeployments") if d["metadata"]["name"] == name]
+        predictors = sdep[0]["spec"]["predictors"]
+        assert [p["name"] for p in predictors] == ["default"]
+        assert predictors[0]["graph"]["modelUri"] == model_dirs["b"]
+        assert svc.prediction_url == url
+        share, failures = _share_of_b(svc, 20)
+        assert failures == [] and share == 1.0
+    finally:
+        found = seldon_deployer.find_deployment(name)
+        if found is not None:
+            seldon_deployer.delete(found)

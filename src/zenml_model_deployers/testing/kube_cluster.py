@@ -272,6 +272,8 @@ class SimulatedCluster:
         self.routes: dict[tuple[str, str], LoadedModel] = {}
         # (namespace, default model) -> [(candidate model, weight)] of ready Experiments
         self.splits: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        # Core 1: (namespace, SeldonDeployment) -> (protocol, [(traffic, predictor's model)])
+        self.sdep_routes: dict[tuple[str, str], tuple[str, list[tuple[int, LoadedModel]]]] = {}
         self._routes_lock = threading.Lock()
         self._errors: list[str] = []
 
@@ -568,6 +570,8 @@ class SimulatedCluster:
         Returns:
             (status, body).
         """
+        if path.startswith("/seldon/"):
+            return self.route_core1(method, path, body)
         if path in ("/v2/health/ready", "/v2/health/live"):
             return 200, b""
         if not header:
@@ -623,6 +627,7 @@ class SimulatedCluster:
             try:
                 self._reconcile_models(custom, core)
                 self._reconcile_experiments(custom)
+                self._reconcile_seldon_deployments(custom, core)
             except Exception as e:  # noqa: BLE001 - the controller keeps running, like a real one
                 self._errors.append(f"{type(e).__name__}: {e}")
             self._halt.wait(self.poll_interval)
@@ -707,6 +712,184 @@ class SimulatedCluster:
         with self._routes_lock:
             for key in [k for k in self.splits if k not in present]:
                 self.splits.pop(key)
+
+    def _reconcile_seldon_deployments(self, custom: Any, core: Any) -> None:
+        """Core 1: each predictor with replicas is loaded into MLServer (the prepackaged
+        SKLEARN_SERVER); the old predictors serve until every new one is loaded; replicas 0
+        unloads; a load failure is ``state: Failed`` with the server's error."""
+        if "seldondeployments" not in self.install:
+            return
+        group, version = SELDON_V1
+        items = custom.list_namespaced_custom_object(
+            group, version, self.namespace, "seldondeployments"
+        ).get("items", [])
+        present = set()
+        for sd in items:
+            meta = sd.get("metadata") or {}
+            present.add((self.namespace, meta["name"]))
+            gen = int(meta.get("generation") or 1)
+            if int((sd.get("status") or {}).get("observedGeneration") or 0) >= gen:
+                continue
+            self._load_sdep(custom, core, sd, meta["name"], gen)
+        with self._routes_lock:
+            gone = [k for k in self.sdep_routes if k not in present]
+            dropped = [self.sdep_routes.pop(k) for k in gone]
+        for _, preds in dropped:
+            for _, loaded in preds:
+                self._unload(loaded.internal)
+
+    def _load_sdep(self, custom: Any, core: Any, sd: dict[str, Any], name: str, gen: int) -> None:
+        group, version = SELDON_V1
+        spec = sd.get("spec") or {}
+        protocol = str(spec.get("protocol") or "seldon")
+        key = (self.namespace, name)
+        self._set_sdep_status(custom, name, gen - 1, "Creating", "rolling out", 0)
+        with self._routes_lock:
+            old = list(self.sdep_routes.get(key, ("", []))[1])
+        reusable = {m.spec_digest: m for _, m in old}
+        new: list[tuple[int, LoadedModel]] = []
+        fresh: list[LoadedModel] = []
+        error = ""
+        predictors = spec.get("predictors") or []
+        for pred in predictors:
+            if int(pred.get("replicas", 1)) == 0:
+                continue
+            graph = pred.get("graph") or {}
+            traffic = int(pred.get("traffic") or (100 if len(predictors) == 1 else 0))
+            if pred.get("componentSpecs") or graph.get("implementation") != "SKLEARN_SERVER":
+                what = graph.get("implementation") or "a custom image"
+                error = f"{what} is not available in the simulated cluster (SKLEARN_SERVER is)"
+                break
+            digest = hashlib.sha256(json.dumps(graph, sort_keys=True).encode()).hexdigest()[:12]
+            if digest in reusable:
+                new.append((traffic, reusable[digest]))
+                continue
+            model_spec = {
+                "storageUri": graph.get("modelUri") or "",
+                "secretName": graph.get("envSecretRefName"),
+                "parameters": graph.get("parameters") or [],
+            }
+            error = self._check_secret(core, name, model_spec)
+            if error:
+                break
+            internal = f"sd-{name}-{pred['name']}-g{gen}-{digest[:6]}"
+            time.sleep(self.load_delay)
+            error = self._load_into_mlserver(internal, model_spec)
+            if error:
+                break
+            loaded = LoadedModel(name, self.namespace, gen, internal, digest)
+            fresh.append(loaded)
+            new.append((traffic, loaded))
+        latest = None
+        with contextlib.suppress(Exception):
+            latest = custom.get_namespaced_custom_object(
+                group, version, self.namespace, "seldondeployments", name
+            )
+        moved = latest is None or int((latest.get("metadata") or {}).get("generation") or 1) != gen
+        if error or moved:
+            for loaded in fresh:
+                self._unload(loaded.internal)
+            if error and not moved:
+                self._set_sdep_status(custom, name, gen, "Failed", error, 0)
+            return
+        with self._routes_lock:
+            self.sdep_routes[key] = (protocol, new)
+        kept = {m.internal for _, m in new}
+        for _, loaded in old:
+            if loaded.internal not in kept:
+                self._unload(loaded.internal)
+        self._set_sdep_status(custom, name, gen, "Available", "", len(new))
+
+    def _set_sdep_status(
+        self, custom: Any, name: str, gen: int, state: str, description: str, replicas: int
+    ) -> None:
+        group, version = SELDON_V1
+        with contextlib.suppress(Exception):
+            custom.patch_namespaced_custom_object_status(
+                group,
+                version,
+                self.namespace,
+                "seldondeployments",
+                name,
+                {
+                    "status": {
+                        "state": state,
+                        "description": description,
+                        "observedGeneration": gen,
+                        "replicas": replicas,
+                    }
+                },
+            )
+
+    def route_core1(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """Serves ``/seldon/{ns}/{name}/...`` like Seldon Core 1's ingress and executor.
+
+        Args:
+            method: HTTP method.
+            path: the path.
+            body: the request body.
+
+        Returns:
+            (status, body).
+        """
+        parts = path.split("/", 4)  # '', 'seldon', ns, name, rest
+        if len(parts) < 5:
+            return 404, b'{"error": "not a /seldon/{namespace}/{name}/... path"}'
+        ns, name, rest = parts[2], parts[3], "/" + parts[4]
+        with self._routes_lock:
+            entry = self.sdep_routes.get((ns, name))
+        if entry is None or not entry[1]:
+            return 503, b"no healthy upstream"
+        protocol, preds = entry
+        if rest in ("/api/v1.0/health/status", "/api/v1.0/health/ping", "/v2/health/ready"):
+            return 200, b'{"status": "ok"}'
+        pick = random.uniform(0, sum(t for t, _ in preds) or 1)
+        loaded = preds[-1][1]
+        for traffic, candidate in preds:
+            pick -= traffic
+            if pick < 0:
+                loaded = candidate
+                break
+        if rest == "/api/v1.0/predictions" and protocol == "seldon":
+            return self._seldon_predict(loaded, body)
+        prefix = "/v2/models/classifier"
+        if protocol == "v2" and rest.startswith(prefix):
+            r = self._mls(
+                method,
+                f"/v2/models/{loaded.internal}{rest[len(prefix) :]}",
+                data=body or None,
+                headers={"Content-Type": "application/json"} if body else {},
+            )
+            return r.status_code, r.content
+        return 404, json.dumps({"error": f"{rest} is not served by protocol {protocol}"}).encode()
+
+    def _seldon_predict(self, loaded: LoadedModel, body: bytes) -> tuple[int, bytes]:
+        """The Seldon protocol over MLServer's V2: ndarray in, ndarray out."""
+        import numpy as np
+
+        try:
+            rows = np.asarray(json.loads(body)["data"]["ndarray"], dtype=np.float64)
+        except (ValueError, KeyError, TypeError) as e:
+            return 400, json.dumps({"status": {"code": -1, "info": f"bad request: {e}"}}).encode()
+        if rows.ndim == 1:
+            rows = rows.reshape(1, -1)
+        v2 = {
+            "inputs": [
+                {
+                    "name": "predict",
+                    "shape": list(rows.shape),
+                    "datatype": "FP64",
+                    "data": rows.reshape(-1).tolist(),
+                }
+            ]
+        }
+        r = self._mls("POST", f"/v2/models/{loaded.internal}/infer", json=v2)
+        if r.status_code != 200:
+            return r.status_code, r.content
+        out = r.json()["outputs"][0]
+        values = np.asarray(out["data"]).reshape(out["shape"]).tolist()
+        answer = {"data": {"names": ["t:0"], "ndarray": values}, "meta": {}}
+        return 200, json.dumps(answer).encode()
 
     def _load(self, custom: Any, core: Any, model: dict[str, Any], name: str, gen: int) -> None:
         group, version = SELDON_V2

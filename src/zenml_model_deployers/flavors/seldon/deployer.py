@@ -8,7 +8,6 @@ from zenml.model_deployers.base_model_deployer import BaseModelDeployerFlavor
 
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployer
-from zenml_model_deployers.errors import ConfigurationError
 from zenml_model_deployers.flavors.seldon.flavor import SeldonDeployerConfig, SeldonDeployerFlavor
 from zenml_model_deployers.flavors.seldon.service import (
     SeldonDeploymentConfig,
@@ -48,14 +47,6 @@ class SeldonDeployer(BaseDeployer):
         """
         cfg = cast(SeldonDeploymentConfig, config)
         comp = self.seldon_config
-        api = cfg.seldon_api if "seldon_api" in cfg.model_fields_set else comp.seldon_api
-        if api == "v1":
-            raise ConfigurationError(
-                "seldon_api='v1' (Seldon Core 1 SeldonDeployment) is not available in "
-                "zmd-seldon yet.",
-                deployment_name=cfg.deployment_name,
-                hint="use Seldon Core 2 (seldon_api='v2', the default).",
-            )
         update: dict[str, Any] = {}
         if not cfg.namespace:
             update["namespace"] = comp.kubernetes_namespace

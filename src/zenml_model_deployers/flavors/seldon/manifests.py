@@ -166,3 +166,91 @@ def merge_patch_for(
         if key not in new:
             spec[key] = None
     return {"metadata": metadata, "spec": spec}
+
+
+# ----------------------------------------------------------------- Seldon Core 1
+SELDON_DEPLOYMENT = ResourceKind(
+    group="machinelearning.seldon.io",
+    version="v1",
+    plural="seldondeployments",
+    kind="SeldonDeployment",
+    product="Seldon Core 1",
+)
+PREPACKAGED_SERVERS = (
+    "SKLEARN_SERVER",
+    "MLFLOW_SERVER",
+    "XGBOOST_SERVER",
+    "TENSORFLOW_SERVER",
+    "TRITON_SERVER",
+)
+PROTOCOLS = ("seldon", "v2")
+GRAPH_NAME = "classifier"
+
+
+def predictor(
+    name: str, config: SeldonDeploymentConfig, replicas: int, traffic: int | None
+) -> dict[str, Any]:
+    """A Core 1 predictor serving one revision: a prepackaged server or a custom image.
+
+    Args:
+        name: the predictor's name (``default`` or ``canary``).
+        config: the revision.
+        replicas: its replicas (0 while stopped).
+        traffic: its share (only with two predictors).
+
+    Returns:
+        The predictor.
+    """
+    graph: dict[str, Any] = {"name": GRAPH_NAME, "type": "MODEL", "children": []}
+    if config.image:
+        graph["modelUri"] = config.model_uri
+    else:
+        graph["implementation"] = config.implementation
+        graph["modelUri"] = config.model_uri
+    if config.storage_secret:
+        graph["envSecretRefName"] = secret_name(config.deployment_name)
+    if config.parameters:
+        graph["parameters"] = [
+            {"name": k, "type": "STRING", "value": v} for k, v in sorted(config.parameters.items())
+        ]
+    out: dict[str, Any] = {"name": name, "replicas": replicas, "graph": graph}
+    if config.image:
+        out["componentSpecs"] = [
+            {"spec": {"containers": [{"name": GRAPH_NAME, "image": config.image}]}}
+        ]
+    if traffic is not None:
+        out["traffic"] = traffic
+    return out
+
+
+def seldon_deployment_spec(
+    name: str,
+    stable: SeldonDeploymentConfig,
+    candidate: SeldonDeploymentConfig | None,
+    candidate_percent: int,
+    stopped: bool = False,
+) -> dict[str, Any]:
+    """A Core 1 ``SeldonDeployment``'s spec: one predictor, or two with ``traffic`` for a canary.
+
+    Args:
+        name: the deployment name.
+        stable: the stable revision.
+        candidate: the canary's candidate (None: none).
+        candidate_percent: its share.
+        stopped: replicas 0 (``stop``; ``start`` restores the configured replicas).
+
+    Returns:
+        The spec.
+    """
+
+    def reps(c: SeldonDeploymentConfig) -> int:
+        return 0 if stopped else c.replicas
+
+    if candidate is None or not candidate_percent:
+        predictors = [predictor("default", stable, reps(stable), None)]
+    else:
+        predictors = [
+            predictor("default", stable, reps(stable), 100 - candidate_percent),
+            predictor("canary", candidate, reps(candidate), candidate_percent),
+        ]
+    return {"name": name, "protocol": stable.protocol, "predictors": predictors}

@@ -52,6 +52,10 @@ class SeldonDeploymentConfig(DeploymentConfig):
         parameters: Core 2 model parameters (name -> value).
         storage_secret: a ZenML secret's name: its keys become the Kubernetes Secret the server
             reads storage with (never the values in this config).
+        implementation: Core 1: the prepackaged server (SKLEARN_SERVER, MLFLOW_SERVER,
+            XGBOOST_SERVER, TENSORFLOW_SERVER, TRITON_SERVER), unless ``image`` is set.
+        image: Core 1: a custom model server image instead of a prepackaged server.
+        protocol: Core 1: ``seldon`` (``/api/v1.0/predictions``) or ``v2`` (Open Inference).
         namespace: the Kubernetes namespace (default: the component's).
         kubernetes_context: kubeconfig context (default: the component's).
         kubeconfig: kubeconfig path (default: the component's).
@@ -79,6 +83,9 @@ class SeldonDeploymentConfig(DeploymentConfig):
     server: str | None = None
     parameters: dict[str, str] = Field(default_factory=dict)
     storage_secret: str | None = None
+    implementation: str = "SKLEARN_SERVER"
+    image: str | None = None
+    protocol: str = "seldon"
     namespace: str = ""
     kubernetes_context: str | None = None
     kubeconfig: str | None = None
@@ -91,6 +98,23 @@ class SeldonDeploymentConfig(DeploymentConfig):
     def _known_api(cls, v: str) -> str:
         if v not in SELDON_APIS:
             raise ValueError(f"seldon_api {v!r} must be 'v2' or 'v1'.")
+        return v
+
+    @field_validator("implementation")
+    @classmethod
+    def _known_server(cls, v: str) -> str:
+        if v not in manifests.PREPACKAGED_SERVERS:
+            raise ValueError(
+                f"implementation {v!r} is not a Seldon Core 1 prepackaged server: use one of "
+                f"{', '.join(manifests.PREPACKAGED_SERVERS)}, or set `image` for a custom one."
+            )
+        return v
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, v: str) -> str:
+        if v not in manifests.PROTOCOLS:
+            raise ValueError(f"protocol {v!r} must be 'seldon' or 'v2'.")
         return v
 
     @field_validator("storage_secret")
@@ -181,6 +205,27 @@ def model_verdict(obj: dict[str, Any] | None) -> Verdict:
     return Verdict(reason=words or "progressing")
 
 
+def sdep_verdict(obj: dict[str, Any]) -> Verdict:
+    """Reads a Core 1 ``SeldonDeployment``'s ``status.state`` (Available, Creating, Failed).
+
+    Args:
+        obj: the object.
+
+    Returns:
+        The verdict, with Seldon's ``description`` as the reason.
+    """
+    if not observed(obj):
+        return Verdict(reason="Seldon has not processed the latest spec yet")
+    status = obj.get("status") or {}
+    state = str(status.get("state") or "")
+    words = f"{state}: {status.get('description') or ''}".strip(": ")
+    if state == "Available":
+        return Verdict(done=True, reason=words)
+    if state == "Failed":
+        return Verdict(failed=True, reason=words)
+    return Verdict(reason=words or "no status yet")
+
+
 def experiment_verdict(obj: dict[str, Any]) -> Verdict:
     """Reads an ``Experiment``'s ``Ready`` condition.
 
@@ -244,6 +289,53 @@ def encode_v2(data: Any) -> dict[str, Any]:
     }
 
 
+def encode_seldon(data: Any) -> dict[str, Any]:
+    """A Seldon protocol request: ``{"data": {"ndarray": rows}}`` (Seldon Core 1).
+
+    Args:
+        data: a DataFrame (its column names are sent too), ndarray or list of rows.
+
+    Returns:
+        The request.
+    """
+    import numpy as np
+
+    if isinstance(data, dict) and ("data" in data or "jsonData" in data):
+        return data
+    body: dict[str, Any] = {}
+    if hasattr(data, "columns"):
+        body["names"] = [str(c) for c in data.columns]
+    values = data.to_numpy() if hasattr(data, "to_numpy") else np.asarray(data)
+    if values.ndim == 1:
+        values = values.reshape(1, -1)
+    body["ndarray"] = values.tolist()
+    return {"data": body}
+
+
+def decode_seldon(body: dict[str, Any]) -> Any:
+    """The predictions of a Seldon protocol response (``data.ndarray`` or ``data.tensor``).
+
+    Args:
+        body: the response.
+
+    Returns:
+        A list (one entry per row for a single-column output).
+    """
+    data = body.get("data") or {}
+    if "ndarray" in data:
+        values = data["ndarray"]
+    elif "tensor" in data:
+        import numpy as np
+
+        t = data["tensor"]
+        values = np.asarray(t.get("values") or []).reshape(t.get("shape") or [-1]).tolist()
+    else:
+        return body
+    if values and all(isinstance(v, list) and len(v) == 1 for v in values):
+        return [v[0] for v in values]
+    return values
+
+
 def decode_v2(body: dict[str, Any]) -> Any:
     """The predictions of a V2 response: the first output, reshaped to its shape.
 
@@ -302,28 +394,49 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         """The ``Model``'s name (the deployment name)."""
         return self.deployment_name
 
+    @property
+    def core1(self) -> bool:
+        """Whether this deployment is a Seldon Core 1 ``SeldonDeployment``."""
+        return self.config.seldon_api == "v1"
+
+    @property
+    def _namespace(self) -> str:
+        return self.status.namespace or self.config.namespace or "default"
+
     def predict_path(self) -> str:
-        """The Open Inference Protocol V2 inference path of this model.
+        """The inference path: Core 2 ``/v2/models/{name}/infer``; Core 1
+        ``/seldon/{ns}/{name}/api/v1.0/predictions`` (protocol seldon) or
+        ``/seldon/{ns}/{name}/v2/models/classifier/infer`` (protocol v2).
 
         Returns:
-            ``/v2/models/{name}/infer``.
+            The path.
         """
-        return f"/v2/models/{self.resource_name}/infer"
+        if not self.core1:
+            return f"/v2/models/{self.resource_name}/infer"
+        prefix = f"/seldon/{self._namespace}/{self.resource_name}"
+        if self.config.protocol == "seldon":
+            return f"{prefix}/api/v1.0/predictions"
+        return f"{prefix}/v2/models/{manifests.GRAPH_NAME}/infer"
 
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
-        """An OIP V2 request with the ``Seldon-Model`` header the mesh routes by.
+        """An OIP V2 request (with the ``Seldon-Model`` header Core 2's mesh routes by), or a
+        Seldon protocol request (``{"data": {"ndarray": rows}}``) for Core 1's ``seldon``.
 
         Args:
-            data: a DataFrame, ndarray, list of rows, or a ready V2 request dict.
+            data: a DataFrame, ndarray, list of rows, or a ready request dict.
 
         Returns:
             (headers, body).
         """
-        headers = {"Content-Type": "application/json", "Seldon-Model": self.resource_name}
+        headers = {"Content-Type": "application/json"}
+        if not self.core1:
+            headers["Seldon-Model"] = self.resource_name
+        if self.core1 and self.config.protocol == "seldon":
+            return headers, json.dumps(encode_seldon(data)).encode()
         return headers, json.dumps(encode_v2(data)).encode()
 
     def parse_response(self, body: bytes) -> Any:
-        """The predictions of a V2 response.
+        """The predictions of a V2 or Seldon protocol response.
 
         Args:
             body: the response body.
@@ -331,20 +444,25 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         Returns:
             A list.
         """
-        return decode_v2(json.loads(body))
+        data = json.loads(body)
+        if isinstance(data, dict) and "data" in data and "outputs" not in data:
+            return decode_seldon(data)
+        return decode_v2(data)
 
     def curl_example(self) -> str:
-        """A V2 request with the routing header (the artifact card shows it).
+        """A request in the deployment's protocol, with Core 2's routing header (the artifact
+        card shows it).
 
         Returns:
             A curl command line.
         """
         url = self.prediction_url or "(not deployed)"
+        if self.core1 and self.config.protocol == "seldon":
+            body = '{"data": {"ndarray": [[0.1, 0.2, 0.3, 0.4]]}}'
+            return f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
         body = '{"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}]}'
-        return (
-            f"curl -s -X POST {url} -H 'Content-Type: application/json' "
-            f"-H 'Seldon-Model: {self.resource_name}' -d '{body}'"
-        )
+        header = "" if self.core1 else f" -H 'Seldon-Model: {self.resource_name}'"
+        return f"curl -s -X POST {url} -H 'Content-Type: application/json'{header} -d '{body}'"
 
     def _labels(self, config: DeploymentConfig, revision: int) -> dict[str, str]:
         return ownership_labels(self.deployment_name, revision, config.config_hash())
@@ -372,6 +490,16 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         """
         cfg = target.stable
         assert isinstance(cfg, SeldonDeploymentConfig)
+        if previous is not None and previous.stable.seldon_api != cfg.seldon_api:  # type: ignore[attr-defined]
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' runs on seldon_api "
+                f"'{previous.stable.seldon_api}': it cannot move to '{cfg.seldon_api}' in place.",  # type: ignore[attr-defined]
+                deployment_name=self.deployment_name,
+                hint="deploy with policy='replace' (delete, then create), or another name.",
+            )
+        if self.core1:
+            self._apply_v1(target, previous)
+            return
         base_url = self._require_base_url()
         ns = self.kube()
         candidate = target.candidate if target.candidate_percent else None
@@ -394,6 +522,61 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         for obj in ns.list_owned(manifests.MODEL):
             if obj["metadata"]["name"] not in keep:
                 ns.delete(manifests.MODEL, obj["metadata"]["name"])
+        self.status.namespace = ns.namespace
+        self.status.url = base_url
+
+    def _apply_v1(
+        self, target: ServingTarget, previous: ServingTarget | None, stopped: bool = False
+    ) -> None:
+        """Creates or merge-patches the ``SeldonDeployment`` (a canary is a second predictor
+        with ``traffic``; ``stopped`` sets every predictor's replicas to 0)."""
+        cfg = target.stable
+        assert isinstance(cfg, SeldonDeploymentConfig)
+        base_url = self._require_base_url()
+        ns = self.kube()
+        if previous is None:
+            ns.check_ready([manifests.SELDON_DEPLOYMENT])
+        self._apply_storage_secret(cfg)
+        candidate = target.candidate if target.candidate_percent else None
+        spec = manifests.seldon_deployment_spec(
+            self.resource_name,
+            cfg,
+            candidate,  # type: ignore[arg-type]
+            target.candidate_percent,
+            stopped=stopped,
+        )
+        revision = self.status.revision + (1 if cfg.config_hash() != self.status.config_hash else 0)
+        labels = ownership_labels(self.deployment_name, revision, cfg.config_hash())
+        annotations = config_annotation(cfg.model_dump(mode="json"))
+        existing = ns.get_owned(manifests.SELDON_DEPLOYMENT, self.resource_name)
+        if existing is None:
+            ns.create(
+                manifests.SELDON_DEPLOYMENT,
+                {
+                    "apiVersion": manifests.SELDON_DEPLOYMENT.api_version,
+                    "kind": manifests.SELDON_DEPLOYMENT.kind,
+                    "metadata": {
+                        "name": self.resource_name,
+                        "namespace": ns.namespace,
+                        "labels": labels,
+                        "annotations": annotations,
+                    },
+                    "spec": spec,
+                },
+            )
+        else:
+            current = existing.get("spec") or {}
+            same = all(current.get(k) == v for k, v in spec.items())
+            if (
+                not same
+                or (existing["metadata"].get("labels") or {}).get(LABEL_CONFIG_HASH)
+                != cfg.config_hash()
+            ):
+                ns.merge_patch(
+                    manifests.SELDON_DEPLOYMENT,
+                    self.resource_name,
+                    {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec},
+                )
         self.status.namespace = ns.namespace
         self.status.url = base_url
 
@@ -479,6 +662,8 @@ class SeldonDeploymentService(InPlaceDeploymentService):
             Its state, in Seldon's words (failed if a Model it owns failed to load).
         """
         ns = self.kube()
+        if self.core1:
+            return self._read_v1()
         main = ns.get(manifests.MODEL, self.resource_name)
         if main is None:
             return BackendState(state="Absent", gone=True)
@@ -504,6 +689,22 @@ class SeldonDeploymentService(InPlaceDeploymentService):
             raw={"models": models, "experiment": experiment},
         )
 
+    def _read_v1(self) -> BackendState:
+        obj = self.kube().get(manifests.SELDON_DEPLOYMENT, self.resource_name)
+        if obj is None:
+            return BackendState(state="Absent", gone=True)
+        verdict = sdep_verdict(obj)
+        state = "Ready" if verdict.done else ("Failed" if verdict.failed else "Progressing")
+        self.status.seldon_state = state
+        self.status.seldon_message = verdict.reason
+        return BackendState(
+            state=state,
+            message=verdict.reason,
+            failed=verdict.failed,
+            url=self.config.base_url.rstrip("/") or None,
+            raw=obj,
+        )
+
     def serves(self, state: BackendState, target: ServingTarget) -> bool:
         """Ready, on the target's revisions and split, and the mesh answers for the model.
 
@@ -516,6 +717,8 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         """
         if state.state != "Ready":
             return False
+        if self.core1:
+            return self._serves_v1(state.raw or {}, target)
         raw = state.raw or {}
         models: dict[str, Any] = raw.get("models") or {}
         expected = {self.resource_name: target.stable}
@@ -542,13 +745,38 @@ class SeldonDeploymentService(InPlaceDeploymentService):
                 return False
         return self._mesh_ready()
 
+    def _serves_v1(self, obj: dict[str, Any], target: ServingTarget) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_CONFIG_HASH) != target.stable.config_hash():
+            return False
+        want = manifests.seldon_deployment_spec(
+            self.resource_name,
+            target.stable,  # type: ignore[arg-type]
+            target.candidate if target.candidate_percent else None,  # type: ignore[arg-type]
+            target.candidate_percent,
+        )
+        if (obj.get("spec") or {}).get("predictors") != want["predictors"]:
+            return False
+        return self._mesh_ready()
+
     def _mesh_ready(self) -> bool:
-        """The health request: the mesh says the model is ready to answer."""
+        """The health request: the mesh (Core 2) or the deployment's executor (Core 1) says
+        the model is ready to answer."""
         import requests
 
-        url = f"{self._require_base_url()}/v2/models/{self.resource_name}/ready"
+        headers = {} if self.core1 else {"Seldon-Model": self.resource_name}
+        if self.core1:
+            prefix = f"/seldon/{self._namespace}/{self.resource_name}"
+            path = (
+                f"{prefix}/api/v1.0/health/status"
+                if self.config.protocol == "seldon"
+                else f"{prefix}/v2/health/ready"
+            )
+        else:
+            path = f"/v2/models/{self.resource_name}/ready"
+        url = f"{self._require_base_url()}{path}"
         try:
-            r = self._http().get(url, headers={"Seldon-Model": self.resource_name}, timeout=5)
+            r = self._http().get(url, headers=headers, timeout=5)
         except requests.RequestException:
             return False
         return bool(r.status_code == 200)
@@ -562,7 +790,11 @@ class SeldonDeploymentService(InPlaceDeploymentService):
             timeout: seconds.
         """
         target = self.live_target() or ServingTarget(stable=self.config)
-        self.apply_target(target, None)
+        if self.core1:
+            # Core 1 keeps the SeldonDeployment while stopped: restore its replicas.
+            self._apply_v1(target, target)
+        else:
+            self.apply_target(target, None)
         self.wait_until_serving(target, timeout, "start")
         self.status.stopped = False
         self.mark_ready()
@@ -577,10 +809,45 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         Args:
             timeout: seconds to wait until they are gone.
         """
-        self._delete_objects(timeout, "unloaded")
+        if self.core1:
+            self._stop_v1(timeout)
+        else:
+            self._delete_objects(timeout, "unloaded")
+            self._wait_mesh_forgets(timeout)
         self.status.stopped = True
         self.admin_state = ServiceState.INACTIVE
         self.status.update_state(ServiceState.INACTIVE, "stopped (the Model is unloaded)")
+
+    def _wait_mesh_forgets(self, timeout: float) -> None:
+        """Returns once the mesh no longer answers for the model (Seldon unloads it shortly
+        after its Model is deleted), so a stopped deployment really serves nothing."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._mesh_ready():
+            if time.monotonic() >= deadline:
+                raise DeploymentError(
+                    f"Model '{self.resource_name}' was deleted but the mesh still serves it "
+                    f"after {timeout:.0f} s.",
+                    deployment_name=self.deployment_name,
+                    hint="check the Seldon scheduler's logs.",
+                )
+            time.sleep(0.1)
+
+    def _stop_v1(self, timeout: float) -> None:
+        """Core 1: every predictor to replicas 0 (``start`` restores the configured ones)."""
+        ns = self.kube()
+        if ns.get_owned(manifests.SELDON_DEPLOYMENT, self.resource_name) is None:
+            return
+        target = self.live_target() or ServingTarget(stable=self.config)
+        self._apply_v1(target, target, stopped=True)
+        ns.wait_for(
+            manifests.SELDON_DEPLOYMENT,
+            self.resource_name,
+            lambda o: Verdict(done=o is None or observed(o), reason="scaling to 0"),
+            timeout,
+            f"SeldonDeployment '{self.resource_name}' to scale to 0",
+        )
 
     def delete_backend(self, timeout: float) -> None:
         """Deletes the deployment's Models, Experiment and Secrets, nothing else.
@@ -595,6 +862,17 @@ class SeldonDeploymentService(InPlaceDeploymentService):
 
     def _delete_objects(self, timeout: float, what: str) -> None:
         ns = self.kube()
+        if ns.get_owned(manifests.SELDON_DEPLOYMENT, self.resource_name) is not None:
+            ns.delete(manifests.SELDON_DEPLOYMENT, self.resource_name)
+            ns.wait_for(
+                manifests.SELDON_DEPLOYMENT,
+                self.resource_name,
+                lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
+                timeout,
+                f"SeldonDeployment '{self.resource_name}' to be {what}",
+            )
+        if self.core1:
+            return
         if ns.get_owned(manifests.EXPERIMENT, self.resource_name) is not None:
             ns.delete(manifests.EXPERIMENT, self.resource_name)
         for obj in ns.list_owned(manifests.MODEL):
@@ -615,10 +893,20 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         Returns:
             (state, message).
         """
+        kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
         try:
-            obj = self.kube().get(manifests.MODEL, self.resource_name)
+            obj = self.kube().get(kind, self.resource_name)
         except DeploymentError as e:
             return ServiceState.ERROR, str(e).splitlines()[0]
+        if self.core1 and obj is not None:
+            if self.status.stopped:
+                return ServiceState.INACTIVE, "stopped (replicas 0)"
+            v1 = sdep_verdict(obj)
+            if v1.done:
+                return ServiceState.ACTIVE, ""
+            if v1.failed:
+                return ServiceState.ERROR, f"Seldon: {v1.reason}"
+            return ServiceState.PENDING_STARTUP, f"Seldon: {v1.reason}"
         if obj is None:
             if self.status.stopped:
                 return ServiceState.INACTIVE, "stopped (the Model is unloaded)"
@@ -643,36 +931,54 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         from kubernetes.client.exceptions import ApiException
 
         ns = self.kube()
+        kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
         try:
-            obj = ns.get(manifests.MODEL, self.resource_name)
+            obj = ns.get(kind, self.resource_name)
         except DeploymentError as e:
-            yield f"cannot read Model '{self.resource_name}': {str(e).splitlines()[0]}"
+            yield f"cannot read {kind.kind} '{self.resource_name}': {str(e).splitlines()[0]}"
             return
         if obj is None:
-            yield f"Model '{self.resource_name}' does not exist in namespace '{ns.namespace}'."
+            yield f"{kind.kind} '{self.resource_name}' does not exist in namespace '{ns.namespace}'."
+        elif self.core1:
+            status = obj.get("status") or {}
+            yield (
+                f"[{kind.kind} {self.resource_name}] state={status.get('state')} "
+                f"{status.get('description') or ''}".rstrip()
+            )
         else:
             for cond in _conditions(obj).values():
                 yield (
                     f"[Model {self.resource_name}] {cond.get('type')}={cond.get('status')} "
                     f"{cond.get('reason') or ''} {cond.get('message') or ''}".rstrip()
                 )
+        # Core 2 models run on a Server's pods; Core 1 deployments have their own pods.
         server = self.config.server or "mlserver"
+        selector = (
+            f"seldon-deployment-id={self.resource_name}"
+            if self.core1
+            else f"seldon-server-name={server}"
+        )
         core = ns.core()
         try:
             pods = ns.api.sanitize_for_serialization(
-                core.list_namespaced_pod(
-                    ns.namespace, label_selector=f"seldon-server-name={server}"
-                )
+                core.list_namespaced_pod(ns.namespace, label_selector=selector)
             )
         except ApiException as e:
             yield (
-                f"cannot list the '{server}' server pods in namespace '{ns.namespace}' "
+                f"cannot list the pods ({selector}) in namespace '{ns.namespace}' "
                 f"({e.status}): the server logs are not readable with these credentials."
             )
             return
-        items = (pods or {}).get("items") or []
+        items = [
+            p
+            for p in (pods or {}).get("items") or []
+            if all(
+                ((p.get("metadata") or {}).get("labels") or {}).get(k) == v
+                for k, v in [selector.split("=", 1)]
+            )
+        ]
         if not items:
-            yield f"no pods of server '{server}' in namespace '{ns.namespace}'."
+            yield f"no pods ({selector}) in namespace '{ns.namespace}'."
         for pod in items:
             pod_name = pod["metadata"]["name"]
             try:
@@ -694,5 +1000,6 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         d = super().describe()
         d["namespace"] = self.status.namespace or self.config.namespace
         d["seldon_api"] = self.config.seldon_api
-        d["resource"] = f"{manifests.MODEL.plural}.{manifests.MODEL.group}/{self.resource_name}"
+        kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
+        d["resource"] = f"{kind.plural}.{kind.group}/{self.resource_name}"
         return d
