@@ -23,10 +23,22 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/uv
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
+# MLServer (the model server Seldon Core 2 runs) for the simulated cluster in tests, in its own
+# environment: it pins FastAPI/Starlette/protobuf below what ZenML and MLflow use. Its
+# scikit-learn matches the main environment's, so a model pickled there loads here.
+MLSERVER_VENV := $(VENV)/mlserver
+$(MLSERVER_VENV)/.installed: $(VENV)/.dev-installed
+	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(MLSERVER_VENV)
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(MLSERVER_VENV)/bin/python \
+	  "mlserver==1.7.1" "mlserver-sklearn==1.7.1" \
+	  "scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
+	  "joblib==$$($(BIN)/python -c 'import joblib; print(joblib.__version__)')"
+	touch $@
+
 demo: $(VENV)/.demo-installed
 	$(BIN)/python examples/quickstart/run.py
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed $(MLSERVER_VENV)/.installed
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed

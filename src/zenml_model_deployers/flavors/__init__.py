@@ -17,6 +17,7 @@ FLAVOR_SOURCES: dict[str, str] = {
         "zenml_model_deployers.flavors.huggingface.flavor.HuggingFaceDeployerFlavor"
     ),
     "zmd-databricks": "zenml_model_deployers.flavors.databricks.flavor.DatabricksDeployerFlavor",
+    "zmd-seldon": "zenml_model_deployers.flavors.seldon.flavor.SeldonDeployerFlavor",
 }
 
 # Flavors that need no settings: lifecycle calls work without a registered component.

@@ -1,0 +1,1 @@
+"""Seldon Core (2 and 1) on Kubernetes: the `zmd-seldon` flavor."""

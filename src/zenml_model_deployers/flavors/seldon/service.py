@@ -1,0 +1,1005 @@
+"""A model served by Seldon Core 2 (a ``Model`` per deployment), updated in place.
+
+The URL is the Seldon inference endpoint's, the same for every revision: requests carry the
+``Seldon-Model: <name>`` header and the mesh routes them to the model's current version. An
+update patches the same ``Model``: Seldon loads the new version while the old one serves, and
+a version that fails to load is rolled back by patching the previous spec again (the shared
+loop of ``remote.InPlaceDeploymentService``). ``kubernetes`` is imported only when a method
+talks to the cluster, so loading these services (ZenML does it to list them) is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from zenml.enums import ServiceState
+from zenml.models.v2.misc.service import ServiceType
+
+from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.errors import ConfigurationError, DeploymentError
+from zenml_model_deployers.flavors.seldon import manifests
+from zenml_model_deployers.flavors.seldon.flavor import FLAVOR_NAME, SELDON_APIS
+from zenml_model_deployers.kube.client import KubeTarget
+from zenml_model_deployers.kube.resources import (
+    LABEL_CONFIG_HASH,
+    KubeNamespace,
+    Verdict,
+    config_annotation,
+    owned_by,
+    ownership_labels,
+)
+from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
+from zenml_model_deployers.service import DeploymentStatus
+
+# Model conditions whose False status with these reasons means the load failed for good.
+FAILED_REASONS = ("ModelFailed", "LoadFailed", "ScheduleFailed", "ModelFailedToLoad")
+
+
+class SeldonDeploymentConfig(DeploymentConfig):
+    """How to serve a model on Seldon.
+
+    Attributes:
+        model_uri: the model's storage URI (``gs://``, ``s3://``, a path the servers read):
+            a folder in the layout of the runtime (e.g. ``model.joblib`` for sklearn).
+        seldon_api: ``v2`` (Core 2 ``Model``) or ``v1`` (Core 1 ``SeldonDeployment``).
+        requirements: Core 2: capabilities a server needs to load it (e.g. ``sklearn``).
+        replicas: replicas of the model.
+        memory: memory the model needs (e.g. ``100Ki``), for scheduling.
+        server: the Core 2 ``Server`` to load it on (None: Seldon picks by requirements).
+        parameters: Core 2 model parameters (name -> value).
+        storage_secret: a ZenML secret's name: its keys become the Kubernetes Secret the server
+            reads storage with (never the values in this config).
+        implementation: Core 1: the prepackaged server (SKLEARN_SERVER, MLFLOW_SERVER,
+            XGBOOST_SERVER, TENSORFLOW_SERVER, TRITON_SERVER), unless ``image`` is set.
+        image: Core 1: a custom model server image instead of a prepackaged server.
+        protocol: Core 1: ``seldon`` (``/api/v1.0/predictions``) or ``v2`` (Open Inference).
+        namespace: the Kubernetes namespace (default: the component's).
+        kubernetes_context: kubeconfig context (default: the component's).
+        kubeconfig: kubeconfig path (default: the component's).
+        in_cluster: use the pod's service account.
+        connector_id: a ZenML Kubernetes service connector (set from the component).
+        base_url: the Seldon inference endpoint (default: the component's).
+    """
+
+    # Where the deployment lives and how to reach it are not what it serves.
+    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = DeploymentConfig.PROVENANCE_FIELDS | {
+        "namespace",
+        "kubernetes_context",
+        "kubeconfig",
+        "in_cluster",
+        "connector_id",
+        "base_url",
+    }
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    health_path: str = "/v2/health/ready"
+    seldon_api: str = "v2"
+    requirements: list[str] = Field(default_factory=lambda: ["sklearn"])
+    replicas: int = Field(default=1, ge=1)
+    memory: str | None = None
+    server: str | None = None
+    parameters: dict[str, str] = Field(default_factory=dict)
+    storage_secret: str | None = None
+    implementation: str = "SKLEARN_SERVER"
+    image: str | None = None
+    protocol: str = "seldon"
+    namespace: str = ""
+    kubernetes_context: str | None = None
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    connector_id: str | None = None
+    base_url: str = ""
+
+    @field_validator("seldon_api")
+    @classmethod
+    def _known_api(cls, v: str) -> str:
+        if v not in SELDON_APIS:
+            raise ValueError(f"seldon_api {v!r} must be 'v2' or 'v1'.")
+        return v
+
+    @field_validator("implementation")
+    @classmethod
+    def _known_server(cls, v: str) -> str:
+        if v not in manifests.PREPACKAGED_SERVERS:
+            raise ValueError(
+                f"implementation {v!r} is not a Seldon Core 1 prepackaged server: use one of "
+                f"{', '.join(manifests.PREPACKAGED_SERVERS)}, or set `image` for a custom one."
+            )
+        return v
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, v: str) -> str:
+        if v not in manifests.PROTOCOLS:
+            raise ValueError(f"protocol {v!r} must be 'seldon' or 'v2'.")
+        return v
+
+    @field_validator("storage_secret")
+    @classmethod
+    def _secret_name_only(cls, v: str | None) -> str | None:
+        if v is not None and ("{" in v or "=" in v or ":" in v):
+            raise ValueError(
+                "storage_secret is the *name* of a ZenML secret (e.g. 'gcs-reader'), never "
+                "credentials: `zenml secret create gcs-reader --<key>=...`."
+            )
+        return v
+
+    def target(self) -> KubeTarget:
+        """Where the resources live.
+
+        Returns:
+            The cluster and namespace.
+        """
+        return KubeTarget(
+            context=self.kubernetes_context,
+            kubeconfig=self.kubeconfig,
+            in_cluster=self.in_cluster,
+            connector_id=self.connector_id,
+            namespace=self.namespace or "default",
+        )
+
+
+class SeldonDeploymentStatus(DeploymentStatus):
+    """What the cluster last said about the deployment.
+
+    Attributes:
+        namespace: where its resources are (set once created).
+        stopped: stopped by ``stop`` (the ``Model`` is unloaded; our record is kept).
+        seldon_state: the last condition read (e.g. ``ModelAvailable``).
+        seldon_message: Seldon's last message.
+    """
+
+    namespace: str | None = None
+    stopped: bool = False
+    seldon_state: str = ""
+    seldon_message: str = ""
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(c.get("type")): c for c in (obj.get("status") or {}).get("conditions") or [] if c}
+
+
+def observed(obj: dict[str, Any]) -> bool:
+    """Whether the controller has processed the object's latest spec.
+
+    A real API server counts ``metadata.generation``; when it or ``observedGeneration`` is
+    absent (an emulator), the conditions are taken as current.
+
+    Args:
+        obj: the object.
+
+    Returns:
+        True if its status describes its spec.
+    """
+    gen = (obj.get("metadata") or {}).get("generation")
+    seen = (obj.get("status") or {}).get("observedGeneration")
+    if gen is None or seen is None:
+        return True
+    return int(seen) >= int(gen)
+
+
+def model_verdict(obj: dict[str, Any] | None) -> Verdict:
+    """Reads a Core 2 ``Model`` into ready / failed / progressing, with Seldon's words.
+
+    Args:
+        obj: the object (None: absent).
+
+    Returns:
+        The verdict.
+    """
+    if obj is None:
+        return Verdict(reason="the Model does not exist")
+    if not observed(obj):
+        return Verdict(reason="Seldon has not processed the latest spec yet")
+    cond = _conditions(obj).get("ModelReady") or _conditions(obj).get("Ready")
+    if cond is None:
+        return Verdict(reason="no status yet")
+    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
+    if cond.get("status") == "True":
+        return Verdict(done=True, reason=words)
+    if cond.get("reason") in FAILED_REASONS:
+        return Verdict(failed=True, reason=words)
+    return Verdict(reason=words or "progressing")
+
+
+def sdep_verdict(obj: dict[str, Any]) -> Verdict:
+    """Reads a Core 1 ``SeldonDeployment``'s ``status.state`` (Available, Creating, Failed).
+
+    Args:
+        obj: the object.
+
+    Returns:
+        The verdict, with Seldon's ``description`` as the reason.
+    """
+    if not observed(obj):
+        return Verdict(reason="Seldon has not processed the latest spec yet")
+    status = obj.get("status") or {}
+    state = str(status.get("state") or "")
+    words = f"{state}: {status.get('description') or ''}".strip(": ")
+    if state == "Available":
+        return Verdict(done=True, reason=words)
+    if state == "Failed":
+        return Verdict(failed=True, reason=words)
+    return Verdict(reason=words or "no status yet")
+
+
+def experiment_verdict(obj: dict[str, Any]) -> Verdict:
+    """Reads an ``Experiment``'s ``Ready`` condition.
+
+    Args:
+        obj: the object.
+
+    Returns:
+        The verdict (an experiment never "fails": its candidates do).
+    """
+    if not observed(obj):
+        return Verdict(reason="Seldon has not processed the latest spec yet")
+    cond = _conditions(obj).get("Ready")
+    if cond is None:
+        return Verdict(reason="no status yet")
+    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
+    return Verdict(done=cond.get("status") == "True", reason=words or "progressing")
+
+
+def encode_v2(data: Any) -> dict[str, Any]:
+    """Turns a DataFrame, ndarray or list into an Open Inference Protocol V2 request.
+
+    Args:
+        data: rows of numbers (a 1-D input is one row).
+
+    Returns:
+        ``{"inputs": [{"name", "shape", "datatype", "data"}]}``.
+
+    Raises:
+        ConfigurationError: data that is not a rectangular numeric or string tensor.
+    """
+    import numpy as np
+
+    if isinstance(data, dict) and "inputs" in data:
+        return data  # already a V2 request
+    values = data.to_numpy() if hasattr(data, "to_numpy") else np.asarray(data)
+    if values.ndim == 1:
+        values = values.reshape(1, -1)
+    kind = values.dtype.kind
+    if kind == "b":
+        datatype = "BOOL"
+    elif kind in "iu":
+        datatype = "INT64"
+        values = values.astype(np.int64)
+    elif kind == "f":
+        datatype = "FP64"
+        values = values.astype(np.float64)
+    elif kind in "OUS":
+        datatype = "BYTES"
+        values = values.astype(str)
+    else:
+        raise ConfigurationError(f"Cannot send a {values.dtype} tensor in the V2 protocol.")
+    return {
+        "inputs": [
+            {
+                "name": "predict",
+                "shape": list(values.shape),
+                "datatype": datatype,
+                "data": values.reshape(-1).tolist(),
+            }
+        ]
+    }
+
+
+def encode_seldon(data: Any) -> dict[str, Any]:
+    """A Seldon protocol request: ``{"data": {"ndarray": rows}}`` (Seldon Core 1).
+
+    Args:
+        data: a DataFrame (its column names are sent too), ndarray or list of rows.
+
+    Returns:
+        The request.
+    """
+    import numpy as np
+
+    if isinstance(data, dict) and ("data" in data or "jsonData" in data):
+        return data
+    body: dict[str, Any] = {}
+    if hasattr(data, "columns"):
+        body["names"] = [str(c) for c in data.columns]
+    values = data.to_numpy() if hasattr(data, "to_numpy") else np.asarray(data)
+    if values.ndim == 1:
+        values = values.reshape(1, -1)
+    body["ndarray"] = values.tolist()
+    return {"data": body}
+
+
+def decode_seldon(body: dict[str, Any]) -> Any:
+    """The predictions of a Seldon protocol response (``data.ndarray`` or ``data.tensor``).
+
+    Args:
+        body: the response.
+
+    Returns:
+        A list (one entry per row for a single-column output).
+    """
+    data = body.get("data") or {}
+    if "ndarray" in data:
+        values = data["ndarray"]
+    elif "tensor" in data:
+        import numpy as np
+
+        t = data["tensor"]
+        values = np.asarray(t.get("values") or []).reshape(t.get("shape") or [-1]).tolist()
+    else:
+        return body
+    if values and all(isinstance(v, list) and len(v) == 1 for v in values):
+        return [v[0] for v in values]
+    return values
+
+
+def decode_v2(body: dict[str, Any]) -> Any:
+    """The predictions of a V2 response: the first output, reshaped to its shape.
+
+    Args:
+        body: the response.
+
+    Returns:
+        A list (one entry per row for a ``[n, 1]`` output).
+    """
+    import numpy as np
+
+    outputs = body.get("outputs") or []
+    if not outputs:
+        return body
+    first = outputs[0]
+    values = np.asarray(first.get("data") or [])
+    shape = first.get("shape") or [values.size]
+    if len(shape) == 2 and shape[1] == 1:
+        shape = [shape[0]]
+    return values.reshape(shape).tolist()
+
+
+class SeldonDeploymentService(InPlaceDeploymentService):
+    """A model on Seldon Core 2: one ``Model`` named after the deployment."""
+
+    SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
+        name="zmd-seldon-deployment",
+        type="model-serving",
+        flavor=FLAVOR_NAME,
+        description="Seldon Core model managed by zenml-model-deployers",
+    )
+    FLAVOR: ClassVar[str] = FLAVOR_NAME
+    BACKEND: ClassVar[str] = "Seldon"
+    FIRST_POLL: ClassVar[float] = 0.1
+    MAX_POLL: ClassVar[float] = 2.0
+    SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = True
+
+    config: SeldonDeploymentConfig
+    status: SeldonDeploymentStatus
+
+    _ns: Any = PrivateAttr(default=None)
+
+    # ----------------------------------------------------------------- helpers
+    def kube(self) -> KubeNamespace:
+        """The deployment's namespace on its cluster (connects on first use).
+
+        Returns:
+            The namespace handle.
+        """
+        if self._ns is None or self._ns.target != self.config.target():
+            self._ns = KubeNamespace(self.config.target(), self.deployment_name)
+        return self._ns  # type: ignore[no-any-return]
+
+    @property
+    def resource_name(self) -> str:
+        """The ``Model``'s name (the deployment name)."""
+        return self.deployment_name
+
+    @property
+    def core1(self) -> bool:
+        """Whether this deployment is a Seldon Core 1 ``SeldonDeployment``."""
+        return self.config.seldon_api == "v1"
+
+    @property
+    def _namespace(self) -> str:
+        return self.status.namespace or self.config.namespace or "default"
+
+    def predict_path(self) -> str:
+        """The inference path: Core 2 ``/v2/models/{name}/infer``; Core 1
+        ``/seldon/{ns}/{name}/api/v1.0/predictions`` (protocol seldon) or
+        ``/seldon/{ns}/{name}/v2/models/classifier/infer`` (protocol v2).
+
+        Returns:
+            The path.
+        """
+        if not self.core1:
+            return f"/v2/models/{self.resource_name}/infer"
+        prefix = f"/seldon/{self._namespace}/{self.resource_name}"
+        if self.config.protocol == "seldon":
+            return f"{prefix}/api/v1.0/predictions"
+        return f"{prefix}/v2/models/{manifests.GRAPH_NAME}/infer"
+
+    def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
+        """An OIP V2 request (with the ``Seldon-Model`` header Core 2's mesh routes by), or a
+        Seldon protocol request (``{"data": {"ndarray": rows}}``) for Core 1's ``seldon``.
+
+        Args:
+            data: a DataFrame, ndarray, list of rows, or a ready request dict.
+
+        Returns:
+            (headers, body).
+        """
+        headers = {"Content-Type": "application/json"}
+        if not self.core1:
+            headers["Seldon-Model"] = self.resource_name
+        if self.core1 and self.config.protocol == "seldon":
+            return headers, json.dumps(encode_seldon(data)).encode()
+        return headers, json.dumps(encode_v2(data)).encode()
+
+    def parse_response(self, body: bytes) -> Any:
+        """The predictions of a V2 or Seldon protocol response.
+
+        Args:
+            body: the response body.
+
+        Returns:
+            A list.
+        """
+        data = json.loads(body)
+        if isinstance(data, dict) and "data" in data and "outputs" not in data:
+            return decode_seldon(data)
+        return decode_v2(data)
+
+    def curl_example(self) -> str:
+        """A request in the deployment's protocol, with Core 2's routing header (the artifact
+        card shows it).
+
+        Returns:
+            A curl command line.
+        """
+        url = self.prediction_url or "(not deployed)"
+        if self.core1 and self.config.protocol == "seldon":
+            body = '{"data": {"ndarray": [[0.1, 0.2, 0.3, 0.4]]}}'
+            return f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
+        body = '{"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}]}'
+        header = "" if self.core1 else f" -H 'Seldon-Model: {self.resource_name}'"
+        return f"curl -s -X POST {url} -H 'Content-Type: application/json'{header} -d '{body}'"
+
+    def _labels(self, config: DeploymentConfig, revision: int) -> dict[str, str]:
+        return ownership_labels(self.deployment_name, revision, config.config_hash())
+
+    def _require_base_url(self) -> str:
+        if not self.config.base_url:
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' has no Seldon inference endpoint URL.",
+                deployment_name=self.deployment_name,
+                hint="set the component's `base_url` (the external address of the "
+                "seldon-mesh service, e.g. `kubectl get svc seldon-mesh`).",
+            )
+        return self.config.base_url.rstrip("/")
+
+    # ----------------------------------------------------------------- in-place hooks
+    def apply_target(self, target: ServingTarget, previous: ServingTarget | None) -> None:
+        """Creates or merge-patches the ``Model`` to ``target``; with a canary candidate, also
+        its ``Model`` and the ``Experiment`` splitting the traffic (removed without one).
+
+        Only what differs is written: an unchanged object gets no request.
+
+        Args:
+            target: what to serve.
+            previous: what served until now (None: create).
+        """
+        cfg = target.stable
+        assert isinstance(cfg, SeldonDeploymentConfig)
+        if previous is not None and previous.stable.seldon_api != cfg.seldon_api:  # type: ignore[attr-defined]
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' runs on seldon_api "
+                f"'{previous.stable.seldon_api}': it cannot move to '{cfg.seldon_api}' in place.",  # type: ignore[attr-defined]
+                deployment_name=self.deployment_name,
+                hint="deploy with policy='replace' (delete, then create), or another name.",
+            )
+        if self.core1:
+            self._apply_v1(target, previous)
+            return
+        base_url = self._require_base_url()
+        ns = self.kube()
+        candidate = target.candidate if target.candidate_percent else None
+        if previous is None:
+            kinds = [manifests.MODEL] + ([manifests.EXPERIMENT] if candidate else [])
+            ns.check_ready(kinds)
+        self._apply_storage_secret(cfg)
+        revision = self.status.revision + (1 if cfg.config_hash() != self.status.config_hash else 0)
+        self._ensure_model(self.resource_name, cfg, revision, "main")
+        keep = {self.resource_name}
+        if candidate is not None:
+            assert isinstance(candidate, SeldonDeploymentConfig)
+            cname = manifests.candidate_name(self.deployment_name, candidate.config_hash())
+            keep.add(cname)
+            self._ensure_model(cname, candidate, revision + 1, "candidate")
+            self._ensure_experiment(cname, target.candidate_percent, cfg)
+        else:
+            if ns.get_owned(manifests.EXPERIMENT, self.resource_name) is not None:
+                ns.delete(manifests.EXPERIMENT, self.resource_name)
+        for obj in ns.list_owned(manifests.MODEL):
+            if obj["metadata"]["name"] not in keep:
+                ns.delete(manifests.MODEL, obj["metadata"]["name"])
+        self.status.namespace = ns.namespace
+        self.status.url = base_url
+
+    def _apply_v1(
+        self, target: ServingTarget, previous: ServingTarget | None, stopped: bool = False
+    ) -> None:
+        """Creates or merge-patches the ``SeldonDeployment`` (a canary is a second predictor
+        with ``traffic``; ``stopped`` sets every predictor's replicas to 0)."""
+        cfg = target.stable
+        assert isinstance(cfg, SeldonDeploymentConfig)
+        base_url = self._require_base_url()
+        ns = self.kube()
+        if previous is None:
+            ns.check_ready([manifests.SELDON_DEPLOYMENT])
+        self._apply_storage_secret(cfg)
+        candidate = target.candidate if target.candidate_percent else None
+        spec = manifests.seldon_deployment_spec(
+            self.resource_name,
+            cfg,
+            candidate,  # type: ignore[arg-type]
+            target.candidate_percent,
+            stopped=stopped,
+        )
+        revision = self.status.revision + (1 if cfg.config_hash() != self.status.config_hash else 0)
+        labels = ownership_labels(self.deployment_name, revision, cfg.config_hash())
+        annotations = config_annotation(cfg.model_dump(mode="json"))
+        existing = ns.get_owned(manifests.SELDON_DEPLOYMENT, self.resource_name)
+        if existing is None:
+            ns.create(
+                manifests.SELDON_DEPLOYMENT,
+                {
+                    "apiVersion": manifests.SELDON_DEPLOYMENT.api_version,
+                    "kind": manifests.SELDON_DEPLOYMENT.kind,
+                    "metadata": {
+                        "name": self.resource_name,
+                        "namespace": ns.namespace,
+                        "labels": labels,
+                        "annotations": annotations,
+                    },
+                    "spec": spec,
+                },
+            )
+        else:
+            current = existing.get("spec") or {}
+            same = all(current.get(k) == v for k, v in spec.items())
+            if (
+                not same
+                or (existing["metadata"].get("labels") or {}).get(LABEL_CONFIG_HASH)
+                != cfg.config_hash()
+            ):
+                ns.merge_patch(
+                    manifests.SELDON_DEPLOYMENT,
+                    self.resource_name,
+                    {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec},
+                )
+        self.status.namespace = ns.namespace
+        self.status.url = base_url
+
+    def _ensure_model(
+        self, name: str, cfg: SeldonDeploymentConfig, revision: int, role: str
+    ) -> None:
+        """Creates the Model, or patches it when its spec or revision labels differ."""
+        ns = self.kube()
+        labels = ownership_labels(self.deployment_name, revision, cfg.config_hash(), role)
+        annotations = config_annotation(cfg.model_dump(mode="json"))
+        spec = manifests.model_spec(cfg)
+        existing = ns.get_owned(manifests.MODEL, name)
+        if existing is None:
+            ns.create(
+                manifests.MODEL,
+                manifests.model_manifest(name, ns.namespace, cfg, labels, annotations),
+            )
+            return
+        current = existing.get("spec") or {}
+        meta_labels = (existing.get("metadata") or {}).get("labels") or {}
+        same_spec = all(current.get(k) == v for k, v in spec.items()) and not any(
+            k in current for k in manifests.MODEL_FIELDS if k not in spec
+        )
+        if same_spec and meta_labels.get(LABEL_CONFIG_HASH) == cfg.config_hash():
+            return
+        ns.merge_patch(
+            manifests.MODEL,
+            name,
+            manifests.merge_patch_for(
+                spec,
+                {k: v for k, v in current.items() if k in manifests.MODEL_FIELDS},
+                {"labels": labels, "annotations": annotations},
+            ),
+        )
+
+    def _ensure_experiment(
+        self, candidate: str, percent: int, stable: SeldonDeploymentConfig
+    ) -> None:
+        """Creates or patches the Experiment that splits the model's traffic."""
+        ns = self.kube()
+        spec = manifests.experiment_spec(self.resource_name, candidate, percent)
+        labels = ownership_labels(
+            self.deployment_name, self.status.revision, stable.config_hash(), "experiment"
+        )
+        existing = ns.get_owned(manifests.EXPERIMENT, self.resource_name)
+        if existing is None:
+            ns.create(
+                manifests.EXPERIMENT,
+                {
+                    "apiVersion": manifests.EXPERIMENT.api_version,
+                    "kind": manifests.EXPERIMENT.kind,
+                    "metadata": {
+                        "name": self.resource_name,
+                        "namespace": ns.namespace,
+                        "labels": labels,
+                    },
+                    "spec": spec,
+                },
+            )
+        elif existing.get("spec") != spec:
+            ns.merge_patch(
+                manifests.EXPERIMENT,
+                self.resource_name,
+                {"spec": spec, "metadata": {"labels": labels}},
+            )
+
+    def _apply_storage_secret(self, cfg: SeldonDeploymentConfig) -> None:
+        if not cfg.storage_secret:
+            return
+        from zenml_model_deployers.kube.secrets import apply_secret, zenml_secret_values
+
+        apply_secret(
+            self.kube(),
+            manifests.secret_name(self.deployment_name),
+            zenml_secret_values(cfg.storage_secret),
+            ownership_labels(self.deployment_name, 0, "", role="storage"),
+        )
+
+    def read_backend(self) -> BackendState:
+        """Reads the deployment's Models and Experiment.
+
+        Returns:
+            Its state, in Seldon's words (failed if a Model it owns failed to load).
+        """
+        ns = self.kube()
+        if self.core1:
+            return self._read_v1()
+        main = ns.get(manifests.MODEL, self.resource_name)
+        if main is None:
+            return BackendState(state="Absent", gone=True)
+        models = {o["metadata"]["name"]: o for o in ns.list_owned(manifests.MODEL)}
+        models[self.resource_name] = main
+        experiment = ns.get_owned(manifests.EXPERIMENT, self.resource_name)
+        verdicts = {name: model_verdict(obj) for name, obj in models.items()}
+        failed = [f"{n}: {v.reason}" for n, v in verdicts.items() if v.failed]
+        waiting = [f"{n}: {v.reason}" for n, v in verdicts.items() if not v.done and not v.failed]
+        if experiment is not None:
+            ev = experiment_verdict(experiment)
+            if not ev.done:
+                waiting.append(f"Experiment {self.resource_name}: {ev.reason}")
+        state = "Failed" if failed else ("Progressing" if waiting else "Ready")
+        message = "; ".join(failed or waiting) or verdicts[self.resource_name].reason
+        self.status.seldon_state = state
+        self.status.seldon_message = message
+        return BackendState(
+            state=state,
+            message=message,
+            failed=bool(failed),
+            url=self.config.base_url.rstrip("/") or None,
+            raw={"models": models, "experiment": experiment},
+        )
+
+    def _read_v1(self) -> BackendState:
+        obj = self.kube().get(manifests.SELDON_DEPLOYMENT, self.resource_name)
+        if obj is None:
+            return BackendState(state="Absent", gone=True)
+        verdict = sdep_verdict(obj)
+        state = "Ready" if verdict.done else ("Failed" if verdict.failed else "Progressing")
+        self.status.seldon_state = state
+        self.status.seldon_message = verdict.reason
+        return BackendState(
+            state=state,
+            message=verdict.reason,
+            failed=verdict.failed,
+            url=self.config.base_url.rstrip("/") or None,
+            raw=obj,
+        )
+
+    def serves(self, state: BackendState, target: ServingTarget) -> bool:
+        """Ready, on the target's revisions and split, and the mesh answers for the model.
+
+        Args:
+            state: the state read.
+            target: what should serve.
+
+        Returns:
+            True when requests reach the target.
+        """
+        if state.state != "Ready":
+            return False
+        if self.core1:
+            return self._serves_v1(state.raw or {}, target)
+        raw = state.raw or {}
+        models: dict[str, Any] = raw.get("models") or {}
+        expected = {self.resource_name: target.stable}
+        candidate = target.candidate if target.candidate_percent else None
+        if candidate is not None:
+            cname = manifests.candidate_name(self.deployment_name, candidate.config_hash())
+            expected[cname] = candidate
+        if set(models) != set(expected):
+            return False
+        for name, cfg in expected.items():
+            obj = models[name]
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            if labels.get(LABEL_CONFIG_HASH) != cfg.config_hash():
+                return False
+            if (obj.get("spec") or {}).get("storageUri") != cfg.model_uri:
+                return False
+        experiment = raw.get("experiment")
+        if candidate is None:
+            if experiment is not None:
+                return False
+        else:
+            want = manifests.experiment_spec(self.resource_name, cname, target.candidate_percent)
+            if experiment is None or experiment.get("spec") != want:
+                return False
+        return self._mesh_ready()
+
+    def _serves_v1(self, obj: dict[str, Any], target: ServingTarget) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_CONFIG_HASH) != target.stable.config_hash():
+            return False
+        want = manifests.seldon_deployment_spec(
+            self.resource_name,
+            target.stable,  # type: ignore[arg-type]
+            target.candidate if target.candidate_percent else None,  # type: ignore[arg-type]
+            target.candidate_percent,
+        )
+        if (obj.get("spec") or {}).get("predictors") != want["predictors"]:
+            return False
+        return self._mesh_ready()
+
+    def _mesh_ready(self) -> bool:
+        """The health request: the mesh (Core 2) or the deployment's executor (Core 1) says
+        the model is ready to answer."""
+        import requests
+
+        headers = {} if self.core1 else {"Seldon-Model": self.resource_name}
+        if self.core1:
+            prefix = f"/seldon/{self._namespace}/{self.resource_name}"
+            path = (
+                f"{prefix}/api/v1.0/health/status"
+                if self.config.protocol == "seldon"
+                else f"{prefix}/v2/health/ready"
+            )
+        else:
+            path = f"/v2/models/{self.resource_name}/ready"
+        url = f"{self._require_base_url()}{path}"
+        try:
+            r = self._http().get(url, headers=headers, timeout=5)
+        except requests.RequestException:
+            return False
+        return bool(r.status_code == 200)
+
+    # ----------------------------------------------------------------- lifecycle hooks
+    def start_backend(self, timeout: float) -> None:
+        """Loads the recorded revision (and canary) again: same name, same URL; blocks until
+        it serves.
+
+        Args:
+            timeout: seconds.
+        """
+        target = self.live_target() or ServingTarget(stable=self.config)
+        if self.core1:
+            # Core 1 keeps the SeldonDeployment while stopped: restore its replicas.
+            self._apply_v1(target, target)
+        else:
+            self.apply_target(target, None)
+        self.wait_until_serving(target, timeout, "start")
+        self.status.stopped = False
+        self.mark_ready()
+
+    def stop_backend(self, timeout: float) -> None:
+        """Unloads the model by deleting its ``Model``s and ``Experiment`` (our record and the
+        storage Secret stay).
+
+        Seldon Core 2 frees the server's memory for a deleted Model; ``start`` creates it
+        again from the recorded revision under the same name, so the URL does not change.
+
+        Args:
+            timeout: seconds to wait until they are gone.
+        """
+        if self.core1:
+            self._stop_v1(timeout)
+        else:
+            self._delete_objects(timeout, "unloaded")
+            self._wait_mesh_forgets(timeout)
+        self.status.stopped = True
+        self.admin_state = ServiceState.INACTIVE
+        self.status.update_state(ServiceState.INACTIVE, "stopped (the Model is unloaded)")
+
+    def _wait_mesh_forgets(self, timeout: float) -> None:
+        """Returns once the mesh no longer answers for the model (Seldon unloads it shortly
+        after its Model is deleted), so a stopped deployment really serves nothing."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._mesh_ready():
+            if time.monotonic() >= deadline:
+                raise DeploymentError(
+                    f"Model '{self.resource_name}' was deleted but the mesh still serves it "
+                    f"after {timeout:.0f} s.",
+                    deployment_name=self.deployment_name,
+                    hint="check the Seldon scheduler's logs.",
+                )
+            time.sleep(0.1)
+
+    def _stop_v1(self, timeout: float) -> None:
+        """Core 1: every predictor to replicas 0 (``start`` restores the configured ones)."""
+        ns = self.kube()
+        if ns.get_owned(manifests.SELDON_DEPLOYMENT, self.resource_name) is None:
+            return
+        target = self.live_target() or ServingTarget(stable=self.config)
+        self._apply_v1(target, target, stopped=True)
+        ns.wait_for(
+            manifests.SELDON_DEPLOYMENT,
+            self.resource_name,
+            lambda o: Verdict(done=o is None or observed(o), reason="scaling to 0"),
+            timeout,
+            f"SeldonDeployment '{self.resource_name}' to scale to 0",
+        )
+
+    def delete_backend(self, timeout: float) -> None:
+        """Deletes the deployment's Models, Experiment and Secrets, nothing else.
+
+        Args:
+            timeout: seconds to wait until the Models are gone.
+        """
+        from zenml_model_deployers.kube.secrets import delete_owned_secrets
+
+        self._delete_objects(timeout, "deleted")
+        delete_owned_secrets(self.kube())
+
+    def _delete_objects(self, timeout: float, what: str) -> None:
+        ns = self.kube()
+        if ns.get_owned(manifests.SELDON_DEPLOYMENT, self.resource_name) is not None:
+            ns.delete(manifests.SELDON_DEPLOYMENT, self.resource_name)
+            ns.wait_for(
+                manifests.SELDON_DEPLOYMENT,
+                self.resource_name,
+                lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
+                timeout,
+                f"SeldonDeployment '{self.resource_name}' to be {what}",
+            )
+        if self.core1:
+            return
+        if ns.get_owned(manifests.EXPERIMENT, self.resource_name) is not None:
+            ns.delete(manifests.EXPERIMENT, self.resource_name)
+        for obj in ns.list_owned(manifests.MODEL):
+            name = obj["metadata"]["name"]
+            ns.delete(manifests.MODEL, name)
+            # Only what we deleted is waited for: a Model of that name we do not own stays.
+            ns.wait_for(
+                manifests.MODEL,
+                name,
+                lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
+                timeout,
+                f"Model '{name}' to be {what}",
+            )
+
+    def check_status(self) -> tuple[ServiceState, str]:
+        """Reads the ``Model`` (one GET).
+
+        Returns:
+            (state, message).
+        """
+        kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
+        try:
+            obj = self.kube().get(kind, self.resource_name)
+        except DeploymentError as e:
+            return ServiceState.ERROR, str(e).splitlines()[0]
+        if self.core1 and obj is not None:
+            if self.status.stopped:
+                return ServiceState.INACTIVE, "stopped (replicas 0)"
+            v1 = sdep_verdict(obj)
+            if v1.done:
+                return ServiceState.ACTIVE, ""
+            if v1.failed:
+                return ServiceState.ERROR, f"Seldon: {v1.reason}"
+            return ServiceState.PENDING_STARTUP, f"Seldon: {v1.reason}"
+        if obj is None:
+            if self.status.stopped:
+                return ServiceState.INACTIVE, "stopped (the Model is unloaded)"
+            return ServiceState.ERROR, "the Model does not exist (deleted outside zmd?)"
+        verdict = model_verdict(obj)
+        if verdict.done:
+            return ServiceState.ACTIVE, ""
+        if verdict.failed:
+            return ServiceState.ERROR, f"Seldon: {verdict.reason}"
+        return ServiceState.PENDING_STARTUP, f"Seldon: {verdict.reason}"
+
+    def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
+        """The Model's conditions, then the model servers' pod logs (where RBAC allows).
+
+        Args:
+            follow: ignored (the lines read now are returned).
+            tail: the last N lines of each pod.
+
+        Yields:
+            Lines.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        ns = self.kube()
+        kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
+        try:
+            obj = ns.get(kind, self.resource_name)
+        except DeploymentError as e:
+            yield f"cannot read {kind.kind} '{self.resource_name}': {str(e).splitlines()[0]}"
+            return
+        if obj is None:
+            yield f"{kind.kind} '{self.resource_name}' does not exist in namespace '{ns.namespace}'."
+        elif self.core1:
+            status = obj.get("status") or {}
+            yield (
+                f"[{kind.kind} {self.resource_name}] state={status.get('state')} "
+                f"{status.get('description') or ''}".rstrip()
+            )
+        else:
+            for cond in _conditions(obj).values():
+                yield (
+                    f"[Model {self.resource_name}] {cond.get('type')}={cond.get('status')} "
+                    f"{cond.get('reason') or ''} {cond.get('message') or ''}".rstrip()
+                )
+        # Core 2 models run on a Server's pods; Core 1 deployments have their own pods.
+        server = self.config.server or "mlserver"
+        selector = (
+            f"seldon-deployment-id={self.resource_name}"
+            if self.core1
+            else f"seldon-server-name={server}"
+        )
+        core = ns.core()
+        try:
+            pods = ns.api.sanitize_for_serialization(
+                core.list_namespaced_pod(ns.namespace, label_selector=selector)
+            )
+        except ApiException as e:
+            yield (
+                f"cannot list the pods ({selector}) in namespace '{ns.namespace}' "
+                f"({e.status}): the server logs are not readable with these credentials."
+            )
+            return
+        items = [
+            p
+            for p in (pods or {}).get("items") or []
+            if all(
+                ((p.get("metadata") or {}).get("labels") or {}).get(k) == v
+                for k, v in [selector.split("=", 1)]
+            )
+        ]
+        if not items:
+            yield f"no pods ({selector}) in namespace '{ns.namespace}'."
+        for pod in items:
+            pod_name = pod["metadata"]["name"]
+            try:
+                text = core.read_namespaced_pod_log(
+                    pod_name, ns.namespace, tail_lines=tail, _preload_content=False
+                ).data.decode(errors="replace")
+            except ApiException as e:
+                yield f"cannot read the logs of pod {pod_name} ({e.status} {e.reason})."
+                continue
+            for line in text.splitlines():
+                yield f"[{pod_name}] {line}"
+
+    def describe(self) -> dict[str, Any]:
+        """The run metadata / CLI description, plus where the Model lives.
+
+        Returns:
+            A JSON-able dict.
+        """
+        d = super().describe()
+        d["namespace"] = self.status.namespace or self.config.namespace
+        d["seldon_api"] = self.config.seldon_api
+        kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
+        d["resource"] = f"{kind.plural}.{kind.group}/{self.resource_name}"
+        return d

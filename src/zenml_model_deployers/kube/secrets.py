@@ -1,0 +1,131 @@
+"""Kubernetes Secrets made from ZenML secrets, owned by a deployment.
+
+The values are read from ZenML's secret store at call time and sent to the cluster only; they
+never reach our config, status, artifact, logs or errors (each value is registered for
+redaction as soon as it is read).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from zenml_model_deployers.errors import SecretResolutionError
+from zenml_model_deployers.kube.resources import KubeNamespace, owned_by, selector_for
+from zenml_model_deployers.secrets import remember_secret_value
+
+
+def zenml_secret_values(secret_name: str) -> dict[str, str]:
+    """Every key of a ZenML secret, resolved now.
+
+    Args:
+        secret_name: the ZenML secret's name.
+
+    Returns:
+        Key to value (register nothing of it anywhere but the cluster).
+
+    Raises:
+        SecretResolutionError: no such secret.
+    """
+    from zenml.client import Client
+
+    try:
+        secret = Client().get_secret(secret_name)
+    except (KeyError, ValueError) as e:
+        raise SecretResolutionError(
+            f"ZenML secret '{secret_name}' (the storage credentials) does not exist.",
+            hint=f"create it with `zenml secret create {secret_name} --<key>=...`.",
+        ) from e
+    values = {k: str(v) for k, v in secret.secret_values.items()}
+    for v in values.values():
+        remember_secret_value(v)
+    return values
+
+
+def apply_secret(
+    ns: KubeNamespace, name: str, values: dict[str, str], labels: dict[str, str]
+) -> None:
+    """Creates or updates (merge patch) a Secret owned by the deployment.
+
+    Args:
+        ns: the namespace.
+        name: the Secret's name.
+        values: its data (plain text; sent base64-encoded).
+        labels: our ownership labels.
+
+    Raises:
+        DeploymentExistsError: a Secret of that name exists and is not ours.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    from zenml_model_deployers.errors import DeploymentExistsError
+
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+    core = ns.core()
+    existing: Any = None
+    with ns.errors(f"Reading Secret '{name}' in namespace '{ns.namespace}'"):
+        try:
+            existing = ns.api.sanitize_for_serialization(
+                core.read_namespaced_secret(name, ns.namespace)
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+    if existing:
+        if not owned_by(existing, ns.deployment_name):
+            raise DeploymentExistsError(
+                f"A Secret '{name}' exists in namespace '{ns.namespace}' and "
+                "zenml-model-deployers does not own it; it is left untouched.",
+                deployment_name=ns.deployment_name,
+                hint="deploy under another deployment_name, or remove that Secret yourself.",
+            )
+        old_keys = set((existing.get("data") or {}).keys())
+        patch = {
+            "metadata": {"labels": labels},
+            "data": {**dict.fromkeys(old_keys - set(data)), **data},
+        }
+        with ns.errors(f"Updating Secret '{name}' in namespace '{ns.namespace}'"):
+            core.patch_namespaced_secret(name, ns.namespace, patch)
+        return
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns.namespace, "labels": labels},
+        "type": "Opaque",
+        "data": data,
+    }
+    with ns.errors(f"Creating Secret '{name}' in namespace '{ns.namespace}'"):
+        core.create_namespaced_secret(ns.namespace, body)
+
+
+def delete_owned_secrets(ns: KubeNamespace) -> list[str]:
+    """Deletes every Secret the deployment owns (by label, checked again here).
+
+    Args:
+        ns: the namespace.
+
+    Returns:
+        The names deleted.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    core = ns.core()
+    with ns.errors(f"Listing Secrets in namespace '{ns.namespace}'"):
+        listed = ns.api.sanitize_for_serialization(
+            core.list_namespaced_secret(
+                ns.namespace, label_selector=selector_for(ns.deployment_name)
+            )
+        )
+    deleted = []
+    for item in listed.get("items") or []:
+        if not owned_by(item, ns.deployment_name):
+            continue
+        name = item["metadata"]["name"]
+        with ns.errors(f"Deleting Secret '{name}' in namespace '{ns.namespace}'"):
+            try:
+                core.delete_namespaced_secret(name, ns.namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        deleted.append(name)
+    return deleted

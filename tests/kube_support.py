@@ -1,0 +1,108 @@
+"""Fixtures shared by the cluster flavors' tests: the simulated cluster (kmock API server,
+Seldon-like controller, real MLServer) and sklearn models to serve.
+
+Import them by name into a test module (``from kube_support import cluster, ...``). The
+cluster is module-scoped: one MLServer start per module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
+
+# The CRDs as the projects publish them (the API server's schemas), beside the repository.
+CRD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "crds"
+
+
+@pytest.fixture(scope="module")
+def cluster(zenml_env: Path) -> Iterator[SimulatedCluster]:
+    """A running simulated cluster with Seldon Core 1 and 2 installed."""
+    with SimulatedCluster(CRD_DIR, load_delay=0.3, workdir=zenml_env / "kube") as c:
+        yield c
+        assert c.controller_errors() == []
+
+
+@pytest.fixture(scope="module")
+def api_only(zenml_env: Path) -> Iterator[SimulatedCluster]:
+    """Only the API server, with no Seldon kinds installed (no model server)."""
+    with SimulatedCluster(CRD_DIR, install=(), model_server=False, workdir=zenml_env / "kube") as c:
+        yield c
+
+
+def sklearn_model(constant: int) -> object:
+    """A fitted classifier that predicts `constant` for every row (2 features).
+
+    Args:
+        constant: 0 or 1.
+
+    Returns:
+        The estimator.
+    """
+    import numpy as np
+    from sklearn.dummy import DummyClassifier
+
+    x = np.array([[0.0, 1.0], [1.0, 0.0]])
+    return DummyClassifier(strategy="constant", constant=constant).fit(x, [0, 1])
+
+
+def seldon_component(c: SimulatedCluster, **extra: Any) -> dict[str, Any]:
+    """The `zmd-seldon` component settings pointing at a simulated cluster."""
+    return {
+        "kubeconfig": c.kubeconfig,
+        "kubernetes_context": c.context,
+        "kubernetes_namespace": c.namespace,
+        "base_url": c.base_url,
+        "default_timeout": 60,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def seldon_stack(cluster: SimulatedCluster) -> Iterator[str]:
+    """A ZenML stack whose model deployer is `zmd-seldon` on the module's cluster, active for
+    the module; the previously active stack comes back afterwards. Each module gets its own
+    component and stack: ZenML keeps the active stack's components, and a component updated in
+    place would keep pointing at the previous module's (closed) cluster."""
+    from zenml.client import Client
+
+    from zenml_model_deployers.flavors import ensure_deployer_stack
+
+    client = Client()
+    previous = client.active_stack_model.name
+    name = f"zmd-test-seldon-{cluster.base_url.rsplit(':', 1)[-1]}"
+    ensure_deployer_stack(name, name, flavor="zmd-seldon", configuration=seldon_component(cluster))
+    yield name
+    if client.active_stack_model.name != previous:
+        client.activate_stack(previous)
+
+
+@pytest.fixture(scope="module")
+def seldon_deployer(seldon_stack: str) -> Any:
+    """The active stack's `zmd-seldon` deployer."""
+    from zenml_model_deployers.flavors import get_deployer
+
+    return get_deployer("zmd-seldon")
+
+
+@pytest.fixture(scope="module")
+def model_dirs(zenml_env: Path) -> dict[str, str]:
+    """Storage folders: a and b (predict 0 and 1), broken (a model.joblib MLServer cannot load)."""
+    import joblib
+
+    out = {}
+    root = zenml_env / "seldon-models"
+    for variant, constant in (("a", 0), ("b", 1)):
+        d = root / variant
+        d.mkdir(parents=True, exist_ok=True)
+        joblib.dump(sklearn_model(constant), d / "model.joblib")
+        out[variant] = str(d)
+    broken = root / "broken"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "model.joblib").write_bytes(b"not a pickle: corrupt weights (planted)")
+    out["broken"] = str(broken)
+    return out
