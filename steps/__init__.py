@@ -13,6 +13,7 @@ from zenml_model_deployers.steps.deploy import (
     recreate_deployment_step,
 )
 from zenml_model_deployers.steps.predict import batch_inference_step, prediction_step
+from zenml_model_deployers.steps.vllm import vllm_deployer_step
 
 _LAZY = {
     "bento_builder_step": "zenml_model_deployers.steps.bento",
@@ -37,4 +38,5 @@ __all__ = [
     "model_deployer_step",
     "prediction_step",
     "recreate_deployment_step",
+    "vllm_deployer_step",
 ]

@@ -16,10 +16,11 @@ FLAVOR_SOURCES: dict[str, str] = {
     "zmd-huggingface": (
         "zenml_model_deployers.flavors.huggingface.flavor.HuggingFaceDeployerFlavor"
     ),
+    "zmd-vllm": "zenml_model_deployers.flavors.vllm.flavor.VLLMDeployerFlavor",
 }
 
 # Flavors that need no settings: lifecycle calls work without a registered component.
-SETTINGLESS = ("zmd-mlflow", "zmd-bentoml")
+SETTINGLESS = ("zmd-mlflow", "zmd-bentoml", "zmd-vllm")
 
 
 def register_flavors() -> list[str]:

@@ -112,6 +112,17 @@ class LocalProcessService(DeploymentService):
             argv.
         """
 
+    def check_serving(self, base_url: str) -> None:
+        """A backend's own check, after health answered, that the new server serves what the
+        config asks for (e.g. an LLM server lists the served model). Default: nothing.
+
+        Args:
+            base_url: the new server's private base URL.
+
+        Raises:
+            DeploymentError: it does not serve it (the new server is then torn down).
+        """
+
     def server_env(self) -> dict[str, str]:
         """The server's environment: ours, the venv's bin on PATH, the config's env resolved.
 
@@ -265,6 +276,7 @@ class LocalProcessService(DeploymentService):
                 timeout=timeout,
                 smoke=smoke,
             )
+            self.check_serving(base)
         except BaseException:
             handle.terminate(5)
             raise
