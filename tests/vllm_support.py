@@ -10,7 +10,7 @@ from zenml_model_deployers.testing.vllm_standin import standin_command
 
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # Short answers: each generated token costs ~50-100 ms on 2 shared cores.
-CHAT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 4, "temperature": 0}
+CHAT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 1, "temperature": 0}
 
 
 def standin_config(name: str, **overrides: Any) -> VLLMDeploymentConfig:

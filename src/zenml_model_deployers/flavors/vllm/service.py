@@ -132,8 +132,8 @@ class VLLMDeploymentService(LocalProcessService):
 
     config: VLLMDeploymentConfig
 
-    _api_key: str | None = PrivateAttr(default=None)
-    _api_key_ref: str | None = PrivateAttr(default=None)
+    # (reference, resolved value) of the server's key.
+    _server_key: tuple[str, str] | None = PrivateAttr(default=None)
 
     # ----------------------------------------------------------------- the server
     def server_command(self, port: int) -> list[str]:
@@ -188,10 +188,9 @@ class VLLMDeploymentService(LocalProcessService):
         ref = self.config.api_key or self.config.env.get(API_KEY_ENV)
         if ref is None:
             return None
-        if self._api_key is None or self._api_key_ref != ref:
-            self._api_key = secrets.resolve(ref)
-            self._api_key_ref = ref
-        return self._api_key
+        if self._server_key is None or self._server_key[0] != ref:
+            self._server_key = (ref, secrets.resolve(ref))
+        return self._server_key[1]
 
     def _auth_headers(self) -> dict[str, str]:
         key = self.api_key_value()
@@ -284,7 +283,7 @@ class VLLMDeploymentService(LocalProcessService):
 
         - a string: a completion (`/v1/completions`, `prompt`);
         - a list of `{"role", "content"}` messages: a chat completion;
-        - a dict with `messages` or `prompt`: that request, `model` filled in.
+        - a dict with `messages` or `prompt`: that request as is.
 
         Args:
             data: the input.
@@ -311,7 +310,8 @@ class VLLMDeploymentService(LocalProcessService):
                 hint="pass a prompt string, a list of chat messages "
                 "([{'role': 'user', 'content': '...'}]) or an OpenAI request dict.",
             )
-        body.setdefault("model", self.config.model_name_served)
+        # No `model` unless the caller names one: vLLM then answers with the model it serves,
+        # so a client keeps working when an update renames the served model.
         body.update(params)
         return path, body
 
