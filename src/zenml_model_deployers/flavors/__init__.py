@@ -18,10 +18,11 @@ FLAVOR_SOURCES: dict[str, str] = {
     ),
     "zmd-databricks": "zenml_model_deployers.flavors.databricks.flavor.DatabricksDeployerFlavor",
     "zmd-seldon": "zenml_model_deployers.flavors.seldon.flavor.SeldonDeployerFlavor",
+    "zmd-vllm": "zenml_model_deployers.flavors.vllm.flavor.VLLMDeployerFlavor",
 }
 
 # Flavors that need no settings: lifecycle calls work without a registered component.
-SETTINGLESS = ("zmd-mlflow", "zmd-bentoml")
+SETTINGLESS = ("zmd-mlflow", "zmd-bentoml", "zmd-vllm")
 
 
 def register_flavors() -> list[str]:

@@ -157,10 +157,13 @@ def spawn(
             start_new_session=True,
             close_fds=True,
         )
+    # Read the start time first: a child that exits at once (a server that fails on start) is
+    # still a zombie now, and would be gone once reaped.
+    handle = ProcessHandle(pid=popen.pid, create_time=psutil.Process(popen.pid).create_time())
     # The child is never wait()ed by us if we exit first; it is reparented to init.
     # When we are still alive while it exits, reap it to avoid a zombie showing as alive.
     _reap_later(popen)
-    return ProcessHandle(pid=popen.pid, create_time=psutil.Process(popen.pid).create_time())
+    return handle
 
 
 _children: list[subprocess.Popen[bytes]] = []

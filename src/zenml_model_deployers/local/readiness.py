@@ -8,8 +8,14 @@ from pathlib import Path
 
 import requests
 
+from zenml_model_deployers import secrets
 from zenml_model_deployers.errors import DeploymentError, DeploymentTimeoutError
-from zenml_model_deployers.local.process import ProcessHandle, failure_excerpt, reap_children
+from zenml_model_deployers.local.process import (
+    ProcessHandle,
+    failure_excerpt,
+    reap_children,
+    tail,
+)
 from zenml_model_deployers.progress import WaitProgress
 
 
@@ -73,7 +79,8 @@ def wait_until_ready(
                     backend_message=failure_excerpt(log_path),
                     hint=f"raise the timeout if the model is slow to load; full log: {log_path}",
                 )
-            progress.tick(time.monotonic() - start)
+            # What the server is doing now (downloading, loading weights...): its last log line.
+            progress.tick(time.monotonic() - start, _last_line(log_path))
             time.sleep(0.1)
         if smoke is not None:
             try:
@@ -89,3 +96,12 @@ def wait_until_ready(
         session.close()
         progress.done()
     return time.monotonic() - start
+
+
+def _last_line(log_path: Path, width: int = 120) -> str:
+    """The log's last non-empty line, redacted and shortened (for progress)."""
+    lines = [ln.strip() for ln in tail(log_path, 3, max_bytes=4096).splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = secrets.redact(lines[-1])
+    return line if len(line) <= width else line[: width - 3] + "..."

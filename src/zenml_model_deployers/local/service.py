@@ -21,7 +21,7 @@ import shutil
 import socket
 import time
 from abc import abstractmethod
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,17 @@ class LocalProcessService(DeploymentService):
 
         Returns:
             argv.
+        """
+
+    def check_serving(self, base_url: str) -> None:
+        """A backend's own check, after health answered, that the new server serves what the
+        config asks for (e.g. an LLM server lists the served model). Default: nothing.
+
+        Args:
+            base_url: the new server's private base URL.
+
+        Raises:
+            DeploymentError: it does not serve it (the new server is then torn down).
         """
 
     def server_env(self) -> dict[str, str]:
@@ -235,8 +246,13 @@ class LocalProcessService(DeploymentService):
         self.status.control_port = None
 
     # ----------------------------------------------------------------- server
-    def _start_server(self, timeout: float) -> tuple[proc.ProcessHandle, int, Path]:
-        """Starts a server for ``self.config`` on a private port and waits until it is ready."""
+    def _start_server(
+        self, timeout: float, after_spawn: Callable[[], None] | None = None
+    ) -> tuple[proc.ProcessHandle, int, Path]:
+        """Starts a server for ``self.config`` on a private port and waits until it is ready.
+
+        ``after_spawn`` runs while the server loads; if it raises, the server is ended.
+        """
         port = free_port()
         log = self.workdir / f"server-{self.config.config_hash()}-{int(time.time())}.log"
         env = self.server_env()
@@ -256,6 +272,8 @@ class LocalProcessService(DeploymentService):
                     raise RuntimeError(f"HTTP {r.status_code}: {secrets.redact(r.text[:2000])}")
 
         try:
+            if after_spawn is not None:
+                after_spawn()
             wait_until_ready(
                 deployment_name=self.deployment_name,
                 process=handle,
@@ -265,6 +283,7 @@ class LocalProcessService(DeploymentService):
                 timeout=timeout,
                 smoke=smoke,
             )
+            self.check_serving(base)
         except BaseException:
             handle.terminate(5)
             raise
@@ -321,10 +340,13 @@ class LocalProcessService(DeploymentService):
         old_front = self._detach_front_if_moved()
         had_relay = self._relay_alive()
         try:
-            # The front first: a busy pinned port fails before any server starts.
-            self._ensure_relay(target=old_port if old_alive else None)
             try:
-                handle, port, log = self._start_server(timeout)
+                # The front starts while the new server loads (it costs a Python start, ~0.1 s);
+                # a busy pinned port still fails at once, ending the server just started.
+                handle, port, log = self._start_server(
+                    timeout,
+                    after_spawn=lambda: self._ensure_relay(target=old_port if old_alive else None),
+                )
             except BaseException:
                 if not had_relay and (old_front is not None or not old_alive):
                     self._stop_relay()

@@ -1,0 +1,142 @@
+"""zmd-vllm without any server: the exact `vllm serve` argv, validation, host checks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from zenml_model_deployers.errors import ConfigurationError, PredictionError
+from zenml_model_deployers.flavors.vllm.service import VLLMDeploymentConfig, VLLMDeploymentService
+from zenml_model_deployers.local.service import LocalDeploymentStatus
+
+HEAD = ["vllm", "serve", "org/model", "--host", "127.0.0.1", "--port", "9000"]
+
+
+def _service(**settings: Any) -> VLLMDeploymentService:
+    cfg = VLLMDeploymentConfig(deployment_name="llm", model_uri="org/model", **settings)
+    return VLLMDeploymentService(uuid=uuid4(), config=cfg, status=LocalDeploymentStatus())
+
+
+def _argv(**settings: Any) -> list[str]:
+    return _service(**settings).server_command(9000)
+
+
+def test_defaults_pass_no_flag() -> None:
+    """Unset settings are not passed: vLLM's own defaults apply."""
+    assert _argv() == HEAD
+
+
+@pytest.mark.parametrize(
+    ("settings", "tail"),
+    [
+        ({"served_model_name": "chat"}, ["--served-model-name", "chat"]),
+        ({"dtype": "bfloat16"}, ["--dtype", "bfloat16"]),
+        ({"max_model_len": 4096}, ["--max-model-len", "4096"]),
+        ({"gpu_memory_utilization": 0.45}, ["--gpu-memory-utilization", "0.45"]),
+        ({"tensor_parallel_size": 2}, ["--tensor-parallel-size", "2"]),
+        ({"quantization": "awq"}, ["--quantization", "awq"]),
+        ({"revision": "abc123"}, ["--revision", "abc123"]),
+        ({"tokenizer": "org/tok"}, ["--tokenizer", "org/tok"]),
+        ({"trust_remote_code": True}, ["--trust-remote-code"]),
+        ({"extra_args": ["--enforce-eager", "--seed", "7"]}, ["--enforce-eager", "--seed", "7"]),
+    ],
+)
+def test_each_setting_is_one_flag(settings: dict[str, Any], tail: list[str]) -> None:
+    """Each setting becomes exactly its `vllm serve` flag, after host and port."""
+    assert _argv(**settings) == HEAD + tail
+
+
+def test_all_settings_order_and_executable_command() -> None:
+    """A multi-word executable is split like a shell would; extra args come last."""
+    argv = _argv(
+        executable="/opt/py -m vllm.entrypoints.cli.main",
+        served_model_name="chat",
+        dtype="half",
+        max_model_len=2048,
+        gpu_memory_utilization=0.5,
+        tensor_parallel_size=1,
+        quantization="fp8",
+        revision="r1",
+        tokenizer="t",
+        trust_remote_code=True,
+        extra_args=["--enforce-eager"],
+    )
+    assert argv == [
+        "/opt/py", "-m", "vllm.entrypoints.cli.main", "serve", "org/model",
+        "--host", "127.0.0.1", "--port", "9000",
+        "--served-model-name", "chat",
+        "--dtype", "half",
+        "--max-model-len", "2048",
+        "--gpu-memory-utilization", "0.5",
+        "--tensor-parallel-size", "1",
+        "--quantization", "fp8",
+        "--revision", "r1",
+        "--tokenizer", "t",
+        "--trust-remote-code",
+        "--enforce-eager",
+    ]  # fmt: skip
+
+
+def test_api_key_is_never_in_argv_and_must_be_a_reference() -> None:
+    """The key goes by env; a plain key, or one in extra_args/env, is refused without echo."""
+    argv = _argv(api_key="{{llm.key}}")
+    assert argv == HEAD and not any("llm.key" in a or "api-key" in a for a in argv)
+    for bad in (
+        {"api_key": "sk-plain-value-123"},
+        {"extra_args": ["--api-key", "x"]},
+        {"extra_args": ["--api-key=x"]},
+        {"env": {"VLLM_API_KEY": "sk-plain-value-123"}},
+    ):
+        with pytest.raises(ValueError) as err:
+            _argv(**bad)
+        assert "sk-plain-value-123" not in str(err.value)
+
+
+def test_requests_by_input_shape() -> None:
+    """A prompt is a completion, messages a chat completion; `model` only when the caller
+    names one (the server then answers with the model it serves, whatever its name)."""
+    svc = _service(served_model_name="chat")
+    assert svc.build_request("Hi", max_tokens=3) == (
+        "/v1/completions",
+        {"prompt": "Hi", "max_tokens": 3},
+    )
+    msgs = [{"role": "user", "content": "Hi"}]
+    assert svc.build_request(msgs) == ("/v1/chat/completions", {"messages": msgs})
+    assert svc.build_request({"messages": msgs, "model": "other"})[1]["model"] == "other"
+    with pytest.raises(PredictionError):
+        svc.build_request(42)
+
+
+def test_missing_executable_refused_at_once(zenml_env: Path) -> None:
+    """No `vllm` here: deploy fails before anything starts, saying so and how to install."""
+    from zenml_model_deployers.flavors import get_deployer
+
+    deployer = get_deployer("zmd-vllm")
+    cfg = VLLMDeploymentConfig(
+        deployment_name="no-vllm", model_uri="org/model", executable="zmd-no-such-vllm"
+    )
+    with pytest.raises(ConfigurationError) as err:
+        deployer.deploy(cfg, timeout=30)
+    msg = str(err.value)
+    assert "'zmd-no-such-vllm' was not found" in msg and "pip install vllm" in msg
+    assert deployer.find_deployment("no-vllm") is None
+
+
+def test_no_gpu_refused_at_once(zenml_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An executable that exists but no visible GPU: refused at once, saying which."""
+    from zenml_model_deployers.flavors import get_deployer
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    deployer = get_deployer("zmd-vllm")
+    cfg = VLLMDeploymentConfig(
+        deployment_name="no-gpu", model_uri="org/model", executable=sys.executable
+    )
+    with pytest.raises(ConfigurationError) as err:
+        deployer.deploy(cfg, timeout=30)
+    assert "No GPU is visible" in str(err.value) and "CUDA_VISIBLE_DEVICES" in str(err.value)
+    assert "require_gpu=False" in str(err.value)
+    assert deployer.find_deployment("no-gpu") is None
