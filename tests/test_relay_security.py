@@ -7,193 +7,16 @@ client (the `relay` fixture checks it at teardown).
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 import requests
+from relay_support import KEY, Backend, StartRelay, read_all, read_response, start_relay
 
-from zenml_model_deployers.local.relay import API_KEY_ENV, control_request
-
-KEY = "k3y-for-the-relay-tests-0123456789"
-
-
-# --------------------------------------------------------------------------- a recording backend
-class Backend:
-    """A plain HTTP/1.1 server that records every request it receives (path, body)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.seen: list[tuple[str, bytes]] = []
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _read_body(self) -> tuple[bytes, int]:
-                """(the body, kept only when small; its size)."""
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    out = b""
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0], 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b""):
-                                pass
-                            return out, len(out)
-                        out += self.rfile.read(size)
-                        self.rfile.readline()
-                n = int(self.headers.get("Content-Length", 0))
-                kept, got = b"", 0
-                while got < n:  # a large body is counted, not kept
-                    piece = self.rfile.read(min(1 << 20, n - got))
-                    if not piece:
-                        break
-                    got += len(piece)
-                    if n <= 1 << 16:
-                        kept += piece
-                return kept, got
-
-            def _answer(self) -> None:
-                body, size = self._read_body()
-                backend.seen.append((self.path, body))
-                if self.path == "/slow":
-                    time.sleep(2)
-                out = json.dumps({"answer": backend.name, "path": self.path, "len": size}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            do_POST = _answer  # noqa: N815
-            do_GET = _answer  # noqa: N815
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@dataclass
-class Relay:
-    proc: subprocess.Popen[bytes]
-    port: int
-    control_port: int
-    token: str
-    log: Path
-    backends: list[Backend] = field(default_factory=list)
-
-    def control(self, msg: dict[str, Any]) -> dict[str, Any]:
-        return control_request(self.control_port, self.token, msg, timeout=10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def raw(self, data: bytes, timeout: float = 5.0, shut: bool = True) -> bytes:
-        """Sends bytes on a new connection and returns everything the relay answers."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
-            s.sendall(data)
-            if shut:
-                s.shutdown(socket.SHUT_WR)
-            return _read_all(s)
-
-
-def _read_all(s: socket.socket) -> bytes:
-    out = b""
-    while True:
-        try:
-            chunk = s.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out
-
-
-def _read_response(s: socket.socket) -> dict[str, Any]:
-    """Reads one Content-Length response from a socket and returns its JSON body."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        assert chunk, f"closed before a whole head: {buf!r}"
-        buf += chunk
-    head, body = buf.split(b"\r\n\r\n", 1)
-    n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    while len(body) < n:
-        chunk = s.recv(65536)
-        assert chunk, "closed before a whole body"
-        body += chunk
-    out: dict[str, Any] = json.loads(body)
-    return out
-
-
-StartRelay = Callable[..., Relay]
-
-
-@pytest.fixture
-def start_relay(tmp_path: Path) -> Iterator[StartRelay]:
-    """Starts relays (args: extra relay options, key: API key) in front of a backend 'old'."""
-    started: list[Relay] = []
-
-    def start(*args: str, key: str | None = None) -> Relay:
-        old = Backend("old")
-        n = len(started)
-        ready = tmp_path / f"ready-{n}.json"
-        log = tmp_path / f"relay-{n}.log"
-        env = dict(os.environ)
-        env.pop(API_KEY_ENV, None)
-        if key:
-            env[API_KEY_ENV] = key
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "zenml_model_deployers.local.relay", "--port", "0"]
-                + ["--target", str(old.port), "--ready-file", str(ready), *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            time.sleep(0.02)
-        info = json.loads(ready.read_text())
-        r = Relay(proc, info["port"], info["control_port"], info["token"], log, [old])
-        started.append(r)
-        return r
-
-    yield start
-    try:
-        for r in started:
-            # The relay never crashes, and still serves a normal client after the test.
-            assert r.proc.poll() is None, f"relay died: {r.log.read_text()}"
-            headers = {"Authorization": f"Bearer {KEY}"}
-            ok = requests.post(r.url + "/after", json={}, headers=headers, timeout=10)
-            assert ok.status_code == 200, ok.text
-    finally:
-        for r in started:
-            r.proc.terminate()
-            r.proc.wait(10)
-            for b in r.backends:
-                b.close()
+__all__ = ["start_relay"]  # the fixture, imported by name
 
 
 def _status(raw: bytes) -> int:
@@ -301,7 +124,7 @@ def test_a_content_length_that_lies(start_relay: StartRelay) -> None:
     t0 = time.monotonic()
     with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
         s.sendall(b"POST /long HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{}")
-        _read_all(s)
+        read_all(s)
     assert time.monotonic() - t0 < 5
 
 
@@ -327,9 +150,9 @@ def test_a_request_is_never_split_between_two_revisions(start_relay: StartRelay)
         # The rest of the body, with what looks like a request inside a chunk.
         inner = b"GET /smuggled HTTP/1.1\r\n\r\n"
         s.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner))
-        assert _read_response(s)["answer"] == "old"
+        assert read_response(s)["answer"] == "old"
         s.sendall(POST)  # the next request moves to the new revision
-        assert _read_response(s)["answer"] == "new"
+        assert read_response(s)["answer"] == "new"
     assert old.seen == [("/chunked", b"hello" + inner)]
     assert new.seen == [("/p", b"{}")]
 
@@ -346,7 +169,7 @@ def test_pipelined_requests_are_answered_in_order_by_one_server(start_relay: Sta
         relay.control({"cmd": "switch", "port": new.port})
         s.sendall(reqs[len(reqs) // 2 :])
         s.shutdown(socket.SHUT_WR)
-        answer = _read_all(s)
+        answer = read_all(s)
     bodies = [json.loads(part.split(b"HTTP/1.")[0]) for part in answer.split(b"\r\n\r\n")[1:]]
     assert [b["path"] for b in bodies] == [f"/{i}" for i in range(5)]
     assert len({b["answer"] for b in bodies}) == 1
@@ -364,12 +187,12 @@ def test_a_client_that_never_finishes_its_head_is_cut_off(start_relay: StartRela
                 s.sendall(b"a")
             except OSError:
                 break
-        answer = _read_all(s)
+        answer = read_all(s)
     assert _status(answer) == 408
     assert time.monotonic() - t0 < 4
     with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
         t0 = time.monotonic()
-        assert _read_all(s) == b""  # silent after connecting: closed by the idle timeout
+        assert read_all(s) == b""  # silent after connecting: closed by the idle timeout
         assert 0.5 < time.monotonic() - t0 < 4
     deadline = time.monotonic() + 5
     while relay.control({"cmd": "status"})["connections"] and time.monotonic() < deadline:
@@ -403,7 +226,7 @@ def test_busy_connections_at_the_cap_refuse_cleanly(start_relay: StartRelay) -> 
         refused = relay.raw(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _status(refused) == 503
         for s in busy:  # the busy ones are all answered
-            assert _read_response(s)["path"] == "/slow"
+            assert read_response(s)["path"] == "/slow"
     finally:
         for s in busy:
             s.close()
