@@ -76,6 +76,47 @@ _EVICT_AFTER = 1.0
 # A response is taken as complete after this long without bytes (the relay does not parse
 # responses); only used before refusing a request that follows others on a connection.
 _QUIET = 0.3
+# How often deadlines are checked, and what a connection waits for from its client.
+_SWEEP = 0.25
+_IDLE, _HEAD, _BODY = 0, 1, 2
+
+
+class _Input:
+    """A client's bytes, read in large pieces and framed from one buffer (one read per
+    request in the common case, instead of one per head, line and body)."""
+
+    __slots__ = ("reader", "buf")
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.buf = bytearray()
+
+    async def fill(self) -> bool:
+        data = await self.reader.read(_READ)
+        self.buf += data
+        return bool(data)
+
+    def take(self, n: int) -> bytes:
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    async def some(self, n: int) -> bytes:
+        """Between 1 and n bytes (IncompleteReadError at the end of the stream)."""
+        if not self.buf and not await self.fill():
+            raise asyncio.IncompleteReadError(b"", n)
+        return self.take(n)
+
+    async def line(self, limit: int) -> bytes:
+        """The next line, CRLF included (BadRequest past `limit` bytes)."""
+        while (i := self.buf.find(b"\r\n")) < 0:
+            if len(self.buf) > limit:
+                raise http1.BadRequest(400, "line too long")
+            if not await self.fill():
+                raise asyncio.IncompleteReadError(bytes(self.buf), None)
+        if i + 2 > limit:
+            raise http1.BadRequest(400, "line too long")
+        return self.take(i + 2)
 
 
 class _Conn:
@@ -94,6 +135,8 @@ class _Conn:
         "last_activity",
         "last_response",
         "client_eof",
+        "phase",
+        "head_started",
         "closed",
     )
 
@@ -110,6 +153,8 @@ class _Conn:
         self.last_activity = time.monotonic()
         self.last_response = 0.0
         self.client_eof = False  # the client half-closed: close once the server has answered
+        self.phase = _IDLE  # what the client is expected to send (see Relay.sweep)
+        self.head_started = 0.0
         self.closed = False
 
 
@@ -170,8 +215,9 @@ class Relay:
             self._refuse(conn, 503, "too many connections")
             return
         self.conns.add(conn)
+        inp = _Input(client_r)
         try:
-            while await self._relay_request(conn, client_r):
+            while await self._relay_request(conn, inp):
                 pass
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
@@ -213,30 +259,44 @@ class Relay:
             await asyncio.sleep(0.05)
         self._refuse(conn, status, reason)
 
-    async def _read_head(self, conn: _Conn, reader: asyncio.StreamReader) -> bytes | None:
-        """The next request head, or None when the client left or stayed idle too long."""
-        idle = self.limits.idle_timeout
-        while True:
-            try:
-                async with asyncio.timeout(idle):
-                    first = await reader.read(1)
-                break
-            except TimeoutError:
-                # Silent, but a response may still be on its way (a slow model): keep it.
-                if conn.unanswered or time.monotonic() - conn.last_activity < idle:
-                    continue
+    async def _read_head(self, conn: _Conn, inp: _Input) -> bytes | None:
+        """The next request head, or None when the client left (or the sweep closed it)."""
+        buf = inp.buf
+        if buf:
+            conn.phase, conn.head_started = _HEAD, time.monotonic()
+        else:
+            conn.phase = _IDLE
+        while (i := buf.find(b"\r\n\r\n")) < 0:
+            if len(buf) > self.limits.max_head:
+                raise http1.BadRequest(431, "request head too large")
+            if not await inp.fill():
+                if not buf:
+                    await self._finish_half_closed(conn)
                 return None
-        if not first:
-            await self._finish_half_closed(conn)
-            return None
-        try:
-            async with asyncio.timeout(self.limits.header_timeout):
-                rest = await reader.readuntil(b"\r\n\r\n")
-        except TimeoutError:
-            raise http1.BadRequest(408, "request head not received in time") from None
-        except asyncio.LimitOverrunError:
-            raise http1.BadRequest(431, "request head too large") from None
-        return first + rest
+            if conn.phase == _IDLE:
+                conn.phase, conn.head_started = _HEAD, time.monotonic()
+        if i + 4 > self.limits.max_head:
+            raise http1.BadRequest(431, "request head too large")
+        conn.phase = _BODY
+        return inp.take(i + 4)
+
+    async def sweep(self) -> None:
+        """Ends connections past their deadlines (cheaper than a timer per read): a head not
+        complete within `header_timeout` (408), a body silent for `idle_timeout` (408), a
+        connection idle for `idle_timeout` with no response on its way (closed quietly)."""
+        limits = self.limits
+        while True:
+            await asyncio.sleep(_SWEEP)
+            now = time.monotonic()
+            for c in list(self.conns):
+                if c.phase == _HEAD and now - c.head_started > limits.header_timeout:
+                    self._refuse(c, 408, "request head not received in time")
+                elif c.phase == _BODY and c.in_request:
+                    if now - c.last_activity > limits.idle_timeout:
+                        self._refuse(c, 408, "request body not received in time")
+                elif c.phase == _IDLE and not c.unanswered:
+                    if now - c.last_activity > limits.idle_timeout:
+                        self._close(c)
 
     async def _finish_half_closed(self, conn: _Conn) -> None:
         """The client sent all it will send (half-close): pass that on to the server and let
@@ -252,27 +312,15 @@ class Relay:
                 break
             await asyncio.sleep(0.05)
 
-    async def _read_body(self, reader: asyncio.StreamReader, n: int) -> bytes:
-        async with asyncio.timeout(self.limits.idle_timeout):
-            data = await reader.read(n)
-        if not data:
-            raise asyncio.IncompleteReadError(b"", n)
-        return data
-
-    async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
-        async with asyncio.timeout(self.limits.idle_timeout):
-            return await reader.readuntil(b"\r\n")
-
-    async def _relay_request(self, conn: _Conn, reader: asyncio.StreamReader) -> bool:
+    async def _relay_request(self, conn: _Conn, inp: _Input) -> bool:
         """Forwards one request (head and body) to the connection's server.
 
         Returns:
             False when the connection is done (client gone, refused or idle too long).
         """
-        raw = await self._read_head(conn, reader)
+        raw = await self._read_head(conn, inp)
         if raw is None:
             return False
-        conn.last_activity = time.monotonic()
         head = http1.parse_head(raw)
         if self.api_key is not None and not http1.bearer_matches(head.authorization, self.api_key):
             self._refuse(conn, 401, "missing or wrong API key (Authorization: Bearer <key>)")
@@ -292,43 +340,41 @@ class Relay:
             conn.replayable = not conn.pinned and not head.expect_continue
         conn.in_request = True
         if head.chunked:
-            await self._forward_chunked(conn, reader, raw)
+            await self._forward_chunked(conn, inp, raw)
         else:
             left = head.content_length
             out = raw
             if left and not head.expect_continue:
-                piece = await self._read_body(reader, min(left, _READ))
+                piece = await inp.some(min(left, _READ))
                 left -= len(piece)
                 out = raw + piece
             await self._forward(conn, out)
             while left:
-                piece = await self._read_body(reader, min(left, _READ))
+                piece = await inp.some(min(left, _READ))
                 left -= len(piece)
                 await self._forward(conn, piece)
         conn.in_request = False
         return not conn.closed
 
-    async def _forward_chunked(
-        self, conn: _Conn, reader: asyncio.StreamReader, head: bytes
-    ) -> None:
+    async def _forward_chunked(self, conn: _Conn, inp: _Input, head: bytes) -> None:
         """Forwards a chunked body as it comes, checking its framing (the head goes with the
         first chunk-size line, so a body malformed from its start never reaches the server)."""
         while True:
-            line = await self._read_line(reader)
+            line = await inp.line(self.limits.max_head)
             size = http1.parse_chunk_size(line)
             await self._forward(conn, head + line)
             head = b""
             if size == 0:
                 break
             while size:
-                piece = await self._read_body(reader, min(size, _READ))
+                piece = await inp.some(min(size, _READ))
                 size -= len(piece)
                 await self._forward(conn, piece)
-            if await self._read_line(reader) != b"\r\n":
+            if await inp.line(self.limits.max_head) != b"\r\n":
                 raise http1.BadRequest(400, "chunk longer than its size")
             await self._forward(conn, b"\r\n")
         trailers = 0
-        while (line := await self._read_line(reader)) != b"\r\n":
+        while (line := await inp.line(self.limits.max_head)) != b"\r\n":
             trailers += len(line)
             if trailers > self.limits.max_head:
                 raise http1.BadRequest(431, "trailer fields too large")
@@ -565,6 +611,7 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"relay: cannot listen on {args.host}:{args.port}: {e.strerror}", flush=True)
         return 3
     control = await asyncio.start_server(relay.control, "127.0.0.1", 0)
+    sweeper = asyncio.get_running_loop().create_task(relay.sweep())
     port = server.sockets[0].getsockname()[1]
     cport = control.sockets[0].getsockname()[1]
     _write_atomic(
@@ -578,6 +625,7 @@ async def _main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    sweeper.cancel()
     server.close()
     control.close()
     for c in list(relay.conns):
