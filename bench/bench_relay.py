@@ -10,7 +10,10 @@ measured is the front alone. Targets, each in front of the same backend:
 
 Latency: kept-alive ``http.client`` POSTs, 2000 per target interleaved in blocks of 200 after a
 warm-up; p50 and p90. Throughput: 16 kept-alive connections from one asyncio client process for
-3 s per target, targets rotated over 3 rounds; median requests/s.
+3 s per target, targets rotated over 3 rounds; median requests/s. On a shared machine the client
+and the backend compete with the relay for the cores, so the relay's own CPU time per request
+(user + system, from /proc, over the throughput runs) is also reported: it does not depend on
+what else runs.
 
 Usage: ``.venv/bin/python bench/bench_relay.py [--base REV]``.
 """
@@ -141,6 +144,11 @@ def _latencies(ports: dict[str, int]) -> dict[str, list[float]]:
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100)[q - 1] if q != 50 else statistics.median(xs)
 
@@ -181,6 +189,7 @@ def main() -> None:
             time.sleep(0.02)
         backend = int(port_file.read_text())
         ports = {"direct": backend}
+        pids: dict[str, int] = {}
         mod = [sys.executable, "-m", "zenml_model_deployers.local.relay"]
         for name, argv, key in (
             ("baseline", [sys.executable, str(base_file)], ""),
@@ -190,11 +199,15 @@ def main() -> None:
             p, port = _start_relay(argv, backend, tmp, name.replace("+", "-"), key)
             procs.append(p)
             ports[name] = port
+            pids[name] = p.pid
         lat = _latencies(ports)
         rps: dict[str, list[float]] = {k: [] for k in ports}
+        cpu: dict[str, float] = {k: 0.0 for k in pids}
+        done: dict[str, int] = {k: 0 for k in pids}
         names = list(ports)
         for rnd in range(TP_ROUNDS):
             for k in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                cpu0 = _cpu_seconds(pids[k]) if k in pids else 0.0
                 out = subprocess.run(
                     [
                         sys.executable,
@@ -209,6 +222,9 @@ def main() -> None:
                     text=True,
                 )
                 rps[k].append(int(out.stdout.strip()) / TP_SECONDS)
+                if k in pids:
+                    cpu[k] += _cpu_seconds(pids[k]) - cpu0
+                    done[k] += int(out.stdout.strip())
     finally:
         for p in procs:
             p.terminate()
@@ -218,6 +234,7 @@ def main() -> None:
     print(f"relay benchmark (baseline = {args.base}); latency over {N} kept-alive POSTs each")
     print(
         f"{'target':<11} {'p50 ms':>8} {'p90 ms':>8} {'added p50':>10} {'req/s':>9} {'x direct':>9}"
+        f" {'CPU us/req':>11}"
     )
     for k in ports:
         p50, p90 = _pct(lat[k], 50), _pct(lat[k], 90)
@@ -225,6 +242,7 @@ def main() -> None:
         print(
             f"{k:<11} {p50 * 1e3:8.3f} {p90 * 1e3:8.3f} {(p50 - d50) * 1e3:10.3f} "
             f"{r:9.0f} {r / statistics.median(rps['direct']):9.2f}"
+            + (f" {cpu[k] / done[k] * 1e6:11.1f}" if k in pids else f" {'-':>11}")
         )
 
 

@@ -137,6 +137,8 @@ class _Conn:
         "client_eof",
         "phase",
         "head_started",
+        "last_raw",
+        "last_head",
         "closed",
     )
 
@@ -155,6 +157,8 @@ class _Conn:
         self.client_eof = False  # the client half-closed: close once the server has answered
         self.phase = _IDLE  # what the client is expected to send (see Relay.sweep)
         self.head_started = 0.0
+        self.last_raw = b""  # the previous request head and its parse (see _relay_request)
+        self.last_head = http1.RequestHead()
         self.closed = False
 
 
@@ -321,7 +325,13 @@ class Relay:
         raw = await self._read_head(conn, inp)
         if raw is None:
             return False
-        head = http1.parse_head(raw)
+        if raw == conn.last_raw:
+            # A kept-alive client repeating the same head (the usual case): same bytes, same
+            # parse; saves the parse on most requests.
+            head = conn.last_head
+        else:
+            head = conn.last_head = http1.parse_head(raw)
+            conn.last_raw = raw
         if self.api_key is not None and not http1.bearer_matches(head.authorization, self.api_key):
             self._refuse(conn, 401, "missing or wrong API key (Authorization: Bearer <key>)")
             return False
@@ -345,7 +355,11 @@ class Relay:
             left = head.content_length
             out = raw
             if left and not head.expect_continue:
-                piece = await inp.some(min(left, _READ))
+                buffered = len(inp.buf)
+                if buffered >= left:  # the whole body came with the head (small requests)
+                    piece = inp.take(left)
+                else:
+                    piece = await inp.some(min(left, _READ))
                 left -= len(piece)
                 out = raw + piece
             await self._forward(conn, out)
