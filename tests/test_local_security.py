@@ -172,3 +172,13 @@ def test_a_missing_key_secret_fails_before_anything_starts(
         mlflow_deployer.deploy(cfg, timeout=60)
     assert "zenml secret create no-such-secret" in str(err.value)
     assert mlflow_deployer.find_deployment("no-key-secret") is None
+
+
+def test_deployments_without_a_key_keep_their_revision_hash() -> None:
+    # Deployments made before `api_key` existed must not roll out again after an upgrade.
+    plain = MLflowDeploymentConfig(deployment_name="h", model_uri="/m")
+    assert "api_key" not in plain.serving_fields()
+    assert "allow_unauthenticated" not in plain.serving_fields()
+    keyed = MLflowDeploymentConfig(deployment_name="h", model_uri="/m", api_key=REF)
+    assert keyed.serving_fields()["api_key"] == REF
+    assert keyed.config_hash() != plain.config_hash()

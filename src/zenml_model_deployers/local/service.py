@@ -139,6 +139,18 @@ class LocalDeploymentConfig(DeploymentConfig):
     api_key: str | None = None
     allow_unauthenticated: bool = False
 
+    def serving_fields(self) -> dict[str, Any]:
+        """See DeploymentConfig.serving_fields; no `api_key` when there is none, so that the
+        hashes of deployments made before the field existed stay what they were.
+
+        Returns:
+            A JSON-able dict.
+        """
+        fields = super().serving_fields()
+        if fields.get("api_key") is None:
+            fields.pop("api_key", None)
+        return fields
+
     def __init__(self, **data: Any) -> None:
         """Validates the port range, the key reference, and refuses an exposed deployment
         without a key unless the user accepted that explicitly.
