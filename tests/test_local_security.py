@@ -182,3 +182,24 @@ def test_deployments_without_a_key_keep_their_revision_hash() -> None:
     keyed = MLflowDeploymentConfig(deployment_name="h", model_uri="/m", api_key=REF)
     assert keyed.serving_fields()["api_key"] == REF
     assert keyed.config_hash() != plain.config_hash()
+
+
+def test_an_update_that_adds_a_key_enforces_it_on_the_same_url(
+    mlflow_deployer: Any, models_dir: Path
+) -> None:
+    from zenml.client import Client
+
+    Client().create_secret(name="zmd-sec-key2", values={"api_key": KEY})
+    plain = MLflowDeploymentConfig(deployment_name="add-key", model_uri=str(models_dir / "a"))
+    svc = mlflow_deployer.deploy(plain, timeout=120)
+    try:
+        url = svc.prediction_url
+        assert requests.post(url, json={"inputs": INPUT}, timeout=10).status_code == 200
+        keyed = plain.model_copy(update={"api_key": "{{zmd-sec-key2.api_key}}"})
+        svc = mlflow_deployer.deploy(keyed, timeout=120)
+        assert svc.prediction_url == url and svc.status.revision == 2
+        assert requests.post(url, json={"inputs": INPUT}, timeout=10).status_code == 401
+        assert svc.predict(INPUT) == [0]
+    finally:
+        mlflow_deployer.delete(svc)
+        Client().delete_secret("zmd-sec-key2")

@@ -246,3 +246,16 @@ def test_a_body_larger_than_the_replay_buffer_is_forwarded_with_bounded_memory(
     assert r.status_code == 200 and r.json()["len"] == size
     grown = psutil.Process(relay.proc.pid).memory_info().rss - rss0
     assert grown < 16 << 20, f"relay grew by {grown >> 20} MiB for a {size >> 20} MiB body"
+
+
+def test_expect_100_continue_passes_through(start_relay: StartRelay) -> None:
+    relay = start_relay()
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
+        s.sendall(
+            b"POST /expect HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = s.recv(65536)  # the server's go-ahead, before any body byte was sent
+        assert interim.startswith(b"HTTP/1.1 100")
+        s.sendall(b"{}")
+        assert read_response(s)["path"] == "/expect"
+    assert relay.backends[0].seen == [("/expect", b"{}")]
