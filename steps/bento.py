@@ -88,6 +88,7 @@ def bentoml_deployer_step(
     timeout: float | None = None,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    api_key: str | None = None,
     args: dict[str, str] | None = None,
     smoke_input: Any = None,
     containerize: bool = False,
@@ -109,6 +110,8 @@ def bentoml_deployer_step(
         timeout: seconds to wait until it serves.
         port: pin the public port (default: a free one, kept across updates).
         env: server environment; values may be `{{secret.key}}` references.
+        api_key: a `{{secret.key}}` reference to the key every request to the URL must
+            carry as `Authorization: Bearer <key>` (None: no key).
         args: bento arguments (`bentoml serve --arg`).
         smoke_input: example input that must predict before the revision counts as ready.
         containerize: serve the bento's image in a local Docker engine (needs one).
@@ -133,6 +136,8 @@ def bentoml_deployer_step(
     }
     if smoke_input is not None:
         settings["smoke_input"] = smoke_input
+    if api_key is not None:
+        settings["api_key"] = api_key
     return deploy_with(
         get_deployer("zmd-bentoml"),
         model_uri=tag,

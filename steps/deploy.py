@@ -80,6 +80,7 @@ def mlflow_deployer_step(
     port: int | None = None,
     workers: int = 1,
     env: dict[str, str] | None = None,
+    api_key: str | None = None,
     smoke_input: Any = None,
     input_example: Any = None,
 ) -> Annotated[DeploymentService, "mlflow_deployment"]:
@@ -98,6 +99,8 @@ def mlflow_deployer_step(
         port: pin the public port (default: a free one, kept across updates).
         workers: server workers.
         env: server environment; values may be `{{secret.key}}` references.
+        api_key: a `{{secret.key}}` reference to the key every request to the URL must
+            carry as `Authorization: Bearer <key>` (None: no key).
         smoke_input: example input that must predict before the revision counts as ready.
         input_example: example input saved with the model (gives it a signature).
 
@@ -109,6 +112,8 @@ def mlflow_deployer_step(
     settings: dict[str, Any] = {"port": port, "workers": workers, "env": env or {}}
     if smoke_input is not None:
         settings["smoke_input"] = smoke_input
+    if api_key is not None:
+        settings["api_key"] = api_key
     return deploy_with(
         get_deployer("zmd-mlflow"),
         model=model,

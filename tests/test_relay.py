@@ -8,14 +8,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from zenml_model_deployers.local.relay import free_port
+from zenml_model_deployers.local.relay import control_request, free_port
 
 
 def _server(answer: str) -> ThreadingHTTPServer:
@@ -41,14 +43,11 @@ def _server(answer: str) -> ThreadingHTTPServer:
     return srv
 
 
-def _control(port: int, msg: dict[str, object]) -> dict[str, object]:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall((json.dumps(msg) + "\n").encode())
-        return json.loads(s.makefile().readline())  # type: ignore[no-any-return]
+Control = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @pytest.fixture
-def relay(tmp_path: Path) -> Iterator[tuple[int, int, ThreadingHTTPServer]]:
+def relay(tmp_path: Path) -> Iterator[tuple[int, Control, ThreadingHTTPServer]]:
     old = _server("old")
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
@@ -72,7 +71,7 @@ def relay(tmp_path: Path) -> Iterator[tuple[int, int, ThreadingHTTPServer]]:
             assert time.monotonic() < deadline and proc.poll() is None, "relay did not start"
             time.sleep(0.02)
         info = json.loads(ready.read_text())
-        yield info["port"], info["control_port"], old
+        yield info["port"], partial(control_request, info["control_port"], info["token"]), old
     finally:
         proc.terminate()
         proc.wait(10)
@@ -80,7 +79,7 @@ def relay(tmp_path: Path) -> Iterator[tuple[int, int, ThreadingHTTPServer]]:
 
 
 def test_switch_moves_kept_alive_clients_without_a_failed_request(
-    relay: tuple[int, int, ThreadingHTTPServer],
+    relay: tuple[int, Control, ThreadingHTTPServer],
 ) -> None:
     port, control, old = relay
     new = _server("new")
@@ -102,8 +101,8 @@ def test_switch_moves_kept_alive_clients_without_a_failed_request(
     for t in clients:
         t.start()
     time.sleep(0.5)
-    assert _control(control, {"cmd": "switch", "port": new.server_address[1]})["ok"]
-    drained = _control(control, {"cmd": "drain", "port": old.server_address[1], "timeout": 5})
+    assert control({"cmd": "switch", "port": new.server_address[1]})["ok"]
+    drained = control({"cmd": "drain", "port": old.server_address[1], "timeout": 5})
     assert drained["in_flight"] == 0
     old.shutdown()
     old.server_close()

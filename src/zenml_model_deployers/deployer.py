@@ -638,11 +638,10 @@ class BaseDeployer(BaseModelDeployer):
 
     @contextlib.contextmanager
     def _locked(self, name: str, timeout: float) -> Iterator[None]:
-        from zenml_model_deployers.local.service import zmd_home
+        from zenml_model_deployers.local.service import private_dir, zmd_home
 
-        lock_dir = zmd_home() / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_dir / f"{self.flavor_name()}--{name}.lock"))
+        lock_dir = private_dir(zmd_home() / "locks")
+        lock = FileLock(str(lock_dir / f"{self.flavor_name()}--{name}.lock"), mode=0o600)
         try:
             lock.acquire(timeout=timeout + 120)
         except Timeout as e:

@@ -410,6 +410,7 @@ class DeploymentService(BaseDeploymentService):
 
         from zenml_model_deployers.errors import PredictionError
 
+        headers = {**headers, **self.auth_headers()}
         try:
             resp = self._http().post(url, data=body, headers=headers, timeout=timeout)
         except requests.RequestException as e:
@@ -449,7 +450,26 @@ class DeploymentService(BaseDeploymentService):
 
     def _curl(self, body: str) -> str:
         url = self.prediction_url or "(not deployed)"
-        return f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
+        return (
+            f"curl -s -X POST {url} -H 'Content-Type: application/json'{self.curl_auth()} "
+            f"-d '{body}'"
+        )
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate requests to the URL (flavors with an API key add them).
+
+        Returns:
+            Headers (contain credentials: never log them).
+        """
+        return {}
+
+    def curl_auth(self) -> str:
+        """The curl option that authenticates, naming an environment variable, never a value.
+
+        Returns:
+            A curl option starting with a space, or "".
+        """
+        return ""
 
     def describe(self) -> dict[str, Any]:
         """The `deployment` run metadata / CLI description of this service.

@@ -134,7 +134,8 @@ def spawn(
     """Starts a process detached from the caller's session, output appended to a log file.
 
     The child gets its own session so it outlives the pipeline step that started it and
-    does not keep the caller's terminal or pipes open.
+    does not keep the caller's terminal or pipes open. The log and whatever the child writes
+    are private to the user (log 0600, the child's umask 077): logs can hold request data.
 
     Args:
         command: argv.
@@ -145,8 +146,10 @@ def spawn(
     Returns:
         The child's handle.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with open(fd, "ab") as log:
         popen = subprocess.Popen(
             list(command),
             stdin=subprocess.DEVNULL,
@@ -156,6 +159,7 @@ def spawn(
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
             close_fds=True,
+            umask=0o077,
         )
     # Read the start time first: a child that exits at once (a server that fails on start) is
     # still a zombie now, and would be gone once reaped.

@@ -14,9 +14,17 @@ when it closes a connection:
 
 So a client looping on the URL sees no failed request during an update.
 
+The relay reads each request's head and frames its body (``http1.py``), so that it can check an
+optional API key (``Authorization: Bearer``, given in the environment as ``ZMD_RELAY_API_KEY``,
+never in argv), refuse malformed or ambiguous requests before any server sees them, and bound
+what a client may hold: head size and time, idle time, connections (an idle connection is
+evicted for a new one; when none is idle the new one gets 503), and the bytes kept for replay
+(a bigger request is forwarded without replay). Responses are piped through unparsed.
+
 Run as ``python -m zenml_model_deployers.local.relay``; controlled over a line-JSON protocol on
-a second loopback port (``switch``, ``drain``, ``status``). Only the standard library is imported
-here so that the relay starts in well under a second.
+a second loopback port (``switch``, ``drain``, ``status``). Every command carries the token the
+relay writes into its ready file (created 0600): other users of the machine cannot steer it.
+Only the standard library is imported here so that the relay starts in well under a second.
 """
 
 from __future__ import annotations
@@ -24,45 +32,163 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import os
 import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zenml_model_deployers.local import http1
+
 _READ = 65536
+API_KEY_ENV = "ZMD_RELAY_API_KEY"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold in the relay.
+
+    Attributes:
+        max_head: bytes of a request head (and of a chunk-size or trailer line).
+        header_timeout: seconds to send a whole head once its first byte arrived.
+        idle_timeout: seconds a connection may stay silent (between requests, or mid-body)
+            while no response is on its way.
+        max_connections: open client connections; past it the longest-idle connection is
+            closed for the new one, or the new one is refused (503) when none is idle.
+        replay_limit: request bytes kept to replay a request on the current server when a
+            retiring server closes before answering; a bigger request is forwarded without.
+    """
+
+    max_head: int = 32 * 1024
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+    max_connections: int = 1024
+    replay_limit: int = 1 << 20
+
+
+# A connection is evicted for a new one only after this long without traffic.
+_EVICT_AFTER = 1.0
+# A response is taken as complete after this long without bytes (the relay does not parse
+# responses); only used before refusing a request that follows others on a connection.
+_QUIET = 0.3
+# How often deadlines are checked, and what a connection waits for from its client.
+_SWEEP = 0.25
+_IDLE, _HEAD, _BODY = 0, 1, 2
+
+
+class _Input:
+    """A client's bytes, read in large pieces and framed from one buffer (one read per
+    request in the common case, instead of one per head, line and body)."""
+
+    __slots__ = ("reader", "buf")
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.buf = bytearray()
+
+    async def fill(self) -> bool:
+        data = await self.reader.read(_READ)
+        self.buf += data
+        return bool(data)
+
+    def take(self, n: int) -> bytes:
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    async def some(self, n: int) -> bytes:
+        """Between 1 and n bytes (IncompleteReadError at the end of the stream)."""
+        if not self.buf and not await self.fill():
+            raise asyncio.IncompleteReadError(b"", n)
+        return self.take(n)
+
+    async def line(self, limit: int) -> bytes:
+        """The next line, CRLF included (BadRequest past `limit` bytes)."""
+        while (i := self.buf.find(b"\r\n")) < 0:
+            if len(self.buf) > limit:
+                raise http1.BadRequest(400, "line too long")
+            if not await self.fill():
+                raise asyncio.IncompleteReadError(bytes(self.buf), None)
+        if i + 2 > limit:
+            raise http1.BadRequest(400, "line too long")
+        return self.take(i + 2)
 
 
 class _Conn:
     """One client connection and the backend it is currently piped to."""
 
-    __slots__ = ("client_w", "backend_port", "backend_w", "gen", "pending", "closed")
+    __slots__ = (
+        "client_w",
+        "backend_port",
+        "backend_w",
+        "gen",
+        "pending",
+        "unanswered",
+        "replayable",
+        "pinned",
+        "in_request",
+        "last_activity",
+        "last_response",
+        "client_eof",
+        "phase",
+        "head_started",
+        "last_raw",
+        "last_head",
+        "closed",
+    )
 
     def __init__(self, client_w: asyncio.StreamWriter) -> None:
         self.client_w = client_w
         self.backend_port: int | None = None
         self.backend_w: asyncio.StreamWriter | None = None
         self.gen = 0
-        self.pending = bytearray()  # client bytes not yet answered by any response byte
+        self.pending = bytearray()  # unanswered request bytes kept for replay (bounded)
+        self.unanswered = False  # request bytes sent that no response byte followed yet
+        self.replayable = True  # `pending` holds the whole unanswered request
+        self.pinned = False  # pipelining client: never moved to another server
+        self.in_request = False  # a request's body is being forwarded
+        self.last_activity = time.monotonic()
+        self.last_response = 0.0
+        self.client_eof = False  # the client half-closed: close once the server has answered
+        self.phase = _IDLE  # what the client is expected to send (see Relay.sweep)
+        self.head_started = 0.0
+        self.last_raw = b""  # the previous request head and its parse (see _relay_request)
+        self.last_head = http1.RequestHead()
         self.closed = False
 
 
 class Relay:
     """Forwards connections on a public port to the current target port."""
 
-    def __init__(self, host: str, target: int | None) -> None:
+    def __init__(
+        self,
+        host: str,
+        target: int | None,
+        api_key: str | None = None,
+        limits: Limits | None = None,
+        token: str = "",
+    ) -> None:
         """Creates the relay (not yet listening).
 
         Args:
             host: the backend host (loopback).
             target: the initial backend port (None: refuse connections until `switch`).
+            api_key: the key every request must carry as ``Authorization: Bearer`` (None: open).
+            limits: what a client may hold.
+            token: the control channel's token ("" refuses every control command).
         """
         self.host = host
         self.target = target
+        self.api_key = api_key.encode() if api_key else None
+        self.limits = limits or Limits()
+        self.token = token.encode()
         self.conns: set[_Conn] = set()
+        self.refused = 0  # requests and connections refused (status, for tests and metrics)
 
     async def _connect(self, conn: _Conn) -> bool:
         if self.target is None:
@@ -82,34 +208,208 @@ class Relay:
         return True
 
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        """Serves one client connection until either side closes it.
+        """Serves one client connection until either side closes it (never raises).
 
         Args:
             client_r: client reader.
             client_w: client writer.
         """
         conn = _Conn(client_w)
+        if not self._admit():
+            self._refuse(conn, 503, "too many connections")
+            return
         self.conns.add(conn)
+        inp = _Input(client_r)
         try:
-            if not await self._connect(conn):
-                return
-            while True:
-                data = await client_r.read(_READ)
-                if not data:
-                    break
-                idle = not conn.pending
-                if conn.backend_w is None or (idle and conn.backend_port != self.target):
-                    # At a request boundary and the backend changed (or is gone): move.
-                    if not await self._connect(conn):
-                        break
-                conn.pending += data
-                assert conn.backend_w is not None
-                conn.backend_w.write(data)
-                await conn.backend_w.drain()
-        except (ConnectionError, OSError):
+            while await self._relay_request(conn, inp):
+                pass
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
+        except http1.BadRequest as e:
+            await self._refuse_after_answers(conn, e.status, e.reason)
+        except (TimeoutError, asyncio.LimitOverrunError, ValueError):
+            await self._refuse_after_answers(conn, 400, "malformed or too slow request body")
         finally:
             self._close(conn)
+
+    def _admit(self) -> bool:
+        """Makes room for a new connection: evicts the longest-idle one when at the cap."""
+        if len(self.conns) < self.limits.max_connections:
+            return True
+        quiet_since = time.monotonic() - _EVICT_AFTER
+        idle = [
+            c
+            for c in self.conns
+            if not c.unanswered and not c.in_request and c.last_activity < quiet_since
+        ]
+        if not idle:
+            return False
+        self._close(min(idle, key=lambda c: c.last_activity))
+        return True
+
+    def _refuse(self, conn: _Conn, status: int, reason: str) -> None:
+        self.refused += 1
+        with contextlib.suppress(Exception):
+            conn.client_w.write(http1.error_response(status, reason))
+        self._close(conn)
+
+    async def _refuse_after_answers(self, conn: _Conn, status: int, reason: str) -> None:
+        """Refuses a request that follows others on the connection only once their responses
+        went quiet, so that the refusal never lands inside one of them (bounded wait)."""
+        deadline = time.monotonic() + self.limits.idle_timeout
+        while not conn.closed and time.monotonic() < deadline:
+            if not conn.unanswered and time.monotonic() - conn.last_response >= _QUIET:
+                break
+            await asyncio.sleep(0.05)
+        self._refuse(conn, status, reason)
+
+    async def _read_head(self, conn: _Conn, inp: _Input) -> bytes | None:
+        """The next request head, or None when the client left (or the sweep closed it)."""
+        buf = inp.buf
+        if buf:
+            conn.phase, conn.head_started = _HEAD, time.monotonic()
+        else:
+            conn.phase = _IDLE
+        while (i := buf.find(b"\r\n\r\n")) < 0:
+            if len(buf) > self.limits.max_head:
+                raise http1.BadRequest(431, "request head too large")
+            if not await inp.fill():
+                if not buf:
+                    await self._finish_half_closed(conn)
+                return None
+            if conn.phase == _IDLE:
+                conn.phase, conn.head_started = _HEAD, time.monotonic()
+        if i + 4 > self.limits.max_head:
+            raise http1.BadRequest(431, "request head too large")
+        conn.phase = _BODY
+        return inp.take(i + 4)
+
+    async def sweep(self) -> None:
+        """Ends connections past their deadlines (cheaper than a timer per read): a head not
+        complete within `header_timeout` (408), a body silent for `idle_timeout` (408), a
+        connection idle for `idle_timeout` with no response on its way (closed quietly)."""
+        limits = self.limits
+        while True:
+            await asyncio.sleep(_SWEEP)
+            now = time.monotonic()
+            for c in list(self.conns):
+                if c.phase == _HEAD and now - c.head_started > limits.header_timeout:
+                    self._refuse(c, 408, "request head not received in time")
+                elif c.phase == _BODY and c.in_request:
+                    if now - c.last_activity > limits.idle_timeout:
+                        self._refuse(c, 408, "request body not received in time")
+                elif c.phase == _IDLE and not c.unanswered:
+                    if now - c.last_activity > limits.idle_timeout:
+                        self._close(c)
+
+    async def _finish_half_closed(self, conn: _Conn) -> None:
+        """The client sent all it will send (half-close): pass that on to the server and let
+        the answers to what was sent come back before closing (bounded)."""
+        if conn.closed or conn.backend_w is None or conn.backend_port is None:
+            return
+        conn.client_eof = True
+        with contextlib.suppress(Exception):
+            conn.backend_w.write_eof()
+        deadline = time.monotonic() + self.limits.idle_timeout
+        while not conn.closed and time.monotonic() < deadline:
+            if not conn.unanswered and time.monotonic() - conn.last_response >= _QUIET:
+                break
+            await asyncio.sleep(0.05)
+
+    async def _relay_request(self, conn: _Conn, inp: _Input) -> bool:
+        """Forwards one request (head and body) to the connection's server.
+
+        Returns:
+            False when the connection is done (client gone, refused or idle too long).
+        """
+        raw = await self._read_head(conn, inp)
+        if raw is None:
+            return False
+        if raw == conn.last_raw:
+            # A kept-alive client repeating the same head (the usual case): same bytes, same
+            # parse; saves the parse on most requests.
+            head = conn.last_head
+        else:
+            head = conn.last_head = http1.parse_head(raw)
+            conn.last_raw = raw
+        if self.api_key is not None and not http1.bearer_matches(head.authorization, self.api_key):
+            self._refuse(conn, 401, "missing or wrong API key (Authorization: Bearer <key>)")
+            return False
+        if conn.unanswered:
+            # Pipelined: its responses must all come from one server, and cannot be replayed.
+            conn.pinned = True
+            conn.replayable = False
+            conn.pending.clear()
+        elif conn.backend_w is None or (not conn.pinned and conn.backend_port != self.target):
+            # At a request boundary and the backend changed (or is gone): move.
+            if not await self._connect(conn):
+                self._refuse(conn, 503, "no server is serving this deployment")
+                return False
+        if not conn.unanswered:
+            conn.pending.clear()
+            conn.replayable = not conn.pinned and not head.expect_continue
+        conn.in_request = True
+        if head.chunked:
+            await self._forward_chunked(conn, inp, raw)
+        else:
+            left = head.content_length
+            out = raw
+            if left and not head.expect_continue:
+                buffered = len(inp.buf)
+                if buffered >= left:  # the whole body came with the head (small requests)
+                    piece = inp.take(left)
+                else:
+                    piece = await inp.some(min(left, _READ))
+                left -= len(piece)
+                out = raw + piece
+            await self._forward(conn, out)
+            while left:
+                piece = await inp.some(min(left, _READ))
+                left -= len(piece)
+                await self._forward(conn, piece)
+        conn.in_request = False
+        return not conn.closed
+
+    async def _forward_chunked(self, conn: _Conn, inp: _Input, head: bytes) -> None:
+        """Forwards a chunked body as it comes, checking its framing (the head goes with the
+        first chunk-size line, so a body malformed from its start never reaches the server)."""
+        while True:
+            line = await inp.line(self.limits.max_head)
+            size = http1.parse_chunk_size(line)
+            await self._forward(conn, head + line)
+            head = b""
+            if size == 0:
+                break
+            while size:
+                piece = await inp.some(min(size, _READ))
+                size -= len(piece)
+                await self._forward(conn, piece)
+            if await inp.line(self.limits.max_head) != b"\r\n":
+                raise http1.BadRequest(400, "chunk longer than its size")
+            await self._forward(conn, b"\r\n")
+        trailers = 0
+        while (line := await inp.line(self.limits.max_head)) != b"\r\n":
+            trailers += len(line)
+            if trailers > self.limits.max_head:
+                raise http1.BadRequest(431, "trailer fields too large")
+            await self._forward(conn, line)
+        await self._forward(conn, line)
+
+    async def _forward(self, conn: _Conn, data: bytes) -> None:
+        """Sends request bytes to the connection's server, keeping them for replay if they fit."""
+        conn.unanswered = True
+        conn.last_activity = time.monotonic()
+        if conn.replayable:
+            if len(conn.pending) + len(data) <= self.limits.replay_limit:
+                conn.pending += data
+            else:  # past the bound: forwarded without replay (bounded memory)
+                conn.replayable = False
+                conn.pending.clear()
+        w = conn.backend_w
+        if w is None:
+            raise ConnectionError("no backend connection")
+        w.write(data)
+        await w.drain()
 
     async def _pump_backend(self, conn: _Conn, reader: asyncio.StreamReader, gen: int) -> None:
         port = conn.backend_port
@@ -120,7 +420,9 @@ class Relay:
                     return
                 if not data:
                     break
+                conn.unanswered = False
                 conn.pending.clear()
+                conn.last_activity = conn.last_response = time.monotonic()
                 conn.client_w.write(data)
                 await conn.client_w.drain()
         except (ConnectionError, OSError):
@@ -129,7 +431,10 @@ class Relay:
         # The backend closed this connection.
         if conn.gen != gen or conn.closed:
             return
-        if conn.pending and port != self.target:
+        if conn.client_eof and not conn.unanswered:
+            self._close(conn)
+            return
+        if conn.unanswered and conn.replayable and conn.pending and port != self.target:
             # Closed while our request was in the air, by a server being retired: replay.
             payload = bytes(conn.pending)
             if await self._connect(conn) and conn.backend_w is not None:
@@ -137,7 +442,7 @@ class Relay:
                 with contextlib.suppress(ConnectionError, OSError):
                     await conn.backend_w.drain()
                 return
-        elif not conn.pending and port != self.target:
+        elif not conn.unanswered and not conn.pinned and port != self.target:
             # A retired server closed an idle connection: keep the client, reconnect lazily.
             conn.backend_w = None
             conn.backend_port = None
@@ -165,9 +470,14 @@ class Relay:
         for c in self.conns:
             key = str(c.backend_port)
             per_port[key] = per_port.get(key, 0) + 1
-            if c.pending:
+            if c.unanswered:
                 inflight[key] = inflight.get(key, 0) + 1
-        return {"target": self.target, "connections": per_port, "in_flight": inflight}
+        return {
+            "target": self.target,
+            "connections": per_port,
+            "in_flight": inflight,
+            "refused": self.refused,
+        }
 
     async def drain(self, port: int, timeout: float) -> int:
         """Waits until no request is in flight on `port` (bounded).
@@ -181,13 +491,15 @@ class Relay:
         """
         deadline = time.monotonic() + timeout
         while True:
-            busy = sum(1 for c in self.conns if c.backend_port == port and c.pending)
+            busy = sum(1 for c in self.conns if c.backend_port == port and c.unanswered)
             if busy == 0 or time.monotonic() >= deadline:
                 return busy
             await asyncio.sleep(0.01)
 
     async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answers control commands, one JSON object per line.
+        """Answers control commands, one JSON object per line, each carrying the token.
+
+        A command without the right token is refused, logged, and ends the connection.
 
         Args:
             reader: control reader.
@@ -197,52 +509,137 @@ class Relay:
             while line := await reader.readline():
                 try:
                     msg = json.loads(line)
-                    cmd = msg.get("cmd")
-                    if cmd == "switch":
-                        self.target = int(msg["port"])
-                        reply: dict[str, Any] = {"ok": True, "target": self.target}
-                    elif cmd == "drain":
-                        left = await self.drain(int(msg["port"]), float(msg.get("timeout", 10)))
-                        reply = {"ok": True, "in_flight": left}
-                    elif cmd == "status":
-                        reply = {"ok": True, **self.status()}
-                    else:
-                        reply = {"ok": False, "error": f"unknown command {cmd!r}"}
+                    if not isinstance(msg, dict):
+                        raise TypeError("a command is a JSON object")
+                    if not self._authentic(msg.get("token")):
+                        peer = writer.get_extra_info("peername")
+                        print(
+                            f"relay: refused an unauthenticated control command "
+                            f"{str(msg.get('cmd'))[:20]!r} from {peer}",
+                            flush=True,
+                        )
+                        writer.write(b'{"ok": false, "error": "unauthenticated"}\n')
+                        await writer.drain()
+                        return
+                    reply = await self._command(msg)
                 except (ValueError, KeyError, TypeError) as e:
                     reply = {"ok": False, "error": str(e)}
                 writer.write((json.dumps(reply) + "\n").encode())
                 await writer.drain()
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, ValueError):
             pass
         finally:
             writer.close()
 
+    def _authentic(self, token: Any) -> bool:
+        given = token.encode() if isinstance(token, str) else b""
+        return bool(self.token) and hmac.compare_digest(given, self.token)
+
+    async def _command(self, msg: dict[str, Any]) -> dict[str, Any]:
+        cmd = msg.get("cmd")
+        if cmd == "switch":
+            self.target = int(msg["port"])
+            if "api_key" in msg:
+                key = msg["api_key"]
+                self.api_key = str(key).encode() if key else None
+            return {"ok": True, "target": self.target}
+        if cmd == "drain":
+            left = await self.drain(int(msg["port"]), float(msg.get("timeout", 10)))
+            return {"ok": True, "in_flight": left}
+        if cmd == "status":
+            return {"ok": True, **self.status()}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Writes a JSON file readable by its owner only (it holds the control token)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(json.dumps(data))
     os.replace(tmp, path)
 
 
+def read_ready_file(path: Path) -> dict[str, Any]:
+    """What a running relay wrote at start: ports, pid and the control token.
+
+    Args:
+        path: the ready file.
+
+    Returns:
+        The JSON object.
+    """
+    info: dict[str, Any] = json.loads(path.read_text())
+    return info
+
+
+def control_request(
+    port: int, token: str, msg: dict[str, Any], timeout: float = 30
+) -> dict[str, Any]:
+    """Sends one control command to a relay and returns its reply.
+
+    Args:
+        port: the relay's control port (loopback).
+        token: the control token from its ready file.
+        msg: the command, e.g. ``{"cmd": "status"}``.
+        timeout: seconds.
+
+    Returns:
+        The reply (``{"ok": false, ...}`` when refused; empty when the relay closed).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall((json.dumps({**msg, "token": token}) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    reply: dict[str, Any] = json.loads(buf or b"{}")
+    return reply
+
+
 async def _main(args: argparse.Namespace) -> int:
-    relay = Relay(args.backend_host, args.target)
+    os.umask(0o077)  # whatever the relay writes is private
+    api_key = os.environ.pop(API_KEY_ENV, None) or None
+    limits = Limits(
+        max_head=args.max_head,
+        header_timeout=args.header_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        replay_limit=args.replay_limit,
+    )
+    token = os.urandom(32).hex()
+    relay = Relay(args.backend_host, args.target, api_key=api_key, limits=limits, token=token)
     try:
         server = await asyncio.start_server(
-            relay.handle, args.host, args.port, reuse_address=True, backlog=1024
+            relay.handle,
+            args.host,
+            args.port,
+            reuse_address=True,
+            backlog=1024,
+            limit=limits.max_head,
         )
     except OSError as e:
         print(f"relay: cannot listen on {args.host}:{args.port}: {e.strerror}", flush=True)
         return 3
     control = await asyncio.start_server(relay.control, "127.0.0.1", 0)
+    sweeper = asyncio.get_running_loop().create_task(relay.sweep())
     port = server.sockets[0].getsockname()[1]
     cport = control.sockets[0].getsockname()[1]
-    _write_atomic(Path(args.ready_file), {"port": port, "control_port": cport, "pid": os.getpid()})
-    print(f"relay: listening on {args.host}:{port}, target {args.target}", flush=True)
+    _write_atomic(
+        Path(args.ready_file),
+        {"port": port, "control_port": cport, "pid": os.getpid(), "token": token},
+    )
+    auth = "API key required" if api_key else "no API key"
+    print(f"relay: listening on {args.host}:{port}, target {args.target}, {auth}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    sweeper.cancel()
     server.close()
     control.close()
     for c in list(relay.conns):
@@ -259,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         Exit code (3: the port is taken).
+
+    The API key, if any, comes from the environment (``ZMD_RELAY_API_KEY``), never argv.
     """
     p = argparse.ArgumentParser(description="zmd stable-URL relay")
     p.add_argument("--host", default="127.0.0.1")
@@ -266,6 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend-host", default="127.0.0.1")
     p.add_argument("--target", type=int, default=None)
     p.add_argument("--ready-file", required=True)
+    d = Limits()
+    p.add_argument("--max-head", type=int, default=d.max_head)
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout)
+    p.add_argument("--idle-timeout", type=float, default=d.idle_timeout)
+    p.add_argument("--max-connections", type=int, default=d.max_connections)
+    p.add_argument("--replay-limit", type=int, default=d.replay_limit)
     args = p.parse_args(argv)
     try:
         import uvloop  # a dependency on POSIX: halves the latency the relay adds

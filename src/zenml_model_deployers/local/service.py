@@ -8,17 +8,20 @@ A local deployment is two processes, both started directly (no daemon double-for
 An update starts the new server, waits until it is ready, switches the relay, then retires
 the old server gracefully. A failure at any point tears the new server down and leaves the
 old one serving. Files (logs, the relay's ready file) live under
-``<ZenML config dir>/zmd/local/<flavor>/<deployment>/``.
+``<ZenML config dir>/zmd/local/<flavor>/<deployment>/``, private to the user (folders 0700,
+files 0600): logs can hold request data, the ready file holds the relay's control token.
+
+An optional ``api_key`` (a ZenML secret reference) is enforced by the relay on every request;
+a deployment bound to a non-loopback address must have one, or say ``allow_unauthenticated``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import ipaddress
 import logging
 import os
 import shutil
-import socket
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Generator
@@ -34,7 +37,13 @@ from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import DeploymentError, PortInUseError
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.readiness import wait_until_ready
-from zenml_model_deployers.local.relay import free_port, port_is_free
+from zenml_model_deployers.local.relay import (
+    API_KEY_ENV,
+    control_request,
+    free_port,
+    port_is_free,
+    read_ready_file,
+)
 from zenml_model_deployers.service import DeploymentService, DeploymentStatus
 
 DRAIN_TIMEOUT = 10.0
@@ -52,19 +61,99 @@ def zmd_home() -> Path:
     return Path(get_global_config_directory()) / "zmd"
 
 
+def private_dir(path: Path) -> Path:
+    """Creates a folder only its owner can enter (0700), and makes its parents up to the
+    product's directory private too (they are created with the umask's mode).
+
+    Args:
+        path: the folder.
+
+    Returns:
+        The path.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home = zmd_home()
+    for p in (path, *path.parents):
+        if p != home and home not in p.parents:
+            break
+        with contextlib.suppress(OSError):  # a folder of another owner stays as it is
+            if p.stat().st_mode & 0o077:
+                p.chmod(0o700)
+    return path
+
+
+def make_tree_private(root: Path) -> None:
+    """Removes group and other permissions from everything under `root` (a packaged model,
+    a bento home: written by libraries that follow the umask).
+
+    Args:
+        root: a folder or file.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            p = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(p)
+                if st.st_mode & 0o077 and not os.path.islink(p):
+                    os.chmod(p, st.st_mode & 0o700)
+    with contextlib.suppress(OSError):
+        st = os.lstat(root)
+        if st.st_mode & 0o077:
+            os.chmod(root, st.st_mode & 0o700)
+
+
+def is_loopback(host: str) -> bool:
+    """Tells whether an address is reachable from this machine only.
+
+    Args:
+        host: an address or host name ("" and "0.0.0.0" mean every interface).
+
+    Returns:
+        True for 127.0.0.0/8, ::1 and localhost.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class LocalDeploymentConfig(DeploymentConfig):
     """Serving settings shared by local backends.
 
     Attributes:
         host: address the deployment's URL binds to.
         port: pin the deployment's public port (None: a free port, kept across revisions).
+        api_key: a ZenML secret reference (``{{secret.key}}``) to the key every request to the
+            URL must carry as ``Authorization: Bearer <key>`` (None: no key).
+        allow_unauthenticated: accept a non-loopback ``host`` without an ``api_key``.
     """
+
+    # Saying "yes, without a key" is a decision about exposure, not a serving setting:
+    # flipping it must not roll out a new revision.
+    PROVENANCE_FIELDS = DeploymentConfig.PROVENANCE_FIELDS | {"allow_unauthenticated"}
 
     host: str = "127.0.0.1"
     port: int | None = None
+    api_key: str | None = None
+    allow_unauthenticated: bool = False
+
+    def serving_fields(self) -> dict[str, Any]:
+        """See DeploymentConfig.serving_fields; no `api_key` when there is none, so that the
+        hashes of deployments made before the field existed stay what they were.
+
+        Returns:
+            A JSON-able dict.
+        """
+        fields = super().serving_fields()
+        if fields.get("api_key") is None:
+            fields.pop("api_key", None)
+        return fields
 
     def __init__(self, **data: Any) -> None:
-        """Validates the port range.
+        """Validates the port range, the key reference, and refuses an exposed deployment
+        without a key unless the user accepted that explicitly.
 
         Args:
             **data: fields.
@@ -72,6 +161,21 @@ class LocalDeploymentConfig(DeploymentConfig):
         super().__init__(**data)
         if self.port is not None and not (0 < self.port < 65536):
             raise ValueError(f"port {self.port} is out of range 1-65535.")
+        if self.api_key is not None and not secrets.is_secret_reference(self.api_key):
+            # Never echo the value: it may be the key itself.
+            raise ValueError(
+                "api_key must be a ZenML secret reference such as {{my-model-key.api_key}}, "
+                "never the key itself (configs are stored in the service store and artifacts): "
+                "`zenml secret create my-model-key --api_key=...`."
+            )
+        if not is_loopback(self.host) and not self.api_key and not self.allow_unauthenticated:
+            raise ValueError(
+                f"host {self.host!r} exposes deployment '{self.deployment_name}' beyond this "
+                "machine without an API key: anyone who can reach this address could send it "
+                "requests, read its predictions and load it. Set api_key='{{secret.key}}' (a "
+                "ZenML secret), bind to 127.0.0.1, or pass allow_unauthenticated=True to accept "
+                "that risk."
+            )
 
 
 class LocalDeploymentStatus(DeploymentStatus):
@@ -99,6 +203,8 @@ class LocalProcessService(DeploymentService):
 
     config: LocalDeploymentConfig
     status: LocalDeploymentStatus
+
+    _api_key: tuple[str, str] | None = PrivateAttr(default=None)
 
     # ----------------------------------------------------------------- what a backend defines
     @abstractmethod
@@ -130,6 +236,38 @@ class LocalProcessService(DeploymentService):
             An environment dict (contains resolved secrets: never log it).
         """
         return proc.env_with_venv_path(secrets.resolve_mapping(self.config.env))
+
+    # ----------------------------------------------------------------- API key
+    def api_key_value(self) -> str | None:
+        """The resolved API key of this deployment (None without one); resolved once per
+        reference and remembered for redaction.
+
+        Returns:
+            The key, or None.
+        """
+        ref = self.config.api_key
+        if not ref:
+            return None
+        if self._api_key is None or self._api_key[0] != ref:
+            self._api_key = (ref, secrets.resolve(ref))
+        return self._api_key[1]
+
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization: Bearer <key>`` when the deployment has an API key.
+
+        Returns:
+            Headers for requests to the URL.
+        """
+        key = self.api_key_value()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def curl_auth(self) -> str:
+        """The curl header that authenticates, with the key as ``$ZMD_API_KEY`` (never its value).
+
+        Returns:
+            A curl option, or "".
+        """
+        return ' -H "Authorization: Bearer $ZMD_API_KEY"' if self.config.api_key else ""
 
     # ----------------------------------------------------------------- paths
     @property
@@ -168,7 +306,7 @@ class LocalProcessService(DeploymentService):
                 deployment_name=self.deployment_name,
                 hint=f"free port {port} (e.g. `lsof -i :{port}`) or deploy with another port.",
             )
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.workdir)
         ready = self.workdir / "relay.json"
         ready.unlink(missing_ok=True)
         log = self.workdir / "relay.log"
@@ -176,7 +314,12 @@ class LocalProcessService(DeploymentService):
         argv += ["--host", host, "--port", str(port), "--ready-file", str(ready)]
         if target is not None:
             argv += ["--target", str(target)]
-        handle = proc.spawn(argv, log, env=proc.env_with_venv_path())
+        key = self.api_key_value()  # resolved before anything starts: a missing secret fails here
+        env = proc.env_with_venv_path()
+        env.pop(API_KEY_ENV, None)  # never one inherited from the deploying process
+        if key:
+            env[API_KEY_ENV] = key  # the environment, never argv (visible to every user)
+        handle = proc.spawn(argv, log, env=env)
         deadline = time.monotonic() + 15
         while not ready.exists():
             proc.reap_children()
@@ -191,7 +334,7 @@ class LocalProcessService(DeploymentService):
                     hint="free the port or choose another one.",
                 )
             time.sleep(0.02)
-        info = json.loads(ready.read_text())
+        info = read_ready_file(ready)
         self.status.relay = handle
         self.status.public_port = int(info["port"])
         self.status.control_port = int(info["control_port"])
@@ -221,23 +364,19 @@ class LocalProcessService(DeploymentService):
 
     def _relay_call(self, msg: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
         assert self.status.control_port is not None
-        with socket.create_connection(
-            ("127.0.0.1", self.status.control_port), timeout=timeout
-        ) as s:
-            s.sendall((json.dumps(msg) + "\n").encode())
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        reply: dict[str, Any] = json.loads(buf or b"{}")
+        # The token lives only in the relay's 0600 ready file, never in the service store.
+        token = str(read_ready_file(self.workdir / "relay.json").get("token", ""))
+        reply = control_request(self.status.control_port, token, msg, timeout)
         if not reply.get("ok"):
             raise DeploymentError(
                 f"The relay of '{self.deployment_name}' refused {msg.get('cmd')}: {reply}",
                 deployment_name=self.deployment_name,
             )
         return reply
+
+    def _switch(self, port: int) -> dict[str, Any]:
+        """The `switch` command: the new server and this revision's API key, moved together."""
+        return {"cmd": "switch", "port": port, "api_key": self.api_key_value()}
 
     def _stop_relay(self) -> None:
         if self.status.relay is not None:
@@ -331,7 +470,7 @@ class LocalProcessService(DeploymentService):
         Args:
             timeout: seconds.
         """
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.workdir)
         self._end_orphans()
         old_server, old_port = self.status.server, self.status.server_port
         old_alive = old_server is not None and old_server.is_alive()
@@ -352,7 +491,7 @@ class LocalProcessService(DeploymentService):
                     self._stop_relay()
                 raise
             try:
-                self._relay_call({"cmd": "switch", "port": port})
+                self._relay_call(self._switch(port))
             except BaseException:
                 handle.terminate(5)
                 raise
@@ -377,6 +516,7 @@ class LocalProcessService(DeploymentService):
             old_front[0].terminate(5)
         self.status.server, self.status.server_port, self.status.log_path = handle, port, str(log)
         self.status.revision += 1
+        make_tree_private(self.workdir)
         self.mark_ready()
 
     def start_backend(self, timeout: float) -> None:
@@ -399,9 +539,10 @@ class LocalProcessService(DeploymentService):
             except BaseException:
                 self._stop_relay()
                 raise
-            self._relay_call({"cmd": "switch", "port": port})
+            self._relay_call(self._switch(port))
             self.status.server, self.status.server_port = handle, port
             self.status.log_path = str(log)
+        make_tree_private(self.workdir)
         self.mark_ready()
 
     def stop_backend(self, timeout: float) -> None:
@@ -482,5 +623,8 @@ __all__ = [
     "LocalDeploymentConfig",
     "LocalDeploymentStatus",
     "LocalProcessService",
+    "is_loopback",
+    "make_tree_private",
+    "private_dir",
     "zmd_home",
 ]

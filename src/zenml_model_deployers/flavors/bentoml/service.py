@@ -23,6 +23,7 @@ from zenml_model_deployers.local.service import (
     LocalDeploymentConfig,
     LocalDeploymentStatus,
     LocalProcessService,
+    private_dir,
 )
 
 CONTAINER_PORT = 3000
@@ -276,7 +277,7 @@ class BentoMLDeploymentService(LocalProcessService):
         if self.config.image:
             return self.config.image
         image = tag
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.workdir)
         log = self.workdir / "containerize.log"
         with open(log, "w") as out:
             done = subprocess.run(

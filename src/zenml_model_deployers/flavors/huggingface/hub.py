@@ -7,7 +7,6 @@ Errors become our typed errors, carrying Hugging Face's own message, redacted.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from zenml_model_deployers.errors import (
     DeploymentTimeoutError,
     PredictionError,
 )
+from zenml_model_deployers.local.service import is_loopback
 from zenml_model_deployers.progress import WaitProgress
 
 if TYPE_CHECKING:
@@ -117,13 +117,7 @@ def api() -> HfApi:
 
 
 def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlparse(url).hostname or "")
 
 
 def offline_blocks_api() -> bool:

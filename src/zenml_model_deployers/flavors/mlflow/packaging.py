@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers.errors import ConfigurationError
-from zenml_model_deployers.local.service import zmd_home
+from zenml_model_deployers.local.service import make_tree_private, private_dir, zmd_home
 
 _VOLATILE = ("utc_time_created", "model_uuid", "run_id", "model_id", "artifact_path")
 
@@ -82,8 +82,7 @@ def save_mlflow_model(model: Any, name: str, input_example: Any = None) -> str:
     """
     import mlflow
 
-    store = zmd_home() / "models"
-    store.mkdir(parents=True, exist_ok=True)
+    store = private_dir(zmd_home() / "models")
     digest = _object_digest(model, input_example)
     if digest and (store / f"{name}-{digest}" / "MLmodel").exists():
         return str(store / f"{name}-{digest}")
@@ -104,6 +103,7 @@ def save_mlflow_model(model: Any, name: str, input_example: Any = None) -> str:
                 "or save the model with MLflow yourself and pass `model_uri=`.",
             )
         final = store / f"{name}-{digest or _digest(target)}"
+        make_tree_private(target)  # MLflow writes with the umask's modes
         if not final.exists():
             shutil.move(str(target), str(final))
     return str(final)
