@@ -158,6 +158,7 @@ def _row(s: DeploymentService) -> dict[str, Any]:
         "model": s.config.model_name,
         "revision": s.status.revision,
         "url": s.prediction_url,
+        "restarts": getattr(s.status, "restarts", 0),
         "pipeline": s.config.pipeline_name,
         "step": s.config.pipeline_step_name,
     }
@@ -228,6 +229,8 @@ def models_describe(ref: str, flavor: str | None, output: str) -> None:
     }
     if hasattr(s.status, "log_path"):
         info["log_path"] = s.status.log_path
+    if hasattr(s.status, "restarts"):
+        info["restarts"] = s.status.restarts
     if output == "json":
         click.echo(json.dumps(info, indent=2, default=str))
         return

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers.local.process import ProcessHandle, process_state
+from zenml_model_deployers.local.supervisor import supervision_of
 
 # Flavors whose status is process liveness (no remote API to ask).
 LOCAL_FLAVORS = frozenset({"zmd-mlflow", "zmd-bentoml", "zmd-vllm"})
@@ -120,9 +121,13 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
             config = status.get("live_config") or _decode(config_blob)
             server = ProcessHandle(**status["server"]) if status.get("server") else None
             relay = ProcessHandle(**status["relay"]) if status.get("relay") else None
+            name = str(config.get("deployment_name", ""))
+            workdir = _config_dir() / "zmd" / "local" / row_flavor / name
+            sup = supervision_of(status.get("server"), workdir)
         except Exception:
             return None
-        state, _ = process_state(server, relay)
+        state, _ = process_state(server, relay, sup)
+        restarts = int(sup.get("restarts", 0)) if sup else int(status.get("restarts", 0))
         out.append(
             {
                 "id": _uuid(rid),
@@ -132,6 +137,7 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
                 "model": config.get("model_name", ""),
                 "revision": status.get("revision", 0),
                 "url": prediction_url if status.get("url") else None,
+                "restarts": restarts,
                 "pipeline": config.get("pipeline_name", ""),
                 "step": config.get("pipeline_step_name", ""),
             }

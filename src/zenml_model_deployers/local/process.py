@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 from pydantic import BaseModel
@@ -105,22 +106,36 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     return alive
 
 
-def process_state(server: ProcessHandle | None, relay: ProcessHandle | None) -> tuple[str, str]:
+def process_state(
+    server: ProcessHandle | None,
+    relay: ProcessHandle | None,
+    supervision: Mapping[str, Any] | None = None,
+) -> tuple[str, str]:
     """The state of a local deployment from its processes' liveness (no HTTP: cheap).
 
     Args:
         server: the serving revision's process (None: stopped on purpose).
         relay: the front's process.
+        supervision: the front's supervisor record for this revision (``supervisor.json``),
+            if any: a server it restarted replaces ``server``; it may be restarting or failed.
 
     Returns:
-        ("active" | "inactive" | "error", message): a ZenML ServiceState value and why.
+        ("active" | "inactive" | "pending_startup" | "error", message): a ZenML ServiceState
+        value and why.
     """
     relay_ok = relay is not None and relay.is_alive()
+    if supervision and supervision.get("server"):
+        server = ProcessHandle(**supervision["server"])
     server_ok = server is not None and server.is_alive()
     if relay_ok and server_ok:
         return "active", ""
     if not relay_ok and not server_ok and server is None:
         return "inactive", ""
+    sup = supervision or {}
+    if relay_ok and sup.get("state") == "restarting":
+        return "pending_startup", str(sup.get("message", ""))
+    if sup.get("state") == "failed":
+        return "error", str(sup.get("message", ""))
     missing = [n for n, ok in (("server", server_ok), ("front (relay)", relay_ok)) if not ok]
     return "error", f"{' and '.join(missing)} process not running"
 

@@ -238,11 +238,19 @@ async def _main(args: argparse.Namespace) -> int:
     cport = control.sockets[0].getsockname()[1]
     _write_atomic(Path(args.ready_file), {"port": port, "control_port": cport, "pid": os.getpid()})
     print(f"relay: listening on {args.host}:{port}, target {args.target}", flush=True)
+    supervision = None
+    if args.supervise:  # the front also restarts a crashed server (local/supervisor.py)
+        from zenml_model_deployers.local import supervisor
+
+        supervision = supervisor.start(Path(args.supervise))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if supervision is not None:
+        supervision[0].cancel()
+        await supervision[1].close()
     server.close()
     control.close()
     for c in list(relay.conns):
@@ -266,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend-host", default="127.0.0.1")
     p.add_argument("--target", type=int, default=None)
     p.add_argument("--ready-file", required=True)
+    p.add_argument("--supervise", default=None, help="supervise.json of the server to restart")
     args = p.parse_args(argv)
     try:
         import uvloop  # a dependency on POSIX: halves the latency the relay adds

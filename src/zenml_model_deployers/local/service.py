@@ -23,7 +23,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 from pydantic import PrivateAttr
@@ -35,6 +35,7 @@ from zenml_model_deployers.errors import DeploymentError, PortInUseError
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.readiness import wait_until_ready
 from zenml_model_deployers.local.relay import free_port, port_is_free
+from zenml_model_deployers.local.supervisor import SPEC_FILE, supervision_of, write_spec
 from zenml_model_deployers.service import DeploymentService, DeploymentStatus
 
 DRAIN_TIMEOUT = 10.0
@@ -84,6 +85,7 @@ class LocalDeploymentStatus(DeploymentStatus):
         server: the serving revision's process.
         server_port: its private port.
         log_path: its log file.
+        restarts: how many times the front restarted this revision's server after it died.
     """
 
     public_port: int | None = None
@@ -92,6 +94,7 @@ class LocalDeploymentStatus(DeploymentStatus):
     server: proc.ProcessHandle | None = None
     server_port: int | None = None
     log_path: str | None = None
+    restarts: int = 0
 
 
 class LocalProcessService(DeploymentService):
@@ -99,6 +102,14 @@ class LocalProcessService(DeploymentService):
 
     config: LocalDeploymentConfig
     status: LocalDeploymentStatus
+
+    # Restart policy of the front's supervisor (local/supervisor.py): a dead server is started
+    # again after RESTART_BACKOFF[0] * 2**(n-1) seconds (at most RESTART_BACKOFF[1]); after
+    # RESTART_LIMIT failed restarts in a row the revision is marked failed. A server that stays
+    # up RESTART_STABLE_AFTER seconds ends a crash episode.
+    RESTART_LIMIT: ClassVar[int] = 5
+    RESTART_BACKOFF: ClassVar[tuple[float, float]] = (0.5, 8.0)
+    RESTART_STABLE_AFTER: ClassVar[float] = 30.0
 
     # ----------------------------------------------------------------- what a backend defines
     @abstractmethod
@@ -119,6 +130,26 @@ class LocalProcessService(DeploymentService):
             An environment dict (contains resolved secrets: never log it).
         """
         return proc.env_with_venv_path(secrets.resolve_mapping(self.config.env))
+
+    def restart_command(
+        self, server: proc.ProcessHandle, argv: list[str], env: dict[str, str], port: int
+    ) -> tuple[list[str], dict[str, str]]:
+        """What the front runs to restart this revision's server after it died (default: the
+        command and environment it was started with).
+
+        A backend whose command is a wrapper that prepares and then runs the real server can
+        return that server's own command, so that a restart skips the wrapper.
+
+        Args:
+            server: the running, ready server.
+            argv: its command.
+            env: its environment (resolved secrets: never log it).
+            port: its private port.
+
+        Returns:
+            (argv, env).
+        """
+        return argv, env
 
     # ----------------------------------------------------------------- paths
     @property
@@ -163,6 +194,7 @@ class LocalProcessService(DeploymentService):
         log = self.workdir / "relay.log"
         argv = [proc.python_executable(), "-m", "zenml_model_deployers.local.relay"]
         argv += ["--host", host, "--port", str(port), "--ready-file", str(ready)]
+        argv += ["--supervise", str(self.workdir / SPEC_FILE)]
         if target is not None:
             argv += ["--target", str(target)]
         handle = proc.spawn(argv, log, env=proc.env_with_venv_path())
@@ -236,11 +268,15 @@ class LocalProcessService(DeploymentService):
 
     # ----------------------------------------------------------------- server
     def _start_server(self, timeout: float) -> tuple[proc.ProcessHandle, int, Path]:
-        """Starts a server for ``self.config`` on a private port and waits until it is ready."""
+        """Starts a server for ``self.config`` on a private port and waits until it is ready.
+
+        The front supervises it once :meth:`_supervise` recorded it (after the switch).
+        """
         port = free_port()
         log = self.workdir / f"server-{self.config.config_hash()}-{int(time.time())}.log"
         env = self.server_env()
-        handle = proc.spawn(self.server_command(port), log, env=env, cwd=self.workdir)
+        argv = self.server_command(port)
+        handle = proc.spawn(argv, log, env=env, cwd=self.workdir)
         base = f"http://127.0.0.1:{port}"
         smoke = None
         if self.config.smoke_input is not None:
@@ -268,7 +304,68 @@ class LocalProcessService(DeploymentService):
         except BaseException:
             handle.terminate(5)
             raise
+        restart_argv, restart_env = self.restart_command(handle, argv, env, port)
+        self._pending_spec = {
+            "deployment": self.deployment_name,
+            "argv": restart_argv,
+            "env": restart_env,  # resolved secrets: this file is mode 0600, never a command line
+            "cwd": str(self.workdir),
+            "port": port,
+            "server": handle.model_dump(mode="json"),
+            "log_path": str(log),
+            "health_path": self.config.health_path,
+            "health_method": self.config.health_method,
+            "config_hash": self.config.config_hash(),
+            "ready_timeout": timeout,
+            "max_restarts": self.RESTART_LIMIT,
+            "backoff_initial": self.RESTART_BACKOFF[0],
+            "backoff_max": self.RESTART_BACKOFF[1],
+            "stable_after": self.RESTART_STABLE_AFTER,
+            "redact": [
+                env[k]
+                for k, v in self.config.env.items()
+                if k in env and secrets.is_secret_reference(v)
+            ],
+        }
         return handle, port, log
+
+    _pending_spec: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def _supervise(self) -> None:
+        """Hands the server just switched to over to the front's supervisor (a new revision:
+        its restart count starts over). Written before any old server is retired, so that the
+        supervisor never mistakes a retirement for a crash."""
+        spec, self._pending_spec = self._pending_spec, None
+        if spec is not None:
+            write_spec(self.workdir / SPEC_FILE, spec)
+        self.status.restarts = 0
+
+    def _supervision(self) -> dict[str, Any] | None:
+        """The front's supervisor record for the recorded server, its current server adopted.
+
+        Returns:
+            The record (``supervisor.json``) or None when no supervisor watches this revision.
+        """
+        if self.status.server is None:
+            return None
+        sup = supervision_of(self.status.server.model_dump(mode="json"), self.workdir)
+        if sup is None:
+            return None
+        if sup.get("server"):
+            self.status.server = proc.ProcessHandle(**sup["server"])
+        self.status.restarts = int(sup.get("restarts", 0))
+        return sup
+
+    def _wait_for_supervisor(self, timeout: float) -> dict[str, Any] | None:
+        """While the front restarts the server, waits (bounded) until it is done."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sup = self._supervision()
+            if sup is None or sup.get("state") != "restarting" or not self._relay_alive():
+                return sup
+            if time.monotonic() > deadline:
+                return sup
+            time.sleep(0.2)
 
     def _end_orphans(self) -> None:
         """Ends processes of this deployment that no record knows (a deploy killed midway).
@@ -313,6 +410,7 @@ class LocalProcessService(DeploymentService):
             timeout: seconds.
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._supervision()
         self._end_orphans()
         old_server, old_port = self.status.server, self.status.server_port
         old_alive = old_server is not None and old_server.is_alive()
@@ -332,8 +430,10 @@ class LocalProcessService(DeploymentService):
             try:
                 self._relay_call({"cmd": "switch", "port": port})
             except BaseException:
+                self._pending_spec = None
                 handle.terminate(5)
                 raise
+            self._supervise()
         except BaseException:
             if old_front is not None:
                 (
@@ -363,6 +463,9 @@ class LocalProcessService(DeploymentService):
         Args:
             timeout: seconds.
         """
+        sup = self._supervision()
+        if sup is not None and sup.get("state") == "restarting":
+            self._wait_for_supervisor(timeout)
         server_ok = self.status.server is not None and self.status.server.is_alive()
         if server_ok and self._relay_alive():
             self.mark_ready()
@@ -378,6 +481,7 @@ class LocalProcessService(DeploymentService):
                 self._stop_relay()
                 raise
             self._relay_call({"cmd": "switch", "port": port})
+            self._supervise()
             self.status.server, self.status.server_port = handle, port
             self.status.log_path = str(log)
         self.mark_ready()
@@ -388,10 +492,12 @@ class LocalProcessService(DeploymentService):
         Args:
             timeout: seconds.
         """
+        # The front first: its supervisor would take the server's exit for a crash.
+        self._stop_relay()
+        self._supervision()
         if self.status.server is not None:
             self.status.server.terminate(min(timeout, DRAIN_TIMEOUT))
         self.status.server = None
-        self._stop_relay()
         self.admin_state = ServiceState.INACTIVE
         self.status.update_state(ServiceState.INACTIVE, "")
         self.status.clear_error()
@@ -411,8 +517,9 @@ class LocalProcessService(DeploymentService):
         Returns:
             (state, message).
         """
-        state, message = proc.process_state(self.status.server, self.status.relay)
-        if message:
+        sup = self._supervision()
+        state, message = proc.process_state(self.status.server, self.status.relay, sup)
+        if state == "error":
             message += f"; `zmd models start {self.deployment_name}` brings it back on the same URL"
         return ServiceState(state), message
 
@@ -426,6 +533,7 @@ class LocalProcessService(DeploymentService):
         Yields:
             Lines.
         """
+        self._supervision()
         if not self.status.log_path or not os.path.exists(self.status.log_path):
             return
         # Learn this deployment's secret values, so that redaction works in any process
