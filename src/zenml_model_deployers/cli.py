@@ -272,15 +272,65 @@ def models_logs(ref: str, flavor: str | None, follow: bool, tail: int | None) ->
 
 
 @models.command("start")
-@click.argument("ref")
+@click.argument("ref", required=False)
 @click.option("--flavor")
+@click.option(
+    "--all",
+    "start_all",
+    is_flag=True,
+    help="start every deployment recorded as running that does not run (e.g. after a reboot)",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="move the deployment to this port (its recorded port is taken)",
+)
 @click.option("--timeout", type=float, default=None, help="seconds to wait until it serves")
 @_friendly_errors
-def models_start(ref: str, flavor: str | None, timeout: float | None) -> None:
-    """Starts a stopped deployment on its recorded URL."""
+def models_start(
+    ref: str | None, flavor: str | None, start_all: bool, port: int | None, timeout: float | None
+) -> None:
+    """Starts a stopped deployment on its recorded URL (or on --port), or all with --all."""
+    if start_all == (ref is not None):
+        raise click.UsageError("give a deployment (REF) or --all, not both.")
+    if start_all:
+        if port is not None:
+            raise click.UsageError("--port moves one deployment: give REF, not --all.")
+        _start_all(flavor, timeout)
+        return
+    assert ref is not None
     s = _resolve(ref, flavor)
-    _deployer_for(s).start(s, timeout)
+    _deployer_for(s).start(s, timeout, port=port)
     click.echo(f"Deployment '{s.deployment_name}' serves at {s.prediction_url}")
+
+
+def _start_all(flavor: str | None, timeout: float | None) -> None:
+    """Starts, one after the other, every deployment whose recorded admin state is active but
+    which does not run; one line per deployment; exit 1 if any could not start."""
+    from zenml.enums import ServiceState
+
+    from zenml_model_deployers.errors import DeploymentError
+
+    failed = 0
+    wanted = [s for s in _all_services(flavor) if s.admin_state == ServiceState.ACTIVE]
+    if not wanted:
+        click.echo("No deployment is recorded as running.")
+    for s in wanted:
+        if s.status.state == ServiceState.ACTIVE:
+            click.echo(f"{s.deployment_name}: already serves at {s.prediction_url}")
+            continue
+        try:
+            _deployer_for(s).start(s, timeout)
+        except DeploymentError as e:
+            failed += 1
+            msg = str(e).replace("\n", "\n  ")
+            click.echo(f"{s.deployment_name}: FAILED: {msg}", err=True)
+            continue
+        click.echo(f"{s.deployment_name}: serves at {s.prediction_url}")
+    if failed:
+        click.echo(f"Error: {failed} deployment(s) did not start (see above).", err=True)
+        sys.exit(1)
 
 
 @models.command("stop")

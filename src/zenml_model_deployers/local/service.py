@@ -186,7 +186,9 @@ class LocalProcessService(DeploymentService):
                 f"Port {port} ({pinned} for deployment '{self.deployment_name}') is already "
                 f"in use on {host}.",
                 deployment_name=self.deployment_name,
-                hint=f"free port {port} (e.g. `lsof -i :{port}`) or deploy with another port.",
+                hint=f"free port {port} (e.g. `lsof -i :{port}`), or move the deployment: "
+                f"`zmd models start {self.deployment_name} --port <free port>` or the deploy "
+                "step's `port=`.",
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
         ready = self.workdir / "relay.json"
@@ -239,6 +241,51 @@ class LocalProcessService(DeploymentService):
         self.status.control_port = None
         self.status.public_port = None
         return front
+
+    def move_port(self, port: int) -> None:
+        """Moves the deployment's URL to ``port``; see DeploymentService.move_port.
+
+        A running deployment gets a new front on ``port`` (its server keeps running; the old
+        front is stopped once the new one listens); a stopped one starts there. A config that
+        pins another port is re-pinned to ``port``.
+
+        Args:
+            port: the new public port.
+
+        Raises:
+            ConfigurationError: the port is out of range.
+            PortInUseError: the port is taken; nothing changed.
+        """
+        from zenml_model_deployers.errors import ConfigurationError
+
+        if not 0 < port < 65536:
+            raise ConfigurationError(f"port {port} is out of range 1-65535.")
+        if self._relay_alive() and self.status.public_port == port:
+            return
+        if not port_is_free(self.config.host, port):
+            raise PortInUseError(
+                f"Port {port} is already in use on {self.config.host}.",
+                deployment_name=self.deployment_name,
+                hint="choose another port.",
+            )
+        old_config = self.config
+        if self.config.port is not None and self.config.port != port:
+            self.config = self.config.model_copy(update={"port": port})
+        if not self._relay_alive():
+            self.status.public_port = port
+            return
+        self._supervision()
+        server_ok = self.status.server is not None and self.status.server.is_alive()
+        front = (self.status.relay, self.status.control_port, self.status.public_port)
+        self.status.relay, self.status.control_port, self.status.public_port = None, None, port
+        try:
+            self._ensure_relay(target=self.status.server_port if server_ok else None)
+        except BaseException:
+            self.config = old_config
+            self.status.relay, self.status.control_port, self.status.public_port = front
+            raise
+        if front[0] is not None:
+            front[0].terminate(5)
 
     def _relay_call(self, msg: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
         assert self.status.control_port is not None
