@@ -565,9 +565,9 @@ class LocalProcessService(DeploymentService):
             (state, message).
         """
         sup = self._supervision()
-        state, message = proc.process_state(self.status.server, self.status.relay, sup)
-        if state == "error":
-            message += f"; `zmd models start {self.deployment_name}` brings it back on the same URL"
+        state, message = proc.local_state(
+            self.deployment_name, self.status.server, self.status.relay, sup
+        )
         return ServiceState(state), message
 
     def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
@@ -581,30 +581,19 @@ class LocalProcessService(DeploymentService):
             Lines.
         """
         self._supervision()
-        if not self.status.log_path or not os.path.exists(self.status.log_path):
+        if not self.status.log_path:
             return
         # Learn this deployment's secret values, so that redaction works in any process
         # (e.g. `zmd models logs`), not only in the one that deployed.
         with contextlib.suppress(Exception):
             secrets.resolve_mapping(self.config.env)
-        path = Path(self.status.log_path)
-        text = (
-            proc.tail(path, tail, max_bytes=1 << 30) if tail else path.read_text(errors="replace")
+        yield from proc.log_lines(
+            Path(self.status.log_path),
+            tail,
+            follow,
+            lambda: self.status.server is not None and self.status.server.is_alive(),
+            secrets.redact,
         )
-        for line in text.splitlines():
-            yield secrets.redact(line)
-        if not follow:
-            return
-        with open(path, errors="replace") as f:
-            f.seek(0, os.SEEK_END)
-            while True:
-                line = f.readline()
-                if line:
-                    yield secrets.redact(line.rstrip("\n"))
-                elif self.status.server is None or not self.status.server.is_alive():
-                    return
-                else:
-                    time.sleep(0.2)
 
 
 def _url_host(host: str) -> str:
