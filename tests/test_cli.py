@@ -72,6 +72,34 @@ def test_describe_get_url_logs_by_name_and_id_prefix(deployed: Any) -> None:
     assert "/invocations" in logs
 
 
+def test_fast_describe_get_url_logs_say_what_zenmls_client_says(deployed: Any) -> None:
+    """describe, get-url and logs read the store without ZenML; the same output as ZenML's
+    client path (ZMD_FAST_LIST=0), by name and by id prefix, and the same errors."""
+    from zenml_model_deployers.local.fastlist import describe_row, local_rows
+
+    rows = local_rows()
+    assert rows is not None, "the local SQLite fast path should apply here"
+    assert describe_row(next(x for x in rows if x["name"] == "cli-demo")) is not None
+    requests.post(deployed.prediction_url, json={"inputs": [[1, 2]]}, timeout=10)
+    r = CliRunner()
+    slow_env = {"ZMD_FAST_LIST": "0"}
+    for args in (
+        ["models", "describe", "cli-demo", "-o", "json"],
+        ["models", "describe", str(deployed.uuid)[:8]],
+        ["models", "get-url", "cli-demo"],
+        ["models", "get-url", str(deployed.uuid)[:6], "--flavor", "zmd-mlflow"],
+        ["models", "logs", "cli-demo", "--tail", "5"],
+        ["models", "logs", "cli-demo"],
+        ["models", "describe", "no-such-deployment"],
+        ["models", "get-url", "zzz-nope", "--flavor", "zmd-mlflow"],
+    ):
+        fast, slow = r.invoke(zmd, args), r.invoke(zmd, args, env=slow_env)
+        assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args
+    desc = json.loads(r.invoke(zmd, ["models", "describe", "cli-demo", "-o", "json"]).output)
+    assert desc["state"] == "active" and desc["restarts"] == 0
+    assert desc["config"]["model_uri"] == deployed.config.model_uri
+
+
 def test_works_where_zenml_cannot_find_a_source_root(deployed: Any) -> None:
     """`python -c` (like a notebook) has no main file: our classes still load."""
     code = (

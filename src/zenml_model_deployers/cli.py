@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -113,24 +113,51 @@ def _all_services(flavor: str | None = None, refresh: bool = True) -> list[Deplo
     return out
 
 
-def _resolve(ref: str, flavor: str | None = None) -> DeploymentService:
-    """A deployment by service id, id prefix, or deployment name."""
+T = TypeVar("T")
+
+
+def _pick(ref: str, items: list[T], key: Callable[[T], tuple[str, str, str]]) -> T:
+    """The one item whose id or name is ``ref``, else whose id starts with it.
+
+    Args:
+        ref: service id, id prefix or deployment name.
+        items: candidates.
+        key: (id, deployment name, flavor) of an item.
+
+    Returns:
+        The item.
+    """
     from zenml_model_deployers.errors import DeploymentNotFoundError
 
-    services = _all_services(flavor)
-    exact = [s for s in services if str(s.uuid) == ref or s.deployment_name == ref]
-    matches = exact or [s for s in services if str(s.uuid).startswith(ref)]
+    exact = [x for x in items if ref in key(x)[:2]]
+    matches = exact or [x for x in items if key(x)[0].startswith(ref)]
     if not matches:
         raise DeploymentNotFoundError(
             f"No deployment matches '{ref}'.", hint="see `zmd models list`."
         )
     if len(matches) > 1:
-        names = ", ".join(f"{s.deployment_name} ({s.FLAVOR}, {str(s.uuid)[:8]})" for s in matches)
+        names = ", ".join(f"{key(x)[1]} ({key(x)[2]}, {key(x)[0][:8]})" for x in matches)
         raise DeploymentNotFoundError(
             f"'{ref}' matches several deployments: {names}.",
             hint="give a longer id prefix or --flavor.",
         )
     return matches[0]
+
+
+def _resolve(ref: str, flavor: str | None = None) -> DeploymentService:
+    """A deployment by service id, id prefix, or deployment name."""
+    return _pick(ref, _all_services(flavor), lambda s: (str(s.uuid), s.deployment_name, s.FLAVOR))
+
+
+def _fast_row(ref: str, flavor: str | None) -> dict[str, Any] | None:
+    """The deployment's row read without ZenML (see local/fastlist.py), or None: take ZenML's
+    path. Raises like ``_resolve`` when nothing or several match: both see the same rows."""
+    from zenml_model_deployers.local.fastlist import local_rows
+
+    rows = local_rows(flavor)
+    if rows is None:
+        return None
+    return _pick(ref, rows, lambda r: (r["id"], r["name"], r["flavor"]))
 
 
 def _deployer_for(service: DeploymentService) -> Any:
@@ -158,6 +185,7 @@ def _row(s: DeploymentService) -> dict[str, Any]:
         "model": s.config.model_name,
         "revision": s.status.revision,
         "url": s.prediction_url,
+        "restarts": getattr(s.status, "restarts", 0),
         "pipeline": s.config.pipeline_name,
         "step": s.config.pipeline_step_name,
     }
@@ -216,7 +244,23 @@ def models_list(
 @_friendly_errors
 def models_describe(ref: str, flavor: str | None, output: str) -> None:
     """Shows everything about one deployment."""
-    s = _resolve(ref, flavor)
+    from zenml_model_deployers.local.fastlist import describe_row
+
+    row = _fast_row(ref, flavor)
+    info = describe_row(row) if row is not None else None
+    if info is None:
+        info = _describe(_resolve(ref, flavor))
+    if output == "json":
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        if isinstance(v, dict):
+            v = json.dumps(v, default=str)
+        click.echo(f"{k.upper():<{width}}  {v}")
+
+
+def _describe(s: DeploymentService) -> dict[str, Any]:
     info: dict[str, Any] = {
         **s.describe(),
         "status_message": s.status.last_error,
@@ -228,14 +272,9 @@ def models_describe(ref: str, flavor: str | None, output: str) -> None:
     }
     if hasattr(s.status, "log_path"):
         info["log_path"] = s.status.log_path
-    if output == "json":
-        click.echo(json.dumps(info, indent=2, default=str))
-        return
-    width = max(len(k) for k in info)
-    for k, v in info.items():
-        if isinstance(v, dict):
-            v = json.dumps(v, default=str)
-        click.echo(f"{k.upper():<{width}}  {v}")
+    if hasattr(s.status, "restarts"):
+        info["restarts"] = s.status.restarts
+    return info
 
 
 @models.command("get-url")
@@ -244,12 +283,17 @@ def models_describe(ref: str, flavor: str | None, output: str) -> None:
 @_friendly_errors
 def models_get_url(ref: str, flavor: str | None) -> None:
     """Prints the deployment's prediction URL (stable across revisions)."""
-    s = _resolve(ref, flavor)
-    if not s.prediction_url:
+    row = _fast_row(ref, flavor)
+    if row is not None:
+        name, url = row["name"], row["url"]
+    else:
+        s = _resolve(ref, flavor)
+        name, url = s.deployment_name, s.prediction_url
+    if not url:
         from zenml_model_deployers.errors import DeploymentError
 
-        raise DeploymentError(f"Deployment '{s.deployment_name}' has no URL.")
-    click.echo(s.prediction_url)
+        raise DeploymentError(f"Deployment '{name}' has no URL.")
+    click.echo(url)
 
 
 @models.command("logs")
@@ -260,24 +304,104 @@ def models_get_url(ref: str, flavor: str | None) -> None:
 @_friendly_errors
 def models_logs(ref: str, flavor: str | None, follow: bool, tail: int | None) -> None:
     """Prints the serving process's logs."""
-    s = _resolve(ref, flavor)
+    lines = _fast_logs(ref, flavor, follow, tail)
+    if lines is None:
+        lines = _resolve(ref, flavor).get_logs(follow=follow, tail=tail)
     try:
-        for line in s.get_logs(follow=follow, tail=tail):
+        for line in lines:
             click.echo(line)
     except KeyboardInterrupt:
         pass
 
 
+def _fast_logs(
+    ref: str, flavor: str | None, follow: bool, tail: int | None
+) -> Iterator[str] | None:
+    """The log lines read without ZenML, redacted as the ZenML path redacts them, or None."""
+    from pathlib import Path
+
+    from zenml_model_deployers import secrets
+    from zenml_model_deployers.local.fastlist import log_redactions
+    from zenml_model_deployers.local.process import ProcessHandle, log_lines
+
+    row = _fast_row(ref, flavor)
+    if row is None:
+        return None
+    redactions = log_redactions(row)
+    path = row["status"].get("log_path")
+    if redactions is None:
+        return None
+    if not path:
+        return iter(())
+    for value in redactions:
+        secrets.remember_secret_value(value)
+    server = row["status"].get("server")
+    handle = ProcessHandle(**server) if server else None
+    return log_lines(
+        Path(path), tail, follow, lambda: handle is not None and handle.is_alive(), secrets.redact
+    )
+
+
 @models.command("start")
-@click.argument("ref")
+@click.argument("ref", required=False)
 @click.option("--flavor")
+@click.option(
+    "--all",
+    "start_all",
+    is_flag=True,
+    help="start every deployment recorded as running that does not run (e.g. after a reboot)",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="move the deployment to this port (its recorded port is taken)",
+)
 @click.option("--timeout", type=float, default=None, help="seconds to wait until it serves")
 @_friendly_errors
-def models_start(ref: str, flavor: str | None, timeout: float | None) -> None:
-    """Starts a stopped deployment on its recorded URL."""
+def models_start(
+    ref: str | None, flavor: str | None, start_all: bool, port: int | None, timeout: float | None
+) -> None:
+    """Starts a stopped deployment on its recorded URL (or on --port), or all with --all."""
+    if start_all == (ref is not None):
+        raise click.UsageError("give a deployment (REF) or --all, not both.")
+    if start_all:
+        if port is not None:
+            raise click.UsageError("--port moves one deployment: give REF, not --all.")
+        _start_all(flavor, timeout)
+        return
+    assert ref is not None
     s = _resolve(ref, flavor)
-    _deployer_for(s).start(s, timeout)
+    _deployer_for(s).start(s, timeout, port=port)
     click.echo(f"Deployment '{s.deployment_name}' serves at {s.prediction_url}")
+
+
+def _start_all(flavor: str | None, timeout: float | None) -> None:
+    """Starts, one after the other, every deployment whose recorded admin state is active but
+    which does not run; one line per deployment; exit 1 if any could not start."""
+    from zenml.enums import ServiceState
+
+    from zenml_model_deployers.errors import DeploymentError
+
+    failed = 0
+    wanted = [s for s in _all_services(flavor) if s.admin_state == ServiceState.ACTIVE]
+    if not wanted:
+        click.echo("No deployment is recorded as running.")
+    for s in wanted:
+        if s.status.state == ServiceState.ACTIVE:
+            click.echo(f"{s.deployment_name}: already serves at {s.prediction_url}")
+            continue
+        try:
+            _deployer_for(s).start(s, timeout)
+        except DeploymentError as e:
+            failed += 1
+            msg = str(e).replace("\n", "\n  ")
+            click.echo(f"{s.deployment_name}: FAILED: {msg}", err=True)
+            continue
+        click.echo(f"{s.deployment_name}: serves at {s.prediction_url}")
+    if failed:
+        click.echo(f"Error: {failed} deployment(s) did not start (see above).", err=True)
+        sys.exit(1)
 
 
 @models.command("stop")

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from zenml.services.service import ServiceConfig
 
+from zenml_model_deployers.provenance import PROVENANCE_FIELDS as _PROVENANCE
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -115,20 +117,7 @@ class DeploymentConfig(ServiceConfig):
     """
 
     # Fields that say where a config came from, not how it serves: excluded from the hash.
-    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "type",
-            "name",
-            "description",
-            "pipeline_name",
-            "pipeline_step_name",
-            "model_name",
-            "model_version",
-            "service_name",
-            "pipeline_run_id",
-            "run_name",
-        }
-    )
+    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = _PROVENANCE
 
     deployment_name: str = ""
     model_uri: str = ""

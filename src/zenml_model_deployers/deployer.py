@@ -550,19 +550,30 @@ class BaseDeployer(BaseModelDeployer):
         self.persist(service)
 
     # ----------------------------------------------------------------- start / stop / delete
-    def start(self, service: DeploymentService, timeout: float | None = None) -> DeploymentService:
+    def start(
+        self, service: DeploymentService, timeout: float | None = None, port: int | None = None
+    ) -> DeploymentService:
         """Starts a stopped deployment's recorded revision on its URL; blocks until it serves.
 
         Args:
             service: the deployment.
             timeout: seconds.
+            port: move the URL to this port first (local backends; e.g. the recorded port was
+                taken by another program while the deployment was stopped). A running
+                deployment moves without a restart of its server.
 
         Returns:
             The service.
         """
         t = timeout or self._default_timeout()
+
+        def start() -> None:
+            if port is not None:
+                service.move_port(port)
+            service.start_backend(t)
+
         with self._locked(service.deployment_name, t):
-            self._run_hook(service, lambda: service.start_backend(t), "start")
+            self._run_hook(service, start, "start")
         return service
 
     def stop(self, service: DeploymentService, timeout: float = 30) -> DeploymentService:

@@ -213,6 +213,26 @@ class DeploymentService(BaseDeploymentService):
             recorded: the service as a past run recorded it.
         """
 
+    def move_port(self, port: int) -> None:
+        """Moves the deployment's URL to another port (``zmd models start NAME --port P``).
+
+        Only backends that own their port (local processes) can; the others refuse.
+
+        Args:
+            port: the new public port.
+
+        Raises:
+            ConfigurationError: this backend has no port to choose.
+        """
+        from zenml_model_deployers.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"Deployment '{self.deployment_name}' ({self.FLAVOR}) has no port to choose: its URL "
+            "is the backend's.",
+            deployment_name=self.deployment_name,
+            hint="start it without --port.",
+        )
+
     # ----------------------------------------------------------------- backend hooks
     @abstractmethod
     def provision_revision(self, timeout: float) -> None:

@@ -1,10 +1,10 @@
-"""A read-only fast path for `zmd models list` on a local ZenML store.
+"""A read-only fast path for `zmd models list|describe|get-url|logs` on a local ZenML store.
 
 Importing ZenML and opening its store costs about 3 s on a small machine, whatever the number
 of rows, which is most of a listing. When ZenML's store is the local SQLite database and every
 deployment is served by local processes, the listing needs neither: this module reads the
 service rows read-only with the standard library and checks the processes' liveness exactly as
-``LocalProcessService.check_status`` does (shared: :func:`process_state`).
+``LocalProcessService.check_status`` does (shared: :func:`local_state`).
 
 It returns None — and the caller takes ZenML's client path — whenever it is not sure that it
 sees what ZenML would: a store that is not SQLite, store settings from the environment, a ZenML
@@ -21,7 +21,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from zenml_model_deployers.local.process import ProcessHandle, process_state
+from zenml_model_deployers.local.process import ProcessHandle, local_state
+from zenml_model_deployers.local.supervisor import SPEC_FILE, supervision_of
+from zenml_model_deployers.provenance import PROVENANCE_FIELDS
+from zenml_model_deployers.secrets import is_secret_reference
 
 # Flavors whose status is process liveness (no remote API to ask).
 LOCAL_FLAVORS = frozenset({"zmd-mlflow", "zmd-bentoml", "zmd-vllm"})
@@ -63,15 +66,8 @@ def _decode(blob: Any) -> dict[str, Any]:
     return out
 
 
-def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
-    """The rows `zmd models list` shows, or None when the fast path does not apply.
-
-    Args:
-        flavor: only this flavor.
-
-    Returns:
-        Rows (same keys as the CLI's JSON output), newest first, or None.
-    """
+def _store_rows() -> list[tuple[Any, ...]] | None:
+    """The zmd-* service rows of the active project, or None when the fast path does not apply."""
     if os.environ.get("ZMD_FAST_LIST", "1") == "0":
         return None
     if (
@@ -98,7 +94,7 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
             cols = {r[1] for r in con.execute("PRAGMA table_info(service)")}
             if not _COLUMNS <= cols:
                 return None
-            rows = con.execute(
+            rows: list[tuple[Any, ...]] = con.execute(
                 "SELECT id, flavor, config, status, prediction_url FROM service "
                 "WHERE flavor LIKE 'zmd-%' AND project_id = ? "
                 "AND service_source IS NOT NULL AND service_source != '' "
@@ -108,6 +104,24 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
         finally:
             con.close()
     except Exception:
+        return None
+    return rows
+
+
+def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
+    """Every deployment (of ``flavor``) with its live state, or None when the fast path does
+    not apply (see module docstring).
+
+    Args:
+        flavor: only this flavor.
+
+    Returns:
+        Dicts with ``id``, ``name``, ``flavor``, ``config`` (the serving revision's), ``status``,
+        ``url``, ``state``, ``message`` (as ``check_status`` says them), ``restarts`` and
+        ``supervision``; newest first.
+    """
+    rows = _store_rows()
+    if rows is None:
         return None
     out = []
     for rid, row_flavor, config_blob, status_blob, prediction_url in rows:
@@ -120,23 +134,125 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
             config = status.get("live_config") or _decode(config_blob)
             server = ProcessHandle(**status["server"]) if status.get("server") else None
             relay = ProcessHandle(**status["relay"]) if status.get("relay") else None
+            name = str(config.get("deployment_name", ""))
+            workdir = _config_dir() / "zmd" / "local" / row_flavor / name
+            sup = supervision_of(status.get("server"), workdir)
         except Exception:
             return None
-        state, _ = process_state(server, relay)
+        if sup and sup.get("server"):
+            status["server"] = sup["server"]
+        state, message = local_state(name, server, relay, sup)
         out.append(
             {
                 "id": _uuid(rid),
-                "name": config.get("deployment_name", ""),
+                "name": name,
                 "flavor": row_flavor,
-                "state": state,
-                "model": config.get("model_name", ""),
-                "revision": status.get("revision", 0),
+                "config": config,
+                "status": status,
                 "url": prediction_url if status.get("url") else None,
-                "pipeline": config.get("pipeline_name", ""),
-                "step": config.get("pipeline_step_name", ""),
+                "state": state,
+                "message": message,
+                "restarts": int(sup.get("restarts", 0)) if sup else int(status.get("restarts", 0)),
+                "supervision": sup,
+                "workdir": workdir,
             }
         )
     return out
+
+
+def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
+    """The rows `zmd models list` shows, or None when the fast path does not apply.
+
+    Args:
+        flavor: only this flavor.
+
+    Returns:
+        Rows (same keys as the CLI's JSON output), newest first, or None.
+    """
+    rows = local_rows(flavor)
+    if rows is None:
+        return None
+    return [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "flavor": r["flavor"],
+            "state": r["state"],
+            "model": r["config"].get("model_name", ""),
+            "revision": r["status"].get("revision", 0),
+            "url": r["url"],
+            "restarts": r["restarts"],
+            "pipeline": r["config"].get("pipeline_name", ""),
+            "step": r["config"].get("pipeline_step_name", ""),
+        }
+        for r in rows
+    ]
+
+
+# Flavors whose `describe()` is DeploymentService's own (BentoML adds its bento's APIs).
+_PLAIN_DESCRIBE = frozenset({"zmd-mlflow"})
+
+
+def describe_row(row: dict[str, Any]) -> dict[str, Any] | None:
+    """What `zmd models describe` shows for a row of :func:`local_rows` (same keys, same
+    values as the ZenML path), or None when only the service class knows.
+
+    Args:
+        row: a row of :func:`local_rows`.
+
+    Returns:
+        The description, or None.
+    """
+    config, status = row["config"], row["status"]
+    if row["flavor"] not in _PLAIN_DESCRIBE or not status.get("config_hash"):
+        return None
+    url = status.get("url")
+    return {
+        "flavor": row["flavor"],
+        "name": row["name"],
+        "revision": status.get("revision", 0),
+        "service_id": row["id"],
+        "model_uri": config.get("model_uri", ""),
+        "model_name": config.get("model_name", ""),
+        "config_hash": status["config_hash"],
+        "url": row["url"],
+        "health_url": f"{url}{config.get('health_path', '/ping')}" if url else None,
+        "state": row["state"],
+        # ZenML's status update keeps the previous error when the check reports none.
+        "status_message": row["message"] or status.get("last_error", ""),
+        "deployed_at": status.get("deployed_at"),
+        "pipeline": config.get("pipeline_name", ""),
+        "step": config.get("pipeline_step_name", ""),
+        "run": config.get("run_name", ""),
+        "config": {k: v for k, v in config.items() if k not in PROVENANCE_FIELDS},
+        "log_path": status.get("log_path"),
+        "restarts": row["restarts"],
+    }
+
+
+def log_redactions(row: dict[str, Any]) -> list[str] | None:
+    """The secret values to scrub from a row's server log, or None when only ZenML's secret
+    store knows them (the log then takes the ZenML path).
+
+    The values come from the revision's supervision spec (``supervise.json``, mode 0600), the
+    one place outside the secret store that holds them.
+
+    Args:
+        row: a row of :func:`local_rows`.
+
+    Returns:
+        Values (empty when the config references no secret), or None.
+    """
+    env = row["config"].get("env") or {}
+    if not any(is_secret_reference(str(v)) for v in env.values()):
+        return []
+    try:
+        spec = json.loads((row["workdir"] / SPEC_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if spec.get("config_hash") != row["status"].get("config_hash"):
+        return None
+    return [str(v) for v in spec.get("redact") or []]
 
 
 def _uuid(raw: str) -> str:

@@ -634,12 +634,20 @@ async def _main(args: argparse.Namespace) -> int:
     )
     auth = "API key required" if api_key else "no API key"
     print(f"relay: listening on {args.host}:{port}, target {args.target}, {auth}", flush=True)
+    supervision = None
+    if args.supervise:  # the front also restarts a crashed server (local/supervisor.py)
+        from zenml_model_deployers.local import supervisor
+
+        supervision = supervisor.start(Path(args.supervise))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     sweeper.cancel()
+    if supervision is not None:
+        supervision[0].cancel()
+        await supervision[1].close()
     server.close()
     control.close()
     for c in list(relay.conns):
@@ -671,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-timeout", type=float, default=d.idle_timeout)
     p.add_argument("--max-connections", type=int, default=d.max_connections)
     p.add_argument("--replay-limit", type=int, default=d.replay_limit)
+    p.add_argument("--supervise", default=None, help="supervise.json of the server to restart")
     args = p.parse_args(argv)
     try:
         import uvloop  # a dependency on POSIX: halves the latency the relay adds

@@ -26,7 +26,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 from pydantic import PrivateAttr
@@ -44,6 +44,7 @@ from zenml_model_deployers.local.relay import (
     port_is_free,
     read_ready_file,
 )
+from zenml_model_deployers.local.supervisor import SPEC_FILE, supervision_of, write_spec
 from zenml_model_deployers.service import DeploymentService, DeploymentStatus
 
 DRAIN_TIMEOUT = 10.0
@@ -188,6 +189,7 @@ class LocalDeploymentStatus(DeploymentStatus):
         server: the serving revision's process.
         server_port: its private port.
         log_path: its log file.
+        restarts: how many times the front restarted this revision's server after it died.
     """
 
     public_port: int | None = None
@@ -196,6 +198,7 @@ class LocalDeploymentStatus(DeploymentStatus):
     server: proc.ProcessHandle | None = None
     server_port: int | None = None
     log_path: str | None = None
+    restarts: int = 0
 
 
 class LocalProcessService(DeploymentService):
@@ -205,6 +208,14 @@ class LocalProcessService(DeploymentService):
     status: LocalDeploymentStatus
 
     _api_key: tuple[str, str] | None = PrivateAttr(default=None)
+
+    # Restart policy of the front's supervisor (local/supervisor.py): a dead server is started
+    # again after RESTART_BACKOFF[0] * 2**(n-1) seconds (at most RESTART_BACKOFF[1]); after
+    # RESTART_LIMIT failed restarts in a row the revision is marked failed. A server that stays
+    # up RESTART_STABLE_AFTER seconds ends a crash episode.
+    RESTART_LIMIT: ClassVar[int] = 5
+    RESTART_BACKOFF: ClassVar[tuple[float, float]] = (0.5, 8.0)
+    RESTART_STABLE_AFTER: ClassVar[float] = 30.0
 
     # ----------------------------------------------------------------- what a backend defines
     @abstractmethod
@@ -269,6 +280,26 @@ class LocalProcessService(DeploymentService):
         """
         return ' -H "Authorization: Bearer $ZMD_API_KEY"' if self.config.api_key else ""
 
+    def restart_command(
+        self, server: proc.ProcessHandle, argv: list[str], env: dict[str, str], port: int
+    ) -> tuple[list[str], dict[str, str]]:
+        """What the front runs to restart this revision's server after it died (default: the
+        command and environment it was started with).
+
+        A backend whose command is a wrapper that prepares and then runs the real server can
+        return that server's own command, so that a restart skips the wrapper.
+
+        Args:
+            server: the running, ready server.
+            argv: its command.
+            env: its environment (resolved secrets: never log it).
+            port: its private port.
+
+        Returns:
+            (argv, env).
+        """
+        return argv, env
+
     # ----------------------------------------------------------------- paths
     @property
     def workdir(self) -> Path:
@@ -304,7 +335,9 @@ class LocalProcessService(DeploymentService):
                 f"Port {port} ({pinned} for deployment '{self.deployment_name}') is already "
                 f"in use on {host}.",
                 deployment_name=self.deployment_name,
-                hint=f"free port {port} (e.g. `lsof -i :{port}`) or deploy with another port.",
+                hint=f"free port {port} (e.g. `lsof -i :{port}`), or move the deployment: "
+                f"`zmd models start {self.deployment_name} --port <free port>` or the deploy "
+                "step's `port=`.",
             )
         private_dir(self.workdir)
         ready = self.workdir / "relay.json"
@@ -312,6 +345,7 @@ class LocalProcessService(DeploymentService):
         log = self.workdir / "relay.log"
         argv = [proc.python_executable(), "-m", "zenml_model_deployers.local.relay"]
         argv += ["--host", host, "--port", str(port), "--ready-file", str(ready)]
+        argv += ["--supervise", str(self.workdir / SPEC_FILE)]
         if target is not None:
             argv += ["--target", str(target)]
         key = self.api_key_value()  # resolved before anything starts: a missing secret fails here
@@ -362,6 +396,51 @@ class LocalProcessService(DeploymentService):
         self.status.public_port = None
         return front
 
+    def move_port(self, port: int) -> None:
+        """Moves the deployment's URL to ``port``; see DeploymentService.move_port.
+
+        A running deployment gets a new front on ``port`` (its server keeps running; the old
+        front is stopped once the new one listens); a stopped one starts there. A config that
+        pins another port is re-pinned to ``port``.
+
+        Args:
+            port: the new public port.
+
+        Raises:
+            ConfigurationError: the port is out of range.
+            PortInUseError: the port is taken; nothing changed.
+        """
+        from zenml_model_deployers.errors import ConfigurationError
+
+        if not 0 < port < 65536:
+            raise ConfigurationError(f"port {port} is out of range 1-65535.")
+        if self._relay_alive() and self.status.public_port == port:
+            return
+        if not port_is_free(self.config.host, port):
+            raise PortInUseError(
+                f"Port {port} is already in use on {self.config.host}.",
+                deployment_name=self.deployment_name,
+                hint="choose another port.",
+            )
+        old_config = self.config
+        if self.config.port is not None and self.config.port != port:
+            self.config = self.config.model_copy(update={"port": port})
+        if not self._relay_alive():
+            self.status.public_port = port
+            return
+        self._supervision()
+        server_ok = self.status.server is not None and self.status.server.is_alive()
+        front = (self.status.relay, self.status.control_port, self.status.public_port)
+        self.status.relay, self.status.control_port, self.status.public_port = None, None, port
+        try:
+            self._ensure_relay(target=self.status.server_port if server_ok else None)
+        except BaseException:
+            self.config = old_config
+            self.status.relay, self.status.control_port, self.status.public_port = front
+            raise
+        if front[0] is not None:
+            front[0].terminate(5)
+
     def _relay_call(self, msg: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
         assert self.status.control_port is not None
         # The token lives only in the relay's 0600 ready file, never in the service store.
@@ -390,12 +469,14 @@ class LocalProcessService(DeploymentService):
     ) -> tuple[proc.ProcessHandle, int, Path]:
         """Starts a server for ``self.config`` on a private port and waits until it is ready.
 
-        ``after_spawn`` runs while the server loads; if it raises, the server is ended.
+        ``after_spawn`` runs while the server loads; if it raises, the server is ended. The front
+        supervises the server once :meth:`_supervise` recorded it (after the switch).
         """
         port = free_port()
         log = self.workdir / f"server-{self.config.config_hash()}-{int(time.time())}.log"
         env = self.server_env()
-        handle = proc.spawn(self.server_command(port), log, env=env, cwd=self.workdir)
+        argv = self.server_command(port)
+        handle = proc.spawn(argv, log, env=env, cwd=self.workdir)
         base = f"http://127.0.0.1:{port}"
         smoke = None
         if self.config.smoke_input is not None:
@@ -426,7 +507,68 @@ class LocalProcessService(DeploymentService):
         except BaseException:
             handle.terminate(5)
             raise
+        restart_argv, restart_env = self.restart_command(handle, argv, env, port)
+        self._pending_spec = {
+            "deployment": self.deployment_name,
+            "argv": restart_argv,
+            "env": restart_env,  # resolved secrets: this file is mode 0600, never a command line
+            "cwd": str(self.workdir),
+            "port": port,
+            "server": handle.model_dump(mode="json"),
+            "log_path": str(log),
+            "health_path": self.config.health_path,
+            "health_method": self.config.health_method,
+            "config_hash": self.config.config_hash(),
+            "ready_timeout": timeout,
+            "max_restarts": self.RESTART_LIMIT,
+            "backoff_initial": self.RESTART_BACKOFF[0],
+            "backoff_max": self.RESTART_BACKOFF[1],
+            "stable_after": self.RESTART_STABLE_AFTER,
+            "redact": [
+                env[k]
+                for k, v in self.config.env.items()
+                if k in env and secrets.is_secret_reference(v)
+            ],
+        }
         return handle, port, log
+
+    _pending_spec: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def _supervise(self) -> None:
+        """Hands the server just switched to over to the front's supervisor (a new revision:
+        its restart count starts over). Written before any old server is retired, so that the
+        supervisor never mistakes a retirement for a crash."""
+        spec, self._pending_spec = self._pending_spec, None
+        if spec is not None:
+            write_spec(self.workdir / SPEC_FILE, spec)
+        self.status.restarts = 0
+
+    def _supervision(self) -> dict[str, Any] | None:
+        """The front's supervisor record for the recorded server, its current server adopted.
+
+        Returns:
+            The record (``supervisor.json``) or None when no supervisor watches this revision.
+        """
+        if self.status.server is None:
+            return None
+        sup = supervision_of(self.status.server.model_dump(mode="json"), self.workdir)
+        if sup is None:
+            return None
+        if sup.get("server"):
+            self.status.server = proc.ProcessHandle(**sup["server"])
+        self.status.restarts = int(sup.get("restarts", 0))
+        return sup
+
+    def _wait_for_supervisor(self, timeout: float) -> dict[str, Any] | None:
+        """While the front restarts the server, waits (bounded) until it is done."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sup = self._supervision()
+            if sup is None or sup.get("state") != "restarting" or not self._relay_alive():
+                return sup
+            if time.monotonic() > deadline:
+                return sup
+            time.sleep(0.2)
 
     def _end_orphans(self) -> None:
         """Ends processes of this deployment that no record knows (a deploy killed midway).
@@ -471,6 +613,7 @@ class LocalProcessService(DeploymentService):
             timeout: seconds.
         """
         private_dir(self.workdir)
+        self._supervision()
         self._end_orphans()
         old_server, old_port = self.status.server, self.status.server_port
         old_alive = old_server is not None and old_server.is_alive()
@@ -493,8 +636,10 @@ class LocalProcessService(DeploymentService):
             try:
                 self._relay_call(self._switch(port))
             except BaseException:
+                self._pending_spec = None
                 handle.terminate(5)
                 raise
+            self._supervise()
         except BaseException:
             if old_front is not None:
                 (
@@ -525,6 +670,9 @@ class LocalProcessService(DeploymentService):
         Args:
             timeout: seconds.
         """
+        sup = self._supervision()
+        if sup is not None and sup.get("state") == "restarting":
+            self._wait_for_supervisor(timeout)
         server_ok = self.status.server is not None and self.status.server.is_alive()
         if server_ok and self._relay_alive():
             self.mark_ready()
@@ -540,6 +688,7 @@ class LocalProcessService(DeploymentService):
                 self._stop_relay()
                 raise
             self._relay_call(self._switch(port))
+            self._supervise()
             self.status.server, self.status.server_port = handle, port
             self.status.log_path = str(log)
         make_tree_private(self.workdir)
@@ -551,10 +700,12 @@ class LocalProcessService(DeploymentService):
         Args:
             timeout: seconds.
         """
+        # The front first: its supervisor would take the server's exit for a crash.
+        self._stop_relay()
+        self._supervision()
         if self.status.server is not None:
             self.status.server.terminate(min(timeout, DRAIN_TIMEOUT))
         self.status.server = None
-        self._stop_relay()
         self.admin_state = ServiceState.INACTIVE
         self.status.update_state(ServiceState.INACTIVE, "")
         self.status.clear_error()
@@ -574,9 +725,10 @@ class LocalProcessService(DeploymentService):
         Returns:
             (state, message).
         """
-        state, message = proc.process_state(self.status.server, self.status.relay)
-        if message:
-            message += f"; `zmd models start {self.deployment_name}` brings it back on the same URL"
+        sup = self._supervision()
+        state, message = proc.local_state(
+            self.deployment_name, self.status.server, self.status.relay, sup
+        )
         return ServiceState(state), message
 
     def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
@@ -589,30 +741,20 @@ class LocalProcessService(DeploymentService):
         Yields:
             Lines.
         """
-        if not self.status.log_path or not os.path.exists(self.status.log_path):
+        self._supervision()
+        if not self.status.log_path:
             return
         # Learn this deployment's secret values, so that redaction works in any process
         # (e.g. `zmd models logs`), not only in the one that deployed.
         with contextlib.suppress(Exception):
             secrets.resolve_mapping(self.config.env)
-        path = Path(self.status.log_path)
-        text = (
-            proc.tail(path, tail, max_bytes=1 << 30) if tail else path.read_text(errors="replace")
+        yield from proc.log_lines(
+            Path(self.status.log_path),
+            tail,
+            follow,
+            lambda: self.status.server is not None and self.status.server.is_alive(),
+            secrets.redact,
         )
-        for line in text.splitlines():
-            yield secrets.redact(line)
-        if not follow:
-            return
-        with open(path, errors="replace") as f:
-            f.seek(0, os.SEEK_END)
-            while True:
-                line = f.readline()
-                if line:
-                    yield secrets.redact(line.rstrip("\n"))
-                elif self.status.server is None or not self.status.server.is_alive():
-                    return
-                else:
-                    time.sleep(0.2)
 
 
 def _url_host(host: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers.flavors.mlflow.flavor import FLAVOR_NAME
-from zenml_model_deployers.local.process import python_executable
+from zenml_model_deployers.local.process import ProcessHandle, python_executable
 from zenml_model_deployers.local.service import LocalDeploymentConfig, LocalProcessService
 
 
@@ -74,6 +74,38 @@ class MLflowDeploymentService(LocalProcessService):
         env.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
+
+    def restart_command(
+        self, server: ProcessHandle, argv: list[str], env: dict[str, str], port: int
+    ) -> tuple[list[str], dict[str, str]]:
+        """Restarts run the uvicorn server that `mlflow models serve` started, directly.
+
+        `mlflow models serve` only resolves the model to a local path and then runs uvicorn
+        with that path in its environment; both import MLflow, so a restart that skips the
+        wrapper is back in about half the time.
+
+        Args:
+            server: the running `mlflow models serve` process.
+            argv: its command.
+            env: its environment.
+            port: its private port.
+
+        Returns:
+            (argv, env) of the process listening on `port`, else the given ones.
+        """
+        import psutil
+
+        live = server.process()
+        if live is None:
+            return argv, env
+        try:
+            for child in live.children(recursive=True):
+                for conn in child.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                        return child.cmdline(), child.environ()
+        except psutil.Error:
+            pass
+        return argv, env
 
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
         """MLflow's /invocations formats: DataFrame -> dataframe_split, arrays -> inputs.

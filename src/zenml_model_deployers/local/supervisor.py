@@ -1,0 +1,451 @@
+"""Supervision of a local deployment's server, run inside the deployment's front (the relay).
+
+The relay owns the deployment's URL and outlives every revision, so it is the one process that
+can notice a server dying (OOM, crash, ``kill -9``) and bring it back with nobody around:
+
+- the dead server's leftover children are ended, then the server is started again with the
+  same command, environment and private port, so the relay's target does not change and the
+  URL answers again as soon as the new process is healthy;
+- restarts of one crash episode wait with bounded exponential backoff
+  (``backoff_initial * 2**(n-1)``, at most ``backoff_max`` seconds); a server that then stays
+  up for ``stable_after`` seconds ends the episode;
+- after ``max_restarts`` failed restarts in a row the revision is marked *failed*, with the
+  last lines of its log, and no further restart is tried (``zmd models start`` tries again).
+
+Two files in the deployment's directory connect the supervisor with the processes that deploy:
+
+- ``supervise.json`` (mode 0600), written by the process that started the serving revision,
+  once that revision was ready: argv, full environment (resolved secrets included, which is
+  why they never travel on a command line), working directory, private port, the server's
+  identity (pid + start time), the health request and the restart policy. A new identity in
+  it means a new revision (update, start): the supervisor adopts it and its count starts over.
+- ``supervisor.json``, written by the supervisor (no secrets): the server serving now, the
+  revision's restart count, ``running`` / ``restarting`` / ``failed`` and a message (the log
+  tail, secrets scrubbed, when failed). ``LocalProcessService`` and the CLI's fast paths read
+  it through :func:`supervision_of`.
+
+Only the standard library and psutil are imported here: the relay must start quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+SPEC_FILE = "supervise.json"
+STATE_FILE = "supervisor.json"
+POLL_INTERVAL = 0.2
+_CHILDREN_REFRESH = 5.0
+_HEALTH_TIMEOUT = 2.0
+_LINEAGE_MAX = 1000
+
+
+def write_spec(path: Path, spec: dict[str, Any]) -> None:
+    """Writes the supervision spec atomically, readable by its owner only (it holds secrets).
+
+    Args:
+        path: ``<deployment dir>/supervise.json``.
+        spec: see the module docstring.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(spec, f)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    if not a or not b:
+        return False
+    return bool(
+        a.get("pid") == b.get("pid")
+        and abs(float(a.get("create_time", 0)) - float(b.get("create_time", -1))) <= 0.01
+    )
+
+
+def supervision_of(server: dict[str, Any] | None, workdir: Path) -> dict[str, Any] | None:
+    """The supervisor's record for a deployment whose recorded server is ``server``.
+
+    It applies when the supervisor watches that server's revision: the server itself, or one
+    it started after that server (or one it started before) died. A record about another revision (an older front
+    that is gone, a deploy that was interrupted) does not apply.
+
+    Args:
+        server: the recorded server's identity (``{"pid", "create_time"}``), or None.
+        workdir: the deployment's directory.
+
+    Returns:
+        ``{"server", "origin", "restarts", "state", "message", ...}`` or None.
+    """
+    if server is None:
+        return None
+    state = _read_json(workdir / STATE_FILE)
+    if state is None:
+        return None
+    known = [state.get("origin"), state.get("server"), *(state.get("lineage") or [])]
+    if any(_same(ident, server) for ident in known):
+        return state
+    return None
+
+
+def _process(ident: dict[str, Any] | None) -> Any:
+    """The live psutil process behind an identity, or None (gone, zombie, pid reused)."""
+    if not ident:
+        return None
+    import psutil
+
+    try:
+        p = psutil.Process(int(ident["pid"]))
+        if abs(p.create_time() - float(ident["create_time"])) > 0.01:
+            return None
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p
+    except (psutil.Error, KeyError, ValueError, TypeError):
+        return None
+
+
+def _identity(pid: int) -> dict[str, Any]:
+    import psutil
+
+    return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+
+
+def _tail(path: str | None, lines: int = 25) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64_000))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Supervisor:
+    """Watches the serving revision's server and restarts it when it dies (see module)."""
+
+    def __init__(self, spec_path: Path) -> None:
+        """Creates the supervisor (nothing runs until :meth:`run`).
+
+        Args:
+            spec_path: the deployment's ``supervise.json``.
+        """
+        self.spec_path = spec_path
+        self.state_path = spec_path.with_name(STATE_FILE)
+        self.spec: dict[str, Any] = {}
+        self._spec_stamp: int | None = None
+        self.origin: dict[str, Any] | None = None
+        self.watched: dict[str, Any] | None = None
+        self.lineage: list[dict[str, Any]] = []  # servers it started for this revision
+        self.children: list[dict[str, Any]] = []
+        self._children_at = 0.0
+        self.restarts = 0
+        self.crashes_in_row = 0
+        self.up_since = time.monotonic()
+        self.state = "idle"
+        self.message = ""
+        self._starting: subprocess.Popen[bytes] | None = None
+        self._spawned: list[subprocess.Popen[bytes]] = []
+
+    # ----------------------------------------------------------------- policy
+    def _policy(self, key: str, default: float) -> float:
+        try:
+            return float(self.spec.get(key, default))
+        except (TypeError, ValueError):
+            return default
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before restart number ``attempt`` of a crash episode (1-based).
+
+        Args:
+            attempt: 1 for the first restart after a crash.
+
+        Returns:
+            ``min(backoff_max, backoff_initial * 2**(attempt-1))``.
+        """
+        initial = self._policy("backoff_initial", 0.5)
+        return float(min(self._policy("backoff_max", 8.0), initial * 2 ** (attempt - 1)))
+
+    # ----------------------------------------------------------------- files
+    def _stamp(self) -> int | None:
+        try:
+            return self.spec_path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _spec_changed(self) -> bool:
+        return self._stamp() != self._spec_stamp
+
+    def _load_spec(self, initial: bool = False) -> bool:
+        """Adopts a new revision named by the spec; True if one was adopted."""
+        stamp = self._stamp()
+        if stamp == self._spec_stamp:
+            return False
+        spec = _read_json(self.spec_path)
+        self._spec_stamp = stamp
+        if spec is None:
+            return False
+        self.spec = spec
+        origin = spec.get("server")
+        if _same(origin, self.origin):
+            return False
+        self.origin = origin
+        # A revision recorded while this front runs is watched even if it died already (before
+        # the first look): that is a crash. A front starting up watches only a live server.
+        self.watched = origin if not initial or _process(origin) is not None else None
+        self.restarts = 0
+        self.lineage = []
+        self.message = ""
+        if initial:
+            # A front started again (after its own crash) continues its predecessor's record.
+            prev = _read_json(self.state_path)
+            if prev and _same(prev.get("origin"), origin):
+                self.restarts = int(prev.get("restarts", 0))
+                self.lineage = list(prev.get("lineage") or [])
+                if _process(prev.get("server")) is not None:
+                    self.watched = prev.get("server")
+        self.crashes_in_row = 0
+        self.up_since = time.monotonic()
+        self.state = "running" if self.watched is not None else "idle"
+        self._refresh_children(force=True)
+        self._write_state()
+        return True
+
+    def _write_state(self) -> None:
+        data = {
+            "origin": self.origin,
+            "server": self.watched,
+            "port": self.spec.get("port"),
+            "config_hash": self.spec.get("config_hash", ""),
+            "log_path": self.spec.get("log_path"),
+            "restarts": self.restarts,
+            "lineage": self.lineage[-_LINEAGE_MAX:],
+            "state": self.state,
+            "message": self.message,
+            "updated": time.time(),
+            "supervisor_pid": os.getpid(),
+        }
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.state_path)
+        except OSError:
+            pass  # the deployment's directory was removed (delete): the front ends soon
+
+    # ----------------------------------------------------------------- processes
+    def _refresh_children(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._children_at < _CHILDREN_REFRESH:
+            return
+        self._children_at = now
+        p = _process(self.watched)
+        if p is None:
+            return
+        import psutil
+
+        try:
+            self.children = [
+                {"pid": c.pid, "create_time": c.create_time()} for c in p.children(recursive=True)
+            ]
+        except psutil.Error:
+            pass
+
+    def _end_leftovers(self) -> None:
+        """Ends the dead server's children (e.g. uvicorn workers holding the private port)."""
+        for ident in self.children:
+            p = _process(ident)
+            if p is not None:
+                with contextlib.suppress(Exception):
+                    p.kill()
+        self.children = []
+
+    def _reap(self) -> None:
+        for p in list(self._spawned):
+            if p.poll() is not None:
+                self._spawned.remove(p)
+
+    async def _end(self, popen: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+        ident = None
+        with contextlib.suppress(Exception):
+            ident = _identity(popen.pid)
+        kids: list[Any] = []
+        p = _process(ident)
+        if p is not None:
+            with contextlib.suppress(Exception):
+                kids = p.children(recursive=True)
+        with contextlib.suppress(OSError):
+            popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while popen.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for k in [popen, *kids]:
+            with contextlib.suppress(Exception):
+                k.kill()
+        with contextlib.suppress(Exception):
+            popen.wait(timeout=5)
+
+    async def _healthy(self, port: int) -> bool:
+        method = str(self.spec.get("health_method", "GET"))
+        path = str(self.spec.get("health_path", "/ping"))
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port), _HEALTH_TIMEOUT
+            )
+        except (OSError, TimeoutError):
+            return False
+        try:
+            writer.write(f"{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), _HEALTH_TIMEOUT)
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+        parts = line.split()
+        return len(parts) >= 2 and parts[1].startswith(b"2")
+
+    async def _start_one(self) -> bool | None:
+        """Starts the server once; True when healthy, False when it failed, None when a new
+        revision was recorded meanwhile (the half-started server is ended)."""
+        log_path = self.spec.get("log_path") or str(self.spec_path.with_name("server.log"))
+        port = int(self.spec["port"])
+        with open(log_path, "ab") as log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            log.write(f"--- zmd: restart {self.restarts + 1} at {stamp} ---\n".encode())
+            log.flush()
+            popen = subprocess.Popen(
+                list(self.spec["argv"]),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(self.spec.get("env") or os.environ),
+                cwd=self.spec.get("cwd") or None,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self._spawned.append(popen)
+        self._starting = popen
+        self.restarts += 1
+        deadline = time.monotonic() + self._policy("ready_timeout", 300.0)
+        try:
+            while True:
+                if popen.poll() is not None:
+                    return False
+                if self._spec_changed():
+                    await self._end(popen)
+                    return None
+                if await self._healthy(port):
+                    break
+                if time.monotonic() > deadline:
+                    await self._end(popen)
+                    return False
+                await asyncio.sleep(0.1)
+            self.watched = _identity(popen.pid)
+            self.lineage.append(self.watched)
+        finally:
+            self._starting = None
+        self._refresh_children(force=True)
+        return True
+
+    # ----------------------------------------------------------------- the loop
+    async def _heal(self) -> None:
+        """The watched server died: restart it with backoff, or mark the revision failed."""
+        self._end_leftovers()
+        self.watched = None
+        self.crashes_in_row += 1
+        limit = int(self._policy("max_restarts", 5))
+        while True:
+            if self.crashes_in_row > limit:
+                self._fail(limit)
+                return
+            delay = self.backoff(self.crashes_in_row)
+            self.state = "restarting"
+            self.message = (
+                f"the server exited; restart {self.restarts + 1} in {delay:.1f} s "
+                f"({self.crashes_in_row} of at most {limit} in a row)"
+            )
+            self._write_state()
+            await asyncio.sleep(delay)
+            if self._spec_changed():
+                return
+            started = await self._start_one()
+            if started is None:
+                return
+            if started:
+                self.state = "running"
+                self.message = ""
+                self.up_since = time.monotonic()
+                self._write_state()
+                return
+            self.crashes_in_row += 1
+
+    def _fail(self, limit: int) -> None:
+        tail = _tail(self.spec.get("log_path"))
+        for value in sorted(self.spec.get("redact") or [], key=len, reverse=True):
+            if value:
+                tail = tail.replace(value, "***")
+        self.state = "failed"
+        self.message = (
+            f"revision {self.spec.get('config_hash', '?')} kept crashing: {limit} restarts "
+            f"in a row failed, so it is no longer restarted. Last lines of its log "
+            f"({self.spec.get('log_path')}):\n{tail}"
+        )
+        self._write_state()
+
+    async def run(self) -> None:
+        """Supervises until cancelled."""
+        self._load_spec(initial=True)
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            self._reap()
+            if self._load_spec() or self.watched is None:
+                continue
+            if _process(self.watched) is not None:
+                stable = self._policy("stable_after", 30.0)
+                if self.crashes_in_row and time.monotonic() - self.up_since >= stable:
+                    self.crashes_in_row = 0
+                self._refresh_children()
+                continue
+            # A deliberate retirement (an update) records the new revision first: re-check.
+            if self._load_spec():
+                continue
+            await self._heal()
+
+    async def close(self) -> None:
+        """Stops supervising; a server still starting is ended (it would serve nobody)."""
+        if self._starting is not None:
+            await self._end(self._starting)
+        self._reap()
+
+
+def start(spec_path: Path) -> tuple[asyncio.Task[None], Supervisor]:
+    """Starts supervising in the running event loop (the relay's hook).
+
+    Args:
+        spec_path: the deployment's ``supervise.json``.
+
+    Returns:
+        The task and the supervisor (cancel the task, then ``await supervisor.close()``).
+    """
+    sup = Supervisor(spec_path)
+    return asyncio.get_running_loop().create_task(sup.run()), sup

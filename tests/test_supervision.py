@@ -1,0 +1,169 @@
+"""Local deployments heal themselves: the front restarts a killed server on the same URL, and
+marks a crash-looping revision failed with its log tail (real MLflow servers on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+from click.testing import CliRunner
+
+from zenml_model_deployers.cli import main as zmd
+from zenml_model_deployers.flavors.mlflow.service import (
+    MLflowDeploymentConfig,
+    MLflowDeploymentService,
+)
+
+
+def _servers_in(workdir: Path) -> list[psutil.Process]:
+    """Server processes running in a deployment's directory (the relay runs elsewhere)."""
+    out = []
+    for p in psutil.process_iter(["cwd", "cmdline"]):
+        try:
+            if p.info["cwd"] == str(workdir) and "relay" not in " ".join(p.info["cmdline"] or []):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _row(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    res = CliRunner().invoke(zmd, ["models", "list", "-o", "json"], env=env)
+    assert res.exit_code == 0, res.output
+    return next(r for r in json.loads(res.output) if r["name"] == name)
+
+
+def _wait_row(name: str, ok: Any, within: float) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while not ok(row := _row(name)):
+        assert time.monotonic() < deadline, f"not reached within {within} s: {row}"
+        time.sleep(0.1)
+    return row
+
+
+def _answers(url: str, body: Any) -> Any:
+    try:
+        r = requests.post(url, json=body, timeout=2)
+    except requests.RequestException:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
+def test_killed_server_is_restarted_on_the_same_url(mlflow_deployer: Any, models_dir: Path) -> None:
+    cfg = MLflowDeploymentConfig(deployment_name="healing", model_uri=str(models_dir / "a"))
+    svc = mlflow_deployer.deploy(cfg, timeout=120)
+    url, body = svc.prediction_url, {"inputs": [[1.0, 2.0]]}
+    spec = svc.workdir / "supervise.json"
+    try:
+        # The restart spec holds the server's resolved environment: owner-only, never argv.
+        assert stat.S_IMODE(spec.stat().st_mode) == 0o600
+        relay_argv = " ".join(psutil.Process(svc.status.relay.pid).cmdline())
+        assert "--supervise" in relay_argv and "MLFLOW" not in relay_argv
+        assert _answers(url, body) == {"predictions": [0]}
+
+        # SIGKILL to the server and its children: the URL is down until the front restarts it.
+        server = psutil.Process(svc.status.server.pid)
+        for p in [server, *server.children(recursive=True)]:
+            p.kill()
+        t0 = time.monotonic()
+        while _answers(url, body) != {"predictions": [0]}:
+            assert time.monotonic() - t0 < 10, "the URL did not answer again within 10 s"
+            time.sleep(0.1)
+        print(f"healed in {time.monotonic() - t0:.2f} s")
+        fast = _wait_row("healing", lambda r: r["state"] == "active", 5)
+        assert fast == _row("healing", {"ZMD_FAST_LIST": "0"})
+        assert fast["restarts"] == 1 and fast["url"] == url
+
+        # Like the OOM killer: SIGKILL to the server only. Its children (uvicorn, holding the
+        # private port) are ended by the supervisor, which then restarts it on that port.
+        restarted = mlflow_deployer.find_deployment("healing").status.server
+        assert restarted.pid != server.pid
+        os.kill(restarted.pid, signal.SIGKILL)
+        row = _wait_row("healing", lambda r: r["restarts"] == 2 and r["state"] == "active", 10)
+        assert row["url"] == url and _answers(url, body) == {"predictions": [0]}
+        desc = CliRunner().invoke(zmd, ["models", "describe", "healing", "-o", "json"])
+        assert json.loads(desc.output)["restarts"] == 2
+        found = mlflow_deployer.find_deployment("healing")
+        assert found.status.server.pid not in (server.pid, restarted.pid)
+        assert len(_servers_in(svc.workdir)) >= 1
+        assert "zmd: restart 2" in "\n".join(found.get_logs(tail=200))
+
+        # An update retires the restarted server; the supervisor takes it for no crash.
+        cfg_b = MLflowDeploymentConfig(deployment_name="healing", model_uri=str(models_dir / "b"))
+        updated = mlflow_deployer.deploy(cfg_b, timeout=120)
+        assert updated.prediction_url == url and updated.status.restarts == 0
+        time.sleep(1.5)
+        assert _answers(url, body) == {"predictions": [1]}
+        assert _row("healing")["restarts"] == 0
+        assert not found.status.server.is_alive()
+
+        # A stop is not a crash either: nothing comes back.
+        assert CliRunner().invoke(zmd, ["models", "stop", "healing"]).exit_code == 0
+        time.sleep(1.5)
+        assert _servers_in(svc.workdir) == []
+        assert _row("healing")["state"] == "inactive"
+    finally:
+        found = mlflow_deployer.find_deployment("healing")
+        if found is not None:
+            mlflow_deployer.delete(found)
+
+
+def test_crash_looping_revision_ends_failed_with_its_log_tail(
+    mlflow_deployer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow.pyfunc
+
+    flag = tmp_path / "corrupt"
+
+    class Fragile(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def __init__(self, flag: str) -> None:
+            self.flag = flag
+
+        def load_context(self, context):  # type: ignore[no-untyped-def]
+            import os
+
+            if os.path.exists(self.flag):
+                raise RuntimeError("weights vanished (planted crash loop)")
+
+        def predict(self, context, model_input):  # type: ignore[no-untyped-def]
+            return [7]
+
+    mlflow.pyfunc.save_model(str(tmp_path / "fragile"), python_model=Fragile(str(flag)))
+    monkeypatch.setattr(MLflowDeploymentService, "RESTART_LIMIT", 2)
+    monkeypatch.setattr(MLflowDeploymentService, "RESTART_BACKOFF", (0.2, 0.4))
+    cfg = MLflowDeploymentConfig(deployment_name="crashloop", model_uri=str(tmp_path / "fragile"))
+    svc = mlflow_deployer.deploy(cfg, timeout=120)
+    try:
+        flag.write_text("x")
+        for p in [svc.status.server.process(), *psutil.Process(svc.status.server.pid).children()]:
+            p.kill()
+        # Each failed restart counts; after the second one in a row it is failed for good.
+        row = _wait_row("crashloop", lambda r: r["state"] == "error" and r["restarts"] == 2, 90)
+        assert row == _row("crashloop", {"ZMD_FAST_LIST": "0"})
+        time.sleep(1.5)  # no further restart
+        assert _servers_in(svc.workdir) == [] and _row("crashloop")["restarts"] == 2
+        desc = json.loads(
+            CliRunner().invoke(zmd, ["models", "describe", "crashloop", "-o", "json"]).output
+        )
+        assert "kept crashing" in desc["status_message"]
+        assert "weights vanished (planted crash loop)" in desc["status_message"]
+
+        # Fixed: `zmd models start` serves it again, and its restart count starts over.
+        flag.unlink()
+        res = CliRunner().invoke(zmd, ["models", "start", "crashloop"])
+        assert res.exit_code == 0, res.output
+        assert _answers(svc.prediction_url, {"inputs": [[1.0]]}) == {"predictions": [7]}
+        row = _row("crashloop")
+        assert row["state"] == "active" and row["restarts"] == 0
+    finally:
+        found = mlflow_deployer.find_deployment("crashloop")
+        if found is not None:
+            mlflow_deployer.delete(found)
