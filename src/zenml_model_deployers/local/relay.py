@@ -78,6 +78,7 @@ _EVICT_AFTER = 1.0
 _QUIET = 0.3
 # How often deadlines are checked, and what a connection waits for from its client.
 _SWEEP = 0.25
+_CONTROL_IDLE = 30.0
 _IDLE, _HEAD, _BODY = 0, 1, 2
 
 
@@ -506,7 +507,12 @@ class Relay:
             writer: control writer.
         """
         try:
-            while line := await reader.readline():
+            while True:
+                # A silent control connection is not kept: its next command has a deadline.
+                async with asyncio.timeout(_CONTROL_IDLE):
+                    line = await reader.readline()
+                if not line:
+                    break
                 try:
                     msg = json.loads(line)
                     if not isinstance(msg, dict):
@@ -526,7 +532,7 @@ class Relay:
                     reply = {"ok": False, "error": str(e)}
                 writer.write((json.dumps(reply) + "\n").encode())
                 await writer.drain()
-        except (ConnectionError, OSError, ValueError):
+        except (ConnectionError, OSError, ValueError, TimeoutError):
             pass
         finally:
             writer.close()
