@@ -321,3 +321,36 @@ def test_tags_inference_table_env_and_logs(
     assert {t["key"]: t["value"] for t in ep["tags"]} == {"team": "ml", "zmd-deployment": "dbx-gw"}
     assert ep["ai_gateway"]["inference_table_config"] == {"enabled": False}
     d.delete(d.find_deployment("dbx-gw"))
+
+
+def test_step_with_name_and_version_then_deploy_decision_false(
+    dbx_deployer: Any,  # noqa: F811
+    dbx_double: DatabricksDouble,  # noqa: F811
+) -> None:
+    from zenml import pipeline
+    from zenml.client import Client
+    from zenml_model_deployers.steps import databricks_deployer_step
+
+    @pipeline(enable_cache=False)
+    def dbx_step_pipeline(version: int, decide: bool) -> None:
+        databricks_deployer_step(
+            registered_model_name="main.zmd.iris",
+            model_version=version,
+            deployment_name="dbx-step",
+            deploy_decision=decide,
+            timeout=TIMEOUT,
+        )
+
+    run = dbx_step_pipeline(2, True)
+    step = Client().get_pipeline_run(run.id).steps["databricks_deployer_step"]
+    url = step.run_metadata["deployed_model_url"]
+    assert url.endswith("/serving-endpoints/dbx-step/invocations")
+    assert step.run_metadata["deployment"]["uc_version"] == "2"
+    svc = step.outputs["databricks_deployment"][0].load()
+    assert svc.predict(SAMPLE) == EXPECTED["b"]
+    # A gate said no: version 1 is not deployed, version 2 keeps serving.
+    run = dbx_step_pipeline(1, False)
+    step = Client().get_pipeline_run(run.id).steps["databricks_deployer_step"]
+    assert step.run_metadata["deployed_model_url"] == url
+    assert dbx_deployer.find_deployment("dbx-step").config.model_uri == uri("b")
+    dbx_deployer.delete(dbx_deployer.find_deployment("dbx-step"))
