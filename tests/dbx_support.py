@@ -3,8 +3,9 @@ Catalog (three registered versions), the serving-endpoints double, the credentia
 the stack.
 
 Import the fixtures by name into a test module (``from dbx_support import dbx_double, ...``).
-They are session-scoped: the registry costs a few seconds to fill, and the component's `host`
-names the double's port.
+They are session-scoped and backed by one object per test process: pytest makes a separate
+fixture of each module that imports them, and the registry costs seconds to fill while the
+component's `host` names one double's port.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ COMPONENT = "zmd-test-databricks"
 # Versions registered in the stand-in registry: what each predicts for SAMPLE.
 SAMPLE = [[0.0, 1.0], [1.0, 0.0]]
 VERSIONS = {"a": "1", "b": "2", "broken": "3"}
+_ONCE: dict[str, Any] = {}
 EXPECTED = {"a": [0, 0], "b": [1, 1]}
 
 
@@ -68,6 +70,8 @@ def uri(variant: str) -> str:
 def dbx_registry(zenml_env: Path) -> str:
     """A local MLflow registry standing in for Unity Catalog, with versions 1 (predicts 0),
     2 (predicts 1) and 3 (cannot load)."""
+    if "registry" in _ONCE:
+        return str(_ONCE["registry"])
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
@@ -104,20 +108,25 @@ def dbx_registry(zenml_env: Path) -> str:
     finally:
         mlflow.set_tracking_uri(old[0])
         mlflow.set_registry_uri(old[1])
+    _ONCE["registry"] = registry
     return registry
 
 
 @pytest.fixture(scope="session")
-def dbx_double(dbx_registry: str) -> Iterator[DatabricksDouble]:
-    """A running double that accepts the planted token and service principal."""
-    creds = planted_credentials()
-    with DatabricksDouble(
-        registry_uri=dbx_registry,
-        tokens={creds["token"]},
-        clients={CLIENT_ID: creds["client_secret"]},
-        update_delay=0.2,
-    ) as double:
-        yield double
+def dbx_double(dbx_registry: str, request: pytest.FixtureRequest) -> DatabricksDouble:
+    """A running double that accepts the planted token and service principal (closed at the
+    end of the session)."""
+    if "double" not in _ONCE:
+        creds = planted_credentials()
+        double = DatabricksDouble(
+            registry_uri=dbx_registry,
+            tokens={creds["token"]},
+            clients={CLIENT_ID: creds["client_secret"]},
+            update_delay=0.2,
+        ).start()
+        request.addfinalizer(double.close)
+        _ONCE["double"] = double
+    return _ONCE["double"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")

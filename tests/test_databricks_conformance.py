@@ -60,6 +60,14 @@ class TestDatabricksConformance(DeployerConformance):
         assert self.double.endpoint(service.deployment_name) is None
         assert f"zmd-{service.deployment_name}" not in self.double.secret_scopes()
 
+    def backend_writes(self) -> int | None:
+        return sum(
+            1
+            for r in self.double.requests
+            if r["method"] in ("POST", "PUT", "PATCH", "DELETE")
+            and not r["path"].endswith("/invocations")
+        )
+
     def assert_url_gone(self, service: DeploymentService, url: str) -> None:
         # Databricks URLs are on the workspace host, which keeps answering: 404 by name.
         assert isinstance(service, DatabricksDeploymentService)

@@ -285,3 +285,72 @@ def test_timed_out_update_is_put_back_after_databricks_finishes_it(
     svc = d.find_deployment("dbx-slow")
     assert svc.config.model_uri == uri("a") and svc.predict(SAMPLE) == EXPECTED["a"]
     d.delete(svc)
+
+
+def test_tags_inference_table_env_and_logs(
+    dbx_deployer: Any,  # noqa: F811
+    dbx_double: DatabricksDouble,  # noqa: F811
+) -> None:
+    d = dbx_deployer
+    table = {"catalog_name": "main", "schema_name": "ml", "table_name_prefix": "iris"}
+    env = {"FEATURE_KEY": "{{secrets/ml/feature-key}}", "MODE": "fast"}
+    # A Databricks secret the workspace does not hold: the entity fails, in Databricks' words.
+    with pytest.raises(DeploymentError, match="Secret does not exist with scope: ml"):
+        d.deploy(_cfg("dbx-gw", "a", env=env), timeout=TIMEOUT)
+    assert dbx_double.endpoint("dbx-gw") is None
+    dbx_double.put_secret("ml", "feature-key", "feature-value")
+    svc = d.deploy(
+        _cfg("dbx-gw", "a", tags={"team": "ml", "cost": "a"}, inference_table=table, env=env),
+        timeout=TIMEOUT,
+    )
+    ep = dbx_double.endpoint("dbx-gw")
+    assert ep["ai_gateway"]["inference_table_config"] == {**table, "enabled": True}
+    entity = ep["config"]["served_entities"][0]
+    # A Databricks secret reference travels as it is; the model gets the value.
+    assert entity["environment_vars"] == env
+    assert dbx_double.entity_env("dbx-gw", entity["name"]) == {
+        "FEATURE_KEY": "feature-value",
+        "MODE": "fast",
+    }
+    logs = list(svc.get_logs())
+    assert any("created endpoint dbx-gw" in line for line in logs)
+    assert any(f"[{svc.config.served_entity_name}] Model loaded" in line for line in logs)
+
+    d.deploy(_cfg("dbx-gw", "b", tags={"team": "ml"}), timeout=TIMEOUT)
+    ep = dbx_double.endpoint("dbx-gw")
+    assert {t["key"]: t["value"] for t in ep["tags"]} == {"team": "ml", "zmd-deployment": "dbx-gw"}
+    assert ep["ai_gateway"]["inference_table_config"] == {"enabled": False}
+    d.delete(d.find_deployment("dbx-gw"))
+
+
+def test_step_with_name_and_version_then_deploy_decision_false(
+    dbx_deployer: Any,  # noqa: F811
+    dbx_double: DatabricksDouble,  # noqa: F811
+) -> None:
+    from zenml import pipeline
+    from zenml.client import Client
+    from zenml_model_deployers.steps import databricks_deployer_step
+
+    @pipeline(enable_cache=False)
+    def dbx_step_pipeline(version: int, decide: bool) -> None:
+        databricks_deployer_step(
+            registered_model_name="main.zmd.iris",
+            model_version=version,
+            deployment_name="dbx-step",
+            deploy_decision=decide,
+            timeout=TIMEOUT,
+        )
+
+    run = dbx_step_pipeline(2, True)
+    step = Client().get_pipeline_run(run.id).steps["databricks_deployer_step"]
+    url = step.run_metadata["deployed_model_url"]
+    assert url.endswith("/serving-endpoints/dbx-step/invocations")
+    assert step.run_metadata["deployment"]["uc_version"] == "2"
+    svc = step.outputs["databricks_deployment"][0].load()
+    assert svc.predict(SAMPLE) == EXPECTED["b"]
+    # A gate said no: version 1 is not deployed, version 2 keeps serving.
+    run = dbx_step_pipeline(1, False)
+    step = Client().get_pipeline_run(run.id).steps["databricks_deployer_step"]
+    assert step.run_metadata["deployed_model_url"] == url
+    assert dbx_deployer.find_deployment("dbx-step").config.model_uri == uri("b")
+    dbx_deployer.delete(dbx_deployer.find_deployment("dbx-step"))

@@ -314,6 +314,17 @@ class DatabricksDouble:
             assert ep.config is not None
             return dict(ep.config.entities[entity].env)
 
+    def put_secret(self, scope: str, key: str, value: str) -> None:
+        """Stores a Databricks secret (as `databricks secrets put-secret` would).
+
+        Args:
+            scope: the scope (created if missing).
+            key: the key.
+            value: the value.
+        """
+        with self._lock:
+            self._secrets.setdefault(scope, {})[key] = value
+
     def secret_scopes(self) -> list[str]:
         """The secret scopes that exist.
 
