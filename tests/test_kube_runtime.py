@@ -16,24 +16,16 @@ from zenml_model_deployers.errors import (
     DeploymentExistsError,
     DeploymentTimeoutError,
 )
+from zenml_model_deployers.flavors.seldon.manifests import MODEL
 from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.kube.resources import (
     LABEL_MANAGED_BY,
     KubeNamespace,
-    ResourceKind,
     Verdict,
     ownership_labels,
     selector_for,
 )
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
-
-MODEL = ResourceKind(
-    group="mlops.seldon.io",
-    version="v1alpha1",
-    plural="models",
-    kind="Model",
-    product="Seldon Core 2",
-)
 
 
 def _ns(c: SimulatedCluster, deployment: str, namespace: str | None = None) -> KubeNamespace:

@@ -181,6 +181,33 @@ def observed(obj: dict[str, Any]) -> bool:
     return int(seen) >= int(gen)
 
 
+def condition_verdict(
+    obj: dict[str, Any], types: tuple[str, ...], failed_reasons: tuple[str, ...] = ()
+) -> Verdict:
+    """Reads the first present condition of ``types`` for the object's latest generation.
+
+    Args:
+        obj: the object.
+        types: condition types, by preference (e.g. ``ModelReady``, then ``Ready``).
+        failed_reasons: reasons of a False condition that mean the change failed for good.
+
+    Returns:
+        The verdict, with Seldon's reason and message.
+    """
+    if not observed(obj):
+        return Verdict(reason="Seldon has not processed the latest spec yet")
+    conds = _conditions(obj)
+    cond = next((conds[t] for t in types if t in conds), None)
+    if cond is None:
+        return Verdict(reason="no status yet")
+    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
+    if cond.get("status") == "True":
+        return Verdict(done=True, reason=words)
+    if cond.get("reason") in failed_reasons:
+        return Verdict(failed=True, reason=words)
+    return Verdict(reason=words or "progressing")
+
+
 def model_verdict(obj: dict[str, Any] | None) -> Verdict:
     """Reads a Core 2 ``Model`` into ready / failed / progressing, with Seldon's words.
 
@@ -192,17 +219,7 @@ def model_verdict(obj: dict[str, Any] | None) -> Verdict:
     """
     if obj is None:
         return Verdict(reason="the Model does not exist")
-    if not observed(obj):
-        return Verdict(reason="Seldon has not processed the latest spec yet")
-    cond = _conditions(obj).get("ModelReady") or _conditions(obj).get("Ready")
-    if cond is None:
-        return Verdict(reason="no status yet")
-    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
-    if cond.get("status") == "True":
-        return Verdict(done=True, reason=words)
-    if cond.get("reason") in FAILED_REASONS:
-        return Verdict(failed=True, reason=words)
-    return Verdict(reason=words or "progressing")
+    return condition_verdict(obj, ("ModelReady", "Ready"), FAILED_REASONS)
 
 
 def sdep_verdict(obj: dict[str, Any]) -> Verdict:
@@ -235,13 +252,7 @@ def experiment_verdict(obj: dict[str, Any]) -> Verdict:
     Returns:
         The verdict (an experiment never "fails": its candidates do).
     """
-    if not observed(obj):
-        return Verdict(reason="Seldon has not processed the latest spec yet")
-    cond = _conditions(obj).get("Ready")
-    if cond is None:
-        return Verdict(reason="no status yet")
-    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
-    return Verdict(done=cond.get("status") == "True", reason=words or "progressing")
+    return condition_verdict(obj, ("Ready",))
 
 
 def encode_v2(data: Any) -> dict[str, Any]:
@@ -820,14 +831,14 @@ class SeldonDeploymentService(InPlaceDeploymentService):
 
     def _wait_mesh_forgets(self, timeout: float) -> None:
         """Returns once the mesh no longer answers for the model (Seldon unloads it shortly
-        after its Model is deleted), so a stopped deployment really serves nothing."""
+        after its resource is deleted), so a stopped or deleted deployment serves nothing."""
         import time
 
         deadline = time.monotonic() + timeout
         while self._mesh_ready():
             if time.monotonic() >= deadline:
                 raise DeploymentError(
-                    f"Model '{self.resource_name}' was deleted but the mesh still serves it "
+                    f"'{self.resource_name}' was deleted but Seldon still serves it "
                     f"after {timeout:.0f} s.",
                     deployment_name=self.deployment_name,
                     hint="check the Seldon scheduler's logs.",
@@ -858,6 +869,8 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         from zenml_model_deployers.kube.secrets import delete_owned_secrets
 
         self._delete_objects(timeout, "deleted")
+        if self.config.base_url:
+            self._wait_mesh_forgets(timeout)
         delete_owned_secrets(self.kube())
 
     def _delete_objects(self, timeout: float, what: str) -> None:
