@@ -151,6 +151,27 @@ def test_create_patch_wait_and_failure_reason(
     assert ns.delete(MODEL, "waits")
 
 
+def test_wait_falls_back_to_polling_when_watch_is_refused(
+    cluster: SimulatedCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Without the watch verb (RBAC), a wait still ends by reading the object again."""
+    import joblib
+
+    joblib.dump(sklearn_model(0), tmp_path / "model.joblib")
+    ns = _ns(cluster, "polls")
+    cluster.forbid("watch", "models")
+    try:
+        ns.create(MODEL, _model("polls", str(tmp_path), owner="polls"))
+        done = ns.wait_for(MODEL, "polls", _ready, 60, "Model 'polls'", poll_interval=0.2)
+    finally:
+        cluster.allow_all()
+    assert done is not None and _ready(done).done
+    refused = [r for r in cluster.log.requests if r["verb"] == "watch" and r["plural"] == "models"]
+    assert refused, "the wait tried to watch first"
+    assert ns.delete(MODEL, "polls")
+
+
 def test_owned_secret_created_updated_and_deleted(cluster: SimulatedCluster) -> None:  # noqa: F811
     """A Secret made for a deployment carries our labels; delete removes ours only."""
     from zenml_model_deployers.kube.secrets import apply_secret, delete_owned_secrets

@@ -1108,6 +1108,12 @@ def _make_emulator(cluster: SimulatedCluster) -> Any:
                     },
                     status=404,
                 )
+            if request.action == enums.action.LIST and str(
+                request.params.get("watch", "")
+            ).lower() in ("true", "1"):
+                # The kubernetes client sends watch=True; kmock only knows watch=true (the
+                # API server parses both). Requests are frozen: set the parsed action in place.
+                object.__setattr__(request, "action", enums.action.WATCH)
             if request.resource is not None:
                 plural = request.resource.plural
                 verb = verbs.get(request.action, str(request.action))
