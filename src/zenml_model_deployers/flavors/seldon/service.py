@@ -22,6 +22,12 @@ from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.flavors.seldon import manifests
 from zenml_model_deployers.flavors.seldon.flavor import FLAVOR_NAME, SELDON_APIS
+from zenml_model_deployers.flavors.seldon.protocol import (
+    decode_seldon,
+    decode_v2,
+    encode_seldon,
+    encode_v2,
+)
 from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.kube.resources import (
     LABEL_CONFIG_HASH,
@@ -255,120 +261,6 @@ def experiment_verdict(obj: dict[str, Any]) -> Verdict:
     return condition_verdict(obj, ("Ready",))
 
 
-def encode_v2(data: Any) -> dict[str, Any]:
-    """Turns a DataFrame, ndarray or list into an Open Inference Protocol V2 request.
-
-    Args:
-        data: rows of numbers (a 1-D input is one row).
-
-    Returns:
-        ``{"inputs": [{"name", "shape", "datatype", "data"}]}``.
-
-    Raises:
-        ConfigurationError: data that is not a rectangular numeric or string tensor.
-    """
-    import numpy as np
-
-    if isinstance(data, dict) and "inputs" in data:
-        return data  # already a V2 request
-    values = data.to_numpy() if hasattr(data, "to_numpy") else np.asarray(data)
-    if values.ndim == 1:
-        values = values.reshape(1, -1)
-    kind = values.dtype.kind
-    if kind == "b":
-        datatype = "BOOL"
-    elif kind in "iu":
-        datatype = "INT64"
-        values = values.astype(np.int64)
-    elif kind == "f":
-        datatype = "FP64"
-        values = values.astype(np.float64)
-    elif kind in "OUS":
-        datatype = "BYTES"
-        values = values.astype(str)
-    else:
-        raise ConfigurationError(f"Cannot send a {values.dtype} tensor in the V2 protocol.")
-    return {
-        "inputs": [
-            {
-                "name": "predict",
-                "shape": list(values.shape),
-                "datatype": datatype,
-                "data": values.reshape(-1).tolist(),
-            }
-        ]
-    }
-
-
-def encode_seldon(data: Any) -> dict[str, Any]:
-    """A Seldon protocol request: ``{"data": {"ndarray": rows}}`` (Seldon Core 1).
-
-    Args:
-        data: a DataFrame (its column names are sent too), ndarray or list of rows.
-
-    Returns:
-        The request.
-    """
-    import numpy as np
-
-    if isinstance(data, dict) and ("data" in data or "jsonData" in data):
-        return data
-    body: dict[str, Any] = {}
-    if hasattr(data, "columns"):
-        body["names"] = [str(c) for c in data.columns]
-    values = data.to_numpy() if hasattr(data, "to_numpy") else np.asarray(data)
-    if values.ndim == 1:
-        values = values.reshape(1, -1)
-    body["ndarray"] = values.tolist()
-    return {"data": body}
-
-
-def decode_seldon(body: dict[str, Any]) -> Any:
-    """The predictions of a Seldon protocol response (``data.ndarray`` or ``data.tensor``).
-
-    Args:
-        body: the response.
-
-    Returns:
-        A list (one entry per row for a single-column output).
-    """
-    data = body.get("data") or {}
-    if "ndarray" in data:
-        values = data["ndarray"]
-    elif "tensor" in data:
-        import numpy as np
-
-        t = data["tensor"]
-        values = np.asarray(t.get("values") or []).reshape(t.get("shape") or [-1]).tolist()
-    else:
-        return body
-    if values and all(isinstance(v, list) and len(v) == 1 for v in values):
-        return [v[0] for v in values]
-    return values
-
-
-def decode_v2(body: dict[str, Any]) -> Any:
-    """The predictions of a V2 response: the first output, reshaped to its shape.
-
-    Args:
-        body: the response.
-
-    Returns:
-        A list (one entry per row for a ``[n, 1]`` output).
-    """
-    import numpy as np
-
-    outputs = body.get("outputs") or []
-    if not outputs:
-        return body
-    first = outputs[0]
-    values = np.asarray(first.get("data") or [])
-    shape = first.get("shape") or [values.size]
-    if len(shape) == 2 and shape[1] == 1:
-        shape = [shape[0]]
-    return values.reshape(shape).tolist()
-
-
 class SeldonDeploymentService(InPlaceDeploymentService):
     """A model on Seldon Core 2: one ``Model`` named after the deployment."""
 
@@ -474,9 +366,6 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         body = '{"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}]}'
         header = "" if self.core1 else f" -H 'Seldon-Model: {self.resource_name}'"
         return f"curl -s -X POST {url} -H 'Content-Type: application/json'{header} -d '{body}'"
-
-    def _labels(self, config: DeploymentConfig, revision: int) -> dict[str, str]:
-        return ownership_labels(self.deployment_name, revision, config.config_hash())
 
     def _require_base_url(self) -> str:
         if not self.config.base_url:
