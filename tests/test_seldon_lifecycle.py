@@ -314,3 +314,44 @@ def test_core1_canary_predictor_and_promote(
         found = seldon_deployer.find_deployment(name)
         if found is not None:
             seldon_deployer.delete(found)
+
+
+def test_cluster_credentials_from_a_zenml_service_connector(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    """A ZenML Kubernetes service connector (token auth) gives the client: the deployment
+    serves with no kubeconfig at all, and the token stays in ZenML."""
+    from zenml.client import Client
+
+    token = "zmd-simulated-token"
+    connector, _ = Client().create_service_connector(
+        name=_name("k8s-sim"),
+        connector_type="kubernetes",
+        auth_method="token",
+        resource_type="kubernetes-cluster",
+        configuration={
+            "server": cluster.api_url,
+            "token": token,
+            "cluster_name": "simulated",
+            "insecure": True,
+        },
+        verify=False,
+    )
+    name = _name("conn")
+    cfg = _config(
+        model_dirs["b"],
+        name,
+        connector_id=str(connector.id),
+        kubeconfig=str(tmp_path / "no-kubeconfig-here"),
+    )
+    svc = seldon_deployer.deploy(cfg)
+    try:
+        assert svc.predict(SAMPLE) == [1, 1]
+        row = Client().get_service(svc.uuid).model_dump_json()
+        assert token not in row
+    finally:
+        seldon_deployer.delete(svc)
+    assert _names(cluster, "models", name) == []
