@@ -16,24 +16,16 @@ from zenml_model_deployers.errors import (
     DeploymentExistsError,
     DeploymentTimeoutError,
 )
+from zenml_model_deployers.flavors.seldon.manifests import MODEL
 from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.kube.resources import (
     LABEL_MANAGED_BY,
     KubeNamespace,
-    ResourceKind,
     Verdict,
     ownership_labels,
     selector_for,
 )
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
-
-MODEL = ResourceKind(
-    group="mlops.seldon.io",
-    version="v1alpha1",
-    plural="models",
-    kind="Model",
-    product="Seldon Core 2",
-)
 
 
 def _ns(c: SimulatedCluster, deployment: str, namespace: str | None = None) -> KubeNamespace:
@@ -157,6 +149,27 @@ def test_create_patch_wait_and_failure_reason(
     with pytest.raises(DeploymentTimeoutError, match="did not finish within"):
         ns.wait_for(MODEL, "waits", lambda o: Verdict(reason="still loading"), 0.5, "slow")
     assert ns.delete(MODEL, "waits")
+
+
+def test_wait_falls_back_to_polling_when_watch_is_refused(
+    cluster: SimulatedCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Without the watch verb (RBAC), a wait still ends by reading the object again."""
+    import joblib
+
+    joblib.dump(sklearn_model(0), tmp_path / "model.joblib")
+    ns = _ns(cluster, "polls")
+    cluster.forbid("watch", "models")
+    try:
+        ns.create(MODEL, _model("polls", str(tmp_path), owner="polls"))
+        done = ns.wait_for(MODEL, "polls", _ready, 60, "Model 'polls'", poll_interval=0.2)
+    finally:
+        cluster.allow_all()
+    assert done is not None and _ready(done).done
+    refused = [r for r in cluster.log.requests if r["verb"] == "watch" and r["plural"] == "models"]
+    assert refused, "the wait tried to watch first"
+    assert ns.delete(MODEL, "polls")
 
 
 def test_owned_secret_created_updated_and_deleted(cluster: SimulatedCluster) -> None:  # noqa: F811

@@ -39,6 +39,11 @@ def _config(uri: str, name: str, **kw: Any) -> SeldonDeploymentConfig:
     return SeldonDeploymentConfig(deployment_name=name, model_name=name, model_uri=uri, **kw)
 
 
+def _names(c: SimulatedCluster, plural: str, part: str) -> list[str]:
+    """The names of a kind's objects that contain `part`."""
+    return [o["metadata"]["name"] for o in c.objects(plural) if part in o["metadata"]["name"]]
+
+
 def _model_spec(c: SimulatedCluster, name: str) -> dict[str, Any] | None:
     found = [m for m in c.objects("models") if m["metadata"]["name"] == name]
     return found[0]["spec"] if found else None
@@ -204,19 +209,28 @@ def test_the_offline_example_runs_end_to_end() -> None:
 
 
 def _share_of_b(svc: Any, n: int) -> tuple[float, list[str]]:
-    """Sends n single-row requests through the URL; the share answered by model b (1)."""
+    """Sends n single-row requests through the URL (4 at a time); the share answered by model
+    b (which predicts 1), and the failed requests."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     import requests
 
     headers, body = svc.format_request([[0.0, 1.0]])
-    session = requests.Session()
-    b, failures = 0, []
-    for _ in range(n):
-        r = session.post(svc.prediction_url, data=body, headers=headers, timeout=30)
+    local = threading.local()
+
+    def one(_: int) -> int | str:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        r = local.session.post(svc.prediction_url, data=body, headers=headers, timeout=30)
         if r.status_code != 200:
-            failures.append(f"{r.status_code} {r.text[:100]}")
-            continue
-        b += svc.parse_response(r.content) == [1]
-    return b / n, failures
+            return f"{r.status_code} {r.text[:100]}"
+        return int(svc.parse_response(r.content) == [1])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(one, range(n)))
+    failures = [a for a in answers if isinstance(a, str)]
+    return sum(a for a in answers if isinstance(a, int)) / n, failures
 
 
 def test_canary_split_promote_and_rollback(
@@ -240,18 +254,14 @@ def test_canary_split_promote_and_rollback(
         assert failures == []
         assert 0.2 <= share <= 0.4, share
         seldon_deployer.rollback(svc)
-        assert [e for e in cluster.objects("experiments") if e["metadata"]["name"] == name] == []
-        assert [
-            m["metadata"]["name"]
-            for m in cluster.objects("models")
-            if name in m["metadata"]["name"]
-        ] == [name]
+        assert _names(cluster, "experiments", name) == []
+        assert _names(cluster, "models", name) == [name]
         share, failures = _share_of_b(svc, 50)
         assert failures == [] and share == 0.0
         with pytest.raises(DeploymentError) as err:
             seldon_deployer.deploy(_config(model_dirs["broken"], name), canary_percent=30)
         assert err.value.backend_message
-        assert [e for e in cluster.objects("experiments") if e["metadata"]["name"] == name] == []
+        assert _names(cluster, "experiments", name) == []
         svc = seldon_deployer.find_deployment(name)
         svc = seldon_deployer.deploy(_config(model_dirs["b"], name), canary_percent=30)
         svc = seldon_deployer.promote(svc)
@@ -259,11 +269,7 @@ def test_canary_split_promote_and_rollback(
         assert svc.config.model_uri == model_dirs["b"]
         spec = _model_spec(cluster, name)
         assert spec is not None and spec["storageUri"] == model_dirs["b"]
-        assert [
-            m["metadata"]["name"]
-            for m in cluster.objects("models")
-            if name in m["metadata"]["name"]
-        ] == [name]
+        assert _names(cluster, "models", name) == [name]
         share, failures = _share_of_b(svc, 50)
         assert failures == [] and share == 1.0
         assert cluster.log.rejected == []
@@ -308,3 +314,44 @@ def test_core1_canary_predictor_and_promote(
         found = seldon_deployer.find_deployment(name)
         if found is not None:
             seldon_deployer.delete(found)
+
+
+def test_cluster_credentials_from_a_zenml_service_connector(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    """A ZenML Kubernetes service connector (token auth) gives the client: the deployment
+    serves with no kubeconfig at all, and the token stays in ZenML."""
+    from zenml.client import Client
+
+    token = "zmd-simulated-token"
+    connector, _ = Client().create_service_connector(
+        name=_name("k8s-sim"),
+        connector_type="kubernetes",
+        auth_method="token",
+        resource_type="kubernetes-cluster",
+        configuration={
+            "server": cluster.api_url,
+            "token": token,
+            "cluster_name": "simulated",
+            "insecure": True,
+        },
+        verify=False,
+    )
+    name = _name("conn")
+    cfg = _config(
+        model_dirs["b"],
+        name,
+        connector_id=str(connector.id),
+        kubeconfig=str(tmp_path / "no-kubeconfig-here"),
+    )
+    svc = seldon_deployer.deploy(cfg)
+    try:
+        assert svc.predict(SAMPLE) == [1, 1]
+        row = Client().get_service(svc.uuid).model_dump_json()
+        assert token not in row
+    finally:
+        seldon_deployer.delete(svc)
+    assert _names(cluster, "models", name) == []

@@ -99,17 +99,33 @@ def api_client(target: KubeTarget) -> Any:
 
 
 def _connector_client(connector_id: str) -> Any:
-    """The client of a ZenML Kubernetes service connector (its credentials stay in ZenML)."""
+    """The client of a ZenML Kubernetes service connector (its credentials stay in ZenML).
+
+    A direct ``kubernetes`` connector is connected without ZenML's own verification: in ZenML
+    0.98 it calls ``ApiClient.call_api(response_type=...)``, which the kubernetes client removed
+    in version 26 (ZenML's Kubernetes integration pins ``kubernetes<26``). The first API call
+    (the namespace check) verifies the credentials instead. Cloud connectors (AWS, GCP, Azure)
+    verify themselves and hand out a Kubernetes connector, connected the same way.
+    """
     from zenml.client import Client
+    from zenml.service_connectors.service_connector_registry import (
+        service_connector_registry,
+    )
 
     try:
-        connector = Client().get_service_connector_client(
-            name_id_or_prefix=connector_id, resource_type="kubernetes-cluster"
+        model = Client().get_service_connector(
+            connector_id, allow_name_prefix_match=False, expand_secrets=True
         )
-        return connector.connect()
+        connector = service_connector_registry.instantiate_connector(model=model)
+        if model.type != "kubernetes":
+            connector = connector.get_connector_client(
+                resource_type="kubernetes-cluster", resource_id=model.resource_id
+            )
+        return connector.connect(verify=False)
     except Exception as e:
         raise ConfigurationError(
-            f"ZenML service connector {connector_id} gave no Kubernetes client: {e}",
+            f"ZenML service connector {connector_id} gave no Kubernetes client: "
+            f"{type(e).__name__}: {e}",
             hint="check it with `zenml service-connector verify <name> "
             "--resource-type kubernetes-cluster`.",
         ) from e

@@ -633,12 +633,7 @@ class SimulatedCluster:
             self._halt.wait(self.poll_interval)
 
     def _reconcile_models(self, custom: Any, core: Any) -> None:
-        if "models" not in self.install:
-            return
-        group, version = SELDON_V2
-        items = custom.list_namespaced_custom_object(group, version, self.namespace, "models").get(
-            "items", []
-        )
+        items = self._installed_items(custom, "models")
         present = set()
         for model in items:
             meta = model.get("metadata") or {}
@@ -656,15 +651,21 @@ class SimulatedCluster:
                 loaded = self.routes.pop(key)
             self._unload(loaded.internal)
 
+    def _installed_items(self, custom: Any, plural: str) -> list[dict[str, Any]]:
+        """The objects of a kind in the namespace ([] when the kind is not installed)."""
+        if plural not in self.install:
+            return []
+        group, version, _, _ = KINDS[plural]
+        items: list[dict[str, Any]] = custom.list_namespaced_custom_object(
+            group, version, self.namespace, plural
+        ).get("items", [])
+        return items
+
     def _reconcile_experiments(self, custom: Any) -> None:
         """Experiments route their default model's requests to their candidates by weight,
         once every candidate is loaded (Ready), like Seldon's pipeline gateway."""
-        if "experiments" not in self.install:
-            return
+        items = self._installed_items(custom, "experiments")
         group, version = SELDON_V2
-        items = custom.list_namespaced_custom_object(
-            group, version, self.namespace, "experiments"
-        ).get("items", [])
         present = set()
         for exp in items:
             meta = exp.get("metadata") or {}
@@ -717,12 +718,7 @@ class SimulatedCluster:
         """Core 1: each predictor with replicas is loaded into MLServer (the prepackaged
         SKLEARN_SERVER); the old predictors serve until every new one is loaded; replicas 0
         unloads; a load failure is ``state: Failed`` with the server's error."""
-        if "seldondeployments" not in self.install:
-            return
-        group, version = SELDON_V1
-        items = custom.list_namespaced_custom_object(
-            group, version, self.namespace, "seldondeployments"
-        ).get("items", [])
+        items = self._installed_items(custom, "seldondeployments")
         present = set()
         for sd in items:
             meta = sd.get("metadata") or {}
@@ -1112,6 +1108,12 @@ def _make_emulator(cluster: SimulatedCluster) -> Any:
                     },
                     status=404,
                 )
+            if request.action == enums.action.LIST and str(
+                request.params.get("watch", "")
+            ).lower() in ("true", "1"):
+                # The kubernetes client sends watch=True; kmock only knows watch=true (the
+                # API server parses both). Requests are frozen: set the parsed action in place.
+                object.__setattr__(request, "action", enums.action.WATCH)
             if request.resource is not None:
                 plural = request.resource.plural
                 verb = verbs.get(request.action, str(request.action))

@@ -22,6 +22,12 @@ from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.flavors.seldon import manifests
 from zenml_model_deployers.flavors.seldon.flavor import FLAVOR_NAME, SELDON_APIS
+from zenml_model_deployers.flavors.seldon.protocol import (
+    decode_seldon,
+    decode_v2,
+    encode_seldon,
+    encode_v2,
+)
 from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.kube.resources import (
     LABEL_CONFIG_HASH,
@@ -181,6 +187,33 @@ def observed(obj: dict[str, Any]) -> bool:
     return int(seen) >= int(gen)
 
 
+def condition_verdict(
+    obj: dict[str, Any], types: tuple[str, ...], failed_reasons: tuple[str, ...] = ()
+) -> Verdict:
+    """Reads the first present condition of ``types`` for the object's latest generation.
+
+    Args:
+        obj: the object.
+        types: condition types, by preference (e.g. ``ModelReady``, then ``Ready``).
+        failed_reasons: reasons of a False condition that mean the change failed for good.
+
+    Returns:
+        The verdict, with Seldon's reason and message.
+    """
+    if not observed(obj):
+        return Verdict(reason="Seldon has not processed the latest spec yet")
+    conds = _conditions(obj)
+    cond = next((conds[t] for t in types if t in conds), None)
+    if cond is None:
+        return Verdict(reason="no status yet")
+    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
+    if cond.get("status") == "True":
+        return Verdict(done=True, reason=words)
+    if cond.get("reason") in failed_reasons:
+        return Verdict(failed=True, reason=words)
+    return Verdict(reason=words or "progressing")
+
+
 def model_verdict(obj: dict[str, Any] | None) -> Verdict:
     """Reads a Core 2 ``Model`` into ready / failed / progressing, with Seldon's words.
 
@@ -192,17 +225,7 @@ def model_verdict(obj: dict[str, Any] | None) -> Verdict:
     """
     if obj is None:
         return Verdict(reason="the Model does not exist")
-    if not observed(obj):
-        return Verdict(reason="Seldon has not processed the latest spec yet")
-    cond = _conditions(obj).get("ModelReady") or _conditions(obj).get("Ready")
-    if cond is None:
-        return Verdict(reason="no status yet")
-    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
-    if cond.get("status") == "True":
-        return Verdict(done=True, reason=words)
-    if cond.get("reason") in FAILED_REASONS:
-        return Verdict(failed=True, reason=words)
-    return Verdict(reason=words or "progressing")
+    return condition_verdict(obj, ("ModelReady", "Ready"), FAILED_REASONS)
 
 
 def sdep_verdict(obj: dict[str, Any]) -> Verdict:
@@ -235,127 +258,7 @@ def experiment_verdict(obj: dict[str, Any]) -> Verdict:
     Returns:
         The verdict (an experiment never "fails": its candidates do).
     """
-    if not observed(obj):
-        return Verdict(reason="Seldon has not processed the latest spec yet")
-    cond = _conditions(obj).get("Ready")
-    if cond is None:
-        return Verdict(reason="no status yet")
-    words = f"{cond.get('reason') or ''}: {cond.get('message') or ''}".strip(": ")
-    return Verdict(done=cond.get("status") == "True", reason=words or "progressing")
-
-
-def encode_v2(data: Any) -> dict[str, Any]:
-    """Turns a DataFrame, ndarray or list into an Open Inference Protocol V2 request.
-
-    Args:
-        data: rows of numbers (a 1-D input is one row).
-
-    Returns:
-        ``{"inputs": [{"name", "shape", "datatype", "data"}]}``.
-
-    Raises:
-        ConfigurationError: data that is not a rectangular numeric or string tensor.
-    """
-    import numpy as np
-
-    if isinstance(data, dict) and "inputs" in data:
-        return data  # already a V2 request
-    values = data.to_numpy() if hasattr(data, "to_numpy") else np.asarray(data)
-    if values.ndim == 1:
-        values = values.reshape(1, -1)
-    kind = values.dtype.kind
-    if kind == "b":
-        datatype = "BOOL"
-    elif kind in "iu":
-        datatype = "INT64"
-        values = values.astype(np.int64)
-    elif kind == "f":
-        datatype = "FP64"
-        values = values.astype(np.float64)
-    elif kind in "OUS":
-        datatype = "BYTES"
-        values = values.astype(str)
-    else:
-        raise ConfigurationError(f"Cannot send a {values.dtype} tensor in the V2 protocol.")
-    return {
-        "inputs": [
-            {
-                "name": "predict",
-                "shape": list(values.shape),
-                "datatype": datatype,
-                "data": values.reshape(-1).tolist(),
-            }
-        ]
-    }
-
-
-def encode_seldon(data: Any) -> dict[str, Any]:
-    """A Seldon protocol request: ``{"data": {"ndarray": rows}}`` (Seldon Core 1).
-
-    Args:
-        data: a DataFrame (its column names are sent too), ndarray or list of rows.
-
-    Returns:
-        The request.
-    """
-    import numpy as np
-
-    if isinstance(data, dict) and ("data" in data or "jsonData" in data):
-        return data
-    body: dict[str, Any] = {}
-    if hasattr(data, "columns"):
-        body["names"] = [str(c) for c in data.columns]
-    values = data.to_numpy() if hasattr(data, "to_numpy") else np.asarray(data)
-    if values.ndim == 1:
-        values = values.reshape(1, -1)
-    body["ndarray"] = values.tolist()
-    return {"data": body}
-
-
-def decode_seldon(body: dict[str, Any]) -> Any:
-    """The predictions of a Seldon protocol response (``data.ndarray`` or ``data.tensor``).
-
-    Args:
-        body: the response.
-
-    Returns:
-        A list (one entry per row for a single-column output).
-    """
-    data = body.get("data") or {}
-    if "ndarray" in data:
-        values = data["ndarray"]
-    elif "tensor" in data:
-        import numpy as np
-
-        t = data["tensor"]
-        values = np.asarray(t.get("values") or []).reshape(t.get("shape") or [-1]).tolist()
-    else:
-        return body
-    if values and all(isinstance(v, list) and len(v) == 1 for v in values):
-        return [v[0] for v in values]
-    return values
-
-
-def decode_v2(body: dict[str, Any]) -> Any:
-    """The predictions of a V2 response: the first output, reshaped to its shape.
-
-    Args:
-        body: the response.
-
-    Returns:
-        A list (one entry per row for a ``[n, 1]`` output).
-    """
-    import numpy as np
-
-    outputs = body.get("outputs") or []
-    if not outputs:
-        return body
-    first = outputs[0]
-    values = np.asarray(first.get("data") or [])
-    shape = first.get("shape") or [values.size]
-    if len(shape) == 2 and shape[1] == 1:
-        shape = [shape[0]]
-    return values.reshape(shape).tolist()
+    return condition_verdict(obj, ("Ready",))
 
 
 class SeldonDeploymentService(InPlaceDeploymentService):
@@ -463,9 +366,6 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         body = '{"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}]}'
         header = "" if self.core1 else f" -H 'Seldon-Model: {self.resource_name}'"
         return f"curl -s -X POST {url} -H 'Content-Type: application/json'{header} -d '{body}'"
-
-    def _labels(self, config: DeploymentConfig, revision: int) -> dict[str, str]:
-        return ownership_labels(self.deployment_name, revision, config.config_hash())
 
     def _require_base_url(self) -> str:
         if not self.config.base_url:
@@ -820,14 +720,14 @@ class SeldonDeploymentService(InPlaceDeploymentService):
 
     def _wait_mesh_forgets(self, timeout: float) -> None:
         """Returns once the mesh no longer answers for the model (Seldon unloads it shortly
-        after its Model is deleted), so a stopped deployment really serves nothing."""
+        after its resource is deleted), so a stopped or deleted deployment serves nothing."""
         import time
 
         deadline = time.monotonic() + timeout
         while self._mesh_ready():
             if time.monotonic() >= deadline:
                 raise DeploymentError(
-                    f"Model '{self.resource_name}' was deleted but the mesh still serves it "
+                    f"'{self.resource_name}' was deleted but Seldon still serves it "
                     f"after {timeout:.0f} s.",
                     deployment_name=self.deployment_name,
                     hint="check the Seldon scheduler's logs.",
@@ -858,6 +758,8 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         from zenml_model_deployers.kube.secrets import delete_owned_secrets
 
         self._delete_objects(timeout, "deleted")
+        if self.config.base_url:
+            self._wait_mesh_forgets(timeout)
         delete_owned_secrets(self.kube())
 
     def _delete_objects(self, timeout: float, what: str) -> None:
