@@ -98,6 +98,9 @@ def run_with(
         The result (title, tables, goals, notes).
     """
     root = c.isolated_env(name)
+    from zenml_model_deployers.flavors.vllm.preflight import check_host
+
+    check_host(executable, require_gpu)  # no vllm / no GPU: the flavor's own error, at once
     c.zmd_stack(flavor="zmd-vllm")
     from zenml_model_deployers.flavors import get_deployer
     from zenml_model_deployers.flavors.vllm.service import (
