@@ -26,27 +26,13 @@ FIRST = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 
 
 
 def _first_completion(base: str, model: str, timeout: float, proc: Any = None) -> float:
-    """Polls a chat completion every 50 ms until one answers with text; returns the time."""
-    import requests
-
+    """Polls a 4-token chat completion every 50 ms until the server answers it as `model`;
+    returns the time it did."""
     body = json.dumps({**FIRST, "model": model, "temperature": 0}).encode()
-    deadline = time.monotonic() + timeout
-    last = ""
-    with requests.Session() as s:
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode} before serving")
-            try:
-                r = s.post(
-                    base + "/v1/chat/completions", data=body, headers=c.JSON_HEADERS, timeout=60
-                )
-                if r.status_code == 200 and r.json()["choices"][0]["message"]["content"]:
-                    return time.perf_counter()
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-            except requests.RequestException as e:
-                last = type(e).__name__
-            time.sleep(0.05)
-    raise TimeoutError(f"no completion from {base} in {timeout:.0f} s ({last})")
+    url = base + "/v1/chat/completions"
+    return c.wait_prediction(
+        url, model, timeout, proc=proc, body=body, key="model", request_timeout=120
+    )
 
 
 def _stream_tokens_per_s(base: str, model: str) -> float:
@@ -98,6 +84,9 @@ def run_with(
         The result (title, tables, goals, notes).
     """
     root = c.isolated_env(name)
+    from zenml_model_deployers.flavors.vllm.preflight import check_host
+
+    check_host(executable, require_gpu)  # no vllm / no GPU: the flavor's own error, at once
     c.zmd_stack(flavor="zmd-vllm")
     from zenml_model_deployers.flavors import get_deployer
     from zenml_model_deployers.flavors.vllm.service import (

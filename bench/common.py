@@ -243,6 +243,7 @@ def wait_prediction(
     proc: Any = None,
     body: bytes = PREDICT_BODY,
     key: str | None = "predictions",
+    request_timeout: float = 5.0,
 ) -> float:
     """Polls POST url until it answers 200 with ``{key: expected}`` (or ``expected``).
 
@@ -254,6 +255,7 @@ def wait_prediction(
         proc: optional Popen; its exit fails the wait.
         body: the JSON request body (default: MLflow's ``{"inputs": [[1.0, 2.0]]}``).
         key: the answer's field holding the predictions; None: the whole answer.
+        request_timeout: seconds per request (a cold LLM completion takes more than 5).
 
     Returns:
         time.perf_counter() when the first good prediction came back.
@@ -267,7 +269,7 @@ def wait_prediction(
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode} before serving")
             try:
-                r = s.post(url, data=body, headers=JSON_HEADERS, timeout=5)
+                r = s.post(url, data=body, headers=JSON_HEADERS, timeout=request_timeout)
                 if r.status_code == 200:
                     got = r.json()
                     if (got.get(key) if key is not None else got) == expected:

@@ -23,7 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as c  # noqa: E402
 
-BENCHES = ["bench_deploy", "bench_update", "bench_predict", "bench_list", "bench_bentoml"]
+BENCHES = [
+    "bench_deploy",
+    "bench_update",
+    "bench_predict",
+    "bench_list",
+    "bench_bentoml",
+    "bench_vllm",
+]
 PER_BENCH_TIMEOUT = 600
 OUT = c.REPO / "docs" / "benchmarks.md"
 
@@ -154,7 +161,8 @@ def _document(results: list[dict[str, Any]], total_s: float) -> str:
         "## Reproduce",
         "",
         "`make bench`, or one benchmark alone: `.venv/bin/python bench/bench_deploy.py` "
-        "(`bench_update.py`, `bench_predict.py`, `bench_list.py`, `bench_bentoml.py`). Each "
+        "(`bench_update.py`, `bench_predict.py`, `bench_list.py`, `bench_bentoml.py`, "
+        "`bench_vllm.py`; `bench/gpu/bench_vllm_gpu.py` on a GPU host, not run here). Each "
         "creates its own temporary ZenML store, ends every process it started, and removes "
         "the store.",
         "",

@@ -66,7 +66,8 @@ def vllm_deployer_step(
         executable: advanced: a command that speaks `vllm serve`'s CLI (default `vllm`).
         require_gpu: refuse at once when no GPU is visible (False for CPU builds, stand-ins).
         deployment_name: stable name (default: derived from the model name).
-        model_name: the model's name (default: the deployment or pipeline name).
+        model_name: the model's name (default: `served_model_name`, else the last part of
+            `model`, e.g. "Qwen2.5-0.5B-Instruct" -> deployment "qwen2-5-0-5b-instruct").
         deploy_decision: False keeps what serves now.
         policy: update (default), replace, side_by_side or fail.
         timeout: seconds to wait until it serves (default: the component's, 20 min).
@@ -102,7 +103,10 @@ def vllm_deployer_step(
         model=None if is_reference else model,
         model_uri=str(model) if is_reference else None,
         deployment_name=deployment_name,
-        model_name=model_name or (served_model_name or ""),
+        # An LLM deployment is named after what it serves, not after the pipeline.
+        model_name=model_name
+        or served_model_name
+        or (Path(str(model)).name if is_reference else ""),
         deploy_decision=deploy_decision,
         policy=policy,
         timeout=timeout,

@@ -177,3 +177,21 @@ def test_model_that_cannot_load(zenml_env: Path) -> None:
         deployer.deploy(cfg, timeout=60)
     assert "failed to load model" in str(err.value)
     assert deployer.find_deployment("llm-corrupt") is None
+
+
+def test_cli_lists_describes_and_shows_logs(keyed: dict[str, Any]) -> None:
+    """`zmd models list/describe/get-url/logs` work on a vLLM deployment (fast path included)."""
+    from click.testing import CliRunner
+
+    from zenml_model_deployers.cli import main as zmd
+
+    r, name, svc = CliRunner(), keyed["name"], keyed["svc"]
+    rows = json.loads(
+        r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-vllm"]).output
+    )
+    assert [row for row in rows if name in json.dumps(row)]
+    desc = json.loads(r.invoke(zmd, ["models", "describe", name, "-o", "json"]).output)
+    assert keyed["key"] not in json.dumps(desc)
+    assert r.invoke(zmd, ["models", "get-url", name]).output.strip() == svc.prediction_url
+    logs = r.invoke(zmd, ["models", "logs", name, "--tail", "200"]).output
+    assert "Application startup complete" in logs and keyed["key"] not in logs

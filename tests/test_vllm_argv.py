@@ -140,3 +140,17 @@ def test_no_gpu_refused_at_once(zenml_env: Path, monkeypatch: pytest.MonkeyPatch
     assert "No GPU is visible" in str(err.value) and "CUDA_VISIBLE_DEVICES" in str(err.value)
     assert "require_gpu=False" in str(err.value)
     assert deployer.find_deployment("no-gpu") is None
+
+
+def test_progress_shows_the_server_log_last_line(tmp_path: Path) -> None:
+    """While a server loads, progress shows its log's last line: redacted, shortened."""
+    from zenml_model_deployers import secrets
+    from zenml_model_deployers.local.readiness import _last_line
+
+    secrets.remember_secret_value("sk-progress-secret")
+    log = tmp_path / "server.log"
+    log.write_text("INFO starting\nINFO Loading weights with sk-progress-secret\n\n")
+    assert _last_line(log) == "INFO Loading weights with ***"
+    log.write_text("x" * 500 + "\n")
+    assert _last_line(log, width=40) == "x" * 37 + "..."
+    assert _last_line(tmp_path / "missing.log") == ""
