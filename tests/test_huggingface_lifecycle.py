@@ -121,7 +121,7 @@ def test_scale_to_zero_is_its_own_state_and_the_next_request_wakes_it(
     assert asleep.status.state.value == "scaled_to_zero"
     assert "wakes it up" in asleep.status.last_error
     rows = json.loads(CliRunner().invoke(zmd, ["models", "list", "-o", "json"]).output)
-    assert [r["state"] for r in rows if r["name"] == name] == ["scaled_to_zero"]
+    assert [r["state"] for r in rows if r["name"] == name] == ["scaled-to-zero"]
     # Deploying the same configuration again neither fails nor wakes it up.
     kept = hf_deployer.deploy(cfg)
     assert kept.uuid == svc.uuid

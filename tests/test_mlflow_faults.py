@@ -86,9 +86,9 @@ def test_killed_server_shows_not_running_and_start_restores_same_url(
         res = runner.invoke(zmd, ["models", "list", "-o", "json"])
         assert res.exit_code == 0, res.output
         row = next(r for r in json.loads(res.output) if r["name"] == "killed")
-        assert row["state"] != "active"
+        assert row["state"] == "error"
         table = runner.invoke(zmd, ["models", "list"]).output
-        assert "NOT RUNNING" in table
+        assert " error " in next(line for line in table.splitlines() if " killed " in line)
         res = runner.invoke(zmd, ["models", "start", "killed"])
         assert res.exit_code == 0, res.output
         back = mlflow_deployer.find_deployment("killed")

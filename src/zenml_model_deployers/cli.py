@@ -115,7 +115,7 @@ def _all_services(flavor: str | None = None, refresh: bool = True) -> list[Deplo
 
 def _resolve(ref: str, flavor: str | None = None) -> DeploymentService:
     """A deployment by service id, id prefix, or deployment name."""
-    from zenml_model_deployers.errors import DeploymentNotFoundError
+    from zenml_model_deployers.errors import AmbiguousReferenceError, DeploymentNotFoundError
 
     services = _all_services(flavor)
     exact = [s for s in services if str(s.uuid) == ref or s.deployment_name == ref]
@@ -126,7 +126,7 @@ def _resolve(ref: str, flavor: str | None = None) -> DeploymentService:
         )
     if len(matches) > 1:
         names = ", ".join(f"{s.deployment_name} ({s.FLAVOR}, {str(s.uuid)[:8]})" for s in matches)
-        raise DeploymentNotFoundError(
+        raise AmbiguousReferenceError(
             f"'{ref}' matches several deployments: {names}.",
             hint="give a longer id prefix or --flavor.",
         )
@@ -139,22 +139,14 @@ def _deployer_for(service: DeploymentService) -> Any:
     return get_deployer(service.FLAVOR)
 
 
-_STATE_ICON = {
-    "active": "running",
-    "inactive": "stopped",
-    "error": "NOT RUNNING",
-    "pending_startup": "starting",
-    "pending_shutdown": "stopping",
-    "scaled_to_zero": "scaled to zero",
-}
-
-
 def _row(s: DeploymentService) -> dict[str, Any]:
+    from zenml_model_deployers.states import state_word
+
     return {
         "id": str(s.uuid),
         "name": s.deployment_name,
         "flavor": s.FLAVOR,
-        "state": s.status.state.value,
+        "state": state_word(s.status.state),
         "model": s.config.model_name,
         "revision": s.status.revision,
         "url": s.prediction_url,
@@ -183,7 +175,7 @@ def models_list(
     if pipeline:
         rows = [r for r in rows if r["pipeline"] == pipeline]
     if running:
-        rows = [r for r in rows if r["state"] == "active"]
+        rows = [r for r in rows if r["state"] == "running"]
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -201,7 +193,7 @@ def models_list(
             r["id"][:8],
             r["name"],
             r["flavor"],
-            _STATE_ICON.get(r["state"], r["state"]),
+            r["state"],
             r["model"],
             str(r["revision"]),
             r["url"] or "-",
@@ -297,8 +289,20 @@ def models_stop(ref: str, flavor: str | None) -> None:
 @click.option("-y", "--yes", is_flag=True, help="do not ask for confirmation")
 @_friendly_errors
 def models_delete(ref: str, flavor: str | None, yes: bool) -> None:
-    """Deletes a deployment from its backend and the service store."""
-    s = _resolve(ref, flavor)
+    """Deletes a deployment from its backend and the service store.
+
+    Idempotent, so that clean-up scripts never fail: deleting a deployment that does not
+    exist (any more) says so and exits 0.
+    """
+    from zenml_model_deployers.errors import AmbiguousReferenceError, DeploymentNotFoundError
+
+    try:
+        s = _resolve(ref, flavor)
+    except AmbiguousReferenceError:
+        raise
+    except DeploymentNotFoundError:
+        click.echo(f"No deployment matches '{ref}': nothing to delete.")
+        return
     if not yes and not click.confirm(
         f"Delete deployment '{s.deployment_name}' ({s.FLAVOR}, {s.prediction_url})?"
     ):

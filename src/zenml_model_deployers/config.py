@@ -168,3 +168,19 @@ class DeploymentConfig(ServiceConfig):
         """
         canonical = json.dumps(self.serving_fields(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def __getitem__(self, key: str) -> Any:
+        """A field by name: ``service.config["model_name"]``, as ZenML's docs read a config.
+
+        Args:
+            key: a field name.
+
+        Returns:
+            The field's value.
+
+        Raises:
+            KeyError: no such field.
+        """
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)

@@ -24,6 +24,7 @@ from zenml.services.service import BaseDeploymentService
 from zenml.services.service_status import ServiceStatus
 
 from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.states import state_word
 
 SCHEMA_VERSION = 1
 
@@ -89,6 +90,7 @@ class DeploymentStatus(ServiceStatus):
         revision: how many revisions were rolled out (1 for a new deployment).
         live_config: the full config of the serving revision (see module docstring).
         deployed_at: when the serving revision became ready (ISO 8601, UTC).
+        prediction_url: the URL predictions go to (what ``deployed_model_url`` records).
     """
 
     url: str | None = None
@@ -96,6 +98,23 @@ class DeploymentStatus(ServiceStatus):
     revision: int = 0
     live_config: dict[str, Any] | None = None
     deployed_at: str | None = None
+    prediction_url: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        """A field by name: ``service.status["prediction_url"]``, as ZenML's docs read it.
+
+        Args:
+            key: a field name.
+
+        Returns:
+            The field's value.
+
+        Raises:
+            KeyError: no such field.
+        """
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
 
 
 class DeploymentService(BaseDeploymentService):
@@ -225,6 +244,18 @@ class DeploymentService(BaseDeploymentService):
             timeout: seconds.
         """
 
+    def discard_backend(self, timeout: float) -> None:
+        """Removes what a failed first deploy made, keeping only its failure record.
+
+        Called instead of ``delete_backend`` when a new deployment fails before it served:
+        nothing half-made may stay, but the error names a log that must still exist. The
+        default keeps nothing (``delete_backend``); local backends keep their failed logs.
+
+        Args:
+            timeout: seconds.
+        """
+        self.delete_backend(timeout)
+
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
         """Turns user data into the backend's request (headers, body).
 
@@ -348,6 +379,7 @@ class DeploymentService(BaseDeploymentService):
         self.status.config_hash = self.config.config_hash()
         self.status.live_config = self.config.model_dump(mode="json")
         self.status.deployed_at = datetime.now(UTC).isoformat()
+        self.status.prediction_url = self.prediction_url
         self.status.update_state(ServiceState.ACTIVE, "")
         self.status.clear_error()
         self.admin_state = ServiceState.ACTIVE
@@ -382,7 +414,7 @@ class DeploymentService(BaseDeploymentService):
             "config_hash": self.status.config_hash or self.config.config_hash(),
             "url": self.prediction_url,
             "health_url": self.healthcheck_url,
-            "state": self.status.state.value,
+            "state": state_word(self.status.state),
         }
 
     def labels(self) -> dict[str, str]:
@@ -397,4 +429,6 @@ class DeploymentService(BaseDeploymentService):
             "zmd_model": self.config.model_name,
             "zmd_revision": str(self.status.revision),
             "zmd_config_hash": self.status.config_hash,
+            "zmd_pipeline": self.config.pipeline_name,
+            "zmd_step": self.config.pipeline_step_name,
         }

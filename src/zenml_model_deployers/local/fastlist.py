@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers.local.process import ProcessHandle, process_state
+from zenml_model_deployers.states import state_word
 
 # Flavors whose status is process liveness (no remote API to ask).
 LOCAL_FLAVORS = frozenset({"zmd-mlflow", "zmd-bentoml", "zmd-vllm"})
@@ -128,7 +129,7 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
                 "id": _uuid(rid),
                 "name": config.get("deployment_name", ""),
                 "flavor": row_flavor,
-                "state": state,
+                "state": state_word(state),
                 "model": config.get("model_name", ""),
                 "revision": status.get("revision", 0),
                 "url": prediction_url if status.get("url") else None,
