@@ -56,16 +56,14 @@ def flavors() -> None:
 @_friendly_errors
 def flavors_register() -> None:
     """Registers every zmd-* flavor in the active ZenML store (idempotent)."""
-    from zenml_model_deployers.flavors import FLAVOR_SOURCES, register_flavors
+    from zenml_model_deployers.flavors import FLAVOR_SOURCES, next_steps, register_flavors
 
     added = register_flavors()
     for name in FLAVOR_SOURCES:
         state = "registered" if name in added else "already registered"
         click.echo(f"{name}: {state}")
-    click.echo(
-        "Next: zenml model-deployer register local --flavor=zmd-mlflow && "
-        "zenml stack update -d local"
-    )
+    # The right command for this config: ZenML refuses to modify the `default` stack.
+    click.echo(f"Next: {next_steps()}")
 
 
 @flavors.command("list")

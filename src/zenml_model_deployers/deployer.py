@@ -12,7 +12,7 @@ from typing import Any, ClassVar, cast
 from uuid import UUID
 
 from filelock import FileLock, Timeout
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from zenml.client import Client
 from zenml.enums import ServiceState
 from zenml.logger import get_logger
@@ -50,6 +50,27 @@ class BaseDeployerConfig(BaseModelDeployerConfig):
     """
 
     default_timeout: float = 300.0
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_refusal_in_zenmls_cli(cls, data: Any, handler: Any) -> Any:
+        # `zenml model-deployer register|update` catches nothing: a refusal would print a
+        # ~100-line traceback. Under ZenML's CLI it is one line (click's `Error: ...`) with
+        # the fix; everywhere else the ValidationError stays as it is.
+        try:
+            return handler(data)
+        except ValidationError as e:
+            if not _under_zenml_cli():
+                raise
+            import click
+
+            parts = cls.__module__.split(".")
+            flavor = f"zmd-{parts[parts.index('flavors') + 1]}" if "flavors" in parts else "zmd"
+            why = _pydantic_msg(e).removeprefix("value: ")
+            raise click.ClickException(
+                f"Invalid {flavor} model deployer settings: {why} (all settings: "
+                f"`zenml model-deployer flavor describe {flavor}`)."
+            ) from None
 
 
 class BaseDeployerFlavor(BaseModelDeployerFlavor):
@@ -825,7 +846,22 @@ def _service_id(ref: UUID | BaseService | str) -> UUID:
     return ref if isinstance(ref, UUID) else UUID(str(ref))
 
 
+def _under_zenml_cli() -> bool:
+    """True inside a command of ZenML's own CLI (`zenml ...`)."""
+    import sys
+
+    zenml_cli = sys.modules.get("zenml.cli.cli")
+    if zenml_cli is None or "click" not in sys.modules:
+        return False
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.find_root().command is getattr(zenml_cli, "cli", None)
+
+
 def _pydantic_msg(e: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in e.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
+        f"{err['msg'].removeprefix('Value error, ')}"
+        for err in e.errors()
     )
