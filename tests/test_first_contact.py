@@ -18,7 +18,9 @@ def _fresh_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def sh(cmd: str, env: dict[str, str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def sh(
+    cmd: str, env: dict[str, str], cwd: Path, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Runs a command line as a user would type it (bash)."""
     done = subprocess.run(
         ["bash", "-c", cmd], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
