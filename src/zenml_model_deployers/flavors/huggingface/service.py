@@ -593,8 +593,8 @@ class HuggingFaceDeploymentService(DeploymentService):
             hub = _hub()
             if hub.offline_blocks_api():
                 # Keep what was recorded (e.g. why the last update failed) and say it is old.
-                recorded = (self.status.last_error or "").split(OFFLINE_NOTE)[0].rstrip(" ;")
-                note = f"{recorded}; {OFFLINE_NOTE}" if recorded else OFFLINE_NOTE
+                recorded = (self.status.last_error or "").split(OFFLINE_NOTE)[0].rstrip()
+                note = f"{recorded} {OFFLINE_NOTE}" if recorded else OFFLINE_NOTE
                 return self.status.state, note
             token = self._token()
             ns, name = self._where()
