@@ -85,7 +85,28 @@ class DeployOptions(BaseModel):
         return v
 
 
-class DeploymentConfig(ServiceConfig):
+class FieldsByName:
+    """``obj["field"]`` on a pydantic model: how ZenML's docs read a service's config and
+    status (``services[0].config["model_name"]``, ``services[0].status["prediction_url"]``)."""
+
+    def __getitem__(self, key: str) -> Any:
+        """A field by name.
+
+        Args:
+            key: a field name.
+
+        Returns:
+            The field's value.
+
+        Raises:
+            KeyError: no such field.
+        """
+        if key not in getattr(type(self), "model_fields", {}):
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+class DeploymentConfig(FieldsByName, ServiceConfig):
     """Base configuration of every deployment.
 
     Attributes:
@@ -168,19 +189,3 @@ class DeploymentConfig(ServiceConfig):
         """
         canonical = json.dumps(self.serving_fields(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-    def __getitem__(self, key: str) -> Any:
-        """A field by name: ``service.config["model_name"]``, as ZenML's docs read a config.
-
-        Args:
-            key: a field name.
-
-        Returns:
-            The field's value.
-
-        Raises:
-            KeyError: no such field.
-        """
-        if key not in type(self).model_fields:
-            raise KeyError(key)
-        return getattr(self, key)

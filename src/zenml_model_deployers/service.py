@@ -23,7 +23,7 @@ from zenml.enums import ServiceState
 from zenml.services.service import BaseDeploymentService
 from zenml.services.service_status import ServiceStatus
 
-from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.config import DeploymentConfig, FieldsByName
 from zenml_model_deployers.states import state_word
 
 SCHEMA_VERSION = 1
@@ -81,7 +81,7 @@ def service_from_response(resp: Any) -> DeploymentService:
     )
 
 
-class DeploymentStatus(ServiceStatus):
+class DeploymentStatus(FieldsByName, ServiceStatus):
     """Operational status of a deployment.
 
     Attributes:
@@ -99,22 +99,6 @@ class DeploymentStatus(ServiceStatus):
     live_config: dict[str, Any] | None = None
     deployed_at: str | None = None
     prediction_url: str | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        """A field by name: ``service.status["prediction_url"]``, as ZenML's docs read it.
-
-        Args:
-            key: a field name.
-
-        Returns:
-            The field's value.
-
-        Raises:
-            KeyError: no such field.
-        """
-        if key not in type(self).model_fields:
-            raise KeyError(key)
-        return getattr(self, key)
 
 
 class DeploymentService(BaseDeploymentService):
