@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_ALLOW_FILE_STORE := true
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench dist clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -54,5 +54,9 @@ typecheck: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run_all.py
 
+# A wheel for a regular install elsewhere: `pip install dist/zenml_model_deployers-*.whl[mlflow]`.
+dist: | $(BIN)/uv
+	$(BIN)/uv build --wheel --out-dir dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

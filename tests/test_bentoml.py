@@ -61,7 +61,13 @@ def test_import_failure_is_a_typed_error_with_bentomls_words(
     assert err.value.backend_message and "Failed to import module" in err.value.backend_message
     assert bentoml_deployer.find_deployment("bento-import-fail") is None
     assert _bentoml_servers_in(_workdir("bento-import-fail")) == []
-    assert not _workdir("bento-import-fail").exists()
+    # Only the failed revision's log is left, at the path the error names.
+    assert [p.name for p in _workdir("bento-import-fail").iterdir()] == ["failed"]
+    assert f"full log: {_workdir('bento-import-fail')}/failed/" in str(err.value)
+    assert str(err.value).splitlines()[0] == (
+        "BentoML cannot import the service module 'svc_broken': "
+        "No module named 'zmd_build_only_helper'"
+    )
 
 
 def test_missing_tag_fails_before_anything_starts(bentoml_deployer: Any) -> None:

@@ -34,7 +34,7 @@ def test_list_json_and_filters(deployed: Any) -> None:
     r = CliRunner()
     rows = json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output)
     row = next(x for x in rows if x["name"] == "cli-demo")
-    assert row["state"] == "active" and row["url"] == deployed.prediction_url
+    assert row["state"] == "running" and row["url"] == deployed.prediction_url
     assert row["flavor"] == "zmd-mlflow" and row["model"] == "cli-model"
     assert (
         json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-nope"]).output)
@@ -138,7 +138,7 @@ def test_stop_and_start(deployed: Any) -> None:
         for x in json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output)
         if x["name"] == "cli-demo"
     )
-    assert row["state"] == "inactive"
+    assert row["state"] == "stopped"
     assert r.invoke(zmd, ["models", "start", "cli-demo"]).exit_code == 0
     assert requests.post(deployed.prediction_url, json={"inputs": [[1, 2]]}, timeout=10).json() == {
         "predictions": [0]

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from hf_support import NAMESPACE, TOKEN_REF, hf_deployer, hf_double, hf_stack  # noqa: F401
 
+from zenml_model_deployers.cli import main as zmd
 from zenml_model_deployers.errors import (
     ConfigurationError,
     DeploymentError,
@@ -121,7 +122,7 @@ def test_scale_to_zero_is_its_own_state_and_the_next_request_wakes_it(
     assert asleep.status.state.value == "scaled_to_zero"
     assert "wakes it up" in asleep.status.last_error
     rows = json.loads(CliRunner().invoke(zmd, ["models", "list", "-o", "json"]).output)
-    assert [r["state"] for r in rows if r["name"] == name] == ["scaled_to_zero"]
+    assert [r["state"] for r in rows if r["name"] == name] == ["scaled-to-zero"]
     # Deploying the same configuration again neither fails nor wakes it up.
     kept = hf_deployer.deploy(cfg)
     assert kept.uuid == svc.uuid
@@ -309,3 +310,38 @@ def test_offline_mode_refuses_hugging_face_before_any_call_but_reaches_the_doubl
         assert hf_deployer.find_deployment(name) is None
     assert hf_double.endpoint(served).state == "running"  # type: ignore[union-attr]
     hf_deployer.delete(svc)
+
+
+def test_offline_describe_shows_the_recorded_message_and_that_it_is_not_refreshed(
+    hf_deployer: Any,  # noqa: F811
+    hf_double: HFEndpointsDouble,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from huggingface_hub import constants
+
+    name = _name("offline-msg")
+    svc = hf_deployer.deploy(_config(name, "rev-1"))
+    with pytest.raises(DeploymentError):
+        hf_deployer.deploy(_config(name, "rev-2", model_uri="zmd-test/fail-to-load"))
+    # The row now records why the last update failed (the previous revision serves).
+    assert svc.uuid == hf_deployer.find_deployment(name).uuid
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(constants, "HF_HUB_OFFLINE", True)
+            m.setattr(
+                constants,
+                "INFERENCE_ENDPOINTS_ENDPOINT",
+                "https://api.endpoints.huggingface.cloud/v2",
+            )
+            res = CliRunner().invoke(zmd, ["models", "describe", name, "-o", "json"])
+            assert res.exit_code == 0, res.output
+            message = json.loads(res.output)["status_message"]
+            assert message.startswith("update to ") and "zmd-test/fail-to-load" in message
+            assert message.endswith("(not refreshed: HF_HUB_OFFLINE is set)")
+            # Reading it again does not stack the note.
+            again = json.loads(
+                CliRunner().invoke(zmd, ["models", "describe", name, "-o", "json"]).output
+            )["status_message"]
+            assert again.count("not refreshed") == 1
+    finally:
+        _cleanup(hf_deployer, name)

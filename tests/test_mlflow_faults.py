@@ -87,7 +87,7 @@ def test_killed_front_shows_not_running_and_start_restores_same_url(
         row = next(r for r in json.loads(res.output) if r["name"] == "killed")
         assert row["state"] == "error"
         table = runner.invoke(zmd, ["models", "list"]).output
-        assert "NOT RUNNING" in table
+        assert " error " in next(line for line in table.splitlines() if " killed " in line)
         res = runner.invoke(zmd, ["models", "start", "killed"])
         assert res.exit_code == 0, res.output
         back = mlflow_deployer.find_deployment("killed")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,11 @@ def test_train_deploy_rerun_and_update(mlflow_stack: str, mlflow_deployer: Any) 
         train_and_deploy(c=1.0)
         url = deployed_model_url()
         assert requests.post(url, json=rows, timeout=30).json()["predictions"] == [0, 2]
+        # The README's curl next to the demo, as written, answers what the README prints.
+        from test_doc_snippets import ROOT, bash_blocks, printed_answer, run_block
+
+        curl = next(b for b in bash_blocks("README.md") if "get-url iris-classifier" in b)
+        assert json.loads(run_block(curl, dict(os.environ), ROOT)) == printed_answer(curl)
         first = mlflow_deployer.find_deployment(DEPLOYMENT)
 
         # service.predict() sends a DataFrame as MLflow's dataframe_split.

@@ -3,7 +3,12 @@
     python examples/bentoml/run.py          # or DEMO_C=0.1 for a new model (rolled out in place)
 
 It registers the `zmd-bentoml` flavor, a model deployer and a stack `zmd-bentoml-example`
-(the active stack's orchestrator and artifact store), and activates that stack.
+(the active stack's orchestrator and artifact store), and activates that stack; it prints how
+to switch back. Everything it creates stays inside the ZenML config it runs in: the stack and
+its component, the deployment's files, and BentoML's store (BentoML's home follows the ZenML
+config unless you set BENTOML_HOME). To try it without touching your setup:
+`ZENML_CONFIG_PATH=/tmp/zmd-bento python examples/bentoml/run.py`, then remove that folder
+(after `zmd models delete iris-bento -y`).
 """
 
 from __future__ import annotations
@@ -23,9 +28,15 @@ def main() -> None:
     os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     from zenml.client import Client
+    from zenml.utils.io_utils import get_global_config_directory
 
     from zenml_model_deployers.flavors import ensure_deployer_stack
+    from zenml_model_deployers.flavors.bentoml import bentoml_home
 
+    print(
+        f"[bentoml] everything goes into the ZenML config {get_global_config_directory()} "
+        f"(BentoML's store: {bentoml_home()})"
+    )
     active = Client().active_stack_model.name
     if active != STACK:
         print(f"[bentoml] activating stack '{STACK}' (back with: zenml stack set {active})")

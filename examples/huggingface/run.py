@@ -127,7 +127,7 @@ def run_example(args: argparse.Namespace) -> None:
         deployer = get_deployer("zmd-huggingface")
         deployer.stop(svc)
         say(
-            f"stopped (paused on Hugging Face): {deployer.find_deployment(DEPLOYMENT).status.state}"
+            f"stopped (paused on Hugging Face): {deployer.find_deployment(DEPLOYMENT).describe()['state']}"
         )
         if args.offline:
             deployer.start(svc)

@@ -56,16 +56,14 @@ def flavors() -> None:
 @_friendly_errors
 def flavors_register() -> None:
     """Registers every zmd-* flavor in the active ZenML store (idempotent)."""
-    from zenml_model_deployers.flavors import FLAVOR_SOURCES, register_flavors
+    from zenml_model_deployers.flavors import FLAVOR_SOURCES, next_steps, register_flavors
 
     added = register_flavors()
     for name in FLAVOR_SOURCES:
         state = "registered" if name in added else "already registered"
         click.echo(f"{name}: {state}")
-    click.echo(
-        "Next: zenml model-deployer register local --flavor=zmd-mlflow && "
-        "zenml stack update -d local"
-    )
+    # The right command for this config: ZenML refuses to modify the `default` stack.
+    click.echo(f"Next: {next_steps()}")
 
 
 @flavors.command("list")
@@ -127,7 +125,7 @@ def _pick(ref: str, items: list[T], key: Callable[[T], tuple[str, str, str]]) ->
     Returns:
         The item.
     """
-    from zenml_model_deployers.errors import DeploymentNotFoundError
+    from zenml_model_deployers.errors import AmbiguousReferenceError, DeploymentNotFoundError
 
     exact = [x for x in items if ref in key(x)[:2]]
     matches = exact or [x for x in items if key(x)[0].startswith(ref)]
@@ -137,7 +135,7 @@ def _pick(ref: str, items: list[T], key: Callable[[T], tuple[str, str, str]]) ->
         )
     if len(matches) > 1:
         names = ", ".join(f"{key(x)[1]} ({key(x)[2]}, {key(x)[0][:8]})" for x in matches)
-        raise DeploymentNotFoundError(
+        raise AmbiguousReferenceError(
             f"'{ref}' matches several deployments: {names}.",
             hint="give a longer id prefix or --flavor.",
         )
@@ -166,22 +164,14 @@ def _deployer_for(service: DeploymentService) -> Any:
     return get_deployer(service.FLAVOR)
 
 
-_STATE_ICON = {
-    "active": "running",
-    "inactive": "stopped",
-    "error": "NOT RUNNING",
-    "pending_startup": "starting",
-    "pending_shutdown": "stopping",
-    "scaled_to_zero": "scaled to zero",
-}
-
-
 def _row(s: DeploymentService) -> dict[str, Any]:
+    from zenml_model_deployers.states import state_word
+
     return {
         "id": str(s.uuid),
         "name": s.deployment_name,
         "flavor": s.FLAVOR,
-        "state": s.status.state.value,
+        "state": state_word(s.status.state),
         "model": s.config.model_name,
         "revision": s.status.revision,
         "url": s.prediction_url,
@@ -211,7 +201,7 @@ def models_list(
     if pipeline:
         rows = [r for r in rows if r["pipeline"] == pipeline]
     if running:
-        rows = [r for r in rows if r["state"] == "active"]
+        rows = [r for r in rows if r["state"] == "running"]
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -229,7 +219,7 @@ def models_list(
             r["id"][:8],
             r["name"],
             r["flavor"],
-            _STATE_ICON.get(r["state"], r["state"]),
+            r["state"],
             r["model"],
             str(r["revision"]),
             r["url"] or "-",
@@ -421,8 +411,20 @@ def models_stop(ref: str, flavor: str | None) -> None:
 @click.option("-y", "--yes", is_flag=True, help="do not ask for confirmation")
 @_friendly_errors
 def models_delete(ref: str, flavor: str | None, yes: bool) -> None:
-    """Deletes a deployment from its backend and the service store."""
-    s = _resolve(ref, flavor)
+    """Deletes a deployment from its backend and the service store.
+
+    Idempotent, so that clean-up scripts never fail: deleting a deployment that does not
+    exist (any more) says so and exits 0.
+    """
+    from zenml_model_deployers.errors import AmbiguousReferenceError, DeploymentNotFoundError
+
+    try:
+        s = _resolve(ref, flavor)
+    except AmbiguousReferenceError:
+        raise
+    except DeploymentNotFoundError:
+        click.echo(f"No deployment matches '{ref}': nothing to delete.")
+        return
     if not yes and not click.confirm(
         f"Delete deployment '{s.deployment_name}' ({s.FLAVOR}, {s.prediction_url})?"
     ):

@@ -102,7 +102,28 @@ class DeployOptions(BaseModel):
         return v
 
 
-class DeploymentConfig(ServiceConfig):
+class FieldsByName:
+    """``obj["field"]`` on a pydantic model: how ZenML's docs read a service's config and
+    status (``services[0].config["model_name"]``, ``services[0].status["prediction_url"]``)."""
+
+    def __getitem__(self, key: str) -> Any:
+        """A field by name.
+
+        Args:
+            key: a field name.
+
+        Returns:
+            The field's value.
+
+        Raises:
+            KeyError: no such field.
+        """
+        if key not in getattr(type(self), "model_fields", {}):
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+class DeploymentConfig(FieldsByName, ServiceConfig):
     """Base configuration of every deployment.
 
     Attributes:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, cast
 from uuid import UUID
 
 from filelock import FileLock, Timeout
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from zenml.client import Client
 from zenml.enums import ServiceState
 from zenml.logger import get_logger
@@ -50,6 +50,27 @@ class BaseDeployerConfig(BaseModelDeployerConfig):
     """
 
     default_timeout: float = 300.0
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_refusal_in_zenmls_cli(cls, data: Any, handler: Any) -> Any:
+        # `zenml model-deployer register|update` catches nothing: a refusal would print a
+        # ~100-line traceback. Under ZenML's CLI it is one line (click's `Error: ...`) with
+        # the fix; everywhere else the ValidationError stays as it is.
+        try:
+            return handler(data)
+        except ValidationError as e:
+            if not _under_zenml_cli():
+                raise
+            import click
+
+            parts = cls.__module__.split(".")
+            flavor = f"zmd-{parts[parts.index('flavors') + 1]}" if "flavors" in parts else "zmd"
+            why = _pydantic_msg(e).removeprefix("value: ")
+            raise click.ClickException(
+                f"Invalid {flavor} model deployer settings: {why} (all settings: "
+                f"`zenml model-deployer flavor describe {flavor}`)."
+            ) from None
 
 
 class BaseDeployerFlavor(BaseModelDeployerFlavor):
@@ -149,6 +170,130 @@ class BaseDeployer(BaseModelDeployer):
                 svc.update_status()
                 return svc
         return None
+
+    def find_model_server(
+        self,
+        config: dict[str, Any] | ServiceConfig | None = None,
+        running: bool | None = None,
+        service_uuid: UUID | None = None,
+        pipeline_name: str | None = None,
+        pipeline_step_name: str | None = None,
+        service_name: str | None = None,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        service_type: ServiceType | None = None,
+        type: str | None = None,
+        flavor: str | None = None,
+        pipeline_run_id: str | None = None,
+        deployment_name: str | None = None,
+    ) -> list[BaseService]:
+        """This flavor's deployments that match every given filter, newest first.
+
+        ZenML's implementation matches ``model_name`` against its model registry and deletes
+        rows it cannot load; this one selects on the deployments' own recorded fields and
+        never writes:
+
+        - ``model_name``, ``pipeline_name``, ``pipeline_step_name``, ``pipeline_run_id``,
+          ``model_version``, ``deployment_name``, ``service_name``: equal to the serving
+          revision's config field;
+        - ``config``: a config (or its dict) of this flavor; matches the deployment whose
+          serving revision has the same config hash;
+        - ``service_uuid``; ``flavor`` / ``type`` / ``service_type``: this flavor's or nothing;
+        - ``running=True``: only deployments that serve now (state read from the backend, as
+          every returned service's status is); False or None: no filter, as in ZenML (whose
+          ``zenml model-deployer models list`` passes False without ``--running``).
+
+        Args:
+            config: a config of this flavor (object or dict).
+            running: True: only running deployments.
+            service_uuid: the service id.
+            pipeline_name: the pipeline that deployed it.
+            pipeline_step_name: the step that deployed it.
+            service_name: the service name (``zenml-<deployment name>``).
+            model_name: the deployed model's name.
+            model_version: the config's model version.
+            service_type: ZenML service type (its flavor must be this one).
+            type: ZenML service type name (``model-serving``).
+            flavor: the flavor (must be this one).
+            pipeline_run_id: the run that deployed the serving revision.
+            deployment_name: the deployment's name.
+
+        Returns:
+            The matching services.
+
+        Raises:
+            ConfigurationError: ``config`` is not a valid config of this flavor.
+        """
+        if flavor is not None and flavor != self.flavor_name():
+            return []
+        if service_type is not None and service_type.flavor != self.flavor_name():
+            return []
+        if type is not None and type != self.SERVICE_CLASS.SERVICE_TYPE.type:
+            return []
+        want_hash = None
+        if config is not None:
+            want_hash = self._config_of(config).config_hash()
+        wanted = {
+            "pipeline_name": pipeline_name,
+            "pipeline_step_name": pipeline_step_name,
+            "model_name": model_name,
+            "model_version": model_version,
+            "pipeline_run_id": None if pipeline_run_id is None else str(pipeline_run_id),
+            "deployment_name": deployment_name,
+            "service_name": service_name,
+        }
+        wanted = {k: v for k, v in wanted.items() if v is not None}
+        out: list[BaseService] = []
+        for svc in self._services(service_uuid):
+            if any(getattr(svc.config, k) != v for k, v in wanted.items()):
+                continue
+            if want_hash is not None and svc.status.config_hash != want_hash:
+                continue
+            svc.update_status()
+            if running and svc.status.state != ServiceState.ACTIVE:
+                continue
+            out.append(svc)
+        return out
+
+    def _services(self, service_uuid: UUID | None = None) -> list[DeploymentService]:
+        """Every service row of this flavor, newest first, as services (status as stored)."""
+        client = Client()
+        out: list[DeploymentService] = []
+        page_no = 1
+        while True:
+            page = client.list_services(
+                flavor=self.flavor_name(),
+                id=service_uuid,
+                sort_by="desc:created",
+                hydrate=True,
+                page=page_no,
+                size=1000,
+            )
+            for resp in page.items:
+                if not resp.service_source:
+                    continue  # a deploy in progress records its class at once; not ours yet
+                try:
+                    out.append(service_from_response(resp))
+                except (TypeError, ImportError, ValueError) as e:
+                    logger.warning("Skipping service %s: %s", resp.id, e)
+            if page_no >= page.total_pages:
+                return out
+            page_no += 1
+
+    def _config_of(self, config: dict[str, Any] | ServiceConfig) -> DeploymentConfig:
+        config_cls = cast(
+            type[DeploymentConfig], self.SERVICE_CLASS.model_fields["config"].annotation
+        )
+        if isinstance(config, config_cls):
+            return config
+        data = config.model_dump() if isinstance(config, ServiceConfig) else config
+        try:
+            return config_cls.model_validate(data)
+        except (ValidationError, ValueError) as e:
+            msg = _pydantic_msg(e) if isinstance(e, ValidationError) else str(e)
+            raise ConfigurationError(
+                f"Not a {self.flavor_name()} deployment configuration: {msg}"
+            ) from e
 
     # ----------------------------------------------------------------- configs
     def package_model(self, model: Any, name: str, input_example: Any = None) -> str:
@@ -355,9 +500,10 @@ class BaseDeployer(BaseModelDeployer):
             service.provision_revision(timeout)
             self.persist(service)
         except BaseException:
-            # Nothing half-made: no process, resource or service row survives a failed create.
+            # Nothing half-made: no process, resource or service row survives a failed create
+            # (the failed revision's log does: the error names it).
             with contextlib.suppress(Exception):
-                service.delete_backend(30)
+                service.discard_backend(30)
             with contextlib.suppress(KeyError):
                 client.delete_service(resp.id)
             raise
@@ -591,13 +737,27 @@ class BaseDeployer(BaseModelDeployer):
         return service
 
     def delete(self, service: DeploymentService, timeout: float = 30) -> None:
-        """Deletes the deployment from the backend and the service store.
+        """Deletes the deployment from the backend and the service store. Idempotent.
+
+        Deleting a deployment that is already deleted is a no-op (MLflow's deployment
+        semantics), so clean-up code never has to check first. A service object whose row is
+        gone only clears what its backend may still hold, and never touches a deployment
+        that was created again under the same name since.
 
         Args:
             service: the deployment.
             timeout: seconds.
         """
         with self._locked(service.deployment_name, timeout):
+            if not service.is_detached and not _row_exists(service.uuid):
+                now = self.find_deployment(service.deployment_name)
+                if now is not None and now.uuid != service.uuid:
+                    logger.info(
+                        "Deployment '%s' (%s) is already deleted: nothing to do.",
+                        service.deployment_name,
+                        service.uuid,
+                    )
+                    return
             self._delete(service, timeout)
 
     def _delete(self, service: DeploymentService, timeout: float) -> None:
@@ -631,6 +791,7 @@ class BaseDeployer(BaseModelDeployer):
         """
         if service.is_detached:
             return
+        service.status.prediction_url = service.prediction_url
         Client().update_service(
             id=service.uuid,
             name=service.config.service_name,
@@ -669,13 +830,18 @@ class BaseDeployer(BaseModelDeployer):
     # ----------------------------------------------------------------- ZenML's BaseModelDeployer API
     def deploy_model(
         self,
-        config: ServiceConfig,
+        config: ServiceConfig | None = None,
         service_type: ServiceType | None = None,
         replace: bool = False,
         continuous_deployment_mode: bool = False,
         timeout: int = 300,
+        **settings: Any,
     ) -> BaseService:
         """ZenML's entry point, mapped onto :meth:`deploy` (update in place by default).
+
+        Takes a config of this flavor, or (as ZenML's docs call it) the config's fields as
+        keyword arguments: ``deploy_model(model_name=..., model_uri=..., pipeline_name=...,
+        pipeline_step_name=..., <serving settings>)``.
 
         Args:
             config: a DeploymentConfig of this flavor.
@@ -683,10 +849,22 @@ class BaseDeployer(BaseModelDeployer):
             replace: delete then create instead of updating in place.
             continuous_deployment_mode: ignored: updates always roll out safely.
             timeout: seconds.
+            **settings: the config's fields, when no `config` is given.
 
         Returns:
             The service.
+
+        Raises:
+            ConfigurationError: neither or both of a config and fields, or an invalid config.
         """
+        if config is None:
+            if not settings:
+                raise ConfigurationError("Give a deployment config or its fields.")
+            config = self._config_of(settings)
+        elif settings:
+            raise ConfigurationError(
+                f"Give a config or its fields, not both (got {', '.join(sorted(settings))})."
+            )
         if not isinstance(config, DeploymentConfig):
             raise ConfigurationError(f"{type(config).__name__} is not a DeploymentConfig.")
         policy = DeployPolicy.REPLACE if replace else DeployPolicy.UPDATE
@@ -733,34 +911,48 @@ class BaseDeployer(BaseModelDeployer):
         assert isinstance(service, DeploymentService)
         service.delete_backend(timeout)
 
-    def stop_model_server(self, uuid: UUID, timeout: int = 30, force: bool = False) -> None:
-        """Stops a deployment by service id (ZenML API).
+    def stop_model_server(
+        self, uuid: UUID | BaseService, timeout: int = 30, force: bool = False
+    ) -> None:
+        """Stops a deployment by service id or service object (ZenML API).
 
         Args:
-            uuid: service id.
+            uuid: service id, or the service (as ZenML's docs pass it).
             timeout: seconds.
             force: ignored.
         """
-        self.stop(self.get_service(uuid), timeout)
+        self.stop(self.get_service(_service_id(uuid)), timeout)
 
-    def start_model_server(self, uuid: UUID, timeout: int = 300) -> None:
-        """Starts a deployment by service id (ZenML API).
+    def start_model_server(self, uuid: UUID | BaseService, timeout: int = 300) -> None:
+        """Starts a deployment by service id or service object (ZenML API).
 
         Args:
-            uuid: service id.
+            uuid: service id, or the service (as ZenML's docs pass it).
             timeout: seconds.
         """
-        self.start(self.get_service(uuid), timeout)
+        self.start(self.get_service(_service_id(uuid)), timeout)
 
-    def delete_model_server(self, uuid: UUID, timeout: int = 30, force: bool = False) -> None:
-        """Deletes a deployment by service id (ZenML API).
+    def delete_model_server(
+        self, uuid: UUID | BaseService, timeout: int = 30, force: bool = False
+    ) -> None:
+        """Deletes a deployment by service id or service object (ZenML API). Idempotent.
+
+        A service id that names no deployment (any more) is a no-op, as in :meth:`delete`.
 
         Args:
-            uuid: service id.
+            uuid: service id, or the service.
             timeout: seconds.
             force: ignored.
         """
-        self.delete(self.get_service(uuid), timeout)
+        if isinstance(uuid, DeploymentService):
+            self.delete(uuid, timeout)
+            return
+        try:
+            service = self.get_service(_service_id(uuid))
+        except DeploymentNotFoundError:
+            logger.info("No deployment with service id %s: nothing to delete.", uuid)
+            return
+        self.delete(service, timeout)
 
     def get_model_server_logs(
         self, uuid: UUID, follow: bool = False, tail: int | None = None
@@ -826,7 +1018,36 @@ class BaseDeployer(BaseModelDeployer):
         }
 
 
+def _row_exists(uuid: UUID) -> bool:
+    try:
+        Client().get_service(uuid, hydrate=False)
+    except KeyError:
+        return False
+    return True
+
+
+def _service_id(ref: UUID | BaseService | str) -> UUID:
+    if isinstance(ref, BaseService):
+        return ref.uuid
+    return ref if isinstance(ref, UUID) else UUID(str(ref))
+
+
+def _under_zenml_cli() -> bool:
+    """True inside a command of ZenML's own CLI (`zenml ...`)."""
+    import sys
+
+    zenml_cli = sys.modules.get("zenml.cli.cli")
+    if zenml_cli is None or "click" not in sys.modules:
+        return False
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.find_root().command is getattr(zenml_cli, "cli", None)
+
+
 def _pydantic_msg(e: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in e.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
+        f"{err['msg'].removeprefix('Value error, ')}"
+        for err in e.errors()
     )

@@ -54,6 +54,10 @@ class DeploymentNotFoundError(DeploymentError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class AmbiguousReferenceError(DeploymentNotFoundError):
+    """An id prefix or name matches several deployments (none is picked)."""
+
+
 class DeploymentExistsError(DeploymentError):
     """A deployment with a different configuration exists and the policy is `fail`."""
 

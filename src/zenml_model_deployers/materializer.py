@@ -23,6 +23,7 @@ from zenml_model_deployers.service import (
     load_service_class,
     service_from_response,
 )
+from zenml_model_deployers.states import state_word
 
 SERVICE_FILENAME = "service.json"
 CARD_FILENAME = "deployment.html"
@@ -133,7 +134,7 @@ class ServiceMaterializer(BaseMaterializer):
             "deployment_name": data.deployment_name,
             "revision": data.status.revision,
             "config_hash": data.status.config_hash,
-            "state": data.status.state.value,
+            "state": state_word(data.status.state),
         }
         if data.prediction_url:
             md["deployed_model_url"] = Uri(data.prediction_url)
@@ -154,7 +155,7 @@ def render_card(service: DeploymentService) -> str:
     curl = service.curl_example()
     rows = [
         ("URL", url),
-        ("State", service.status.state.value),
+        ("State", state_word(service.status.state)),
         ("Flavor", service.FLAVOR),
         ("Deployment", service.deployment_name),
         ("Model", service.config.model_name or "-"),

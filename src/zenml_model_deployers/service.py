@@ -23,7 +23,8 @@ from zenml.enums import ServiceState
 from zenml.services.service import BaseDeploymentService
 from zenml.services.service_status import ServiceStatus
 
-from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.config import DeploymentConfig, FieldsByName
+from zenml_model_deployers.states import state_word
 
 SCHEMA_VERSION = 1
 
@@ -80,7 +81,7 @@ def service_from_response(resp: Any) -> DeploymentService:
     )
 
 
-class DeploymentStatus(ServiceStatus):
+class DeploymentStatus(FieldsByName, ServiceStatus):
     """Operational status of a deployment.
 
     Attributes:
@@ -92,6 +93,7 @@ class DeploymentStatus(ServiceStatus):
         canary_config: during a canary, the candidate revision's full config (the stable one
             is ``live_config``); None otherwise.
         canary_percent: during a canary, the candidate's share of requests (1-99).
+        prediction_url: the URL predictions go to (what ``deployed_model_url`` records).
     """
 
     url: str | None = None
@@ -101,6 +103,7 @@ class DeploymentStatus(ServiceStatus):
     deployed_at: str | None = None
     canary_config: dict[str, Any] | None = None
     canary_percent: int = 0
+    prediction_url: str | None = None
 
 
 class RevisionMetrics(BaseModel):
@@ -330,6 +333,18 @@ class DeploymentService(BaseDeploymentService):
                 hint="deploy without canary_percent (the update rolls out safely in place).",
             )
 
+    def discard_backend(self, timeout: float) -> None:
+        """Removes what a failed first deploy made, keeping only its failure record.
+
+        Called instead of ``delete_backend`` when a new deployment fails before it served:
+        nothing half-made may stay, but the error names a log that must still exist. The
+        default keeps nothing (``delete_backend``); local backends keep their failed logs.
+
+        Args:
+            timeout: seconds.
+        """
+        self.delete_backend(timeout)
+
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
         """Turns user data into the backend's request (headers, body).
 
@@ -454,6 +469,7 @@ class DeploymentService(BaseDeploymentService):
         self.status.config_hash = self.config.config_hash()
         self.status.live_config = self.config.model_dump(mode="json")
         self.status.deployed_at = datetime.now(UTC).isoformat()
+        self.status.prediction_url = self.prediction_url
         self.status.update_state(ServiceState.ACTIVE, "")
         self.status.clear_error()
         self.admin_state = ServiceState.ACTIVE
@@ -507,7 +523,7 @@ class DeploymentService(BaseDeploymentService):
             "config_hash": self.status.config_hash or self.config.config_hash(),
             "url": self.prediction_url,
             "health_url": self.healthcheck_url,
-            "state": self.status.state.value,
+            "state": state_word(self.status.state),
             "canary": (
                 {
                     "config_hash": candidate.config_hash(),
@@ -531,4 +547,6 @@ class DeploymentService(BaseDeploymentService):
             "zmd_model": self.config.model_name,
             "zmd_revision": str(self.status.revision),
             "zmd_config_hash": self.status.config_hash,
+            "zmd_pipeline": self.config.pipeline_name,
+            "zmd_step": self.config.pipeline_step_name,
         }

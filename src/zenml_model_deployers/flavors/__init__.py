@@ -108,6 +108,76 @@ def ensure_deployer_stack(
     return created
 
 
+def stack_command(component: str, new_stack: str = "zmd-stack") -> str:
+    """The ZenML command that puts model deployer `component` on the active stack's place.
+
+    ZenML refuses to modify the `default` stack, which is the active stack of a fresh config:
+    then the command registers (and activates) a new stack with the active stack's
+    orchestrator and artifact store; otherwise it updates the active stack.
+
+    Args:
+        component: the model deployer component's name.
+        new_stack: the name of the stack to register when the active one is `default`.
+
+    Returns:
+        A shell command line.
+    """
+    import shlex
+
+    from zenml.client import Client
+    from zenml.constants import DEFAULT_STACK_AND_COMPONENT_NAME
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    active = client.active_stack_model
+    q = shlex.quote
+    if active.name != DEFAULT_STACK_AND_COMPONENT_NAME:
+        return f"zenml stack update {q(active.name)} -d {q(component)}"
+    taken = {st.name for st in client.list_stacks(size=1000).items}
+    name, n = new_stack, 2
+    while name in taken:
+        name, n = f"{new_stack}-{n}", n + 1
+    comps = active.components
+    orch = comps[StackComponentType.ORCHESTRATOR][0].name
+    store = comps[StackComponentType.ARTIFACT_STORE][0].name
+    return f"zenml stack register {q(name)} -o {q(orch)} -a {q(store)} -d {q(component)} --set"
+
+
+def next_steps(flavor: str = "zmd-mlflow", component: str = "local") -> str:
+    """What to run so that the active stack deploys with a `flavor` model deployer.
+
+    Uses a registered component of that flavor if there is one (else registers `component`)
+    and says whether to update the active stack or register a new one (see
+    :func:`stack_command`). Every command works on a fresh ZenML config.
+
+    Args:
+        flavor: the flavor to deploy with.
+        component: the component's name, if one has to be registered.
+
+    Returns:
+        A sentence or a command line.
+    """
+    import shlex
+
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    client = Client()
+    current = client.active_stack_model.components.get(StackComponentType.MODEL_DEPLOYER)
+    if current and current[0].flavor_name in FLAVOR_SOURCES:
+        return (
+            f"the active stack '{client.active_stack_model.name}' deploys with "
+            f"'{current[0].name}' ({current[0].flavor_name}): add a deploy step to a pipeline."
+        )
+    existing = client.list_stack_components(
+        type=StackComponentType.MODEL_DEPLOYER, flavor=flavor, size=1
+    ).items
+    if existing:
+        return stack_command(existing[0].name)
+    register = f"zenml model-deployer register {shlex.quote(component)} --flavor={flavor}"
+    return f"{register} && {stack_command(component)}"
+
+
 def get_deployer(flavor: str | None = None) -> BaseDeployer:
     """The deployer to act with: the active stack's, or a registered component of `flavor`.
 
@@ -134,8 +204,7 @@ def get_deployer(flavor: str | None = None) -> BaseDeployer:
     if flavor is None:
         raise DeploymentError(
             "The active stack has no zenml-model-deployers model deployer.",
-            hint="`zmd flavors register && zenml model-deployer register local "
-            "--flavor=zmd-mlflow && zenml stack update -d local`.",
+            hint=f"`zmd flavors register && {next_steps()}`",
         )
     comps = client.list_stack_components(
         type=StackComponentType.MODEL_DEPLOYER, flavor=flavor, size=1, hydrate=True

@@ -25,6 +25,7 @@ from zenml_model_deployers.local.process import ProcessHandle, local_state
 from zenml_model_deployers.local.supervisor import SPEC_FILE, supervision_of
 from zenml_model_deployers.provenance import PROVENANCE_FIELDS
 from zenml_model_deployers.secrets import is_secret_reference
+from zenml_model_deployers.states import state_word
 
 # Flavors whose status is process liveness (no remote API to ask).
 LOCAL_FLAVORS = frozenset({"zmd-mlflow", "zmd-bentoml", "zmd-vllm"})
@@ -177,7 +178,7 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
             "id": r["id"],
             "name": r["name"],
             "flavor": r["flavor"],
-            "state": r["state"],
+            "state": state_word(r["state"]),
             "model": r["config"].get("model_name", ""),
             "revision": r["status"].get("revision", 0),
             "url": r["url"],
@@ -204,7 +205,11 @@ def describe_row(row: dict[str, Any]) -> dict[str, Any] | None:
         The description, or None.
     """
     config, status = row["config"], row["status"]
-    if row["flavor"] not in _PLAIN_DESCRIBE or not status.get("config_hash"):
+    if (
+        row["flavor"] not in _PLAIN_DESCRIBE
+        or not status.get("config_hash")
+        or status.get("canary_config")
+    ):
         return None
     url = status.get("url")
     return {
@@ -217,7 +222,8 @@ def describe_row(row: dict[str, Any]) -> dict[str, Any] | None:
         "config_hash": status["config_hash"],
         "url": row["url"],
         "health_url": f"{url}{config.get('health_path', '/ping')}" if url else None,
-        "state": row["state"],
+        "state": state_word(row["state"]),
+        "canary": None,
         # ZenML's status update keeps the previous error when the check reports none.
         "status_message": row["message"] or status.get("last_error", ""),
         "deployed_at": status.get("deployed_at"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -315,6 +316,82 @@ def failure_excerpt(path: Path, lines: int = 25) -> str:
     if missing:
         return "\n".join(missing) + "\n...\n" + last
     return last
+
+
+# A Python exception line at column 0: `pkg.module.SomeError: message` (or a bare name).
+_EXC_LINE = re.compile(
+    r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|NotFound)\w*)(?::\s?(.*))?$"
+)
+# Wrappers that only say that a child failed; the child's own exception is the cause.
+_GENERIC = ("returned non zero return code", "returned non-zero exit status", "exited with code")
+_NOT_DETAIL = (" ", "\t", "Traceback", "During handling", "The above exception", "[", "INFO")
+
+
+def failure_cause(path: Path) -> str:
+    """The backend's one-line error from a log: its last exception, in its own words.
+
+    Wrappers that only report a child's exit ("returned non zero return code") yield to the
+    child's exception; a message that ends with ``:`` and lists its details (MLflow's
+    "The following failures occurred ...:" then "No such artifact: 'x'") gives the last
+    detail instead.
+
+    Args:
+        path: the log file.
+
+    Returns:
+        ``ExceptionName: message``, or "" when the log shows no exception.
+    """
+    lines = tail(path, 4000, max_bytes=2_000_000).splitlines()
+    best = ""
+    for i, line in enumerate(lines):
+        m = _EXC_LINE.match(line)
+        if not m:
+            continue
+        name, msg = m.group(1), (m.group(2) or "").strip()
+        detail = []
+        for nxt in lines[i + 1 : i + 20]:
+            if not nxt.strip() or nxt.startswith(_NOT_DETAIL) or nxt[:1].isdigit():
+                break
+            if _EXC_LINE.match(nxt):
+                break
+            if not set(nxt.strip()) <= set("#=-* ") and not nxt.startswith("#"):
+                detail.append(nxt.strip())
+        if msg.endswith(":") and detail:
+            msg = detail[-1]
+        if best and any(g in msg for g in _GENERIC):
+            continue
+        best = f"{name}: {msg}" if msg else name
+    if not best:
+        # CLIs built on click report as `Error: message`.
+        errors = [ln[len("Error: ") :] for ln in lines if ln.startswith("Error: ")]
+        best = errors[-1] if errors else ""
+    return best[:500]
+
+
+def keep_failed_log(log: Path, keep: int = 5) -> Path:
+    """Moves a failed revision's log to ``failed/`` beside it, keeping the newest `keep` there.
+
+    The deployment's own files may be removed after a failure (nothing half-made is left);
+    this one stays so that the path an error message names exists.
+
+    Args:
+        log: the failed server's log.
+        keep: how many failed logs this deployment keeps.
+
+    Returns:
+        The log's new path (its old one if it could not be moved).
+    """
+    dest_dir = log.parent / "failed"
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / log.name
+        os.replace(log, dest)
+    except OSError:
+        return log
+    kept = sorted(dest_dir.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in kept[keep:]:
+        old.unlink(missing_ok=True)
+    return dest
 
 
 def python_executable() -> str:

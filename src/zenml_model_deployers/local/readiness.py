@@ -12,11 +12,15 @@ from zenml_model_deployers import secrets
 from zenml_model_deployers.errors import DeploymentError, DeploymentTimeoutError
 from zenml_model_deployers.local.process import (
     ProcessHandle,
+    failure_cause,
     failure_excerpt,
     reap_children,
     tail,
 )
 from zenml_model_deployers.progress import WaitProgress
+
+# Lines of the log an error shows (after its last error lines); the full log is kept.
+CONTEXT_LINES = 8
 
 
 def wait_until_ready(
@@ -29,6 +33,8 @@ def wait_until_ready(
     timeout: float,
     smoke: Callable[[], None] | None = None,
     what: str = "server",
+    keep_log: Callable[[Path], Path] | None = None,
+    cause_of: Callable[[Path], str] = failure_cause,
 ) -> float:
     """Polls the health URL until it answers 2xx, then runs the optional smoke prediction.
 
@@ -41,6 +47,9 @@ def wait_until_ready(
         timeout: seconds.
         smoke: called once health answers; raising fails readiness.
         what: how to name the server in messages.
+        keep_log: on failure, moves the log where it outlives the clean-up; returns the path
+            the error names.
+        cause_of: reads the backend's one-line error from the log (the error's first line).
 
     Returns:
         Seconds it took.
@@ -58,11 +67,19 @@ def wait_until_ready(
         while True:
             reap_children()
             if not process.is_alive():
+                # The backend's own one-line error first, a few lines of context, and the
+                # full log (kept) for the whole traceback.
+                cause = cause_of(log_path)
+                what_failed = (
+                    f"The {what} of deployment '{deployment_name}' exited before it was ready"
+                )
+                context = failure_excerpt(log_path, CONTEXT_LINES)
+                kept = keep_log(log_path) if keep_log else log_path
                 raise DeploymentError(
-                    f"The {what} of deployment '{deployment_name}' exited before it was ready.",
+                    f"{cause}\n{what_failed}." if cause else f"{what_failed}.",
                     deployment_name=deployment_name,
-                    backend_message=failure_excerpt(log_path),
-                    hint=f"fix the cause above; full log: {log_path}",
+                    backend_message=context,
+                    hint=f"fix the cause above; full log: {kept}",
                 )
             try:
                 r = session.request(health_method, health_url, timeout=2)
@@ -72,12 +89,14 @@ def wait_until_ready(
             except requests.RequestException as e:
                 last = type(e).__name__
             if time.monotonic() >= deadline:
+                context = failure_excerpt(log_path, CONTEXT_LINES)
+                kept = keep_log(log_path) if keep_log else log_path
                 raise DeploymentTimeoutError(
                     f"Deployment '{deployment_name}' was not ready after {timeout:.0f} s "
                     f"({health_method} {health_url}: {last}).",
                     deployment_name=deployment_name,
-                    backend_message=failure_excerpt(log_path),
-                    hint=f"raise the timeout if the model is slow to load; full log: {log_path}",
+                    backend_message=context,
+                    hint=f"raise the timeout if the model is slow to load; full log: {kept}",
                 )
             # What the server is doing now (downloading, loading weights...): its last log line.
             progress.tick(time.monotonic() - start, _last_line(log_path))
@@ -86,11 +105,13 @@ def wait_until_ready(
             try:
                 smoke()
             except Exception as e:
+                context = failure_excerpt(log_path, CONTEXT_LINES)
+                kept = keep_log(log_path) if keep_log else log_path
                 raise DeploymentError(
                     f"Deployment '{deployment_name}' is up but its smoke prediction failed: {e}",
                     deployment_name=deployment_name,
-                    backend_message=failure_excerpt(log_path),
-                    hint="check `smoke_input` matches the model's signature.",
+                    backend_message=context,
+                    hint=f"check `smoke_input` matches the model's signature; full log: {kept}",
                 ) from e
     finally:
         session.close()

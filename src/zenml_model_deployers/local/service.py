@@ -240,6 +240,17 @@ class LocalProcessService(DeploymentService):
             DeploymentError: it does not serve it (the new server is then torn down).
         """
 
+    def failure_cause(self, log: Path) -> str:
+        """The backend's one-line error in a failed server's log (first line of the error).
+
+        Args:
+            log: the server's log.
+
+        Returns:
+            The line, or "" if the log shows none.
+        """
+        return proc.failure_cause(log)
+
     def server_env(self) -> dict[str, str]:
         """The server's environment: ours, the venv's bin on PATH, the config's env resolved.
 
@@ -502,6 +513,8 @@ class LocalProcessService(DeploymentService):
                 health_method=self.config.health_method,
                 timeout=timeout,
                 smoke=smoke,
+                keep_log=proc.keep_failed_log,
+                cause_of=self.failure_cause,
             )
             self.check_serving(base)
         except BaseException:
@@ -718,6 +731,23 @@ class LocalProcessService(DeploymentService):
         """
         self.stop_backend(timeout)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def discard_backend(self, timeout: float) -> None:
+        """See DeploymentService.discard_backend: all but the failed revisions' logs go.
+
+        Args:
+            timeout: seconds.
+        """
+        self.stop_backend(timeout)
+        if not self.workdir.is_dir():
+            return
+        for entry in self.workdir.iterdir():
+            if entry.name == "failed" and entry.is_dir():
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
     def check_status(self) -> tuple[ServiceState, str]:
         """Reads process liveness (cheap: no HTTP), so listing many deployments is fast.

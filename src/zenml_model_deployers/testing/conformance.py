@@ -272,7 +272,7 @@ class DeployerConformance:
         url = step.run_metadata["deployed_model_url"]
         desc = step.run_metadata["deployment"]
         assert isinstance(url, str) and url.startswith("http")
-        assert isinstance(desc, dict) and desc["name"] == name and desc["state"] == "active"
+        assert isinstance(desc, dict) and desc["name"] == name and desc["state"] == "running"
         svc = step.outputs["deployment"][0].load()
         assert svc.prediction_url == url and not svc.is_detached
         assert self._predict(svc) == self.expected("a")

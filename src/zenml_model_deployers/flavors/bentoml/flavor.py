@@ -12,8 +12,8 @@ FLAVOR_NAME = "zmd-bentoml"
 class BentoMLDeployerConfig(BaseDeployerConfig):
     """Settings of a `zmd-bentoml` model deployer component.
 
-    The bento store is BentoML's own (`BENTOML_HOME`, default `~/bentoml`), as for the
-    `bentoml` CLI.
+    The bento store is BentoML's own, in its home: `BENTOML_HOME` if set, else inside the
+    ZenML config (`<config dir>/zmd/bentoml`).
 
     Attributes:
         default_timeout: seconds a deploy waits for the server to be ready.

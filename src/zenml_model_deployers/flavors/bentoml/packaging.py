@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 import pickle
 import shutil
 import tempfile
@@ -116,7 +117,7 @@ def resolve_bento(tag: str) -> BentoInfo:
                 f"Bento '{tag}' is not in the local BentoML store, so nothing was started.",
                 backend_message=_bentoml_message(e),
                 hint="build it first (`bento_builder_step` or `bentoml build`), or check the "
-                "tag with `bentoml list`; the store is BENTOML_HOME (default ~/bentoml).",
+                f"tag with `BENTOML_HOME={os.environ.get('BENTOML_HOME', '~/bentoml')} bentoml list`.",
             ) from e
         bento = restored
     info = bento.info

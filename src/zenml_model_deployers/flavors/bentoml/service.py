@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, PrivateAttr
@@ -27,6 +29,10 @@ from zenml_model_deployers.local.service import (
 )
 
 CONTAINER_PORT = 3000
+
+
+# `bentoml serve`'s import failure, by bento tag: 'Failed to import module "svc": <cause>
+_IMPORT_FAILED = re.compile(r"""Failed to import module "([^"]+)": (.+?)$""", re.MULTILINE)
 
 
 class BentoMLDeploymentConfig(LocalDeploymentConfig):
@@ -194,6 +200,24 @@ class BentoMLDeploymentService(LocalProcessService):
                 return body
 
     # ----------------------------------------------------------------- process
+    def failure_cause(self, log: Path) -> str:
+        """BentoML's import error for the bento's own module, else the generic cause.
+
+        `bentoml serve` reports a service it cannot import as one `Error:` paragraph that tries
+        two ways to import it; the first (by bento tag, how zmd serves) names the real cause
+        (e.g. ``No module named 'x'``), the second only that no such module path exists.
+
+        Args:
+            log: the server's log.
+
+        Returns:
+            The line, or "" if the log shows none.
+        """
+        m = _IMPORT_FAILED.search(proc.tail(log, 400, max_bytes=200_000))
+        if m:
+            return f"BentoML cannot import the service module '{m.group(1)}': {m.group(2)}"
+        return proc.failure_cause(log)
+
     def server_command(self, port: int) -> list[str]:
         """`bentoml serve <tag>` from this environment, or `docker run` of its image.
 

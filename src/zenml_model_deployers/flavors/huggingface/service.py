@@ -30,8 +30,10 @@ from zenml_model_deployers.errors import (
 )
 from zenml_model_deployers.flavors.huggingface.flavor import FLAVOR_NAME, reject_plain_token
 from zenml_model_deployers.service import DeploymentService, DeploymentStatus
+from zenml_model_deployers.states import state_word
 
 logger = logging.getLogger(__name__)
+OFFLINE_NOTE = "(not refreshed: HF_HUB_OFFLINE is set)"
 
 ENDPOINT_TYPES = ("public", "authenticated", "private")
 MAX_EVENTS = 50
@@ -590,7 +592,10 @@ class HuggingFaceDeploymentService(DeploymentService):
         try:
             hub = _hub()
             if hub.offline_blocks_api():
-                return self.status.state, "not refreshed: HF_HUB_OFFLINE is set"
+                # Keep what was recorded (e.g. why the last update failed) and say it is old.
+                recorded = (self.status.last_error or "").split(OFFLINE_NOTE)[0].rstrip()
+                note = f"{recorded} {OFFLINE_NOTE}" if recorded else OFFLINE_NOTE
+                return self.status.state, note
             token = self._token()
             ns, name = self._where()
             with hub.hf_errors(f"Reading Inference Endpoint '{ns}/{name}'", self.deployment_name):
@@ -623,7 +628,7 @@ class HuggingFaceDeploymentService(DeploymentService):
         with contextlib.suppress(Exception):
             state, message = self.check_status()
             lines.append(
-                f"now: {self.endpoint_label} is {self.status.hf_state or state.value}"
+                f"now: {self.endpoint_label} is {self.status.hf_state or state_word(state)}"
                 + (f" ({message})" if message else "")
             )
         if tail:
