@@ -2,7 +2,7 @@
 
 50 `zmd-mlflow` service rows are written into an isolated ZenML store (stopped deployments, as
 ``bench_list`` writes them); one of them gets a 2,000-line server log. Then, as subprocesses (a
-fresh interpreter each, as a user runs them), median of 5 after one untimed warm-up run,
+fresh interpreter each, as a user runs them), median of 3 after one untimed warm-up run,
 interleaved:
 
 - ``zmd models describe NAME`` / ``get-url NAME`` / ``logs NAME --tail 100`` as shipped (the
@@ -28,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c  # noqa: E402
 
 ROWS = 50
-REPEATS = 5
+REPEATS = 3
 CMD_TIMEOUT = 300
 TARGET = "bench-list-007"
 
 
-def _run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+def _run(argv: list[str], env: dict[str, str]) -> tuple[float, str, str]:
+    """(seconds, stdout, stdout + stderr) of one command run as a subprocess."""
     t = time.perf_counter()
     r = subprocess.run(
         argv, capture_output=True, text=True, timeout=CMD_TIMEOUT, env=env, stdin=subprocess.DEVNULL
@@ -41,7 +42,60 @@ def _run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     dt = time.perf_counter() - t
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:5])} exited {r.returncode}: {r.stderr[-500:]}")
-    return dt, r.stdout
+    return dt, r.stdout, r.stdout + r.stderr
+
+
+def measure(
+    commands: dict[str, tuple[list[str], list[str]]],
+) -> tuple[dict[str, float], dict[str, bool], dict[str, str], list[list[Any]]]:
+    """Times each read command three ways, interleaved, plus two floors: `zmd ARGS` as shipped
+    (fast path), `zmd ARGS` with ZMD_FAST_LIST=0 (ZenML's client path), `zenml ARGS2`.
+
+    Args:
+        commands: name -> (zmd arguments, zenml arguments).
+
+    Returns:
+        (medians by "name:variant", same stdout on both zmd paths by name, combined output by
+        "name:variant" of the warm-up run, table rows).
+    """
+    env = dict(os.environ)
+    env_client = {**env, "ZMD_FAST_LIST": "0"}
+    zmd, zenml = str(c.VENV_BIN / "zmd"), str(c.VENV_BIN / "zenml")
+    variants: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for cmd, (ours, theirs) in commands.items():
+        variants[f"{cmd}:zmd"] = ([zmd, *ours], env)
+        variants[f"{cmd}:zmd_client"] = ([zmd, *ours], env_client)
+        variants[f"{cmd}:zenml"] = ([zenml, *theirs], env)
+    variants["floor:python"] = ([c.PYTHON, "-c", "pass"], env)
+    variants["floor:zmd_help"] = ([zmd, "--help"], env)
+    stdout: dict[str, str] = {}
+    combined: dict[str, str] = {}
+    for k, (argv, e) in variants.items():  # warm-up; outputs for the comparison
+        _, stdout[k], combined[k] = _run(argv, e)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(REPEATS):
+        for k, (argv, e) in variants.items():
+            times[k].append(_run(argv, e)[0])
+    med = {k: c.median(v) for k, v in times.items()}
+    print(f"  medians: {med}", file=sys.stderr, flush=True)
+    same = {cmd: stdout[f"{cmd}:zmd"] == stdout[f"{cmd}:zmd_client"] for cmd in commands}
+    labels = [
+        (f"{cmd}:{v}", label)
+        for cmd in commands
+        for v, label in (
+            ("zmd", f"`zmd models {cmd}`"),
+            ("zmd_client", f"`zmd models {cmd}`, ZMD_FAST_LIST=0 (ZenML client path)"),
+            ("zenml", f"`zenml model-deployer models {cmd}`"),
+        )
+    ]
+    labels += [
+        ("floor:python", "floor: `python -c pass`"),
+        ("floor:zmd_help", "floor: `zmd --help` (imports no ZenML)"),
+    ]
+    rows = [
+        [label, ", ".join(f"{x:.2f}" for x in times[k]), c.fmt_s(med[k])] for k, label in labels
+    ]
+    return med, same, combined, rows
 
 
 def run() -> dict[str, Any]:
@@ -63,11 +117,6 @@ def run() -> dict[str, Any]:
     svc.status.log_path = str(log)
     deployer.persist(svc)
     sid = str(svc.uuid)
-
-    env = dict(os.environ)
-    env_client = {**env, "ZMD_FAST_LIST": "0"}
-    zmd = str(c.VENV_BIN / "zmd")
-    zenml = str(c.VENV_BIN / "zenml")
     commands = {
         "describe": (["models", "describe", TARGET], ["model-deployer", "models", "describe", sid]),
         "get-url": (["models", "get-url", TARGET], ["model-deployer", "models", "get-url", sid]),
@@ -76,32 +125,10 @@ def run() -> dict[str, Any]:
             ["model-deployer", "models", "logs", sid, "--tail", "100"],
         ),
     }
-    variants: dict[str, tuple[list[str], dict[str, str]]] = {}
-    for cmd, (ours, theirs) in commands.items():
-        variants[f"{cmd}:zmd"] = ([zmd, *ours], env)
-        variants[f"{cmd}:zmd_client"] = ([zmd, *ours], env_client)
-        variants[f"{cmd}:zenml"] = ([zenml, *theirs], env)
-    outputs: dict[str, str] = {}
-    for k, (argv, e) in variants.items():  # warm-up; outputs for the comparison
-        outputs[k] = _run(argv, e)[1]
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(REPEATS):
-        for k, (argv, e) in variants.items():
-            times[k].append(_run(argv, e)[0])
-    med = {k: c.median(v) for k, v in times.items()}
-    print(f"  medians: {med}", file=sys.stderr, flush=True)
-
-    rows, goals = [], []
+    med, same, _, rows = measure(commands)
+    goals = []
     for cmd in commands:
-        same = outputs[f"{cmd}:zmd"] == outputs[f"{cmd}:zmd_client"]
         ours, client, theirs = (med[f"{cmd}:{v}"] for v in ("zmd", "zmd_client", "zenml"))
-        for v, label in (
-            ("zmd", f"`zmd models {cmd}`"),
-            ("zmd_client", f"`zmd models {cmd}`, ZMD_FAST_LIST=0 (ZenML client path)"),
-            ("zenml", f"`zenml model-deployer models {cmd}`"),
-        ):
-            k = f"{cmd}:{v}"
-            rows.append([label, ", ".join(f"{x:.2f}" for x in times[k]), c.fmt_s(med[k])])
         goals.append(
             {
                 "goal": f"`zmd models {cmd}` <= 0.5 s and <= 1/5 of `zenml model-deployer models {cmd}`",
@@ -112,8 +139,8 @@ def run() -> dict[str, Any]:
         goals.append(
             {
                 "goal": f"`zmd models {cmd}`: same output with and without the fast path",
-                "value": f"{'same' if same else 'different'} (client path {client:.2f} s)",
-                "met": same,
+                "value": f"{'same' if same[cmd] else 'different'} (client path {client:.2f} s)",
+                "met": same[cmd],
             }
         )
     return {

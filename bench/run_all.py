@@ -23,7 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as c  # noqa: E402
 
-BENCHES = ["bench_deploy", "bench_update", "bench_predict", "bench_list", "bench_bentoml"]
+BENCHES = [
+    "bench_deploy",
+    "bench_update",
+    "bench_predict",
+    "bench_list",
+    "bench_read",
+    "bench_server",
+    "bench_bentoml",
+]
 PER_BENCH_TIMEOUT = 600
 OUT = c.REPO / "docs" / "benchmarks.md"
 

@@ -1,15 +1,20 @@
-"""A read-only fast path for `zmd models list|describe|get-url|logs` on a local ZenML store.
+"""A read-only fast path for `zmd models list|describe|get-url|logs`, without ZenML.
 
 Importing ZenML and opening its store costs about 3 s on a small machine, whatever the number
-of rows, which is most of a listing. When ZenML's store is the local SQLite database and every
-deployment is served by local processes, the listing needs neither: this module reads the
-service rows read-only with the standard library and checks the processes' liveness exactly as
+of rows, which is most of a listing. When every deployment concerned is served by local
+processes, reading needs neither: this module reads the service rows
+
+- from ZenML's local SQLite database, read-only with the standard library, or
+- from a ZenML server (REST store), with one HTTP request per page and the API token ZenML's
+  client stored (``credentials.yaml``),
+
+and checks the processes' liveness (and the front's supervision record) exactly as
 ``LocalProcessService.check_status`` does (shared: :func:`local_state`).
 
 It returns None — and the caller takes ZenML's client path — whenever it is not sure that it
-sees what ZenML would: a store that is not SQLite, store settings from the environment, a ZenML
-repository (``.zen``) that may pin another project, an unknown schema, a remote flavor (whose
-status must come from its API), or any error. ``ZMD_FAST_LIST=0`` turns it off.
+sees what ZenML would: another store, store settings from the environment, a ZenML repository
+(``.zen``) that may pin another project, an unknown schema, a remote flavor (whose status must
+come from its API), a refused request, or any error. ``ZMD_FAST_LIST=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -21,8 +26,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from zenml_model_deployers.local.process import ProcessHandle, local_state
-from zenml_model_deployers.local.supervisor import SPEC_FILE, supervision_of
+from zenml_model_deployers.local.state import SPEC_FILE, local_state, supervision_of
 from zenml_model_deployers.provenance import PROVENANCE_FIELDS
 from zenml_model_deployers.secrets import is_secret_reference
 
@@ -215,8 +219,7 @@ def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
             return None
         try:
             config = status.get("live_config") or row_config
-            server = ProcessHandle(**status["server"]) if status.get("server") else None
-            relay = ProcessHandle(**status["relay"]) if status.get("relay") else None
+            server, relay = status.get("server"), status.get("relay")
             name = str(config.get("deployment_name", ""))
             workdir = _config_dir() / "zmd" / "local" / row_flavor / name
             sup = supervision_of(status.get("server"), workdir)
