@@ -28,6 +28,8 @@ BENCHES = [
     "bench_update",
     "bench_predict",
     "bench_list",
+    "bench_read",
+    "bench_server",
     "bench_bentoml",
     "bench_vllm",
 ]

@@ -133,8 +133,19 @@ def test_named_apis_latest_tag_and_readyz(bentoml_deployer: Any, bentos: dict[st
         )
         logs = "\n".join(svc.get_logs())
         assert "Service ZmdTestService initialized" in logs
+
+        # A killed `bentoml serve` (and its workers) is restarted by the front, same URL.
+        server = psutil.Process(svc.status.server.pid)
+        for p in [server, *server.children(recursive=True)]:
+            p.kill()
+        deadline = time.monotonic() + 60
+        while (healed := bentoml_deployer.find_deployment("bento-apis")).status.restarts != 1:
+            assert time.monotonic() < deadline, healed.status
+            time.sleep(0.5)
+        assert healed.status.state.value == "active" and healed.prediction_url == svc.prediction_url
+        assert healed.predict([[1.0, 2.0]], api="classify") == [0]
     finally:
-        bentoml_deployer.delete(svc)
+        bentoml_deployer.delete(bentoml_deployer.find_deployment("bento-apis") or svc)
 
 
 def test_pipeline_builds_serves_reuses_and_updates(bentoml_stack: str, zenml_env: Path) -> None:

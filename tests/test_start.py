@@ -71,8 +71,11 @@ def test_start_all_brings_back_what_was_running(
 
 
 def test_start_port_moves_a_deployment_whose_port_was_taken(
-    mlflow_deployer: Any, models_dir: Path, cleanup: list[str]
+    mlflow_stack: str, mlflow_deployer: Any, models_dir: Path, cleanup: list[str]
 ) -> None:
+    from zenml import pipeline
+    from zenml_model_deployers.steps import mlflow_deployer_step
+
     cleanup.append("movable")
     svc = mlflow_deployer.deploy(
         MLflowDeploymentConfig(deployment_name="movable", model_uri=str(models_dir / "a")),
@@ -121,11 +124,14 @@ def test_start_port_moves_a_deployment_whose_port_was_taken(
         squatter.bind(("127.0.0.1", port2))
         squatter.listen()
         port3 = free_port()
-        pinned = mlflow_deployer.deploy(
-            MLflowDeploymentConfig(
-                deployment_name="movable", model_uri=str(models_dir / "a"), port=port3
-            ),
-            timeout=120,
-        )
+
+        @pipeline(enable_cache=False)
+        def move_with_the_step() -> None:
+            mlflow_deployer_step(
+                model_uri=str(models_dir / "a"), deployment_name="movable", port=port3
+            )
+
+        move_with_the_step.with_options(run_name="move-with-the-step")()
+        pinned = mlflow_deployer.find_deployment("movable")
         assert pinned.prediction_url == f"http://127.0.0.1:{port3}/invocations"
         assert pinned.predict([[1.0, 2.0]]) == [0]

@@ -312,7 +312,7 @@ def _fast_logs(
 
     from zenml_model_deployers import secrets
     from zenml_model_deployers.local.fastlist import log_redactions
-    from zenml_model_deployers.local.process import ProcessHandle, log_lines
+    from zenml_model_deployers.local.state import live_process, log_lines
 
     row = _fast_row(ref, flavor)
     if row is None:
@@ -326,9 +326,8 @@ def _fast_logs(
     for value in redactions:
         secrets.remember_secret_value(value)
     server = row["status"].get("server")
-    handle = ProcessHandle(**server) if server else None
     return log_lines(
-        Path(path), tail, follow, lambda: handle is not None and handle.is_alive(), secrets.redact
+        Path(path), tail, follow, lambda: live_process(server) is not None, secrets.redact
     )
 
 

@@ -1,15 +1,20 @@
-"""A read-only fast path for `zmd models list|describe|get-url|logs` on a local ZenML store.
+"""A read-only fast path for `zmd models list|describe|get-url|logs`, without ZenML.
 
 Importing ZenML and opening its store costs about 3 s on a small machine, whatever the number
-of rows, which is most of a listing. When ZenML's store is the local SQLite database and every
-deployment is served by local processes, the listing needs neither: this module reads the
-service rows read-only with the standard library and checks the processes' liveness exactly as
+of rows, which is most of a listing. When every deployment concerned is served by local
+processes, reading needs neither: this module reads the service rows
+
+- from ZenML's local SQLite database, read-only with the standard library, or
+- from a ZenML server (REST store), with one HTTP request per page and the API token ZenML's
+  client stored (``credentials.yaml``),
+
+and checks the processes' liveness (and the front's supervision record) exactly as
 ``LocalProcessService.check_status`` does (shared: :func:`local_state`).
 
 It returns None — and the caller takes ZenML's client path — whenever it is not sure that it
-sees what ZenML would: a store that is not SQLite, store settings from the environment, a ZenML
-repository (``.zen``) that may pin another project, an unknown schema, a remote flavor (whose
-status must come from its API), or any error. ``ZMD_FAST_LIST=0`` turns it off.
+sees what ZenML would: another store, store settings from the environment, a ZenML repository
+(``.zen``) that may pin another project, an unknown schema, a remote flavor (whose status must
+come from its API), a refused request, or any error. ``ZMD_FAST_LIST=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -21,8 +26,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from zenml_model_deployers.local.process import ProcessHandle, local_state
-from zenml_model_deployers.local.supervisor import SPEC_FILE, supervision_of
+from zenml_model_deployers.local.state import SPEC_FILE, local_state, supervision_of
 from zenml_model_deployers.provenance import PROVENANCE_FIELDS
 from zenml_model_deployers.secrets import is_secret_reference
 from zenml_model_deployers.states import state_word
@@ -67,8 +71,9 @@ def _decode(blob: Any) -> dict[str, Any]:
     return out
 
 
-def _store_rows() -> list[tuple[Any, ...]] | None:
-    """The zmd-* service rows of the active project, or None when the fast path does not apply."""
+def _store_rows() -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] | None:
+    """(id, flavor, config, status, prediction URL) of the zmd-* service rows of the active
+    project, newest first, or None when the fast path does not apply."""
     if os.environ.get("ZMD_FAST_LIST", "1") == "0":
         return None
     if (
@@ -85,7 +90,11 @@ def _store_rows() -> list[tuple[Any, ...]] | None:
         store = gc.get("store") or {}
         url = str(store.get("url", ""))
         project = gc.get("active_project_id")
-        if store.get("type") != "sql" or not url.startswith("sqlite:///") or not project:
+        if not project:
+            return None
+        if store.get("type") == "rest" and url.startswith(("http://", "https://")):
+            return _rest_rows(url.rstrip("/"), str(project), bool(store.get("verify_ssl", True)))
+        if store.get("type") != "sql" or not url.startswith("sqlite:///"):
             return None
         db = url[len("sqlite:///") :]
         if not Path(db).is_file():
@@ -95,7 +104,7 @@ def _store_rows() -> list[tuple[Any, ...]] | None:
             cols = {r[1] for r in con.execute("PRAGMA table_info(service)")}
             if not _COLUMNS <= cols:
                 return None
-            rows: list[tuple[Any, ...]] = con.execute(
+            rows = con.execute(
                 "SELECT id, flavor, config, status, prediction_url FROM service "
                 "WHERE flavor LIKE 'zmd-%' AND project_id = ? "
                 "AND service_source IS NOT NULL AND service_source != '' "
@@ -104,9 +113,88 @@ def _store_rows() -> list[tuple[Any, ...]] | None:
             ).fetchall()
         finally:
             con.close()
+        return [(r[0], r[1], _decode(r[2]), _decode(r[3]), r[4]) for r in rows]
     except Exception:
         return None
-    return rows
+
+
+_REST_PAGE = 1000
+_REST_TIMEOUT = 10.0
+
+
+def _rest_token(url: str) -> str | None:
+    """The API token ZenML's client stored for the server at ``url`` (if any, unexpired)."""
+    from datetime import UTC, datetime, timedelta
+
+    import yaml
+
+    path = _config_dir() / "credentials.yaml"
+    if not path.is_file():
+        return None
+    creds = (yaml.safe_load(path.read_text()) or {}).get(url) or {}
+    token = creds.get("api_token") or {}
+    access = token.get("access_token")
+    if not access:
+        return None
+    expires = token.get("expires_at")
+    if expires:
+        at = datetime.fromisoformat(str(expires))
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        if at - timedelta(seconds=int(token.get("leeway") or 0)) < datetime.now(UTC):
+            return None  # expired: ZenML's client knows how to renew it
+    return str(access)
+
+
+def _rest_rows(
+    url: str, project: str, verify_ssl: bool
+) -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] | None:
+    """The rows from a ZenML server: one authenticated REST request per page (usually one)
+    with the credentials ZenML's client stored, as ``Client().list_services`` sends it.
+
+    Any refusal (an expired or missing token on a server that needs one, an unknown API)
+    returns None: ZenML's client path then logs in as it always does.
+    """
+    import ssl
+    import urllib.parse
+    import urllib.request
+
+    headers = {"Accept": "application/json"}
+    token = _rest_token(url)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    ctx = None if verify_ssl else ssl._create_unverified_context()
+    out: list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] = []
+    page, pages = 1, 1
+    while page <= pages:
+        query = urllib.parse.urlencode(
+            {
+                "project": project,
+                "hydrate": "true",
+                "size": _REST_PAGE,
+                "page": page,
+                "sort_by": "desc:created",
+            }
+        )
+        req = urllib.request.Request(f"{url}/api/v1/services?{query}", headers=headers)
+        with urllib.request.urlopen(req, timeout=_REST_TIMEOUT, context=ctx) as resp:
+            data = json.loads(resp.read())
+        pages = int(data.get("total_pages") or 1)
+        for item in data.get("items") or []:
+            body, meta = item.get("body") or {}, item.get("metadata") or {}
+            flavor = str((body.get("service_type") or {}).get("flavor", ""))
+            if not flavor.startswith("zmd-") or not meta.get("service_source"):
+                continue
+            out.append(
+                (
+                    str(item["id"]),
+                    flavor,
+                    meta.get("config") or {},
+                    meta.get("status") or {},
+                    meta.get("prediction_url"),
+                )
+            )
+        page += 1
+    return out
 
 
 def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
@@ -125,16 +213,14 @@ def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
     if rows is None:
         return None
     out = []
-    for rid, row_flavor, config_blob, status_blob, prediction_url in rows:
+    for rid, row_flavor, row_config, status, prediction_url in rows:
         if flavor and row_flavor != flavor:
             continue  # rows of other flavors, remote ones included, do not matter here
         if row_flavor not in LOCAL_FLAVORS:
             return None
         try:
-            status = _decode(status_blob)
-            config = status.get("live_config") or _decode(config_blob)
-            server = ProcessHandle(**status["server"]) if status.get("server") else None
-            relay = ProcessHandle(**status["relay"]) if status.get("relay") else None
+            config = status.get("live_config") or row_config
+            server, relay = status.get("server"), status.get("relay")
             name = str(config.get("deployment_name", ""))
             workdir = _config_dir() / "zmd" / "local" / row_flavor / name
             sup = supervision_of(status.get("server"), workdir)

@@ -7,12 +7,13 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import psutil
 from pydantic import BaseModel
+
+from zenml_model_deployers.local.state import live_process, tail
 
 
 class ProcessHandle(BaseModel):
@@ -27,15 +28,7 @@ class ProcessHandle(BaseModel):
         Returns:
             The psutil process or None.
         """
-        try:
-            proc = psutil.Process(self.pid)
-            if abs(proc.create_time() - self.create_time) > 0.01:
-                return None
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            return proc
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return None
+        return live_process(self.model_dump())
 
     def is_alive(self) -> bool:
         """Tells whether the process still runs.
@@ -107,107 +100,6 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     return alive
 
 
-def process_state(
-    server: ProcessHandle | None,
-    relay: ProcessHandle | None,
-    supervision: Mapping[str, Any] | None = None,
-) -> tuple[str, str]:
-    """The state of a local deployment from its processes' liveness (no HTTP: cheap).
-
-    Args:
-        server: the serving revision's process (None: stopped on purpose).
-        relay: the front's process.
-        supervision: the front's supervisor record for this revision (``supervisor.json``),
-            if any: a server it restarted replaces ``server``; it may be restarting or failed.
-
-    Returns:
-        ("active" | "inactive" | "pending_startup" | "error", message): a ZenML ServiceState
-        value and why.
-    """
-    relay_ok = relay is not None and relay.is_alive()
-    if supervision and supervision.get("server"):
-        server = ProcessHandle(**supervision["server"])
-    server_ok = server is not None and server.is_alive()
-    if relay_ok and server_ok:
-        return "active", ""
-    if not relay_ok and not server_ok and server is None:
-        return "inactive", ""
-    sup = supervision or {}
-    if relay_ok and sup.get("state") == "restarting":
-        return "pending_startup", str(sup.get("message", ""))
-    if sup.get("state") == "failed":
-        return "error", str(sup.get("message", ""))
-    missing = [n for n, ok in (("server", server_ok), ("front (relay)", relay_ok)) if not ok]
-    return "error", f"{' and '.join(missing)} process not running"
-
-
-def local_state(
-    deployment_name: str,
-    server: ProcessHandle | None,
-    relay: ProcessHandle | None,
-    supervision: Mapping[str, Any] | None = None,
-) -> tuple[str, str]:
-    """A local deployment's state and the message users see (``check_status`` and the CLI's
-    fast paths both use it, so they always say the same).
-
-    Args:
-        deployment_name: the deployment's name.
-        server: the recorded server.
-        relay: the recorded front.
-        supervision: the front's supervisor record, if it applies.
-
-    Returns:
-        (ServiceState value, message).
-    """
-    state, message = process_state(server, relay, supervision)
-    if state == "error":
-        message += f"; `zmd models start {deployment_name}` brings it back on the same URL"
-    return state, message
-
-
-def log_lines(
-    path: Path,
-    tail_lines: int | None,
-    follow: bool,
-    running: Callable[[], bool],
-    redact: Callable[[str], str],
-) -> Generator[str, bool, None]:
-    """Yields a server log's lines (all, or the last ``tail_lines``), then, with ``follow``,
-    new lines while ``running()`` says the server runs.
-
-    Args:
-        path: the log file (missing: nothing).
-        tail_lines: only the last N lines.
-        follow: keep yielding new lines.
-        running: tells whether the server still runs.
-        redact: applied to every line.
-
-    Yields:
-        Lines.
-    """
-    if not path.exists():
-        return
-    text = (
-        tail(path, tail_lines, max_bytes=1 << 30)
-        if tail_lines
-        else path.read_text(errors="replace")
-    )
-    for line in text.splitlines():
-        yield redact(line)
-    if not follow:
-        return
-    with open(path, errors="replace") as f:
-        f.seek(0, os.SEEK_END)
-        while True:
-            line = f.readline()
-            if line:
-                yield redact(line.rstrip("\n"))
-            elif not running():
-                return
-            else:
-                time.sleep(0.2)
-
-
 def spawn(
     command: Sequence[str],
     log_path: Path,
@@ -268,27 +160,6 @@ def reap_children() -> None:
     for child in list(_children):
         if child.poll() is not None:
             _children.remove(child)
-
-
-def tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
-    """The last lines of a log file (empty if it does not exist).
-
-    Args:
-        path: the log file.
-        lines: how many lines.
-        max_bytes: read at most this much from the end.
-
-    Returns:
-        Text.
-    """
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return ""
-    with open(path, "rb") as f:
-        f.seek(max(0, size - max_bytes))
-        data = f.read().decode("utf-8", errors="replace")
-    return "\n".join(data.splitlines()[-lines:])
 
 
 def failure_excerpt(path: Path, lines: int = 25) -> str:

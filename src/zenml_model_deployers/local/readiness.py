@@ -15,8 +15,8 @@ from zenml_model_deployers.local.process import (
     failure_cause,
     failure_excerpt,
     reap_children,
-    tail,
 )
+from zenml_model_deployers.local.state import tail
 from zenml_model_deployers.progress import WaitProgress
 
 # Lines of the log an error shows (after its last error lines); the full log is kept.

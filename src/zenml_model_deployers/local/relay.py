@@ -653,6 +653,8 @@ async def _main(args: argparse.Namespace) -> int:
     sweeper.cancel()
     if supervision is not None:
         supervision[0].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervision[0]
         await supervision[1].close()
     server.close()
     control.close()

@@ -44,7 +44,14 @@ from zenml_model_deployers.local.relay import (
     port_is_free,
     read_ready_file,
 )
-from zenml_model_deployers.local.supervisor import SPEC_FILE, supervision_of, write_spec
+from zenml_model_deployers.local.state import (
+    SPEC_FILE,
+    local_state,
+    log_lines,
+    supervision_of,
+    tail,
+)
+from zenml_model_deployers.local.supervisor import write_spec
 from zenml_model_deployers.service import DeploymentService, DeploymentStatus
 
 DRAIN_TIMEOUT = 10.0
@@ -370,7 +377,7 @@ class LocalProcessService(DeploymentService):
             proc.reap_children()
             if not handle.is_alive() or time.monotonic() > deadline:
                 handle.terminate(2)
-                msg = proc.tail(log, 5)
+                msg = tail(log, 5)
                 cls = PortInUseError if "cannot listen" in msg else DeploymentError
                 raise cls(
                     f"The front (relay) of deployment '{self.deployment_name}' did not start.",
@@ -756,8 +763,11 @@ class LocalProcessService(DeploymentService):
             (state, message).
         """
         sup = self._supervision()
-        state, message = proc.local_state(
-            self.deployment_name, self.status.server, self.status.relay, sup
+        state, message = local_state(
+            self.deployment_name,
+            self.status.server.model_dump() if self.status.server else None,
+            self.status.relay.model_dump() if self.status.relay else None,
+            sup,
         )
         return ServiceState(state), message
 
@@ -778,7 +788,7 @@ class LocalProcessService(DeploymentService):
         # (e.g. `zmd models logs`), not only in the one that deployed.
         with contextlib.suppress(Exception):
             secrets.resolve_mapping(self.config.env)
-        yield from proc.log_lines(
+        yield from log_lines(
             Path(self.status.log_path),
             tail,
             follow,

@@ -39,8 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-SPEC_FILE = "supervise.json"
-STATE_FILE = "supervisor.json"
+from zenml_model_deployers.local.state import (
+    STATE_FILE,
+    live_process,
+    read_json,
+    same_process,
+)
+
 POLL_INTERVAL = 0.2
 _CHILDREN_REFRESH = 5.0
 _HEALTH_TIMEOUT = 2.0
@@ -61,65 +66,6 @@ def write_spec(path: Path, spec: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(spec, f)
     os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    if not a or not b:
-        return False
-    return bool(
-        a.get("pid") == b.get("pid")
-        and abs(float(a.get("create_time", 0)) - float(b.get("create_time", -1))) <= 0.01
-    )
-
-
-def supervision_of(server: dict[str, Any] | None, workdir: Path) -> dict[str, Any] | None:
-    """The supervisor's record for a deployment whose recorded server is ``server``.
-
-    It applies when the supervisor watches that server's revision: the server itself, or one
-    it started after that server (or one it started before) died. A record about another revision (an older front
-    that is gone, a deploy that was interrupted) does not apply.
-
-    Args:
-        server: the recorded server's identity (``{"pid", "create_time"}``), or None.
-        workdir: the deployment's directory.
-
-    Returns:
-        ``{"server", "origin", "restarts", "state", "message", ...}`` or None.
-    """
-    if server is None:
-        return None
-    state = _read_json(workdir / STATE_FILE)
-    if state is None:
-        return None
-    known = [state.get("origin"), state.get("server"), *(state.get("lineage") or [])]
-    if any(_same(ident, server) for ident in known):
-        return state
-    return None
-
-
-def _process(ident: dict[str, Any] | None) -> Any:
-    """The live psutil process behind an identity, or None (gone, zombie, pid reused)."""
-    if not ident:
-        return None
-    import psutil
-
-    try:
-        p = psutil.Process(int(ident["pid"]))
-        if abs(p.create_time() - float(ident["create_time"])) > 0.01:
-            return None
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return p
-    except (psutil.Error, KeyError, ValueError, TypeError):
-        return None
 
 
 def _identity(pid: int) -> dict[str, Any]:
@@ -201,28 +147,28 @@ class Supervisor:
         stamp = self._stamp()
         if stamp == self._spec_stamp:
             return False
-        spec = _read_json(self.spec_path)
+        spec = read_json(self.spec_path)
         self._spec_stamp = stamp
         if spec is None:
             return False
         self.spec = spec
         origin = spec.get("server")
-        if _same(origin, self.origin):
+        if same_process(origin, self.origin):
             return False
         self.origin = origin
         # A revision recorded while this front runs is watched even if it died already (before
         # the first look): that is a crash. A front starting up watches only a live server.
-        self.watched = origin if not initial or _process(origin) is not None else None
+        self.watched = origin if not initial or live_process(origin) is not None else None
         self.restarts = 0
         self.lineage = []
         self.message = ""
         if initial:
             # A front started again (after its own crash) continues its predecessor's record.
-            prev = _read_json(self.state_path)
-            if prev and _same(prev.get("origin"), origin):
+            prev = read_json(self.state_path)
+            if prev and same_process(prev.get("origin"), origin):
                 self.restarts = int(prev.get("restarts", 0))
                 self.lineage = list(prev.get("lineage") or [])
-                if _process(prev.get("server")) is not None:
+                if live_process(prev.get("server")) is not None:
                     self.watched = prev.get("server")
         self.crashes_in_row = 0
         self.up_since = time.monotonic()
@@ -258,7 +204,7 @@ class Supervisor:
         if not force and now - self._children_at < _CHILDREN_REFRESH:
             return
         self._children_at = now
-        p = _process(self.watched)
+        p = live_process(self.watched)
         if p is None:
             return
         import psutil
@@ -273,7 +219,7 @@ class Supervisor:
     def _end_leftovers(self) -> None:
         """Ends the dead server's children (e.g. uvicorn workers holding the private port)."""
         for ident in self.children:
-            p = _process(ident)
+            p = live_process(ident)
             if p is not None:
                 with contextlib.suppress(Exception):
                     p.kill()
@@ -289,7 +235,7 @@ class Supervisor:
         with contextlib.suppress(Exception):
             ident = _identity(popen.pid)
         kids: list[Any] = []
-        p = _process(ident)
+        p = live_process(ident)
         if p is not None:
             with contextlib.suppress(Exception):
                 kids = p.children(recursive=True)
@@ -420,7 +366,7 @@ class Supervisor:
             self._reap()
             if self._load_spec() or self.watched is None:
                 continue
-            if _process(self.watched) is not None:
+            if live_process(self.watched) is not None:
                 stable = self._policy("stable_after", 30.0)
                 if self.crashes_in_row and time.monotonic() - self.up_since >= stable:
                     self.crashes_in_row = 0

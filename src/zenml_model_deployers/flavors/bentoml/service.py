@@ -27,6 +27,7 @@ from zenml_model_deployers.local.service import (
     LocalProcessService,
     private_dir,
 )
+from zenml_model_deployers.local.state import tail
 
 CONTAINER_PORT = 3000
 
@@ -213,7 +214,7 @@ class BentoMLDeploymentService(LocalProcessService):
         Returns:
             The line, or "" if the log shows none.
         """
-        m = _IMPORT_FAILED.search(proc.tail(log, 400, max_bytes=200_000))
+        m = _IMPORT_FAILED.search(tail(log, 400, max_bytes=200_000))
         if m:
             return f"BentoML cannot import the service module '{m.group(1)}': {m.group(2)}"
         return proc.failure_cause(log)
