@@ -100,7 +100,7 @@ def wait_until_ready(
                 )
             # What the server is doing now (downloading, loading weights...): its last log line.
             progress.tick(time.monotonic() - start, _last_line(log_path))
-            time.sleep(0.1)
+            time.sleep(0.05)  # a ready server is noticed within 50 ms
         if smoke is not None:
             try:
                 smoke()
