@@ -96,7 +96,7 @@ def test_fast_describe_get_url_logs_say_what_zenmls_client_says(deployed: Any) -
         fast, slow = r.invoke(zmd, args), r.invoke(zmd, args, env=slow_env)
         assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args
     desc = json.loads(r.invoke(zmd, ["models", "describe", "cli-demo", "-o", "json"]).output)
-    assert desc["state"] == "active" and desc["restarts"] == 0
+    assert desc["state"] == "running" and desc["restarts"] == 0
     assert desc["config"]["model_uri"] == deployed.config.model_uri
 
 

@@ -78,7 +78,7 @@ def test_killed_server_is_restarted_on_the_same_url(mlflow_deployer: Any, models
             assert time.monotonic() - t0 < 10, "the URL did not answer again within 10 s"
             time.sleep(0.1)
         print(f"healed in {time.monotonic() - t0:.2f} s")
-        fast = _wait_row("healing", lambda r: r["state"] == "active", 5)
+        fast = _wait_row("healing", lambda r: r["state"] == "running", 5)
         assert fast == _row("healing", {"ZMD_FAST_LIST": "0"})
         assert fast["restarts"] == 1 and fast["url"] == url
 
@@ -87,7 +87,7 @@ def test_killed_server_is_restarted_on_the_same_url(mlflow_deployer: Any, models
         restarted = mlflow_deployer.find_deployment("healing").status.server
         assert restarted.pid != server.pid
         os.kill(restarted.pid, signal.SIGKILL)
-        row = _wait_row("healing", lambda r: r["restarts"] == 2 and r["state"] == "active", 10)
+        row = _wait_row("healing", lambda r: r["restarts"] == 2 and r["state"] == "running", 10)
         assert row["url"] == url and _answers(url, body) == {"predictions": [0]}
         desc = CliRunner().invoke(zmd, ["models", "describe", "healing", "-o", "json"])
         assert json.loads(desc.output)["restarts"] == 2
@@ -109,7 +109,7 @@ def test_killed_server_is_restarted_on_the_same_url(mlflow_deployer: Any, models
         assert CliRunner().invoke(zmd, ["models", "stop", "healing"]).exit_code == 0
         time.sleep(1.5)
         assert _servers_in(svc.workdir) == []
-        assert _row("healing")["state"] == "inactive"
+        assert _row("healing")["state"] == "stopped"
     finally:
         found = mlflow_deployer.find_deployment("healing")
         if found is not None:
@@ -162,7 +162,7 @@ def test_crash_looping_revision_ends_failed_with_its_log_tail(
         assert res.exit_code == 0, res.output
         assert _answers(svc.prediction_url, {"inputs": [[1.0]]}) == {"predictions": [7]}
         row = _row("crashloop")
-        assert row["state"] == "active" and row["restarts"] == 0
+        assert row["state"] == "running" and row["restarts"] == 0
     finally:
         found = mlflow_deployer.find_deployment("crashloop")
         if found is not None:

@@ -204,7 +204,7 @@ def test_cli_reads_the_server_without_zenml(server_deployer: Any, models_dir: Pa
             fast, slow = r.invoke(zmd, args), r.invoke(zmd, args, env=slow_env)
             assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args
         row = json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output)[0]
-        assert row["state"] == "active" and row["url"] == svc.prediction_url
+        assert row["state"] == "running" and row["url"] == svc.prediction_url
         # No ZenML import on the fast path: a fresh interpreter shows it.
         code = (
             "import sys; from zenml_model_deployers.cli import main\n"

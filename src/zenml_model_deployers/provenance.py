@@ -19,3 +19,24 @@ PROVENANCE_FIELDS: frozenset[str] = frozenset(
         "run_name",
     }
 )
+
+# Local deployments: saying "yes, without a key" is a decision about exposure, not a serving
+# setting, so flipping it must not roll out a new revision.
+LOCAL_PROVENANCE_FIELDS: frozenset[str] = PROVENANCE_FIELDS | {"allow_unauthenticated"}
+
+
+def local_serving_fields(fields: dict[str, object]) -> dict[str, object]:
+    """The serving fields of a local deployment's config dump (what its hash covers): no
+    provenance, and no ``api_key`` when there is none, so that the hashes of deployments made
+    before the field existed stay what they were.
+
+    Args:
+        fields: the config's JSON dump.
+
+    Returns:
+        A new dict.
+    """
+    out = {k: v for k, v in fields.items() if k not in LOCAL_PROVENANCE_FIELDS}
+    if out.get("api_key") is None:
+        out.pop("api_key", None)
+    return out

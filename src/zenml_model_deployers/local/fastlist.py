@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers.local.state import SPEC_FILE, local_state, supervision_of
-from zenml_model_deployers.provenance import PROVENANCE_FIELDS
+from zenml_model_deployers.provenance import local_serving_fields
 from zenml_model_deployers.secrets import is_secret_reference
 from zenml_model_deployers.states import state_word
 
@@ -316,7 +316,7 @@ def describe_row(row: dict[str, Any]) -> dict[str, Any] | None:
         "pipeline": config.get("pipeline_name", ""),
         "step": config.get("pipeline_step_name", ""),
         "run": config.get("run_name", ""),
-        "config": {k: v for k, v in config.items() if k not in PROVENANCE_FIELDS},
+        "config": local_serving_fields(config),
         "log_path": status.get("log_path"),
         "restarts": row["restarts"],
     }

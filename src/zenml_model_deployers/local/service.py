@@ -52,6 +52,7 @@ from zenml_model_deployers.local.state import (
     tail,
 )
 from zenml_model_deployers.local.supervisor import write_spec
+from zenml_model_deployers.provenance import LOCAL_PROVENANCE_FIELDS, local_serving_fields
 from zenml_model_deployers.service import DeploymentService, DeploymentStatus
 
 DRAIN_TIMEOUT = 10.0
@@ -138,9 +139,7 @@ class LocalDeploymentConfig(DeploymentConfig):
         allow_unauthenticated: accept a non-loopback ``host`` without an ``api_key``.
     """
 
-    # Saying "yes, without a key" is a decision about exposure, not a serving setting:
-    # flipping it must not roll out a new revision.
-    PROVENANCE_FIELDS = DeploymentConfig.PROVENANCE_FIELDS | {"allow_unauthenticated"}
+    PROVENANCE_FIELDS = LOCAL_PROVENANCE_FIELDS
 
     host: str = "127.0.0.1"
     port: int | None = None
@@ -154,10 +153,7 @@ class LocalDeploymentConfig(DeploymentConfig):
         Returns:
             A JSON-able dict.
         """
-        fields = super().serving_fields()
-        if fields.get("api_key") is None:
-            fields.pop("api_key", None)
-        return fields
+        return local_serving_fields(self.model_dump(mode="json"))
 
     def __init__(self, **data: Any) -> None:
         """Validates the port range, the key reference, and refuses an exposed deployment
