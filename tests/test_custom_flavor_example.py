@@ -1,0 +1,106 @@
+"""examples/custom_flavor: the one-file LitServe flavor, registered with ZenML's own CLI,
+passes the conformance suite (real LitServe servers on 127.0.0.1, real ZenML pipelines)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zenml_model_deployers.testing.conformance import LocalProcessConformance
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_flavor"
+sys.path.insert(0, str(EXAMPLE))  # where ZenML finds the flavor's source, as in the guide
+
+
+def _zenml(*args: str) -> str:
+    """The ZenML CLI, run from the example's folder (its source root), in the test store."""
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "zenml"), *args],
+        cwd=EXAMPLE,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLE)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, f"zenml {' '.join(args)} failed: {out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def litserve_models(zenml_env: Path) -> Path:
+    """a and b (different predictions) saved with joblib as the flavor serves them; broken:
+    a file that is no model."""
+    import joblib
+    import numpy as np
+    from sklearn.dummy import DummyClassifier
+
+    out = zenml_env / "litserve-models"
+    out.mkdir(exist_ok=True)
+    x = np.array([[0.0, 1.0], [1.0, 0.0]])
+    for variant, constant in (("a", 0), ("b", 1)):
+        clf = DummyClassifier(strategy="constant", constant=constant).fit(x, [0, 1])
+        joblib.dump(clf, out / f"{variant}.joblib")
+    (out / "broken.joblib").write_bytes(b"not a model")
+    return out
+
+
+@pytest.fixture(scope="module")
+def litserve_component(zenml_env: Path) -> str:
+    """The flavor registered the ZenML way, and a model deployer component of it."""
+    _zenml("model-deployer", "flavor", "register", "litserve_flavor.LitServeDeployerFlavor")
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    flavor = Client().get_flavor_by_name_and_type("litserve", StackComponentType.MODEL_DEPLOYER)
+    assert flavor.source == "litserve_flavor.LitServeDeployerFlavor"
+    _zenml(
+        "model-deployer", "register", "litserve-test", "--flavor=litserve", "--default_timeout=120"
+    )
+    return "litserve-test"
+
+
+def _activate(component: str) -> None:
+    from zenml_model_deployers.flavors import ensure_deployer_stack
+
+    ensure_deployer_stack("litserve-test-stack", component, "litserve")
+
+
+class TestLitServeConformance(LocalProcessConformance):
+    """The example's flavor passes the suite every built-in flavor passes."""
+
+    sample_input = [[0.5, 0.5], [0.1, 0.9]]
+    name_prefix = "lit"
+
+    @pytest.fixture(autouse=True)
+    def _models(self, litserve_models: Path) -> None:
+        type(self).models = litserve_models  # type: ignore[attr-defined]
+
+    @pytest.fixture
+    def deployer(self, litserve_component: str) -> Any:
+        from zenml_model_deployers.flavors import get_deployer
+
+        _activate(litserve_component)
+        return get_deployer("litserve")
+
+    @pytest.fixture
+    def stack_with_deployer(self, litserve_component: str) -> str:
+        _activate(litserve_component)
+        return "litserve-test-stack"
+
+    def make_config(self, variant: str, name: str, **overrides: Any) -> Any:
+        from litserve_flavor import LitServeDeploymentConfig
+
+        return LitServeDeploymentConfig(
+            deployment_name=name,
+            model_name=name,
+            model_uri=str(self.models / f"{variant}.joblib"),  # type: ignore[attr-defined]
+            **overrides,
+        )
+
+    def expected(self, variant: str) -> Any:
+        return [0, 0] if variant == "a" else [1, 1]
