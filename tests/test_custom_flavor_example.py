@@ -16,6 +16,8 @@ from zenml_model_deployers.testing.conformance import LocalProcessConformance
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_flavor"
 sys.path.insert(0, str(EXAMPLE))  # where ZenML finds the flavor's source, as in the guide
 
+from litserve_flavor import LitServeDeployer, LitServeDeploymentService  # noqa: E402
+
 
 def _zenml(*args: str) -> str:
     """The ZenML CLI, run from the example's folder (its source root), in the test store."""
@@ -104,3 +106,59 @@ class TestLitServeConformance(LocalProcessConformance):
 
     def expected(self, variant: str) -> Any:
         return [0, 0] if variant == "a" else [1, 1]
+
+
+class StopDoesNotStop(LitServeDeploymentService):
+    """A flavor bug: stop leaves the server running (module level: ZenML imports it by path)."""
+
+    def stop_backend(self, timeout: float) -> None:
+        return None
+
+
+class StopDoesNotStopDeployer(LitServeDeployer):
+    """Deploys with the buggy service."""
+
+    SERVICE_CLASS = StopDoesNotStop
+
+
+def _unregistered(deployer_cls: type[Any]) -> Any:
+    """A deployer of a class that no registered component uses (a flavor under development)."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from zenml.enums import StackComponentType
+
+    flavor = deployer_cls.FLAVOR()
+    now = datetime.now(UTC)
+    return deployer_cls(
+        name="litserve-broken",
+        id=uuid4(),
+        config=flavor.config_class(),
+        flavor=flavor.name,
+        type=StackComponentType.MODEL_DEPLOYER,
+        user=None,
+        created=now,
+        updated=now,
+    )
+
+
+def test_a_broken_hook_fails_with_the_guarantee_it_broke(litserve_models: Path) -> None:
+    """A flavor whose stop_backend leaves the server running fails the stop/start check, and
+    the message names the hook and the guarantee, then what happened."""
+    from zenml_model_deployers.testing.conformance import ConformanceFailure
+
+    suite = TestLitServeConformance()
+    suite.models = litserve_models  # type: ignore[attr-defined]
+    deployer = _unregistered(StopDoesNotStopDeployer)
+    state: dict[str, Any] = {"name": "lit-badstop"}
+    suite.test_01_deploy_serves(deployer, state)
+    try:
+        with pytest.raises(ConformanceFailure) as failure:
+            suite.test_05_stop_start_same_url(deployer, state)
+        message = str(failure.value)
+        assert message.startswith("stop_backend / start_backend / check_status broke a guarantee")
+        assert "stop stops serving and is reversible" in message
+        assert "what happened: AssertionError" in message
+    finally:
+        LitServeDeploymentService.stop_backend(state["svc"], 30)  # the real one
+        LitServeDeployer.delete(deployer, state["svc"])
