@@ -4,6 +4,7 @@ passes the conformance suite (real LitServe servers on 127.0.0.1, real ZenML pip
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,26 @@ def test_a_broken_hook_fails_with_the_guarantee_it_broke(litserve_models: Path) 
     finally:
         LitServeDeploymentService.stop_backend(state["svc"], 30)  # the real one
         LitServeDeployer.delete(deployer, state["svc"])
+
+
+def test_run_py_deploys_from_a_pipeline_and_updates_without_a_failed_request(
+    zenml_env: Path,
+) -> None:
+    """examples/custom_flavor/run.py: registers the flavor, deploys a model object from a
+    pipeline with model_deployer_step, updates it under load: zero failed requests."""
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE / "run.py")],
+        cwd=zenml_env / "work",
+        env={
+            **os.environ,
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+        },
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "revision 2 at http://127.0.0.1:" in out.stdout
+    answered = re.search(r"during the update: (\d+) requests answered, (\d+) failed", out.stdout)
+    assert answered, out.stdout
+    assert int(answered[1]) > 10 and int(answered[2]) == 0, out.stdout
