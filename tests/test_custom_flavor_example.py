@@ -159,7 +159,7 @@ def test_a_broken_hook_fails_with_the_guarantee_it_broke(litserve_models: Path) 
         message = str(failure.value)
         assert message.startswith("stop_backend / start_backend / check_status broke a guarantee")
         assert "stop stops serving and is reversible" in message
-        assert "what happened: AssertionError" in message
+        assert "what happened: AssertionError: assert stopped is not None and" in message
     finally:
         LitServeDeploymentService.stop_backend(state["svc"], 30)  # the real one
         LitServeDeployer.delete(deployer, state["svc"])

@@ -22,6 +22,7 @@ import functools
 import json
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, ParamSpec, TypeVar
@@ -58,9 +59,15 @@ class ConformanceFailure(AssertionError):
             cause: the failed assertion or the exception raised.
         """
         self.hooks, self.guarantee = hooks, guarantee
+        what = str(cause).strip()
+        if not what:
+            # A bare `assert` outside pytest's rewritten test modules has no message: quote
+            # the check that failed.
+            frames = traceback.extract_tb(cause.__traceback__)
+            what = (frames[-1].line or "") if frames else ""
         super().__init__(
             f"{hooks} broke a guarantee: {guarantee}\n"
-            f"  what happened: {type(cause).__name__}: {cause}"
+            f"  what happened: {type(cause).__name__}: {what}"
         )
 
 
