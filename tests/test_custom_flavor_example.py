@@ -3,6 +3,7 @@ passes the conformance suite (real LitServe servers on 127.0.0.1, real ZenML pip
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -169,14 +170,16 @@ def test_run_py_deploys_from_a_pipeline_and_updates_without_a_failed_request(
     zenml_env: Path,
 ) -> None:
     """examples/custom_flavor/run.py: registers the flavor, deploys a model object from a
-    pipeline with model_deployer_step, updates it under load: zero failed requests."""
+    pipeline with model_deployer_step, updates it under load: zero failed requests. The `zmd`
+    CLI then manages the custom flavor's deployment like a built-in one."""
+    env = {
+        **os.environ,
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+    }
     out = subprocess.run(
-        [sys.executable, str(EXAMPLE / "run.py")],
+        [sys.executable, str(EXAMPLE / "run.py"), "--keep"],
         cwd=zenml_env / "work",
-        env={
-            **os.environ,
-            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
-        },
+        env=env,
         capture_output=True,
         text=True,
         timeout=420,
@@ -186,3 +189,29 @@ def test_run_py_deploys_from_a_pipeline_and_updates_without_a_failed_request(
     answered = re.search(r"during the update: (\d+) requests answered, (\d+) failed", out.stdout)
     assert answered, out.stdout
     assert int(answered[1]) > 10 and int(answered[2]) == 0, out.stdout
+    url = re.search(r"revision 2 at (\S+):", out.stdout)
+    assert url
+
+    def zmd(*args: str) -> str:
+        # From the example's folder, where ZenML finds the flavor's classes.
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "zmd"), *args],
+            cwd=EXAMPLE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"zmd {' '.join(args)}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    listed = json.loads(zmd("models", "list", "--flavor", "litserve", "-o", "json"))
+    assert [(d["name"], d["state"], d["revision"], d["url"]) for d in listed] == [
+        ("iris-litserve", "active", 2, url[1])
+    ]
+    zmd("models", "stop", "iris-litserve")
+    assert json.loads(zmd("models", "list", "-o", "json"))[0]["state"] != "active"
+    zmd("models", "start", "iris-litserve")
+    assert zmd("models", "get-url", "iris-litserve").strip() == url[1]
+    zmd("models", "delete", "iris-litserve", "-y")
+    assert json.loads(zmd("models", "list", "-o", "json")) == []

@@ -83,12 +83,26 @@ def models() -> None:
     """Manage deployments (by service id, id prefix or deployment name)."""
 
 
+def _cwd_source_root() -> None:
+    """As in ZenML's own CLI: outside a ZenML repository the working directory is the source
+    root (else it is this script's folder), so the classes of a custom flavor import from
+    where the user registered it."""
+    import os
+
+    from zenml.client import Client
+    from zenml.utils import source_utils
+
+    if not Client.find_repository():
+        source_utils.set_custom_source_root(os.getcwd())
+
+
 def _all_services(flavor: str | None = None, refresh: bool = True) -> list[DeploymentService]:
     """Every zenml-model-deployers service in the active project, status read live."""
     from zenml.client import Client
 
     from zenml_model_deployers.service import service_from_response
 
+    _cwd_source_root()
     client = Client()
     out: list[DeploymentService] = []
     page_no = 1
@@ -97,7 +111,8 @@ def _all_services(flavor: str | None = None, refresh: bool = True) -> list[Deplo
             page=page_no, size=1000, hydrate=True, flavor=flavor, sort_by="desc:created"
         )
         for resp in page.items:
-            if not resp.service_type.flavor.startswith("zmd-") or not resp.service_source:
+            # Ours by label, not by flavor name: users' custom flavors name themselves.
+            if "zmd_deployment" not in (resp.labels or {}) or not resp.service_source:
                 continue
             try:
                 svc = service_from_response(resp)

@@ -27,6 +27,7 @@ from zenml_model_deployers.provenance import PROVENANCE_FIELDS
 from zenml_model_deployers.secrets import is_secret_reference
 
 # Flavors whose status is process liveness (no remote API to ask).
+# Rows of any other flavor (remote, or a user's custom flavor) take ZenML's client path.
 LOCAL_FLAVORS = frozenset({"zmd-mlflow", "zmd-bentoml", "zmd-vllm"})
 _COLUMNS = {
     "id",
@@ -67,7 +68,8 @@ def _decode(blob: Any) -> dict[str, Any]:
 
 
 def _store_rows() -> list[tuple[Any, ...]] | None:
-    """The zmd-* service rows of the active project, or None when the fast path does not apply."""
+    """The service rows of zenml-model-deployers (zmd-* flavors and custom flavors built on
+    it) in the active project, or None when the fast path does not apply."""
     if os.environ.get("ZMD_FAST_LIST", "1") == "0":
         return None
     if (
@@ -94,18 +96,27 @@ def _store_rows() -> list[tuple[Any, ...]] | None:
             cols = {r[1] for r in con.execute("PRAGMA table_info(service)")}
             if not _COLUMNS <= cols:
                 return None
-            rows: list[tuple[Any, ...]] = con.execute(
-                "SELECT id, flavor, config, status, prediction_url FROM service "
-                "WHERE flavor LIKE 'zmd-%' AND project_id = ? "
+            found = con.execute(
+                "SELECT id, flavor, config, status, prediction_url, labels FROM service "
+                "WHERE (flavor LIKE 'zmd-%' OR labels IS NOT NULL) AND project_id = ? "
                 "AND service_source IS NOT NULL AND service_source != '' "
                 "ORDER BY created DESC",
                 (str(project).replace("-", ""),),
             ).fetchall()
         finally:
             con.close()
+        # Users' custom flavors have names of their own: their rows are ours by label.
+        rows: list[tuple[Any, ...]] = [
+            r[:5] for r in found if str(r[1]).startswith("zmd-") or _ours(r[5])
+        ]
     except Exception:
         return None
     return rows
+
+
+def _ours(labels_blob: Any) -> bool:
+    """Whether a service row's labels are those every zenml-model-deployers service carries."""
+    return "zmd_deployment" in _decode(labels_blob)
 
 
 def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
