@@ -6,6 +6,7 @@ only the backends of the deployments it touches. Errors are one line and a non-z
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -83,17 +84,26 @@ def models() -> None:
     """Manage deployments (by service id, id prefix or deployment name)."""
 
 
-def _cwd_source_root() -> None:
+@contextlib.contextmanager
+def _cwd_source_root() -> Iterator[None]:
     """As in ZenML's own CLI: outside a ZenML repository the working directory is the source
     root (else it is this script's folder), so the classes of a custom flavor import from
-    where the user registered it."""
+    where the user registered it. Only while services are loaded: an in-process caller keeps
+    its own source root."""
     import os
 
     from zenml.client import Client
     from zenml.utils import source_utils
 
-    if not Client.find_repository():
-        source_utils.set_custom_source_root(os.getcwd())
+    if Client.find_repository():
+        yield
+        return
+    previous = source_utils._CUSTOM_SOURCE_ROOT
+    source_utils.set_custom_source_root(os.getcwd())
+    try:
+        yield
+    finally:
+        source_utils.set_custom_source_root(previous)
 
 
 def _all_services(flavor: str | None = None, refresh: bool = True) -> list[DeploymentService]:
@@ -102,7 +112,6 @@ def _all_services(flavor: str | None = None, refresh: bool = True) -> list[Deplo
 
     from zenml_model_deployers.service import service_from_response
 
-    _cwd_source_root()
     client = Client()
     out: list[DeploymentService] = []
     page_no = 1
@@ -115,7 +124,8 @@ def _all_services(flavor: str | None = None, refresh: bool = True) -> list[Deplo
             if "zmd_deployment" not in (resp.labels or {}) or not resp.service_source:
                 continue
             try:
-                svc = service_from_response(resp)
+                with _cwd_source_root():
+                    svc = service_from_response(resp)
             except (TypeError, ImportError, RuntimeError, ValueError) as e:
                 click.echo(f"Warning: skipping service {resp.id}: {e}", err=True)
                 continue
