@@ -6,6 +6,7 @@ only the backends of the deployments it touches. Errors are one line and a non-z
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -81,6 +82,28 @@ def models() -> None:
     """Manage deployments (by service id, id prefix or deployment name)."""
 
 
+@contextlib.contextmanager
+def _cwd_source_root() -> Iterator[None]:
+    """As in ZenML's own CLI: outside a ZenML repository the working directory is the source
+    root (else it is this script's folder), so the classes of a custom flavor import from
+    where the user registered it. Only while services are loaded: an in-process caller keeps
+    its own source root."""
+    import os
+
+    from zenml.client import Client
+    from zenml.utils import source_utils
+
+    if Client.find_repository():
+        yield
+        return
+    previous = source_utils._CUSTOM_SOURCE_ROOT
+    source_utils.set_custom_source_root(os.getcwd())
+    try:
+        yield
+    finally:
+        source_utils.set_custom_source_root(previous)
+
+
 def _all_services(flavor: str | None = None, refresh: bool = True) -> list[DeploymentService]:
     """Every zenml-model-deployers service in the active project, status read live."""
     from zenml.client import Client
@@ -95,10 +118,12 @@ def _all_services(flavor: str | None = None, refresh: bool = True) -> list[Deplo
             page=page_no, size=1000, hydrate=True, flavor=flavor, sort_by="desc:created"
         )
         for resp in page.items:
-            if not resp.service_type.flavor.startswith("zmd-") or not resp.service_source:
+            # Ours by label, not by flavor name: users' custom flavors name themselves.
+            if "zmd_deployment" not in (resp.labels or {}) or not resp.service_source:
                 continue
             try:
-                svc = service_from_response(resp)
+                with _cwd_source_root():
+                    svc = service_from_response(resp)
             except (TypeError, ImportError, RuntimeError, ValueError) as e:
                 click.echo(f"Warning: skipping service {resp.id}: {e}", err=True)
                 continue

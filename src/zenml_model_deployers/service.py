@@ -254,6 +254,10 @@ class DeploymentService(BaseDeploymentService):
     def start_backend(self, timeout: float) -> None:
         """Starts a stopped deployment's recorded revision on the same URL; blocks until ready.
 
+        Guarantee: on return the recorded revision (same config hash) answers at the same
+        URL; a running deployment is left as it is; on failure DeploymentError with the
+        backend's message, and nothing half-started keeps running.
+
         Args:
             timeout: seconds.
         """
@@ -262,6 +266,9 @@ class DeploymentService(BaseDeploymentService):
     def stop_backend(self, timeout: float) -> None:
         """Stops serving; reversible by ``start_backend``. Idempotent.
 
+        Guarantee: on return requests to the URL fail and ``check_status`` is not ACTIVE;
+        what ``start_backend`` needs to bring the same revision back on the same URL is kept.
+
         Args:
             timeout: seconds.
         """
@@ -269,6 +276,10 @@ class DeploymentService(BaseDeploymentService):
     @abstractmethod
     def delete_backend(self, timeout: float) -> None:
         """Removes everything the backend holds for this deployment. Idempotent.
+
+        Guarantee: on return nothing of it runs or is held (processes, endpoints, resources,
+        files) and its URL serves nothing; a deployment already gone is no error. The service
+        row is removed by the deployer, not here.
 
         Args:
             timeout: seconds.
@@ -348,6 +359,10 @@ class DeploymentService(BaseDeploymentService):
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
         """Turns user data into the backend's request (headers, body).
 
+        Guarantee: a pure function of ``data`` (no I/O); ``predict``, the smoke check, the
+        batch steps and the conformance suite's request loops send exactly this body to
+        ``prediction_url``.
+
         Args:
             data: a DataFrame, array, list or dict.
 
@@ -358,6 +373,9 @@ class DeploymentService(BaseDeploymentService):
 
     def parse_response(self, body: bytes) -> Any:
         """Turns the backend's response body into Python data.
+
+        Guarantee: returns the predictions alone (one per input row where the backend answers
+        per row), without the backend's envelope, so that predictions compare across flavors.
 
         Args:
             body: response body.
@@ -383,6 +401,10 @@ class DeploymentService(BaseDeploymentService):
     @abstractmethod
     def check_status(self) -> tuple[ServiceState, str]:
         """Reads the state from the backend (never assumed).
+
+        Guarantee: ACTIVE only while the recorded revision answers requests at the URL; a
+        killed process or a deleted endpoint shows at the next call, with the backend's words
+        in the message.
 
         Returns:
             (state, message).

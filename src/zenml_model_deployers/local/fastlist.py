@@ -32,6 +32,7 @@ from zenml_model_deployers.secrets import is_secret_reference
 from zenml_model_deployers.states import state_word
 
 # Flavors whose status is process liveness (no remote API to ask).
+# Rows of any other flavor (remote, or a user's custom flavor) take ZenML's client path.
 LOCAL_FLAVORS = frozenset({"zmd-mlflow", "zmd-bentoml", "zmd-vllm"})
 _COLUMNS = {
     "id",
@@ -72,8 +73,9 @@ def _decode(blob: Any) -> dict[str, Any]:
 
 
 def _store_rows() -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] | None:
-    """(id, flavor, config, status, prediction URL) of the zmd-* service rows of the active
-    project, newest first, or None when the fast path does not apply."""
+    """(id, flavor, config, status, prediction URL) of the service rows of zenml-model-deployers
+    (zmd-* flavors and custom flavors built on it) in the active project, newest first, or None
+    when the fast path does not apply."""
     if os.environ.get("ZMD_FAST_LIST", "1") == "0":
         return None
     if (
@@ -104,16 +106,21 @@ def _store_rows() -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] 
             cols = {r[1] for r in con.execute("PRAGMA table_info(service)")}
             if not _COLUMNS <= cols:
                 return None
-            rows = con.execute(
-                "SELECT id, flavor, config, status, prediction_url FROM service "
-                "WHERE flavor LIKE 'zmd-%' AND project_id = ? "
+            found = con.execute(
+                "SELECT id, flavor, config, status, prediction_url, labels FROM service "
+                "WHERE (flavor LIKE 'zmd-%' OR labels IS NOT NULL) AND project_id = ? "
                 "AND service_source IS NOT NULL AND service_source != '' "
                 "ORDER BY created DESC",
                 (str(project).replace("-", ""),),
             ).fetchall()
         finally:
             con.close()
-        return [(r[0], r[1], _decode(r[2]), _decode(r[3]), r[4]) for r in rows]
+        # Users' custom flavors have names of their own: their rows are ours by label.
+        return [
+            (r[0], r[1], _decode(r[2]), _decode(r[3]), r[4])
+            for r in found
+            if str(r[1]).startswith("zmd-") or _ours(r[5])
+        ]
     except Exception:
         return None
 
@@ -182,7 +189,8 @@ def _rest_rows(
         for item in data.get("items") or []:
             body, meta = item.get("body") or {}, item.get("metadata") or {}
             flavor = str((body.get("service_type") or {}).get("flavor", ""))
-            if not flavor.startswith("zmd-") or not meta.get("service_source"):
+            ours = flavor.startswith("zmd-") or "zmd_deployment" in (body.get("labels") or {})
+            if not ours or not meta.get("service_source"):
                 continue
             out.append(
                 (
@@ -195,6 +203,11 @@ def _rest_rows(
             )
         page += 1
     return out
+
+
+def _ours(labels_blob: Any) -> bool:
+    """Whether a service row's labels are those every zenml-model-deployers service carries."""
+    return "zmd_deployment" in _decode(labels_blob)
 
 
 def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:

@@ -225,6 +225,13 @@ class LocalProcessService(DeploymentService):
     def server_command(self, port: int) -> list[str]:
         """The argv that serves ``self.config`` on 127.0.0.1:port.
 
+        Guarantee the runtime relies on: the process listens on exactly that address, answers
+        ``config.health_method config.health_path`` with 200 only once it can predict, and,
+        when it cannot serve, exits non-zero with the reason in its last log lines (they
+        become the DeploymentError's backend message). It runs without a shell; the runtime
+        starts, supervises, restarts and ends it (with its children), and puts the relay in
+        front of it, so it never binds the public port itself.
+
         Args:
             port: private port.
 

@@ -11,15 +11,21 @@ Subclass :class:`DeployerConformance` in a pytest module and provide:
 
 The tests run in order on one deployment per class (later steps build on earlier ones),
 so a flavor pays for few server starts. Every loop is bounded in count and time.
+
+A failing test raises :class:`ConformanceFailure`, whose message names the hooks at fault and
+the guarantee they broke (see :data:`GUARANTEES`), followed by what actually happened.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
+import traceback
 import uuid
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import pytest
 import requests
@@ -28,6 +34,69 @@ from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.errors import DeploymentError
 from zenml_model_deployers.service import DeploymentService
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# test name -> (the hooks a failure points at, the guarantee they must keep)
+GUARANTEES: dict[str, tuple[str, str]] = {}
+
+
+class ConformanceFailure(AssertionError):
+    """A flavor broke a guarantee of the extension API.
+
+    Attributes:
+        hooks: the hooks (methods of the flavor's service or deployer) at fault.
+        guarantee: the guarantee they broke.
+    """
+
+    def __init__(self, hooks: str, guarantee: str, cause: BaseException) -> None:
+        """Builds the message: hooks, guarantee, then what happened.
+
+        Args:
+            hooks: the hooks at fault.
+            guarantee: the guarantee.
+            cause: the failed assertion or the exception raised.
+        """
+        self.hooks, self.guarantee = hooks, guarantee
+        what = str(cause).strip()
+        if not what:
+            # A bare `assert` outside pytest's rewritten test modules has no message: quote
+            # the check that failed.
+            frames = traceback.extract_tb(cause.__traceback__)
+            what = (frames[-1].line or "") if frames else ""
+        super().__init__(
+            f"{hooks} broke a guarantee: {guarantee}\n"
+            f"  what happened: {type(cause).__name__}: {what}"
+        )
+
+
+def guarantee(hooks: str, text: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Marks a conformance test with the guarantee it checks; a failure names both.
+
+    Args:
+        hooks: the hooks at fault when it fails, e.g. "stop_backend / start_backend".
+        text: the guarantee, as the hooks' docstrings state it.
+
+    Returns:
+        A decorator.
+    """
+
+    def wrap(test: Callable[P, R]) -> Callable[P, R]:
+        GUARANTEES[test.__name__] = (hooks, text)
+
+        @functools.wraps(test)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return test(*args, **kwargs)
+            except ConformanceFailure:
+                raise
+            except Exception as e:  # pytest.skip is no Exception: it passes through
+                raise ConformanceFailure(hooks, text, e) from e
+
+        return run
+
+    return wrap
 
 
 class RequestLoop:
@@ -137,6 +206,10 @@ class DeployerConformance:
         return service.predict(self.sample_input)
 
     # ----------------------------------------------------------------- the suite, in order
+    @guarantee(
+        "provision_revision / format_request / parse_response",
+        "deploy returns only once the new deployment serves the model at its URL",
+    )
     def test_01_deploy_serves(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
         """A new deployment serves the model at its URL."""
         svc = deployer.deploy(self.make_config("a", state["name"]), timeout=self.timeout)
@@ -146,6 +219,10 @@ class DeployerConformance:
         state["svc"] = svc
         state["url"] = svc.prediction_url
 
+    @guarantee(
+        "the config's serving fields (config_hash)",
+        "deploying the same config again returns the running deployment untouched: no restart, no backend write",
+    )
     def test_02_idempotent_redeploy(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
         """The same config again returns the running deployment untouched."""
         first = self._need(state, "svc")
@@ -158,6 +235,10 @@ class DeployerConformance:
         assert again.status.revision == first.status.revision
         assert again.prediction_url == state["url"]
 
+    @guarantee(
+        "provision_revision",
+        "an update keeps the old revision serving until the new one is ready: zero failed requests, same URL, new model after",
+    )
     def test_03_update_keeps_serving(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
         """An update to another model: zero failed requests on the URL, new model served after."""
         svc = self._need(state, "svc")
@@ -173,6 +254,10 @@ class DeployerConformance:
         assert self._predict(new) == self.expected("b")
         state["svc"] = new
 
+    @guarantee(
+        "provision_revision",
+        "a failed update raises DeploymentError, tears the new revision down, and the old one keeps serving and stays recorded",
+    )
     def test_04_failed_update_rolls_back(
         self, deployer: BaseDeployer, state: dict[str, Any]
     ) -> None:
@@ -190,6 +275,10 @@ class DeployerConformance:
         assert recorded.status.state.value == "active"
         assert self._predict(recorded) == self.expected("b")
 
+    @guarantee(
+        "stop_backend / start_backend / check_status",
+        "stop stops serving and is reversible; start brings the recorded revision back on the same URL",
+    )
     def test_05_stop_start_same_url(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
         """Stop is reversible; start brings the recorded revision back on the same URL."""
         svc = self._need(state, "svc")
@@ -205,6 +294,10 @@ class DeployerConformance:
         assert self._predict(again) == self.expected("b")
         state["svc"] = again
 
+    @guarantee(
+        "SERVICE_TYPE / FLAVOR",
+        "ZenML's own model deployer API finds the service with its URL and labels",
+    )
     def test_06_zenml_sees_it(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
         """ZenML's own model deployer API finds the service, with its URL and labels."""
         svc = self._need(state, "svc")
@@ -218,6 +311,10 @@ class DeployerConformance:
         info = deployer.get_model_server_info(found[0])
         assert info["PREDICTION_URL"] == state["url"]
 
+    @guarantee(
+        "delete_backend",
+        "delete removes everything the backend holds and the service row; the URL serves nothing after",
+    )
     def test_07_delete_leaves_nothing(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
         """Delete removes the backend's deployment and the service row."""
         svc = self._need(state, "svc")
@@ -226,6 +323,10 @@ class DeployerConformance:
         self.assert_nothing_left(svc)
         self.assert_url_gone(svc, state["url"])
 
+    @guarantee(
+        "provision_revision / check_status",
+        "a first deploy of a model that cannot serve raises DeploymentError with the backend's own message and leaves nothing",
+    )
     def test_08_bad_model_leaves_nothing(
         self, deployer: BaseDeployer, state: dict[str, Any]
     ) -> None:
@@ -236,6 +337,10 @@ class DeployerConformance:
         assert deployer.find_deployment(name) is None
         assert err.value.backend_message, "the backend's own message must be in the error"
 
+    @guarantee(
+        "the config and service classes (importable, serialisable)",
+        "a pipeline deploy records deployed_model_url and the full service artifact, which loads after the row is gone and recreates the same revision",
+    )
     def test_09_pipeline_metadata_artifact_recreate(
         self, deployer: BaseDeployer, stack_with_deployer: Any, state: dict[str, Any]
     ) -> None:
@@ -306,6 +411,10 @@ class DeployerConformance:
         assert rec.run_metadata["deployed_model_url"] == back.prediction_url
         deployer.delete(back)
 
+    @guarantee(
+        "server_env / secret_overrides",
+        "a secret reference reaches the backend resolved and never the store, artifact, metadata, logs or errors",
+    )
     def test_10_secrets_never_leak(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
         """A secret reference reaches the backend resolved, and never the store, the artifact,
         the metadata, the logs or an error message."""
