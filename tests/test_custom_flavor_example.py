@@ -207,10 +207,10 @@ def test_run_py_deploys_from_a_pipeline_and_updates_without_a_failed_request(
 
     listed = json.loads(zmd("models", "list", "--flavor", "litserve", "-o", "json"))
     assert [(d["name"], d["state"], d["revision"], d["url"]) for d in listed] == [
-        ("iris-litserve", "active", 2, url[1])
+        ("iris-litserve", "running", 2, url[1])
     ]
     zmd("models", "stop", "iris-litserve")
-    assert json.loads(zmd("models", "list", "-o", "json"))[0]["state"] != "active"
+    assert json.loads(zmd("models", "list", "-o", "json"))[0]["state"] == "stopped"
     zmd("models", "start", "iris-litserve")
     assert zmd("models", "get-url", "iris-litserve").strip() == url[1]
     zmd("models", "delete", "iris-litserve", "-y")
