@@ -547,11 +547,13 @@ class LocalProcessService(DeploymentService):
             "backoff_initial": self.RESTART_BACKOFF[0],
             "backoff_max": self.RESTART_BACKOFF[1],
             "stable_after": self.RESTART_STABLE_AFTER,
+            # Scrubbed from the log tail the supervisor records and from the fast `logs`.
             "redact": [
                 env[k]
                 for k, v in self.config.env.items()
                 if k in env and secrets.is_secret_reference(v)
-            ],
+            ]
+            + ([key] if (key := self.api_key_value()) else []),
         }
         return handle, port, log
 
@@ -791,6 +793,7 @@ class LocalProcessService(DeploymentService):
         # (e.g. `zmd models logs`), not only in the one that deployed.
         with contextlib.suppress(Exception):
             secrets.resolve_mapping(self.config.env)
+            self.api_key_value()
         yield from log_lines(
             Path(self.status.log_path),
             tail,
