@@ -4,7 +4,8 @@ No model server: the backend is a minimal asyncio HTTP server (fixed JSON answer
 measured is the front alone. Targets, each in front of the same backend:
 
 - ``direct``: the backend's port (reference);
-- ``baseline``: the relay as committed at ``--base`` (default ``main``), run from a copy of its file;
+- ``base:REV``: the relay as committed at each ``--base REV`` (repeatable; default ``main``),
+  run from a copy of its file (it imports the working tree's ``http1``);
 - ``relay``: the relay of this working tree;
 - ``relay+key``: the same with an API key required (every request carries ``Authorization``).
 
@@ -15,7 +16,9 @@ and the backend compete with the relay for the cores, so the relay's own CPU tim
 (user + system, from /proc, over the throughput runs) is also reported: it does not depend on
 what else runs.
 
-Usage: ``.venv/bin/python bench/bench_relay.py [--base REV]``.
+The relay of this tree counts per-revision metrics (``relay_metrics.py``): they are on.
+
+Usage: ``.venv/bin/python bench/bench_relay.py [--base REV ...]``.
 """
 
 from __future__ import annotations
@@ -156,7 +159,7 @@ def _pct(xs: list[float], q: float) -> float:
 def main() -> None:
     """Runs the benchmark and prints the table."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--base", default="main")
+    ap.add_argument("--base", action="append", help="baseline revision (repeatable)")
     ap.add_argument("--backend", help=argparse.SUPPRESS)
     ap.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -168,17 +171,20 @@ def main() -> None:
         print(asyncio.run(_load(port, seconds, TP_CONNS, "" if key == "-" else key)))
         return
 
+    bases = args.base or ["main"]
     tmp = Path(tempfile.mkdtemp(prefix="zmd-bench-relay-"))
-    base_file = tmp / "relay_base.py"
-    base_file.write_text(
-        subprocess.run(
-            ["git", "show", f"{args.base}:src/zenml_model_deployers/local/relay.py"],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    base_files = {}
+    for i, rev in enumerate(bases):
+        base_files[rev] = tmp / f"relay_base{i}.py"
+        base_files[rev].write_text(
+            subprocess.run(
+                ["git", "show", f"{rev}:src/zenml_model_deployers/local/relay.py"],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
     port_file = tmp / "backend.port"
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -191,12 +197,10 @@ def main() -> None:
         ports = {"direct": backend}
         pids: dict[str, int] = {}
         mod = [sys.executable, "-m", "zenml_model_deployers.local.relay"]
-        for name, argv, key in (
-            ("baseline", [sys.executable, str(base_file)], ""),
-            ("relay", mod, ""),
-            ("relay+key", mod, KEY),
-        ):
-            p, port = _start_relay(argv, backend, tmp, name.replace("+", "-"), key)
+        targets = [(f"base:{rev}", [sys.executable, str(f)], "") for rev, f in base_files.items()]
+        targets += [("relay", mod, ""), ("relay+key", mod, KEY)]
+        for i, (name, argv, key) in enumerate(targets):
+            p, port = _start_relay(argv, backend, tmp, f"t{i}", key)
             procs.append(p)
             ports[name] = port
             pids[name] = p.pid
@@ -231,16 +235,20 @@ def main() -> None:
         for p in procs:
             p.wait(10)
     d50 = _pct(lat["direct"], 50)
-    print(f"relay benchmark (baseline = {args.base}); latency over {N} kept-alive POSTs each")
     print(
-        f"{'target':<11} {'p50 ms':>8} {'p90 ms':>8} {'added p50':>10} {'req/s':>9} {'x direct':>9}"
+        f"relay benchmark (baselines: {', '.join(bases)}); latency over {N} kept-alive POSTs "
+        f"each; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    w = max(11, *(len(k) for k in ports))
+    print(
+        f"{'target':<{w}} {'p50 ms':>8} {'p90 ms':>8} {'added p50':>10} {'req/s':>9} {'x direct':>9}"
         f" {'CPU us/req':>11}"
     )
     for k in ports:
         p50, p90 = _pct(lat[k], 50), _pct(lat[k], 90)
         r = statistics.median(rps[k])
         print(
-            f"{k:<11} {p50 * 1e3:8.3f} {p90 * 1e3:8.3f} {(p50 - d50) * 1e3:10.3f} "
+            f"{k:<{w}} {p50 * 1e3:8.3f} {p90 * 1e3:8.3f} {(p50 - d50) * 1e3:10.3f} "
             f"{r:9.0f} {r / statistics.median(rps['direct']):9.2f}"
             + (f" {cpu[k] / done[k] * 1e6:11.1f}" if k in pids else f" {'-':>11}")
         )

@@ -50,6 +50,23 @@ def record_metadata(service: DeploymentService) -> None:
     log_metadata(metadata=md)
 
 
+def record_rollout(record: Any) -> None:
+    """Records a progressive rollout on the running step: run metadata `rollout` (steps,
+    split, gate values per step, verdict) and an HTML view for the dashboard (an artifact
+    named `<deployment>_rollout`: traffic share, error rate and p95 per revision and step).
+
+    Args:
+        record: the rollout (``rollout.RolloutRecord``).
+    """
+    from zenml import save_artifact
+    from zenml.types import HTMLString
+
+    from zenml_model_deployers.rollout import render_html
+
+    log_metadata(metadata={"rollout": record.metadata()})
+    save_artifact(HTMLString(render_html(record)), name=f"{record.deployment}_rollout")
+
+
 def deploy_with(
     deployer: BaseDeployer,
     *,
@@ -63,6 +80,7 @@ def deploy_with(
     input_example: Any = None,
     settings: dict[str, Any] | None = None,
     canary_percent: int | None = None,
+    rollout: dict[str, Any] | None = None,
 ) -> DeploymentService:
     """Deploys (or, with `deploy_decision=False`, keeps) a model; records metadata.
 
@@ -79,6 +97,8 @@ def deploy_with(
         settings: flavor-specific serving settings.
         canary_percent: 1-99: keep the serving revision and send this share of requests to
             the new one, until `zmd models promote|rollback` finishes the canary.
+        rollout: with policy "canary": its steps and gates (``CanaryRollout`` fields:
+            steps, interval, max_error_rate, max_p95_ratio, min_requests).
 
     Returns:
         The service.
@@ -111,13 +131,22 @@ def deploy_with(
         **(settings or {}),
         **prov,
     )
-    service = deployer.deploy(
-        config,
-        policy=policy,
-        timeout=timeout,
-        model_version_id=_model_version_id(),
-        canary_percent=canary_percent,
-    )
+    try:
+        service = deployer.deploy(
+            config,
+            policy=policy,
+            timeout=timeout,
+            model_version_id=_model_version_id(),
+            canary_percent=canary_percent,
+            rollout=rollout,
+        )
+    except DeploymentError as e:
+        # A rollout that was rolled back is recorded too: the step fails with its numbers.
+        if getattr(e, "rollout", None) is not None:
+            record_rollout(e.rollout)  # type: ignore[attr-defined]
+        raise
+    if service.last_rollout is not None:
+        record_rollout(service.last_rollout)
     record_metadata(service)
     logger.info("Deployed model URL: %s", service.prediction_url)
     return service

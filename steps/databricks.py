@@ -30,6 +30,7 @@ def databricks_deployer_step(
     inference_table: dict[str, str] | None = None,
     query_format: str = "auto",
     canary_percent: int | None = None,
+    rollout: dict[str, Any] | None = None,
     deployment_name: str | None = None,
     model_name: str = "",
     deploy_decision: bool = True,
@@ -62,6 +63,8 @@ def databricks_deployer_step(
         query_format: what ``service.predict`` sends (``auto`` picks by the data's type).
         canary_percent: 1-99: keep the serving version and send this share to the new one,
             until `zmd models promote|rollback` finishes the canary.
+        rollout: with policy "canary": steps and gates (CanaryRollout's fields: steps,
+            interval, max_error_rate, max_p95_ratio, min_requests).
         deployment_name: the endpoint's name (default: from the model's name).
         model_name: the model's name (default: the registered model's last part).
         deploy_decision: False keeps what serves now (nothing is registered either).
@@ -114,4 +117,5 @@ def databricks_deployer_step(
         timeout=timeout,
         settings=settings,
         canary_percent=canary_percent,
+        rollout=rollout,
     )

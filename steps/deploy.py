@@ -24,6 +24,7 @@ def model_deployer_step(
     timeout: float | None = None,
     settings: dict[str, Any] | None = None,
     canary_percent: int | None = None,
+    rollout: dict[str, Any] | None = None,
 ) -> Annotated[DeploymentService, "deployment"]:
     """Deploys the model with the active stack's model deployer, whatever its flavor.
 
@@ -40,6 +41,8 @@ def model_deployer_step(
         settings: flavor-specific serving settings.
         canary_percent: 1-99: keep the serving revision and send this share of requests to
             the new one (flavors that split traffic); `zmd models promote|rollback` finish it.
+        rollout: with policy "canary": steps and gates (CanaryRollout's fields: steps,
+            interval, max_error_rate, max_p95_ratio, min_requests).
 
     Returns:
         The service (saved in full as an artifact).
@@ -65,6 +68,7 @@ def model_deployer_step(
         timeout=timeout,
         settings=settings,
         canary_percent=canary_percent,
+        rollout=rollout,
     )
 
 
@@ -83,6 +87,8 @@ def mlflow_deployer_step(
     api_key: str | None = None,
     smoke_input: Any = None,
     input_example: Any = None,
+    canary_percent: int | None = None,
+    rollout: dict[str, Any] | None = None,
 ) -> Annotated[DeploymentService, "mlflow_deployment"]:
     """Deploys a model to a local MLflow server behind a stable URL (flavor `zmd-mlflow`).
 
@@ -103,6 +109,10 @@ def mlflow_deployer_step(
             carry as `Authorization: Bearer <key>` (None: no key).
         smoke_input: example input that must predict before the revision counts as ready.
         input_example: example input saved with the model (gives it a signature).
+        canary_percent: 1-99: keep the serving revision and send this share of requests to
+            the new one (the relay splits them); `zmd models promote|rollback` finish it.
+        rollout: with policy "canary": steps and gates (CanaryRollout's fields: steps,
+            interval, max_error_rate, max_p95_ratio, min_requests).
 
     Returns:
         The service (saved in full as an artifact).
@@ -125,6 +135,8 @@ def mlflow_deployer_step(
         timeout=timeout,
         input_example=input_example,
         settings=settings,
+        canary_percent=canary_percent,
+        rollout=rollout,
     )
 
 

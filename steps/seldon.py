@@ -33,6 +33,7 @@ def seldon_deployer_step(
     timeout: float | None = None,
     smoke_input: Any = None,
     canary_percent: int | None = None,
+    rollout: dict[str, Any] | None = None,
 ) -> Annotated[DeploymentService, "seldon_deployment"]:
     """Deploys a model to Seldon Core on Kubernetes (flavor `zmd-seldon`).
 
@@ -63,6 +64,8 @@ def seldon_deployer_step(
         smoke_input: an input that must predict before the revision counts as ready.
         canary_percent: 1-99: keep the serving revision and send this share of requests to the
             new one, until `zmd models promote|rollback`.
+        rollout: with policy "canary": steps and gates (CanaryRollout's fields: steps,
+            interval, max_error_rate, max_p95_ratio, min_requests).
 
     Returns:
         The service (saved in full as an artifact; no credentials in it).
@@ -99,4 +102,5 @@ def seldon_deployer_step(
         timeout=timeout,
         settings=settings,
         canary_percent=canary_percent,
+        rollout=rollout,
     )

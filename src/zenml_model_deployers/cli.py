@@ -211,16 +211,31 @@ def _row(s: DeploymentService) -> dict[str, Any]:
 @click.option("--model", "model_name", help="only deployments of this model name")
 @click.option("--pipeline", help="only deployments made by this pipeline")
 @click.option("--running", is_flag=True, help="only running deployments")
+@click.option(
+    "--stats",
+    is_flag=True,
+    help="per revision: req/s, error rate, p50/p95 latency over the last 5 minutes",
+)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @_friendly_errors
 def models_list(
-    flavor: str | None, model_name: str | None, pipeline: str | None, running: bool, output: str
+    flavor: str | None,
+    model_name: str | None,
+    pipeline: str | None,
+    running: bool,
+    stats: bool,
+    output: str,
 ) -> None:
     """Lists deployments with their live state and URL."""
     from zenml_model_deployers.local.fastlist import list_local_rows
 
-    fast = list_local_rows(flavor)
-    rows = fast if fast is not None else [_row(s) for s in _all_services(flavor)]
+    fast = list_local_rows(flavor, stats=stats)
+    if fast is not None:
+        rows = fast
+    else:
+        rows = []
+        for s in _all_services(flavor):
+            rows.append({**_row(s), **({"stats": _stats(s)} if stats else {})})
     if model_name:
         rows = [r for r in rows if r["model"] == model_name]
     if pipeline:
@@ -237,10 +252,13 @@ def models_list(
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("ID", "NAME", "FLAVOR", "STATE", "MODEL", "REV", "URL"):
+    cols = ["ID", "NAME", "FLAVOR", "STATE", "MODEL", "REV", "URL"]
+    if stats:
+        cols += ["REVISION", "REQ/S", "ERRORS", "P50 MS", "P95 MS"]
+    for col in cols:
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(
+        cells = [
             r["id"][:8],
             r["name"],
             r["flavor"],
@@ -248,8 +266,28 @@ def models_list(
             r["model"],
             str(r["revision"]),
             r["url"] or "-",
-        )
-    Console(width=200).print(table)
+        ]
+        if not stats:
+            table.add_row(*cells)
+            continue
+        per_rev = r.get("stats")
+        if not isinstance(per_rev, dict) or not per_rev:
+            table.add_row(*cells, str(per_rev) if isinstance(per_rev, str) else "-", "", "", "", "")
+            continue
+        for i, (rev, m) in enumerate(per_rev.items()):
+            table.add_row(
+                *(cells if i == 0 else [""] * len(cells)),
+                rev[:12],
+                _num(m.get("req_per_s")),
+                "-" if m.get("error_rate") is None else f"{100 * m['error_rate']:.2f}%",
+                _num(m.get("p50_ms")),
+                _num(m.get("p95_ms")),
+            )
+    Console(width=240).print(table)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:g}"
 
 
 @models.command("describe")
@@ -289,7 +327,27 @@ def _describe(s: DeploymentService) -> dict[str, Any]:
         info["log_path"] = s.status.log_path
     if hasattr(s.status, "restarts"):
         info["restarts"] = s.status.restarts
+    if hasattr(s, "metrics_url"):
+        info["metrics_url"] = s.metrics_url if s.status.state == "active" else None
+    info["stats"] = _stats(s)
     return info
+
+
+def _stats(s: DeploymentService) -> dict[str, Any] | str | None:
+    """Per revision: req/s, error rate, p50/p95 over the last minutes where the backend keeps
+    a history (local relay), else its cumulative counts; a sentence where it reports none."""
+    from zenml_model_deployers.errors import ConfigurationError, DeploymentError
+    from zenml_model_deployers.local.fastlist import STATS_WINDOW
+
+    if s.status.state != "active":
+        return None
+    try:
+        metrics = s.read_revision_metrics(window=STATS_WINDOW)
+    except ConfigurationError:
+        return f"{s.FLAVOR} reports no request metrics"
+    except DeploymentError as e:
+        return f"unavailable: {e}"
+    return {rev: m.summary() for rev, m in metrics.items()}
 
 
 @models.command("get-url")

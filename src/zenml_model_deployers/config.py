@@ -32,6 +32,46 @@ class DeployPolicy(StrEnum):
     """Create a second deployment under a new name; the old one is untouched."""
     FAIL = "fail"
     """Raise DeploymentExistsError."""
+    CANARY = "canary"
+    """Roll the new revision out in traffic steps, with gates on its metrics at each step:
+    promoted after the last step, rolled back at the first failed gate (see CanaryRollout)."""
+
+
+class CanaryRollout(BaseModel):
+    """A progressive rollout (``policy="canary"``): the candidate gets ``steps[i]`` % of
+    requests for ``interval`` seconds each; after each bake its metrics must pass every gate.
+
+    The semantics follow Flagger (step weights, an analysis interval, success-rate and latency
+    gates) and Argo Rollouts (a failed analysis returns all traffic to the stable revision).
+    A gate needs ``min_requests`` requests to the candidate before it may pass or fail: no
+    traffic is not a pass (a bake waits up to one more ``interval`` for them, then fails).
+
+    Attributes:
+        steps: the candidate's share at each step (percent, increasing; the last one 100).
+        interval: bake seconds per step.
+        max_error_rate: the candidate's highest acceptable error rate in a step (0-1).
+        max_p95_ratio: the candidate's highest acceptable p95 latency, as a multiple of the
+            stable revision's in the same step (skipped where the backend reports no latency;
+            at 100 % the stable's p95 of the previous step is the reference).
+        min_requests: requests the candidate must have answered in a step for a verdict.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    interval: float = Field(default=60.0, gt=0)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p95_ratio: float = Field(default=1.5, gt=0)
+    min_requests: int = Field(default=20, ge=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_to_100(cls, v: list[int]) -> list[int]:
+        if not v or any(not 1 <= p <= 100 for p in v):
+            raise ValueError(f"steps {v}: each a percentage of traffic, 1-100.")
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)) or v[-1] != 100:
+            raise ValueError(f"steps {v}: strictly increasing, ending at 100 (e.g. [10, 50, 100]).")
+        return v
 
 
 def derive_deployment_name(text: str) -> str:
@@ -82,9 +122,22 @@ class DeployOptions(BaseModel):
         le=99,
         description="keep the serving revision and send this share of requests to the new one",
     )
+    rollout: CanaryRollout | None = Field(
+        default=None, description="steps and gates of policy 'canary' (default: CanaryRollout())"
+    )
 
     @model_validator(mode="after")
     def _canary_updates(self) -> DeployOptions:
+        if self.policy == DeployPolicy.CANARY:
+            if self.canary_percent is not None:
+                raise ValueError(
+                    "policy 'canary' walks the rollout's steps itself: give rollout=... "
+                    "(steps, interval, gates), not canary_percent."
+                )
+            if self.rollout is None:
+                self.rollout = CanaryRollout()
+        elif self.rollout is not None:
+            raise ValueError(f"rollout=... needs policy 'canary' (got {self.policy.value!r}).")
         if self.canary_percent is not None and self.policy != DeployPolicy.UPDATE:
             raise ValueError(
                 f"canary_percent needs policy 'update' (got {self.policy.value!r}): a canary "

@@ -7,6 +7,7 @@ reuse, start, update, replace, roll back and persist lives here, once.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Generator, Iterator
 from typing import Any, ClassVar, cast
 from uuid import UUID
@@ -24,16 +25,23 @@ from zenml.model_deployers.base_model_deployer import (
 from zenml.models.v2.misc.service import ServiceType
 from zenml.services.service import BaseService, ServiceConfig
 
-from zenml_model_deployers.config import DeploymentConfig, DeployOptions, DeployPolicy
+from zenml_model_deployers.config import (
+    CanaryRollout,
+    DeploymentConfig,
+    DeployOptions,
+    DeployPolicy,
+)
 from zenml_model_deployers.errors import (
     ConfigurationError,
     DeploymentError,
     DeploymentExistsError,
     DeploymentNotFoundError,
+    RolloutFailedError,
 )
 from zenml_model_deployers.service import (
     DeploymentService,
     DeploymentStatus,
+    RevisionMetrics,
     service_from_response,
 )
 
@@ -385,6 +393,7 @@ class BaseDeployer(BaseModelDeployer):
         model_version_id: UUID | None = None,
         seed: DeploymentService | None = None,
         canary_percent: int | None = None,
+        rollout: CanaryRollout | dict[str, Any] | None = None,
     ) -> DeploymentService:
         """Deploys ``config``: create, reuse, start or update (by ``policy``), then persist.
 
@@ -400,13 +409,19 @@ class BaseDeployer(BaseModelDeployer):
             model_version_id: ZenML model version to link the service to.
             seed: a recorded service whose URL a re-created deployment should keep.
             canary_percent: 1-99: run the new revision as a canary with this share.
+            rollout: with policy ``canary``: the steps, bake interval and gates
+                (default ``CanaryRollout()``: 10, 50, 100 %, 60 s each). The rollout is
+                recorded on the returned service (``last_rollout``) or on the raised
+                RolloutFailedError (``rollout``).
 
         Returns:
             The serving service.
 
         Raises:
-            ConfigurationError: invalid options, or a canary where none can run or while
-                another one is in progress (nothing was started).
+            ConfigurationError: invalid options, or a canary (or policy ``canary``) where none
+                can run or while another one is in progress (nothing was started).
+            RolloutFailedError: policy ``canary`` and a gate failed: rolled back, the stable
+                revision serves all requests, the candidate is gone.
             DeploymentExistsError: policy `fail` and another config serves.
             DeploymentError: the backend failed; the previous revision keeps serving.
         """
@@ -415,6 +430,7 @@ class BaseDeployer(BaseModelDeployer):
                 policy=policy,
                 timeout=timeout if timeout is not None else self._default_timeout(),
                 canary_percent=canary_percent,
+                rollout=rollout,
             )
         except ValidationError as e:
             raise ConfigurationError(f"Invalid deploy options: {_pydantic_msg(e)}") from e
@@ -423,12 +439,22 @@ class BaseDeployer(BaseModelDeployer):
                 f"{type(config).__name__} is not a config for flavor {self.flavor_name()}.",
                 hint=f"build a {self.SERVICE_CLASS.model_fields['config'].annotation.__name__}.",  # type: ignore[union-attr]
             )
+        if opts.policy == DeployPolicy.CANARY and not self.SERVICE_CLASS.SUPPORTS_TRAFFIC_SPLIT:
+            # Refused before anything is looked up, started or changed.
+            raise ConfigurationError(
+                f"Flavor {self.flavor_name()} cannot split traffic between two revisions, so "
+                f"deployment '{config.deployment_name}' cannot be rolled out progressively "
+                "(policy 'canary').",
+                deployment_name=config.deployment_name,
+                hint="deploy with policy 'update': the new revision replaces the old one only "
+                "once it is ready, and a failed update is rolled back.",
+            )
         config = self.prepare_config(config)
         name = config.deployment_name
         with self._locked(name, opts.timeout):
             existing = self.find_deployment(name)
             if existing is None:
-                if opts.canary_percent is not None:
+                if opts.canary_percent is not None or opts.policy == DeployPolicy.CANARY:
                     logger.info(
                         "Deployment '%s' does not exist yet: nothing to run a canary beside; "
                         "it is created serving all requests.",
@@ -449,6 +475,8 @@ class BaseDeployer(BaseModelDeployer):
                 logger.info("Deployment '%s' is not running: starting it.", name)
                 self._run_hook(existing, lambda: existing.start_backend(opts.timeout), "start")
                 return existing
+            if opts.policy == DeployPolicy.CANARY:
+                return self._rollout(existing, config, opts, model_version_id)
             if opts.policy == DeployPolicy.FAIL:
                 raise DeploymentExistsError(
                     f"Deployment '{name}' exists with another configuration "
@@ -621,16 +649,11 @@ class BaseDeployer(BaseModelDeployer):
         t = timeout or self._default_timeout()
         with self._locked(service.deployment_name, t):
             candidate = self._require_canary(service, "promote")
-
-            def promote() -> None:
-                service.set_traffic_split(candidate, None, 0, t)
-                service.config = candidate
-                service.status.canary_config = None
-                service.status.canary_percent = 0
-                service.status.revision += 1
-                service.mark_ready()
-
-            self._run_traffic_change(service, promote, f"promotion of {candidate.config_hash()}")
+            self._run_traffic_change(
+                service,
+                lambda: self._promote_split(service, candidate, t),
+                f"promotion of {candidate.config_hash()}",
+            )
         logger.info(
             "Deployment '%s' promoted: revision %s serves all requests.",
             service.deployment_name,
@@ -671,6 +694,175 @@ class BaseDeployer(BaseModelDeployer):
             service.status.config_hash,
         )
         return service
+
+    @staticmethod
+    def _promote_split(
+        service: DeploymentService, candidate: DeploymentConfig, timeout: float
+    ) -> None:
+        """All traffic to the candidate, which becomes the recorded revision."""
+        service.set_traffic_split(candidate, None, 0, timeout)
+        service.config = candidate
+        service.status.canary_config = None
+        service.status.canary_percent = 0
+        service.status.revision += 1
+        service.mark_ready()
+
+    # ----------------------------------------------------------------- progressive rollout
+    def _rollout(
+        self,
+        service: DeploymentService,
+        config: DeploymentConfig,
+        opts: DeployOptions,
+        model_version_id: UUID | None,
+    ) -> DeploymentService:
+        """Walks the rollout's steps (policy 'canary'): at each one the candidate gets its
+        share of requests for the bake interval, then its metrics must pass every gate; the
+        first failed gate rolls all traffic back, tears the candidate down and raises
+        RolloutFailedError with the numbers; after the last step the candidate is promoted.
+
+        Runs on the two flavor hooks (``set_traffic_split``, ``read_revision_metrics``).
+        The record (``service.last_rollout``) has every step's split, metrics and gates.
+        """
+        from zenml_model_deployers.rollout import (
+            RolloutRecord,
+            StepRecord,
+            describe_gates,
+            evaluate_gates,
+        )
+
+        spec = opts.rollout
+        assert spec is not None
+        name = service.deployment_name
+        if service.status.state != ServiceState.ACTIVE:
+            raise ConfigurationError(
+                f"Deployment '{name}' is not serving ({service.status.state.value}): a "
+                "progressive rollout needs a serving revision to compare with.",
+                deployment_name=name,
+                hint=f"`zmd models start {name}` first, or deploy with policy 'update'.",
+            )
+        stable = service.config
+        record = RolloutRecord(
+            deployment=name,
+            flavor=service.FLAVOR,
+            stable=service.status.config_hash,
+            candidate=config.config_hash(),
+            spec=spec,
+        )
+        service._rollout = record
+        logger.info(
+            "Rollout of '%s': revision %s -> %s in steps %s%%, %g s each (gates: error rate "
+            "<= %g%%, p95 <= %gx stable, >= %d requests).",
+            name,
+            record.stable,
+            record.candidate,
+            spec.steps,
+            spec.interval,
+            100 * spec.max_error_rate,
+            spec.max_p95_ratio,
+            spec.min_requests,
+        )
+        stable_p95: float | None = None
+        tick = max(0.2, min(5.0, spec.interval / 4))
+        try:
+            for i, percent in enumerate(spec.steps, 1):
+                step = StepRecord(percent=percent, started_at=round(record.elapsed(), 3))
+                record.steps.append(step)
+
+                def split(p: int = percent) -> None:
+                    service.set_traffic_split(stable, config, p, opts.timeout)
+                    service.status.canary_config = config.model_dump(mode="json")
+                    service.status.canary_percent = p
+
+                self._run_traffic_change(service, split, f"rollout step {i} ({percent}%)")
+                before = service.read_revision_metrics()
+                t0 = time.monotonic()
+                while True:
+                    time.sleep(tick)
+                    baked = time.monotonic() - t0
+                    now = service.read_revision_metrics()
+                    s_m = _window(now, before, record.stable, baked)
+                    c_m = _window(now, before, record.candidate, baked)
+                    gates = evaluate_gates(spec, c_m, s_m, stable_p95)
+                    enough = gates[0].passed
+                    errors_failed = enough and gates[1].passed is False
+                    logger.info(
+                        "Rollout of '%s' step %d/%d: %d%% of requests to %s, %.1f s of %g: %s.",
+                        name,
+                        i,
+                        len(spec.steps),
+                        percent,
+                        record.candidate,
+                        baked,
+                        spec.interval,
+                        describe_gates(gates),
+                    )
+                    # Errors fail the step as soon as there are enough requests to judge;
+                    # otherwise it bakes its interval, and up to one more for `min_requests`.
+                    if errors_failed or (
+                        baked >= spec.interval and (enough or baked >= 2 * spec.interval)
+                    ):
+                        break
+                step.baked_s = round(baked, 3)
+                step.stable, step.candidate, step.gates = s_m, c_m, gates
+                if s_m.requests and s_m.latency_p95_ms is not None:
+                    stable_p95 = s_m.latency_p95_ms
+                failed = [g for g in gates if g.passed is False]
+                step.passed = not failed
+                if failed:
+                    reason = (
+                        f"step {i}/{len(spec.steps)} ({percent}% of requests) failed its gates: "
+                        f"{describe_gates(gates)}; candidate {c_m.requests} answered, "
+                        f"{c_m.errors} errors {_nonzero(c_m.errors_by_kind)}".rstrip()
+                    )
+                    self._abort_rollout(service, stable, opts.timeout)
+                    record.finish("rolled_back", reason)
+                    err = RolloutFailedError(
+                        f"Rollout of revision {record.candidate} of '{name}' rolled back: "
+                        f"{reason}. Revision {record.stable} serves all requests again.",
+                        deployment_name=name,
+                        hint=f"see the candidate's logs; the rollout's record is the run "
+                        f"metadata 'rollout' (`zmd models describe {name}` shows live stats).",
+                    )
+                    err.rollout = record
+                    raise err
+            self._run_traffic_change(
+                service,
+                lambda: self._promote_split(service, config, opts.timeout),
+                f"promotion of {record.candidate}",
+            )
+        except RolloutFailedError:
+            raise
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                self._abort_rollout(service, stable, opts.timeout)
+            record.finish("failed", f"{type(e).__name__}: {e}"[:2000])
+            if isinstance(e, DeploymentError):
+                e.rollout = record  # type: ignore[attr-defined]
+            raise
+        record.finish("promoted", "")
+        self.persist(service, model_version_id=model_version_id)
+        logger.info(
+            "Rollout of '%s' promoted revision %s after %d steps (%.1f s, %.1f s beyond the "
+            "bakes).",
+            name,
+            record.candidate,
+            len(spec.steps),
+            record.duration_s,
+            record.overhead_s,
+        )
+        return service
+
+    def _abort_rollout(
+        self, service: DeploymentService, stable: DeploymentConfig, timeout: float
+    ) -> None:
+        """All traffic back to the stable revision, the candidate retired, recorded."""
+
+        def back() -> None:
+            service.set_traffic_split(stable, None, 0, timeout)
+            service.status.canary_config = None
+            service.status.canary_percent = 0
+
+        self._run_traffic_change(service, back, "rollback of the rollout")
 
     @staticmethod
     def _require_canary(service: DeploymentService, verb: str) -> DeploymentConfig:
@@ -1016,6 +1208,22 @@ class BaseDeployer(BaseModelDeployer):
             "REVISION": str(d["revision"]),
             "CONFIG_HASH": d["config_hash"],
         }
+
+
+def _window(
+    now: dict[str, RevisionMetrics],
+    before: dict[str, RevisionMetrics],
+    revision: str,
+    seconds: float,
+) -> RevisionMetrics:
+    """One revision's metrics between two cumulative readings."""
+    cur = now.get(revision) or RevisionMetrics(config_hash=revision)
+    return cur.since(before.get(revision), seconds)
+
+
+def _nonzero(counts: dict[str, int]) -> str:
+    kinds = ", ".join(f"{k} {n}" for k, n in counts.items() if n)
+    return f"({kinds})" if kinds else ""
 
 
 def _row_exists(uuid: UUID) -> bool:

@@ -76,3 +76,14 @@ class SecretResolutionError(DeploymentError):
 
 class PredictionError(DeploymentError):
     """A prediction request to a deployed model failed."""
+
+
+class RolloutFailedError(DeploymentError):
+    """A progressive rollout failed a gate (or broke) and was rolled back: the stable revision
+    serves all requests again and the candidate is gone.
+
+    Attributes:
+        rollout: the rollout's record (``rollout.RolloutRecord``): steps, gate values, verdict.
+    """
+
+    rollout: object = None

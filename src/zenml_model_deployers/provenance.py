@@ -21,8 +21,12 @@ PROVENANCE_FIELDS: frozenset[str] = frozenset(
 )
 
 # Local deployments: saying "yes, without a key" is a decision about exposure, not a serving
-# setting, so flipping it must not roll out a new revision.
-LOCAL_PROVENANCE_FIELDS: frozenset[str] = PROVENANCE_FIELDS | {"allow_unauthenticated"}
+# setting, so flipping it must not roll out a new revision; nor does where the front serves
+# its metrics (taken at the front's next start).
+LOCAL_PROVENANCE_FIELDS: frozenset[str] = PROVENANCE_FIELDS | {
+    "allow_unauthenticated",
+    "metrics_port",
+}
 
 
 def local_serving_fields(fields: dict[str, object]) -> dict[str, object]:

@@ -260,11 +260,13 @@ def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
     return out
 
 
-def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
+def list_local_rows(flavor: str | None = None, stats: bool = False) -> list[dict[str, Any]] | None:
     """The rows `zmd models list` shows, or None when the fast path does not apply.
 
     Args:
         flavor: only this flavor.
+        stats: add each row's ``stats`` (:func:`row_stats`: one control request per running
+            deployment).
 
     Returns:
         Rows (same keys as the CLI's JSON output), newest first, or None.
@@ -284,6 +286,7 @@ def list_local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
             "restarts": r["restarts"],
             "pipeline": r["config"].get("pipeline_name", ""),
             "step": r["config"].get("pipeline_step_name", ""),
+            **({"stats": row_stats(r)} if stats else {}),
         }
         for r in rows
     ]
@@ -332,6 +335,12 @@ def describe_row(row: dict[str, Any]) -> dict[str, Any] | None:
         "config": local_serving_fields(config),
         "log_path": status.get("log_path"),
         "restarts": row["restarts"],
+        "metrics_url": (
+            f"http://127.0.0.1:{status['metrics_port']}/metrics"
+            if status.get("metrics_port") and row["state"] == "active"
+            else None
+        ),
+        "stats": row_stats(row),
     }
 
 
@@ -358,6 +367,34 @@ def log_redactions(row: dict[str, Any]) -> list[str] | None:
     if spec.get("config_hash") != row["status"].get("config_hash"):
         return None
     return [str(v) for v in spec.get("redact") or []]
+
+
+STATS_WINDOW = 300.0
+
+
+def row_stats(row: dict[str, Any], window: float = STATS_WINDOW) -> dict[str, Any] | None:
+    """Per revision, the last `window` seconds as the deployment's relay counted them
+    (requests, req/s, error rate, p50/p95), or None when its front does not run.
+
+    Args:
+        row: a row of :func:`local_rows`.
+        window: seconds.
+
+    Returns:
+        revision (config hash) -> summary, or None.
+    """
+    from zenml_model_deployers.local.relay import control_request, read_ready_file
+    from zenml_model_deployers.local.relay_metrics import summarize
+
+    port = row["status"].get("control_port")
+    if row["state"] != "active" or not port:
+        return None
+    try:
+        token = str(read_ready_file(row["workdir"] / "relay.json").get("token", ""))
+        reply = control_request(int(port), token, {"cmd": "metrics", "window": window}, 5)
+    except (OSError, ValueError):
+        return None
+    return summarize(reply) if reply.get("ok") else None
 
 
 def _uuid(raw: str) -> str:

@@ -21,10 +21,22 @@ what a client may hold: head size and time, idle time, connections (an idle conn
 evicted for a new one; when none is idle the new one gets 503), and the bytes kept for replay
 (a bigger request is forwarded without replay). Responses are piped through unparsed.
 
+During a canary the relay routes a weighted share of requests to a second server (``split``),
+choosing the server for each request at its boundary (a kept-alive connection moves between
+them); the shares are exact over any run of 100 requests (a smooth weighted round robin).
+
+It counts, per revision: requests, errors (5xx answers, connections the server refused,
+connections it reset with a request in flight, requests the client gave up on before any
+answer) and a latency histogram (time to the first response byte). They are served in
+Prometheus format (``prometheus_client``) on a metrics port of their own (``GET /metrics``),
+never on the deployment's port, so no model server route can collide; the ``metrics`` control
+command returns the same counters now and as they were a window ago (``local/relay_metrics.py``).
+
 Run as ``python -m zenml_model_deployers.local.relay``; controlled over a line-JSON protocol on
-a second loopback port (``switch``, ``drain``, ``status``). Every command carries the token the
-relay writes into its ready file (created 0600): other users of the machine cannot steer it.
-Only the standard library is imported here so that the relay starts in well under a second.
+a second loopback port (``switch``, ``split``, ``drain``, ``status``, ``metrics``). Every command
+carries the token the relay writes into its ready file (created 0600): other users of the
+machine cannot steer it. Only the standard library is imported at start so that the relay
+starts in well under a second (``prometheus_client`` is imported at the first scrape).
 """
 
 from __future__ import annotations
@@ -39,11 +51,13 @@ import signal
 import socket
 import sys
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers.local import http1
+from zenml_model_deployers.local.relay_metrics import BOUNDS, Metrics, RevisionStats
 
 _READ = 65536
 API_KEY_ENV = "ZMD_RELAY_API_KEY"
@@ -141,6 +155,8 @@ class _Conn:
         "last_raw",
         "last_head",
         "closed",
+        "stats",
+        "t_req",
     )
 
     def __init__(self, client_w: asyncio.StreamWriter) -> None:
@@ -161,6 +177,8 @@ class _Conn:
         self.last_raw = b""  # the previous request head and its parse (see _relay_request)
         self.last_head = http1.RequestHead()
         self.closed = False
+        self.stats: RevisionStats | None = None  # the counters of the revision it is piped to
+        self.t_req = 0.0  # when the unanswered request was sent
 
 
 class Relay:
@@ -173,6 +191,7 @@ class Relay:
         api_key: str | None = None,
         limits: Limits | None = None,
         token: str = "",
+        deployment: str = "",
     ) -> None:
         """Creates the relay (not yet listening).
 
@@ -182,26 +201,49 @@ class Relay:
             api_key: the key every request must carry as ``Authorization: Bearer`` (None: open).
             limits: what a client may hold.
             token: the control channel's token ("" refuses every control command).
+            deployment: the deployment's name (a label of the metrics).
         """
         self.host = host
         self.target = target
+        # During a canary: the candidate's port and its share of requests (percent).
+        self.candidate: int | None = None
+        self.weight = 0
+        self._acc = 0  # smooth weighted round robin accumulator
+        self.metrics = Metrics(deployment)
         self.api_key = api_key.encode() if api_key else None
         self.limits = limits or Limits()
         self.token = token.encode()
         self.conns: set[_Conn] = set()
         self.refused = 0  # requests and connections refused (status, for tests and metrics)
 
-    async def _connect(self, conn: _Conn) -> bool:
-        if self.target is None:
+    def _route(self) -> int | None:
+        """The server of the next request: during a canary, `weight` of every 100 requests go
+        to the candidate, spread evenly (smooth weighted round robin, no randomness)."""
+        if self.candidate is None:
+            return self.target
+        self._acc += self.weight
+        if self._acc >= 100:
+            self._acc -= 100
+            return self.candidate
+        return self.target
+
+    def _live(self, port: int | None) -> bool:
+        return port is not None and (port == self.target or port == self.candidate)
+
+    async def _connect(self, conn: _Conn, port: int | None = None) -> bool:
+        if port is None:
+            port = self.target
+        if port is None:
             return False
-        port = self.target
         try:
             reader, writer = await asyncio.open_connection(self.host, port)
         except OSError:
+            self.metrics.stats_for(port).error("refused")
             return False
         old = conn.backend_w
         conn.gen += 1
         conn.backend_port = port
+        conn.stats = self.metrics.stats_for(port)
         conn.backend_w = writer
         if old is not None:
             old.close()
@@ -293,6 +335,7 @@ class Relay:
         while True:
             await asyncio.sleep(_SWEEP)
             now = time.monotonic()
+            self.metrics.tick(now)
             for c in list(self.conns):
                 if c.phase == _HEAD and now - c.head_started > limits.header_timeout:
                     self._refuse(c, 408, "request head not received in time")
@@ -341,14 +384,18 @@ class Relay:
             conn.pinned = True
             conn.replayable = False
             conn.pending.clear()
-        elif conn.backend_w is None or (not conn.pinned and conn.backend_port != self.target):
-            # At a request boundary and the backend changed (or is gone): move.
-            if not await self._connect(conn):
-                self._refuse(conn, 503, "no server is serving this deployment")
-                return False
+        elif conn.backend_w is None or not conn.pinned:
+            # At a request boundary: the server of this request (the backend may have changed,
+            # or a canary splits requests); move when it is another one (or gone).
+            port = self.target if self.candidate is None else self._route()
+            if conn.backend_w is None or conn.backend_port != port:
+                if not await self._connect(conn, port):
+                    self._refuse(conn, 503, "no server is serving this deployment")
+                    return False
         if not conn.unanswered:
             conn.pending.clear()
             conn.replayable = not conn.pinned and not head.expect_continue
+            conn.t_req = time.monotonic()
         conn.in_request = True
         if head.chunked:
             await self._forward_chunked(conn, inp, raw)
@@ -421,9 +468,19 @@ class Relay:
                     return
                 if not data:
                     break
-                conn.unanswered = False
+                now = time.monotonic()
+                if conn.unanswered:  # the first bytes of an answer: count the request
+                    st = conn.stats
+                    if st is not None:
+                        lat = now - conn.t_req
+                        st.requests += 1
+                        st.lat_sum += lat
+                        st.buckets[bisect_left(BOUNDS, lat)] += 1
+                        if data[9:10] == b"5" and data[:5] == b"HTTP/":
+                            st.error("5xx")
+                    conn.unanswered = False
                 conn.pending.clear()
-                conn.last_activity = conn.last_response = time.monotonic()
+                conn.last_activity = conn.last_response = now
                 conn.client_w.write(data)
                 await conn.client_w.drain()
         except (ConnectionError, OSError):
@@ -435,7 +492,7 @@ class Relay:
         if conn.client_eof and not conn.unanswered:
             self._close(conn)
             return
-        if conn.unanswered and conn.replayable and conn.pending and port != self.target:
+        if conn.unanswered and conn.replayable and conn.pending and not self._live(port):
             # Closed while our request was in the air, by a server being retired: replay.
             payload = bytes(conn.pending)
             if await self._connect(conn) and conn.backend_w is not None:
@@ -443,11 +500,14 @@ class Relay:
                 with contextlib.suppress(ConnectionError, OSError):
                     await conn.backend_w.drain()
                 return
-        elif not conn.unanswered and not conn.pinned and port != self.target:
+        elif not conn.unanswered and not conn.pinned and not self._live(port):
             # A retired server closed an idle connection: keep the client, reconnect lazily.
             conn.backend_w = None
             conn.backend_port = None
             return
+        if conn.unanswered and conn.stats is not None:
+            conn.stats.error("reset")  # closed with our request unanswered, no replay
+            conn.unanswered = False
         self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
@@ -455,6 +515,8 @@ class Relay:
             return
         conn.closed = True
         self.conns.discard(conn)
+        if conn.unanswered and conn.stats is not None and not conn.in_request:
+            conn.stats.error("abandoned")  # the client gave up (or timed out) before an answer
         for w in (conn.backend_w, conn.client_w):
             if w is not None:
                 with contextlib.suppress(Exception):
@@ -475,6 +537,8 @@ class Relay:
                 inflight[key] = inflight.get(key, 0) + 1
         return {
             "target": self.target,
+            "candidate": self.candidate,
+            "candidate_percent": self.weight if self.candidate is not None else 0,
             "connections": per_port,
             "in_flight": inflight,
             "refused": self.refused,
@@ -545,10 +609,28 @@ class Relay:
         cmd = msg.get("cmd")
         if cmd == "switch":
             self.target = int(msg["port"])
+            self.candidate, self.weight = None, 0
+            if msg.get("revision"):
+                self.metrics.label(self.target, str(msg["revision"]))
             if "api_key" in msg:
                 key = msg["api_key"]
                 self.api_key = str(key).encode() if key else None
             return {"ok": True, "target": self.target}
+        if cmd == "split":
+            percent = int(msg["percent"])
+            if not 0 <= percent <= 100:
+                raise ValueError(f"percent {percent} is out of range 0-100")
+            stable, candidate = int(msg["port"]), int(msg["candidate"])
+            for port, rev in (
+                (stable, msg.get("revision")),
+                (candidate, msg.get("candidate_revision")),
+            ):
+                if rev:
+                    self.metrics.label(port, str(rev))
+            self.target, self.candidate, self.weight, self._acc = stable, candidate, percent, 0
+            return {"ok": True, "target": self.target, "candidate": candidate, "percent": percent}
+        if cmd == "metrics":
+            return {"ok": True, **self.metrics.window(float(msg.get("window", 300)))}
         if cmd == "drain":
             left = await self.drain(int(msg["port"]), float(msg.get("timeout", 10)))
             return {"ok": True, "in_flight": left}
@@ -617,7 +699,16 @@ async def _main(args: argparse.Namespace) -> int:
         replay_limit=args.replay_limit,
     )
     token = os.urandom(32).hex()
-    relay = Relay(args.backend_host, args.target, api_key=api_key, limits=limits, token=token)
+    relay = Relay(
+        args.backend_host,
+        args.target,
+        api_key=api_key,
+        limits=limits,
+        token=token,
+        deployment=args.deployment,
+    )
+    if args.target is not None and args.target_revision:
+        relay.metrics.label(args.target, args.target_revision)
     try:
         server = await asyncio.start_server(
             relay.handle,
@@ -631,12 +722,30 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"relay: cannot listen on {args.host}:{args.port}: {e.strerror}", flush=True)
         return 3
     control = await asyncio.start_server(relay.control, "127.0.0.1", 0)
+    try:
+        metrics = await asyncio.start_server(
+            relay.metrics.serve, args.metrics_host, args.metrics_port, reuse_address=True
+        )
+    except OSError as e:
+        print(
+            f"relay: cannot listen for metrics on {args.metrics_host}:{args.metrics_port}: "
+            f"{e.strerror}",
+            flush=True,
+        )
+        return 3
     sweeper = asyncio.get_running_loop().create_task(relay.sweep())
     port = server.sockets[0].getsockname()[1]
     cport = control.sockets[0].getsockname()[1]
+    mport = metrics.sockets[0].getsockname()[1]
     _write_atomic(
         Path(args.ready_file),
-        {"port": port, "control_port": cport, "pid": os.getpid(), "token": token},
+        {
+            "port": port,
+            "control_port": cport,
+            "metrics_port": mport,
+            "pid": os.getpid(),
+            "token": token,
+        },
     )
     auth = "API key required" if api_key else "no API key"
     print(f"relay: listening on {args.host}:{port}, target {args.target}, {auth}", flush=True)
@@ -658,6 +767,7 @@ async def _main(args: argparse.Namespace) -> int:
         await supervision[1].close()
     server.close()
     control.close()
+    metrics.close()
     for c in list(relay.conns):
         relay._close(c)
     print("relay: stopped", flush=True)
@@ -680,6 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--backend-host", default="127.0.0.1")
     p.add_argument("--target", type=int, default=None)
+    p.add_argument("--target-revision", default="", help="the target's revision (metrics label)")
     p.add_argument("--ready-file", required=True)
     d = Limits()
     p.add_argument("--max-head", type=int, default=d.max_head)
@@ -688,6 +799,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-connections", type=int, default=d.max_connections)
     p.add_argument("--replay-limit", type=int, default=d.replay_limit)
     p.add_argument("--supervise", default=None, help="supervise.json of the server to restart")
+    p.add_argument("--deployment", default="", help="the deployment's name (metrics label)")
+    p.add_argument("--metrics-host", default="127.0.0.1")
+    p.add_argument("--metrics-port", type=int, default=0, help="0: any free port")
     args = p.parse_args(argv)
     try:
         import uvloop  # a dependency on POSIX: halves the latency the relay adds

@@ -13,12 +13,19 @@ files 0600): logs can hold request data, the ready file holds the relay's contro
 
 An optional ``api_key`` (a ZenML secret reference) is enforced by the relay on every request;
 a deployment bound to a non-loopback address must have one, or say ``allow_unauthenticated``.
+
+Canaries: ``set_traffic_split`` starts the candidate revision's server beside the stable one and
+has the relay route a share of requests to it (at request boundaries); the relay counts
+requests, errors and latency per revision (``read_revision_metrics``; Prometheus on the metrics
+port). The candidate is not restarted by the front's supervisor while it is a candidate (a crash
+shows as refused requests, which fail a rollout's gates); it is once promoted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -53,7 +60,7 @@ from zenml_model_deployers.local.state import (
 )
 from zenml_model_deployers.local.supervisor import write_spec
 from zenml_model_deployers.provenance import LOCAL_PROVENANCE_FIELDS, local_serving_fields
-from zenml_model_deployers.service import DeploymentService, DeploymentStatus
+from zenml_model_deployers.service import DeploymentService, DeploymentStatus, RevisionMetrics
 
 DRAIN_TIMEOUT = 10.0
 logger = logging.getLogger(__name__)
@@ -137,6 +144,8 @@ class LocalDeploymentConfig(DeploymentConfig):
         api_key: a ZenML secret reference (``{{secret.key}}``) to the key every request to the
             URL must carry as ``Authorization: Bearer <key>`` (None: no key).
         allow_unauthenticated: accept a non-loopback ``host`` without an ``api_key``.
+        metrics_port: pin the port of the relay's Prometheus metrics (``GET /metrics`` on
+            127.0.0.1; None: a free port, shown by ``zmd models describe``).
     """
 
     PROVENANCE_FIELDS = LOCAL_PROVENANCE_FIELDS
@@ -145,6 +154,7 @@ class LocalDeploymentConfig(DeploymentConfig):
     port: int | None = None
     api_key: str | None = None
     allow_unauthenticated: bool = False
+    metrics_port: int | None = None
 
     def serving_fields(self) -> dict[str, Any]:
         """See DeploymentConfig.serving_fields; no `api_key` when there is none, so that the
@@ -165,6 +175,8 @@ class LocalDeploymentConfig(DeploymentConfig):
         super().__init__(**data)
         if self.port is not None and not (0 < self.port < 65536):
             raise ValueError(f"port {self.port} is out of range 1-65535.")
+        if self.metrics_port is not None and not (0 < self.metrics_port < 65536):
+            raise ValueError(f"metrics_port {self.metrics_port} is out of range 1-65535.")
         if self.api_key is not None and not secrets.is_secret_reference(self.api_key):
             # Never echo the value: it may be the key itself.
             raise ValueError(
@@ -193,6 +205,10 @@ class LocalDeploymentStatus(DeploymentStatus):
         server_port: its private port.
         log_path: its log file.
         restarts: how many times the front restarted this revision's server after it died.
+        metrics_port: the relay's Prometheus port (127.0.0.1, ``GET /metrics``).
+        canary_server: during a canary, the candidate revision's process.
+        canary_port: its private port.
+        canary_log_path: its log file.
     """
 
     public_port: int | None = None
@@ -202,6 +218,10 @@ class LocalDeploymentStatus(DeploymentStatus):
     server_port: int | None = None
     log_path: str | None = None
     restarts: int = 0
+    metrics_port: int | None = None
+    canary_server: proc.ProcessHandle | None = None
+    canary_port: int | None = None
+    canary_log_path: str | None = None
 
 
 class LocalProcessService(DeploymentService):
@@ -211,6 +231,8 @@ class LocalProcessService(DeploymentService):
     status: LocalDeploymentStatus
 
     _api_key: tuple[str, str] | None = PrivateAttr(default=None)
+
+    SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = True
 
     # Restart policy of the front's supervisor (local/supervisor.py): a dead server is started
     # again after RESTART_BACKOFF[0] * 2**(n-1) seconds (at most RESTART_BACKOFF[1]); after
@@ -367,8 +389,15 @@ class LocalProcessService(DeploymentService):
         argv = [proc.python_executable(), "-m", "zenml_model_deployers.local.relay"]
         argv += ["--host", host, "--port", str(port), "--ready-file", str(ready)]
         argv += ["--supervise", str(self.workdir / SPEC_FILE)]
+        argv += ["--deployment", self.deployment_name]
+        metrics_port = self.config.metrics_port or self.status.metrics_port or 0
+        if metrics_port and not port_is_free("127.0.0.1", metrics_port):
+            metrics_port = 0 if not self.config.metrics_port else metrics_port
+        argv += ["--metrics-port", str(metrics_port)]
         if target is not None:
             argv += ["--target", str(target)]
+            if self.status.config_hash:
+                argv += ["--target-revision", self.status.config_hash]
         key = self.api_key_value()  # resolved before anything starts: a missing secret fails here
         env = proc.env_with_venv_path()
         env.pop(API_KEY_ENV, None)  # never one inherited from the deploying process
@@ -393,6 +422,7 @@ class LocalProcessService(DeploymentService):
         self.status.relay = handle
         self.status.public_port = int(info["port"])
         self.status.control_port = int(info["control_port"])
+        self.status.metrics_port = int(info.get("metrics_port") or 0) or None
         self.status.url = f"http://{_url_host(host)}:{self.status.public_port}"
 
     def _detach_front_if_moved(
@@ -475,8 +505,21 @@ class LocalProcessService(DeploymentService):
         return reply
 
     def _switch(self, port: int) -> dict[str, Any]:
-        """The `switch` command: the new server and this revision's API key, moved together."""
-        return {"cmd": "switch", "port": port, "api_key": self.api_key_value()}
+        """The `switch` command: the new server and this revision's API key, moved together
+        (the revision labels the server's metrics)."""
+        return {
+            "cmd": "switch",
+            "port": port,
+            "api_key": self.api_key_value(),
+            "revision": self.config.config_hash(),
+        }
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The relay's Prometheus metrics URL (loopback), while the front runs."""
+        if not self.status.metrics_port:
+            return None
+        return f"http://127.0.0.1:{self.status.metrics_port}/metrics"
 
     def _stop_relay(self) -> None:
         if self.status.relay is not None:
@@ -602,7 +645,7 @@ class LocalProcessService(DeploymentService):
         names its ready file there). Recorded processes are left alone; callers hold the lock.
         """
         known = {os.getpid()}
-        for handle in (self.status.server, self.status.relay):
+        for handle in (self.status.server, self.status.relay, self.status.canary_server):
             live = handle.process() if handle is not None else None
             if live is not None:  # a recorded process and its children (uvicorn under mlflow)
                 known.add(live.pid)
@@ -731,6 +774,7 @@ class LocalProcessService(DeploymentService):
         if self.status.server is not None:
             self.status.server.terminate(min(timeout, DRAIN_TIMEOUT))
         self.status.server = None
+        self._end_canary_server()
         self.admin_state = ServiceState.INACTIVE
         self.status.update_state(ServiceState.INACTIVE, "")
         self.status.clear_error()
@@ -760,6 +804,161 @@ class LocalProcessService(DeploymentService):
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------- canaries
+    def set_traffic_split(
+        self,
+        stable: DeploymentConfig,
+        candidate: DeploymentConfig | None,
+        candidate_percent: int,
+        timeout: float,
+    ) -> None:
+        """See DeploymentService.set_traffic_split: the candidate's server runs beside the
+        stable one and the relay routes ``candidate_percent`` % of requests to it.
+
+        ``candidate=None`` ends a canary: with ``stable`` the recorded revision (rollback) the
+        candidate is drained and stopped; with ``stable`` the candidate's config (promotion)
+        the candidate's server becomes the deployment's and the old one is drained and stopped.
+
+        Args:
+            stable: the stable revision.
+            candidate: the candidate revision (None: stable only).
+            candidate_percent: the candidate's share, 0-100.
+            timeout: seconds to wait until a new candidate's server is ready.
+
+        Raises:
+            DeploymentError: the candidate did not start, or the relay refused; what served
+                before still serves.
+        """
+        if not self._relay_alive() or self.status.server_port is None:
+            raise DeploymentError(
+                f"Deployment '{self.deployment_name}' is not serving: no traffic to split.",
+                deployment_name=self.deployment_name,
+                hint=f"`zmd models start {self.deployment_name}` first.",
+            )
+        assert isinstance(stable, LocalDeploymentConfig)
+        if candidate is None:
+            if stable.config_hash() == self.config.config_hash():
+                self._rollback_canary()
+            else:
+                self._promote_canary(stable)
+            return
+        assert isinstance(candidate, LocalDeploymentConfig)
+        if not self._canary_alive(candidate):
+            self._end_canary_server()
+            self._start_canary(candidate, timeout)
+        assert self.status.canary_port is not None
+        try:
+            self._relay_call(
+                {
+                    "cmd": "split",
+                    "port": self.status.server_port,
+                    "revision": self.config.config_hash(),
+                    "candidate": self.status.canary_port,
+                    "candidate_revision": candidate.config_hash(),
+                    "percent": candidate_percent,
+                }
+            )
+        except BaseException:
+            self._relay_call(self._switch(self.status.server_port))
+            self._end_canary_server()
+            raise
+
+    def _canary_alive(self, candidate: DeploymentConfig) -> bool:
+        running = self.status.canary_server is not None and self.status.canary_server.is_alive()
+        recorded = self.status.canary_config
+        return (
+            running
+            and bool(recorded)
+            and (type(candidate).model_validate(recorded).config_hash() == candidate.config_hash())
+        )
+
+    def _start_canary(self, candidate: LocalDeploymentConfig, timeout: float) -> None:
+        """Starts the candidate's server (not yet routed to); its restart spec is kept aside
+        (0600) until a promotion hands it to the supervisor."""
+        stable = self.config
+        self.config = candidate
+        try:
+            handle, port, log = self._start_server(timeout)
+        finally:
+            self.config = stable
+        spec, self._pending_spec = self._pending_spec, None
+        if spec is not None:
+            write_spec(self.workdir / _CANARY_SPEC, spec)
+        self.status.canary_server, self.status.canary_port = handle, port
+        self.status.canary_log_path = str(log)
+        make_tree_private(self.workdir)
+
+    def _end_canary_server(self) -> None:
+        if self.status.canary_server is not None:
+            self.status.canary_server.terminate(DRAIN_TIMEOUT)
+        self.status.canary_server = None
+        self.status.canary_port = None
+        self.status.canary_log_path = None
+        (self.workdir / _CANARY_SPEC).unlink(missing_ok=True)
+
+    def _rollback_canary(self) -> None:
+        assert self.status.server_port is not None
+        self._relay_call(self._switch(self.status.server_port))
+        port = self.status.canary_port
+        if port is not None:
+            with contextlib.suppress(DeploymentError, OSError, ValueError):
+                self._relay_call({"cmd": "drain", "port": port, "timeout": DRAIN_TIMEOUT})
+        self._end_canary_server()
+
+    def _promote_canary(self, candidate: LocalDeploymentConfig) -> None:
+        server, port = self.status.canary_server, self.status.canary_port
+        if server is None or port is None or not server.is_alive():
+            raise DeploymentError(
+                f"The candidate revision {candidate.config_hash()} of '{self.deployment_name}' "
+                "is not running: nothing to promote.",
+                deployment_name=self.deployment_name,
+                hint=f"`zmd models rollback {self.deployment_name}`, then deploy it again.",
+            )
+        old_server, old_port = self.status.server, self.status.server_port
+        stable = self.config
+        self.config = candidate  # the switch carries the candidate's revision and API key
+        try:
+            self._relay_call(self._switch(port))
+        except BaseException:
+            self.config = stable
+            raise
+        spec_path = self.workdir / _CANARY_SPEC
+        if spec_path.exists():  # the supervisor watches the new revision from now on
+            write_spec(self.workdir / SPEC_FILE, json.loads(spec_path.read_text()))
+            spec_path.unlink(missing_ok=True)
+        self.status.restarts = 0
+        self.status.server, self.status.server_port = server, port
+        self.status.log_path = self.status.canary_log_path
+        self.status.canary_server = self.status.canary_port = None
+        self.status.canary_log_path = None
+        if old_port is not None and old_port != port:
+            with contextlib.suppress(DeploymentError, OSError, ValueError):
+                self._relay_call({"cmd": "drain", "port": old_port, "timeout": DRAIN_TIMEOUT})
+        if old_server is not None:
+            old_server.terminate(DRAIN_TIMEOUT)
+
+    def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
+        """Requests, errors and latency per revision, counted by the relay.
+
+        Args:
+            window: seconds: the counts of about the last `window` seconds (the relay keeps
+                snapshots every 2 s for 15 minutes; ``window_s`` says what was covered);
+                None: since the relay started.
+
+        Returns:
+            config hash -> metrics (revisions that served through this relay).
+
+        Raises:
+            DeploymentError: the front is not running.
+        """
+        if not self._relay_alive():
+            raise DeploymentError(
+                f"Deployment '{self.deployment_name}' is not running: no metrics to read.",
+                deployment_name=self.deployment_name,
+            )
+        reply = self._relay_call({"cmd": "metrics", "window": window or 0}, timeout=10)
+        return metrics_from_reply(reply, window is not None)
 
     def check_status(self) -> tuple[ServiceState, str]:
         """Reads process liveness (cheap: no HTTP), so listing many deployments is fast.
@@ -801,6 +1000,31 @@ class LocalProcessService(DeploymentService):
             lambda: self.status.server is not None and self.status.server.is_alive(),
             secrets.redact,
         )
+
+
+def metrics_from_reply(reply: dict[str, Any], windowed: bool) -> dict[str, RevisionMetrics]:
+    """Per-revision metrics from the relay's ``metrics`` reply.
+
+    Args:
+        reply: ``{"now": ..., "then": ..., "span": s, "bounds": [...]}`` (relay_metrics).
+        windowed: the window between "then" and "now" (else the cumulative "now").
+
+    Returns:
+        revision -> metrics.
+    """
+    bounds = [float(b) for b in reply.get("bounds", [])]
+    out: dict[str, RevisionMetrics] = {}
+    for rev, counters in dict(reply.get("now", {})).items():
+        now = RevisionMetrics.from_counters(rev, counters, bounds)
+        if windowed:
+            then = reply.get("then", {}).get(rev)
+            earlier = RevisionMetrics.from_counters(rev, then, bounds) if then else None
+            now = now.since(earlier, float(reply.get("span", 0)) or None)
+        out[rev] = now
+    return out
+
+
+_CANARY_SPEC = "canary-supervise.json"
 
 
 def _url_host(host: str) -> str:

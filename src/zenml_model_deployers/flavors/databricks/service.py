@@ -614,9 +614,13 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         for line in lines:
             yield secrets.redact(line)
 
-    def read_revision_metrics(self) -> dict[str, RevisionMetrics]:
+    def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
         """Requests and errors per served entity from `serving_endpoints.export_metrics`
-        (Prometheus text), keyed by revision.
+        (Prometheus text), keyed by revision: cumulative counts (the endpoint keeps no
+        history, so `window` is ignored; the rollout differences two readings).
+
+        Args:
+            window: ignored.
 
         Returns:
             config hash -> metrics, for the stable revision and the canary's candidate.
