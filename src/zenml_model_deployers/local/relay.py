@@ -54,12 +54,14 @@ import time
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from zenml_model_deployers.local import http1
 from zenml_model_deployers.local.relay_metrics import BOUNDS, Metrics, RevisionStats
 
 _READ = 65536
+# A client's unsent response bytes past which the relay stops reading its server.
+_HIGH_WATER = 256 * 1024
 API_KEY_ENV = "ZMD_RELAY_API_KEY"
 
 
@@ -134,6 +136,112 @@ class _Input:
         return self.take(i + 2)
 
 
+class _Backend(asyncio.Protocol):
+    """The relay's connection to a server, as a protocol: a response's bytes go to the client
+    from the data callback (no task wakeup, no future per chunk: the relay's main per-request
+    cost), with flow control both ways. ``write``/``drain``/``close``/``write_eof`` stand in
+    for a StreamWriter's."""
+
+    __slots__ = ("relay", "conn", "gen", "port", "transport", "paused", "waiter", "lost", "done")
+
+    def __init__(self, relay: Relay, conn: _Conn, port: int) -> None:
+        self.relay = relay
+        self.conn = conn
+        self.gen = -1  # set once the connection is the conn's current one
+        self.port = port
+        self.transport: asyncio.Transport | None = None
+        self.paused = False  # the server's socket buffer is full: wait before sending more
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost = False
+        self.done = False  # the close was handled
+
+    # ----------------------------------------------------------------- protocol callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses: same interface.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn.gen != self.gen or conn.closed:
+            return
+        now = time.monotonic()
+        if conn.unanswered:  # the first bytes of an answer: count the request
+            st = conn.stats
+            if st is not None:
+                lat = now - conn.t_req
+                st.requests += 1
+                st.lat_sum += lat
+                st.buckets[bisect_left(BOUNDS, lat)] += 1
+                if data[9:10] == b"5" and data[:5] == b"HTTP/":
+                    st.error("5xx")
+            conn.unanswered = False
+        if conn.pending:
+            conn.pending.clear()
+        conn.last_activity = conn.last_response = now
+        t = conn.client_t
+        t.write(data)
+        if t.get_write_buffer_size() > _HIGH_WATER and self.transport is not None:
+            # A slow client: stop reading the server until the client took what it has.
+            self.transport.pause_reading()
+            asyncio.get_running_loop().create_task(self._resume_after(conn.client_w))
+
+    async def _resume_after(self, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await w.drain()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        self._ended()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._wake()
+        self._ended()
+
+    def _ended(self) -> None:
+        conn = self.conn
+        if conn.gen == self.gen and not conn.closed and not self.done:
+            self.done = True
+            asyncio.get_running_loop().create_task(self.relay._backend_closed(conn, self))
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        self.waiter = None
+
+    # ----------------------------------------------------------------- the writer's side
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.lost:
+            raise ConnectionError("the server closed the connection")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ConnectionError("the server closed the connection")
+        if self.paused:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+            if self.lost:
+                raise ConnectionError("the server closed the connection")
+
+    def write_eof(self) -> None:
+        if self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class _Conn:
     """One client connection and the backend it is currently piped to."""
 
@@ -157,12 +265,14 @@ class _Conn:
         "closed",
         "stats",
         "t_req",
+        "client_t",
     )
 
     def __init__(self, client_w: asyncio.StreamWriter) -> None:
         self.client_w = client_w
+        self.client_t: asyncio.WriteTransport = client_w.transport
         self.backend_port: int | None = None
-        self.backend_w: asyncio.StreamWriter | None = None
+        self.backend_w: _Backend | None = None
         self.gen = 0
         self.pending = bytearray()  # unanswered request bytes kept for replay (bounded)
         self.unanswered = False  # request bytes sent that no response byte followed yet
@@ -235,19 +345,23 @@ class Relay:
             port = self.target
         if port is None:
             return False
+        backend = _Backend(self, conn, port)
         try:
-            reader, writer = await asyncio.open_connection(self.host, port)
+            await asyncio.get_running_loop().create_connection(lambda: backend, self.host, port)
         except OSError:
             self.metrics.stats_for(port).error("refused")
             return False
         old = conn.backend_w
         conn.gen += 1
+        backend.gen = conn.gen
         conn.backend_port = port
         conn.stats = self.metrics.stats_for(port)
-        conn.backend_w = writer
+        conn.backend_w = backend
         if old is not None:
             old.close()
-        asyncio.get_running_loop().create_task(self._pump_backend(conn, reader, conn.gen))
+        if conn.closed:  # the client left while we connected
+            backend.close()
+            return False
         return True
 
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -395,7 +509,6 @@ class Relay:
         if not conn.unanswered:
             conn.pending.clear()
             conn.replayable = not conn.pinned and not head.expect_continue
-            conn.t_req = time.monotonic()
         conn.in_request = True
         if head.chunked:
             await self._forward_chunked(conn, inp, raw)
@@ -445,8 +558,11 @@ class Relay:
 
     async def _forward(self, conn: _Conn, data: bytes) -> None:
         """Sends request bytes to the connection's server, keeping them for replay if they fit."""
+        now = time.monotonic()
+        if not conn.unanswered:  # a request's first bytes: its latency counts from here
+            conn.t_req = now
         conn.unanswered = True
-        conn.last_activity = time.monotonic()
+        conn.last_activity = now
         if conn.replayable:
             if len(conn.pending) + len(data) <= self.limits.replay_limit:
                 conn.pending += data
@@ -457,37 +573,13 @@ class Relay:
         if w is None:
             raise ConnectionError("no backend connection")
         w.write(data)
-        await w.drain()
+        if w.paused:
+            await w.drain()
 
-    async def _pump_backend(self, conn: _Conn, reader: asyncio.StreamReader, gen: int) -> None:
-        port = conn.backend_port
-        try:
-            while True:
-                data = await reader.read(_READ)
-                if conn.gen != gen or conn.closed:
-                    return
-                if not data:
-                    break
-                now = time.monotonic()
-                if conn.unanswered:  # the first bytes of an answer: count the request
-                    st = conn.stats
-                    if st is not None:
-                        lat = now - conn.t_req
-                        st.requests += 1
-                        st.lat_sum += lat
-                        st.buckets[bisect_left(BOUNDS, lat)] += 1
-                        if data[9:10] == b"5" and data[:5] == b"HTTP/":
-                            st.error("5xx")
-                    conn.unanswered = False
-                conn.pending.clear()
-                conn.last_activity = conn.last_response = now
-                conn.client_w.write(data)
-                await conn.client_w.drain()
-        except (ConnectionError, OSError):
-            if conn.gen != gen or conn.closed:
-                return
-        # The backend closed this connection.
-        if conn.gen != gen or conn.closed:
+    async def _backend_closed(self, conn: _Conn, backend: _Backend) -> None:
+        """The server closed a connection (or it broke): replay, keep the client, or close."""
+        port = backend.port
+        if conn.gen != backend.gen or conn.closed:
             return
         if conn.client_eof and not conn.unanswered:
             self._close(conn)
