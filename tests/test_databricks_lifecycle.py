@@ -354,3 +354,49 @@ def test_step_with_name_and_version_then_deploy_decision_false(
     assert step.run_metadata["deployed_model_url"] == url
     assert dbx_deployer.find_deployment("dbx-step").config.model_uri == uri("b")
     dbx_deployer.delete(dbx_deployer.find_deployment("dbx-step"))
+
+
+def test_progressive_rollout_promotes_through_the_routes(
+    dbx_deployer: Any,  # noqa: F811
+    dbx_double: DatabricksDouble,  # noqa: F811
+) -> None:
+    """The generic rollout on Databricks: routes per step, export_metrics for the gates (no
+    latency there: the p95 gate is skipped), promotion at the end; a client never fails."""
+    import threading
+    import time
+
+    d = dbx_deployer
+    stable = d.deploy(_cfg("dbx-roll", "a"), timeout=TIMEOUT)
+    failures: list[str] = []
+    answers: list[Any] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                answers.append(tuple(stable.predict(SAMPLE)))
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                failures.append(repr(e))
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        svc = d.deploy(
+            _cfg("dbx-roll", "b"),
+            timeout=TIMEOUT,
+            policy="canary",
+            rollout={"steps": [30, 100], "interval": 1.0, "min_requests": 3},
+        )
+    finally:
+        stop.set()
+        t.join(30)
+    record = svc.last_rollout
+    assert record.verdict == "promoted" and [s.percent for s in record.steps] == [30, 100]
+    gates = {g.gate: g for g in record.steps[0].gates}
+    assert gates["min_requests"].passed and gates["max_error_rate"].passed
+    assert gates["max_p95_ratio"].passed is None  # Databricks reports no latency
+    assert failures == [] and tuple(EXPECTED["b"]) in answers
+    b_entity = _cfg("dbx-roll", "b").served_entity_name
+    assert _routes(dbx_double, "dbx-roll") == {b_entity: 100}
+    d.delete(d.find_deployment("dbx-roll"))

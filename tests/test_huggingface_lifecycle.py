@@ -345,3 +345,22 @@ def test_offline_describe_shows_the_recorded_message_and_that_it_is_not_refreshe
             assert again.count("not refreshed") == 1
     finally:
         _cleanup(hf_deployer, name)
+
+
+def test_progressive_rollout_refused_before_anything_changes(
+    hf_deployer: Any,  # noqa: F811
+    hf_double: HFEndpointsDouble,  # noqa: F811
+) -> None:
+    name = _name("hf-canary")
+    try:
+        hf_deployer.deploy(_config(name))
+        calls = len(hf_double.calls)
+        for kwargs in ({"policy": "canary"}, {"policy": "canary", "rollout": {"interval": 1}}):
+            with pytest.raises(ConfigurationError, match="cannot split traffic") as ei:
+                hf_deployer.deploy(_config(name, revision="rev-2"), **kwargs)
+            assert "policy 'update'" in str(ei.value)
+        # Not one request reached the endpoints API: nothing was looked up or changed.
+        assert len(hf_double.calls) == calls
+        assert hf_deployer.find_deployment(name).config.revision == "rev-1"
+    finally:
+        _cleanup(hf_deployer, name)

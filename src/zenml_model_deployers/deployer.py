@@ -740,6 +740,9 @@ class BaseDeployer(BaseModelDeployer):
                 deployment_name=name,
                 hint=f"`zmd models start {name}` first, or deploy with policy 'update'.",
             )
+        # A backend that cannot report per-revision metrics cannot judge a step: refused
+        # before anything changes (ConfigurationError from the flavor).
+        service.read_revision_metrics()
         stable = service.config
         record = RolloutRecord(
             deployment=name,

@@ -1,0 +1,229 @@
+"""The relay at saturation in front of a real MLflow server (2 workers), side by side with the
+server's own port, with the relay's metrics on (they always are).
+
+Targets, each in front of the same ``mlflow models serve --workers 2`` (sklearn DummyClassifier):
+``direct`` (the server's port), ``base:REV`` (the relay committed at each ``--base``, run from a
+copy of its file) and ``relay`` (this tree). Load: ``wrk`` (2 threads, ``--seconds`` each, 16 and
+64 connections, POST ``{"inputs": [[1.0, 2.0]]}``) when it is installed
+(``apt-get install -y wrk``), else a Python asyncio client (one process, kept-alive connections):
+the table says which. Targets are interleaved over ``--rounds`` rounds; medians of req/s and p99,
+ratios to ``direct`` from the same run; the relay's CPU time per request from /proc; non-2xx
+answers and socket errors are counted (they must be 0). The load average is printed with the
+numbers: on a shared 2-core machine the client, the relay and the server compete for the cores.
+
+Usage: ``.venv/bin/python bench/bench_relay_saturation.py [--base REV ...] [--seconds 8]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    PREDICT_BODY,
+    PYTHON,
+    build_models,
+    free_port,
+    start_logged,
+    terminate_tree,
+    wait_prediction,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+LUA = """wrk.method = "POST"
+wrk.body = '%s'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def _wrk(url: str, conns: int, seconds: float, lua: Path) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{conns}", f"-d{seconds:g}s", "--latency", "-s", str(lua), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (
+        sum(int(x) for x in sock.groups()) if sock else 0
+    )
+    return {"rps": rps, "p99_ms": p99_ms, "requests": total, "errors": errors}
+
+
+async def _py_load(port: int, conns: int, seconds: float) -> dict[str, float]:
+    req = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(PREDICT_BODY), PREDICT_BODY)
+    )
+    lat: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+
+    async def one() -> None:
+        nonlocal errors
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        while time.monotonic() < deadline:
+            t = time.perf_counter()
+            w.write(req)
+            head = await r.readuntil(b"\r\n\r\n")
+            n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await r.readexactly(n)
+            lat.append(time.perf_counter() - t)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+        w.close()
+
+    await asyncio.gather(*(one() for _ in range(conns)))
+    lat.sort()
+    return {
+        "rps": len(lat) / seconds,
+        "p99_ms": lat[int(0.99 * (len(lat) - 1))] * 1e3 if lat else float("nan"),
+        "requests": len(lat),
+        "errors": errors,
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_relay(argv: list[str], target: int, tmp: Path, name: str) -> tuple[Any, int]:
+    ready = tmp / f"{name}.json"
+    p = subprocess.Popen(
+        [*argv, "--port", "0", "--target", str(target), "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while not ready.exists():
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} relay did not start")
+        time.sleep(0.02)
+    return p, int(json.loads(ready.read_text())["port"])
+
+
+def main() -> None:
+    """Runs the benchmark and prints the table."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", action="append", help="baseline relay revision (repeatable)")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--conns", default="16,64")
+    ap.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    args = ap.parse_args()
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "python"
+    conns = [int(c) for c in args.conns.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="zmd-bench-sat-"))
+    lua = tmp / "post.lua"
+    lua.write_text(LUA % PREDICT_BODY.decode())
+    model = build_models(tmp / "models")["a"]
+    # `mlflow models serve` runs `uvicorn` from PATH: the venv's.
+    os.environ["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    port = free_port()
+    server = start_logged(
+        [PYTHON, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local"]
+        + ["--host", "127.0.0.1", "-p", str(port), "--workers", "2"],
+        tmp / "server.log",
+    )
+    relays: list[subprocess.Popen[bytes]] = []
+    try:
+        try:
+            wait_prediction(f"http://127.0.0.1:{port}/invocations", [0], proc=server)
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e}: {(tmp / 'server.log').read_text()[-2000:]}") from e
+        ports = {"direct": port}
+        pids: dict[str, int] = {}
+        for i, rev in enumerate(args.base or []):
+            f = tmp / f"relay_base{i}.py"
+            f.write_text(
+                subprocess.run(
+                    ["git", "show", f"{rev}:src/zenml_model_deployers/local/relay.py"],
+                    cwd=REPO,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
+            p, ports[f"base:{rev}"] = _start_relay([sys.executable, str(f)], port, tmp, f"b{i}")
+            relays.append(p)
+            pids[f"base:{rev}"] = p.pid
+        p, ports["relay"] = _start_relay(
+            [sys.executable, "-m", "zenml_model_deployers.local.relay"], port, tmp, "relay"
+        )
+        relays.append(p)
+        pids["relay"] = p.pid
+        names = list(ports)
+        res: dict[tuple[str, int], list[dict[str, float]]] = {}
+        cpu: dict[tuple[str, int], list[float]] = {}
+        loads = []
+        for rnd in range(args.rounds):
+            for c in conns:
+                for k in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                    url = f"http://127.0.0.1:{ports[k]}/invocations"
+                    cpu0 = _cpu_seconds(pids[k]) if k in pids else 0.0
+                    if client == "wrk":
+                        r = _wrk(url, c, args.seconds, lua)
+                    else:
+                        r = asyncio.run(_py_load(ports[k], c, args.seconds))
+                    res.setdefault((k, c), []).append(r)
+                    if k in pids and r["requests"]:
+                        used = _cpu_seconds(pids[k]) - cpu0
+                        cpu.setdefault((k, c), []).append(used / r["requests"] * 1e6)
+                    loads.append(os.getloadavg()[0])
+    finally:
+        for p in relays:
+            p.terminate()
+        for p in relays:
+            p.wait(10)
+        terminate_tree(server.pid)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"relay at saturation, MLflow server with 2 workers; client: {client} "
+        f"({'2 threads, ' if client == 'wrk' else ''}{args.seconds:g} s per run, "
+        f"{args.rounds} rounds interleaved); load average during runs: median "
+        f"{statistics.median(loads):.2f} (min {min(loads):.2f}, max {max(loads):.2f})"
+    )
+    w = max(12, *(len(k) for k in names))
+    print(
+        f"{'target':<{w}} {'conns':>5} {'req/s':>8} {'x direct':>9} {'p99 ms':>8} "
+        f"{'p99 x dir':>9} {'errors':>7} {'CPU us/req':>11}"
+    )
+    for c in conns:
+        d_rps = statistics.median(r["rps"] for r in res[("direct", c)])
+        d_p99 = statistics.median(r["p99_ms"] for r in res[("direct", c)])
+        for k in names:
+            rs = res[(k, c)]
+            rps = statistics.median(r["rps"] for r in rs)
+            p99 = statistics.median(r["p99_ms"] for r in rs)
+            errs = sum(int(r["errors"]) for r in rs)
+            cu = f"{statistics.median(cpu[(k, c)]):11.1f}" if (k, c) in cpu else f"{'-':>11}"
+            print(
+                f"{k:<{w}} {c:>5} {rps:8.0f} {rps / d_rps:9.2f} {p99:8.2f} "
+                f"{p99 / d_p99:9.2f} {errs:>7} {cu}"
+            )
+
+
+if __name__ == "__main__":
+    main()
