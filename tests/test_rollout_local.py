@@ -167,3 +167,46 @@ def test_slow_candidate_fails_the_latency_gate(
     assert step.gates[2].passed is False and step.gates[2].value > 3
     assert [e for e in log if e[1] != 200] == []
     assert _current(deployer).config.model_uri == stable.config.model_uri
+
+
+def test_stats_in_the_cli_and_prometheus(
+    deployer: LocalToyDeployer, deployed: LocalProcessService
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from zenml_model_deployers.cli import main as zmd
+    from zenml_model_deployers.local.fastlist import row_stats
+
+    svc = _current(deployer)
+    for _ in range(30):
+        svc.predict({"x": 1})
+    rev = svc.status.config_hash
+    res = CliRunner().invoke(zmd, ["models", "describe", "roll", "-o", "json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    stats = info["stats"][rev]
+    assert stats["requests"] >= 30 and stats["error_rate"] == 0.0
+    assert stats["p50_ms"] > 0 and stats["req_per_s"] > 0
+    res = CliRunner().invoke(zmd, ["models", "list", "--stats", "-o", "json"])
+    row = next(r for r in json.loads(res.output) if r["name"] == "roll")
+    assert row["stats"][rev]["requests"] >= 30
+    res = CliRunner().invoke(zmd, ["models", "list", "--stats"])
+    assert res.exit_code == 0 and rev[:12] in res.output and "P95 MS" in res.output
+    # The fast path (no ZenML) reads the same counters from the relay.
+    fast = row_stats(
+        {"status": svc.status.model_dump(mode="json"), "state": "active", "workdir": svc.workdir}
+    )
+    assert fast is not None and fast[rev]["requests"] >= 30
+    # Prometheus, on the metrics port only.
+    text = requests.get(info["metrics_url"], timeout=5).text
+    samples = [
+        s
+        for f in text_string_to_metric_families(text)
+        if f.name == "zmd_relay_requests"
+        for s in f.samples
+        if s.labels == {"deployment": "roll", "revision": rev}
+    ]
+    assert samples and samples[0].value >= 30
