@@ -184,7 +184,7 @@ def test_stats_in_the_cli_and_prometheus(
     for _ in range(30):
         svc.predict({"x": 1})
     rev = svc.status.config_hash
-    res = CliRunner().invoke(zmd, ["models", "describe", "roll", "-o", "json"])
+    res = CliRunner().invoke(zmd, ["models", "describe", "roll", "--stats", "-o", "json"])
     assert res.exit_code == 0, res.output
     info = json.loads(res.output)
     stats = info["stats"][rev]

@@ -293,16 +293,27 @@ def _num(x: float | None) -> str:
 @models.command("describe")
 @click.argument("ref")
 @click.option("--flavor", help="disambiguate a name used by several flavors")
+@click.option(
+    "--stats",
+    is_flag=True,
+    help="add per revision: req/s, error rate, p50/p95 latency over the last 5 minutes",
+)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @_friendly_errors
-def models_describe(ref: str, flavor: str | None, output: str) -> None:
+def models_describe(ref: str, flavor: str | None, stats: bool, output: str) -> None:
     """Shows everything about one deployment."""
-    from zenml_model_deployers.local.fastlist import describe_row
+    from zenml_model_deployers.local.fastlist import describe_row, row_stats
 
     row = _fast_row(ref, flavor)
     info = describe_row(row) if row is not None else None
+    if info is not None and stats:
+        assert row is not None
+        info["stats"] = row_stats(row)
     if info is None:
-        info = _describe(_resolve(ref, flavor))
+        s = _resolve(ref, flavor)
+        info = _describe(s)
+        if stats:
+            info["stats"] = _stats(s)
     if output == "json":
         click.echo(json.dumps(info, indent=2, default=str))
         return
@@ -329,7 +340,6 @@ def _describe(s: DeploymentService) -> dict[str, Any]:
         info["restarts"] = s.status.restarts
     if hasattr(s, "metrics_url"):
         info["metrics_url"] = s.metrics_url if s.status.state == "active" else None
-    info["stats"] = _stats(s)
     return info
 
 

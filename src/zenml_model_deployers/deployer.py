@@ -824,7 +824,7 @@ class BaseDeployer(BaseModelDeployer):
                         f"{reason}. Revision {record.stable} serves all requests again.",
                         deployment_name=name,
                         hint=f"see the candidate's logs; the rollout's record is the run "
-                        f"metadata 'rollout' (`zmd models describe {name}` shows live stats).",
+                        f"metadata 'rollout' (`zmd models describe {name} --stats` shows live stats).",
                     )
                     err.rollout = record
                     raise err

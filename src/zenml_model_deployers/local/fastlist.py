@@ -340,7 +340,6 @@ def describe_row(row: dict[str, Any]) -> dict[str, Any] | None:
             if status.get("metrics_port") and row["state"] == "active"
             else None
         ),
-        "stats": row_stats(row),
     }
 
 
