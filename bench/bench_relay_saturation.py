@@ -107,6 +107,21 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live descendants (the server and its workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def _start_relay(argv: list[str], target: int, tmp: Path, name: str) -> tuple[Any, int]:
     ready = tmp / f"{name}.json"
     p = subprocess.Popen(
@@ -177,17 +192,22 @@ def main() -> None:
         names = list(ports)
         res: dict[tuple[str, int], list[dict[str, float]]] = {}
         cpu: dict[tuple[str, int], list[float]] = {}
+        server_cpu: list[float] = []  # the server's CPU per request (direct runs)
         loads = []
         for rnd in range(args.rounds):
             for c in conns:
                 for k in names[rnd % len(names) :] + names[: rnd % len(names)]:
                     url = f"http://127.0.0.1:{ports[k]}/invocations"
                     cpu0 = _cpu_seconds(pids[k]) if k in pids else 0.0
+                    s0 = _tree_cpu_seconds(server.pid)
                     if client == "wrk":
                         r = _wrk(url, c, args.seconds, lua)
                     else:
                         r = asyncio.run(_py_load(ports[k], c, args.seconds))
                     res.setdefault((k, c), []).append(r)
+                    if k == "direct" and r["requests"]:
+                        used = _tree_cpu_seconds(server.pid) - s0
+                        server_cpu.append(used / r["requests"] * 1e6)
                     if k in pids and r["requests"]:
                         used = _cpu_seconds(pids[k]) - cpu0
                         cpu.setdefault((k, c), []).append(used / r["requests"] * 1e6)
@@ -199,6 +219,7 @@ def main() -> None:
             p.wait(10)
         terminate_tree(server.pid)
         shutil.rmtree(tmp, ignore_errors=True)
+    srv = statistics.median(server_cpu)
     print(
         f"relay at saturation, MLflow server with 2 workers; client: {client} "
         f"({'2 threads, ' if client == 'wrk' else ''}{args.seconds:g} s per run, "
@@ -222,6 +243,17 @@ def main() -> None:
             print(
                 f"{k:<{w}} {c:>5} {rps:8.0f} {rps / d_rps:9.2f} {p99:8.2f} "
                 f"{p99 / d_p99:9.2f} {errs:>7} {cu}"
+            )
+    # Where the server, the relay (and the client) share saturated cores, throughput scales
+    # with the CPU each request costs: a load-independent estimate of the ratio to direct.
+    print(f"MLflow server's own CPU per request (direct runs): median {srv:.0f} us")
+    for k in names:
+        rel = [statistics.median(cpu[(k, c)]) for c in conns if (k, c) in cpu]
+        if rel:
+            r_cpu = statistics.median(rel)
+            print(
+                f"  {k}: {r_cpu:.1f} us/req -> CPU-bound estimate {srv / (srv + r_cpu):.3f}x "
+                "direct (server + relay on the same cores, client aside)"
             )
 
 
