@@ -97,9 +97,35 @@ async def _load(port: int, seconds: float, conns: int, key: str) -> int:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _start_relay(
-    argv: list[str], target: int, tmp: Path, name: str, key: str
+def base_relays(bases: list[str], tmp: Path) -> dict[str, Path]:
+    """Copies of the relay as committed at each revision (run with the tree's package).
+
+    Args:
+        bases: git revisions.
+        tmp: where to write them.
+
+    Returns:
+        revision -> file.
+    """
+    out = {}
+    for i, rev in enumerate(bases):
+        out[rev] = tmp / f"relay_base{i}.py"
+        out[rev].write_text(
+            subprocess.run(
+                ["git", "show", f"{rev}:src/zenml_model_deployers/local/relay.py"],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+    return out
+
+
+def start_relay(
+    argv: list[str], target: int, tmp: Path, name: str, key: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """Starts a relay (argv without its options) in front of `target`; returns it and its port."""
     ready = tmp / f"{name}.json"
     env = dict(os.environ)
     if key:
@@ -173,18 +199,7 @@ def main() -> None:
 
     bases = args.base or ["main"]
     tmp = Path(tempfile.mkdtemp(prefix="zmd-bench-relay-"))
-    base_files = {}
-    for i, rev in enumerate(bases):
-        base_files[rev] = tmp / f"relay_base{i}.py"
-        base_files[rev].write_text(
-            subprocess.run(
-                ["git", "show", f"{rev}:src/zenml_model_deployers/local/relay.py"],
-                cwd=REPO,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-        )
+    base_files = base_relays(bases, tmp)
     port_file = tmp / "backend.port"
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -200,7 +215,7 @@ def main() -> None:
         targets = [(f"base:{rev}", [sys.executable, str(f)], "") for rev, f in base_files.items()]
         targets += [("relay", mod, ""), ("relay+key", mod, KEY)]
         for i, (name, argv, key) in enumerate(targets):
-            p, port = _start_relay(argv, backend, tmp, f"t{i}", key)
+            p, port = start_relay(argv, backend, tmp, f"t{i}", key)
             procs.append(p)
             ports[name] = port
             pids[name] = p.pid

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -28,10 +27,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_relay import base_relays, start_relay  # noqa: E402
 from common import (  # noqa: E402
     PREDICT_BODY,
     PYTHON,
@@ -42,7 +41,6 @@ from common import (  # noqa: E402
     wait_prediction,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 LUA = """wrk.method = "POST"
 wrk.body = '%s'
 wrk.headers["Content-Type"] = "application/json"
@@ -122,21 +120,6 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def _start_relay(argv: list[str], target: int, tmp: Path, name: str) -> tuple[Any, int]:
-    ready = tmp / f"{name}.json"
-    p = subprocess.Popen(
-        [*argv, "--port", "0", "--target", str(target), "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 15
-    while not ready.exists():
-        if p.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} relay did not start")
-        time.sleep(0.02)
-    return p, int(json.loads(ready.read_text())["port"])
-
-
 def main() -> None:
     """Runs the benchmark and prints the table."""
     ap = argparse.ArgumentParser()
@@ -170,21 +153,11 @@ def main() -> None:
             raise RuntimeError(f"{e}: {(tmp / 'server.log').read_text()[-2000:]}") from e
         ports = {"direct": port}
         pids: dict[str, int] = {}
-        for i, rev in enumerate(args.base or []):
-            f = tmp / f"relay_base{i}.py"
-            f.write_text(
-                subprocess.run(
-                    ["git", "show", f"{rev}:src/zenml_model_deployers/local/relay.py"],
-                    cwd=REPO,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            )
-            p, ports[f"base:{rev}"] = _start_relay([sys.executable, str(f)], port, tmp, f"b{i}")
+        for i, (rev, f) in enumerate(base_relays(args.base or [], tmp).items()):
+            p, ports[f"base:{rev}"] = start_relay([sys.executable, str(f)], port, tmp, f"b{i}")
             relays.append(p)
             pids[f"base:{rev}"] = p.pid
-        p, ports["relay"] = _start_relay(
+        p, ports["relay"] = start_relay(
             [sys.executable, "-m", "zenml_model_deployers.local.relay"], port, tmp, "relay"
         )
         relays.append(p)

@@ -681,13 +681,11 @@ class BaseDeployer(BaseModelDeployer):
         t = timeout or self._default_timeout()
         with self._locked(service.deployment_name, t):
             candidate = self._require_canary(service, "roll back")
-
-            def rollback() -> None:
-                service.set_traffic_split(service.config, None, 0, t)
-                service.status.canary_config = None
-                service.status.canary_percent = 0
-
-            self._run_traffic_change(service, rollback, f"rollback of {candidate.config_hash()}")
+            self._run_traffic_change(
+                service,
+                lambda: self._rollback_split(service, service.config, t),
+                f"rollback of {candidate.config_hash()}",
+            )
         logger.info(
             "Deployment '%s' rolled back: revision %s serves all requests.",
             service.deployment_name,
@@ -859,13 +857,20 @@ class BaseDeployer(BaseModelDeployer):
         self, service: DeploymentService, stable: DeploymentConfig, timeout: float
     ) -> None:
         """All traffic back to the stable revision, the candidate retired, recorded."""
+        self._run_traffic_change(
+            service,
+            lambda: self._rollback_split(service, stable, timeout),
+            "rollback of the rollout",
+        )
 
-        def back() -> None:
-            service.set_traffic_split(stable, None, 0, timeout)
-            service.status.canary_config = None
-            service.status.canary_percent = 0
-
-        self._run_traffic_change(service, back, "rollback of the rollout")
+    @staticmethod
+    def _rollback_split(
+        service: DeploymentService, stable: DeploymentConfig, timeout: float
+    ) -> None:
+        """All traffic to the stable revision; the candidate is retired."""
+        service.set_traffic_split(stable, None, 0, timeout)
+        service.status.canary_config = None
+        service.status.canary_percent = 0
 
     @staticmethod
     def _require_canary(service: DeploymentService, verb: str) -> DeploymentConfig:
