@@ -588,9 +588,11 @@ class Relay:
             # Closed while our request was in the air, by a server being retired: replay.
             payload = bytes(conn.pending)
             if await self._connect(conn) and conn.backend_w is not None:
-                conn.backend_w.write(payload)
-                with contextlib.suppress(ConnectionError, OSError):
+                try:
+                    conn.backend_w.write(payload)
                     await conn.backend_w.drain()
+                except (ConnectionError, OSError):
+                    self._close(conn)  # the current server failed too: the client sees it
                 return
         elif not conn.unanswered and not conn.pinned and not self._live(port):
             # A retired server closed an idle connection: keep the client, reconnect lazily.
