@@ -16,6 +16,9 @@ import psutil
 import pytest
 import requests
 from local_toy import LocalToyDeployer, local_toy_deployer, toy_config
+from zenml import pipeline, step
+from zenml.client import Client as ZenClient
+from zenml_model_deployers.steps._body import deploy_with
 
 from zenml_model_deployers.errors import RolloutFailedError
 from zenml_model_deployers.local.service import LocalProcessService
@@ -210,3 +213,43 @@ def test_stats_in_the_cli_and_prometheus(
         if s.labels == {"deployment": "roll", "revision": rev}
     ]
     assert samples and samples[0].value >= 30
+
+
+@step(enable_cache=False)
+def roll_out(model_uri: str) -> None:
+    """The deploy step's body (what every typed deploy step runs) with the toy flavor."""
+    deploy_with(
+        local_toy_deployer(),
+        model_uri=model_uri,
+        deployment_name="roll",
+        policy="canary",
+        rollout={**FAST, "steps": [50, 100]},
+    )
+
+
+@pipeline(enable_cache=False)
+def rollout_pipeline() -> None:
+    roll_out(model_uri="toy://broken?err=100")
+
+
+def test_a_rolled_back_rollout_is_recorded_on_the_failed_step(
+    deployer: LocalToyDeployer, deployed: LocalProcessService
+) -> None:
+    """The deploy step records run metadata `rollout` and the HTML view (an artifact the
+    dashboard shows) also when the rollout is rolled back and the step fails."""
+    stable = _current(deployer)
+    looper = Client(stable.prediction_url or "")
+    try:
+        with pytest.raises(RuntimeError):
+            rollout_pipeline.with_options(run_name="rollout-rolled-back")()
+    finally:
+        looper.finish()
+    zen = ZenClient()
+    run = zen.get_pipeline_run("rollout-rolled-back")
+    assert run.status.value == "failed"
+    md = run.steps["roll_out"].run_metadata["rollout"]
+    assert md["verdict"] == "rolled_back" and md["steps"][0]["percent"] == 50
+    assert md["steps"][0]["gates"][1]["passed"] is False and "error rate" in md["reason"]
+    html = zen.get_artifact_version("roll_rollout").load()
+    assert "rolled_back" in html and "<table" in html
+    assert _current(deployer).config.model_uri == stable.config.model_uri
