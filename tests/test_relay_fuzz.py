@@ -18,7 +18,7 @@ from relay_support import Relay, StartRelay, read_all, start_relay
 
 __all__ = ["start_relay"]  # the fixture, imported by name
 
-_ALLOWED = {b"200", b"400", b"401", b"408", b"431", b"501", b"503", b"505"}
+_ALLOWED = {b"100", b"200", b"400", b"401", b"408", b"431", b"501", b"503", b"505"}
 
 # Valid parts are listed several times: most inputs get past the request line, so that
 # the framing (the part that matters for smuggling) is what varies most.
@@ -74,6 +74,8 @@ def _statuses(answer: bytes) -> list[bytes]:
         head, sep, answer = answer.partition(b"\r\n\r\n")
         assert sep, head
         out.append(head[9:12])
+        if head[9:10] == b"1":  # an interim answer (100 Continue to `Expect`) has no body
+            continue
         length = [ln for ln in head.lower().split(b"\r\n") if ln.startswith(b"content-length:")]
         answer = answer[int(length[0].split(b":")[1]) if length else len(answer) :]
     return out
