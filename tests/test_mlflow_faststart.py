@@ -182,3 +182,18 @@ def test_unloadable_models_fail_with_the_error_mlflow_models_serve_gives(
     assert str(err.value).splitlines()[0] == expected
     assert mlflow_deployer.find_deployment(f"fs-{variant}") is None
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_old_revisions_are_pruned_and_nothing_else(tmp_path: Path) -> None:
+    from zenml_model_deployers.flavors.mlflow.serve import KEEP_REVISIONS, prune_revisions
+
+    root = tmp_path / "revisions"
+    for i in range(KEEP_REVISIONS + 2):
+        rev = root / f"rev{i}"
+        rev.mkdir(parents=True)
+        (rev / "revision.json").write_text("{}")
+        os.utime(rev, (1000 + i, 1000 + i))
+    (root / "not-a-revision").mkdir()
+    prune_revisions(root, keep="rev0")  # the oldest, but starting now
+    left = sorted(p.name for p in root.iterdir())
+    assert left == ["not-a-revision", "rev0", "rev3", "rev4", "rev5"]

@@ -134,7 +134,7 @@ def prune_revisions(root: Path, keep: str) -> None:
     """
     with contextlib.suppress(OSError):
         entries = sorted(
-            (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(_PARTIAL)),
+            (p for p in root.iterdir() if (p / RECORD_FILE).is_file()),  # revisions only
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )
