@@ -8,8 +8,9 @@ Each repeat starts ``python -m bentoml serve TAG`` and watches its process tree 
    service module's import, the model's load, the HTTP server);
 3. ready -> first good prediction.
 
-Also measured alone, alternating with the serves: ``python -c "import bentoml"`` (what each of
-the two processes pays before its own work) and ``python -c "pass"`` (the interpreter). And
+Also measured alone, alternating with the serves: ``python -c "pass"`` (the interpreter),
+``import bentoml``, and ``bentoml.load(TAG)`` (importing the bento's service, which
+`bentoml serve` does before it spawns the worker, and the worker does again). And
 the tree at rest: processes, which of them listen on no port, RSS.
 
 Usage: ``.venv/bin/python bench/bench_bentoml_start.py [--json PATH]``.
@@ -101,10 +102,12 @@ def run(repeats: int = REPEATS) -> dict[str, Any]:
     load = os.getloadavg()
     serves: list[dict[str, Any]] = []
     imports: list[float] = []
+    loads: list[float] = []
     bare: list[float] = []
     for i in range(repeats):
         bare.append(_python("pass"))
         imports.append(_python("import bentoml"))
+        loads.append(_python(f"import bentoml; bentoml.load({tag!r})"))
         serves.append(_serve(tag, root, i))
         print(f"  repeat {i + 1}: {serves[-1]}", file=sys.stderr, flush=True)
     med = {k: c.median([s[k] for s in serves]) for k in ("spawn", "worker", "predict", "total")}
@@ -115,6 +118,10 @@ def run(repeats: int = REPEATS) -> dict[str, Any]:
         ["total: launch -> first good prediction", c.fmt_s(med["total"])],
         ['alone: `python -c "pass"`', c.fmt_s(c.median(bare))],
         ['alone: `python -c "import bentoml"`', c.fmt_s(c.median(imports))],
+        [
+            "alone: `bentoml.load(TAG)` (the service's import, as `bentoml serve` does first)",
+            c.fmt_s(c.median(loads)),
+        ],
     ]
     last = serves[-1]
     return {
@@ -149,7 +156,7 @@ def run(repeats: int = REPEATS) -> dict[str, Any]:
         ],
         "goals": [],
         "notes": [],
-        "data": {"serves": serves, "imports": imports, "bare": bare},
+        "data": {"serves": serves, "imports": imports, "loads": loads, "bare": bare},
     }
 
 

@@ -86,6 +86,8 @@ def test_workers_timeout_and_routes_are_mlflows(mlflow_deployer: Any, slow_model
         assert len(workers) >= 2, [p.cmdline() for p in tree]
         # Nothing of `mlflow models serve`'s wrapper: the command is MLflow's uvicorn app.
         assert not any("models serve" in " ".join(p.cmdline()) for p in tree)
+        # `--env-manager local`: the deploying interpreter serves, no environment is built.
+        assert tree[0].cmdline()[0] == sys.executable
     finally:
         mlflow_deployer.delete(svc)
 
@@ -126,6 +128,14 @@ def test_registry_model_is_resolved_once_and_restarts_need_no_registry(
         rev = svc.workdir / "revisions" / cfg.config_hash()
         assert (rev / "revision.json").exists()
         assert list(rev.rglob("MLmodel")), list(rev.rglob("*"))
+        # A failed update (no such version): MLflow's words, the old revision serves, and the
+        # failed revision left no folder behind.
+        bad = cfg.model_copy(update={"model_uri": "models:/fs-model/99"})
+        with pytest.raises(DeploymentError) as err:
+            mlflow_deployer.deploy(bad, timeout=120)
+        assert "fs-model" in str(err.value).splitlines()[0], str(err.value)
+        assert _post(url, [[1.0, 1.0]]).json() == {"predictions": [0]}
+        assert [p.name for p in rev.parent.iterdir()] == [rev.name]
         # One process serves: it listens on the private port and has no children.
         server = psutil.Process(svc.status.server.pid)
         assert _listeners(server, svc.status.server_port)
@@ -143,8 +153,11 @@ def test_registry_model_is_resolved_once_and_restarts_need_no_registry(
                 pass
             assert time.monotonic() < deadline, "self-heal did not serve again"
             time.sleep(0.2)
-        healed = mlflow_deployer.find_deployment("fs-registry")
-        assert healed.status.restarts == 1
+        # The front records the restart just after the server answers: bounded wait.
+        deadline = time.monotonic() + 10
+        while (healed := mlflow_deployer.find_deployment("fs-registry")).status.restarts != 1:
+            assert time.monotonic() < deadline, healed.status
+            time.sleep(0.1)
         mlflow_deployer.stop(healed)
         started = mlflow_deployer.start(mlflow_deployer.find_deployment("fs-registry"))
         assert started.predict([[1.0, 1.0]]) == [0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any, ClassVar
 
 from zenml.models.v2.misc.service import ServiceType
@@ -78,6 +79,22 @@ class MLflowDeploymentService(LocalProcessService):
             "--timeout",
             str(self.config.timeout_per_request),
         ]
+
+    def provision_revision(self, timeout: float) -> None:
+        """See LocalProcessService.provision_revision; a revision that fails leaves no files
+        (a model it downloaded is removed with its folder).
+
+        Args:
+            timeout: seconds.
+        """
+        folder = self.workdir / REVISIONS_DIR / self.config.config_hash()
+        existed = folder.exists()
+        try:
+            super().provision_revision(timeout)
+        except BaseException:
+            if not existed:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def server_env(self) -> dict[str, str]:
         """Adds what MLflow needs to run offline and with a file store."""
