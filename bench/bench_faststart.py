@@ -21,7 +21,8 @@ repeat of a worker is one cycle on a fresh deployment:
    prediction;
 5. self-heal: ``kill -9`` of the server's process tree -> first good prediction (the front
    restarts it);
-6. delete (not timed).
+6. ``zmd models start NAME`` again, on the running deployment: the CLI's own cost (nothing starts);
+7. delete (not timed).
 
 Order of the four variants rotates each repeat. Raw variants measure launch -> first good
 prediction and RSS of their tree.
@@ -48,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c  # noqa: E402
 
 TIMEOUT = 120
-STEPS = ("deploy", "update", "start", "heal")
+STEPS = ("deploy", "update", "start", "heal", "cli")
 
 
 # --------------------------------------------------------------------------- measurements
@@ -184,6 +185,16 @@ def _cycle(deployer: Any, models: dict[str, str], i: int) -> dict[str, Any]:
         for p in tree:
             p.send_signal(signal.SIGKILL)
         out["heal"] = c.wait_prediction(url, [1], timeout=TIMEOUT, interval=0.02) - t0
+
+        # The CLI's own cost: `zmd models start` of the running deployment (starts nothing).
+        t0 = time.perf_counter()
+        subprocess.run(
+            [str(c.VENV_BIN / "zmd"), "models", "start", name],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=TIMEOUT,
+        )
+        out["cli"] = time.perf_counter() - t0
     finally:
         left = deployer.find_deployment(name)
         if left is not None:
@@ -312,7 +323,10 @@ def _result(
                 labels[k],
                 c.fmt_s(m["deploy"]) if m["deploy"] is not None else "-",
                 c.fmt_ratio(ratio(m["deploy"], raw)),
-                *(c.fmt_s(m[s]) if m[s] is not None else "-" for s in ("update", "start", "heal")),
+                *(
+                    c.fmt_s(m[s]) if m[s] is not None else "-"
+                    for s in ("update", "start", "heal", "cli")
+                ),
                 f"{m['rss_mib']:.0f}" if m["rss_mib"] is not None else "-",
                 str(max((r.get("idle_parents", 0) for r in results[k]), default="-")),
             ]
@@ -354,6 +368,7 @@ def _result(
                     "update",
                     "start",
                     "self-heal",
+                    "CLI alone",
                     "RSS MiB",
                     "idle parents",
                 ],
