@@ -25,12 +25,15 @@ import common as c  # noqa: E402
 
 BENCHES = [
     "bench_deploy",
+    "bench_faststart",
+    "bench_warm",
     "bench_update",
     "bench_predict",
     "bench_list",
     "bench_read",
     "bench_server",
     "bench_bentoml",
+    "bench_bentoml_start",
     "bench_vllm",
 ]
 PER_BENCH_TIMEOUT = 600

@@ -134,7 +134,7 @@ def test_concurrent_deploys_of_one_deployment_start_one_server(
         assert len({ln.split()[2] for ln in lines}) == 1, lines  # one server process
         servers = [
             p
-            for p in _processes_mentioning("mlflow models serve")
+            for p in _processes_mentioning("zenml_model_deployers.flavors.mlflow.serve")
             if str(models_dir / "a") in " ".join(p.cmdline())
         ]
         svc = mlflow_deployer.find_deployment("racy")

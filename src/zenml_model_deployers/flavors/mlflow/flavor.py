@@ -18,7 +18,8 @@ class MLflowDeployerConfig(BaseDeployerConfig):
 
 
 class MLflowDeployerFlavor(BaseDeployerFlavor):
-    """Serves MLflow models with local `mlflow models serve` processes behind a stable URL."""
+    """Serves MLflow models with MLflow's scoring server (what `mlflow models serve` runs), one local
+    process per revision, behind a stable URL."""
 
     FLAVOR_NAME: ClassVar[str] = FLAVOR_NAME
     DISPLAY_NAME: ClassVar[str] = "MLflow (zenml-model-deployers)"

@@ -1,15 +1,22 @@
-"""A model served by `mlflow models serve --env-manager local` behind the deployment's relay."""
+"""A model served by MLflow's scoring server (what `mlflow models serve --env-manager local` runs)
+behind the deployment's relay."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from typing import Any, ClassVar
 
 from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers.flavors.mlflow.flavor import FLAVOR_NAME
-from zenml_model_deployers.local.process import ProcessHandle, python_executable
+from zenml_model_deployers.flavors.mlflow.serve import is_local
+from zenml_model_deployers.local.process import python_executable
 from zenml_model_deployers.local.service import LocalDeploymentConfig, LocalProcessService
+
+# A deployment's resolved revisions: <deployment dir>/revisions/<config hash>/ (see serve.py).
+REVISIONS_DIR = "revisions"
 
 
 class MLflowDeploymentConfig(LocalDeploymentConfig):
@@ -40,7 +47,14 @@ class MLflowDeploymentService(LocalProcessService):
     config: MLflowDeploymentConfig
 
     def server_command(self, port: int) -> list[str]:
-        """`mlflow models serve` from this very environment (no conda/virtualenv rebuild).
+        """MLflow's scoring server, as `mlflow models serve --env-manager local` runs it, without
+        the wrapper process that stays alive as its idle parent (see ``serve.py``).
+
+        The model is resolved once per revision into ``revisions/<config hash>/`` of the
+        deployment's folder; the command (uvicorn serving ``mlflow.pyfunc.scoring_server.app``
+        with these workers and request timeout: routes /ping, /health, /version,
+        /invocations) is MLflow's ``scoring_server.get_cmd``. A restart by the front and
+        ``zmd models start`` reuse the resolved files: no registry access.
 
         Args:
             port: private port.
@@ -48,18 +62,16 @@ class MLflowDeploymentService(LocalProcessService):
         Returns:
             argv.
         """
+        uri = self.config.model_uri
         return [
             python_executable(),
             "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            self.config.model_uri,
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
+            "zenml_model_deployers.flavors.mlflow.serve",
+            "--model-uri",
+            # The server runs in the deployment's folder: a relative path means the caller's.
+            os.path.abspath(uri) if is_local(uri) and "://" not in uri else uri,
+            "--revision-dir",
+            str(self.workdir / REVISIONS_DIR / self.config.config_hash()),
             "--port",
             str(port),
             "--workers",
@@ -68,44 +80,28 @@ class MLflowDeploymentService(LocalProcessService):
             str(self.config.timeout_per_request),
         ]
 
+    def provision_revision(self, timeout: float) -> None:
+        """See LocalProcessService.provision_revision; a revision that fails leaves no files
+        (a model it downloaded is removed with its folder).
+
+        Args:
+            timeout: seconds.
+        """
+        folder = self.workdir / REVISIONS_DIR / self.config.config_hash()
+        existed = folder.exists()
+        try:
+            super().provision_revision(timeout)
+        except BaseException:
+            if not existed:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
     def server_env(self) -> dict[str, str]:
-        """Adds what `mlflow models serve` needs to run offline and with a file store."""
+        """Adds what MLflow needs to run offline and with a file store."""
         env = super().server_env()
         env.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
-
-    def restart_command(
-        self, server: ProcessHandle, argv: list[str], env: dict[str, str], port: int
-    ) -> tuple[list[str], dict[str, str]]:
-        """Restarts run the uvicorn server that `mlflow models serve` started, directly.
-
-        `mlflow models serve` only resolves the model to a local path and then runs uvicorn
-        with that path in its environment; both import MLflow, so a restart that skips the
-        wrapper is back in about half the time.
-
-        Args:
-            server: the running `mlflow models serve` process.
-            argv: its command.
-            env: its environment.
-            port: its private port.
-
-        Returns:
-            (argv, env) of the process listening on `port`, else the given ones.
-        """
-        import psutil
-
-        live = server.process()
-        if live is None:
-            return argv, env
-        try:
-            for child in live.children(recursive=True):
-                for conn in child.net_connections(kind="tcp"):
-                    if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                        return child.cmdline(), child.environ()
-        except psutil.Error:
-            pass
-        return argv, env
 
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
         """MLflow's /invocations formats: DataFrame -> dataframe_split, arrays -> inputs.

@@ -1,0 +1,207 @@
+"""The server process of a `zmd-mlflow` revision: what `mlflow models serve --env-manager local`
+does, in one Python instead of two.
+
+`mlflow models serve` imports MLflow, downloads the model URI to a local path, asks
+``mlflow.pyfunc.scoring_server.get_cmd`` for the scoring server's command (uvicorn serving
+``mlflow.pyfunc.scoring_server.app:app``, the model path and request timeout in its environment)
+and runs it in a second Python, which imports MLflow again and stays the only one serving while
+the first waits as its idle parent. This process does the same steps and then runs that very
+command's uvicorn in itself (``uvicorn.main``, uvicorn's own command line), where MLflow is
+imported already:
+
+- the model is resolved once per revision into ``<deployment>/revisions/<config hash>/``: a
+  ``runs:/``, ``models:/`` or remote URI is downloaded there with MLflow's own
+  ``mlflow.artifacts.download_artifacts``; a local path is served in place, as
+  `mlflow models serve` does. The folder is complete before it gets its name (a rename) and is
+  never changed afterwards, so a restart (the front's self-heal, ``zmd models start``) reads its
+  ``revision.json`` and needs no registry or network;
+- the command and its environment come from the installed MLflow at every start (``get_cmd``);
+  only its program, ``uvicorn``, runs here instead of in a child.
+
+Errors are MLflow's, raised as they are (a missing model: ``MlflowException: No such artifact``);
+the front turns the log's last exception into the deployment's error. Only the standard library
+is imported before MLflow.
+
+Usage: ``python -m zenml_model_deployers.flavors.mlflow.serve --model-uri URI --revision-dir DIR
+--port P [--workers N] [--timeout S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import tempfile
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+RECORD_FILE = "revision.json"
+MODEL_DIR = "model"
+# Revision folders kept per deployment: the serving one, a canary's, a few to go back to.
+KEEP_REVISIONS = 4
+_PARTIAL = ".partial-"
+
+
+def is_local(uri: str) -> bool:
+    """Tells whether a model URI names this machine's file system (served in place).
+
+    Args:
+        uri: a model URI or path.
+
+    Returns:
+        True for plain paths and ``file:`` URIs.
+    """
+    return urllib.parse.urlparse(uri).scheme in ("", "file")
+
+
+def read_record(revision_dir: Path, model_uri: str) -> dict[str, Any] | None:
+    """The revision's record when it is complete and its model is still there.
+
+    Args:
+        revision_dir: ``<deployment>/revisions/<config hash>``.
+        model_uri: the URI the config names (a record of another one does not count).
+
+    Returns:
+        ``{"model_uri", "model_path"}`` or None.
+    """
+    try:
+        record = json.loads((revision_dir / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("model_uri") != model_uri:
+        return None
+    if not Path(str(record.get("model_path", ""))).exists():
+        return None
+    return record
+
+
+def resolve_model(model_uri: str, revision_dir: Path) -> str:
+    """The local model directory of a revision, resolved once (see the module docstring).
+
+    Args:
+        model_uri: any MLflow model URI.
+        revision_dir: where the revision's files live.
+
+    Returns:
+        The local path the scoring server loads.
+    """
+    record = read_record(revision_dir, model_uri)
+    if record is not None:
+        with contextlib.suppress(OSError):
+            os.utime(revision_dir)  # in use again: the newest to keep
+        return str(record["model_path"])
+    import mlflow.artifacts
+
+    revision_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = Path(tempfile.mkdtemp(prefix=_PARTIAL, dir=revision_dir.parent))
+    try:
+        if is_local(model_uri):
+            # In place, as `mlflow models serve` serves a local path (MLflow's error if missing).
+            path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+        else:
+            got = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=str(tmp / MODEL_DIR)
+            )
+            path = str(revision_dir / Path(got).resolve().relative_to(tmp.resolve()))
+        (tmp / RECORD_FILE).write_text(json.dumps({"model_uri": model_uri, "model_path": path}))
+        with contextlib.suppress(FileNotFoundError):
+            # An unreadable record of an interrupted older layout: replaced as a whole.
+            if read_record(revision_dir, model_uri) is None:
+                shutil.rmtree(revision_dir)
+        try:
+            os.rename(tmp, revision_dir)
+        except OSError:  # another start of this revision completed first: its files are equal
+            record = read_record(revision_dir, model_uri)
+            if record is None:
+                raise
+            path = str(record["model_path"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    prune_revisions(revision_dir.parent, keep=revision_dir.name)
+    return str(path)
+
+
+def prune_revisions(root: Path, keep: str) -> None:
+    """Removes the oldest revision folders beyond KEEP_REVISIONS (never ``keep``).
+
+    Args:
+        root: ``<deployment>/revisions``.
+        keep: the folder name of the revision starting now.
+    """
+    with contextlib.suppress(OSError):
+        entries = sorted(
+            (p for p in root.iterdir() if (p / RECORD_FILE).is_file()),  # revisions only
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        others = [p for p in entries if p.name != keep]
+        for p in others[KEEP_REVISIONS - 1 :]:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def scoring_command(
+    model_path: str, port: int, timeout: int, workers: int
+) -> tuple[list[str], dict[str, str]]:
+    """The scoring server's command and environment, as the installed MLflow builds them.
+
+    Args:
+        model_path: the local model directory.
+        port: the port to listen on (127.0.0.1).
+        timeout: request timeout in seconds.
+        workers: uvicorn workers.
+
+    Returns:
+        (argv starting with ``uvicorn``, the variables it sets beyond this environment).
+
+    Raises:
+        RuntimeError: this MLflow's command does not run uvicorn (unknown to this module).
+    """
+    from mlflow.pyfunc import scoring_server
+
+    command, command_env = scoring_server.get_cmd(
+        model_path,
+        port=port,
+        host="127.0.0.1",  # type: ignore[arg-type]  # MLflow annotates it as int
+        timeout=timeout,
+        nworkers=workers,
+    )
+    argv = shlex.split(command)
+    if argv[:1] == ["exec"]:
+        argv = argv[1:]
+    if argv[:1] != ["uvicorn"]:
+        raise RuntimeError(
+            f"MLflow's scoring server command is not uvicorn: {command!r}; zmd-mlflow cannot "
+            "run it. Use an MLflow version zenml-model-deployers supports (pyproject.toml)."
+        )
+    delta = {k: v for k, v in command_env.items() if os.environ.get(k) != v}
+    return argv, delta
+
+
+def main(args: list[str] | None = None) -> None:
+    """Resolves the revision's model, then serves it with MLflow's scoring server command.
+
+    Args:
+        args: command line (default: ``sys.argv[1:]``).
+    """
+    ap = argparse.ArgumentParser(prog="zenml_model_deployers.flavors.mlflow.serve")
+    ap.add_argument("--model-uri", required=True)
+    ap.add_argument("--revision-dir", required=True, type=Path)
+    ap.add_argument("--port", required=True, type=int)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--timeout", type=int, default=60)
+    ns = ap.parse_args(args)
+    model_path = resolve_model(ns.model_uri, ns.revision_dir)
+    argv, env = scoring_command(model_path, ns.port, ns.timeout, ns.workers)
+    os.environ.update(env)
+    print(f"=== zmd: serving {model_path} with MLflow's command: {shlex.join(argv)}", flush=True)
+    import uvicorn
+
+    uvicorn.main.main(args=argv[1:], prog_name="uvicorn")
+
+
+if __name__ == "__main__":
+    main()
