@@ -445,6 +445,49 @@ def test_killed_job_resumes_from_its_last_commit_without_duplicates(
     assert not list(out.glob("_tmp-*"))  # a killed write leaves no part file readers would see
 
 
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray on 2 CPUs, started once for this module and shut down after it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_ray_engine_gives_the_same_output_and_the_same_exactly_once_guarantees(
+    local_ray: None, scorer: Any, data: dict[str, Any], tmp_path: Path
+) -> None:
+    kw: dict[str, Any] = dict(
+        columns=["f1", "f2"], chunk_rows=1500, batch_size=500, concurrency=2, progress=False
+    )
+    clean, dirty = str(data["root"] / "clean"), str(data["root"] / "dirty")
+    # map_batches against the deployment, and with the model loaded in the workers.
+    _, remote = run_batch(clean, scorer, engine="ray", output_uri=str(tmp_path / "r"), **kw)
+    _, local = run_batch(
+        clean, engine="ray", local=True, model_uri=data["lr"], **kw, output_uri=str(tmp_path / "l")
+    )
+    assert (remote.engine, remote.rows_predicted, local.rows_predicted) == ("ray", ROWS, ROWS)
+    for folder in ("r", "l"):
+        assert read_parts(tmp_path / folder)["prediction"].tolist() == data["expected"]
+
+    # A batch a worker's request is refused for: its rows and the model's words; the chunks
+    # of the windows before it stay committed and a re-run skips them.
+    out = str(tmp_path / "d")
+    with pytest.raises(PredictionError) as err:
+        run_batch(dirty, scorer, engine="ray", output_uri=out, **kw)
+    assert "rows 4000-4499" in str(err.value) and "NaN" in str(err.value)
+    assert len(list((tmp_path / "d" / "_zmd_commits").glob("*.json"))) == 2
+    _, resumed = run_batch(
+        dirty, engine="ray", local=True, model_uri=data["imputing"], output_uri=out, **kw
+    )
+    assert (resumed.chunks_skipped, resumed.rows_predicted) == (2, ROWS - 3000)
+    assert read_parts(tmp_path / "d")["prediction"].tolist()[:3000] == data["expected"][:3000]
+    assert len(read_parts(tmp_path / "d")) == ROWS
+
+
 def test_refused_batch_names_its_rows_and_the_fixed_model_resumes_the_job(
     mlflow_deployer: Any, scorer: Any, data: dict[str, Any], tmp_path: Path
 ) -> None:

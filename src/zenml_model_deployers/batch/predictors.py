@@ -124,12 +124,23 @@ class RemotePredictor:
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
+        # The service travels as its class path and JSON (secrets stay references, resolved
+        # where a request is sent); its HTTP session and locks are made anew there.
         state = self.__dict__.copy()
         del state["_lock"]
+        svc = state.pop("service")
+        state["_service_doc"] = (
+            f"{type(svc).__module__}.{type(svc).__qualname__}",
+            svc.model_dump(mode="json"),
+        )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        from zenml_model_deployers.service import load_service_class
+
+        source, doc = state.pop("_service_doc")
         self.__dict__.update(state)
+        self.service = load_service_class(source).model_validate(doc)
         self._lock = threading.Lock()
 
     @property
