@@ -149,7 +149,7 @@ class RemotePredictor:
         revision = self.service.status.config_hash or "?"
         return f"deployment {self.service.deployment_name} ({revision[:12]})"
 
-    def predict(self, table: Any) -> list[Any]:
+    def predict(self, table: Any) -> Any:
         """Predicts a batch; retries transient failures.
 
         Args:
@@ -231,14 +231,14 @@ class LocalPredictor:
                 ) from e
         return self._model
 
-    def predict(self, table: Any) -> list[Any]:
+    def predict(self, table: Any) -> Any:
         """Predicts a batch in-process.
 
         Args:
             table: the rows (``pyarrow.Table``).
 
         Returns:
-            One prediction per row.
+            One prediction per row (a list, or a 1-d numpy array).
 
         Raises:
             PredictionError: the model raised (its message).
@@ -252,13 +252,15 @@ class LocalPredictor:
                 backend_message=f"{type(e).__name__}: {e}",
                 hint="check the input columns the model expects.",
             ) from e
-        if hasattr(out, "tolist"):
-            out = out.tolist()
+        if hasattr(out, "to_numpy"):  # a Series or one-column DataFrame
+            out = out.to_numpy()
+            out = out.ravel() if out.ndim == 2 and out.shape[1] == 1 else out
+        # A 1-d array stays an array: Arrow takes it without a Python list per row.
         return _check_count(out, table.num_rows, self.model_uri)
 
 
-def _check_count(out: Any, rows: int, name: str) -> list[Any]:
-    preds = out if isinstance(out, list) else list(out)
+def _check_count(out: Any, rows: int, name: str) -> Any:
+    preds = out if isinstance(out, list) or getattr(out, "ndim", 0) == 1 else list(out)
     if len(preds) != rows:
         raise PredictionError(
             f"{rows} rows sent to '{name}', {len(preds)} predictions back.",

@@ -39,7 +39,8 @@ def _predict_batch(batch: Any, predictor: Any) -> Any:
     mine = _WORKER_PREDICTORS.setdefault(predictor.name, predictor)
     rows = batch.column(ROW)
     try:
-        preds = [json.dumps(p) for p in mine.predict(batch.drop_columns([ROW]))]
+        out = mine.predict(batch.drop_columns([ROW]))
+        preds = [json.dumps(p) for p in (out.tolist() if hasattr(out, "tolist") else out)]
         errors: list[str | None] = [None] * len(preds)
     except Exception as e:
         failure = json.dumps(
@@ -62,7 +63,7 @@ def run_on_ray(
     chunks: Iterator[Chunk],
     predictor: Any,
     job: JobManifest,
-    commit: Callable[[Chunk, list[Any]], None],
+    commit: Callable[[Chunk, Any], None],
     bar: Any,
     batch_size: int,
     concurrency: int,
@@ -89,7 +90,7 @@ def run_on_ray(
     import pyarrow as pa
     import ray
 
-    from zenml_model_deployers.batch.runner import _chunk_rows_of, _failure
+    from zenml_model_deployers.batch.runner import _failure, count_skipped
 
     started_here = False
     if not ray.is_initialized():
@@ -154,10 +155,7 @@ def run_on_ray(
 
         for chunk in chunks:
             if chunk.table is None:
-                rows = _chunk_rows_of(chunk, job)
-                skipped[0] += 1
-                skipped[1] += rows
-                bar.advance(rows, predicted=False)
+                count_skipped(chunk, job, bar, skipped)
                 continue
             window.append(chunk)
             if len(window) >= max(2, concurrency):

@@ -49,7 +49,7 @@ class Predictor(Protocol):
     def name(self) -> str:
         """What predicts (for commit records)."""
 
-    def predict(self, table: Any) -> list[Any]:
+    def predict(self, table: Any) -> Any:
         """Predicts.
 
         Args:
@@ -207,7 +207,8 @@ def _with_predictions(table: Any, preds: list[Any]) -> Any:
     try:
         column = pa.array(preds)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        column = pa.array([json.dumps(p) for p in preds])
+        values = preds.tolist() if hasattr(preds, "tolist") else preds
+        column = pa.array([json.dumps(p) for p in values])
     return table.append_column("prediction", column)
 
 
@@ -323,7 +324,7 @@ def run_batch(
         done_everywhere = set.intersection(*committed)
         bar = BatchProgress(total, f"Batch {job.job_id}", progress)
 
-        def commit(chunk: Chunk, preds: list[Any]) -> None:
+        def commit(chunk: Chunk, preds: Any) -> None:
             out = _with_predictions(chunk.table, preds)
             record = CommitRecord(
                 chunk=chunk.index,
@@ -375,16 +376,26 @@ def run_batch(
     return (memory.frame() if memory is not None else None), report
 
 
-def _chunk_rows_of(chunk: Chunk, job: JobManifest) -> int:
-    """A skipped chunk's row count (its table was not read)."""
-    return min(job.chunk_rows, job.total_rows - chunk.first_row)
+def count_skipped(chunk: Chunk, job: JobManifest, bar: BatchProgress, skipped: list[int]) -> None:
+    """Counts a chunk committed by an earlier run (its table was not read).
+
+    Args:
+        chunk: the chunk.
+        job: the job.
+        bar: the progress display.
+        skipped: [chunks, rows] skipped so far, updated.
+    """
+    rows = min(job.chunk_rows, job.total_rows - chunk.first_row)
+    skipped[0] += 1
+    skipped[1] += rows
+    bar.advance(rows, predicted=False)
 
 
 def _run_threads(
     chunks: Any,
     predictor: Predictor,
     job: JobManifest,
-    commit: Callable[[Chunk, list[Any]], None],
+    commit: Callable[[Chunk, Any], None],
     bar: BatchProgress,
     batch_size: int,
     concurrency: int,
@@ -397,7 +408,7 @@ def _run_threads(
     skipped = [0, 0]
     local = isinstance(predictor, LocalPredictor)
     window: deque[tuple[Chunk, list[tuple[int, int, Future[list[Any]]]]]] = deque()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    with ThreadPoolExecutor(max_workers=1 if local else concurrency) as pool:
 
         def finish() -> None:
             chunk, futures = window.popleft()
@@ -416,16 +427,20 @@ def _run_threads(
 
         for chunk in chunks:
             if chunk.table is None:
-                rows = _chunk_rows_of(chunk, job)
-                skipped[0] += 1
-                skipped[1] += rows
-                bar.advance(rows, predicted=False)
+                count_skipped(chunk, job, bar, skipped)
                 continue
-            # In-process: one call per chunk (what a bare model.predict costs); remote: batches.
-            size = chunk.rows if local else batch_size
+            if local:
+                # In-process: one model.predict per chunk, in this thread (what a bare
+                # model.predict costs); nothing to overlap with.
+                try:
+                    preds = predictor.predict(chunk.table)
+                except Exception as e:
+                    raise _failure(chunk, 0, chunk.rows, job, e) from e
+                commit(chunk, preds)
+                continue
             futures = [
                 (off, part.num_rows, pool.submit(predictor.predict, part))
-                for off, part in _slices(chunk.table, size)
+                for off, part in _slices(chunk.table, batch_size)
             ]
             window.append((chunk, futures))
             while len(window) > 1:
