@@ -469,3 +469,27 @@ def test_refused_batch_names_its_rows_and_the_fixed_model_resumes_the_job(
     served = {r["predicted_by"] for r in records[:4]}
     assert len(served) == 1 and served.pop().startswith(f"deployment {DEPLOYMENT} (")
     assert {r["predicted_by"] for r in records[4:]} == {f"local model {data['imputing']}"}
+
+
+def test_two_runs_of_one_job_cannot_both_commit_a_chunk_to_a_table(tmp_path: Path) -> None:
+    """The commit row is the chunk's key: a second writer's transaction is rolled back whole."""
+    import pyarrow as pa
+
+    from zenml_model_deployers.batch.sinks import CommitRecord, JobManifest, SqlSink
+
+    job = JobManifest(job_id="j1", source="in-memory", chunk_rows=3, total_rows=3, chunks=1)
+    rows = pa.table({"id": [0, 1, 2], "prediction": [1, 0, 1]})
+    record = CommitRecord(
+        chunk=0, first_row=0, last_row=2, rows=3, predicted_by="x", committed_at="now"
+    )
+    first, second = (SqlSink(f"sqlite:///{tmp_path / 'db.sqlite'}", "scores") for _ in range(2))
+    try:
+        assert first.start(job) == set() and second.start(job) == set()  # both began before
+        first.write(rows, record)
+        with pytest.raises(PredictionError, match="nothing of them was written") as err:
+            second.write(rows, record)
+        assert "UNIQUE" in str(err.value)  # the database's words
+    finally:
+        first.close()
+        second.close()
+    assert len(table_rows(tmp_path / "db.sqlite", "scores")) == 3
