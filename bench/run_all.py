@@ -35,6 +35,7 @@ BENCHES = [
     "bench_bentoml",
     "bench_bentoml_start",
     "bench_vllm",
+    "bench_batch",
 ]
 PER_BENCH_TIMEOUT = 600
 OUT = c.REPO / "docs" / "benchmarks.md"
@@ -167,7 +168,7 @@ def _document(results: list[dict[str, Any]], total_s: float) -> str:
         "",
         "`make bench`, or one benchmark alone: `.venv/bin/python bench/bench_deploy.py` "
         "(`bench_update.py`, `bench_predict.py`, `bench_list.py`, `bench_bentoml.py`, "
-        "`bench_vllm.py`; `bench/gpu/bench_vllm_gpu.py` on a GPU host, not run here). Each "
+        "`bench_vllm.py`, `bench_batch.py`; `bench/gpu/bench_vllm_gpu.py` on a GPU host, not run here). Each "
         "creates its own temporary ZenML store, ends every process it started, and removes "
         "the store.",
         "",

@@ -75,7 +75,38 @@ class SecretResolutionError(DeploymentError):
 
 
 class PredictionError(DeploymentError):
-    """A prediction request to a deployed model failed."""
+    """A prediction request to a deployed model failed.
+
+    Attributes:
+        status_code: the HTTP status the backend answered, if it answered one.
+        retry_after: seconds the backend asked to wait (its ``Retry-After``), if it did.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        deployment_name: str | None = None,
+        backend_message: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        """Builds the error.
+
+        Args:
+            message: what failed.
+            status_code: the backend's HTTP status (lets callers tell 429/503 from a refusal).
+            retry_after: the backend's ``Retry-After``, in seconds.
+            deployment_name: the deployment concerned.
+            backend_message: the backend's own message.
+            hint: what to do about it.
+        """
+        self.status_code = status_code
+        self.retry_after = retry_after
+        super().__init__(
+            message, deployment_name=deployment_name, backend_message=backend_message, hint=hint
+        )
 
 
 class RolloutFailedError(DeploymentError):

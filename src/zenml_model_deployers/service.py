@@ -615,8 +615,11 @@ class DeploymentService(BaseDeploymentService):
                 hint=f"check it serves: `zmd models describe {self.deployment_name}`.",
             ) from e
         if resp.status_code >= 400:
+            retry_after = resp.headers.get("Retry-After", "")
             raise PredictionError(
                 f"Deployment '{self.deployment_name}' answered HTTP {resp.status_code}.",
+                status_code=resp.status_code,
+                retry_after=float(retry_after) if retry_after.isdigit() else None,
                 deployment_name=self.deployment_name,
                 backend_message=resp.text[:4000],
                 hint="check the input format the model expects.",

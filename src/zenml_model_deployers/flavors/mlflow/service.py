@@ -114,7 +114,9 @@ class MLflowDeploymentService(LocalProcessService):
         """
         payload: Any
         if hasattr(data, "to_dict") and hasattr(data, "columns"):
-            payload = {"dataframe_split": json.loads(data.to_json(orient="split", index=False))}
+            # pandas' JSON spliced in as is: decoding and re-encoding it cost 4x (batch jobs).
+            split = data.to_json(orient="split", index=False)
+            return {"Content-Type": "application/json"}, f'{{"dataframe_split": {split}}}'.encode()
         elif hasattr(data, "tolist"):
             payload = {"inputs": data.tolist()}
         elif isinstance(data, dict):

@@ -1,0 +1,450 @@
+"""The batch job: chunks in, predictions out, each chunk committed exactly once.
+
+Requests of the next chunk are in flight while the current one is written, so the service
+never waits for the writer; at most two chunks are held in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+from zenml_model_deployers.batch.predictors import (
+    LocalPredictor,
+    RemotePredictor,
+    RetryPolicy,
+    local_model_uri,
+)
+from zenml_model_deployers.batch.sinks import (
+    CommitRecord,
+    JobManifest,
+    MemorySink,
+    ParquetSink,
+    SqlSink,
+)
+from zenml_model_deployers.batch.sources import Chunk, FrameSource, ParquetSource, open_source
+from zenml_model_deployers.errors import ConfigurationError, PredictionError
+
+if TYPE_CHECKING:
+    from zenml_model_deployers.service import DeploymentService
+
+Engine = Literal["threads", "ray"]
+
+
+class Predictor(Protocol):
+    """Turns a table of rows into one prediction per row."""
+
+    retries: int
+
+    @property
+    def name(self) -> str:
+        """What predicts (for commit records)."""
+
+    def predict(self, table: Any) -> Any:
+        """Predicts.
+
+        Args:
+            table: the rows (``pyarrow.Table``).
+        """
+
+
+class Sink(Protocol):
+    """Where committed chunks go."""
+
+    def start(self, job: JobManifest) -> set[int]:
+        """Prepares; returns the chunks already committed.
+
+        Args:
+            job: the job.
+        """
+
+    def write(self, table: Any, record: CommitRecord) -> None:
+        """Writes and commits one chunk atomically.
+
+        Args:
+            table: the rows with predictions.
+            record: the commit record.
+        """
+
+
+class BatchJobReport(BaseModel):
+    """What a batch job did (recorded as run metadata; the step's artifact).
+
+    Attributes:
+        job_id: the job's identity (input + chunking): the same job resumes.
+        rows: rows in the input.
+        rows_predicted: rows predicted by this run.
+        rows_skipped: rows of chunks committed by an earlier run, skipped.
+        chunks: chunks in the input.
+        chunks_skipped: chunks committed by an earlier run.
+        seconds: this run's duration.
+        rows_per_second: rows predicted per second.
+        retries: transient failures retried.
+        engine: "threads" or "ray".
+        predicted_by: the deployment (and revision) or the local model.
+        output_uri: the Parquet folder, if any.
+        table: the SQL table, if any.
+    """
+
+    job_id: str
+    rows: int
+    rows_predicted: int
+    rows_skipped: int
+    chunks: int
+    chunks_skipped: int
+    seconds: float
+    rows_per_second: float
+    retries: int
+    engine: str
+    predicted_by: str
+    output_uri: str | None = None
+    table: str | None = None
+
+
+class BatchProgress:
+    """Rows done and rows/s: a rich bar on a terminal, a line every 10 s otherwise (CI logs)."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+        """Starts the display.
+
+        Args:
+            total: rows in the input.
+            label: what runs (shown first).
+            enabled: False shows nothing.
+        """
+        self.total = total
+        self.done = 0
+        self.predicted = 0
+        self.t0 = time.monotonic()
+        self.next_line = 10.0
+        self.enabled = enabled
+        self.label = label
+        self._progress: Any = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("rows · {task.fields[rate]} rows/s"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._task = self._progress.add_task(label, total=total, rate="-")
+            self._progress.start()
+
+    @property
+    def rate(self) -> float:
+        """Rows predicted per second so far."""
+        elapsed = time.monotonic() - self.t0
+        return self.predicted / elapsed if elapsed > 0 else 0.0
+
+    def advance(self, rows: int, predicted: bool) -> None:
+        """Counts a chunk.
+
+        Args:
+            rows: its rows.
+            predicted: False for a chunk skipped (committed earlier).
+        """
+        self.done += rows
+        if predicted:
+            self.predicted += rows
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.done, rate=f"{self.rate:,.0f}")
+        elif self.enabled and time.monotonic() - self.t0 >= self.next_line:
+            print(
+                f"{self.label}: {self.done}/{self.total} rows, {self.rate:,.0f} rows/s",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.next_line += 10.0
+
+    def close(self) -> None:
+        """Stops the display."""
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def job_id_for(source: ParquetSource | FrameSource, chunk_rows: int) -> str:
+    """The job's identity: its input and how it is cut.
+
+    Args:
+        source: the input.
+        chunk_rows: rows per chunk.
+
+    Returns:
+        16 hex digits.
+    """
+    blob = json.dumps({"input": source.fingerprint(), "chunk_rows": chunk_rows})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _slices(table: Any, size: int) -> list[tuple[int, Any]]:
+    return [(i, table.slice(i, size)) for i in range(0, table.num_rows, size)]
+
+
+def _with_predictions(table: Any, preds: list[Any]) -> Any:
+    """The chunk's rows plus a ``prediction`` column (JSON text if Arrow cannot type it)."""
+    import pyarrow as pa
+
+    try:
+        column = pa.array(preds)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        values = preds.tolist() if hasattr(preds, "tolist") else preds
+        column = pa.array([json.dumps(p) for p in values])
+    return table.append_column("prediction", column)
+
+
+def _failure(chunk: Chunk, offset: int, rows: int, job: JobManifest, error: Exception) -> Exception:
+    """The error that names the failed rows, with the backend's words first."""
+    first = chunk.first_row + offset
+    attempts = getattr(error, "attempts", 1)
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    backend = getattr(error, "backend_message", None) or str(error)
+    return PredictionError(
+        f"Batch inference failed at rows {first}-{first + rows - 1} (chunk {chunk.index} of "
+        f"{job.chunks}, job {job.job_id}){tried}: {str(error).splitlines()[0]}",
+        status_code=getattr(error, "status_code", None),
+        deployment_name=getattr(error, "deployment_name", None),
+        backend_message=backend,
+        hint=f"chunks before {chunk.index} that were committed stay committed; fix the cause "
+        "and run the same job again: it skips them and writes no duplicates.",
+    )
+
+
+def run_batch(
+    data: Any,
+    service: DeploymentService | None = None,
+    *,
+    output_uri: str | None = None,
+    database_url: str | None = None,
+    table: str = "predictions",
+    columns: list[str] | None = None,
+    chunk_rows: int = 50_000,
+    batch_size: int = 256,
+    concurrency: int = 4,
+    timeout: float = 60.0,
+    retry: RetryPolicy | None = None,
+    local: bool = False,
+    model_uri: str | None = None,
+    engine: Engine = "threads",
+    progress: bool = True,
+    on_chunk: Callable[[CommitRecord], None] | None = None,
+) -> tuple[Any, BatchJobReport]:
+    """Predicts every row of a dataset, chunk by chunk, each chunk committed exactly once.
+
+    Guarantees: memory stays bounded by about two chunks whatever the input's size; a chunk's
+    predictions land in every output or in none; running the same job again (same input,
+    same ``chunk_rows``, same outputs) skips the chunks committed before and writes no
+    duplicate; a failure names the input rows that failed, with the backend's words.
+
+    Args:
+        data: a Parquet file or folder (local path or artifact-store URI such as
+            ``s3://...``), or an in-memory DataFrame, numpy array or list of rows.
+        service: the deployment to send rows to (not needed with ``local=True`` and
+            ``model_uri``).
+        output_uri: a folder (local or artifact-store URI) for Parquet part files.
+        database_url: a SQLAlchemy URL (or ``{{secret.key}}``) to append predictions to.
+        table: the SQL table.
+        columns: the input columns sent to the model (None: all); the outputs keep them.
+        chunk_rows: rows per chunk (the unit of commit and resume).
+        batch_size: rows per request.
+        concurrency: requests in flight (threads engine) or Ray workers (ray engine).
+        timeout: seconds per request.
+        retry: retries of transient failures (default: 5 attempts, 0.2 s doubling).
+        local: load the model in-process (MLflow pyfunc) instead of calling the service.
+        model_uri: the model for ``local=True`` (default: the one the service serves).
+        engine: "threads" (this process) or "ray" (Ray Data; a local Ray without
+            ``RAY_ADDRESS``).
+        progress: show progress (rows, rows/s).
+        on_chunk: called after each chunk is committed.
+
+    Returns:
+        (the predictions as a DataFrame when no output is given, else None; the report).
+
+    Raises:
+        ConfigurationError: bad sizes, no model, or an output holding another job.
+        PredictionError: a batch failed (the rows, the backend's words); earlier chunks
+            stay committed.
+    """
+    if chunk_rows < 1 or batch_size < 1 or concurrency < 1:
+        raise ConfigurationError("chunk_rows, batch_size and concurrency must be at least 1.")
+    if engine not in ("threads", "ray"):
+        raise ConfigurationError(f"Unknown engine '{engine}'.", hint='use "threads" or "ray".')
+    source = open_source(data, columns)
+    is_array = isinstance(source, FrameSource) and source.is_array
+    predictor: Predictor
+    if local:
+        predictor = LocalPredictor(local_model_uri(service, model_uri), is_array)
+    elif service is None:
+        raise ConfigurationError(
+            "Batch inference needs a service, or local=True with a model.",
+            hint="pass the deployment a deploy step returned, or local=True.",
+        )
+    else:
+        predictor = RemotePredictor(service, timeout, retry or RetryPolicy(), is_array)
+    sinks: list[Sink] = []
+    if output_uri:
+        sinks.append(ParquetSink(output_uri))
+    sql = SqlSink(database_url, table) if database_url else None
+    if sql is not None:
+        sinks.append(sql)
+    memory = MemorySink() if not sinks else None
+    if memory is not None:
+        sinks.append(memory)
+
+    total = source.total_rows
+    job = JobManifest(
+        job_id=job_id_for(source, chunk_rows),
+        source=data if isinstance(data, str) else "in-memory",
+        chunk_rows=chunk_rows,
+        total_rows=total,
+        chunks=(total + chunk_rows - 1) // chunk_rows,
+    )
+    t0 = time.monotonic()
+    try:
+        committed = [sink.start(job) for sink in sinks]
+        done_everywhere = set.intersection(*committed)
+        bar = BatchProgress(total, f"Batch {job.job_id}", progress)
+
+        def commit(chunk: Chunk, preds: Any) -> None:
+            out = _with_predictions(chunk.table, preds)
+            record = CommitRecord(
+                chunk=chunk.index,
+                first_row=chunk.first_row,
+                last_row=chunk.last_row,
+                rows=chunk.rows,
+                predicted_by=predictor.name,
+                committed_at=datetime.now(UTC).isoformat(),
+            )
+            for sink, done in zip(sinks, committed, strict=True):
+                if chunk.index not in done:
+                    sink.write(out, record)
+            bar.advance(chunk.rows, predicted=True)
+            if on_chunk is not None:
+                on_chunk(record)
+
+        chunks = source.chunks(chunk_rows, skip=done_everywhere)
+        try:
+            if engine == "ray":
+                from zenml_model_deployers.batch.ray_engine import run_on_ray
+
+                skipped = run_on_ray(
+                    chunks, predictor, job, commit, bar, batch_size, concurrency, local
+                )
+            else:
+                skipped = _run_threads(chunks, predictor, job, commit, bar, batch_size, concurrency)
+        finally:
+            bar.close()
+    finally:
+        if sql is not None:
+            sql.close()
+    seconds = time.monotonic() - t0
+    predicted = total - skipped[1]
+    report = BatchJobReport(
+        job_id=job.job_id,
+        rows=total,
+        rows_predicted=predicted,
+        rows_skipped=skipped[1],
+        chunks=job.chunks,
+        chunks_skipped=skipped[0],
+        seconds=round(seconds, 4),
+        rows_per_second=round(predicted / seconds, 1) if seconds > 0 else 0.0,
+        retries=predictor.retries,
+        engine=engine,
+        predicted_by=predictor.name,
+        output_uri=output_uri,
+        table=table if database_url else None,
+    )
+    return (memory.frame() if memory is not None else None), report
+
+
+def count_skipped(chunk: Chunk, job: JobManifest, bar: BatchProgress, skipped: list[int]) -> None:
+    """Counts a chunk committed by an earlier run (its table was not read).
+
+    Args:
+        chunk: the chunk.
+        job: the job.
+        bar: the progress display.
+        skipped: [chunks, rows] skipped so far, updated.
+    """
+    rows = min(job.chunk_rows, job.total_rows - chunk.first_row)
+    skipped[0] += 1
+    skipped[1] += rows
+    bar.advance(rows, predicted=False)
+
+
+def _run_threads(
+    chunks: Any,
+    predictor: Predictor,
+    job: JobManifest,
+    commit: Callable[[Chunk, Any], None],
+    bar: BatchProgress,
+    batch_size: int,
+    concurrency: int,
+) -> tuple[int, int]:
+    """Sends each chunk's batches from a thread pool; commits chunks in order.
+
+    Returns:
+        (chunks skipped, rows skipped).
+    """
+    skipped = [0, 0]
+    local = isinstance(predictor, LocalPredictor)
+    window: deque[tuple[Chunk, list[tuple[int, int, Future[list[Any]]]]]] = deque()
+    with ThreadPoolExecutor(max_workers=1 if local else concurrency) as pool:
+
+        def finish() -> None:
+            chunk, futures = window.popleft()
+            preds: list[Any] = []
+            for offset, rows, fut in futures:
+                try:
+                    preds.extend(fut.result())
+                except Exception as e:
+                    for _c, pending in window:
+                        for _o, _r, f in pending:
+                            f.cancel()
+                    for _o, _r, f in futures:
+                        f.cancel()
+                    raise _failure(chunk, offset, rows, job, e) from e
+            commit(chunk, preds)
+
+        for chunk in chunks:
+            if chunk.table is None:
+                count_skipped(chunk, job, bar, skipped)
+                continue
+            if local:
+                # In-process: one model.predict per chunk, in this thread (what a bare
+                # model.predict costs); nothing to overlap with.
+                try:
+                    preds = predictor.predict(chunk.table)
+                except Exception as e:
+                    raise _failure(chunk, 0, chunk.rows, job, e) from e
+                commit(chunk, preds)
+                continue
+            futures = [
+                (off, part.num_rows, pool.submit(predictor.predict, part))
+                for off, part in _slices(chunk.table, batch_size)
+            ]
+            window.append((chunk, futures))
+            while len(window) > 1:
+                finish()
+        while window:
+            finish()
+    return skipped[0], skipped[1]

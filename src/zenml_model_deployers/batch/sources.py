@@ -1,0 +1,286 @@
+"""Batch inputs read in fixed-size chunks: a Parquet dataset (any artifact-store URI) or a frame.
+
+A chunk is a fixed row range of the whole input (chunk ``i`` holds rows ``i * chunk_rows`` up
+to the next multiple), whatever the input's files and row groups: a re-run of the same input
+with the same ``chunk_rows`` cuts the same chunks, which is what makes per-chunk commits
+resumable. Files are read through ZenML's ``fileio``, so ``s3://`` or ``gs://`` URIs go through
+the active artifact store's filesystem (and its credentials); memory stays bounded by one
+chunk plus one Parquet batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from zenml_model_deployers.errors import ConfigurationError
+
+ARRAY_COLUMN = "input"
+
+
+@dataclass
+class Chunk:
+    """One fixed row range of the input.
+
+    Attributes:
+        index: the chunk's number (0-based).
+        first_row: the input row its first row is.
+        table: its rows (a ``pyarrow.Table``), or None when the chunk is skipped unread.
+    """
+
+    index: int
+    first_row: int
+    table: Any
+
+    @property
+    def rows(self) -> int:
+        """Number of rows."""
+        return int(self.table.num_rows)
+
+    @property
+    def last_row(self) -> int:
+        """The input row its last row is."""
+        return self.first_row + self.rows - 1
+
+
+class ParquetSource:
+    """A Parquet file or a folder of them (read in sorted path order), local or remote.
+
+    Attributes:
+        uri: the file or folder.
+        files: the Parquet files, in reading order.
+        columns: the columns read (None: all).
+    """
+
+    def __init__(self, uri: str, columns: list[str] | None = None) -> None:
+        """Lists the dataset's files (names starting with ``_`` or ``.`` are not data).
+
+        Args:
+            uri: a local path or an artifact-store URI (``s3://...``, ``gs://...``).
+            columns: the columns to read (None: all).
+
+        Raises:
+            ConfigurationError: nothing to read there.
+        """
+        from zenml.io import fileio
+
+        self.uri = uri.rstrip("/")
+        self.columns = columns
+        if not fileio.exists(self.uri):
+            raise ConfigurationError(
+                f"Batch input '{uri}' does not exist.",
+                hint="pass a Parquet file or a folder of them (a local path or an artifact-store URI).",
+            )
+        if fileio.isdir(self.uri):
+            files = []
+            for folder, _dirs, names in fileio.walk(self.uri):
+                for name in names:
+                    base = str(name).rsplit("/", 1)[-1]
+                    if base.endswith(".parquet") and not base.startswith(("_", ".")):
+                        files.append(f"{str(folder).rstrip('/')}/{base}")
+            self.files = sorted(files)
+        else:
+            self.files = [self.uri]
+        if not self.files:
+            raise ConfigurationError(
+                f"Batch input folder '{uri}' holds no .parquet file.",
+                hint="write the input as Parquet (e.g. `df.to_parquet(...)`).",
+            )
+        self._rows: list[int] | None = None
+
+    def file_rows(self) -> list[int]:
+        """Rows per file, from the Parquet footers (no data read).
+
+        Returns:
+            One count per file.
+        """
+        if self._rows is None:
+            import pyarrow.parquet as pq
+            from zenml.io import fileio
+
+            rows = []
+            for path in self.files:
+                with fileio.open(path, "rb") as fh:
+                    rows.append(pq.ParquetFile(fh).metadata.num_rows)
+            self._rows = rows
+        return self._rows
+
+    @property
+    def total_rows(self) -> int:
+        """Rows in the whole input."""
+        return sum(self.file_rows())
+
+    def fingerprint(self) -> str:
+        """What identifies this input: its files (relative names) and row counts.
+
+        Returns:
+            A hex digest.
+        """
+        names = [f.removeprefix(self.uri).lstrip("/") for f in self.files]
+        blob = json.dumps([names, self.file_rows(), self.columns])
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def chunks(self, chunk_rows: int, skip: set[int] | None = None) -> Iterator[Chunk]:
+        """Reads the input chunk by chunk.
+
+        Files whose rows all lie in skipped chunks are not opened; the rows of other skipped
+        chunks are read and dropped. A skipped chunk's ``table`` is None.
+
+        Args:
+            chunk_rows: rows per chunk.
+            skip: chunk indexes to yield with ``table=None`` (already committed).
+
+        Yields:
+            The chunks, in order.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from zenml.io import fileio
+
+        skip = skip or set()
+        buffer: list[Any] = []  # rows [emitted * chunk_rows, pos) unless missing_head
+        buffered = 0
+        pos = 0  # input row of the next row read
+        emitted = 0  # next chunk to yield
+        missing_head = False  # chunk `emitted` began in a file not read: drop its rows
+        for path, n in zip(self.files, self.file_rows(), strict=True):
+            touching = range(pos // chunk_rows, (pos + n - 1) // chunk_rows + 1)
+            if n and all(i in skip for i in touching):
+                # Every chunk touching this file is committed: do not open it.
+                pos += n
+                while (emitted + 1) * chunk_rows <= pos:
+                    yield Chunk(emitted, emitted * chunk_rows, None)
+                    emitted += 1
+                buffer, buffered = [], 0
+                missing_head = emitted * chunk_rows < pos
+                continue
+            with fileio.open(path, "rb") as fh:
+                reader = pq.ParquetFile(fh)
+                for batch in reader.iter_batches(
+                    batch_size=min(chunk_rows, 65_536), columns=self.columns
+                ):
+                    pos += batch.num_rows
+                    if missing_head:
+                        end = (emitted + 1) * chunk_rows
+                        if pos < end:
+                            continue
+                        batch = batch.slice(batch.num_rows - (pos - end))
+                        yield Chunk(emitted, emitted * chunk_rows, None)
+                        emitted += 1
+                        missing_head = False
+                    buffer.append(batch)
+                    buffered += batch.num_rows
+                    while buffered >= chunk_rows:
+                        table = pa.Table.from_batches(buffer).combine_chunks()
+                        head, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
+                        yield _chunk(emitted, chunk_rows, head, skip)
+                        emitted += 1
+                        buffer = rest.to_batches() if rest.num_rows else []
+                        buffered = rest.num_rows
+        if missing_head:
+            yield Chunk(emitted, emitted * chunk_rows, None)
+        elif buffered:
+            yield _chunk(emitted, chunk_rows, pa.Table.from_batches(buffer), skip)
+
+
+def _chunk(index: int, chunk_rows: int, table: Any, skip: set[int]) -> Chunk:
+    return Chunk(index, index * chunk_rows, None if index in skip else table)
+
+
+class FrameSource:
+    """An in-memory DataFrame, numpy array or list of rows, cut into chunks.
+
+    Arrays and lists become one ``input`` column of rows; they are sent as arrays.
+
+    Attributes:
+        table: the data as a ``pyarrow.Table``.
+        is_array: True when the data was an array or list (sent as such).
+    """
+
+    def __init__(self, data: Any, columns: list[str] | None = None) -> None:
+        """Converts the data.
+
+        Args:
+            data: a DataFrame, numpy array or list of rows.
+            columns: for a DataFrame, the columns to keep (None: all).
+        """
+        import pandas as pd
+        import pyarrow as pa
+
+        self.is_array = not isinstance(data, pd.DataFrame)
+        if self.is_array:
+            rows = [list(r) if hasattr(r, "__len__") else r for r in data]
+            self.table = pa.table({ARRAY_COLUMN: rows})
+        else:
+            frame = data[columns] if columns else data
+            self.table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+        self.columns = columns
+
+    @property
+    def total_rows(self) -> int:
+        """Rows in the input."""
+        return int(self.table.num_rows)
+
+    def fingerprint(self) -> str:
+        """A digest of the data itself (an in-memory input has no name).
+
+        Returns:
+            A hex digest.
+        """
+        import pyarrow.ipc as ipc
+
+        sink = _HashSink()
+        with ipc.new_stream(sink, self.table.schema) as writer:
+            writer.write_table(self.table)
+        return sink.digest.hexdigest()
+
+    def chunks(self, chunk_rows: int, skip: set[int] | None = None) -> Iterator[Chunk]:
+        """Slices the data (zero-copy).
+
+        Args:
+            chunk_rows: rows per chunk.
+            skip: chunk indexes to yield with ``table=None``.
+
+        Yields:
+            The chunks, in order.
+        """
+        skip = skip or set()
+        for index, start in enumerate(range(0, self.total_rows, chunk_rows)):
+            yield _chunk(index, chunk_rows, self.table.slice(start, chunk_rows), skip)
+
+
+class _HashSink:
+    """A write-only file object that hashes what is written to it."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        return view.nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def open_source(data: Any, columns: list[str] | None = None) -> ParquetSource | FrameSource:
+    """The right source for ``data``.
+
+    Args:
+        data: a Parquet path/URI (str), or a DataFrame, numpy array or list of rows.
+        columns: the columns to read (None: all).
+
+    Returns:
+        The source.
+    """
+    if isinstance(data, str):
+        return ParquetSource(data, columns)
+    return FrameSource(data, columns)

@@ -1,0 +1,495 @@
+"""Batch inference at scale against a real MLflow deployment: Parquet in chunks, Parquet part
+files and a SQL table out, exactly once per chunk across failures and re-runs, retries of
+transient failures only, the model in-process (local=True), an artifact store's filesystem."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from zenml_model_deployers.batch import RetryPolicy, run_batch
+from zenml_model_deployers.batch.sources import ParquetSource
+from zenml_model_deployers.errors import ConfigurationError, PredictionError
+from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+
+ROWS = 6_000
+DEPLOYMENT = "batch-scorer"
+
+
+def features(n: int) -> pd.DataFrame:
+    """n rows whose predictions differ row by row (so order mistakes show)."""
+    rng = np.random.default_rng(7)
+    return pd.DataFrame({"id": np.arange(n), "f1": rng.normal(size=n), "f2": rng.normal(size=n)})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A clean Parquet dataset (3 files of uneven size, small row groups), the same with one
+    NaN at row 4321, and two MLflow models: a logistic regression (refuses NaN) and the same
+    behind an imputer (accepts it)."""
+    import mlflow.sklearn
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    root = tmp_path_factory.mktemp("batch")
+    frame = features(ROWS)
+    x, y = frame[["f1", "f2"]], (frame["f1"] + frame["f2"] > 0).astype(int)
+    lr = LogisticRegression().fit(x, y)
+    mlflow.sklearn.save_model(lr, str(root / "lr"), serialization_format="pickle")
+    imputing = make_pipeline(SimpleImputer(), LogisticRegression()).fit(x, y)
+    mlflow.sklearn.save_model(imputing, str(root / "imputing"), serialization_format="pickle")
+    dirty = frame.copy()
+    dirty.loc[4321, "f1"] = np.nan
+    for name, df in (("clean", frame), ("dirty", dirty)):
+        (root / name).mkdir()
+        for i, (a, b) in enumerate(((0, 2500), (2500, 2600), (2600, ROWS))):
+            df.iloc[a:b].to_parquet(root / name / f"part-{i}.parquet", row_group_size=700)
+    return {
+        "root": root,
+        "frame": frame,
+        "expected": lr.predict(x).tolist(),
+        "lr": str(root / "lr"),
+        "imputing": str(root / "imputing"),
+    }
+
+
+@pytest.fixture(scope="module")
+def scorer(mlflow_deployer: Any, data: dict[str, Any]) -> Iterator[Any]:
+    """The logistic regression, served by a real `mlflow models serve` (one per module)."""
+    cfg = MLflowDeploymentConfig(deployment_name=DEPLOYMENT, model_uri=data["lr"])
+    svc = mlflow_deployer.deploy(cfg, timeout=120)
+    try:
+        yield svc
+    finally:
+        live = mlflow_deployer.find_deployment(DEPLOYMENT)
+        if live is not None:
+            mlflow_deployer.delete(live)
+
+
+def read_parts(folder: Path) -> pd.DataFrame:
+    return pd.read_parquet(folder)  # skips _zmd_job.json and _zmd_commits/ (leading "_")
+
+
+def table_rows(db: Path, table: str = "predictions") -> pd.DataFrame:
+    with sqlite3.connect(db) as con:
+        return pd.read_sql(f"select * from {table}", con)
+
+
+def test_chunks_are_the_same_fixed_row_ranges_whatever_is_skipped(tmp_path: Path) -> None:
+    """Resume relies on it: chunk i is rows [i*c, (i+1)*c) across files, empty files and
+    row groups, whichever chunks are skipped (whole files of skipped chunks are not read)."""
+    import random
+
+    sizes, n = [7, 0, 13, 5, 1, 20, 3], 0
+    for k, size in enumerate(sizes):
+        pd.DataFrame({"id": np.arange(n, n + size)}).to_parquet(
+            tmp_path / f"f{k:02d}.parquet", row_group_size=4
+        )
+        n += size
+    (tmp_path / "_SUCCESS.parquet").write_bytes(b"not data")  # "_" names are not data
+    source = ParquetSource(str(tmp_path))
+    assert source.total_rows == n
+    rnd = random.Random(3)
+    for c in (1, 3, 4, 5, 8, 13, 100):
+        count = -(-n // c)
+        for _ in range(25):
+            skip = {i for i in range(count) if rnd.random() < 0.5}
+            got = list(source.chunks(c, skip))
+            assert [g.index for g in got] == list(range(count))
+            for g in got:
+                if g.index in skip:
+                    assert g.table is None
+                else:
+                    ids = g.table.column("id").to_pylist()
+                    assert ids == list(range(g.index * c, min(n, (g.index + 1) * c)))
+
+
+def test_in_memory_input_local_model_and_service_give_the_same_frame(
+    scorer: Any, data: dict[str, Any]
+) -> None:
+    frame = data["frame"].iloc[:1500]
+    served, rep = run_batch(frame[["f1", "f2"]], scorer, chunk_rows=700, progress=False)
+    local, lrep = run_batch(frame[["f1", "f2"]], scorer, local=True, chunk_rows=700, progress=False)
+    pd.testing.assert_frame_equal(served, local)
+    assert served["prediction"].tolist() == data["expected"][:1500]
+    assert lrep.predicted_by == f"local model {data['lr']}"
+    assert rep.predicted_by.startswith(f"deployment {DEPLOYMENT}")
+    # Arrays are sent as arrays and come back with an `input` column, as batch_predict does.
+    arr, _ = run_batch(frame[["f1", "f2"]].to_numpy()[:10], scorer, progress=False)
+    assert arr["prediction"].tolist() == data["expected"][:10]
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        run_batch(frame, scorer, chunk_rows=0)
+
+
+class _Faults:
+    """A proxy in front of the real server that answers planted failures first."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.plan: list[str] = []
+        self.requests = 0
+        self.lock = threading.Lock()
+
+    def next(self) -> str:
+        with self.lock:
+            self.requests += 1
+            return self.plan.pop(0) if self.plan else "ok"
+
+
+@pytest.fixture
+def faulty(scorer: Any) -> Iterator[tuple[Any, _Faults]]:
+    """A copy of the service whose URL is a fault-injecting proxy (127.0.0.1)."""
+    faults = _Faults(scorer.prediction_url)
+    session = requests.Session()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            action = faults.next()
+            if action == "reset":  # RST, as a crashed or restarted server's socket sends
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.connection.close()
+                self.close_connection = True
+                return
+            if action != "ok":
+                code, text = int(action), f"planted {action}: model server overloaded"
+                self.send_response(code)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text.encode())
+                return
+            up = session.post(
+                faults.upstream, data=body, headers={"Content-Type": "application/json"}
+            )
+            self.send_response(up.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(up.content)))
+            self.end_headers()
+            self.wfile.write(up.content)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    proxied = scorer.model_copy()
+    proxied.status = scorer.status.model_copy()
+    proxied.status.url = f"http://127.0.0.1:{server.server_address[1]}"
+    proxied._session = None
+    try:
+        yield proxied, faults
+    finally:
+        server.shutdown()
+        server.server_close()
+        session.close()
+
+
+def test_transient_failures_are_retried_with_backoff_and_others_fail_at_once(
+    faulty: tuple[Any, _Faults], data: dict[str, Any]
+) -> None:
+    svc, faults = faulty
+    frame = data["frame"][["f1", "f2"]].iloc[:1000]
+    fast = RetryPolicy(attempts=4, backoff=0.01)
+    faults.plan = ["503", "reset", "429", "ok", "503"]
+    out, report = run_batch(
+        frame, svc, chunk_rows=500, batch_size=100, concurrency=2, retry=fast, progress=False
+    )
+    assert out["prediction"].tolist() == data["expected"][:1000]
+    assert report.retries == 4 and faults.requests == 10 + 4
+
+    # A 500 is the model's answer, not a transient one: one request, then a typed error
+    # naming the rows, the backend's words first.
+    frame = frame.iloc[:500]
+    faults.plan, faults.requests = ["500"], 0
+    with pytest.raises(PredictionError) as err:
+        run_batch(frame, svc, chunk_rows=500, batch_size=500, concurrency=1, retry=fast)
+    assert faults.requests == 1
+    assert "rows 0-499" in str(err.value) and "planted 500" in str(err.value)
+    assert err.value.status_code == 500
+
+    # A transient failure that outlasts every attempt: bounded, and said so.
+    faults.plan, faults.requests = ["503"] * 4, 0
+    with pytest.raises(PredictionError, match="after 4 attempts") as err:
+        run_batch(frame, svc, chunk_rows=500, batch_size=500, concurrency=1, retry=fast)
+    assert faults.requests == 4 and "overloaded" in str(err.value)
+
+
+def test_artifact_store_filesystem_in_and_out_with_the_model_in_process(
+    data: dict[str, Any],
+) -> None:
+    """An `s3://`-style URI goes through ZenML's fileio, as the artifact store registers it: here
+    a ZenML filesystem over fsspec's in-memory one (no local path can leak through)."""
+    import fsspec
+    from zenml.io.filesystem import BaseFilesystem
+    from zenml.io.filesystem_registry import default_filesystem_registry
+
+    mem = fsspec.filesystem("memory")
+
+    class MemoryStore(BaseFilesystem):
+        """The in-memory filesystem with the same methods ZenML's S3 store gives fileio."""
+
+        SUPPORTED_SCHEMES = {"memory://"}
+
+        @staticmethod
+        def open(path: Any, mode: str = "r") -> Any:
+            return mem.open(path, mode)
+
+        @staticmethod
+        def copyfile(src: Any, dst: Any, overwrite: bool = False) -> None:
+            mem.copy(src, dst)
+
+        @staticmethod
+        def exists(path: Any) -> bool:
+            return bool(mem.exists(path))
+
+        @staticmethod
+        def glob(pattern: Any) -> list[Any]:
+            return [f"memory://{p}" for p in mem.glob(pattern)]
+
+        @staticmethod
+        def isdir(path: Any) -> bool:
+            return bool(mem.isdir(path))
+
+        @staticmethod
+        def listdir(path: Any) -> list[Any]:
+            return [p.rsplit("/", 1)[-1] for p in mem.ls(path, detail=False)]
+
+        @staticmethod
+        def makedirs(path: Any) -> None:
+            mem.makedirs(path, exist_ok=True)
+
+        @staticmethod
+        def mkdir(path: Any) -> None:
+            mem.makedirs(path, exist_ok=True)
+
+        @staticmethod
+        def remove(path: Any) -> None:
+            mem.rm(path)
+
+        @staticmethod
+        def rename(src: Any, dst: Any, overwrite: bool = False) -> None:
+            mem.mv(src, dst)
+
+        @staticmethod
+        def rmtree(path: Any) -> None:
+            mem.rm(path, recursive=True)
+
+        @staticmethod
+        def stat(path: Any) -> Any:
+            return mem.stat(path)
+
+        @staticmethod
+        def size(path: Any) -> int:
+            return int(mem.size(path))
+
+        @staticmethod
+        def walk(top: Any, topdown: bool = True, onerror: Any = None) -> Any:
+            for folder, dirs, files in mem.walk(top):
+                yield f"memory://{folder}", dirs, files
+
+    default_filesystem_registry.register(MemoryStore)
+    for i, name in enumerate(sorted((data["root"] / "clean").iterdir())):
+        mem.pipe(f"memory://bucket/in/p{i}.parquet", name.read_bytes())
+    _, report = run_batch(
+        "memory://bucket/in",
+        local=True,
+        model_uri=data["lr"],
+        columns=["f1", "f2"],
+        output_uri="memory://bucket/out",
+        chunk_rows=2000,
+        progress=False,
+    )
+    assert (report.rows, report.chunks) == (ROWS, 3)
+    names = sorted(p.rsplit("/", 1)[-1] for p in mem.ls("bucket/out", detail=False))
+    assert names == ["_zmd_commits", "_zmd_job.json"] + [f"part-{i:06d}.parquet" for i in range(3)]
+    parts = pd.concat(
+        pd.read_parquet(mem.open(f"bucket/out/part-{i:06d}.parquet", "rb")) for i in range(3)
+    )
+    assert parts["prediction"].tolist() == data["expected"]
+    # The same folder for another input is refused, not mixed.
+    with pytest.raises(ConfigurationError, match="another batch job"):
+        run_batch(
+            "memory://bucket/in",
+            local=True,
+            model_uri=data["lr"],
+            output_uri="memory://bucket/out",
+            chunk_rows=1000,
+            progress=False,
+        )
+    mem.rm("bucket", recursive=True)
+
+
+def test_killed_job_resumes_from_its_last_commit_without_duplicates(
+    scorer: Any, data: dict[str, Any], tmp_path: Path
+) -> None:
+    out, db = tmp_path / "out", tmp_path / "scores.db"
+    args = dict(
+        output_uri=str(out),
+        database_url=f"sqlite:///{db}",
+        columns=["f1", "f2"],
+        chunk_rows=200,
+        batch_size=20,
+        concurrency=1,
+    )
+    script = textwrap.dedent(
+        f"""
+        from zenml_model_deployers.batch import run_batch
+        from zenml_model_deployers.flavors import get_deployer
+        svc = get_deployer("zmd-mlflow").find_deployment({DEPLOYMENT!r})
+        run_batch({str(data["root"] / "clean")!r}, svc, progress=False, **{args!r})
+        """
+    )
+    (tmp_path / "job.py").write_text(script)  # ZenML wants a main module with a file
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "job.py")], env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 120
+        commits = out / "_zmd_commits"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if commits.exists() and len(list(commits.glob("*.json"))) >= 4:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the job ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    done_before = len(list((out / "_zmd_commits").glob("*.json")))
+    assert 4 <= done_before < 30
+    with sqlite3.connect(db) as con:
+        in_table = con.execute("select count(*) from zmd_batch_commits").fetchone()[0]
+    assert done_before - 1 <= in_table <= done_before  # parts are committed first
+    _, report = run_batch(str(data["root"] / "clean"), scorer, progress=False, **args)  # type: ignore[arg-type]
+    # A chunk committed in one output only is predicted again and written only to the other.
+    assert report.chunks_skipped == in_table
+    assert report.rows_predicted == ROWS - report.rows_skipped
+    parts = read_parts(out)
+    assert len(parts) == ROWS and parts["prediction"].tolist() == data["expected"]
+    assert len(table_rows(db)) == ROWS
+    assert table_rows(db)["prediction"].sum() == sum(data["expected"])
+    assert not list(out.glob("_tmp-*"))  # a killed write leaves no part file readers would see
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray on 2 CPUs, started once for this module and shut down after it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_ray_engine_gives_the_same_output_and_the_same_exactly_once_guarantees(
+    local_ray: None, scorer: Any, data: dict[str, Any], tmp_path: Path
+) -> None:
+    kw: dict[str, Any] = dict(
+        columns=["f1", "f2"], chunk_rows=1500, batch_size=500, concurrency=2, progress=False
+    )
+    clean, dirty = str(data["root"] / "clean"), str(data["root"] / "dirty")
+    # map_batches against the deployment (the model loaded in the workers: the resume below).
+    _, remote = run_batch(clean, scorer, engine="ray", output_uri=str(tmp_path / "r"), **kw)
+    assert (remote.engine, remote.rows_predicted) == ("ray", ROWS)
+    assert read_parts(tmp_path / "r")["prediction"].tolist() == data["expected"]
+
+    # A batch a worker's request is refused for: its rows and the model's words; the chunks
+    # of the windows before it stay committed and a re-run skips them.
+    out = str(tmp_path / "d")
+    with pytest.raises(PredictionError) as err:
+        run_batch(dirty, scorer, engine="ray", output_uri=out, **kw)
+    assert "rows 4000-4499" in str(err.value) and "NaN" in str(err.value)
+    assert len(list((tmp_path / "d" / "_zmd_commits").glob("*.json"))) == 2
+    _, resumed = run_batch(
+        dirty, engine="ray", local=True, model_uri=data["imputing"], output_uri=out, **kw
+    )
+    assert (resumed.chunks_skipped, resumed.rows_predicted) == (2, ROWS - 3000)
+    assert read_parts(tmp_path / "d")["prediction"].tolist()[:3000] == data["expected"][:3000]
+    assert len(read_parts(tmp_path / "d")) == ROWS
+
+
+def test_refused_batch_names_its_rows_and_the_fixed_model_resumes_the_job(
+    scorer: Any, data: dict[str, Any], tmp_path: Path
+) -> None:
+    """The nightly story: one bad row stops the job with the model's words and the row range;
+    the team scores the rest with a model that imputes (here in-process, `local=True`) by
+    running the same job, which finishes where it stopped."""
+    out, db = tmp_path / "out", tmp_path / "scores.db"
+    kw: dict[str, Any] = dict(
+        output_uri=str(out),
+        database_url=f"sqlite:///{db}",
+        columns=["f1", "f2"],
+        chunk_rows=1000,
+        batch_size=100,
+        concurrency=2,
+        progress=False,
+    )
+    dirty = str(data["root"] / "dirty")
+    with pytest.raises(PredictionError) as err:
+        run_batch(dirty, scorer, **kw)
+    text = str(err.value)
+    assert text.startswith("Batch inference failed at rows 4300-4399 (chunk 4 of 6")
+    assert "NaN" in text  # the model's own words, via the server's error body
+    assert err.value.status_code == 400
+    assert len(table_rows(db)) == 4000
+    assert len(list((out / "_zmd_commits").glob("*.json"))) == 4
+
+    _, report = run_batch(dirty, local=True, model_uri=data["imputing"], **kw)
+    assert (report.chunks_skipped, report.rows_predicted) == (4, 2000)
+    assert len(table_rows(db)) == ROWS and len(read_parts(out)) == ROWS
+    assert read_parts(out)["prediction"].tolist()[:4000] == data["expected"][:4000]
+    records = [json.loads(p.read_text()) for p in sorted((out / "_zmd_commits").glob("*.json"))]
+    served = {r["predicted_by"] for r in records[:4]}
+    assert len(served) == 1 and served.pop().startswith(f"deployment {DEPLOYMENT} (")
+    assert {r["predicted_by"] for r in records[4:]} == {f"local model {data['imputing']}"}
+
+
+def test_two_runs_of_one_job_cannot_both_commit_a_chunk_to_a_table(tmp_path: Path) -> None:
+    """The commit row is the chunk's key: a second writer's transaction is rolled back whole."""
+    import pyarrow as pa
+
+    from zenml_model_deployers.batch.sinks import CommitRecord, JobManifest, SqlSink
+
+    job = JobManifest(job_id="j1", source="in-memory", chunk_rows=3, total_rows=3, chunks=1)
+    rows = pa.table({"id": [0, 1, 2], "prediction": [1, 0, 1]})
+    record = CommitRecord(
+        chunk=0, first_row=0, last_row=2, rows=3, predicted_by="x", committed_at="now"
+    )
+    first, second = (SqlSink(f"sqlite:///{tmp_path / 'db.sqlite'}", "scores") for _ in range(2))
+    try:
+        assert first.start(job) == set() and second.start(job) == set()  # both began before
+        first.write(rows, record)
+        with pytest.raises(PredictionError, match="nothing of them was written") as err:
+            second.write(rows, record)
+        assert "UNIQUE" in str(err.value)  # the database's words
+    finally:
+        first.close()
+        second.close()
+    assert len(table_rows(tmp_path / "db.sqlite", "scores")) == 3
