@@ -69,6 +69,12 @@ KINDS: dict[str, tuple[str, str, str, str]] = {
         "SeldonDeployment",
         "machinelearning.seldon.io_seldondeployments.yaml",
     ),
+    "inferenceservices": (
+        "serving.kserve.io",
+        "v1beta1",
+        "InferenceService",
+        "serving.kserve.io_inferenceservices.yaml",
+    ),
 }
 
 
@@ -216,11 +222,17 @@ class SimulatedCluster:
         self,
         crd_dir: str | Path,
         namespace: str = "zmd-test",
-        install: tuple[str, ...] = ("models", "experiments", "seldondeployments"),
+        install: tuple[str, ...] = (
+            "models",
+            "experiments",
+            "seldondeployments",
+            "inferenceservices",
+        ),
         load_delay: float = 0.3,
         poll_interval: float = 0.1,
         model_server: bool = True,
         workdir: str | Path | None = None,
+        kserve_mode: str = "Serverless",
     ) -> None:
         """Prepares the cluster (``start`` or ``with`` runs it).
 
@@ -234,9 +246,14 @@ class SimulatedCluster:
                 server alone, for tests of the Kubernetes layer).
             workdir: where the kubeconfig, MLServer's repository and log go (a new temporary
                 directory by default; removed by ``close``).
+            kserve_mode: KServe's default deployment mode here (``Serverless`` or
+                ``Standard``); an InferenceService's annotation overrides it.
         """
+        from zenml_model_deployers.testing.kserve_sim import KServeController
+
         self.crd_dir = Path(crd_dir)
-        self.schemas = load_crd_schemas(self.crd_dir)
+        # A copy: `without_crd_field` changes this cluster's schemas only.
+        self.schemas = dict(load_crd_schemas(self.crd_dir))
         missing = [p for p in install if p not in self.schemas]
         if missing:
             raise FileNotFoundError(f"CRDs for {missing} not found in {self.crd_dir}")
@@ -276,6 +293,7 @@ class SimulatedCluster:
         self.sdep_routes: dict[tuple[str, str], tuple[str, list[tuple[int, LoadedModel]]]] = {}
         self._routes_lock = threading.Lock()
         self._errors: list[str] = []
+        self.kserve = KServeController(self, kserve_mode)
 
     # ----------------------------------------------------------------- injection
     def forbid(self, verb: str, plural: str) -> None:
@@ -286,6 +304,30 @@ class SimulatedCluster:
             plural: e.g. ``models``.
         """
         self.forbidden.add((verb, plural))
+
+    def without_crd_field(self, plural: str, path: str) -> None:
+        """Removes a field from a kind's schema, as an older CRD lacks it (e.g.
+        ``spec.canary`` of InferenceServices before KServe 0.20).
+
+        Args:
+            plural: e.g. ``inferenceservices``.
+            path: dotted path of the field, e.g. ``spec.canary``.
+        """
+        schema = copy.deepcopy(self.schemas[plural])
+        node = schema
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node["properties"][part]
+        node["properties"].pop(leaf, None)
+        self.schemas[plural] = schema
+
+    def restore_crd(self, plural: str) -> None:
+        """Puts a kind's schema back as its CRD file has it (undoes ``without_crd_field``).
+
+        Args:
+            plural: e.g. ``inferenceservices``.
+        """
+        self.schemas[plural] = load_crd_schemas(self.crd_dir)[plural]
 
     def allow_all(self) -> None:
         """Lifts every injected refusal."""
@@ -326,6 +368,7 @@ class SimulatedCluster:
         self._halt.set()
         if self._controller is not None:
             self._controller.join(timeout=10)
+        self.kserve.close()
         if self._ingress is not None:
             self._ingress.shutdown()
             self._ingress.server_close()
@@ -379,7 +422,7 @@ class SimulatedCluster:
                     verbs={"get", "list", "watch", "create", "patch", "delete"},
                     subresources={"status"},
                 )
-            for core in ("namespaces", "secrets", "pods"):
+            for core in ("namespaces", "secrets", "pods", "serviceaccounts"):
                 emulator.resources[f"v1/{core}"] = kmock.ResourceInfo(
                     kind=core[:-1].capitalize(), namespaced=core != "namespaces"
                 )
@@ -542,10 +585,13 @@ class SimulatedCluster:
             def _route(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                code, out = cluster.route(
-                    self.command, self.path, self.headers.get("Seldon-Model", ""), body
-                )
-                self._answer(code, out)
+                host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+                answer = cluster.kserve.route(self.command, host, self.path, body)
+                if answer is None:
+                    answer = cluster.route(
+                        self.command, self.path, self.headers.get("Seldon-Model", ""), body
+                    )
+                self._answer(*answer)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's API
                 self._route()
@@ -628,6 +674,7 @@ class SimulatedCluster:
                 self._reconcile_models(custom, core)
                 self._reconcile_experiments(custom)
                 self._reconcile_seldon_deployments(custom, core)
+                self.kserve.reconcile(custom, core)
             except Exception as e:  # noqa: BLE001 - the controller keeps running, like a real one
                 self._errors.append(f"{type(e).__name__}: {e}")
             self._halt.wait(self.poll_interval)
@@ -1151,6 +1198,12 @@ def _make_emulator(cluster: SimulatedCluster) -> Any:
                             message=f'namespaces "{request.namespace}" not found',
                             details={},
                         )
+                if (
+                    request.action == enums.action.UPDATE
+                    and str(request.params.get("dryRun", "")) == "All"
+                    and isinstance(request.data, dict)
+                ):
+                    return self._dry_run_patch(plural, request)
                 if request.action == enums.action.CREATE and isinstance(request.data, dict):
                     self._on_create(plural, request)
                 elif (
@@ -1188,6 +1241,24 @@ def _make_emulator(cluster: SimulatedCluster) -> Any:
             if merged.get("spec") != current.get("spec"):
                 meta["generation"] = int(current["metadata"].get("generation") or 1) + 1
             meta["resourceVersion"] = str(time.monotonic_ns())
+
+        def _dry_run_patch(self, plural: str, request: Any) -> Any:
+            """``dryRun=All``: validated and answered as if applied, never stored (kmock
+            would store it)."""
+            import aiohttp.web
+            from kmock._internal import dicts
+
+            key = (request.resource, request.namespace, request.name)
+            if key not in self.objects or self.objects[key].deleted:
+                raise kmock.KubernetesError(
+                    status=404, reason="NotFound", message=f'"{request.name}" not found', details={}
+                )
+            current = copy.deepcopy(dict(self.objects[key].raw))
+            merged = dicts.patch_dict(copy.deepcopy(current), request.data)
+            errors = validate_manifest(plural, dict(merged), cluster.schemas)
+            if errors:
+                self._reject(plural, request, errors)
+            return aiohttp.web.json_response(dict(merged))
 
         def _reject(self, plural: str, request: Any, errors: list[str]) -> None:
             cluster.log.rejected.append({"plural": plural, "errors": errors})
