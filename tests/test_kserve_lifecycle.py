@@ -17,7 +17,9 @@ from kube_support import (  # noqa: F401
     kserve_deployer,
     kserve_stack,
     model_dirs,
+    sklearn_model,
 )
+from zenml import step
 
 from zenml_model_deployers.errors import (
     ConfigurationError,
@@ -204,8 +206,9 @@ def test_serverless_canary_split_promote_and_rollback(
 ) -> None:
     """Serverless: canary_percent=30 sets canaryTrafficPercent on the new spec; KServe splits
     30/70 between the new revision and the previous rolled-out one (~30 % of 300 requests
-    answered by b, none failed); rollback pins 0 % then restores the stable spec (b answers
-    nothing after); a second canary is promoted by dropping the field (b answers all)."""
+    answered by b, none failed); stop/start keeps the split; rollback pins 0 % then restores the
+    stable spec (b answers nothing after); a candidate that fails is refused with KServe's
+    words; a second canary is promoted by dropping the field (b answers all)."""
     name = _name("can")
     svc = kserve_deployer.deploy(_config(model_dirs["a"], name))
     url = svc.prediction_url
@@ -253,6 +256,18 @@ def test_serverless_canary_split_promote_and_rollback(
         assert obj["spec"]["predictor"]["model"]["storageUri"] == model_dirs["a"]
         share, failures = _share_of_b(svc, 60)
         assert failures == [] and share == 0.0
+
+        # A candidate KServe cannot roll out: its words, and the stable spec back alone.
+        with pytest.raises(DeploymentError) as err:
+            kserve_deployer.deploy(_config(model_dirs["broken"], name), canary_percent=30)
+        assert "RevisionFailed" in (err.value.backend_message or "")
+        obj = _isvc(cluster, name)
+        assert (
+            obj is not None and obj["spec"]["predictor"]["model"]["storageUri"] == model_dirs["a"]
+        )
+        assert "canaryTrafficPercent" not in obj["spec"]["predictor"]
+        svc = kserve_deployer.find_deployment(name)
+        assert svc.canary_candidate() is None and svc.predict(SAMPLE) == [0, 0]
 
         svc = kserve_deployer.deploy(_config(model_dirs["b"], name), canary_percent=50)
         svc = kserve_deployer.promote(svc)
@@ -386,22 +401,38 @@ def test_huggingface_llm_speaks_openai(
     procs[0].wait(timeout=15)  # the URL no longer answers once delete returns; the pod goes
 
 
-def test_the_offline_example_runs_end_to_end() -> None:
-    """`python examples/kserve/run.py --offline` as a user runs it (own process, own simulated
-    cluster and throw-away ZenML config; it cleans up)."""
-    import subprocess
-    import sys
-    from pathlib import Path
+@step
+def train() -> Any:
+    """A trained classifier (predicts 1)."""
+    return sklearn_model(1)
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "kserve" / "run.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--offline"], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    out = done.stdout
-    assert "deployed_model_url: http://127.0.0.1:" in out
-    assert "same URL, revision 2" in out
-    assert "canary: 20 % of requests on the new model" in out
-    assert "promoted: revision 3" in out
-    assert "stopped (serving.kserve.io/stop): inactive" in out
-    assert "deleted;" in out
+
+def test_pipeline_deploys_a_model_object_with_the_typed_step(
+    kserve_deployer: Any,  # noqa: F811
+    kserve_stack: str,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+) -> None:
+    """kserve_deployer_step(model=...) uploads model.joblib to the artifact store and serves
+    it; deployed_model_url is the V1 predict URL. (examples/kserve/run.py --offline runs the
+    same step through update, canary, promote and stop/start: ~95 s, so it is run by hand, not
+    here.)"""
+    from zenml import pipeline
+    from zenml.client import Client
+    from zenml_model_deployers.steps import kserve_deployer_step
+
+    name = _name("obj")
+
+    @pipeline(enable_cache=False)
+    def train_and_deploy() -> None:
+        kserve_deployer_step(model=train(), deployment_name=name, timeout=60)
+
+    try:
+        run = train_and_deploy.with_options(run_name=f"{name}-1")()
+        step_run = Client().get_pipeline_run(run.id).steps["kserve_deployer_step"]
+        service = step_run.outputs["kserve_deployment"][0].load()
+        assert service.config.model_uri.startswith(str(Client().active_stack.artifact_store.path))
+        assert service.predict(SAMPLE) == [1, 1]
+        url = step_run.run_metadata["deployed_model_url"]
+        assert url == f"{cluster.base_url}/v1/models/{name}:predict"
+    finally:
+        _delete(kserve_deployer, name, cluster)

@@ -107,28 +107,7 @@ def delete_owned_secrets(ns: KubeNamespace) -> list[str]:
     Returns:
         The names deleted.
     """
-    from kubernetes.client.exceptions import ApiException
-
-    core = ns.core()
-    with ns.errors(f"Listing Secrets in namespace '{ns.namespace}'"):
-        listed = ns.api.sanitize_for_serialization(
-            core.list_namespaced_secret(
-                ns.namespace, label_selector=selector_for(ns.deployment_name)
-            )
-        )
-    deleted = []
-    for item in listed.get("items") or []:
-        if not owned_by(item, ns.deployment_name):
-            continue
-        name = item["metadata"]["name"]
-        with ns.errors(f"Deleting Secret '{name}' in namespace '{ns.namespace}'"):
-            try:
-                core.delete_namespaced_secret(name, ns.namespace)
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-        deleted.append(name)
-    return deleted
+    return _delete_owned(ns, "Secret", "secret")
 
 
 def apply_service_account(
@@ -195,12 +174,18 @@ def delete_owned_service_accounts(ns: KubeNamespace) -> list[str]:
     Returns:
         The names deleted.
     """
+    return _delete_owned(ns, "ServiceAccount", "service_account")
+
+
+def _delete_owned(ns: KubeNamespace, kind: str, api_name: str) -> list[str]:
+    """Deletes every object of a core kind the deployment owns (``api_name``: the client's
+    method suffix, e.g. ``secret`` for ``list_namespaced_secret``)."""
     from kubernetes.client.exceptions import ApiException
 
     core = ns.core()
-    with ns.errors(f"Listing ServiceAccounts in namespace '{ns.namespace}'"):
+    with ns.errors(f"Listing {kind}s in namespace '{ns.namespace}'"):
         listed = ns.api.sanitize_for_serialization(
-            core.list_namespaced_service_account(
+            getattr(core, f"list_namespaced_{api_name}")(
                 ns.namespace, label_selector=selector_for(ns.deployment_name)
             )
         )
@@ -209,9 +194,9 @@ def delete_owned_service_accounts(ns: KubeNamespace) -> list[str]:
         if not owned_by(item, ns.deployment_name):
             continue
         name = item["metadata"]["name"]
-        with ns.errors(f"Deleting ServiceAccount '{name}' in namespace '{ns.namespace}'"):
+        with ns.errors(f"Deleting {kind} '{name}' in namespace '{ns.namespace}'"):
             try:
-                core.delete_namespaced_service_account(name, ns.namespace)
+                getattr(core, f"delete_namespaced_{api_name}")(name, ns.namespace)
             except ApiException as e:
                 if e.status != 404:
                     raise

@@ -310,7 +310,7 @@ class KServeController:
             self.routes[self.host(name)] = Route(name, backends)  # type: ignore[arg-type]
         for rev in state.revisions:
             if rev.name not in serving:
-                self._release(rev)
+                self._release(rev, drain=True)
         state.revisions = [r for r in state.revisions if r.name in serving or r is latest]
         return {
             "conditions": _conds(
@@ -390,7 +390,7 @@ class KServeController:
         kept = {id(main), *(id(c) for c, _ in canaries)}
         for r in old:
             if id(r) not in kept:
-                self._release(r)
+                self._release(r, drain=True)
         out: dict[str, Any] = {
             "conditions": _conds(
                 ("Ready", "True", "", ""),
@@ -538,14 +538,20 @@ class KServeController:
         with contextlib.suppress(Exception):
             proc.wait(timeout=5)
 
-    def _release(self, rev: Revision | None) -> None:
+    def _release(self, rev: Revision | None, drain: bool = False) -> None:
+        """Stops a revision's server (``drain``: once requests already routed to it ended)."""
         if rev is None or rev.backend is None:
             return
         backend, rev.backend = rev.backend, None
         if isinstance(backend, LLMServer):
-            self._stop_proc(backend.proc)
+            stop: Any = self._stop_proc
+            arg: Any = backend.proc
         else:
-            self.cluster._unload(backend.internal)
+            stop, arg = self.cluster._unload, backend.internal
+        if drain:
+            self.cluster.later(stop, arg)
+        else:
+            stop(arg)
 
     def close(self) -> None:
         """Stops every model server process this controller started (by pid)."""

@@ -294,6 +294,10 @@ class SimulatedCluster:
         self._routes_lock = threading.Lock()
         self._errors: list[str] = []
         self.kserve = KServeController(self, kserve_mode)
+        # Seconds a replaced model keeps answering requests already routed to it (a pod's
+        # termination grace period); without it an in-flight request meets a 404.
+        self.drain_seconds = 1.0
+        self._timers: list[threading.Timer] = []
 
     # ----------------------------------------------------------------- injection
     def forbid(self, verb: str, plural: str) -> None:
@@ -369,6 +373,12 @@ class SimulatedCluster:
         if self._controller is not None:
             self._controller.join(timeout=10)
         self.kserve.close()
+        for timer in self._timers:
+            if timer.is_alive():
+                # Due now: a drained server process must not outlive the cluster.
+                timer.cancel()
+                with contextlib.suppress(Exception):
+                    timer.function(*timer.args)
         if self._ingress is not None:
             self._ingress.shutdown()
             self._ingress.server_close()
@@ -840,7 +850,7 @@ class SimulatedCluster:
         kept = {m.internal for _, m in new}
         for _, loaded in old:
             if loaded.internal not in kept:
-                self._unload(loaded.internal)
+                self.retire(loaded.internal)
         self._set_sdep_status(custom, name, gen, "Available", "", len(new))
 
     def _set_sdep_status(
@@ -971,7 +981,7 @@ class SimulatedCluster:
                 name, self.namespace, gen, internal, digest
             )
         if old is not None:
-            self._unload(old.internal)
+            self.retire(old.internal)
         self._set_model_status(custom, name, gen, True, "ModelAvailable", "", spec)
 
     def _read_model(self, custom: Any, name: str) -> dict[str, Any] | None:
@@ -1042,6 +1052,26 @@ class SimulatedCluster:
             return str(r.json().get("error") or r.text)
         except ValueError:
             return r.text or f"MLServer answered {r.status_code}"
+
+    def retire(self, internal: str) -> None:
+        """Unloads a model no longer routed to once the requests in flight to it drained.
+
+        Args:
+            internal: its MLServer name.
+        """
+        self.later(self._unload, internal)
+
+    def later(self, action: Any, *args: Any) -> None:
+        """Runs ``action(*args)`` after ``drain_seconds`` (cancelled by ``close``).
+
+        Args:
+            action: what to run.
+            *args: its arguments.
+        """
+        timer = threading.Timer(self.drain_seconds, action, args=args)
+        timer.daemon = True
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
 
     def _unload(self, internal: str) -> None:
         with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ from zenml_model_deployers.flavors.kserve.service import (
     KServeDeploymentConfig,
     KServeDeploymentService,
 )
+from zenml_model_deployers.kube.client import component_defaults
 
 # Model formats whose objects this flavor can package (others: pass a model_uri).
 PACKAGED_FORMATS = ("sklearn", "mlflow")
@@ -52,24 +53,9 @@ class KServeDeployer(BaseDeployer):
         """
         cfg = cast(KServeDeploymentConfig, config)
         comp = self.kserve_config
-        update: dict[str, Any] = {}
-        if not cfg.namespace:
-            update["namespace"] = comp.kubernetes_namespace
-        if not cfg.base_url and comp.base_url:
-            update["base_url"] = comp.base_url
-        if cfg.kubernetes_context is None and comp.kubernetes_context:
-            update["kubernetes_context"] = comp.kubernetes_context
-        if cfg.kubeconfig is None and comp.kubeconfig:
-            update["kubeconfig"] = comp.kubeconfig
-        if not cfg.in_cluster and comp.in_cluster:
-            update["in_cluster"] = True
-        connector = getattr(self, "connector", None)
-        if cfg.connector_id is None and connector is not None:
-            update["connector_id"] = str(connector)
+        update = component_defaults(cfg, comp, getattr(self, "connector", None))
         if cfg.deployment_mode is None and comp.deployment_mode:
             update["deployment_mode"] = comp.deployment_mode
-        if cfg.storage_secret is None and comp.storage_secret:
-            update["storage_secret"] = comp.storage_secret
         if not update:
             return cfg
         return type(cfg).model_validate({**cfg.model_dump(), **update})

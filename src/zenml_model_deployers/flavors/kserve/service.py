@@ -27,7 +27,7 @@ from collections.abc import Generator
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 from zenml.enums import ServiceState
 from zenml.models.v2.misc.service import ServiceType
 
@@ -35,7 +35,7 @@ from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
 from zenml_model_deployers.flavors.kserve import manifests
 from zenml_model_deployers.flavors.kserve.flavor import FLAVOR_NAME, check_mode
-from zenml_model_deployers.kube.client import KubeTarget
+from zenml_model_deployers.kube.config import KubeDeploymentConfig
 from zenml_model_deployers.kube.resources import (
     LABEL_CONFIG_HASH,
     KubeNamespace,
@@ -50,7 +50,7 @@ from zenml_model_deployers.service import DeploymentStatus
 OPENAI_CHAT_PATH = "/openai/v1/chat/completions"
 
 
-class KServeDeploymentConfig(DeploymentConfig):
+class KServeDeploymentConfig(KubeDeploymentConfig):
     """How to serve a model on KServe.
 
     Attributes:
@@ -76,16 +76,6 @@ class KServeDeploymentConfig(DeploymentConfig):
         base_url: the ingress gateway (default: the component's; empty: ``status.url``).
     """
 
-    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = DeploymentConfig.PROVENANCE_FIELDS | {
-        "namespace",
-        "kubernetes_context",
-        "kubeconfig",
-        "in_cluster",
-        "connector_id",
-        "base_url",
-    }
-    model_config = ConfigDict(hide_input_in_errors=True)
-
     model_format: str = "sklearn"
     runtime: str | None = None
     protocol: str = "v1"
@@ -93,14 +83,7 @@ class KServeDeploymentConfig(DeploymentConfig):
     max_replicas: int | None = Field(default=None, ge=1)
     resources: dict[str, dict[str, str]] = Field(default_factory=dict)
     args: list[str] = Field(default_factory=list)
-    storage_secret: str | None = None
     deployment_mode: str | None = None
-    namespace: str = ""
-    kubernetes_context: str | None = None
-    kubeconfig: str | None = None
-    in_cluster: bool = False
-    connector_id: str | None = None
-    base_url: str = ""
 
     @field_validator("model_format")
     @classmethod
@@ -125,16 +108,6 @@ class KServeDeploymentConfig(DeploymentConfig):
     def _known_mode(cls, v: str | None) -> str | None:
         return check_mode(v)
 
-    @field_validator("storage_secret")
-    @classmethod
-    def _secret_name_only(cls, v: str | None) -> str | None:
-        if v is not None and ("{" in v or "=" in v or ":" in v):
-            raise ValueError(
-                "storage_secret is the *name* of a ZenML secret (e.g. 's3-reader'), never "
-                "credentials: `zenml secret create s3-reader --AWS_ACCESS_KEY_ID=...`."
-            )
-        return v
-
     @field_validator("resources")
     @classmethod
     def _requests_limits(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -145,20 +118,6 @@ class KServeDeploymentConfig(DeploymentConfig):
                 '(e.g. {"limits": {"cpu": "1", "memory": "2Gi"}}).'
             )
         return {k: {r: str(q) for r, q in d.items()} for k, d in v.items()}
-
-    def target(self) -> KubeTarget:
-        """Where the InferenceService lives.
-
-        Returns:
-            The cluster and namespace.
-        """
-        return KubeTarget(
-            context=self.kubernetes_context,
-            kubeconfig=self.kubeconfig,
-            in_cluster=self.in_cluster,
-            connector_id=self.connector_id,
-            namespace=self.namespace or "default",
-        )
 
 
 class KServeDeploymentStatus(DeploymentStatus):
@@ -849,8 +808,6 @@ class KServeDeploymentService(InPlaceDeploymentService):
         Yields:
             Lines.
         """
-        from kubernetes.client.exceptions import ApiException
-
         ns = self.kube()
         kind = manifests.INFERENCE_SERVICE
         try:
@@ -868,36 +825,7 @@ class KServeDeploymentService(InPlaceDeploymentService):
                     f"{cond.get('message') or ''}".rstrip()
                 )
         selector = f"serving.kserve.io/inferenceservice={self.resource_name}"
-        core = ns.core()
-        try:
-            pods = ns.api.sanitize_for_serialization(
-                core.list_namespaced_pod(ns.namespace, label_selector=selector)
-            )
-        except ApiException as e:
-            yield (
-                f"cannot list the pods ({selector}) in namespace '{ns.namespace}' "
-                f"({e.status}): the server logs are not readable with these credentials."
-            )
-            return
-        key, value = selector.split("=", 1)
-        items = [
-            p
-            for p in (pods or {}).get("items") or []
-            if ((p.get("metadata") or {}).get("labels") or {}).get(key) == value
-        ]
-        if not items:
-            yield f"no pods ({selector}) in namespace '{ns.namespace}'."
-        for pod in items:
-            pod_name = pod["metadata"]["name"]
-            try:
-                text = core.read_namespaced_pod_log(
-                    pod_name, ns.namespace, tail_lines=tail, _preload_content=False
-                ).data.decode(errors="replace")
-            except ApiException as e:
-                yield f"cannot read the logs of pod {pod_name} ({e.status} {e.reason})."
-                continue
-            for line in text.splitlines():
-                yield f"[{pod_name}] {line}"
+        yield from ns.pod_log_lines(selector, tail)
 
     def describe(self) -> dict[str, Any]:
         """The run metadata / CLI description, plus where the InferenceService lives.
