@@ -12,6 +12,7 @@ from zenml_model_deployers.steps.deploy import (
     model_deployer_step,
     recreate_deployment_step,
 )
+from zenml_model_deployers.steps.kserve import kserve_deployer_step
 from zenml_model_deployers.steps.predict import batch_inference_step, prediction_step
 from zenml_model_deployers.steps.seldon import seldon_deployer_step
 from zenml_model_deployers.steps.vllm import vllm_deployer_step
@@ -37,6 +38,7 @@ __all__ = [
     "bentoml_deployer_step",
     "databricks_deployer_step",
     "huggingface_deployer_step",
+    "kserve_deployer_step",
     "mlflow_deployer_step",
     "model_deployer_step",
     "prediction_step",

@@ -106,3 +106,40 @@ def model_dirs(zenml_env: Path) -> dict[str, str]:
     (broken / "model.joblib").write_bytes(b"not a pickle: corrupt weights (planted)")
     out["broken"] = str(broken)
     return out
+
+
+def kserve_component(c: SimulatedCluster, **extra: Any) -> dict[str, Any]:
+    """The `zmd-kserve` component settings pointing at a simulated cluster (its gateway)."""
+    return {
+        "kubeconfig": c.kubeconfig,
+        "kubernetes_context": c.context,
+        "kubernetes_namespace": c.namespace,
+        "base_url": c.base_url,
+        "default_timeout": 60,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def kserve_stack(cluster: SimulatedCluster) -> Iterator[str]:
+    """A ZenML stack whose model deployer is `zmd-kserve` on the module's cluster, active for
+    the module (see `seldon_stack`)."""
+    from zenml.client import Client
+
+    from zenml_model_deployers.flavors import ensure_deployer_stack
+
+    client = Client()
+    previous = client.active_stack_model.name
+    name = f"zmd-test-kserve-{cluster.base_url.rsplit(':', 1)[-1]}"
+    ensure_deployer_stack(name, name, flavor="zmd-kserve", configuration=kserve_component(cluster))
+    yield name
+    if client.active_stack_model.name != previous:
+        client.activate_stack(previous)
+
+
+@pytest.fixture(scope="module")
+def kserve_deployer(kserve_stack: str) -> Any:
+    """The active stack's `zmd-kserve` deployer."""
+    from zenml_model_deployers.flavors import get_deployer
+
+    return get_deployer("zmd-kserve")

@@ -18,6 +18,7 @@ FLAVOR_SOURCES: dict[str, str] = {
     ),
     "zmd-databricks": "zenml_model_deployers.flavors.databricks.flavor.DatabricksDeployerFlavor",
     "zmd-seldon": "zenml_model_deployers.flavors.seldon.flavor.SeldonDeployerFlavor",
+    "zmd-kserve": "zenml_model_deployers.flavors.kserve.flavor.KServeDeployerFlavor",
     "zmd-vllm": "zenml_model_deployers.flavors.vllm.flavor.VLLMDeployerFlavor",
 }
 

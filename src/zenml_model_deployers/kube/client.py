@@ -206,3 +206,35 @@ def api_status(error: BaseException) -> int | None:
     cause = error.__cause__
     status = getattr(cause, "status", None)
     return status if isinstance(status, int) else None
+
+
+def component_defaults(config: Any, component: Any, connector: Any = None) -> dict[str, Any]:
+    """What a cluster flavor's deployment config takes from its component: namespace,
+    endpoint, kubeconfig context/file, in-cluster auth, service connector, storage secret
+    (only where the config leaves them unset).
+
+    Args:
+        config: the deployment config (``namespace``, ``base_url``, ``kubernetes_context``,
+            ``kubeconfig``, ``in_cluster``, ``connector_id``, ``storage_secret``).
+        component: the component's settings (``kubernetes_namespace`` and the same names).
+        connector: the component's linked ZenML service connector, if any.
+
+    Returns:
+        The fields to update (empty: nothing to fill).
+    """
+    update: dict[str, Any] = {}
+    if not config.namespace:
+        update["namespace"] = component.kubernetes_namespace
+    if not config.base_url and component.base_url:
+        update["base_url"] = component.base_url
+    if config.kubernetes_context is None and component.kubernetes_context:
+        update["kubernetes_context"] = component.kubernetes_context
+    if config.kubeconfig is None and component.kubeconfig:
+        update["kubeconfig"] = component.kubeconfig
+    if not config.in_cluster and component.in_cluster:
+        update["in_cluster"] = True
+    if config.connector_id is None and connector is not None:
+        update["connector_id"] = str(connector)
+    if config.storage_secret is None and component.storage_secret:
+        update["storage_secret"] = component.storage_secret
+    return update

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -369,6 +369,53 @@ class KubeNamespace:
                 label_selector=selector_for(self.deployment_name),
             )
         return [o for o in data.get("items", []) if owned_by(o, self.deployment_name)]
+
+    # ----------------------------------------------------------------- pods
+    def pod_log_lines(self, selector: str, tail: int | None = None) -> Iterator[str]:
+        """The logs of the pods a label selector picks, each line prefixed with its pod; a
+        line saying so where RBAC forbids listing pods or reading a log.
+
+        The selector is sent (a real API server filters) and checked again here.
+
+        Args:
+            selector: one ``key=value`` label selector.
+            tail: the last N lines of each pod.
+
+        Yields:
+            Lines.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        core = self.core()
+        try:
+            pods = self.api.sanitize_for_serialization(
+                core.list_namespaced_pod(self.namespace, label_selector=selector)
+            )
+        except ApiException as e:
+            yield (
+                f"cannot list the pods ({selector}) in namespace '{self.namespace}' "
+                f"({e.status}): the server logs are not readable with these credentials."
+            )
+            return
+        key, value = selector.split("=", 1)
+        items = [
+            p
+            for p in (pods or {}).get("items") or []
+            if ((p.get("metadata") or {}).get("labels") or {}).get(key) == value
+        ]
+        if not items:
+            yield f"no pods ({selector}) in namespace '{self.namespace}'."
+        for pod in items:
+            pod_name = pod["metadata"]["name"]
+            try:
+                text = core.read_namespaced_pod_log(
+                    pod_name, self.namespace, tail_lines=tail, _preload_content=False
+                ).data.decode(errors="replace")
+            except ApiException as e:
+                yield f"cannot read the logs of pod {pod_name} ({e.status} {e.reason})."
+                continue
+            for line in text.splitlines():
+                yield f"[{pod_name}] {line}"
 
     # ----------------------------------------------------------------- waits
     def wait_for(

@@ -107,12 +107,85 @@ def delete_owned_secrets(ns: KubeNamespace) -> list[str]:
     Returns:
         The names deleted.
     """
+    return _delete_owned(ns, "Secret", "secret")
+
+
+def apply_service_account(
+    ns: KubeNamespace, name: str, secret: str, labels: dict[str, str]
+) -> None:
+    """Creates (or re-labels) a ServiceAccount owned by the deployment that carries a Secret
+    (KServe's storage initializer reads credentials from the predictor's service account).
+
+    Args:
+        ns: the namespace.
+        name: the ServiceAccount's name.
+        secret: the Secret it carries.
+        labels: our ownership labels.
+
+    Raises:
+        DeploymentExistsError: a ServiceAccount of that name exists and is not ours.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    from zenml_model_deployers.errors import DeploymentExistsError
+
+    core = ns.core()
+    existing: Any = None
+    with ns.errors(f"Reading ServiceAccount '{name}' in namespace '{ns.namespace}'"):
+        try:
+            existing = ns.api.sanitize_for_serialization(
+                core.read_namespaced_service_account(name, ns.namespace)
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+    want = [{"name": secret}]
+    if existing:
+        if not owned_by(existing, ns.deployment_name):
+            raise DeploymentExistsError(
+                f"A ServiceAccount '{name}' exists in namespace '{ns.namespace}' and "
+                "zenml-model-deployers does not own it; it is left untouched.",
+                deployment_name=ns.deployment_name,
+                hint="deploy under another deployment_name, or remove it yourself.",
+            )
+        if existing.get("secrets") == want:
+            return
+        with ns.errors(f"Updating ServiceAccount '{name}' in namespace '{ns.namespace}'"):
+            core.patch_namespaced_service_account(
+                name, ns.namespace, {"metadata": {"labels": labels}, "secrets": want}
+            )
+        return
+    body = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": ns.namespace, "labels": labels},
+        "secrets": want,
+    }
+    with ns.errors(f"Creating ServiceAccount '{name}' in namespace '{ns.namespace}'"):
+        core.create_namespaced_service_account(ns.namespace, body)
+
+
+def delete_owned_service_accounts(ns: KubeNamespace) -> list[str]:
+    """Deletes every ServiceAccount the deployment owns (by label, checked again here).
+
+    Args:
+        ns: the namespace.
+
+    Returns:
+        The names deleted.
+    """
+    return _delete_owned(ns, "ServiceAccount", "service_account")
+
+
+def _delete_owned(ns: KubeNamespace, kind: str, api_name: str) -> list[str]:
+    """Deletes every object of a core kind the deployment owns (``api_name``: the client's
+    method suffix, e.g. ``secret`` for ``list_namespaced_secret``)."""
     from kubernetes.client.exceptions import ApiException
 
     core = ns.core()
-    with ns.errors(f"Listing Secrets in namespace '{ns.namespace}'"):
+    with ns.errors(f"Listing {kind}s in namespace '{ns.namespace}'"):
         listed = ns.api.sanitize_for_serialization(
-            core.list_namespaced_secret(
+            getattr(core, f"list_namespaced_{api_name}")(
                 ns.namespace, label_selector=selector_for(ns.deployment_name)
             )
         )
@@ -121,9 +194,9 @@ def delete_owned_secrets(ns: KubeNamespace) -> list[str]:
         if not owned_by(item, ns.deployment_name):
             continue
         name = item["metadata"]["name"]
-        with ns.errors(f"Deleting Secret '{name}' in namespace '{ns.namespace}'"):
+        with ns.errors(f"Deleting {kind} '{name}' in namespace '{ns.namespace}'"):
             try:
-                core.delete_namespaced_secret(name, ns.namespace)
+                getattr(core, f"delete_namespaced_{api_name}")(name, ns.namespace)
             except ApiException as e:
                 if e.status != 404:
                     raise

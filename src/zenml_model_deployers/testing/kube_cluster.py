@@ -69,6 +69,12 @@ KINDS: dict[str, tuple[str, str, str, str]] = {
         "SeldonDeployment",
         "machinelearning.seldon.io_seldondeployments.yaml",
     ),
+    "inferenceservices": (
+        "serving.kserve.io",
+        "v1beta1",
+        "InferenceService",
+        "serving.kserve.io_inferenceservices.yaml",
+    ),
 }
 
 
@@ -144,19 +150,31 @@ def validate_manifest(plural: str, obj: dict[str, Any], schemas: dict[str, Any])
     Returns:
         The errors, as ``path: message`` lines (empty: valid).
     """
-    import jsonschema
-
     schema = schemas.get(plural)
     if schema is None:
         return []
-    strict = _structural(schema)
-    validator = jsonschema.Draft7Validator(strict)
+    validator = _validator(schema)
     body = {k: v for k, v in obj.items() if k != "metadata"}
     errors = []
     for err in validator.iter_errors(body):
         path = ".".join(str(p) for p in err.absolute_path) or "(root)"
         errors.append(f"{path}: {err.message}")
     return sorted(errors)
+
+
+# id(schema) -> (schema, validator): building one for KServe's 2 MB schema takes ~80 ms.
+_VALIDATORS: dict[int, tuple[Any, Any]] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    """The strict validator of a schema, built once per schema object."""
+    import jsonschema
+
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, jsonschema.Draft7Validator(_structural(schema)))
+        _VALIDATORS[id(schema)] = cached
+    return cached[1]
 
 
 def _structural(schema: Any) -> Any:
@@ -216,11 +234,17 @@ class SimulatedCluster:
         self,
         crd_dir: str | Path,
         namespace: str = "zmd-test",
-        install: tuple[str, ...] = ("models", "experiments", "seldondeployments"),
+        install: tuple[str, ...] = (
+            "models",
+            "experiments",
+            "seldondeployments",
+            "inferenceservices",
+        ),
         load_delay: float = 0.3,
         poll_interval: float = 0.1,
         model_server: bool = True,
         workdir: str | Path | None = None,
+        kserve_mode: str = "Serverless",
     ) -> None:
         """Prepares the cluster (``start`` or ``with`` runs it).
 
@@ -234,9 +258,14 @@ class SimulatedCluster:
                 server alone, for tests of the Kubernetes layer).
             workdir: where the kubeconfig, MLServer's repository and log go (a new temporary
                 directory by default; removed by ``close``).
+            kserve_mode: KServe's default deployment mode here (``Serverless`` or
+                ``Standard``); an InferenceService's annotation overrides it.
         """
+        from zenml_model_deployers.testing.kserve_sim import KServeController
+
         self.crd_dir = Path(crd_dir)
-        self.schemas = load_crd_schemas(self.crd_dir)
+        # A copy: `without_crd_field` changes this cluster's schemas only.
+        self.schemas = dict(load_crd_schemas(self.crd_dir))
         missing = [p for p in install if p not in self.schemas]
         if missing:
             raise FileNotFoundError(f"CRDs for {missing} not found in {self.crd_dir}")
@@ -276,6 +305,11 @@ class SimulatedCluster:
         self.sdep_routes: dict[tuple[str, str], tuple[str, list[tuple[int, LoadedModel]]]] = {}
         self._routes_lock = threading.Lock()
         self._errors: list[str] = []
+        self.kserve = KServeController(self, kserve_mode)
+        # Seconds a replaced model keeps answering requests already routed to it (a pod's
+        # termination grace period); without it an in-flight request meets a 404.
+        self.drain_seconds = 1.0
+        self._timers: list[threading.Timer] = []
 
     # ----------------------------------------------------------------- injection
     def forbid(self, verb: str, plural: str) -> None:
@@ -286,6 +320,30 @@ class SimulatedCluster:
             plural: e.g. ``models``.
         """
         self.forbidden.add((verb, plural))
+
+    def without_crd_field(self, plural: str, path: str) -> None:
+        """Removes a field from a kind's schema, as an older CRD lacks it (e.g.
+        ``spec.canary`` of InferenceServices before KServe 0.20).
+
+        Args:
+            plural: e.g. ``inferenceservices``.
+            path: dotted path of the field, e.g. ``spec.canary``.
+        """
+        schema = copy.deepcopy(self.schemas[plural])
+        node = schema
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node["properties"][part]
+        node["properties"].pop(leaf, None)
+        self.schemas[plural] = schema
+
+    def restore_crd(self, plural: str) -> None:
+        """Puts a kind's schema back as its CRD file has it (undoes ``without_crd_field``).
+
+        Args:
+            plural: e.g. ``inferenceservices``.
+        """
+        self.schemas[plural] = load_crd_schemas(self.crd_dir)[plural]
 
     def allow_all(self) -> None:
         """Lifts every injected refusal."""
@@ -326,6 +384,13 @@ class SimulatedCluster:
         self._halt.set()
         if self._controller is not None:
             self._controller.join(timeout=10)
+        self.kserve.close()
+        for timer in self._timers:
+            if timer.is_alive():
+                # Due now: a drained server process must not outlive the cluster.
+                timer.cancel()
+                with contextlib.suppress(Exception):
+                    timer.function(*timer.args)
         if self._ingress is not None:
             self._ingress.shutdown()
             self._ingress.server_close()
@@ -379,7 +444,7 @@ class SimulatedCluster:
                     verbs={"get", "list", "watch", "create", "patch", "delete"},
                     subresources={"status"},
                 )
-            for core in ("namespaces", "secrets", "pods"):
+            for core in ("namespaces", "secrets", "pods", "serviceaccounts"):
                 emulator.resources[f"v1/{core}"] = kmock.ResourceInfo(
                     kind=core[:-1].capitalize(), namespaced=core != "namespaces"
                 )
@@ -542,10 +607,13 @@ class SimulatedCluster:
             def _route(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                code, out = cluster.route(
-                    self.command, self.path, self.headers.get("Seldon-Model", ""), body
-                )
-                self._answer(code, out)
+                host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+                answer = cluster.kserve.route(self.command, host, self.path, body)
+                if answer is None:
+                    answer = cluster.route(
+                        self.command, self.path, self.headers.get("Seldon-Model", ""), body
+                    )
+                self._answer(*answer)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's API
                 self._route()
@@ -628,6 +696,7 @@ class SimulatedCluster:
                 self._reconcile_models(custom, core)
                 self._reconcile_experiments(custom)
                 self._reconcile_seldon_deployments(custom, core)
+                self.kserve.reconcile(custom, core)
             except Exception as e:  # noqa: BLE001 - the controller keeps running, like a real one
                 self._errors.append(f"{type(e).__name__}: {e}")
             self._halt.wait(self.poll_interval)
@@ -793,7 +862,7 @@ class SimulatedCluster:
         kept = {m.internal for _, m in new}
         for _, loaded in old:
             if loaded.internal not in kept:
-                self._unload(loaded.internal)
+                self.retire(loaded.internal)
         self._set_sdep_status(custom, name, gen, "Available", "", len(new))
 
     def _set_sdep_status(
@@ -924,7 +993,7 @@ class SimulatedCluster:
                 name, self.namespace, gen, internal, digest
             )
         if old is not None:
-            self._unload(old.internal)
+            self.retire(old.internal)
         self._set_model_status(custom, name, gen, True, "ModelAvailable", "", spec)
 
     def _read_model(self, custom: Any, name: str) -> dict[str, Any] | None:
@@ -995,6 +1064,26 @@ class SimulatedCluster:
             return str(r.json().get("error") or r.text)
         except ValueError:
             return r.text or f"MLServer answered {r.status_code}"
+
+    def retire(self, internal: str) -> None:
+        """Unloads a model no longer routed to once the requests in flight to it drained.
+
+        Args:
+            internal: its MLServer name.
+        """
+        self.later(self._unload, internal)
+
+    def later(self, action: Any, *args: Any) -> None:
+        """Runs ``action(*args)`` after ``drain_seconds`` (cancelled by ``close``).
+
+        Args:
+            action: what to run.
+            *args: its arguments.
+        """
+        timer = threading.Timer(self.drain_seconds, action, args=args)
+        timer.daemon = True
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
 
     def _unload(self, internal: str) -> None:
         with contextlib.suppress(Exception):
@@ -1151,6 +1240,12 @@ def _make_emulator(cluster: SimulatedCluster) -> Any:
                             message=f'namespaces "{request.namespace}" not found',
                             details={},
                         )
+                if (
+                    request.action == enums.action.UPDATE
+                    and str(request.params.get("dryRun", "")) == "All"
+                    and isinstance(request.data, dict)
+                ):
+                    return self._dry_run_patch(plural, request)
                 if request.action == enums.action.CREATE and isinstance(request.data, dict):
                     self._on_create(plural, request)
                 elif (
@@ -1188,6 +1283,24 @@ def _make_emulator(cluster: SimulatedCluster) -> Any:
             if merged.get("spec") != current.get("spec"):
                 meta["generation"] = int(current["metadata"].get("generation") or 1) + 1
             meta["resourceVersion"] = str(time.monotonic_ns())
+
+        def _dry_run_patch(self, plural: str, request: Any) -> Any:
+            """``dryRun=All``: validated and answered as if applied, never stored (kmock
+            would store it)."""
+            import aiohttp.web
+            from kmock._internal import dicts
+
+            key = (request.resource, request.namespace, request.name)
+            if key not in self.objects or self.objects[key].deleted:
+                raise kmock.KubernetesError(
+                    status=404, reason="NotFound", message=f'"{request.name}" not found', details={}
+                )
+            current = copy.deepcopy(dict(self.objects[key].raw))
+            merged = dicts.patch_dict(copy.deepcopy(current), request.data)
+            errors = validate_manifest(plural, dict(merged), cluster.schemas)
+            if errors:
+                self._reject(plural, request, errors)
+            return aiohttp.web.json_response(dict(merged))
 
         def _reject(self, plural: str, request: Any, errors: list[str]) -> None:
             cluster.log.rejected.append({"plural": plural, "errors": errors})

@@ -13,6 +13,7 @@ from zenml_model_deployers.flavors.seldon.service import (
     SeldonDeploymentConfig,
     SeldonDeploymentService,
 )
+from zenml_model_deployers.kube.client import component_defaults
 
 
 class SeldonDeployer(BaseDeployer):
@@ -47,24 +48,9 @@ class SeldonDeployer(BaseDeployer):
         """
         cfg = cast(SeldonDeploymentConfig, config)
         comp = self.seldon_config
-        update: dict[str, Any] = {}
-        if not cfg.namespace:
-            update["namespace"] = comp.kubernetes_namespace
-        if not cfg.base_url and comp.base_url:
-            update["base_url"] = comp.base_url
-        if cfg.kubernetes_context is None and comp.kubernetes_context:
-            update["kubernetes_context"] = comp.kubernetes_context
-        if cfg.kubeconfig is None and comp.kubeconfig:
-            update["kubeconfig"] = comp.kubeconfig
-        if not cfg.in_cluster and comp.in_cluster:
-            update["in_cluster"] = True
-        connector = getattr(self, "connector", None)
-        if cfg.connector_id is None and connector is not None:
-            update["connector_id"] = str(connector)
+        update = component_defaults(cfg, comp, getattr(self, "connector", None))
         if cfg.server is None and comp.server:
             update["server"] = comp.server
-        if cfg.storage_secret is None and comp.storage_secret:
-            update["storage_secret"] = comp.storage_secret
         if "seldon_api" not in cfg.model_fields_set and comp.seldon_api != cfg.seldon_api:
             update["seldon_api"] = comp.seldon_api
         if not update:

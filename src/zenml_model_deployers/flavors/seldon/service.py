@@ -14,11 +14,10 @@ import json
 from collections.abc import Generator
 from typing import Any, ClassVar
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 from zenml.enums import ServiceState
 from zenml.models.v2.misc.service import ServiceType
 
-from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.flavors.seldon import manifests
 from zenml_model_deployers.flavors.seldon.flavor import FLAVOR_NAME, SELDON_APIS
@@ -28,7 +27,7 @@ from zenml_model_deployers.flavors.seldon.protocol import (
     encode_seldon,
     encode_v2,
 )
-from zenml_model_deployers.kube.client import KubeTarget
+from zenml_model_deployers.kube.config import KubeDeploymentConfig
 from zenml_model_deployers.kube.resources import (
     LABEL_CONFIG_HASH,
     KubeNamespace,
@@ -44,7 +43,7 @@ from zenml_model_deployers.service import DeploymentStatus
 FAILED_REASONS = ("ModelFailed", "LoadFailed", "ScheduleFailed", "ModelFailedToLoad")
 
 
-class SeldonDeploymentConfig(DeploymentConfig):
+class SeldonDeploymentConfig(KubeDeploymentConfig):
     """How to serve a model on Seldon.
 
     Attributes:
@@ -70,17 +69,6 @@ class SeldonDeploymentConfig(DeploymentConfig):
         base_url: the Seldon inference endpoint (default: the component's).
     """
 
-    # Where the deployment lives and how to reach it are not what it serves.
-    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = DeploymentConfig.PROVENANCE_FIELDS | {
-        "namespace",
-        "kubernetes_context",
-        "kubeconfig",
-        "in_cluster",
-        "connector_id",
-        "base_url",
-    }
-    model_config = ConfigDict(hide_input_in_errors=True)
-
     health_path: str = "/v2/health/ready"
     seldon_api: str = "v2"
     requirements: list[str] = Field(default_factory=lambda: ["sklearn"])
@@ -88,16 +76,9 @@ class SeldonDeploymentConfig(DeploymentConfig):
     memory: str | None = None
     server: str | None = None
     parameters: dict[str, str] = Field(default_factory=dict)
-    storage_secret: str | None = None
     implementation: str = "SKLEARN_SERVER"
     image: str | None = None
     protocol: str = "seldon"
-    namespace: str = ""
-    kubernetes_context: str | None = None
-    kubeconfig: str | None = None
-    in_cluster: bool = False
-    connector_id: str | None = None
-    base_url: str = ""
 
     @field_validator("seldon_api")
     @classmethod
@@ -122,30 +103,6 @@ class SeldonDeploymentConfig(DeploymentConfig):
         if v not in manifests.PROTOCOLS:
             raise ValueError(f"protocol {v!r} must be 'seldon' or 'v2'.")
         return v
-
-    @field_validator("storage_secret")
-    @classmethod
-    def _secret_name_only(cls, v: str | None) -> str | None:
-        if v is not None and ("{" in v or "=" in v or ":" in v):
-            raise ValueError(
-                "storage_secret is the *name* of a ZenML secret (e.g. 'gcs-reader'), never "
-                "credentials: `zenml secret create gcs-reader --<key>=...`."
-            )
-        return v
-
-    def target(self) -> KubeTarget:
-        """Where the resources live.
-
-        Returns:
-            The cluster and namespace.
-        """
-        return KubeTarget(
-            context=self.kubernetes_context,
-            kubeconfig=self.kubeconfig,
-            in_cluster=self.in_cluster,
-            connector_id=self.connector_id,
-            namespace=self.namespace or "default",
-        )
 
 
 class SeldonDeploymentStatus(DeploymentStatus):
@@ -830,8 +787,6 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         Yields:
             Lines.
         """
-        from kubernetes.client.exceptions import ApiException
-
         ns = self.kube()
         kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
         try:
@@ -860,38 +815,7 @@ class SeldonDeploymentService(InPlaceDeploymentService):
             if self.core1
             else f"seldon-server-name={server}"
         )
-        core = ns.core()
-        try:
-            pods = ns.api.sanitize_for_serialization(
-                core.list_namespaced_pod(ns.namespace, label_selector=selector)
-            )
-        except ApiException as e:
-            yield (
-                f"cannot list the pods ({selector}) in namespace '{ns.namespace}' "
-                f"({e.status}): the server logs are not readable with these credentials."
-            )
-            return
-        items = [
-            p
-            for p in (pods or {}).get("items") or []
-            if all(
-                ((p.get("metadata") or {}).get("labels") or {}).get(k) == v
-                for k, v in [selector.split("=", 1)]
-            )
-        ]
-        if not items:
-            yield f"no pods ({selector}) in namespace '{ns.namespace}'."
-        for pod in items:
-            pod_name = pod["metadata"]["name"]
-            try:
-                text = core.read_namespaced_pod_log(
-                    pod_name, ns.namespace, tail_lines=tail, _preload_content=False
-                ).data.decode(errors="replace")
-            except ApiException as e:
-                yield f"cannot read the logs of pod {pod_name} ({e.status} {e.reason})."
-                continue
-            for line in text.splitlines():
-                yield f"[{pod_name}] {line}"
+        yield from ns.pod_log_lines(selector, tail)
 
     def describe(self) -> dict[str, Any]:
         """The run metadata / CLI description, plus where the Model lives.

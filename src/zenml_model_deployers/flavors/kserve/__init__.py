@@ -1,0 +1,1 @@
+"""The `zmd-kserve` flavor: KServe `InferenceService`s on Kubernetes."""

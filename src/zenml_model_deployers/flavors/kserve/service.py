@@ -1,0 +1,860 @@
+"""A model served by KServe: one ``InferenceService`` per deployment, updated in place.
+
+The URL is the InferenceService's (``status.url``), the same for every revision; with the
+component's ``base_url`` (the ingress gateway) requests go there with the InferenceService's
+``Host``, as KServe's docs show where DNS is not set up. An update patches the same
+InferenceService: KServe rolls it (the old revision serves until the new one is ready), and a
+revision that fails is rolled back by patching the previous spec again (the shared loop of
+``remote.InPlaceDeploymentService``).
+
+Canaries follow the cluster's deployment mode (``status.deploymentMode``):
+
+- Serverless: ``spec.predictor.canaryTrafficPercent`` on the new spec; KServe splits between
+  the new revision and the previous rolled-out one. Promote drops the field; rollback pins 0 %
+  on the new revision first (all traffic back on the previous rolled-out revision at once),
+  then puts the stable spec back.
+- Standard (RawDeployment): KServe ignores ``canaryTrafficPercent`` (kserve#5335), so the
+  candidate goes in ``spec.canary`` (KServe >= 0.20); where the CRD has no such field the
+  canary is refused before anything changes.
+
+``kubernetes`` is imported only when a method talks to the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from pydantic import Field, PrivateAttr, field_validator
+from zenml.enums import ServiceState
+from zenml.models.v2.misc.service import ServiceType
+
+from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
+from zenml_model_deployers.flavors.kserve import manifests
+from zenml_model_deployers.flavors.kserve.flavor import FLAVOR_NAME, check_mode
+from zenml_model_deployers.kube.config import KubeDeploymentConfig
+from zenml_model_deployers.kube.resources import (
+    LABEL_CONFIG_HASH,
+    KubeNamespace,
+    Verdict,
+    config_annotation,
+    owned_by,
+    ownership_labels,
+)
+from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
+from zenml_model_deployers.service import DeploymentStatus
+
+OPENAI_CHAT_PATH = "/openai/v1/chat/completions"
+
+
+class KServeDeploymentConfig(KubeDeploymentConfig):
+    """How to serve a model on KServe.
+
+    Attributes:
+        model_uri: the model's storage URI (``gs://``, ``s3://``, ``pvc://``, a path the
+            cluster reads), or for ``huggingface`` a Hub id (``org/name``).
+        model_format: the ``modelFormat`` KServe picks a serving runtime by.
+        runtime: a ``ServingRuntime`` to use (None: KServe picks one for the format).
+        protocol: ``v1`` (``/v1/models/{name}:predict``) or ``v2`` (Open Inference Protocol).
+        min_replicas: the predictor's minimum replicas (0 lets Serverless scale to zero).
+        max_replicas: its maximum replicas (None: KServe's default).
+        resources: the model container's ``requests``/``limits`` (e.g.
+            ``{"limits": {"cpu": "1", "memory": "2Gi"}}``).
+        args: extra arguments of the model server (e.g. vLLM's ``--max-model-len=2048``).
+        storage_secret: a ZenML secret's name: its keys become the Kubernetes Secret (carried
+            by a ServiceAccount) the storage initializer reads the model with.
+        deployment_mode: ``Serverless``/``Standard``/``RawDeployment``, or None (the cluster's
+            default); KServe cannot move an InferenceService between modes in place.
+        namespace: the Kubernetes namespace (default: the component's).
+        kubernetes_context: kubeconfig context (default: the component's).
+        kubeconfig: kubeconfig path (default: the component's).
+        in_cluster: use the pod's service account.
+        connector_id: a ZenML Kubernetes service connector (set from the component).
+        base_url: the ingress gateway (default: the component's; empty: ``status.url``).
+    """
+
+    model_format: str = "sklearn"
+    runtime: str | None = None
+    protocol: str = "v1"
+    min_replicas: int | None = Field(default=1, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
+    resources: dict[str, dict[str, str]] = Field(default_factory=dict)
+    args: list[str] = Field(default_factory=list)
+    deployment_mode: str | None = None
+
+    @field_validator("model_format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        if v not in manifests.MODEL_FORMATS:
+            raise ValueError(
+                f"model_format {v!r} is not one KServe serves out of the box: use one of "
+                f"{', '.join(manifests.MODEL_FORMATS)} (or set `runtime` to your ServingRuntime "
+                "and the format it declares)."
+            )
+        return v
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, v: str) -> str:
+        if v not in manifests.PROTOCOLS:
+            raise ValueError(f"protocol {v!r} must be 'v1' or 'v2'.")
+        return v
+
+    @field_validator("deployment_mode")
+    @classmethod
+    def _known_mode(cls, v: str | None) -> str | None:
+        return check_mode(v)
+
+    @field_validator("resources")
+    @classmethod
+    def _requests_limits(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        unknown = set(v) - {"requests", "limits"}
+        if unknown:
+            raise ValueError(
+                f"resources takes 'requests' and 'limits' only, not {sorted(unknown)} "
+                '(e.g. {"limits": {"cpu": "1", "memory": "2Gi"}}).'
+            )
+        return {k: {r: str(q) for r, q in d.items()} for k, d in v.items()}
+
+
+class KServeDeploymentStatus(DeploymentStatus):
+    """What the cluster last said about the deployment.
+
+    Attributes:
+        namespace: where the InferenceService is (set once created).
+        stopped: stopped by ``stop`` (the ``serving.kserve.io/stop`` annotation).
+        host: the InferenceService's host (from ``status.url``).
+        deployment_mode: KServe's ``status.deploymentMode`` (Serverless, Standard, ...).
+        rolled_out_revision: Serverless: the revision serving the stable revision (KServe's
+            ``latestRolledoutRevision``), which a canary's remaining traffic must go to.
+        kserve_state: the last state read (Ready, Progressing, Failed, Stopped).
+        kserve_message: KServe's last message.
+    """
+
+    namespace: str | None = None
+    stopped: bool = False
+    host: str = ""
+    deployment_mode: str = ""
+    rolled_out_revision: str = ""
+    kserve_state: str = ""
+    kserve_message: str = ""
+
+
+def _is_serverless(mode: str) -> bool:
+    return mode == "Serverless"
+
+
+class KServeDeploymentService(InPlaceDeploymentService):
+    """A model on KServe: one ``InferenceService`` named after the deployment."""
+
+    SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
+        name="zmd-kserve-deployment",
+        type="model-serving",
+        flavor=FLAVOR_NAME,
+        description="KServe InferenceService managed by zenml-model-deployers",
+    )
+    FLAVOR: ClassVar[str] = FLAVOR_NAME
+    BACKEND: ClassVar[str] = "KServe"
+    FIRST_POLL: ClassVar[float] = 0.1
+    MAX_POLL: ClassVar[float] = 2.0
+    SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = True
+
+    config: KServeDeploymentConfig
+    status: KServeDeploymentStatus
+
+    _ns: Any = PrivateAttr(default=None)
+    # The bound of the waits inside one apply (the rollback's pin), from the caller's timeout.
+    _apply_timeout: float = PrivateAttr(default=300.0)
+
+    # ----------------------------------------------------------------- helpers
+    def kube(self) -> KubeNamespace:
+        """The deployment's namespace on its cluster (connects on first use).
+
+        Returns:
+            The namespace handle.
+        """
+        if self._ns is None or self._ns.target != self.config.target():
+            self._ns = KubeNamespace(self.config.target(), self.deployment_name)
+        return self._ns  # type: ignore[no-any-return]
+
+    @property
+    def resource_name(self) -> str:
+        """The InferenceService's name (the deployment name)."""
+        return self.deployment_name
+
+    @property
+    def is_llm(self) -> bool:
+        """Whether the deployment runs KServe's Hugging Face server (OpenAI routes)."""
+        return self.config.model_format == "huggingface"
+
+    def predict_path(self) -> str:
+        """V1 ``/v1/models/{name}:predict``, V2 ``/v2/models/{name}/infer``, or the Hugging Face
+        server's OpenAI chat route ``/openai/v1/chat/completions``.
+
+        Returns:
+            The path.
+        """
+        if self.is_llm:
+            return OPENAI_CHAT_PATH
+        if self.config.protocol == "v2":
+            return f"/v2/models/{self.resource_name}/infer"
+        return f"/v1/models/{self.resource_name}:predict"
+
+    @property
+    def healthcheck_url(self) -> str | None:
+        """The model's readiness URL (V1 ``/v1/models/{name}``, V2 ``.../ready``)."""
+        return f"{self.status.url}{self._health_path()}" if self.status.url else None
+
+    def _health_path(self) -> str:
+        if self.config.protocol == "v2" and not self.is_llm:
+            return f"/v2/models/{self.resource_name}/ready"
+        return f"/v1/models/{self.resource_name}"
+
+    def _host_headers(self) -> dict[str, str]:
+        """The InferenceService's ``Host`` when requests go through the ingress gateway."""
+        if self.config.base_url and self.status.host:
+            return {"Host": self.status.host}
+        return {}
+
+    def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
+        """A V1 (``{"instances": rows}``), V2, or OpenAI chat request, with the
+        InferenceService's ``Host`` when going through the ingress.
+
+        Args:
+            data: a DataFrame, ndarray, list of rows, a ready request dict; for an LLM a
+                prompt string, chat messages or an OpenAI request dict.
+
+        Returns:
+            (headers, body).
+        """
+        from zenml_model_deployers.flavors.kserve.protocol import encode
+
+        headers = {"Content-Type": "application/json", **self._host_headers()}
+        return headers, json.dumps(encode(data, self.protocol_name)).encode()
+
+    @property
+    def protocol_name(self) -> str:
+        """``openai``, ``v1`` or ``v2``."""
+        return "openai" if self.is_llm else self.config.protocol
+
+    def parse_response(self, body: bytes) -> Any:
+        """The predictions of a V1/V2 response, or an LLM's answer text.
+
+        Args:
+            body: the response body.
+
+        Returns:
+            A list (one entry per row for a single-column output), or text.
+
+        Raises:
+            PredictionError: an answer in no known shape.
+        """
+        from zenml_model_deployers.flavors.kserve.protocol import decode
+
+        try:
+            return decode(json.loads(body), self.protocol_name)
+        except ValueError as e:
+            raise PredictionError(
+                f"Deployment '{self.deployment_name}' answered in an unexpected shape: {e}",
+                deployment_name=self.deployment_name,
+                backend_message=body[:2000].decode(errors="replace"),
+            ) from e
+
+    def predict(self, data: Any, timeout: float = 60.0, **params: Any) -> Any:
+        """Sends data to the model and returns its predictions (an LLM: the answer's text).
+
+        Args:
+            data: see :meth:`format_request`.
+            timeout: seconds.
+            **params: LLMs only: OpenAI request fields (e.g. ``max_tokens=32``).
+
+        Returns:
+            The predictions.
+        """
+        if params and self.is_llm:
+            from zenml_model_deployers.flavors.kserve.protocol import encode
+
+            body = {**encode(data, "openai"), **params}
+            headers = {"Content-Type": "application/json", **self._host_headers()}
+            url = self.prediction_url
+            if not url:
+                return super().predict(data, timeout)
+            return self._send(url, headers, json.dumps(body).encode(), timeout)
+        return super().predict(data, timeout)
+
+    def curl_example(self) -> str:
+        """A request in the deployment's protocol (with the ``Host`` through an ingress).
+
+        Returns:
+            A curl command line.
+        """
+        url = self.prediction_url or "(not deployed)"
+        host = "".join(f" -H '{k}: {v}'" for k, v in self._host_headers().items())
+        if self.is_llm:
+            body = '{"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}'
+        elif self.config.protocol == "v2":
+            body = '{"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}]}'
+        else:
+            body = '{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
+        return f"curl -s -X POST {url} -H 'Content-Type: application/json'{host} -d '{body}'"
+
+    # ----------------------------------------------------------------- manifests
+    def _mode(self, cfg: KServeDeploymentConfig) -> str:
+        """The deployment mode that applies: the config's, else what KServe reported."""
+        mode = cfg.deployment_mode or self.status.deployment_mode or ""
+        return "Standard" if mode == "RawDeployment" else mode
+
+    def desired_spec(self, target: ServingTarget, canary_pin: bool = False) -> dict[str, Any]:
+        """The InferenceService's spec for a target.
+
+        Args:
+            target: what to serve.
+            canary_pin: Serverless only: the stable spec with ``canaryTrafficPercent: 0``
+                (traffic stays on the previous rolled-out revision; the way out of a canary).
+
+        Returns:
+            The spec.
+
+        Raises:
+            ConfigurationError: a canary in a mode that cannot run one.
+        """
+        stable = target.stable
+        assert isinstance(stable, KServeDeploymentConfig)
+        candidate = target.candidate if target.candidate_percent else None
+        if candidate is None:
+            pred = manifests.predictor_spec(stable)
+            if canary_pin:
+                pred["canaryTrafficPercent"] = 0
+            return {"predictor": pred}
+        assert isinstance(candidate, KServeDeploymentConfig)
+        mode = self._mode(stable)
+        if _is_serverless(mode):
+            pred = manifests.predictor_spec(candidate)
+            pred["canaryTrafficPercent"] = target.candidate_percent
+            return {"predictor": pred}
+        if not mode:
+            raise ConfigurationError(
+                f"KServe has not reported the deployment mode of '{self.deployment_name}' "
+                "(status.deploymentMode): a canary needs it.",
+                deployment_name=self.deployment_name,
+                hint="set the component's or the step's `deployment_mode`.",
+            )
+        canary = manifests.predictor_spec(candidate)
+        # The CRD requires the container's name here (KServe's default for the predictor).
+        canary["model"] = {"name": manifests.MODEL_CONTAINER, **canary["model"]}
+        return {
+            "predictor": manifests.predictor_spec(stable),
+            "canary": [{"predictor": canary, "trafficPercent": target.candidate_percent}],
+        }
+
+    def _annotations(self, cfg: KServeDeploymentConfig, stopped: bool) -> dict[str, str | None]:
+        out: dict[str, str | None] = dict(config_annotation(cfg.model_dump(mode="json")))
+        if cfg.deployment_mode:
+            out[manifests.MODE_ANNOTATION] = cfg.deployment_mode
+        out[manifests.STOP_ANNOTATION] = "true" if stopped else None
+        return out
+
+    # ----------------------------------------------------------------- in-place hooks
+    def apply_target(self, target: ServingTarget, previous: ServingTarget | None) -> None:
+        """Creates or merge-patches the InferenceService to serve ``target``.
+
+        Leaving a Serverless canary for the stable revision (rollback) first pins the canary
+        at 0 % on the stable spec, so no request reaches the candidate while KServe rolls the
+        stable spec out again; then drops the pin.
+
+        Args:
+            target: what to serve.
+            previous: what served until now (None: create).
+
+        Raises:
+            ConfigurationError: a mode change in place, or a canary the cluster cannot run.
+        """
+        cfg = target.stable
+        assert isinstance(cfg, KServeDeploymentConfig)
+        ns = self.kube()
+        if previous is not None:
+            before = previous.stable
+            assert isinstance(before, KServeDeploymentConfig)
+            if (before.deployment_mode or None) != (cfg.deployment_mode or None):
+                raise ConfigurationError(
+                    f"Deployment '{self.deployment_name}' runs in deployment mode "
+                    f"'{before.deployment_mode or 'the cluster default'}': KServe cannot move it "
+                    f"to '{cfg.deployment_mode or 'the cluster default'}' in place.",
+                    deployment_name=self.deployment_name,
+                    hint="deploy with policy='replace' (delete, then create), or another name.",
+                )
+        existing = ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name)
+        if existing is None:
+            ns.check_ready([manifests.INFERENCE_SERVICE])
+        self._apply_storage(cfg)
+        leaving_canary = (
+            previous is not None
+            and previous.candidate is not None
+            and previous.candidate_percent > 0
+            and not target.candidate_percent
+            and previous.candidate.config_hash() != cfg.config_hash()
+            and _is_serverless(self._mode(cfg))
+        )
+        if leaving_canary and existing is not None:
+            self._write(existing, self.desired_spec(target, canary_pin=True), cfg)
+            if self.restoring_after_interruption:
+                return
+            self._wait_pinned(target)
+            existing = ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name)
+        spec = self.desired_spec(target)
+        if target.candidate_percent and not _is_serverless(self._mode(cfg)):
+            self._check_canary_field(existing, spec)
+        self._write(existing, spec, cfg)
+        self.status.namespace = ns.namespace
+
+    def _write(
+        self, existing: dict[str, Any] | None, spec: dict[str, Any], cfg: KServeDeploymentConfig
+    ) -> None:
+        """Creates the InferenceService, or patches what differs (nothing: no request)."""
+        ns = self.kube()
+        revision = self.status.revision + (1 if cfg.config_hash() != self.status.config_hash else 0)
+        labels = ownership_labels(self.deployment_name, revision, cfg.config_hash())
+        annotations = self._annotations(cfg, stopped=False)
+        if existing is None:
+            ns.create(
+                manifests.INFERENCE_SERVICE,
+                manifests.inference_service_manifest(
+                    self.resource_name,
+                    ns.namespace,
+                    spec,
+                    labels,
+                    {k: v for k, v in annotations.items() if v is not None},
+                ),
+            )
+            return
+        current = existing.get("spec") or {}
+        meta = existing.get("metadata") or {}
+        patch_spec = manifests.spec_patch(spec, current)
+        same_spec = _applied(current, patch_spec)
+        same_meta = (meta.get("labels") or {}).get(LABEL_CONFIG_HASH) == cfg.config_hash() and all(
+            (meta.get("annotations") or {}).get(k) == v for k, v in annotations.items()
+        )
+        if same_spec and same_meta:
+            return
+        ns.merge_patch(
+            manifests.INFERENCE_SERVICE,
+            self.resource_name,
+            {"metadata": {"labels": labels, "annotations": annotations}, "spec": patch_spec},
+        )
+
+    def _wait_pinned(self, target: ServingTarget) -> None:
+        """Serverless rollback, step 1: waits until KServe has the pinned spec's revision ready
+        (its traffic 0 %, the previous rolled-out revision 100 %)."""
+        timeout = self._apply_timeout
+
+        def check(obj: dict[str, Any] | None) -> Verdict:
+            if obj is None:
+                return Verdict(failed=True, reason="the InferenceService was deleted")
+            if not manifests.observed(obj):
+                return Verdict(reason="KServe has not reconciled the pinned spec yet")
+            failed = manifests.failure(obj)
+            if failed:
+                return Verdict(failed=True, reason=failed)
+            pred = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+            ready = pred.get("latestReadyRevision") == pred.get("latestCreatedRevision")
+            return Verdict(done=ready, reason="the stable spec's revision is not ready yet")
+
+        self.kube().wait_for(
+            manifests.INFERENCE_SERVICE,
+            self.resource_name,
+            check,
+            timeout,
+            f"InferenceService '{self.resource_name}' to pin the canary at 0 %",
+        )
+
+    def _check_canary_field(self, existing: dict[str, Any] | None, spec: dict[str, Any]) -> None:
+        """Standard mode: ``spec.canary`` exists only in KServe >= 0.20's CRD. A server-side
+        dry run shows whether the API server keeps it (an older CRD rejects or prunes it);
+        nothing is changed either way."""
+        if existing is None:
+            return
+        ns = self.kube()
+        patch = {"spec": manifests.spec_patch(spec, existing.get("spec") or {})}
+        refused = (
+            f"Deployment '{self.deployment_name}' runs in KServe's "
+            f"{self._mode(self.config)} mode, which ignores canaryTrafficPercent "
+            "(kserve#5335), and this cluster's InferenceService CRD has no spec.canary "
+            "(KServe >= 0.20): a canary cannot run here."
+        )
+        hint = (
+            "upgrade KServe to 0.20 or later, use Serverless mode, or deploy without "
+            "canary_percent (the update rolls out in place)."
+        )
+        try:
+            with ns.errors(f"Dry-running a canary on InferenceService '{self.resource_name}'"):
+                result = ns.custom().patch_namespaced_custom_object(
+                    manifests.INFERENCE_SERVICE.group,
+                    manifests.INFERENCE_SERVICE.version,
+                    ns.namespace,
+                    manifests.INFERENCE_SERVICE.plural,
+                    self.resource_name,
+                    patch,
+                    dry_run="All",
+                )
+        except DeploymentError as e:
+            # A strict API server refuses the unknown field (422); a lenient one prunes it.
+            words = str(e)
+            if "'canary' was unexpected" in words or 'unknown field "spec.canary"' in words:
+                raise ConfigurationError(
+                    refused,
+                    deployment_name=self.deployment_name,
+                    backend_message=e.backend_message or str(e).splitlines()[0],
+                    hint=hint,
+                ) from e
+            raise
+        if not (result.get("spec") or {}).get("canary"):
+            raise ConfigurationError(
+                refused,
+                deployment_name=self.deployment_name,
+                backend_message="the API server pruned spec.canary (unknown field)",
+                hint=hint,
+            )
+
+    def _apply_storage(self, cfg: KServeDeploymentConfig) -> None:
+        if not cfg.storage_secret:
+            return
+        from zenml_model_deployers.kube.secrets import (
+            apply_secret,
+            apply_service_account,
+            zenml_secret_values,
+        )
+
+        labels = ownership_labels(self.deployment_name, 0, "", role="storage")
+        secret = manifests.secret_name(self.deployment_name)
+        apply_secret(self.kube(), secret, zenml_secret_values(cfg.storage_secret), labels)
+        apply_service_account(
+            self.kube(), manifests.service_account_name(self.deployment_name), secret, labels
+        )
+
+    def read_backend(self) -> BackendState:
+        """Reads the InferenceService (one GET).
+
+        Returns:
+            Its state in KServe's words (failed when the current spec's rollout failed).
+        """
+        obj = self.kube().get(manifests.INFERENCE_SERVICE, self.resource_name)
+        if obj is None:
+            return BackendState(state="Absent", gone=True)
+        status = obj.get("status") or {}
+        self._record_status(obj)
+        conds = manifests.conditions(obj)
+        ready = conds.get("Ready") or {}
+        words = f"{ready.get('reason') or ''}: {ready.get('message') or ''}".strip(": ")
+        if (conds.get("Stopped") or {}).get("status") == "True":
+            state, message, failed = "Stopped", "stopped (serving.kserve.io/stop)", False
+        elif not manifests.observed(obj):
+            state, message, failed = "Progressing", "KServe has not reconciled the spec yet", False
+        elif failure := manifests.failure(obj):
+            state, message, failed = "Failed", failure, True
+        elif ready.get("status") == "True":
+            state, message, failed = "Ready", "", False
+        else:
+            state, message, failed = "Progressing", words or "no status yet", False
+        self.status.kserve_state = state
+        self.status.kserve_message = message
+        url = self.config.base_url.rstrip("/") or str(status.get("url") or "") or None
+        return BackendState(state=state, message=message, failed=failed, url=url, raw=obj)
+
+    def _record_status(self, obj: dict[str, Any]) -> None:
+        status = obj.get("status") or {}
+        if status.get("url"):
+            self.status.host = urlparse(str(status["url"])).netloc
+        if status.get("deploymentMode"):
+            mode = str(status["deploymentMode"])
+            self.status.deployment_mode = "Standard" if mode == "RawDeployment" else mode
+
+    def serves(self, state: BackendState, target: ServingTarget) -> bool:
+        """Ready for the current generation, with the target's spec and traffic, and the
+        model answers its readiness request.
+
+        Args:
+            state: the state read.
+            target: what should serve.
+
+        Returns:
+            True when requests reach the target.
+        """
+        if state.state != "Ready":
+            return False
+        obj: dict[str, Any] = state.raw or {}
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_CONFIG_HASH) != target.stable.config_hash():
+            return False
+        want = self.desired_spec(target)
+        if not _applied(obj.get("spec") or {}, manifests.spec_patch(want, obj.get("spec") or {})):
+            return False
+        if not self._traffic_as_wanted(obj, target):
+            return False
+        return self._model_ready()
+
+    def _traffic_as_wanted(self, obj: dict[str, Any], target: ServingTarget) -> bool:
+        status = obj.get("status") or {}
+        pct = target.candidate_percent if target.candidate is not None else 0
+        if not _is_serverless(self._mode(self.config)):
+            canaries = status.get("canaryStatuses") or []
+            if not pct:
+                return not canaries
+            return bool(
+                canaries
+                and all(c.get("ready") for c in canaries)
+                and sum(int(c.get("trafficPercent") or 0) for c in canaries) == pct
+            )
+        pred = (status.get("components") or {}).get("predictor") or {}
+        latest = pred.get("latestReadyRevision")
+        if not latest or latest != pred.get("latestCreatedRevision"):
+            return False
+        traffic = {
+            str(t.get("revisionName")): int(t.get("percent") or 0)
+            for t in pred.get("traffic") or []
+            if int(t.get("percent") or 0) > 0
+        }
+        if not pct:
+            if traffic == {latest: 100}:
+                self.status.rolled_out_revision = latest
+                return True
+            return False
+        stable_rev = self.status.rolled_out_revision or pred.get("latestRolledoutRevision")
+        return traffic == {latest: pct, str(stable_rev): 100 - pct}
+
+    def _model_ready(self) -> bool:
+        """The readiness request through the URL: the model server says the model is ready."""
+        import requests
+
+        url = self.healthcheck_url
+        if not url:
+            return False
+        try:
+            r = self._http().get(url, headers=self._host_headers(), timeout=5)
+        except requests.RequestException:
+            return False
+        return bool(r.status_code == 200)
+
+    def provision_revision(self, timeout: float) -> None:
+        """Creates or updates the InferenceService in place, with rollback (see the base).
+
+        Args:
+            timeout: seconds.
+        """
+        self._apply_timeout = timeout
+        super().provision_revision(timeout)
+
+    def set_traffic_split(
+        self,
+        stable: DeploymentConfig,
+        candidate: DeploymentConfig | None,
+        candidate_percent: int,
+        timeout: float,
+    ) -> None:
+        """Applies a canary split (or ends one), with the base's wait and rollback.
+
+        Args:
+            stable: the stable revision.
+            candidate: the candidate (None: ``stable`` takes all traffic).
+            candidate_percent: the candidate's share, 0-100.
+            timeout: seconds.
+        """
+        self._apply_timeout = timeout
+        super().set_traffic_split(stable, candidate, candidate_percent, timeout)
+
+    # ----------------------------------------------------------------- lifecycle hooks
+    def start_backend(self, timeout: float) -> None:
+        """Removes the ``serving.kserve.io/stop`` annotation: KServe brings the recorded
+        revision (and canary) back under the same name and URL; blocks until it serves.
+
+        Args:
+            timeout: seconds.
+        """
+        target = self.live_target() or ServingTarget(stable=self.config)
+        ns = self.kube()
+        self._apply_timeout = timeout
+        existing = ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name)
+        serverless_canary = bool(target.candidate_percent) and _is_serverless(
+            self._mode(self.config)
+        )
+        if existing is None:
+            self.apply_target(target, None)
+        elif serverless_canary:
+            # A stopped Serverless InferenceService comes back without its revision history,
+            # so canaryTrafficPercent would have no previous rolled-out revision to split
+            # with: roll the stable spec out first, then the canary beside it.
+            # One patch: the stop annotation goes (`_annotations`) with the stable spec.
+            stable = ServingTarget(stable=target.stable)
+            self.apply_target(stable, None)
+            self.wait_until_serving(stable, timeout, "start of the stable revision")
+            self.apply_target(target, stable)
+        else:
+            ns.merge_patch(
+                manifests.INFERENCE_SERVICE,
+                self.resource_name,
+                {"metadata": {"annotations": {manifests.STOP_ANNOTATION: None}}},
+            )
+        self.wait_until_serving(target, timeout, "start")
+        self.status.stopped = False
+        self.mark_ready()
+
+    def stop_backend(self, timeout: float) -> None:
+        """Sets ``serving.kserve.io/stop: "true"``: KServe removes the predictor's workloads
+        and reports the ``Stopped`` condition; the InferenceService, its URL and our record
+        stay, so ``start`` brings it back on the same URL.
+
+        Args:
+            timeout: seconds to wait for ``Stopped``.
+        """
+        ns = self.kube()
+        if ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name) is not None:
+            ns.merge_patch(
+                manifests.INFERENCE_SERVICE,
+                self.resource_name,
+                {"metadata": {"annotations": {manifests.STOP_ANNOTATION: "true"}}},
+            )
+
+            def check(obj: dict[str, Any] | None) -> Verdict:
+                if obj is None:
+                    return Verdict(done=True)
+                stopped = manifests.conditions(obj).get("Stopped") or {}
+                return Verdict(done=stopped.get("status") == "True", reason="stopping")
+
+            ns.wait_for(
+                manifests.INFERENCE_SERVICE,
+                self.resource_name,
+                check,
+                timeout,
+                f"InferenceService '{self.resource_name}' to stop",
+            )
+        self.status.stopped = True
+        self.admin_state = ServiceState.INACTIVE
+        self.status.update_state(ServiceState.INACTIVE, "stopped (serving.kserve.io/stop)")
+
+    def delete_backend(self, timeout: float) -> None:
+        """Deletes the InferenceService, its storage Secret and ServiceAccount, nothing else.
+
+        Args:
+            timeout: seconds to wait until the InferenceService is gone.
+        """
+        from zenml_model_deployers.kube.secrets import (
+            delete_owned_secrets,
+            delete_owned_service_accounts,
+        )
+
+        ns = self.kube()
+        if ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name) is not None:
+            ns.delete(manifests.INFERENCE_SERVICE, self.resource_name)
+            ns.wait_for(
+                manifests.INFERENCE_SERVICE,
+                self.resource_name,
+                lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
+                timeout,
+                f"InferenceService '{self.resource_name}' to be deleted",
+            )
+        delete_owned_service_accounts(ns)
+        delete_owned_secrets(ns)
+        self._wait_url_forgets(timeout)
+
+    def _wait_url_forgets(self, timeout: float) -> None:
+        """Returns once the URL no longer answers for the model (KServe removes the routes
+        shortly after the InferenceService), so a deleted deployment serves nothing."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.status.url and self._model_ready():
+            if time.monotonic() >= deadline:
+                raise DeploymentError(
+                    f"InferenceService '{self.resource_name}' was deleted but its URL still "
+                    f"answers after {timeout:.0f} s.",
+                    deployment_name=self.deployment_name,
+                    hint="check the ingress (its routes for this host) and KServe's controller.",
+                )
+            time.sleep(0.1)
+
+    def check_status(self) -> tuple[ServiceState, str]:
+        """Reads the InferenceService (one GET).
+
+        Returns:
+            (state, message).
+        """
+        try:
+            state = self.read_backend()
+        except DeploymentError as e:
+            return ServiceState.ERROR, str(e).splitlines()[0]
+        if state.gone:
+            if self.status.stopped:
+                return ServiceState.INACTIVE, "stopped"
+            return ServiceState.ERROR, "the InferenceService does not exist (deleted outside zmd?)"
+        if state.state == "Stopped":
+            return ServiceState.INACTIVE, state.message
+        if state.state == "Ready":
+            return ServiceState.ACTIVE, ""
+        if state.failed:
+            # A failed new spec is rolled back by the deploy; the previous revision serves.
+            return ServiceState.ERROR, f"KServe: {state.message}"
+        return ServiceState.PENDING_STARTUP, f"KServe: {state.message}"
+
+    def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
+        """The InferenceService's conditions, then the predictor pods' logs (where RBAC
+        allows).
+
+        Args:
+            follow: ignored (the lines read now are returned).
+            tail: the last N lines of each pod.
+
+        Yields:
+            Lines.
+        """
+        ns = self.kube()
+        kind = manifests.INFERENCE_SERVICE
+        try:
+            obj = ns.get(kind, self.resource_name)
+        except DeploymentError as e:
+            yield f"cannot read {kind.kind} '{self.resource_name}': {str(e).splitlines()[0]}"
+            return
+        if obj is None:
+            yield f"{kind.kind} '{self.resource_name}' does not exist in namespace '{ns.namespace}'."
+        else:
+            for cond in manifests.conditions(obj).values():
+                yield (
+                    f"[InferenceService {self.resource_name}] {cond.get('type')}="
+                    f"{cond.get('status')} {cond.get('reason') or ''} "
+                    f"{cond.get('message') or ''}".rstrip()
+                )
+        selector = f"serving.kserve.io/inferenceservice={self.resource_name}"
+        yield from ns.pod_log_lines(selector, tail)
+
+    def describe(self) -> dict[str, Any]:
+        """The run metadata / CLI description, plus where the InferenceService lives.
+
+        Returns:
+            A JSON-able dict.
+        """
+        d = super().describe()
+        d["namespace"] = self.status.namespace or self.config.namespace
+        d["deployment_mode"] = self.status.deployment_mode or self.config.deployment_mode
+        d["host"] = self.status.host
+        kind = manifests.INFERENCE_SERVICE
+        d["resource"] = f"{kind.plural}.{kind.group}/{self.resource_name}"
+        return d
+
+
+def _applied(current: dict[str, Any], patch: dict[str, Any]) -> bool:
+    """Whether a merge patch would change nothing in ``current``."""
+    for key, value in patch.items():
+        if value is None:
+            if key in current:
+                return False
+        elif isinstance(value, dict):
+            sub = current.get(key)
+            if not isinstance(sub, dict) or not _applied(sub, value):
+                return False
+        elif current.get(key) != value:
+            return False
+    return True
+
+
+__all__ = ["KServeDeploymentConfig", "KServeDeploymentService", "KServeDeploymentStatus"]

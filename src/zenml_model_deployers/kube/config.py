@@ -1,0 +1,69 @@
+"""The part of a cluster flavor's deployment config that says where the deployment lives and
+how it is reached (none of it is in the revision's hash), and its storage credentials."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import ConfigDict, field_validator
+
+from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.kube.client import KubeTarget
+
+
+class KubeDeploymentConfig(DeploymentConfig):
+    """Base of the cluster flavors' configs (`zmd-seldon`, `zmd-kserve`).
+
+    Attributes:
+        storage_secret: a ZenML secret's name: its keys become the Kubernetes Secret the model
+            server reads storage with (never the values in this config).
+        namespace: the Kubernetes namespace (default: the component's).
+        kubernetes_context: kubeconfig context (default: the component's).
+        kubeconfig: kubeconfig path (default: the component's).
+        in_cluster: use the pod's service account.
+        connector_id: a ZenML Kubernetes service connector (set from the component).
+        base_url: the inference endpoint or ingress (default: the component's).
+    """
+
+    # Where the deployment lives and how to reach it are not what it serves.
+    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = DeploymentConfig.PROVENANCE_FIELDS | {
+        "namespace",
+        "kubernetes_context",
+        "kubeconfig",
+        "in_cluster",
+        "connector_id",
+        "base_url",
+    }
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    storage_secret: str | None = None
+    namespace: str = ""
+    kubernetes_context: str | None = None
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    connector_id: str | None = None
+    base_url: str = ""
+
+    @field_validator("storage_secret")
+    @classmethod
+    def _secret_name_only(cls, v: str | None) -> str | None:
+        if v is not None and ("{" in v or "=" in v or ":" in v):
+            raise ValueError(
+                "storage_secret is the *name* of a ZenML secret (e.g. 'gcs-reader'), never "
+                "credentials: `zenml secret create gcs-reader --<key>=...`."
+            )
+        return v
+
+    def target(self) -> KubeTarget:
+        """Where the resources live.
+
+        Returns:
+            The cluster and namespace.
+        """
+        return KubeTarget(
+            context=self.kubernetes_context,
+            kubeconfig=self.kubeconfig,
+            in_cluster=self.in_cluster,
+            connector_id=self.connector_id,
+            namespace=self.namespace or "default",
+        )
