@@ -47,12 +47,16 @@ class MetricNames:
     label: str = "model"
 
 
-# MLServer (Seldon Core 2's default server) counts inferences per model as counters; Seldon
-# Core 2's agent, next to each server, keeps the per-model latency histogram.
+# MLServer (Seldon Core 2's default server) counts inferences per model (label `model`, the
+# agent's `<model>_<version>`). Neither it nor Seldon Core 2 exports a latency *histogram* per
+# model: MLServer's `model_infer_request_duration` is a Summary without quantiles, its REST
+# histogram `rest_server_request_duration_seconds` groups paths (`/v2/models/{model_name}/
+# infer`), and the agent's `seldon_model_infer_api_seconds` has no model label. So no
+# percentiles for Seldon: the rollout's p95 gate says "not measured" there.
 MLSERVER = MetricNames(
     success="model_infer_request_success_total",
     failure="model_infer_request_failure_total",
-    histogram="seldon_model_infer_api_seconds",
+    histogram="",
 )
 
 

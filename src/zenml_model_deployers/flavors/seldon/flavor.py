@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import field_validator
+from pydantic import ConfigDict, field_validator
 from zenml.models import ServiceConnectorRequirements
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
@@ -58,6 +58,9 @@ class SeldonDeployerConfig(BaseDeployerConfig):
         prometheus_token: a bearer token for it, as a ZenML secret reference
             (``{{prometheus.token}}``), resolved at call time; None: no auth.
     """
+
+    # A plain token given by mistake must not be echoed by a validation error.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     kubernetes_context: str | None = None
     kubeconfig: str | None = None

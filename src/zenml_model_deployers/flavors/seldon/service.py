@@ -927,9 +927,10 @@ class SeldonDeploymentService(InPlaceDeploymentService):
     def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
         """Requests, failures and latency per revision, from the Prometheus configured on the
         component (``prometheus_url``), which scrapes the model servers: MLServer's
-        ``model_infer_request_success_total`` / ``..._failure_total`` counters and the Seldon
-        agent's ``seldon_model_infer_api_seconds`` histogram, every version of each ``Model``
-        (``<model>_<version>``). See :mod:`zenml_model_deployers.kube.prometheus`.
+        ``model_infer_request_success_total`` / ``..._failure_total`` counters, every version
+        of each ``Model`` (``<model>_<version>``). Seldon exports no latency histogram per
+        model, so no percentiles (the p95 gate is not measured). See
+        :mod:`zenml_model_deployers.kube.prometheus`.
 
         Args:
             window: seconds (``increase``/``histogram_quantile`` over that range); None:
