@@ -448,6 +448,10 @@ def test_rollout_promotes_a_healthy_candidate_on_prometheus_metrics(
         assert [s.percent for s in record.steps] == [50, 100]
         assert all(s.passed and s.candidate.requests >= 5 for s in record.steps)
         assert record.steps[0].stable.requests >= 5
+        print(
+            f"seldon rollout promoted: {record.duration_s:.1f} s, {record.overhead_s:.1f} s "
+            f"beyond the bakes, {len(log)} client requests, 0 failed"
+        )
         assert svc.prediction_url == url and svc.config.model_uri == model_dirs["b"]
         assert _names(cluster, "models", name) == [name]
         assert _names(cluster, "experiments", name) == []
