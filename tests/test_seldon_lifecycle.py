@@ -308,6 +308,18 @@ def test_core1_canary_predictor_and_promote(
     url = svc.prediction_url
     assert url.endswith(f"/seldon/{cluster.namespace}/{name}/api/v1.0/predictions")
     try:
+        # Metrics per revision are read for Core 2 only: a rollout is refused up front.
+        with pytest.raises(ConfigurationError, match="only for Seldon Core 2"):
+            seldon_deployer.deploy(
+                _config(
+                    model_dirs["b"], name, seldon_api="v1", prometheus_url="http://127.0.0.1:9"
+                ),
+                policy="canary",
+            )
+        before = [d for d in cluster.objects("seldondeployments") if d["metadata"]["name"] == name]
+        assert [p["graph"]["modelUri"] for p in before[0]["spec"]["predictors"]] == [
+            model_dirs["a"]
+        ]
         svc = seldon_deployer.deploy(
             _config(model_dirs["b"], name, seldon_api="v1"), canary_percent=50
         )
