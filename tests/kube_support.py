@@ -91,7 +91,8 @@ def seldon_deployer(seldon_stack: str) -> Any:
 
 @pytest.fixture(scope="module")
 def model_dirs(zenml_env: Path) -> dict[str, str]:
-    """Storage folders: a and b (predict 0 and 1), broken (a model.joblib MLServer cannot load)."""
+    """Storage folders: a and b (predict 0 and 1), picky (fails on negative inputs), broken (a
+    model.joblib MLServer cannot load)."""
     import joblib
 
     out = {}
@@ -101,6 +102,19 @@ def model_dirs(zenml_env: Path) -> dict[str, str]:
         d.mkdir(parents=True, exist_ok=True)
         joblib.dump(sklearn_model(constant), d / "model.joblib")
         out[variant] = str(d)
+    # Answers rows of non-negative numbers; raises on a negative one (sqrt -> NaN, which the
+    # classifier refuses): a candidate that fails on part of its inputs, for real.
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    x = np.array([[0.0, 1.0], [1.0, 0.0]])
+    picky = make_pipeline(FunctionTransformer(np.sqrt), LogisticRegression()).fit(x, [0, 1])
+    d = root / "picky"
+    d.mkdir(parents=True, exist_ok=True)
+    joblib.dump(picky, d / "model.joblib")
+    out["picky"] = str(d)
     broken = root / "broken"
     broken.mkdir(parents=True, exist_ok=True)
     (broken / "model.joblib").write_bytes(b"not a pickle: corrupt weights (planted)")

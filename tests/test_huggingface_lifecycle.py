@@ -362,5 +362,9 @@ def test_progressive_rollout_refused_before_anything_changes(
         # Not one request reached the endpoints API: nothing was looked up or changed.
         assert len(hf_double.calls) == calls
         assert hf_deployer.find_deployment(name).config.revision == "rev-1"
+        # `--stats` says Hugging Face reports no request metrics (instead of numbers).
+        res = CliRunner().invoke(zmd, ["models", "describe", name, "--stats", "-o", "json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["stats"] == "zmd-huggingface reports no request metrics"
     finally:
         _cleanup(hf_deployer, name)

@@ -3,10 +3,16 @@ the restored spec after a failed update, logs, and pipelines deploying a model o
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
+from click.testing import CliRunner
 from kube_support import (  # noqa: F401
     api_only,
     cluster,
@@ -17,16 +23,19 @@ from kube_support import (  # noqa: F401
 )
 from zenml import step
 
+from zenml_model_deployers.cli import main as zmd
 from zenml_model_deployers.errors import (
     ConfigurationError,
     DeploymentError,
     DeploymentExistsError,
+    RolloutFailedError,
 )
 from zenml_model_deployers.flavors.seldon.manifests import MODEL
 from zenml_model_deployers.flavors.seldon.service import SeldonDeploymentConfig
 from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
+from zenml_model_deployers.testing.prometheus_double import PrometheusDouble
 
 SAMPLE = [[0.0, 1.0], [1.0, 0.0]]
 
@@ -246,10 +255,11 @@ def test_canary_split_promote_and_rollback(
     svc = seldon_deployer.deploy(_config(model_dirs["a"], name))
     url = svc.prediction_url
     try:
-        # A progressive rollout needs per-revision metrics, which this flavor does not read
-        # yet: refused before anything is made.
-        with pytest.raises(ConfigurationError, match="cannot report request metrics"):
+        # A progressive rollout needs per-revision metrics, which need a Prometheus: without
+        # `prometheus_url`, refused before anything is made, naming the setting.
+        with pytest.raises(ConfigurationError, match="cannot report request metrics") as ei:
             seldon_deployer.deploy(_config(model_dirs["b"], name), policy="canary")
+        assert "prometheus_url" in str(ei.value)
         assert _names(cluster, "experiments", name) == []
         assert _names(cluster, "models", name) == [name]
         svc = seldon_deployer.deploy(_config(model_dirs["b"], name), canary_percent=30)
@@ -298,6 +308,18 @@ def test_core1_canary_predictor_and_promote(
     url = svc.prediction_url
     assert url.endswith(f"/seldon/{cluster.namespace}/{name}/api/v1.0/predictions")
     try:
+        # Metrics per revision are read for Core 2 only: a rollout is refused up front.
+        with pytest.raises(ConfigurationError, match="only for Seldon Core 2"):
+            seldon_deployer.deploy(
+                _config(
+                    model_dirs["b"], name, seldon_api="v1", prometheus_url="http://127.0.0.1:9"
+                ),
+                policy="canary",
+            )
+        before = [d for d in cluster.objects("seldondeployments") if d["metadata"]["name"] == name]
+        assert [p["graph"]["modelUri"] for p in before[0]["spec"]["predictors"]] == [
+            model_dirs["a"]
+        ]
         svc = seldon_deployer.deploy(
             _config(model_dirs["b"], name, seldon_api="v1"), canary_percent=50
         )
@@ -361,3 +383,189 @@ def test_cluster_credentials_from_a_zenml_service_connector(
     finally:
         seldon_deployer.delete(svc)
     assert _names(cluster, "models", name) == []
+
+
+# ----------------------------------------------------------------- progressive rollouts
+
+
+@pytest.fixture(scope="module")
+def prometheus(cluster: SimulatedCluster) -> Iterator[PrometheusDouble]:  # noqa: F811
+    """A Prometheus scraping the cluster's MLServer every 0.2 s."""
+    with PrometheusDouble([cluster.metrics_url], scrape_interval=0.2) as p:
+        yield p
+
+
+class _Client:
+    """Loops on a Seldon deployment's URL from two threads (bounded: 60 s); half of the rows
+    are negative (the picky model fails on them); records (time, status) of every answer."""
+
+    def __init__(self, svc: Any) -> None:
+        self.url = svc.prediction_url
+        self.requests = [svc.format_request([[1.0, 0.5]]), svc.format_request([[-1.0, 0.5]])]
+        self.log: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._loop) for _ in range(2)]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self) -> None:
+        s = requests.Session()
+        deadline = time.monotonic() + 60
+        i = 0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            headers, body = self.requests[i % 2]
+            i += 1
+            try:
+                r = s.post(self.url, data=body, headers=headers, timeout=5)
+                self.log.append((time.monotonic(), r.status_code))
+            except requests.RequestException:
+                self.log.append((time.monotonic(), 0))
+            time.sleep(0.005)
+
+    def finish(self) -> list[tuple[float, int]]:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        return self.log
+
+
+FAST = {"steps": [50, 100], "interval": 1.0, "min_requests": 5, "max_error_rate": 0.05}
+
+
+def test_rollout_promotes_a_healthy_candidate_on_prometheus_metrics(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+    prometheus: PrometheusDouble,
+) -> None:
+    """policy='canary' on Seldon with a Prometheus that scrapes MLServer: each step's numbers
+    come from it (the queries name every version of each Model), zero failed requests, the
+    candidate promoted on the same URL; `zmd models describe --stats` shows Prometheus'
+    numbers."""
+    name = _name("roll")
+    prom = {"prometheus_url": prometheus.url}
+    svc = seldon_deployer.deploy(_config(model_dirs["a"], name, **prom))
+    url = svc.prediction_url
+    try:
+        client = _Client(svc)
+        try:
+            svc = seldon_deployer.deploy(
+                _config(model_dirs["b"], name, **prom), policy="canary", rollout=FAST
+            )
+        finally:
+            log = client.finish()
+        assert [code for _, code in log if code != 200] == []
+        record = svc.last_rollout
+        assert record.verdict == "promoted"
+        assert [s.percent for s in record.steps] == [50, 100]
+        assert all(s.passed and s.candidate.requests >= 5 for s in record.steps)
+        assert record.steps[0].stable.requests >= 5
+        print(
+            f"seldon rollout promoted: {record.duration_s:.1f} s, {record.overhead_s:.1f} s "
+            f"beyond the bakes, {len(log)} client requests, 0 failed"
+        )
+        assert svc.prediction_url == url and svc.config.model_uri == model_dirs["b"]
+        assert _names(cluster, "models", name) == [name]
+        assert _names(cluster, "experiments", name) == []
+        candidate = f'model=~"{name}-c{record.candidate[:10]}_[0-9]+"'
+        assert f"sum(model_infer_request_success_total{{{candidate}}})" in prometheus.queries
+
+        for _ in range(10):
+            svc.predict(SAMPLE)
+        prometheus.wait_for_scrape()
+        res = CliRunner().invoke(zmd, ["models", "describe", name, "--stats", "-o", "json"])
+        assert res.exit_code == 0, res.output
+        stats = json.loads(res.output)["stats"][svc.status.config_hash]
+        assert stats["requests"] >= 10 and stats["error_rate"] == 0.0, stats
+        assert stats["window_s"] == 300
+        assert any(
+            q.startswith("sum(increase(model_infer_request_success_total{")
+            for q in prometheus.queries
+        )
+
+        # Prometheus failing: the rollout is refused or stopped with its words, the stable
+        # revision keeps serving, nothing is left.
+        prometheus.fail_next(1)
+        with pytest.raises(DeploymentError, match="answered 503") as ei:
+            seldon_deployer.deploy(
+                _config(model_dirs["a"], name, **prom), policy="canary", rollout=FAST
+            )
+        assert "unavailable: Service Unavailable" in str(ei.value)
+        closed = f"http://127.0.0.1:{_closed_port()}"
+        with pytest.raises(DeploymentError, match="unreachable"):
+            seldon_deployer.deploy(
+                _config(model_dirs["a"], name, prometheus_url=closed),
+                policy="canary",
+                rollout=FAST,
+            )
+        assert _names(cluster, "models", name) == [name]
+        assert _names(cluster, "experiments", name) == []
+        assert seldon_deployer.find_deployment(name).config.model_uri == model_dirs["b"]
+        assert cluster.log.rejected == []
+    finally:
+        found = seldon_deployer.find_deployment(name)
+        if found is not None:
+            seldon_deployer.delete(found)
+
+
+def test_rollout_rolls_back_a_failing_candidate_and_no_data_is_not_a_pass(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+    prometheus: PrometheusDouble,
+) -> None:
+    """A candidate that fails on half of its inputs (MLServer counts the failures): the first
+    step fails its error-rate gate with the numbers, all traffic goes back to the stable Model,
+    the candidate Model and the Experiment are deleted; the client saw errors only during that
+    step and none after. A Prometheus without data (it scrapes nothing): the step has no
+    requests, never a pass, and is rolled back too."""
+    name = _name("rollbad")
+    prom = {"prometheus_url": prometheus.url}
+    svc = seldon_deployer.deploy(_config(model_dirs["a"], name, **prom))
+    try:
+        client = _Client(svc)
+        try:
+            with pytest.raises(RolloutFailedError, match="error rate") as ei:
+                seldon_deployer.deploy(
+                    _config(model_dirs["picky"], name, **prom), policy="canary", rollout=FAST
+                )
+            rolled_back_at = time.monotonic()
+            time.sleep(0.5)
+        finally:
+            log = client.finish()
+        record = ei.value.rollout
+        assert record.verdict == "rolled_back" and len(record.steps) == 1
+        step = record.steps[0]
+        assert step.gates[1].gate == "max_error_rate" and step.gates[1].passed is False
+        assert step.candidate.errors > 0 and step.stable.errors == 0
+        errors = [t for t, code in log if code != 200]
+        assert errors, "the picky candidate failed no request"
+        assert all(t <= rolled_back_at for t in errors)
+        assert len([t for t, _ in log if t > rolled_back_at]) > 0
+        assert _names(cluster, "models", name) == [name]
+        assert _names(cluster, "experiments", name) == []
+        assert seldon_deployer.find_deployment(name).config.model_uri == model_dirs["a"]
+
+        with PrometheusDouble([], scrape_interval=0.2) as empty:
+            quick = {**FAST, "interval": 0.5}
+            with pytest.raises(RolloutFailedError, match=r"requests 0 \(>= 5\) FAILED"):
+                seldon_deployer.deploy(
+                    _config(model_dirs["b"], name, prometheus_url=empty.url),
+                    policy="canary",
+                    rollout=quick,
+                )
+        assert _names(cluster, "models", name) == [name]
+        assert _names(cluster, "experiments", name) == []
+        print(f"failing step: {len(errors)} failed client requests of {len(log)}")
+    finally:
+        found = seldon_deployer.find_deployment(name)
+        if found is not None:
+            seldon_deployer.delete(found)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

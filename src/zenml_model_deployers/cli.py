@@ -353,8 +353,8 @@ def _stats(s: DeploymentService) -> dict[str, Any] | str | None:
         return None
     try:
         metrics = s.read_revision_metrics(window=STATS_WINDOW)
-    except ConfigurationError:
-        return f"{s.FLAVOR} reports no request metrics"
+    except ConfigurationError as e:
+        return f"{s.FLAVOR} reports no request metrics" + (f" ({e.hint})" if e.hint else "")
     except DeploymentError as e:
         return f"unavailable: {e}"
     return {rev: m.summary() for rev, m in metrics.items()}

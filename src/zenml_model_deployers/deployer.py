@@ -739,7 +739,9 @@ class BaseDeployer(BaseModelDeployer):
                 hint=f"`zmd models start {name}` first, or deploy with policy 'update'.",
             )
         # A backend that cannot report per-revision metrics cannot judge a step: refused
-        # before anything changes (ConfigurationError from the flavor).
+        # before anything changes (ConfigurationError from the flavor). Metrics are read
+        # where the new config (the component, now) says.
+        service.adopt_metrics_settings(config)
         service.read_revision_metrics()
         stable = service.config
         record = RolloutRecord(

@@ -451,6 +451,15 @@ class DeploymentService(BaseDeploymentService):
         """
         self._require_split()
 
+    def adopt_metrics_settings(self, config: DeploymentConfig) -> None:
+        """Takes where request metrics are read from (settings outside the config hash, e.g.
+        a Prometheus URL) from a newer config, so that a rollout to it reads them where the
+        component says now. Default: nothing to adopt.
+
+        Args:
+            config: the rollout's candidate config.
+        """
+
     def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
         """Request metrics per revision (config hash), as the backend counts them.
 

@@ -292,6 +292,9 @@ class SimulatedCluster:
         self.api_url = ""
         self._mlserver: subprocess.Popen[bytes] | None = None
         self._mlserver_port = 0
+        self._metrics_port = 0
+        # Core 2 Model name -> the last version loaded (the agent names it <model>_<version>)
+        self._versions: dict[str, int] = {}
         self._mlserver_log = self._root / "mlserver.log"
         self._controller: threading.Thread | None = None
         self._halt = threading.Event()
@@ -533,13 +536,14 @@ class SimulatedCluster:
     def _start_mlserver(self) -> None:
         self._repo.mkdir(parents=True)
         self._mlserver_port = free_port()
+        self._metrics_port = free_port()
         (self._repo / "settings.json").write_text(
             json.dumps(
                 {
                     "load_models_at_startup": False,
                     "http_port": self._mlserver_port,
                     "grpc_port": free_port(),
-                    "metrics_port": free_port(),
+                    "metrics_port": self._metrics_port,
                     "parallel_workers": 0,
                     "host": "127.0.0.1",
                 }
@@ -565,6 +569,11 @@ class SimulatedCluster:
                     return
             time.sleep(0.2)
         raise RuntimeError(f"MLServer did not start in 90 s: {self.mlserver_log_tail()}")
+
+    @property
+    def metrics_url(self) -> str:
+        """MLServer's Prometheus endpoint (its metrics port), what a Prometheus scrapes."""
+        return f"http://127.0.0.1:{self._metrics_port}/metrics"
 
     def mlserver_log_tail(self, lines: int = 40) -> str:
         """The last lines of MLServer's log.
@@ -970,7 +979,11 @@ class SimulatedCluster:
             custom, name, gen, False, "ModelProgressing", "loading the model", spec
         )
         error = self._check_secret(core, name, spec)
-        internal = f"{name}-g{gen}-{digest[:6]}"
+        # Seldon Core 2's agent loads version N of Model `name` into the server as `name_N`
+        # (what MLServer's metrics call the model).
+        loaded_version = self._versions.get(name, 0) + 1
+        self._versions[name] = loaded_version
+        internal = f"{name}_{loaded_version}"
         if not error:
             time.sleep(self.load_delay)
             error = self._load_into_mlserver(internal, spec)

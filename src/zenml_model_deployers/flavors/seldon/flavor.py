@@ -4,13 +4,36 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import field_validator
+from pydantic import ConfigDict, field_validator
 from zenml.models import ServiceConnectorRequirements
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
 
 FLAVOR_NAME = "zmd-seldon"
 SELDON_APIS = ("v2", "v1")
+
+
+def check_token_reference(v: str | None) -> str | None:
+    """A Prometheus token must be a ZenML secret reference, never the value itself.
+
+    Args:
+        v: the setting.
+
+    Returns:
+        It, unchanged.
+
+    Raises:
+        ValueError: a plain value.
+    """
+    from zenml_model_deployers.secrets import is_secret_reference
+
+    if v is not None and not is_secret_reference(v):
+        raise ValueError(
+            "prometheus_token must be a ZenML secret reference such as "
+            "'{{prometheus.token}}' (`zenml secret create prometheus --token=...`), never "
+            "the token itself."
+        )
+    return v
 
 
 class SeldonDeployerConfig(BaseDeployerConfig):
@@ -29,7 +52,15 @@ class SeldonDeployerConfig(BaseDeployerConfig):
         storage_secret: the name of a ZenML secret whose keys become a Kubernetes Secret the
             model server reads storage with (e.g. an rclone config); None: no credentials.
         default_timeout: seconds a deploy waits until the model serves.
+        prometheus_url: a Prometheus that scrapes the model servers (and Seldon's agents),
+            e.g. ``http://prometheus.monitoring:9090``: per-revision request metrics for
+            ``policy="canary"`` and ``zmd models describe --stats`` (None: none read).
+        prometheus_token: a bearer token for it, as a ZenML secret reference
+            (``{{prometheus.token}}``), resolved at call time; None: no auth.
     """
+
+    # A plain token given by mistake must not be echoed by a validation error.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     kubernetes_context: str | None = None
     kubeconfig: str | None = None
@@ -40,6 +71,13 @@ class SeldonDeployerConfig(BaseDeployerConfig):
     server: str | None = None
     storage_secret: str | None = None
     default_timeout: float = 300.0
+    prometheus_url: str | None = None
+    prometheus_token: str | None = None
+
+    @field_validator("prometheus_token")
+    @classmethod
+    def _token_reference(cls, v: str | None) -> str | None:
+        return check_token_reference(v)
 
     @field_validator("seldon_api")
     @classmethod

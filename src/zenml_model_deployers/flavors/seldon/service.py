@@ -18,9 +18,14 @@ from pydantic import Field, PrivateAttr, field_validator
 from zenml.enums import ServiceState
 from zenml.models.v2.misc.service import ServiceType
 
+from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.flavors.seldon import manifests
-from zenml_model_deployers.flavors.seldon.flavor import FLAVOR_NAME, SELDON_APIS
+from zenml_model_deployers.flavors.seldon.flavor import (
+    FLAVOR_NAME,
+    SELDON_APIS,
+    check_token_reference,
+)
 from zenml_model_deployers.flavors.seldon.protocol import (
     decode_seldon,
     decode_v2,
@@ -37,7 +42,7 @@ from zenml_model_deployers.kube.resources import (
     ownership_labels,
 )
 from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
-from zenml_model_deployers.service import DeploymentStatus
+from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
 
 # Model conditions whose False status with these reasons means the load failed for good.
 FAILED_REASONS = ("ModelFailed", "LoadFailed", "ScheduleFailed", "ModelFailedToLoad")
@@ -67,7 +72,16 @@ class SeldonDeploymentConfig(KubeDeploymentConfig):
         in_cluster: use the pod's service account.
         connector_id: a ZenML Kubernetes service connector (set from the component).
         base_url: the Seldon inference endpoint (default: the component's).
+        prometheus_url: a Prometheus scraping the model servers (default: the component's).
+        prometheus_token: its bearer token, a ZenML secret reference (default: the
+            component's).
     """
+
+    # Where Prometheus is (and its token) is not what the deployment serves.
+    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = KubeDeploymentConfig.PROVENANCE_FIELDS | {
+        "prometheus_url",
+        "prometheus_token",
+    }
 
     health_path: str = "/v2/health/ready"
     seldon_api: str = "v2"
@@ -79,6 +93,13 @@ class SeldonDeploymentConfig(KubeDeploymentConfig):
     implementation: str = "SKLEARN_SERVER"
     image: str | None = None
     protocol: str = "seldon"
+    prometheus_url: str | None = None
+    prometheus_token: str | None = None
+
+    @field_validator("prometheus_token")
+    @classmethod
+    def _token_reference(cls, v: str | None) -> str | None:
+        return check_token_reference(v)
 
     @field_validator("seldon_api")
     @classmethod
@@ -816,6 +837,73 @@ class SeldonDeploymentService(InPlaceDeploymentService):
             else f"seldon-server-name={server}"
         )
         yield from ns.pod_log_lines(selector, tail)
+
+    def adopt_metrics_settings(self, config: DeploymentConfig) -> None:
+        """Reads metrics from the Prometheus the rollout's config names (the component's
+        ``prometheus_url`` may have been set after this deployment was made).
+
+        Args:
+            config: the rollout's candidate config.
+        """
+        if isinstance(config, SeldonDeploymentConfig) and config.prometheus_url:
+            self.config = self.config.model_copy(
+                update={
+                    "prometheus_url": config.prometheus_url,
+                    "prometheus_token": config.prometheus_token,
+                }
+            )
+
+    def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
+        """Requests, failures and latency per revision, from the Prometheus configured on the
+        component (``prometheus_url``), which scrapes the model servers: MLServer's
+        ``model_infer_request_success_total`` / ``..._failure_total`` counters, every version
+        of each ``Model`` (``<model>_<version>``). Seldon exports no latency histogram per
+        model, so no percentiles (the p95 gate is not measured). See
+        :mod:`zenml_model_deployers.kube.prometheus`.
+
+        Args:
+            window: seconds (``increase``/``histogram_quantile`` over that range); None:
+                cumulative counts (the rollout differences two readings).
+
+        Returns:
+            config hash -> metrics, for the stable revision and the canary's candidate (zero
+            requests where Prometheus has no data: never enough for a rollout's verdict).
+
+        Raises:
+            ConfigurationError: no ``prometheus_url``, or Seldon Core 1.
+            DeploymentError: Prometheus unreachable or answering an error.
+        """
+        from zenml_model_deployers.kube.prometheus import PrometheusClient, version_matcher
+
+        if not self.config.prometheus_url:
+            raise ConfigurationError(
+                f"Flavor {self.FLAVOR} cannot report request metrics per revision for "
+                f"deployment '{self.deployment_name}': no Prometheus is configured.",
+                deployment_name=self.deployment_name,
+                hint="set the component's `prometheus_url` to a Prometheus that scrapes the "
+                "model servers (`zenml model-deployer update <name> --prometheus_url=...`), "
+                "see docs/rollout.md.",
+            )
+        if self.core1:
+            raise ConfigurationError(
+                f"Flavor {self.FLAVOR} reads request metrics per revision only for Seldon "
+                f"Core 2 (deployment '{self.deployment_name}' is Core 1).",
+                deployment_name=self.deployment_name,
+                hint="deploy with seldon_api='v2', or without policy='canary'.",
+            )
+        prom = PrometheusClient(
+            self.config.prometheus_url, self.config.prometheus_token, self.deployment_name
+        )
+        live = self.live_target() or ServingTarget(stable=self.config)
+        revisions: list[tuple[DeploymentConfig, str]] = [(live.stable, self.resource_name)]
+        if live.candidate is not None:
+            cname = manifests.candidate_name(self.deployment_name, live.candidate.config_hash())
+            revisions.append((live.candidate, cname))
+        out = {}
+        for cfg, model in revisions:
+            h = cfg.config_hash()
+            out[h] = prom.revision_metrics(h, version_matcher("model", model), window=window)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """The run metadata / CLI description, plus where the Model lives.
