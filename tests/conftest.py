@@ -182,3 +182,57 @@ def bentos(zenml_env: Path) -> dict[str, str]:
             if variant == "broken":
                 sys.path.remove(str(helper))
     return out
+
+
+class FreshConfigs:
+    """New, untouched ZenML configs (store created, `default` stack active, nothing else), each
+    with its own working directory, as a user's first `zenml` command leaves them.
+
+    Creating a store costs most of a ZenML command's time (~10 s on a loaded 2-core machine), so
+    it is made once and copied (the config file names its store's path: rewritten).
+    """
+
+    def __init__(self, root: Path) -> None:
+        import threading
+
+        self.root = root
+        self._template: Path | None = None
+        self._lock = threading.Lock()  # tests may make configs from several threads
+
+    def _make_template(self) -> Path:
+        import subprocess
+
+        home = self.root / "fresh-template"
+        (home / "work").mkdir(parents=True)
+        env = {**os.environ, "ZENML_CONFIG_PATH": str(home / "zenml")}
+        subprocess.run(
+            ["zenml", "stack", "list"],
+            env=env,
+            cwd=home / "work",
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        return home / "zenml"
+
+    def new(self, label: str = "fresh") -> tuple[dict[str, str], Path]:
+        """A copy of the template: (environment naming it, working directory)."""
+        import uuid
+
+        with self._lock:
+            if self._template is None:
+                self._template = self._make_template()
+        home = self.root / f"{label}-{uuid.uuid4().hex[:8]}"
+        work = home / "work"
+        work.mkdir(parents=True)
+        shutil.copytree(self._template, home / "zenml")
+        config = home / "zenml" / "config.yaml"
+        config.write_text(config.read_text().replace(str(self._template), str(home / "zenml")))
+        return {**os.environ, "ZENML_CONFIG_PATH": str(home / "zenml")}, work
+
+
+@pytest.fixture(scope="session")
+def fresh_configs(zenml_env: Path) -> FreshConfigs:
+    """Fresh ZenML configs for tests that run commands as a new user would (under the test
+    session's directory, so that servers started there end with it)."""
+    return FreshConfigs(zenml_env)

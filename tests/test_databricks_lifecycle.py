@@ -24,6 +24,7 @@ from dbx_support import (  # noqa: F401
     planted_credentials,
     uri,
 )
+from doc_transcripts import assert_same_shape, expected
 
 from zenml_model_deployers.cli import main as zmd
 from zenml_model_deployers.errors import (
@@ -110,7 +111,11 @@ def test_canary_routes_promote_and_rollback_from_the_cli(
 
     result = CliRunner().invoke(zmd, ["models", "promote", "dbx-canary"])
     assert result.exit_code == 0, result.output
-    assert "promoted" in result.output
+    # What docs/cli.md shows (its deployment is named fraud-model).
+    shown = expected("docs/cli.md", "zmd models promote fraud-model")
+    assert_same_shape(
+        "zmd models promote", shown.replace("fraud-model", "dbx-canary"), result.output
+    )
     assert _routes(dbx_double, "dbx-canary") == {b_entity: 100}
     promoted = d.find_deployment("dbx-canary")
     assert promoted.config.model_uri == uri("b") and promoted.prediction_url == url

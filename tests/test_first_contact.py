@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from doc_transcripts import assert_same_shape, expected
+
+CLI_DOC = "docs/cli.md"
 
 
-def _fresh_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ZENML_CONFIG_PATH": str(tmp_path / "zenml"),
-        "ZENML_ENABLE_RICH_TRACEBACK": "true",  # as on a user's terminal
-        "COLUMNS": "200",
-    }
+def _fresh_env(fresh_configs: Any) -> tuple[dict[str, str], Path]:
+    env, work = fresh_configs.new("first-contact")
+    env["ZENML_ENABLE_RICH_TRACEBACK"] = "true"  # as on a user's terminal
+    env["COLUMNS"] = "200"
+    return env, work
 
 
 def sh(
@@ -52,11 +53,14 @@ def _deployer_of_active_stack(env: dict[str, str], cwd: Path) -> str:
 
 
 def test_the_printed_next_steps_work_on_a_fresh_config_and_on_a_users_stack(
-    tmp_path: Path,
+    fresh_configs: Any,
 ) -> None:
-    env = _fresh_env(tmp_path)
+    """...and print what docs/cli.md shows (its `zmd flavors register` transcripts)."""
+    env, tmp_path = _fresh_env(fresh_configs)
     # Fresh config: the active stack is `default`, which ZenML refuses to modify.
-    first = _next(sh("zmd flavors register", env, tmp_path).stdout)
+    out = sh("zmd flavors register", env, tmp_path).stdout
+    assert_same_shape("zmd flavors register", expected(CLI_DOC, "zmd flavors register"), out)
+    first = _next(out)
     assert "zenml stack update" not in first and "--set" in first
     sh(first, env, tmp_path)
     assert _deployer_of_active_stack(env, tmp_path) == "zmd-stack local"
@@ -69,13 +73,26 @@ def test_the_printed_next_steps_work_on_a_fresh_config_and_on_a_users_stack(
 
     # A stack of the user's own, without a model deployer: the hint updates that stack and
     # reuses the registered component.
-    sh("zenml stack register mine -o default -a default --set", env, tmp_path)
-    second = _next(sh("zmd flavors register", env, tmp_path).stdout)
+    sh("zenml stack register mine -o default -a default", env, tmp_path)
+    shown = "zenml stack set mine && zmd flavors register"
+    out = sh(shown, env, tmp_path).stdout
+    second = _next(out)
     assert second == "zenml stack update mine -d local"
+    assert _next(expected(CLI_DOC, shown)) == second
     sh(second, env, tmp_path)
     assert _deployer_of_active_stack(env, tmp_path) == "mine local"
     third = _next(sh("zmd flavors register", env, tmp_path).stdout)
     assert third.startswith("the active stack 'mine' deploys with 'local' (zmd-mlflow)")
+    assert _next(expected(CLI_DOC, "zmd flavors register", nth=1)) == third
+
+
+@pytest.fixture(scope="module")
+def refusing_config(fresh_configs: Any) -> tuple[dict[str, str], Path]:
+    """One fresh config with the flavors registered, shared: a refused registration creates
+    nothing (else the next case's `register bad` would fail on the name instead)."""
+    env, work = _fresh_env(fresh_configs)
+    sh("zmd flavors register", env, work)
+    return env, work
 
 
 @pytest.mark.parametrize(
@@ -87,10 +104,9 @@ def test_the_printed_next_steps_work_on_a_fresh_config_and_on_a_users_stack(
     ],
 )
 def test_a_refused_registration_is_one_line_and_the_fix(
-    tmp_path: Path, flavor: str, args: str
+    refusing_config: tuple[dict[str, str], Path], flavor: str, args: str
 ) -> None:
-    env = _fresh_env(tmp_path)
-    sh("zmd flavors register", env, tmp_path)
+    env, tmp_path = refusing_config
     done = sh(f"zenml model-deployer register bad --flavor={flavor} {args}", env, tmp_path, False)
     assert done.returncode != 0
     out = (done.stdout + done.stderr).strip()

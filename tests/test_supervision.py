@@ -57,14 +57,24 @@ def _answers(url: str, body: Any) -> Any:
     return r.json() if r.status_code == 200 else None
 
 
-def test_killed_server_is_restarted_on_the_same_url(mlflow_deployer: Any, models_dir: Path) -> None:
+def test_killed_server_is_restarted_on_the_same_url(
+    mlflow_deployer: Any, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A credential of the deploying process that the server does not need.
+    planted = "zmd-planted-aws-secret-7f3c9e"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", planted)
     cfg = MLflowDeploymentConfig(deployment_name="healing", model_uri=str(models_dir / "a"))
     svc = mlflow_deployer.deploy(cfg, timeout=120)
     url, body = svc.prediction_url, {"inputs": [[1.0, 2.0]]}
     spec = svc.workdir / "supervise.json"
     try:
-        # The restart spec holds the server's resolved environment: owner-only, never argv.
+        # The restart spec holds the server's resolved environment: owner-only, never argv,
+        # and only what the server needs: not the deploying process's other credentials.
         assert stat.S_IMODE(spec.stat().st_mode) == 0o600
+        restart_env = json.loads(spec.read_text())["env"]
+        assert planted.encode() not in spec.read_bytes()
+        assert "AWS_SECRET_ACCESS_KEY" not in restart_env
+        assert restart_env["MLFLOW_ALLOW_FILE_STORE"] == "true" and "PATH" in restart_env
         relay_argv = " ".join(psutil.Process(svc.status.relay.pid).cmdline())
         assert "--supervise" in relay_argv and "MLFLOW" not in relay_argv
         assert _answers(url, body) == {"predictions": [0]}
@@ -96,7 +106,31 @@ def test_killed_server_is_restarted_on_the_same_url(mlflow_deployer: Any, models
         assert len(_servers_in(svc.workdir)) >= 1
         assert "zmd: restart 2" in "\n".join(found.get_logs(tail=200))
 
-        # An update retires the restarted server; the supervisor takes it for no crash.
+        # The front killed: nothing can restart it (it is the supervisor), so the state says
+        # what happened and what to run; `zmd models start` brings it back on the same URL,
+        # supervising the server that runs (its restart count continues).
+        os.kill(svc.status.relay.pid, signal.SIGKILL)
+        row = _wait_row("healing", lambda r: r["state"] == "error", 5)
+        desc = json.loads(
+            CliRunner().invoke(zmd, ["models", "describe", "healing", "-o", "json"]).output
+        )
+        assert desc["status_message"].startswith("front (relay) process not running")
+        assert "`zmd models start healing` brings it back on the same URL" in desc["status_message"]
+        assert _answers(url, body) is None
+        res = CliRunner().invoke(zmd, ["models", "start", "healing"])
+        assert res.exit_code == 0, res.output
+        assert _answers(url, body) == {"predictions": [0]}
+        assert _row("healing") == {**row, "state": "running"}
+        server = mlflow_deployer.find_deployment("healing").status.server
+        os.kill(server.pid, signal.SIGKILL)
+        _wait_row("healing", lambda r: r["restarts"] == 3 and r["state"] == "running", 10)
+        assert _answers(url, body) == {"predictions": [0]}
+
+        # An update with the front dead brings a front back on the same URL, then retires the
+        # restarted server; the supervisor takes that for no crash.
+        found = mlflow_deployer.find_deployment("healing")
+        os.kill(found.status.relay.pid, signal.SIGKILL)
+        _wait_row("healing", lambda r: r["state"] == "error", 5)
         cfg_b = MLflowDeploymentConfig(deployment_name="healing", model_uri=str(models_dir / "b"))
         updated = mlflow_deployer.deploy(cfg_b, timeout=120)
         assert updated.prediction_url == url and updated.status.restarts == 0

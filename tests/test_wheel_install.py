@@ -1,14 +1,17 @@
-"""A regular install (the wheel `make dist` builds): a run made with it, inside a ZenML
-source root, loads its service artifact in another process.
+"""Install the package regularly, not editable inside a ZenML source root (the README says why).
 
-With an editable install under a ZenML source root, ZenML records our classes as user sources
-(module paths made from folder names) that another process cannot import; installed from the
-wheel they are recorded by their import path, importable anywhere.
+With an editable install whose files lie under a ZenML source root (a folder with `.zen`),
+ZenML takes our modules for the user's own code and records them by their path from that root
+(`src.zenml_model_deployers...`), which another process, elsewhere, cannot import: the first
+test shows it, with the same ZenML calls that record and load an artifact's materializer.
+Installed from the wheel (`make dist`) they are recorded by their import path: the second test
+runs a pipeline inside a source root and loads its service artifact in another process.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -54,6 +57,82 @@ def _sh(argv: list[str], env: dict[str, str], cwd: Path) -> str:
     return done.stdout
 
 
+def _venv_with(home: Path, env: dict[str, str], *install: str) -> tuple[Path, str]:
+    """A virtual environment with the package installed as given (uv pip install arguments);
+    the dependencies (ZenML, MLflow) come from the test environment's site-packages through a
+    .pth line (not its own .pth files, so the checkout's editable install is not visible
+    there). Returns (python, its site-packages)."""
+    venv = home / "venv"
+    _sh([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], env, home)
+    py = venv / "bin" / "python"
+    purelib = _sh(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], env, home
+    ).strip()
+    (Path(purelib) / "zmd-test-deps.pth").write_text(site.getsitepackages()[0] + "\n")
+    uv = Path(sys.executable).parent / "uv"
+    _sh(
+        [str(uv), "pip", "install", "--quiet", "--no-deps", "--python", str(py), *install],
+        env,
+        home,
+    )
+    return py, purelib
+
+
+RESOLVE = """
+from zenml.utils import source_utils
+from zenml_model_deployers.materializer import ServiceMaterializer
+
+source = source_utils.resolve(ServiceMaterializer)
+print("SOURCE", source.import_path, source.type.value)
+"""
+
+LOAD_SOURCE = """
+import sys
+from zenml.config.source import Source, SourceType
+from zenml.utils import source_utils
+
+try:
+    source_utils.load(Source(module=sys.argv[1], attribute=sys.argv[2], type=SourceType.USER))
+except ImportError as e:
+    print("FAILED", type(e).__name__, e)
+else:
+    print("LOADED")
+"""
+
+
+def test_an_editable_install_under_a_source_root_records_what_elsewhere_cannot_load(
+    zenml_env: Path,
+) -> None:
+    """What the README warns about, as ZenML 0.98 does it: an editable install of a checkout
+    that lies inside the user's project (`zenml init`) records our materializer as a user
+    source named by folders, and a process elsewhere fails to import it."""
+    home = zenml_env / "editable"
+    project = home / "project"
+    checkout = project / "zenml-model-deployers"
+    checkout.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, checkout / name)
+    for name in ("src", "steps"):
+        shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(home / "zenml")}
+    py, _ = _venv_with(home, env, "-e", str(checkout))
+    _sh([str(py), "-c", "from zenml.cli.cli import cli; cli()", "init"], env, project)
+    (project / "resolve.py").write_text(RESOLVE)
+    out = _sh([str(py), "resolve.py"], env, project)
+    path, kind = next(ln for ln in out.splitlines() if ln.startswith("SOURCE ")).split()[1:]
+    assert kind == "user", out
+    assert (
+        path == "zenml-model-deployers.src.zenml_model_deployers.materializer.ServiceMaterializer"
+    )
+
+    elsewhere = home / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "load.py").write_text(LOAD_SOURCE)
+    module, attribute = path.rsplit(".", 1)
+    out = _sh([str(py), "load.py", module, attribute], env, elsewhere)
+    assert out.startswith("FAILED ModuleNotFoundError"), out
+
+
 def test_a_run_made_with_the_wheel_loads_in_another_process(
     zenml_env: Path, models_dir: Path
 ) -> None:
@@ -62,22 +141,7 @@ def test_a_run_made_with_the_wheel_loads_in_another_process(
     env = {**os.environ, "ZENML_CONFIG_PATH": str(home / "zenml")}
     _sh(["make", "-s", "dist"], env, ROOT)
     wheel = sorted((ROOT / "dist").glob("zenml_model_deployers-*.whl"))[-1]
-    # A virtual environment with the wheel installed regularly; the dependencies (ZenML, MLflow)
-    # come from the test environment's site-packages through a .pth line (not its own .pth
-    # files, so the checkout's editable install is not visible there).
-    venv = home / "venv"
-    _sh([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], env, home)
-    py = venv / "bin" / "python"
-    purelib = _sh(
-        [str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], env, home
-    )
-    (Path(purelib.strip()) / "zmd-test-deps.pth").write_text(site.getsitepackages()[0] + "\n")
-    uv = Path(sys.executable).parent / "uv"
-    _sh(
-        [str(uv), "pip", "install", "--quiet", "--no-deps", "--python", str(py), str(wheel)],
-        env,
-        home,
-    )
+    py, purelib = _venv_with(home, env, str(wheel))
 
     # The run: inside a ZenML source root (`zenml init`), as a user project is.
     project = home / "project"
@@ -91,7 +155,7 @@ def test_a_run_made_with_the_wheel_loads_in_another_process(
     elsewhere = home / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "load.py").write_text(LOAD)
-    out = _sh([str(py), "load.py", run_id, purelib.strip()], env, elsewhere)
+    out = _sh([str(py), "load.py", run_id, purelib], env, elsewhere)
     lines = dict(ln.split(" ", 1) for ln in out.splitlines() if ln.split(" ", 1)[0].isupper())
     # Recorded by its import path, not as a source of the user's project (which another
     # process could only load from that project's root).

@@ -321,7 +321,7 @@ def models_describe(ref: str, flavor: str | None, stats: bool, output: str) -> N
     for k, v in info.items():
         if isinstance(v, dict):
             v = json.dumps(v, default=str)
-        click.echo(f"{k.upper():<{width}}  {v}")
+        click.echo(f"{k.upper():<{width}}  {'' if v is None else v}".rstrip())
 
 
 def _describe(s: DeploymentService) -> dict[str, Any]:

@@ -125,3 +125,30 @@ def redact_obj(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [redact_obj(v) for v in obj]
     return obj
+
+
+def reject_plain_secrets(data: Any, where: str, fields: Mapping[str, str], hint: str) -> Any:
+    """Refuses plain values where only secret references may go (a model validator's body,
+    ``mode="before"``): the one check every flavor's credential fields share.
+
+    Args:
+        data: the raw input of a model validator.
+        where: what is being configured, for the message (e.g. "zmd-databricks deployment").
+        fields: each credential field and an example reference for it (``{{secret.key}}``).
+        hint: how to create the secret, appended to the message.
+
+    Returns:
+        The data, unchanged.
+
+    Raises:
+        ValueError: a plain value was given (the message never contains it).
+    """
+    if isinstance(data, dict):
+        for key, example in fields.items():
+            value = data.get(key)
+            if value is not None and not (isinstance(value, str) and is_secret_reference(value)):
+                raise ValueError(
+                    f"{where}: `{key}` must be a ZenML secret reference such as "
+                    f"'{example}', never the value itself: {hint}"
+                )
+    return data

@@ -65,6 +65,47 @@ from zenml_model_deployers.service import DeploymentService, DeploymentStatus, R
 DRAIN_TIMEOUT = 10.0
 logger = logging.getLogger(__name__)
 
+# What a restarted server inherits from the deploying process (exact names; a trailing "_" is a
+# prefix): a process runtime, and nothing else. The first start inherits the whole environment
+# (a model download may need the user's cloud credentials); the supervision spec, which the
+# front reads to restart the server, is a file and keeps only this, the configured env and what
+# the flavor sets (see LocalProcessService.restart_env).
+RUNTIME_ENV: tuple[str, ...] = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONUNBUFFERED",
+    "LD_LIBRARY_PATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+)
+
+
+def env_name_matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a variable is one of ``patterns`` (exact names; a trailing "_" is a prefix).
+
+    Args:
+        name: the variable's name.
+        patterns: names and prefixes.
+
+    Returns:
+        True when it matches.
+    """
+    return any(name.startswith(p) if p.endswith("_") else name == p for p in patterns)
+
 
 def zmd_home() -> Path:
     """The product's directory inside the ZenML config dir (so isolated configs isolate it too).
@@ -241,6 +282,9 @@ class LocalProcessService(DeploymentService):
     RESTART_LIMIT: ClassVar[int] = 5
     RESTART_BACKOFF: ClassVar[tuple[float, float]] = (0.5, 8.0)
     RESTART_STABLE_AFTER: ClassVar[float] = 30.0
+    # Variables of the deploying process a restarted server keeps besides RUNTIME_ENV (names; a
+    # trailing "_" is a prefix), e.g. a backend's own settings (``("MLFLOW_",)``).
+    RESTART_INHERITED_ENV: ClassVar[tuple[str, ...]] = ()
 
     # ----------------------------------------------------------------- what a backend defines
     @abstractmethod
@@ -342,6 +386,27 @@ class LocalProcessService(DeploymentService):
             (argv, env).
         """
         return argv, env
+
+    def restart_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The environment the front restarts the server with, kept in the supervision spec
+        (a 0600 file): the runtime's variables (``RUNTIME_ENV``), the flavor's
+        (``RESTART_INHERITED_ENV``), the configured ``env`` (secrets resolved) and whatever the
+        flavor or the server's wrapper set or changed; never the rest of the deploying
+        process's environment (e.g. its cloud credentials).
+
+        Args:
+            env: the environment the running server was started with.
+
+        Returns:
+            The subset to restart it with (contains resolved secrets: never log it).
+        """
+        inherited = RUNTIME_ENV + self.RESTART_INHERITED_ENV
+        configured = set(self.config.env)
+        return {
+            k: v
+            for k, v in env.items()
+            if k in configured or os.environ.get(k) != v or env_name_matches(k, inherited)
+        }
 
     # ----------------------------------------------------------------- paths
     @property
@@ -577,7 +642,8 @@ class LocalProcessService(DeploymentService):
         self._pending_spec = {
             "deployment": self.deployment_name,
             "argv": restart_argv,
-            "env": restart_env,  # resolved secrets: this file is mode 0600, never a command line
+            # Resolved secrets: this file is mode 0600, never a command line.
+            "env": self.restart_env(restart_env),
             "cwd": str(self.workdir),
             "port": port,
             "server": handle.model_dump(mode="json"),

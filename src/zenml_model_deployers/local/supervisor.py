@@ -15,8 +15,10 @@ can notice a server dying (OOM, crash, ``kill -9``) and bring it back with nobod
 Two files in the deployment's directory connect the supervisor with the processes that deploy:
 
 - ``supervise.json`` (mode 0600), written by the process that started the serving revision,
-  once that revision was ready: argv, full environment (resolved secrets included, which is
-  why they never travel on a command line), working directory, private port, the server's
+  once that revision was ready: argv, the environment the server needs (runtime variables, the
+  configured env with resolved secrets, which is why they never travel on a command line, and
+  what the flavor sets: ``LocalProcessService.restart_env``; not the deploying process's other
+  variables), working directory, private port, the server's
   identity (pid + start time), the health request and the restart policy. A new identity in
   it means a new revision (update, start): the supervisor adopts it and its count starts over.
 - ``supervisor.json``, written by the supervisor (no secrets): the server serving now, the

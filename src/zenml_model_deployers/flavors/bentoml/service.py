@@ -81,6 +81,8 @@ class BentoMLDeploymentService(LocalProcessService):
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     PREDICT_PATH: ClassVar[str] = "/"
+    # A restart keeps BentoML's settings and, for a containerized bento, Docker's.
+    RESTART_INHERITED_ENV: ClassVar[tuple[str, ...]] = ("BENTOML_", "DOCKER_", "XDG_RUNTIME_DIR")
 
     config: BentoMLDeploymentConfig
     status: BentoMLDeploymentStatus

@@ -8,7 +8,7 @@ from pydantic import ConfigDict, model_validator
 from zenml.utils.secret_utils import SecretField
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
-from zenml_model_deployers.secrets import is_secret_reference
+from zenml_model_deployers.secrets import reject_plain_secrets
 
 FLAVOR_NAME = "zmd-databricks"
 CREDENTIALS_HINT = (
@@ -30,19 +30,9 @@ def reject_plain_credentials(data: Any, where: str) -> Any:
 
     Returns:
         The data, unchanged.
-
-    Raises:
-        ValueError: a plain credential was given (the message never contains it).
     """
-    if isinstance(data, dict):
-        for key in SECRET_FIELDS:
-            value = data.get(key)
-            if value is not None and not (isinstance(value, str) and is_secret_reference(value)):
-                raise ValueError(
-                    f"{where}: `{key}` must be a ZenML secret reference such as "
-                    f"'{{{{databricks.{key}}}}}', never the value itself: {CREDENTIALS_HINT}"
-                )
-    return data
+    examples = {key: f"{{{{databricks.{key}}}}}" for key in SECRET_FIELDS}
+    return reject_plain_secrets(data, where, examples, CREDENTIALS_HINT)
 
 
 class DatabricksDeployerConfig(BaseDeployerConfig):

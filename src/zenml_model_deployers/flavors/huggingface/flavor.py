@@ -8,7 +8,7 @@ from pydantic import ConfigDict, model_validator
 from zenml.utils.secret_utils import SecretField
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
-from zenml_model_deployers.secrets import is_secret_reference
+from zenml_model_deployers.secrets import reject_plain_secrets
 
 FLAVOR_NAME = "zmd-huggingface"
 TOKEN_HINT = (
@@ -27,18 +27,8 @@ def reject_plain_token(data: Any, where: str) -> Any:
 
     Returns:
         The data, unchanged.
-
-    Raises:
-        ValueError: a plain token was given (the message never contains it).
     """
-    if isinstance(data, dict):
-        token = data.get("token")
-        if token is not None and not (isinstance(token, str) and is_secret_reference(token)):
-            raise ValueError(
-                f"{where}: `token` must be a ZenML secret reference such as "
-                f"'{{{{hf_token.token}}}}', never the token itself: {TOKEN_HINT}"
-            )
-    return data
+    return reject_plain_secrets(data, where, {"token": "{{hf_token.token}}"}, TOKEN_HINT)
 
 
 class HuggingFaceDeployerConfig(BaseDeployerConfig):

@@ -43,6 +43,8 @@ class MLflowDeploymentService(LocalProcessService):
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     PREDICT_PATH: ClassVar[str] = "/invocations"
+    # A restart keeps MLflow's own settings (tracking URI, file store) from the deploying process.
+    RESTART_INHERITED_ENV: ClassVar[tuple[str, ...]] = ("MLFLOW_",)
 
     config: MLflowDeploymentConfig
 

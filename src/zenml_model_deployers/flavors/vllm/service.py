@@ -129,6 +129,24 @@ class VLLMDeploymentService(LocalProcessService):
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     PREDICT_PATH: ClassVar[str] = CHAT_PATH
+    # A restart keeps vLLM's, the GPU's and the Hugging Face Hub's settings (a gated model's
+    # token, the cache) and the proxies a download goes through.
+    RESTART_INHERITED_ENV: ClassVar[tuple[str, ...]] = (
+        "VLLM_",
+        "HF_",
+        "HUGGING_FACE_HUB_TOKEN",
+        "TRANSFORMERS_",
+        "CUDA_",
+        "NVIDIA_",
+        "NCCL_",
+        "OMP_NUM_THREADS",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    )
 
     config: VLLMDeploymentConfig
 
