@@ -19,6 +19,9 @@ def test_nightly_scoring_example(
     from zenml.client import Client
 
     monkeypatch.chdir(tmp_path)
+    # The example activates its own stack, as it would for a user: the session's other tests
+    # (ZenML's own CLI among them) run on the stack that was active before.
+    before = Client().active_stack_model.id
     sys.path.insert(0, str(EXAMPLE))
     try:
         import run as example
@@ -32,6 +35,8 @@ def test_nightly_scoring_example(
             mlflow_deployer.delete(left)
         sys.modules.pop("run", None)
         sys.modules.pop("pipelines", None)
+        store = Client().active_stack.artifact_store.path
+        Client().activate_stack(before)
     out = capsys.readouterr().out
     assert "run 1: 20000 rows predicted, 0 skipped" in out
     assert "run 2: 0 rows predicted, 20000 skipped" in out
@@ -40,7 +45,6 @@ def test_nightly_scoring_example(
 
     # The predictions are Parquet part files in the artifact store, one per 5000-row chunk,
     # in input order, with the model's columns plus `prediction`.
-    store = Client().active_stack.artifact_store.path
     folder = Path(out.split("-> ")[1].splitlines()[0])
     assert folder.is_relative_to(store)  # the default output: the artifact store
     assert sorted(p.name for p in folder.glob("part-*")) == [
