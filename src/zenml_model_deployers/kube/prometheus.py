@@ -24,10 +24,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from zenml_model_deployers.errors import DeploymentError
+from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.service import RevisionMetrics
+
+if TYPE_CHECKING:
+    from zenml_model_deployers.config import DeploymentConfig
+    from zenml_model_deployers.kube.config import KubeDeploymentConfig
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,52 @@ def version_matcher(label: str, model: str) -> str:
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", model):
         raise ValueError(f"{model!r} is not a Kubernetes resource name")
     return f'{label}=~"{model.replace(".", "[.]")}_[0-9]+"'
+
+
+_Cfg = TypeVar("_Cfg", bound="KubeDeploymentConfig")
+
+
+def adopt_settings(current: _Cfg, new: DeploymentConfig) -> _Cfg:
+    """``current`` reading metrics where ``new`` says (a rollout's candidate config carries
+    the component's ``prometheus_url`` as it is now; neither setting is in the hash).
+
+    Args:
+        current: the deployed revision's config.
+        new: the newer config.
+
+    Returns:
+        ``current`` with ``new``'s Prometheus settings, or unchanged where ``new`` has none.
+    """
+    url = getattr(new, "prometheus_url", None)
+    if not url:
+        return current
+    token = getattr(new, "prometheus_token", None)
+    return current.model_copy(update={"prometheus_url": url, "prometheus_token": token})
+
+
+def client_for(config: KubeDeploymentConfig, flavor: str, scrapes: str) -> PrometheusClient:
+    """The client of a deployment's Prometheus.
+
+    Args:
+        config: the deployment's config (``prometheus_url``, ``prometheus_token``).
+        flavor: the flavor's name, for the error.
+        scrapes: what that Prometheus must scrape, for the hint (e.g. "the model servers").
+
+    Returns:
+        The client.
+
+    Raises:
+        ConfigurationError: no ``prometheus_url``.
+    """
+    if not config.prometheus_url:
+        raise ConfigurationError(
+            f"Flavor {flavor} cannot report request metrics per revision for deployment "
+            f"'{config.deployment_name}': no Prometheus is configured.",
+            deployment_name=config.deployment_name,
+            hint=f"set the component's `prometheus_url` to a Prometheus that scrapes {scrapes} "
+            "(`zenml model-deployer update <name> --prometheus_url=...`), see docs/rollout.md.",
+        )
+    return PrometheusClient(config.prometheus_url, config.prometheus_token, config.deployment_name)
 
 
 class PrometheusClient:

@@ -838,13 +838,9 @@ class KServeDeploymentService(InPlaceDeploymentService):
         Args:
             config: the rollout's candidate config.
         """
-        if isinstance(config, KubeDeploymentConfig) and config.prometheus_url:
-            self.config = self.config.model_copy(
-                update={
-                    "prometheus_url": config.prometheus_url,
-                    "prometheus_token": config.prometheus_token,
-                }
-            )
+        from zenml_model_deployers.kube.prometheus import adopt_settings
+
+        self.config = adopt_settings(self.config, config)
 
     def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
         """Requests, failures and latency per revision, from the Prometheus configured on the
@@ -871,19 +867,11 @@ class KServeDeploymentService(InPlaceDeploymentService):
         """
         from zenml_model_deployers.kube.prometheus import (
             KNATIVE_QUEUE_PROXY,
-            PrometheusClient,
+            client_for,
             label_matcher,
         )
 
-        if not self.config.prometheus_url:
-            raise ConfigurationError(
-                f"Flavor {self.FLAVOR} cannot report request metrics per revision for "
-                f"deployment '{self.deployment_name}': no Prometheus is configured.",
-                deployment_name=self.deployment_name,
-                hint="set the component's `prometheus_url` to a Prometheus that scrapes "
-                "Knative's queue-proxies (`zenml model-deployer update <name> "
-                "--prometheus_url=...`), see docs/flavors/kserve.md.",
-            )
+        prom = client_for(self.config, self.FLAVOR, "Knative's queue-proxies")
         obj = self.kube().get(manifests.INFERENCE_SERVICE, self.resource_name) or {}
         self._record_status(obj)
         mode = self._mode(self.config)
@@ -904,9 +892,6 @@ class KServeDeploymentService(InPlaceDeploymentService):
         revisions: list[tuple[DeploymentConfig, str]] = [(live.stable, stable_rev)]
         if live.candidate is not None and latest_rev != stable_rev:
             revisions.append((live.candidate, latest_rev))
-        prom = PrometheusClient(
-            self.config.prometheus_url, self.config.prometheus_token, self.deployment_name
-        )
         namespace = self.status.namespace or self.config.namespace or "default"
         out = {}
         for cfg, rev in revisions:

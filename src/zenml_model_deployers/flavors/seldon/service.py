@@ -829,13 +829,9 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         Args:
             config: the rollout's candidate config.
         """
-        if isinstance(config, SeldonDeploymentConfig) and config.prometheus_url:
-            self.config = self.config.model_copy(
-                update={
-                    "prometheus_url": config.prometheus_url,
-                    "prometheus_token": config.prometheus_token,
-                }
-            )
+        from zenml_model_deployers.kube.prometheus import adopt_settings
+
+        self.config = adopt_settings(self.config, config)
 
     def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
         """Requests, failures and latency per revision, from the Prometheus configured on the
@@ -857,17 +853,9 @@ class SeldonDeploymentService(InPlaceDeploymentService):
             ConfigurationError: no ``prometheus_url``, or Seldon Core 1.
             DeploymentError: Prometheus unreachable or answering an error.
         """
-        from zenml_model_deployers.kube.prometheus import PrometheusClient, version_matcher
+        from zenml_model_deployers.kube.prometheus import client_for, version_matcher
 
-        if not self.config.prometheus_url:
-            raise ConfigurationError(
-                f"Flavor {self.FLAVOR} cannot report request metrics per revision for "
-                f"deployment '{self.deployment_name}': no Prometheus is configured.",
-                deployment_name=self.deployment_name,
-                hint="set the component's `prometheus_url` to a Prometheus that scrapes the "
-                "model servers (`zenml model-deployer update <name> --prometheus_url=...`), "
-                "see docs/rollout.md.",
-            )
+        prom = client_for(self.config, self.FLAVOR, "the model servers")
         if self.core1:
             raise ConfigurationError(
                 f"Flavor {self.FLAVOR} reads request metrics per revision only for Seldon "
@@ -875,9 +863,6 @@ class SeldonDeploymentService(InPlaceDeploymentService):
                 deployment_name=self.deployment_name,
                 hint="deploy with seldon_api='v2', or without policy='canary'.",
             )
-        prom = PrometheusClient(
-            self.config.prometheus_url, self.config.prometheus_token, self.deployment_name
-        )
         live = self.live_target() or ServingTarget(stable=self.config)
         revisions: list[tuple[DeploymentConfig, str]] = [(live.stable, self.resource_name)]
         if live.candidate is not None:
