@@ -393,7 +393,15 @@ def prometheus(cluster: SimulatedCluster) -> Iterator[PrometheusDouble]:  # noqa
         yield p
 
 
-ROLLOUT = {"steps": [50, 100], "interval": 1.0, "min_requests": 5, "max_error_rate": 0.05}
+# Knative's latency buckets (5, 10, 20 ms, ...) make the p95 of a few-ms model jump by 2x
+# between readings on a loaded machine: the latency gate is loose here (docs say so).
+ROLLOUT = {
+    "steps": [50, 100],
+    "interval": 1.0,
+    "min_requests": 5,
+    "max_error_rate": 0.05,
+    "max_p95_ratio": 10.0,
+}
 
 
 def test_serverless_rollout_promotes_a_healthy_candidate_and_rolls_back_a_failing_one(
@@ -452,6 +460,9 @@ def test_serverless_rollout_promotes_a_healthy_candidate_and_rolls_back_a_failin
         assert res.exit_code == 0, res.output
         stats = json.loads(res.output)["stats"][svc.status.config_hash]
         assert stats["requests"] >= 10 and stats["error_rate"] == 0.0, stats
+        # Knative's histogram is in milliseconds: a sklearn answer takes a few, never seconds.
+        assert 0 < stats["p50_ms"] <= stats["p95_ms"] < 5000, stats
+        assert 0 < record.steps[0].candidate.latency_p95_ms < 5000
 
         client = LoopingClient(svc)
         try:
