@@ -157,3 +157,48 @@ def kserve_deployer(kserve_stack: str) -> Any:
     from zenml_model_deployers.flavors import get_deployer
 
     return get_deployer("zmd-kserve")
+
+
+class LoopingClient:
+    """Loops on a deployment's URL from two threads (bounded: 60 s); half of the rows are
+    negative (the picky model fails on them); records (time, status) of every answer."""
+
+    def __init__(self, svc: Any) -> None:
+        import threading
+
+        self.url = svc.prediction_url
+        self.requests = [svc.format_request([[1.0, 0.5]]), svc.format_request([[-1.0, 0.5]])]
+        self.log: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._loop) for _ in range(2)]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self) -> None:
+        import time
+
+        import requests
+
+        s = requests.Session()
+        deadline = time.monotonic() + 60
+        i = 0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            headers, body = self.requests[i % 2]
+            i += 1
+            try:
+                r = s.post(self.url, data=body, headers=headers, timeout=5)
+                self.log.append((time.monotonic(), r.status_code))
+            except requests.RequestException:
+                self.log.append((time.monotonic(), 0))
+            time.sleep(0.005)
+
+    def finish(self) -> list[tuple[float, int]]:
+        """Stops the loops.
+
+        Returns:
+            (monotonic time, HTTP status or 0 for a failed connection) per request.
+        """
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        return self.log

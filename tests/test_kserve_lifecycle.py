@@ -4,14 +4,19 @@ split observed over a few hundred requests through the gateway)."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import requests
+from click.testing import CliRunner
 from kube_support import (  # noqa: F401
+    LoopingClient,
     api_only,
     cluster,
     kserve_deployer,
@@ -21,16 +26,19 @@ from kube_support import (  # noqa: F401
 )
 from zenml import step
 
+from zenml_model_deployers.cli import main as zmd
 from zenml_model_deployers.errors import (
     ConfigurationError,
     DeploymentError,
     DeploymentExistsError,
+    RolloutFailedError,
 )
 from zenml_model_deployers.flavors.kserve.manifests import INFERENCE_SERVICE
 from zenml_model_deployers.flavors.kserve.service import KServeDeploymentConfig
 from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster, validate_manifest
+from zenml_model_deployers.testing.prometheus_double import PrometheusDouble
 
 SAMPLE = [[0.0, 1.0], [1.0, 0.0]]
 
@@ -214,6 +222,11 @@ def test_serverless_canary_split_promote_and_rollback(
     url = svc.prediction_url
     first_rev = svc.status.rolled_out_revision
     try:
+        # A progressive rollout needs per-revision metrics, which need a Prometheus: without
+        # `prometheus_url`, refused before anything changes, naming the setting.
+        with pytest.raises(ConfigurationError, match="prometheus_url"):
+            kserve_deployer.deploy(_config(model_dirs["b"], name), policy="canary")
+        assert _isvc(cluster, name)["spec"]["predictor"]["model"]["storageUri"] == model_dirs["a"]
         svc = kserve_deployer.deploy(_config(model_dirs["b"], name), canary_percent=30)
         obj = _isvc(cluster, name)
         assert obj is not None and obj["status"]["deploymentMode"] == "Serverless"
@@ -340,6 +353,26 @@ def test_standard_mode_update_and_canary_uses_spec_canary_or_refuses(
             obj is not None and obj["spec"]["predictor"]["model"]["storageUri"] == model_dirs["a"]
         )
 
+        # No queue-proxy in Standard mode, so no metrics per revision: a rollout is refused
+        # up front, even with a Prometheus.
+        writes = len(cluster.log.requests)
+        with pytest.raises(ConfigurationError, match="Serverless mode"):
+            kserve_deployer.deploy(
+                _config(
+                    model_dirs["b"],
+                    name,
+                    deployment_mode="Standard",
+                    protocol="v2",
+                    prometheus_url="http://127.0.0.1:9",
+                ),
+                policy="canary",
+            )
+        assert [
+            r
+            for r in cluster.log.requests[writes:]
+            if r["verb"] != "get" and not r["by_controller"]
+        ] == []
+
         svc = kserve_deployer.find_deployment(name)
         svc = kserve_deployer.deploy(_std(model_dirs["b"], name), canary_percent=40)
         svc = kserve_deployer.promote(svc)
@@ -349,6 +382,112 @@ def test_standard_mode_update_and_canary_uses_spec_canary_or_refuses(
         assert svc.prediction_url == url
         share, failures = _share_of_b(svc, 40)
         assert failures == [] and share == 1.0
+    finally:
+        _delete(kserve_deployer, name, cluster)
+
+
+@pytest.fixture(scope="module")
+def prometheus(cluster: SimulatedCluster) -> Iterator[PrometheusDouble]:  # noqa: F811
+    """A Prometheus scraping the simulated Knative queue-proxies every 0.2 s."""
+    with PrometheusDouble([cluster.kserve.queue_proxy.url()], scrape_interval=0.2) as p:
+        yield p
+
+
+# Knative's latency buckets (5, 10, 20 ms, ...) make the p95 of a few-ms model jump by 2x
+# between readings on a loaded machine: the latency gate is loose here (docs say so).
+ROLLOUT = {
+    "steps": [50, 100],
+    "interval": 1.0,
+    "min_requests": 5,
+    "max_error_rate": 0.05,
+    "max_p95_ratio": 10.0,
+}
+
+
+def test_serverless_rollout_promotes_a_healthy_candidate_and_rolls_back_a_failing_one(
+    kserve_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+    prometheus: PrometheusDouble,
+) -> None:
+    """policy='canary' on Serverless KServe, metrics from a Prometheus scraping Knative's
+    queue-proxies (revision_request_count / revision_request_latencies per revision): a
+    healthy candidate is promoted through 50 % and 100 % with zero failed requests on the same
+    URL, each step judged on Prometheus' numbers (p95 too); `zmd models describe --stats`
+    shows them; a candidate that fails on half of its inputs fails the first step's error-rate
+    gate, all traffic goes back to the stable revision (no error after), its spec is back."""
+    name = _name("roll")
+    prom = {"prometheus_url": prometheus.url}
+    rejected = len(cluster.log.rejected)
+    svc = kserve_deployer.deploy(_config(model_dirs["a"], name, **prom))
+    url = svc.prediction_url
+    try:
+        t0 = time.monotonic()
+        client = LoopingClient(svc)
+        try:
+            svc = kserve_deployer.deploy(
+                _config(model_dirs["b"], name, **prom), policy="canary", rollout=ROLLOUT
+            )
+        finally:
+            log = client.finish()
+        assert [code for _, code in log if code != 200] == []
+        record = svc.last_rollout
+        assert record.verdict == "promoted" and [s.percent for s in record.steps] == [50, 100]
+        assert all(s.passed and s.candidate.requests >= 5 for s in record.steps)
+        assert record.steps[0].stable.requests >= 5
+        assert record.steps[0].candidate.latency_p95_ms is not None
+        print(
+            f"kserve rollout promoted: {record.duration_s:.1f} s, {record.overhead_s:.1f} s "
+            f"beyond the bakes, {len(log)} client requests, 0 failed "
+            f"({time.monotonic() - t0:.1f} s)"
+        )
+        assert svc.prediction_url == url and svc.config.model_uri == model_dirs["b"]
+        obj = _isvc(cluster, name)
+        assert obj is not None and "canaryTrafficPercent" not in obj["spec"]["predictor"]
+        ns = cluster.namespace
+        assert any(
+            q.startswith(
+                f'sum(revision_request_count{{namespace_name="{ns}",revision_name="{name}-'
+            )
+            and 'response_code_class="5xx"' in q
+            for q in prometheus.queries
+        )
+
+        for _ in range(10):
+            svc.predict(SAMPLE)
+        prometheus.wait_for_scrape()
+        res = CliRunner().invoke(zmd, ["models", "describe", name, "--stats", "-o", "json"])
+        assert res.exit_code == 0, res.output
+        stats = json.loads(res.output)["stats"][svc.status.config_hash]
+        assert stats["requests"] >= 10 and stats["error_rate"] == 0.0, stats
+        # Knative's histogram is in milliseconds: a sklearn answer takes a few, never seconds.
+        assert 0 < stats["p50_ms"] <= stats["p95_ms"] < 5000, stats
+        assert 0 < record.steps[0].candidate.latency_p95_ms < 5000
+
+        client = LoopingClient(svc)
+        try:
+            with pytest.raises(RolloutFailedError, match="error rate") as ei:
+                kserve_deployer.deploy(
+                    _config(model_dirs["picky"], name, **prom), policy="canary", rollout=ROLLOUT
+                )
+            rolled_back_at = time.monotonic()
+            time.sleep(0.5)
+        finally:
+            log = client.finish()
+        record = ei.value.rollout
+        assert record.verdict == "rolled_back" and len(record.steps) == 1
+        step = record.steps[0]
+        assert step.candidate.errors > 0 and step.stable.errors == 0
+        errors = [t for t, code in log if code != 200]
+        assert errors, "the picky candidate failed no request"
+        assert all(t <= rolled_back_at for t in errors)
+        assert len([t for t, _ in log if t > rolled_back_at]) > 0
+        obj = _isvc(cluster, name)
+        assert obj is not None and "canaryTrafficPercent" not in obj["spec"]["predictor"]
+        assert obj["spec"]["predictor"]["model"]["storageUri"] == model_dirs["b"]
+        assert kserve_deployer.find_deployment(name).config.model_uri == model_dirs["b"]
+        assert cluster.log.rejected[rejected:] == []
+        print(f"kserve failing step: {len(errors)} failed client requests of {len(log)}")
     finally:
         _delete(kserve_deployer, name, cluster)
 

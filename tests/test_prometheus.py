@@ -100,3 +100,31 @@ def test_a_plain_token_is_refused() -> None:
     with pytest.raises(ValueError, match="secret reference") as ei:
         SeldonDeployerConfig(prometheus_url="http://p:9090", prometheus_token="abc-plain-1")
     assert "abc-plain-1" not in str(ei.value)
+
+
+def test_kserve_prometheus_settings_are_secret_references_outside_the_hash() -> None:
+    """zmd-kserve takes the same settings, on the component and on the shared cluster config:
+    a plain token is refused without being echoed; where Prometheus is does not change the
+    revision; a revision label that is not a Kubernetes name never reaches PromQL."""
+    from zenml_model_deployers.flavors.kserve.flavor import KServeDeployerConfig
+    from zenml_model_deployers.flavors.kserve.service import KServeDeploymentConfig
+    from zenml_model_deployers.kube.prometheus import label_matcher
+
+    base = {"deployment_name": "iris", "model_uri": "gs://b/iris"}
+    for make in (
+        lambda t: KServeDeployerConfig(prometheus_url="http://p:9090", prometheus_token=t),
+        lambda t: KServeDeploymentConfig(**base, prometheus_url="http://p", prometheus_token=t),
+    ):
+        with pytest.raises(ValueError, match="secret reference") as ei:
+            make("abc-plain-2")
+        assert "abc-plain-2" not in str(ei.value)
+    plain = KServeDeploymentConfig(**base)
+    watched = KServeDeploymentConfig(
+        **base, prometheus_url="http://p:9090", prometheus_token="{{prometheus.token}}"
+    )
+    assert plain.config_hash() == watched.config_hash()
+    assert label_matcher(revision_name="iris-predictor-00002") == (
+        'revision_name="iris-predictor-00002"'
+    )
+    with pytest.raises(ValueError, match="not a Kubernetes resource name"):
+        label_matcher(revision_name='x"} or vector(1) #')

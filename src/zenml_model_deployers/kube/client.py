@@ -211,11 +211,12 @@ def api_status(error: BaseException) -> int | None:
 def component_defaults(config: Any, component: Any, connector: Any = None) -> dict[str, Any]:
     """What a cluster flavor's deployment config takes from its component: namespace,
     endpoint, kubeconfig context/file, in-cluster auth, service connector, storage secret
-    (only where the config leaves them unset).
+    and Prometheus (only where the config leaves them unset).
 
     Args:
         config: the deployment config (``namespace``, ``base_url``, ``kubernetes_context``,
-            ``kubeconfig``, ``in_cluster``, ``connector_id``, ``storage_secret``).
+            ``kubeconfig``, ``in_cluster``, ``connector_id``, ``storage_secret``,
+            ``prometheus_url``, ``prometheus_token``).
         component: the component's settings (``kubernetes_namespace`` and the same names).
         connector: the component's linked ZenML service connector, if any.
 
@@ -237,4 +238,8 @@ def component_defaults(config: Any, component: Any, connector: Any = None) -> di
         update["connector_id"] = str(connector)
     if config.storage_secret is None and component.storage_secret:
         update["storage_secret"] = component.storage_secret
+    # Where per-revision metrics are read (components without the settings have none).
+    for key in ("prometheus_url", "prometheus_token"):
+        if getattr(config, key, None) is None and getattr(component, key, None):
+            update[key] = getattr(component, key)
     return update

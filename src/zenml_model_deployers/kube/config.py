@@ -11,6 +11,29 @@ from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.kube.client import KubeTarget
 
 
+def check_token_reference(v: str | None) -> str | None:
+    """A Prometheus token must be a ZenML secret reference, never the value itself.
+
+    Args:
+        v: the setting.
+
+    Returns:
+        It, unchanged.
+
+    Raises:
+        ValueError: a plain value.
+    """
+    from zenml_model_deployers.secrets import is_secret_reference
+
+    if v is not None and not is_secret_reference(v):
+        raise ValueError(
+            "prometheus_token must be a ZenML secret reference such as "
+            "'{{prometheus.token}}' (`zenml secret create prometheus --token=...`), never "
+            "the token itself."
+        )
+    return v
+
+
 class KubeDeploymentConfig(DeploymentConfig):
     """Base of the cluster flavors' configs (`zmd-seldon`, `zmd-kserve`).
 
@@ -23,6 +46,10 @@ class KubeDeploymentConfig(DeploymentConfig):
         in_cluster: use the pod's service account.
         connector_id: a ZenML Kubernetes service connector (set from the component).
         base_url: the inference endpoint or ingress (default: the component's).
+        prometheus_url: a Prometheus scraping the model servers, for per-revision request
+            metrics (default: the component's).
+        prometheus_token: its bearer token, a ZenML secret reference (default: the
+            component's).
     """
 
     # Where the deployment lives and how to reach it are not what it serves.
@@ -33,6 +60,9 @@ class KubeDeploymentConfig(DeploymentConfig):
         "in_cluster",
         "connector_id",
         "base_url",
+        # Where Prometheus is (and its token) is not what the deployment serves.
+        "prometheus_url",
+        "prometheus_token",
     }
     model_config = ConfigDict(hide_input_in_errors=True)
 
@@ -43,6 +73,13 @@ class KubeDeploymentConfig(DeploymentConfig):
     in_cluster: bool = False
     connector_id: str | None = None
     base_url: str = ""
+    prometheus_url: str | None = None
+    prometheus_token: str | None = None
+
+    @field_validator("prometheus_token")
+    @classmethod
+    def _token_reference(cls, v: str | None) -> str | None:
+        return check_token_reference(v)
 
     @field_validator("storage_secret")
     @classmethod

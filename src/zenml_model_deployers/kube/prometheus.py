@@ -24,10 +24,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from zenml_model_deployers.errors import DeploymentError
+from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.service import RevisionMetrics
+
+if TYPE_CHECKING:
+    from zenml_model_deployers.config import DeploymentConfig
+    from zenml_model_deployers.kube.config import KubeDeploymentConfig
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,19 @@ class MetricNames:
         failure: counter of failed inferences.
         histogram: latency histogram's base name (``_bucket`` is appended), or "" for none.
         label: the label naming the model.
+        success_matcher: a further matcher of the success series (e.g. a response code
+            class, where one counter counts every request), or "".
+        failure_matcher: the same for the failure series.
+        latency_scale: seconds per unit of the histogram's ``le`` (0.001: milliseconds).
     """
 
     success: str
     failure: str
     histogram: str
     label: str = "model"
+    success_matcher: str = ""
+    failure_matcher: str = ""
+    latency_scale: float = 1.0
 
 
 # MLServer (Seldon Core 2's default server) counts inferences per model (label `model`, the
@@ -58,6 +69,41 @@ MLSERVER = MetricNames(
     failure="model_infer_request_failure_total",
     histogram="",
 )
+
+
+# Knative Serving's queue-proxy (the sidecar of every KServe predictor pod in Serverless mode)
+# counts every request per revision: `revision_request_count` and the histogram
+# `revision_request_latencies` (milliseconds), labelled `revision_name`, `namespace_name`,
+# `response_code_class`, ... (knative.dev "Service metrics"). The model server's own metrics
+# cannot tell a canary from the stable revision (both load the model under the
+# InferenceService's name), the queue-proxy's can.
+KNATIVE_QUEUE_PROXY = MetricNames(
+    success="revision_request_count",
+    failure="revision_request_count",
+    histogram="revision_request_latencies",
+    label="revision_name",
+    success_matcher='response_code_class=~"[1-4]xx"',
+    failure_matcher='response_code_class="5xx"',
+    latency_scale=0.001,
+)
+
+
+def label_matcher(**labels: str) -> str:
+    """Exact matchers of Kubernetes names, e.g. ``revision_name="iris-predictor-00001"``.
+
+    Args:
+        **labels: label -> a Kubernetes resource name.
+
+    Returns:
+        The matchers, comma-separated.
+
+    Raises:
+        ValueError: a value that is not a Kubernetes resource name.
+    """
+    for value in labels.values():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", value):
+            raise ValueError(f"{value!r} is not a Kubernetes resource name")
+    return ",".join(f'{k}="{v}"' for k, v in labels.items())
 
 
 def version_matcher(label: str, model: str) -> str:
@@ -74,6 +120,52 @@ def version_matcher(label: str, model: str) -> str:
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", model):
         raise ValueError(f"{model!r} is not a Kubernetes resource name")
     return f'{label}=~"{model.replace(".", "[.]")}_[0-9]+"'
+
+
+_Cfg = TypeVar("_Cfg", bound="KubeDeploymentConfig")
+
+
+def adopt_settings(current: _Cfg, new: DeploymentConfig) -> _Cfg:
+    """``current`` reading metrics where ``new`` says (a rollout's candidate config carries
+    the component's ``prometheus_url`` as it is now; neither setting is in the hash).
+
+    Args:
+        current: the deployed revision's config.
+        new: the newer config.
+
+    Returns:
+        ``current`` with ``new``'s Prometheus settings, or unchanged where ``new`` has none.
+    """
+    url = getattr(new, "prometheus_url", None)
+    if not url:
+        return current
+    token = getattr(new, "prometheus_token", None)
+    return current.model_copy(update={"prometheus_url": url, "prometheus_token": token})
+
+
+def client_for(config: KubeDeploymentConfig, flavor: str, scrapes: str) -> PrometheusClient:
+    """The client of a deployment's Prometheus.
+
+    Args:
+        config: the deployment's config (``prometheus_url``, ``prometheus_token``).
+        flavor: the flavor's name, for the error.
+        scrapes: what that Prometheus must scrape, for the hint (e.g. "the model servers").
+
+    Returns:
+        The client.
+
+    Raises:
+        ConfigurationError: no ``prometheus_url``.
+    """
+    if not config.prometheus_url:
+        raise ConfigurationError(
+            f"Flavor {flavor} cannot report request metrics per revision for deployment "
+            f"'{config.deployment_name}': no Prometheus is configured.",
+            deployment_name=config.deployment_name,
+            hint=f"set the component's `prometheus_url` to a Prometheus that scrapes {scrapes} "
+            "(`zenml model-deployer update <name> --prometheus_url=...`), see docs/rollout.md.",
+        )
+    return PrometheusClient(config.prometheus_url, config.prometheus_token, config.deployment_name)
 
 
 class PrometheusClient:
@@ -201,14 +293,17 @@ class PrometheusClient:
             Its metrics (zero requests when Prometheus has no data).
         """
         sel = "{" + matcher + "}"
+        ok_sel = "{" + ",".join(filter(None, (matcher, names.success_matcher))) + "}"
+        bad_sel = "{" + ",".join(filter(None, (matcher, names.failure_matcher))) + "}"
+        scale = names.latency_scale
         if window is None:
-            ok = self.scalar(f"sum({names.success}{sel})") or 0.0
-            bad = self.scalar(f"sum({names.failure}{sel})") or 0.0
+            ok = self.scalar(f"sum({names.success}{ok_sel})") or 0.0
+            bad = self.scalar(f"sum({names.failure}{bad_sel})") or 0.0
             bounds: list[float] = []
             counts: list[int] = []
             if names.histogram:
                 buckets = self.query(f"sum by (le) ({names.histogram}_bucket{sel})")
-                pairs = sorted((_le(labels.get("le", "+Inf")), v) for labels, v in buckets)
+                pairs = sorted((_le(labels.get("le", "+Inf")) * scale, v) for labels, v in buckets)
                 bounds = [b for b, _ in pairs if not math.isinf(b)]
                 counts = [round(v) for _, v in pairs]
             m = RevisionMetrics(
@@ -223,8 +318,8 @@ class PrometheusClient:
                 m.latency_p95_ms = m.percentile_ms(0.95)
             return m
         w = f"[{max(1, round(window))}s]"
-        ok = self.scalar(f"sum(increase({names.success}{sel}{w}))") or 0.0
-        bad = self.scalar(f"sum(increase({names.failure}{sel}{w}))") or 0.0
+        ok = self.scalar(f"sum(increase({names.success}{ok_sel}{w}))") or 0.0
+        bad = self.scalar(f"sum(increase({names.failure}{bad_sel}{w}))") or 0.0
         p50 = p95 = None
         if names.histogram:
             hist = f"sum by (le) (rate({names.histogram}_bucket{sel}{w}))"
@@ -234,8 +329,8 @@ class PrometheusClient:
             config_hash=config_hash,
             requests=round(ok + bad),
             errors=round(bad),
-            latency_p50_ms=None if p50 is None else p50 * 1000,
-            latency_p95_ms=None if p95 is None else p95 * 1000,
+            latency_p50_ms=None if p50 is None else p50 * scale * 1000,
+            latency_p95_ms=None if p95 is None else p95 * scale * 1000,
             window_s=window,
         )
 

@@ -92,10 +92,114 @@ class IsvcState:
 
 @dataclass
 class Route:
-    """Where a host's requests go: (backend, percent) pairs and the model's name."""
+    """Where a host's requests go: (backend, percent) pairs and the model's name; in
+    Serverless mode, the Knative revision of each backend (what its queue-proxy counts)."""
 
     name: str
     backends: list[tuple[LoadedModel | LLMServer, int]]
+    revisions: list[str] = field(default_factory=list)
+
+
+# Knative's default buckets of `revision_request_latencies` (milliseconds), abridged.
+QUEUE_PROXY_BUCKETS_MS = (5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000)
+
+
+class QueueProxyMetrics:
+    """What Knative's queue-proxy sidecars export per revision (Serverless mode), served
+    on one ``/metrics`` port: ``revision_request_count`` (a counter, exposed without the
+    ``_total`` suffix as Knative's exporter does) and the ``revision_request_latencies``
+    histogram in milliseconds, labelled ``namespace_name``, ``configuration_name``,
+    ``service_name``, ``revision_name``, ``response_code``, ``response_code_class``.
+    Standard mode has no queue-proxy: nothing is counted there."""
+
+    def __init__(self) -> None:
+        """Starts with no series; the port opens on first :meth:`url`."""
+        self._lock = threading.Lock()
+        # labels -> [count, sum_ms, per-bucket counts (cumulative at collect)]
+        self._series: dict[tuple[tuple[str, str], ...], list[Any]] = {}
+        self._server: Any = None
+
+    def observe(self, namespace: str, isvc: str, revision: str, code: int, ms: float) -> None:
+        """Counts one request a revision answered.
+
+        Args:
+            namespace: the namespace.
+            isvc: the InferenceService's name.
+            revision: the Knative revision.
+            code: the HTTP status.
+            ms: its latency in milliseconds.
+        """
+        component = f"{isvc}-predictor"
+        labels = (
+            ("configuration_name", component),
+            ("namespace_name", namespace),
+            ("response_code", str(code)),
+            ("response_code_class", f"{code // 100}xx"),
+            ("revision_name", revision),
+            ("service_name", component),
+        )
+        with self._lock:
+            entry = self._series.setdefault(labels, [0, 0.0, [0] * len(QUEUE_PROXY_BUCKETS_MS)])
+            entry[0] += 1
+            entry[1] += ms
+            for i, bound in enumerate(QUEUE_PROXY_BUCKETS_MS):
+                if ms <= bound:
+                    entry[2][i] += 1
+                    break
+
+    def collect(self) -> Any:
+        """prometheus_client's collector protocol: the families as they stand now.
+
+        Yields:
+            The counter (untyped, to keep Knative's name) and the histogram.
+        """
+        from prometheus_client.core import HistogramMetricFamily, UnknownMetricFamily
+
+        names = ["configuration_name", "namespace_name", "response_code"]
+        names += ["response_code_class", "revision_name", "service_name"]
+        count = UnknownMetricFamily(
+            "revision_request_count", "The number of requests routed to queue-proxy", labels=names
+        )
+        hist = HistogramMetricFamily(
+            "revision_request_latencies", "The response time in millisecond", labels=names
+        )
+        with self._lock:
+            items = [(k, v[0], v[1], list(v[2])) for k, v in self._series.items()]
+        for labels, n, total_ms, per_bucket in items:
+            values = [v for _, v in labels]
+            count.add_metric(values, n)
+            cumulative, buckets = 0, []
+            for bound, c in zip(QUEUE_PROXY_BUCKETS_MS, per_bucket, strict=True):
+                cumulative += c
+                buckets.append((str(float(bound)), cumulative))
+            buckets.append(("+Inf", n))
+            hist.add_metric(values, buckets, total_ms)
+        yield count
+        yield hist
+
+    def url(self) -> str:
+        """The ``/metrics`` URL a Prometheus scrapes (opened on first call).
+
+        Returns:
+            ``http://127.0.0.1:<port>/metrics``.
+        """
+        if self._server is None:
+            from prometheus_client import CollectorRegistry, start_http_server
+
+            from zenml_model_deployers.testing.kube_cluster import free_port
+
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(self)
+            port = free_port()
+            self._server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+        return f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
+
+    def close(self) -> None:
+        """Closes the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
 
 class KServeController:
@@ -114,7 +218,7 @@ class KServeController:
         self.states: dict[str, IsvcState] = {}
         self.routes: dict[str, Route] = {}
         self.lock = threading.Lock()
-        self.requests_by_revision: dict[str, int] = {}
+        self.queue_proxy = QueueProxyMetrics()
 
     # ----------------------------------------------------------------- reconcile
     def reconcile(self, custom: Any, core: Any) -> None:
@@ -301,13 +405,18 @@ class KServeController:
                 state.latest_rolled_out = latest.name
         serving = {r for r, _, _ in state.traffic}
         by_name = {r.name: r for r in state.revisions}
-        backends = [
-            (by_name[r].backend, pct)
+        routed = [
+            (r, by_name[r].backend, pct)
             for r, pct, _ in state.traffic
             if by_name.get(r) is not None and by_name[r].backend is not None
         ]
+        backends = [(b, pct) for _, b, pct in routed]
         with self.lock:
-            self.routes[self.host(name)] = Route(name, backends)  # type: ignore[arg-type]
+            self.routes[self.host(name)] = Route(
+                name,
+                backends,  # type: ignore[arg-type]
+                [r for r, _, _ in routed],
+            )
         for rev in state.revisions:
             if rev.name not in serving:
                 self._release(rev, drain=True)
@@ -554,9 +663,11 @@ class KServeController:
             stop(arg)
 
     def close(self) -> None:
-        """Stops every model server process this controller started (by pid)."""
+        """Stops every model server process this controller started (by pid), and the
+        queue-proxy metrics port."""
         for name in list(self.states):
             self._drop(name)
+        self.queue_proxy.close()
 
     def _set_status(
         self, custom: Any, name: str, status: dict[str, Any], merge_components: bool = False
@@ -598,15 +709,27 @@ class KServeController:
             return 404, b'{"error": "no InferenceService serves this host"}'
         total = sum(p for _, p in route.backends)
         pick = random.uniform(0, total or 1)
-        backend = route.backends[-1][0]
-        for candidate, pct in route.backends:
+        index = len(route.backends) - 1
+        for i, (_, pct) in enumerate(route.backends):
             pick -= pct
             if pick < 0 and pct > 0:
-                backend = candidate
+                index = i
                 break
+        backend = route.backends[index][0]
+        t0 = time.perf_counter()
         if isinstance(backend, LLMServer):
-            return self._route_llm(method, path, body, backend)
-        return self._route_model(method, path, body, route.name, backend)
+            answer = self._route_llm(method, path, body, backend)
+        else:
+            answer = self._route_model(method, path, body, route.name, backend)
+        if route.revisions:  # Serverless: the revision's queue-proxy counts the request
+            self.queue_proxy.observe(
+                self.cluster.namespace,
+                route.name,
+                route.revisions[index],
+                answer[0],
+                (time.perf_counter() - t0) * 1000,
+            )
+        return answer
 
     def _route_llm(self, method: str, path: str, body: bytes, llm: LLMServer) -> tuple[int, bytes]:
         import requests
@@ -666,19 +789,9 @@ class KServeController:
             rows = np.asarray(json.loads(body)["instances"], dtype=np.float64)
         except (ValueError, KeyError, TypeError) as e:
             return 400, json.dumps({"error": f"bad V1 request: {e}"}).encode()
-        if rows.ndim == 1:
-            rows = rows.reshape(1, -1)
-        v2 = {
-            "inputs": [
-                {
-                    "name": "predict",
-                    "shape": list(rows.shape),
-                    "datatype": "FP64",
-                    "data": rows.reshape(-1).tolist(),
-                }
-            ]
-        }
-        r = self.cluster._mls("POST", f"/v2/models/{loaded.internal}/infer", json=v2)
+        from zenml_model_deployers.kube.v2protocol import encode_v2
+
+        r = self.cluster._mls("POST", f"/v2/models/{loaded.internal}/infer", json=encode_v2(rows))
         if r.status_code != 200:
             return r.status_code, r.content
         out = r.json()["outputs"][0]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import field_validator
+from pydantic import ConfigDict, field_validator
 from zenml.models import ServiceConnectorRequirements
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
+from zenml_model_deployers.kube.config import check_token_reference
 
 FLAVOR_NAME = "zmd-kserve"
 # KServe's deployment modes (the `serving.kserve.io/deploymentMode` annotation). KServe 0.15
@@ -51,7 +52,15 @@ class KServeDeployerConfig(BaseDeployerConfig):
         storage_secret: the name of a ZenML secret whose keys become a Kubernetes Secret (and
             a ServiceAccount carrying it) the storage initializer reads the model with.
         default_timeout: seconds a deploy waits until the model serves.
+        prometheus_url: a Prometheus that scrapes Knative's queue-proxies (Serverless mode),
+            e.g. ``http://prometheus.monitoring:9090``: per-revision request metrics for
+            ``policy="canary"`` and ``zmd models describe --stats`` (None: none read).
+        prometheus_token: a bearer token for it, as a ZenML secret reference
+            (``{{prometheus.token}}``), resolved at call time; None: no auth.
     """
+
+    # A plain token given by mistake must not be echoed by a validation error.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     kubernetes_context: str | None = None
     kubeconfig: str | None = None
@@ -61,6 +70,13 @@ class KServeDeployerConfig(BaseDeployerConfig):
     deployment_mode: str | None = None
     storage_secret: str | None = None
     default_timeout: float = 300.0
+    prometheus_url: str | None = None
+    prometheus_token: str | None = None
+
+    @field_validator("prometheus_token")
+    @classmethod
+    def _token_reference(cls, v: str | None) -> str | None:
+        return check_token_reference(v)
 
     @field_validator("deployment_mode")
     @classmethod

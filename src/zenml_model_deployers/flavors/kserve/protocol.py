@@ -1,6 +1,6 @@
 """Request and response bodies of the protocols KServe serves: V1 (``{"instances": ...}`` ->
 ``{"predictions": ...}``), the Open Inference Protocol V2, and the Hugging Face server's
-OpenAI chat completions.
+OpenAI chat completions. V2 is shared with Seldon (:mod:`zenml_model_deployers.kube.v2protocol`).
 
 numpy is imported inside the functions (it comes with scikit-learn, the flavor's extra).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zenml_model_deployers.flavors.seldon.protocol import decode_v2, encode_v2
+from zenml_model_deployers.kube.v2protocol import decode_v2, encode_v2
 
 
 def encode_v1(data: Any) -> dict[str, Any]:

@@ -44,8 +44,9 @@ from zenml_model_deployers.kube.resources import (
     owned_by,
     ownership_labels,
 )
+from zenml_model_deployers.kube.v2protocol import EXAMPLE_V2_BODY
 from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
-from zenml_model_deployers.service import DeploymentStatus
+from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
 
 OPENAI_CHAT_PATH = "/openai/v1/chat/completions"
 
@@ -296,7 +297,7 @@ class KServeDeploymentService(InPlaceDeploymentService):
         if self.is_llm:
             body = '{"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}'
         elif self.config.protocol == "v2":
-            body = '{"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}]}'
+            body = EXAMPLE_V2_BODY
         else:
             body = '{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
         return f"curl -s -X POST {url} -H 'Content-Type: application/json'{host} -d '{body}'"
@@ -622,7 +623,10 @@ class KServeDeploymentService(InPlaceDeploymentService):
                 return True
             return False
         stable_rev = self.status.rolled_out_revision or pred.get("latestRolledoutRevision")
-        return traffic == {latest: pct, str(stable_rev): 100 - pct}
+        # 0 % entries are left out on both sides (a 100 % canary: the stable revision's
+        # route entry, kept at 0 %, is no traffic).
+        want = {latest: pct, str(stable_rev): 100 - pct}
+        return traffic == {r: p for r, p in want.items() if p > 0}
 
     def _model_ready(self) -> bool:
         """The readiness request through the URL: the model server says the model is ready."""
@@ -826,6 +830,78 @@ class KServeDeploymentService(InPlaceDeploymentService):
                 )
         selector = f"serving.kserve.io/inferenceservice={self.resource_name}"
         yield from ns.pod_log_lines(selector, tail)
+
+    def adopt_metrics_settings(self, config: DeploymentConfig) -> None:
+        """Reads metrics from the Prometheus the rollout's config names (the component's
+        ``prometheus_url`` may have been set after this deployment was made).
+
+        Args:
+            config: the rollout's candidate config.
+        """
+        from zenml_model_deployers.kube.prometheus import adopt_settings
+
+        self.config = adopt_settings(self.config, config)
+
+    def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
+        """Requests, failures and latency per revision, from the Prometheus configured on the
+        component (``prometheus_url``), which scrapes Knative's queue-proxies: every
+        predictor pod's ``revision_request_count`` (5xx = failed) and
+        ``revision_request_latencies`` (ms), labelled by the Knative revision. The stable
+        revision is KServe's ``latestRolledoutRevision``, the canary's candidate its
+        ``latestCreatedRevision``. Serverless mode only: Standard mode has no queue-proxy,
+        and its model servers label their series with the InferenceService's name, the same
+        for the stable predictor and ``spec.canary``. See
+        :mod:`zenml_model_deployers.kube.prometheus`.
+
+        Args:
+            window: seconds (``increase``/``histogram_quantile`` over that range); None:
+                cumulative counts (the rollout differences two readings).
+
+        Returns:
+            config hash -> metrics, for the stable revision and the canary's candidate (zero
+            requests where Prometheus has no data: never enough for a rollout's verdict).
+
+        Raises:
+            ConfigurationError: no ``prometheus_url``, or not in Serverless mode.
+            DeploymentError: Prometheus unreachable or answering an error.
+        """
+        from zenml_model_deployers.kube.prometheus import (
+            KNATIVE_QUEUE_PROXY,
+            client_for,
+            label_matcher,
+        )
+
+        prom = client_for(self.config, self.FLAVOR, "Knative's queue-proxies")
+        obj = self.kube().get(manifests.INFERENCE_SERVICE, self.resource_name) or {}
+        self._record_status(obj)
+        mode = self._mode(self.config)
+        if not _is_serverless(mode):
+            raise ConfigurationError(
+                f"Flavor {self.FLAVOR} reads request metrics per revision only in KServe's "
+                f"Serverless mode (deployment '{self.deployment_name}' is in "
+                f"{mode or 'an unknown'} mode): they come from Knative's queue-proxy, "
+                "which Standard mode does not run.",
+                deployment_name=self.deployment_name,
+                hint="deploy with deployment_mode='Serverless', or without policy='canary' "
+                "(canary_percent with promote/rollback by hand works in both modes).",
+            )
+        pred = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+        stable_rev = str(pred.get("latestRolledoutRevision") or "")
+        latest_rev = str(pred.get("latestCreatedRevision") or "")
+        live = self.live_target() or ServingTarget(stable=self.config)
+        revisions: list[tuple[DeploymentConfig, str]] = [(live.stable, stable_rev)]
+        if live.candidate is not None and latest_rev != stable_rev:
+            revisions.append((live.candidate, latest_rev))
+        namespace = self.status.namespace or self.config.namespace or "default"
+        out = {}
+        for cfg, rev in revisions:
+            h = cfg.config_hash()
+            if not rev:  # KServe has not rolled anything out: no data, never a pass
+                out[h] = RevisionMetrics(config_hash=h, window_s=window)
+                continue
+            matcher = label_matcher(namespace_name=namespace, revision_name=rev)
+            out[h] = prom.revision_metrics(h, matcher, KNATIVE_QUEUE_PROXY, window=window)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """The run metadata / CLI description, plus where the InferenceService lives.

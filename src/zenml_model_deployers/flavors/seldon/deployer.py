@@ -51,10 +51,6 @@ class SeldonDeployer(BaseDeployer):
         update = component_defaults(cfg, comp, getattr(self, "connector", None))
         if cfg.server is None and comp.server:
             update["server"] = comp.server
-        if cfg.prometheus_url is None and comp.prometheus_url:
-            update["prometheus_url"] = comp.prometheus_url
-        if cfg.prometheus_token is None and comp.prometheus_token:
-            update["prometheus_token"] = comp.prometheus_token
         if "seldon_api" not in cfg.model_fields_set and comp.seldon_api != cfg.seldon_api:
             update["seldon_api"] = comp.seldon_api
         if not update:

@@ -8,32 +8,10 @@ from pydantic import ConfigDict, field_validator
 from zenml.models import ServiceConnectorRequirements
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
+from zenml_model_deployers.kube.config import check_token_reference
 
 FLAVOR_NAME = "zmd-seldon"
 SELDON_APIS = ("v2", "v1")
-
-
-def check_token_reference(v: str | None) -> str | None:
-    """A Prometheus token must be a ZenML secret reference, never the value itself.
-
-    Args:
-        v: the setting.
-
-    Returns:
-        It, unchanged.
-
-    Raises:
-        ValueError: a plain value.
-    """
-    from zenml_model_deployers.secrets import is_secret_reference
-
-    if v is not None and not is_secret_reference(v):
-        raise ValueError(
-            "prometheus_token must be a ZenML secret reference such as "
-            "'{{prometheus.token}}' (`zenml secret create prometheus --token=...`), never "
-            "the token itself."
-        )
-    return v
 
 
 class SeldonDeployerConfig(BaseDeployerConfig):

@@ -21,11 +21,7 @@ from zenml.models.v2.misc.service import ServiceType
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.flavors.seldon import manifests
-from zenml_model_deployers.flavors.seldon.flavor import (
-    FLAVOR_NAME,
-    SELDON_APIS,
-    check_token_reference,
-)
+from zenml_model_deployers.flavors.seldon.flavor import FLAVOR_NAME, SELDON_APIS
 from zenml_model_deployers.flavors.seldon.protocol import (
     decode_seldon,
     decode_v2,
@@ -41,6 +37,7 @@ from zenml_model_deployers.kube.resources import (
     owned_by,
     ownership_labels,
 )
+from zenml_model_deployers.kube.v2protocol import EXAMPLE_V2_BODY
 from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
 from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
 
@@ -77,12 +74,6 @@ class SeldonDeploymentConfig(KubeDeploymentConfig):
             component's).
     """
 
-    # Where Prometheus is (and its token) is not what the deployment serves.
-    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = KubeDeploymentConfig.PROVENANCE_FIELDS | {
-        "prometheus_url",
-        "prometheus_token",
-    }
-
     health_path: str = "/v2/health/ready"
     seldon_api: str = "v2"
     requirements: list[str] = Field(default_factory=lambda: ["sklearn"])
@@ -93,13 +84,6 @@ class SeldonDeploymentConfig(KubeDeploymentConfig):
     implementation: str = "SKLEARN_SERVER"
     image: str | None = None
     protocol: str = "seldon"
-    prometheus_url: str | None = None
-    prometheus_token: str | None = None
-
-    @field_validator("prometheus_token")
-    @classmethod
-    def _token_reference(cls, v: str | None) -> str | None:
-        return check_token_reference(v)
 
     @field_validator("seldon_api")
     @classmethod
@@ -341,7 +325,7 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         if self.core1 and self.config.protocol == "seldon":
             body = '{"data": {"ndarray": [[0.1, 0.2, 0.3, 0.4]]}}'
             return f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
-        body = '{"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}]}'
+        body = EXAMPLE_V2_BODY
         header = "" if self.core1 else f" -H 'Seldon-Model: {self.resource_name}'"
         return f"curl -s -X POST {url} -H 'Content-Type: application/json'{header} -d '{body}'"
 
@@ -845,13 +829,9 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         Args:
             config: the rollout's candidate config.
         """
-        if isinstance(config, SeldonDeploymentConfig) and config.prometheus_url:
-            self.config = self.config.model_copy(
-                update={
-                    "prometheus_url": config.prometheus_url,
-                    "prometheus_token": config.prometheus_token,
-                }
-            )
+        from zenml_model_deployers.kube.prometheus import adopt_settings
+
+        self.config = adopt_settings(self.config, config)
 
     def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
         """Requests, failures and latency per revision, from the Prometheus configured on the
@@ -873,17 +853,9 @@ class SeldonDeploymentService(InPlaceDeploymentService):
             ConfigurationError: no ``prometheus_url``, or Seldon Core 1.
             DeploymentError: Prometheus unreachable or answering an error.
         """
-        from zenml_model_deployers.kube.prometheus import PrometheusClient, version_matcher
+        from zenml_model_deployers.kube.prometheus import client_for, version_matcher
 
-        if not self.config.prometheus_url:
-            raise ConfigurationError(
-                f"Flavor {self.FLAVOR} cannot report request metrics per revision for "
-                f"deployment '{self.deployment_name}': no Prometheus is configured.",
-                deployment_name=self.deployment_name,
-                hint="set the component's `prometheus_url` to a Prometheus that scrapes the "
-                "model servers (`zenml model-deployer update <name> --prometheus_url=...`), "
-                "see docs/rollout.md.",
-            )
+        prom = client_for(self.config, self.FLAVOR, "the model servers")
         if self.core1:
             raise ConfigurationError(
                 f"Flavor {self.FLAVOR} reads request metrics per revision only for Seldon "
@@ -891,9 +863,6 @@ class SeldonDeploymentService(InPlaceDeploymentService):
                 deployment_name=self.deployment_name,
                 hint="deploy with seldon_api='v2', or without policy='canary'.",
             )
-        prom = PrometheusClient(
-            self.config.prometheus_url, self.config.prometheus_token, self.deployment_name
-        )
         live = self.live_target() or ServingTarget(stable=self.config)
         revisions: list[tuple[DeploymentConfig, str]] = [(live.stable, self.resource_name)]
         if live.candidate is not None:
