@@ -145,7 +145,9 @@ def test_stop_and_start(deployed: Any) -> None:
     }
 
 
-def test_zenml_cli_sees_our_services(deployed: Any) -> None:
+def test_zenml_cli_sees_our_services(deployed: Any, mlflow_stack: str) -> None:
+    # ZenML's CLI reads the active stack's model deployer: the zmd-mlflow stack, made active
+    # here (a session-scoped deployer fixture activates it only when first created).
     from zenml.cli.cli import cli as zenml_cli
 
     r = CliRunner()
@@ -158,7 +160,7 @@ def test_zenml_cli_sees_our_services(deployed: Any) -> None:
     assert out.exit_code == 0 and "CONFIG_HASH" in out.output
 
 
-def test_zenml_cli_delete(mlflow_deployer: Any, models_dir: Path) -> None:
+def test_zenml_cli_delete(mlflow_deployer: Any, mlflow_stack: str, models_dir: Path) -> None:
     from zenml.cli.cli import cli as zenml_cli
 
     cfg = MLflowDeploymentConfig(deployment_name="zenml-cli-del", model_uri=str(models_dir / "b"))
