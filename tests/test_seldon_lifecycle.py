@@ -14,6 +14,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 from kube_support import (  # noqa: F401
+    LoopingClient,
     api_only,
     cluster,
     model_dirs,
@@ -220,10 +221,7 @@ def test_the_offline_example_runs_end_to_end() -> None:
 def _share_of_b(svc: Any, n: int) -> tuple[float, list[str]]:
     """Sends n single-row requests through the URL (4 at a time); the share answered by model
     b (which predicts 1), and the failed requests."""
-    import threading
     from concurrent.futures import ThreadPoolExecutor
-
-    import requests
 
     headers, body = svc.format_request([[0.0, 1.0]])
     local = threading.local()
@@ -395,40 +393,6 @@ def prometheus(cluster: SimulatedCluster) -> Iterator[PrometheusDouble]:  # noqa
         yield p
 
 
-class _Client:
-    """Loops on a Seldon deployment's URL from two threads (bounded: 60 s); half of the rows
-    are negative (the picky model fails on them); records (time, status) of every answer."""
-
-    def __init__(self, svc: Any) -> None:
-        self.url = svc.prediction_url
-        self.requests = [svc.format_request([[1.0, 0.5]]), svc.format_request([[-1.0, 0.5]])]
-        self.log: list[tuple[float, int]] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._loop) for _ in range(2)]
-        for t in self.threads:
-            t.start()
-
-    def _loop(self) -> None:
-        s = requests.Session()
-        deadline = time.monotonic() + 60
-        i = 0
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            headers, body = self.requests[i % 2]
-            i += 1
-            try:
-                r = s.post(self.url, data=body, headers=headers, timeout=5)
-                self.log.append((time.monotonic(), r.status_code))
-            except requests.RequestException:
-                self.log.append((time.monotonic(), 0))
-            time.sleep(0.005)
-
-    def finish(self) -> list[tuple[float, int]]:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-        return self.log
-
-
 FAST = {"steps": [50, 100], "interval": 1.0, "min_requests": 5, "max_error_rate": 0.05}
 
 
@@ -447,7 +411,7 @@ def test_rollout_promotes_a_healthy_candidate_on_prometheus_metrics(
     svc = seldon_deployer.deploy(_config(model_dirs["a"], name, **prom))
     url = svc.prediction_url
     try:
-        client = _Client(svc)
+        client = LoopingClient(svc)
         try:
             svc = seldon_deployer.deploy(
                 _config(model_dirs["b"], name, **prom), policy="canary", rollout=FAST
@@ -523,7 +487,7 @@ def test_rollout_rolls_back_a_failing_candidate_and_no_data_is_not_a_pass(
     prom = {"prometheus_url": prometheus.url}
     svc = seldon_deployer.deploy(_config(model_dirs["a"], name, **prom))
     try:
-        client = _Client(svc)
+        client = LoopingClient(svc)
         try:
             with pytest.raises(RolloutFailedError, match="error rate") as ei:
                 seldon_deployer.deploy(
