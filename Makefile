@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_ALLOW_FILE_STORE := true
+# The suite runs on every core, one test file per worker (each worker has its own ZenML store);
+# `make test PYTEST_XDIST=` runs it in one process.
+PYTEST_XDIST ?= -n auto --dist loadfile
 
 .PHONY: demo test lint typecheck bench dist clean
 
@@ -42,7 +45,7 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/python examples/quickstart/run.py
 
 test: $(VENV)/.dev-installed $(MLSERVER_VENV)/.installed
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src steps tests bench examples

@@ -26,6 +26,12 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 os.environ["AUTO_OPEN_DASHBOARD"] = "false"
 # `mlflow models serve` execs uvicorn by name.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # An xdist worker's main module has no file, so ZenML would find no source root (for the
+    # steps test modules define at import): give it the one `python -m pytest` has.
+    from zenml.utils import source_utils
+
+    source_utils.set_custom_source_root(str(Path(pytest.__file__).parent))
 
 
 def _kill_our_processes() -> None:
