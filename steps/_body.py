@@ -67,8 +67,21 @@ def record_rollout(record: Any) -> None:
     save_artifact(HTMLString(render_html(record)), name=f"{record.deployment}_rollout")
 
 
+def given(**values: Any) -> dict[str, Any]:
+    """The optional settings a step was given: None means the flavor's default, so it is not
+    sent (a config field left unset, not set to None).
+
+    Args:
+        **values: setting -> value.
+
+    Returns:
+        The ones that are not None.
+    """
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def deploy_with(
-    deployer: BaseDeployer,
+    deployer: BaseDeployer | str,
     *,
     model: Any = None,
     model_uri: str | None = None,
@@ -79,13 +92,14 @@ def deploy_with(
     timeout: float | None = None,
     input_example: Any = None,
     settings: dict[str, Any] | None = None,
+    smoke_input: Any = None,
     canary_percent: int | None = None,
     rollout: dict[str, Any] | None = None,
 ) -> DeploymentService:
     """Deploys (or, with `deploy_decision=False`, keeps) a model; records metadata.
 
     Args:
-        deployer: the model deployer to use.
+        deployer: the model deployer to use, or its flavor's name (e.g. "zmd-kserve").
         model: a trained model object (the flavor packages it).
         model_uri: or a model reference the backend understands.
         deployment_name: stable deployment name (default: from model_name).
@@ -95,6 +109,8 @@ def deploy_with(
         timeout: seconds to wait for readiness.
         input_example: example input (packaging signature).
         settings: flavor-specific serving settings.
+        smoke_input: an input that must predict before the revision counts as ready (None:
+            no smoke test).
         canary_percent: 1-99: keep the serving revision and send this share of requests to
             the new one, until `zmd models promote|rollback` finishes the canary.
         rollout: with policy "canary": its steps and gates (``CanaryRollout`` fields:
@@ -105,6 +121,11 @@ def deploy_with(
     """
     from zenml_model_deployers.config import derive_deployment_name
 
+    if isinstance(deployer, str):
+        from zenml_model_deployers.flavors import get_deployer
+
+        deployer = get_deployer(deployer)
+    settings = {**(settings or {}), **given(smoke_input=smoke_input)}
     prov = _provenance()
     model_name = model_name or deployment_name or prov.get("pipeline_name", "model")
     if not deploy_decision:
@@ -128,7 +149,7 @@ def deploy_with(
         deployment_name=deployment_name,
         model_name=model_name,
         input_example=input_example,
-        **(settings or {}),
+        **settings,
         **prov,
     )
     try:

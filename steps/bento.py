@@ -15,7 +15,7 @@ from zenml_model_deployers.flavors.bentoml.materializer import BentoMaterializer
 from zenml_model_deployers.materializer import ServiceMaterializer
 from zenml_model_deployers.service import DeploymentService
 
-from ._body import deploy_with
+from ._body import deploy_with, given
 
 
 @step(enable_cache=False, output_materializers=BentoMaterializer)
@@ -121,7 +121,6 @@ def bentoml_deployer_step(
         The service (saved in full as an artifact).
     """
     from zenml_model_deployers.errors import ConfigurationError
-    from zenml_model_deployers.flavors import get_deployer
 
     if (bento is None) == (bento_tag is None):
         raise ConfigurationError("Give exactly one of `bento` or `bento_tag`.")
@@ -133,13 +132,10 @@ def bentoml_deployer_step(
         "api": api,
         "containerize": containerize,
         "image": image,
+        **given(api_key=api_key),
     }
-    if smoke_input is not None:
-        settings["smoke_input"] = smoke_input
-    if api_key is not None:
-        settings["api_key"] = api_key
     return deploy_with(
-        get_deployer("zmd-bentoml"),
+        "zmd-bentoml",
         model_uri=tag,
         deployment_name=deployment_name,
         model_name=model_name or tag.split(":")[0],
@@ -147,4 +143,5 @@ def bentoml_deployer_step(
         policy=policy,
         timeout=timeout,
         settings=settings,
+        smoke_input=smoke_input,
     )

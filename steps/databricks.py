@@ -105,8 +105,6 @@ def databricks_deployer_step(
         "inference_table": inference_table,
         "query_format": query_format,
     }
-    if smoke_input is not None:
-        settings["smoke_input"] = smoke_input
     return deploy_with(
         deployer,
         model_uri=model_uri,
@@ -116,6 +114,7 @@ def databricks_deployer_step(
         policy=policy,
         timeout=timeout,
         settings=settings,
+        smoke_input=smoke_input,
         canary_percent=canary_percent,
         rollout=rollout,
     )

@@ -10,7 +10,7 @@ from zenml.client import Client
 from zenml_model_deployers.materializer import ServiceMaterializer
 from zenml_model_deployers.service import DeploymentService
 
-from ._body import deploy_with
+from ._body import deploy_with, given
 
 
 @step(enable_cache=False, output_materializers=ServiceMaterializer)
@@ -117,15 +117,9 @@ def mlflow_deployer_step(
     Returns:
         The service (saved in full as an artifact).
     """
-    from zenml_model_deployers.flavors import get_deployer
-
-    settings: dict[str, Any] = {"port": port, "workers": workers, "env": env or {}}
-    if smoke_input is not None:
-        settings["smoke_input"] = smoke_input
-    if api_key is not None:
-        settings["api_key"] = api_key
+    settings = {"port": port, "workers": workers, "env": env or {}, **given(api_key=api_key)}
     return deploy_with(
-        get_deployer("zmd-mlflow"),
+        "zmd-mlflow",
         model=model,
         model_uri=model_uri,
         deployment_name=deployment_name,
@@ -135,6 +129,7 @@ def mlflow_deployer_step(
         timeout=timeout,
         input_example=input_example,
         settings=settings,
+        smoke_input=smoke_input,
         canary_percent=canary_percent,
         rollout=rollout,
     )
@@ -195,8 +190,6 @@ def huggingface_deployer_step(
     Returns:
         The service (saved in full as an artifact; no token in it).
     """
-    from zenml_model_deployers.flavors import get_deployer
-
     settings: dict[str, Any] = {
         "revision": revision,
         "task": task,
@@ -213,10 +206,8 @@ def huggingface_deployer_step(
         "custom_image": custom_image,
         "env": env or {},
     }
-    if smoke_input is not None:
-        settings["smoke_input"] = smoke_input
     return deploy_with(
-        get_deployer("zmd-huggingface"),
+        "zmd-huggingface",
         model_uri=repository,
         deployment_name=deployment_name,
         model_name=model_name,
@@ -224,6 +215,7 @@ def huggingface_deployer_step(
         policy=policy,
         timeout=timeout,
         settings=settings,
+        smoke_input=smoke_input,
     )
 
 

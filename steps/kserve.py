@@ -9,7 +9,7 @@ from zenml import step
 from zenml_model_deployers.materializer import ServiceMaterializer
 from zenml_model_deployers.service import DeploymentService
 
-from ._body import deploy_with
+from ._body import deploy_with, given
 
 
 @step(enable_cache=False, output_materializers=ServiceMaterializer)
@@ -69,8 +69,6 @@ def kserve_deployer_step(
     Returns:
         The service (saved in full as an artifact; no credentials in it).
     """
-    from zenml_model_deployers.flavors import get_deployer
-
     settings: dict[str, Any] = {
         "model_format": model_format,
         "protocol": protocol,
@@ -80,13 +78,10 @@ def kserve_deployer_step(
         "args": args or [],
         "storage_secret": storage_secret,
         "deployment_mode": deployment_mode,
+        **given(runtime=runtime),
     }
-    if runtime is not None:
-        settings["runtime"] = runtime
-    if smoke_input is not None:
-        settings["smoke_input"] = smoke_input
     return deploy_with(
-        get_deployer("zmd-kserve"),
+        "zmd-kserve",
         model=model,
         model_uri=model_uri,
         deployment_name=deployment_name,
@@ -95,5 +90,6 @@ def kserve_deployer_step(
         policy=policy,
         timeout=timeout,
         settings=settings,
+        smoke_input=smoke_input,
         canary_percent=canary_percent,
     )

@@ -9,7 +9,7 @@ from zenml import step
 from zenml_model_deployers.materializer import ServiceMaterializer
 from zenml_model_deployers.service import DeploymentService
 
-from ._body import deploy_with
+from ._body import deploy_with, given
 
 
 @step(enable_cache=False, output_materializers=ServiceMaterializer)
@@ -70,29 +70,22 @@ def seldon_deployer_step(
     Returns:
         The service (saved in full as an artifact; no credentials in it).
     """
-    from zenml_model_deployers.flavors import get_deployer
-
     settings: dict[str, Any] = {
         "replicas": replicas,
         "memory": memory,
         "server": server,
         "parameters": parameters or {},
         "storage_secret": storage_secret,
+        **given(
+            requirements=requirements,
+            seldon_api=seldon_api,
+            implementation=implementation,
+            image=image,
+            protocol=protocol,
+        ),
     }
-    if requirements is not None:
-        settings["requirements"] = requirements
-    for key, value in (
-        ("seldon_api", seldon_api),
-        ("implementation", implementation),
-        ("image", image),
-        ("protocol", protocol),
-    ):
-        if value is not None:
-            settings[key] = value
-    if smoke_input is not None:
-        settings["smoke_input"] = smoke_input
     return deploy_with(
-        get_deployer("zmd-seldon"),
+        "zmd-seldon",
         model=model,
         model_uri=model_uri,
         deployment_name=deployment_name,
@@ -101,6 +94,7 @@ def seldon_deployer_step(
         policy=policy,
         timeout=timeout,
         settings=settings,
+        smoke_input=smoke_input,
         canary_percent=canary_percent,
         rollout=rollout,
     )

@@ -76,8 +76,6 @@ def vllm_deployer_step(
     Returns:
         The service (saved in full as an artifact; no key in it).
     """
-    from zenml_model_deployers.flavors import get_deployer
-
     settings: dict[str, Any] = {
         "served_model_name": served_model_name,
         "dtype": dtype,
@@ -95,11 +93,9 @@ def vllm_deployer_step(
         "executable": executable,
         "require_gpu": require_gpu,
     }
-    if smoke_input is not None:
-        settings["smoke_input"] = smoke_input
     is_reference = isinstance(model, str | Path)
     return deploy_with(
-        get_deployer("zmd-vllm"),
+        "zmd-vllm",
         model=None if is_reference else model,
         model_uri=str(model) if is_reference else None,
         deployment_name=deployment_name,
@@ -111,4 +107,5 @@ def vllm_deployer_step(
         policy=policy,
         timeout=timeout,
         settings=settings,
+        smoke_input=smoke_input,
     )

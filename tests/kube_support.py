@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.service import DeploymentService
+from zenml_model_deployers.testing.conformance import DeployerConformance
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
 # The CRDs as the projects publish them (the API server's schemas), beside the repository.
@@ -50,8 +53,8 @@ def sklearn_model(constant: int) -> object:
     return DummyClassifier(strategy="constant", constant=constant).fit(x, [0, 1])
 
 
-def seldon_component(c: SimulatedCluster, **extra: Any) -> dict[str, Any]:
-    """The `zmd-seldon` component settings pointing at a simulated cluster."""
+def cluster_component(c: SimulatedCluster, **extra: Any) -> dict[str, Any]:
+    """A cluster flavor's component settings pointing at a simulated cluster (its gateway)."""
     return {
         "kubeconfig": c.kubeconfig,
         "kubernetes_context": c.context,
@@ -62,9 +65,8 @@ def seldon_component(c: SimulatedCluster, **extra: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def seldon_stack(cluster: SimulatedCluster) -> Iterator[str]:
-    """A ZenML stack whose model deployer is `zmd-seldon` on the module's cluster, active for
+def _cluster_stack(cluster: SimulatedCluster, flavor: str) -> Iterator[str]:
+    """A ZenML stack whose model deployer is ``flavor`` on the module's cluster, active for
     the module; the previously active stack comes back afterwards. Each module gets its own
     component and stack: ZenML keeps the active stack's components, and a component updated in
     place would keep pointing at the previous module's (closed) cluster."""
@@ -74,11 +76,18 @@ def seldon_stack(cluster: SimulatedCluster) -> Iterator[str]:
 
     client = Client()
     previous = client.active_stack_model.name
-    name = f"zmd-test-seldon-{cluster.base_url.rsplit(':', 1)[-1]}"
-    ensure_deployer_stack(name, name, flavor="zmd-seldon", configuration=seldon_component(cluster))
+    name = f"zmd-test-{flavor.removeprefix('zmd-')}-{cluster.base_url.rsplit(':', 1)[-1]}"
+    ensure_deployer_stack(name, name, flavor=flavor, configuration=cluster_component(cluster))
     yield name
     if client.active_stack_model.name != previous:
         client.activate_stack(previous)
+
+
+@pytest.fixture(scope="module")
+def seldon_stack(cluster: SimulatedCluster) -> Iterator[str]:
+    """A ZenML stack whose model deployer is `zmd-seldon` on the module's cluster, active for
+    the module (see `_cluster_stack`)."""
+    yield from _cluster_stack(cluster, "zmd-seldon")
 
 
 @pytest.fixture(scope="module")
@@ -122,33 +131,11 @@ def model_dirs(zenml_env: Path) -> dict[str, str]:
     return out
 
 
-def kserve_component(c: SimulatedCluster, **extra: Any) -> dict[str, Any]:
-    """The `zmd-kserve` component settings pointing at a simulated cluster (its gateway)."""
-    return {
-        "kubeconfig": c.kubeconfig,
-        "kubernetes_context": c.context,
-        "kubernetes_namespace": c.namespace,
-        "base_url": c.base_url,
-        "default_timeout": 60,
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module")
 def kserve_stack(cluster: SimulatedCluster) -> Iterator[str]:
     """A ZenML stack whose model deployer is `zmd-kserve` on the module's cluster, active for
-    the module (see `seldon_stack`)."""
-    from zenml.client import Client
-
-    from zenml_model_deployers.flavors import ensure_deployer_stack
-
-    client = Client()
-    previous = client.active_stack_model.name
-    name = f"zmd-test-kserve-{cluster.base_url.rsplit(':', 1)[-1]}"
-    ensure_deployer_stack(name, name, flavor="zmd-kserve", configuration=kserve_component(cluster))
-    yield name
-    if client.active_stack_model.name != previous:
-        client.activate_stack(previous)
+    the module (see `_cluster_stack`)."""
+    yield from _cluster_stack(cluster, "zmd-kserve")
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +189,80 @@ class LoopingClient:
         for t in self.threads:
             t.join(30)
         return self.log
+
+
+def share_of_b(svc: Any, n: int) -> tuple[float, list[str]]:
+    """Sends n single-row requests through the URL (4 at a time); the share answered by model
+    b (which predicts 1), and the failed requests."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    headers, body = svc.format_request([[0.0, 1.0]])
+    local = threading.local()
+
+    def one(_: int) -> int | str:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        r = local.session.post(svc.prediction_url, data=body, headers=headers, timeout=30)
+        if r.status_code != 200:
+            return f"{r.status_code} {r.text[:100]}"
+        return int(svc.parse_response(r.content) == [1])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(one, range(n)))
+    failures = [a for a in answers if isinstance(a, str)]
+    return sum(a for a in answers if isinstance(a, int)) / n, failures
+
+
+class ClusterConformance(DeployerConformance):
+    """What the conformance suite needs from a cluster flavor on the simulated cluster: the
+    models ``a``/``b``/``broken`` of :func:`model_dirs`, the storage secret, and the API
+    requests the flavor (not a controller) made. A subclass sets ``CONFIG_CLASS`` and the
+    ``deployer``/``stack_with_deployer`` fixtures; the test module imports ``cluster`` and
+    ``model_dirs``."""
+
+    CONFIG_CLASS: ClassVar[type[DeploymentConfig]]
+    # What a request to the deleted deployment's URL gets (the gateway or mesh stays).
+    URL_GONE_STATUSES: ClassVar[tuple[int, ...]] = (404,)
+    sample_input = [[0.0, 1.0]]
+    timeout = 60.0
+    overrides: ClassVar[dict[str, Any]] = {}
+    sim: SimulatedCluster
+    dirs: dict[str, str]
+
+    @pytest.fixture(autouse=True)
+    def _cluster(self, cluster: SimulatedCluster, model_dirs: dict[str, str]) -> None:
+        type(self).sim = cluster
+        type(self).dirs = model_dirs
+
+    def make_config(self, variant: str, name: str, **overrides: Any) -> DeploymentConfig:
+        return self.CONFIG_CLASS(
+            deployment_name=name,
+            model_name=name,
+            model_uri=self.dirs[variant],
+            **{**self.overrides, **overrides},
+        )
+
+    def expected(self, variant: str) -> Any:
+        return [{"a": 0, "b": 1}[variant]]
+
+    def secret_overrides(self, ref: str) -> dict[str, Any]:
+        # storage_secret names the ZenML secret; all its keys go to the Kubernetes Secret.
+        return {"storage_secret": ref.strip("{} ").split(".")[0]}
+
+    def assert_url_gone(self, service: DeploymentService, url: str) -> None:
+        import requests
+
+        headers, body = service.format_request(self.sample_input)
+        r = requests.post(url, data=body, headers=headers, timeout=5)
+        assert r.status_code in self.URL_GONE_STATUSES, r.text
+
+    def backend_writes(self) -> int:
+        # What the flavor (not the controller) asked the API server to change.
+        return sum(
+            1
+            for r in self.sim.log.requests
+            if not r["by_controller"] and r["verb"] not in ("get", "list", "watch")
+        )

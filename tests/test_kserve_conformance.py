@@ -6,11 +6,11 @@ MLServer answering through the gateway by the InferenceService's host."""
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-import requests
 from kube_support import (  # noqa: F401
+    ClusterConformance,
     cluster,
     kserve_deployer,
     kserve_stack,
@@ -19,25 +19,14 @@ from kube_support import (  # noqa: F401
 
 from zenml_model_deployers.flavors.kserve.service import KServeDeploymentConfig
 from zenml_model_deployers.service import DeploymentService
-from zenml_model_deployers.testing.conformance import DeployerConformance
-from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
 
-class TestKServeConformance(DeployerConformance):
+class TestKServeConformance(ClusterConformance):
     """zmd-kserve (Serverless, protocol V1) passes the suite. Standard mode and V2 are covered
     by test_kserve_lifecycle.py (one suite run costs ~70 s: not repeated per mode)."""
 
-    sample_input = [[0.0, 1.0]]
+    CONFIG_CLASS = KServeDeploymentConfig
     name_prefix = "ks"
-    timeout = 60.0
-    overrides: ClassVar[dict[str, Any]] = {}
-    sim: SimulatedCluster
-    dirs: dict[str, str]
-
-    @pytest.fixture(autouse=True)
-    def _cluster(self, cluster: SimulatedCluster, model_dirs: dict[str, str]) -> None:  # noqa: F811
-        type(self).sim = cluster
-        type(self).dirs = model_dirs
 
     @pytest.fixture
     def deployer(self, kserve_deployer: Any) -> Any:  # noqa: F811
@@ -46,20 +35,6 @@ class TestKServeConformance(DeployerConformance):
     @pytest.fixture
     def stack_with_deployer(self, kserve_stack: str) -> str:  # noqa: F811
         return kserve_stack
-
-    def make_config(self, variant: str, name: str, **overrides: Any) -> KServeDeploymentConfig:
-        return KServeDeploymentConfig(
-            deployment_name=name,
-            model_name=name,
-            model_uri=self.dirs[variant],
-            **{**self.overrides, **overrides},
-        )
-
-    def expected(self, variant: str) -> Any:
-        return [{"a": 0, "b": 1}[variant]]
-
-    def secret_overrides(self, ref: str) -> dict[str, Any]:
-        return {"storage_secret": ref.strip("{} ").split(".")[0]}
 
     def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
         assert self.sim.secrets_seen[service.deployment_name]["token"] == value
@@ -72,19 +47,6 @@ class TestKServeConformance(DeployerConformance):
         for plural in ("inferenceservices", "secrets", "serviceaccounts"):
             left = [o for o in self.sim.objects(plural) if name in o["metadata"]["name"]]
             assert left == [], plural
-
-    def assert_url_gone(self, service: DeploymentService, url: str) -> None:
-        # The gateway stays; it no longer knows the host.
-        headers, body = service.format_request(self.sample_input)
-        r = requests.post(url, data=body, headers=headers, timeout=5)
-        assert r.status_code == 404, r.text
-
-    def backend_writes(self) -> int:
-        return sum(
-            1
-            for r in self.sim.log.requests
-            if not r["by_controller"] and r["verb"] not in ("get", "list", "watch")
-        )
 
     def test_11_every_manifest_was_valid(self) -> None:
         """No manifest or patch the flavor sent was refused by the CRD schema."""

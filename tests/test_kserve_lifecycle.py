@@ -5,11 +5,9 @@ split observed over a few hundred requests through the gateway)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from kube_support import (  # noqa: F401
     kserve_deployer,
     kserve_stack,
     model_dirs,
+    share_of_b,
     sklearn_model,
 )
 from zenml import step
@@ -59,26 +58,6 @@ def _std(uri: str, name: str) -> KServeDeploymentConfig:
 def _isvc(c: SimulatedCluster, name: str) -> dict[str, Any] | None:
     found = [o for o in c.objects("inferenceservices") if o["metadata"]["name"] == name]
     return found[0] if found else None
-
-
-def _share_of_b(svc: Any, n: int) -> tuple[float, list[str]]:
-    """Sends n single-row requests through the URL (4 at a time); the share answered by model
-    b (which predicts 1), and the failed requests."""
-    headers, body = svc.format_request([[0.0, 1.0]])
-    local = threading.local()
-
-    def one(_: int) -> int | str:
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-        r = local.session.post(svc.prediction_url, data=body, headers=headers, timeout=30)
-        if r.status_code != 200:
-            return f"{r.status_code} {r.text[:100]}"
-        return int(svc.parse_response(r.content) == [1])
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        answers = list(pool.map(one, range(n)))
-    failures = [a for a in answers if isinstance(a, str)]
-    return sum(a for a in answers if isinstance(a, int)) / n, failures
 
 
 def _delete(deployer: Any, name: str, c: SimulatedCluster) -> None:
@@ -238,7 +217,7 @@ def test_serverless_canary_split_promote_and_rollback(
             for t in obj["status"]["components"]["predictor"]["traffic"]
         }
         assert traffic[first_rev] == (70, "prev")
-        share, failures = _share_of_b(svc, 300)
+        share, failures = share_of_b(svc, 300)
         assert failures == []
         assert 0.2 <= share <= 0.4, share
 
@@ -250,7 +229,7 @@ def test_serverless_canary_split_promote_and_rollback(
         assert obj is not None and obj["spec"]["predictor"]["canaryTrafficPercent"] == 30
         shares = sorted(t["percent"] for t in obj["status"]["components"]["predictor"]["traffic"])
         assert shares == [30, 70]
-        share, failures = _share_of_b(svc, 100)
+        share, failures = share_of_b(svc, 100)
         assert failures == [] and 0.1 <= share <= 0.5, share
 
         svc = kserve_deployer.rollback(svc)
@@ -267,7 +246,7 @@ def test_serverless_canary_split_promote_and_rollback(
         obj = _isvc(cluster, name)
         assert obj is not None and "canaryTrafficPercent" not in obj["spec"]["predictor"]
         assert obj["spec"]["predictor"]["model"]["storageUri"] == model_dirs["a"]
-        share, failures = _share_of_b(svc, 60)
+        share, failures = share_of_b(svc, 60)
         assert failures == [] and share == 0.0
 
         # A candidate KServe cannot roll out: its words, and the stable spec back alone.
@@ -287,7 +266,7 @@ def test_serverless_canary_split_promote_and_rollback(
         assert svc.prediction_url == url and svc.config.model_uri == model_dirs["b"]
         obj = _isvc(cluster, name)
         assert obj is not None and "canaryTrafficPercent" not in obj["spec"]["predictor"]
-        share, failures = _share_of_b(svc, 60)
+        share, failures = share_of_b(svc, 60)
         assert failures == [] and share == 1.0
         assert cluster.log.rejected == []
     finally:
@@ -317,19 +296,19 @@ def test_standard_mode_update_and_canary_uses_spec_canary_or_refuses(
         [canary] = obj["spec"]["canary"]
         assert canary["trafficPercent"] == 40
         assert canary["predictor"]["model"]["storageUri"] == model_dirs["b"]
-        share, failures = _share_of_b(svc, 250)
+        share, failures = share_of_b(svc, 250)
         assert failures == [] and 0.3 <= share <= 0.5, share
 
         svc = kserve_deployer.rollback(svc)
         obj = _isvc(cluster, name)
         assert obj is not None and "canary" not in obj["spec"]
-        share, failures = _share_of_b(svc, 40)
+        share, failures = share_of_b(svc, 40)
         assert failures == [] and share == 0.0
 
         with pytest.raises(DeploymentError) as err:
             kserve_deployer.deploy(_std(model_dirs["broken"], name))
         assert "ModelLoadFailed" in (err.value.backend_message or "")
-        share, failures = _share_of_b(svc, 20)
+        share, failures = share_of_b(svc, 20)
         assert failures == [] and share == 0.0
 
         cluster.without_crd_field("inferenceservices", "spec.canary")
@@ -380,7 +359,7 @@ def test_standard_mode_update_and_canary_uses_spec_canary_or_refuses(
         assert obj is not None and "canary" not in obj["spec"]
         assert obj["spec"]["predictor"]["model"]["storageUri"] == model_dirs["b"]
         assert svc.prediction_url == url
-        share, failures = _share_of_b(svc, 40)
+        share, failures = share_of_b(svc, 40)
         assert failures == [] and share == 1.0
     finally:
         _delete(kserve_deployer, name, cluster)

@@ -8,8 +8,8 @@ import json
 from typing import Any, ClassVar
 
 import pytest
-import requests
 from kube_support import (  # noqa: F401
+    ClusterConformance,
     cluster,
     model_dirs,
     seldon_deployer,
@@ -18,25 +18,16 @@ from kube_support import (  # noqa: F401
 
 from zenml_model_deployers.flavors.seldon.service import SeldonDeploymentConfig
 from zenml_model_deployers.service import DeploymentService
-from zenml_model_deployers.testing.conformance import DeployerConformance
-from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
 
-class TestSeldonConformance(DeployerConformance):
+class TestSeldonConformance(ClusterConformance):
     """zmd-seldon passes the suite."""
 
-    sample_input = [[0.0, 1.0]]
+    CONFIG_CLASS = SeldonDeploymentConfig
+    # The mesh stays; it no longer knows the model.
+    URL_GONE_STATUSES = (404, 503)
     name_prefix = "sd"
-    timeout = 60.0
     plural = "models"
-    overrides: ClassVar[dict[str, Any]] = {}
-    sim: SimulatedCluster
-    dirs: dict[str, str]
-
-    @pytest.fixture(autouse=True)
-    def _cluster(self, cluster: SimulatedCluster, model_dirs: dict[str, str]) -> None:  # noqa: F811
-        type(self).sim = cluster
-        type(self).dirs = model_dirs
 
     @pytest.fixture
     def deployer(self, seldon_deployer: Any) -> Any:  # noqa: F811
@@ -45,21 +36,6 @@ class TestSeldonConformance(DeployerConformance):
     @pytest.fixture
     def stack_with_deployer(self, seldon_stack: str) -> str:  # noqa: F811
         return seldon_stack
-
-    def make_config(self, variant: str, name: str, **overrides: Any) -> SeldonDeploymentConfig:
-        return SeldonDeploymentConfig(
-            deployment_name=name,
-            model_name=name,
-            model_uri=self.dirs[variant],
-            **{**self.overrides, **overrides},
-        )
-
-    def expected(self, variant: str) -> Any:
-        return [{"a": 0, "b": 1}[variant]]
-
-    def secret_overrides(self, ref: str) -> dict[str, Any]:
-        # storage_secret names the ZenML secret; all its keys go to the Kubernetes Secret.
-        return {"storage_secret": ref.strip("{} ").split(".")[0]}
 
     def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
         assert self.sim.secrets_seen[service.deployment_name]["token"] == value
@@ -74,20 +50,6 @@ class TestSeldonConformance(DeployerConformance):
             left = [m for m in self.sim.objects(plural) if name in m["metadata"]["name"]]
             assert left == [], plural
         assert [s for s in self.sim.objects("secrets") if name in s["metadata"]["name"]] == []
-
-    def assert_url_gone(self, service: DeploymentService, url: str) -> None:
-        # The mesh stays; it no longer knows the model.
-        headers, body = service.format_request(self.sample_input)
-        r = requests.post(url, data=body, headers=headers, timeout=5)
-        assert r.status_code in (404, 503), r.text
-
-    def backend_writes(self) -> int:
-        # What the flavor (not the controller) asked the API server to change.
-        return sum(
-            1
-            for r in self.sim.log.requests
-            if not r["by_controller"] and r["verb"] not in ("get", "list", "watch")
-        )
 
     def test_11_every_manifest_was_valid(self) -> None:
         """No manifest the flavor sent was refused by the CRD schemas during the suite."""

@@ -4,14 +4,12 @@ the restored spec after a failed update, logs, and pipelines deploying a model o
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from click.testing import CliRunner
 from kube_support import (  # noqa: F401
     LoopingClient,
@@ -20,6 +18,7 @@ from kube_support import (  # noqa: F401
     model_dirs,
     seldon_deployer,
     seldon_stack,
+    share_of_b,
     sklearn_model,
 )
 from zenml import step
@@ -218,28 +217,6 @@ def test_the_offline_example_runs_end_to_end() -> None:
     assert "deleted;" in out
 
 
-def _share_of_b(svc: Any, n: int) -> tuple[float, list[str]]:
-    """Sends n single-row requests through the URL (4 at a time); the share answered by model
-    b (which predicts 1), and the failed requests."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    headers, body = svc.format_request([[0.0, 1.0]])
-    local = threading.local()
-
-    def one(_: int) -> int | str:
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-        r = local.session.post(svc.prediction_url, data=body, headers=headers, timeout=30)
-        if r.status_code != 200:
-            return f"{r.status_code} {r.text[:100]}"
-        return int(svc.parse_response(r.content) == [1])
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        answers = list(pool.map(one, range(n)))
-    failures = [a for a in answers if isinstance(a, str)]
-    return sum(a for a in answers if isinstance(a, int)) / n, failures
-
-
 def test_canary_split_promote_and_rollback(
     seldon_deployer: Any,  # noqa: F811
     cluster: SimulatedCluster,  # noqa: F811
@@ -264,13 +241,13 @@ def test_canary_split_promote_and_rollback(
         exp = [e for e in cluster.objects("experiments") if e["metadata"]["name"] == name]
         assert exp and exp[0]["spec"]["default"] == name
         assert [c["weight"] for c in exp[0]["spec"]["candidates"]] == [70, 30]
-        share, failures = _share_of_b(svc, 300)
+        share, failures = share_of_b(svc, 300)
         assert failures == []
         assert 0.2 <= share <= 0.4, share
         seldon_deployer.rollback(svc)
         assert _names(cluster, "experiments", name) == []
         assert _names(cluster, "models", name) == [name]
-        share, failures = _share_of_b(svc, 50)
+        share, failures = share_of_b(svc, 50)
         assert failures == [] and share == 0.0
         with pytest.raises(DeploymentError) as err:
             seldon_deployer.deploy(_config(model_dirs["broken"], name), canary_percent=30)
@@ -284,7 +261,7 @@ def test_canary_split_promote_and_rollback(
         spec = _model_spec(cluster, name)
         assert spec is not None and spec["storageUri"] == model_dirs["b"]
         assert _names(cluster, "models", name) == [name]
-        share, failures = _share_of_b(svc, 50)
+        share, failures = share_of_b(svc, 50)
         assert failures == [] and share == 1.0
         assert cluster.log.rejected == []
     finally:
@@ -326,7 +303,7 @@ def test_core1_canary_predictor_and_promote(
             ("default", 50),
             ("canary", 50),
         ]
-        share, failures = _share_of_b(svc, 100)
+        share, failures = share_of_b(svc, 100)
         assert failures == [] and 0.3 <= share <= 0.7, share
         svc = seldon_deployer.promote(svc)
         sdep = [d for d in cluster.objects("seldondeployments") if d["metadata"]["name"] == name]
@@ -334,7 +311,7 @@ def test_core1_canary_predictor_and_promote(
         assert [p["name"] for p in predictors] == ["default"]
         assert predictors[0]["graph"]["modelUri"] == model_dirs["b"]
         assert svc.prediction_url == url
-        share, failures = _share_of_b(svc, 20)
+        share, failures = share_of_b(svc, 20)
         assert failures == [] and share == 1.0
     finally:
         found = seldon_deployer.find_deployment(name)

@@ -1,13 +1,16 @@
-"""The part of a cluster flavor's deployment config that says where the deployment lives and
-how it is reached (none of it is in the revision's hash), and its storage credentials."""
+"""The cluster flavors' shared settings: the component's (which cluster, endpoint, storage
+credentials, Prometheus) and the part of a deployment config that says where the deployment
+lives and how it is reached (none of it is in the revision's hash)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 from pydantic import ConfigDict, field_validator
+from zenml.models import ServiceConnectorRequirements
 
 from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
 from zenml_model_deployers.kube.client import KubeTarget
 
 
@@ -32,6 +35,64 @@ def check_token_reference(v: str | None) -> str | None:
             "the token itself."
         )
     return v
+
+
+class KubeDeployerConfig(BaseDeployerConfig):
+    """Base of the cluster flavors' component settings (`zmd-seldon`, `zmd-kserve`): which
+    cluster and namespace, the inference endpoint, storage credentials and Prometheus. Each
+    flavor documents these fields in its own words and adds its own.
+
+    Attributes:
+        kubernetes_context: the kubeconfig context of the cluster (None: the current one).
+        kubeconfig: the kubeconfig file (None: ``$KUBECONFIG``, else ``~/.kube/config``).
+        in_cluster: use the pod's service account (when the pipeline runs in the cluster).
+        kubernetes_namespace: where the resources go (it must exist).
+        base_url: the inference endpoint or ingress.
+        storage_secret: the name of a ZenML secret whose keys become a Kubernetes Secret the
+            model server reads storage with; None: no credentials.
+        prometheus_url: a Prometheus that scrapes the model servers, for per-revision request
+            metrics (None: none read).
+        prometheus_token: a bearer token for it, as a ZenML secret reference
+            (``{{prometheus.token}}``), resolved at call time; None: no auth.
+    """
+
+    # A plain token given by mistake must not be echoed by a validation error.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    kubernetes_context: str | None = None
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    kubernetes_namespace: str = "default"
+    base_url: str = ""
+    storage_secret: str | None = None
+    prometheus_url: str | None = None
+    prometheus_token: str | None = None
+
+    @field_validator("prometheus_token")
+    @classmethod
+    def _token_reference(cls, v: str | None) -> str | None:
+        return check_token_reference(v)
+
+    @property
+    def is_remote(self) -> bool:
+        """The models serve in a cluster, not on this machine."""
+        return True
+
+
+class KubeDeployerFlavor(BaseDeployerFlavor):
+    """Base of the cluster flavors: a ZenML Kubernetes service connector may give the
+    cluster's credentials."""
+
+    CONFIG_CLASS: ClassVar[type[BaseDeployerConfig]] = KubeDeployerConfig
+
+    @property
+    def service_connector_requirements(self) -> ServiceConnectorRequirements | None:
+        """A ZenML Kubernetes service connector may give the cluster's credentials.
+
+        Returns:
+            The requirement (a ``kubernetes-cluster`` resource).
+        """
+        return ServiceConnectorRequirements(resource_type="kubernetes-cluster")
 
 
 class KubeDeploymentConfig(DeploymentConfig):

@@ -348,6 +348,25 @@ class KubeNamespace:
                 raise
         return True
 
+    def delete_and_wait(self, kind: ResourceKind, name: str, timeout: float, what: str) -> None:
+        """Deletes an object and waits until it is gone (or no longer ours: a namesake that
+        another owner made meanwhile is not waited for).
+
+        Args:
+            kind: its kind.
+            name: its name.
+            timeout: seconds.
+            what: the outcome, for messages (e.g. "deleted": "Model 'x' to be deleted").
+        """
+        self.delete(kind, name)
+        self.wait_for(
+            kind,
+            name,
+            lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
+            timeout,
+            f"{kind.kind} '{name}' to be {what}",
+        )
+
     def list_owned(self, kind: ResourceKind) -> list[dict[str, Any]]:
         """Every object of a kind this deployment owns.
 

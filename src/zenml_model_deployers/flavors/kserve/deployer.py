@@ -7,20 +7,19 @@ from typing import Any, ClassVar, cast
 from zenml.model_deployers.base_model_deployer import BaseModelDeployerFlavor
 
 from zenml_model_deployers.config import DeploymentConfig
-from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.errors import ConfigurationError
 from zenml_model_deployers.flavors.kserve.flavor import KServeDeployerConfig, KServeDeployerFlavor
 from zenml_model_deployers.flavors.kserve.service import (
     KServeDeploymentConfig,
     KServeDeploymentService,
 )
-from zenml_model_deployers.kube.client import component_defaults
+from zenml_model_deployers.kube.deployer import KubeDeployer
 
 # Model formats whose objects this flavor can package (others: pass a model_uri).
 PACKAGED_FORMATS = ("sklearn", "mlflow")
 
 
-class KServeDeployer(BaseDeployer):
+class KServeDeployer(KubeDeployer):
     """Deploys models to KServe on Kubernetes; updates them in place.
 
     On top of the guarantees of :class:`BaseDeployer`: one ``InferenceService`` per
@@ -41,24 +40,20 @@ class KServeDeployer(BaseDeployer):
         """This component's settings."""
         return cast(KServeDeployerConfig, self.config)
 
-    def prepare_config(self, config: DeploymentConfig) -> DeploymentConfig:
-        """Fills what the config leaves to the component: cluster, namespace, ingress,
-        deployment mode, storage secret.
+    def flavor_defaults(self, config: DeploymentConfig) -> dict[str, Any]:
+        """The component's deployment mode, where the config sets none.
 
         Args:
             config: a `KServeDeploymentConfig`.
 
         Returns:
-            The completed config.
+            The fields to update.
         """
         cfg = cast(KServeDeploymentConfig, config)
         comp = self.kserve_config
-        update = component_defaults(cfg, comp, getattr(self, "connector", None))
         if cfg.deployment_mode is None and comp.deployment_mode:
-            update["deployment_mode"] = comp.deployment_mode
-        if not update:
-            return cfg
-        return type(cfg).model_validate({**cfg.model_dump(), **update})
+            return {"deployment_mode": comp.deployment_mode}
+        return {}
 
     def build_config(
         self,

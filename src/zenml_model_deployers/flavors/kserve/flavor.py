@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import ConfigDict, field_validator
-from zenml.models import ServiceConnectorRequirements
+from pydantic import field_validator
 
-from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
-from zenml_model_deployers.kube.config import check_token_reference
+from zenml_model_deployers.deployer import BaseDeployerConfig
+from zenml_model_deployers.kube.config import KubeDeployerConfig, KubeDeployerFlavor
 
 FLAVOR_NAME = "zmd-kserve"
 # KServe's deployment modes (the `serving.kserve.io/deploymentMode` annotation). KServe 0.15
@@ -36,7 +35,7 @@ def check_mode(v: str | None) -> str | None:
     return v
 
 
-class KServeDeployerConfig(BaseDeployerConfig):
+class KServeDeployerConfig(KubeDeployerConfig):
     """Settings of a `zmd-kserve` model deployer component.
 
     Attributes:
@@ -59,37 +58,15 @@ class KServeDeployerConfig(BaseDeployerConfig):
             (``{{prometheus.token}}``), resolved at call time; None: no auth.
     """
 
-    # A plain token given by mistake must not be echoed by a validation error.
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    kubernetes_context: str | None = None
-    kubeconfig: str | None = None
-    in_cluster: bool = False
-    kubernetes_namespace: str = "default"
-    base_url: str = ""
     deployment_mode: str | None = None
-    storage_secret: str | None = None
-    default_timeout: float = 300.0
-    prometheus_url: str | None = None
-    prometheus_token: str | None = None
-
-    @field_validator("prometheus_token")
-    @classmethod
-    def _token_reference(cls, v: str | None) -> str | None:
-        return check_token_reference(v)
 
     @field_validator("deployment_mode")
     @classmethod
     def _known_mode(cls, v: str | None) -> str | None:
         return check_mode(v)
 
-    @property
-    def is_remote(self) -> bool:
-        """The models serve in a cluster, not on this machine."""
-        return True
 
-
-class KServeDeployerFlavor(BaseDeployerFlavor):
+class KServeDeployerFlavor(KubeDeployerFlavor):
     """Serves models as KServe ``InferenceService``s, updated in place."""
 
     FLAVOR_NAME: ClassVar[str] = FLAVOR_NAME
@@ -97,12 +74,3 @@ class KServeDeployerFlavor(BaseDeployerFlavor):
     LOGO: ClassVar[str] = "kserve"
     CONFIG_CLASS: ClassVar[type[BaseDeployerConfig]] = KServeDeployerConfig
     IMPLEMENTATION: ClassVar[str] = "zenml_model_deployers.flavors.kserve.deployer.KServeDeployer"
-
-    @property
-    def service_connector_requirements(self) -> ServiceConnectorRequirements | None:
-        """A ZenML Kubernetes service connector may give the cluster's credentials.
-
-        Returns:
-            The requirement (a ``kubernetes-cluster`` resource).
-        """
-        return ServiceConnectorRequirements(resource_type="kubernetes-cluster")

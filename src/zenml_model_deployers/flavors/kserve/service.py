@@ -23,7 +23,7 @@ Canaries follow the cluster's deployment mode (``status.deploymentMode``):
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -38,15 +38,15 @@ from zenml_model_deployers.flavors.kserve.flavor import FLAVOR_NAME, check_mode
 from zenml_model_deployers.kube.config import KubeDeploymentConfig
 from zenml_model_deployers.kube.resources import (
     LABEL_CONFIG_HASH,
-    KubeNamespace,
+    ResourceKind,
     Verdict,
     config_annotation,
-    owned_by,
     ownership_labels,
 )
+from zenml_model_deployers.kube.service import KubeDeploymentService, KubeDeploymentStatus
 from zenml_model_deployers.kube.v2protocol import EXAMPLE_V2_BODY
-from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
-from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
+from zenml_model_deployers.remote import BackendState, ServingTarget
+from zenml_model_deployers.service import RevisionMetrics
 
 OPENAI_CHAT_PATH = "/openai/v1/chat/completions"
 
@@ -121,7 +121,7 @@ class KServeDeploymentConfig(KubeDeploymentConfig):
         return {k: {r: str(q) for r, q in d.items()} for k, d in v.items()}
 
 
-class KServeDeploymentStatus(DeploymentStatus):
+class KServeDeploymentStatus(KubeDeploymentStatus):
     """What the cluster last said about the deployment.
 
     Attributes:
@@ -135,8 +135,6 @@ class KServeDeploymentStatus(DeploymentStatus):
         kserve_message: KServe's last message.
     """
 
-    namespace: str | None = None
-    stopped: bool = False
     host: str = ""
     deployment_mode: str = ""
     rolled_out_revision: str = ""
@@ -148,7 +146,7 @@ def _is_serverless(mode: str) -> bool:
     return mode == "Serverless"
 
 
-class KServeDeploymentService(InPlaceDeploymentService):
+class KServeDeploymentService(KubeDeploymentService):
     """A model on KServe: one ``InferenceService`` named after the deployment."""
 
     SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
@@ -159,32 +157,21 @@ class KServeDeploymentService(InPlaceDeploymentService):
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     BACKEND: ClassVar[str] = "KServe"
-    FIRST_POLL: ClassVar[float] = 0.1
-    MAX_POLL: ClassVar[float] = 2.0
-    SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = True
 
     config: KServeDeploymentConfig
     status: KServeDeploymentStatus
 
-    _ns: Any = PrivateAttr(default=None)
     # The bound of the waits inside one apply (the rollback's pin), from the caller's timeout.
     _apply_timeout: float = PrivateAttr(default=300.0)
 
     # ----------------------------------------------------------------- helpers
-    def kube(self) -> KubeNamespace:
-        """The deployment's namespace on its cluster (connects on first use).
+    def resource_kind(self) -> ResourceKind:
+        """The InferenceService (named after the deployment).
 
         Returns:
-            The namespace handle.
+            Its kind.
         """
-        if self._ns is None or self._ns.target != self.config.target():
-            self._ns = KubeNamespace(self.config.target(), self.deployment_name)
-        return self._ns  # type: ignore[no-any-return]
-
-    @property
-    def resource_name(self) -> str:
-        """The InferenceService's name (the deployment name)."""
-        return self.deployment_name
+        return manifests.INFERENCE_SERVICE
 
     @property
     def is_llm(self) -> bool:
@@ -641,32 +628,23 @@ class KServeDeploymentService(InPlaceDeploymentService):
             return False
         return bool(r.status_code == 200)
 
-    def provision_revision(self, timeout: float) -> None:
-        """Creates or updates the InferenceService in place, with rollback (see the base).
+    def roll_out(
+        self, target: ServingTarget, previous: ServingTarget | None, timeout: float, what: str
+    ) -> BackendState:
+        """The base's rollout (update or traffic split, with wait and rollback); the waits
+        inside one apply (a Serverless rollback's pin) are bounded by the same timeout.
 
         Args:
+            target: what to serve.
+            previous: what served until now (None: a new deployment).
             timeout: seconds.
+            what: what is done, for messages.
+
+        Returns:
+            The state that serves ``target``.
         """
         self._apply_timeout = timeout
-        super().provision_revision(timeout)
-
-    def set_traffic_split(
-        self,
-        stable: DeploymentConfig,
-        candidate: DeploymentConfig | None,
-        candidate_percent: int,
-        timeout: float,
-    ) -> None:
-        """Applies a canary split (or ends one), with the base's wait and rollback.
-
-        Args:
-            stable: the stable revision.
-            candidate: the candidate (None: ``stable`` takes all traffic).
-            candidate_percent: the candidate's share, 0-100.
-            timeout: seconds.
-        """
-        self._apply_timeout = timeout
-        super().set_traffic_split(stable, candidate, candidate_percent, timeout)
+        return super().roll_out(target, previous, timeout, what)
 
     # ----------------------------------------------------------------- lifecycle hooks
     def start_backend(self, timeout: float) -> None:
@@ -750,33 +728,16 @@ class KServeDeploymentService(InPlaceDeploymentService):
 
         ns = self.kube()
         if ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name) is not None:
-            ns.delete(manifests.INFERENCE_SERVICE, self.resource_name)
-            ns.wait_for(
-                manifests.INFERENCE_SERVICE,
-                self.resource_name,
-                lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
-                timeout,
-                f"InferenceService '{self.resource_name}' to be deleted",
-            )
+            ns.delete_and_wait(manifests.INFERENCE_SERVICE, self.resource_name, timeout, "deleted")
         delete_owned_service_accounts(ns)
         delete_owned_secrets(ns)
-        self._wait_url_forgets(timeout)
-
-    def _wait_url_forgets(self, timeout: float) -> None:
-        """Returns once the URL no longer answers for the model (KServe removes the routes
-        shortly after the InferenceService), so a deleted deployment serves nothing."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while self.status.url and self._model_ready():
-            if time.monotonic() >= deadline:
-                raise DeploymentError(
-                    f"InferenceService '{self.resource_name}' was deleted but its URL still "
-                    f"answers after {timeout:.0f} s.",
-                    deployment_name=self.deployment_name,
-                    hint="check the ingress (its routes for this host) and KServe's controller.",
-                )
-            time.sleep(0.1)
+        # KServe removes the routes shortly after the InferenceService.
+        self.wait_until_unserved(
+            lambda: bool(self.status.url) and self._model_ready(),
+            timeout,
+            f"InferenceService '{self.resource_name}' was deleted but its URL still answers",
+            "check the ingress (its routes for this host) and KServe's controller.",
+        )
 
     def check_status(self) -> tuple[ServiceState, str]:
         """Reads the InferenceService (one GET).
@@ -801,46 +762,30 @@ class KServeDeploymentService(InPlaceDeploymentService):
             return ServiceState.ERROR, f"KServe: {state.message}"
         return ServiceState.PENDING_STARTUP, f"KServe: {state.message}"
 
-    def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
-        """The InferenceService's conditions, then the predictor pods' logs (where RBAC
-        allows).
+    def status_lines(self, obj: dict[str, Any]) -> Iterator[str]:
+        """The InferenceService's conditions, one line each (``get_logs`` then shows the
+        predictor pods' logs).
 
         Args:
-            follow: ignored (the lines read now are returned).
-            tail: the last N lines of each pod.
+            obj: the InferenceService.
 
         Yields:
             Lines.
         """
-        ns = self.kube()
-        kind = manifests.INFERENCE_SERVICE
-        try:
-            obj = ns.get(kind, self.resource_name)
-        except DeploymentError as e:
-            yield f"cannot read {kind.kind} '{self.resource_name}': {str(e).splitlines()[0]}"
-            return
-        if obj is None:
-            yield f"{kind.kind} '{self.resource_name}' does not exist in namespace '{ns.namespace}'."
-        else:
-            for cond in manifests.conditions(obj).values():
-                yield (
-                    f"[InferenceService {self.resource_name}] {cond.get('type')}="
-                    f"{cond.get('status')} {cond.get('reason') or ''} "
-                    f"{cond.get('message') or ''}".rstrip()
-                )
-        selector = f"serving.kserve.io/inferenceservice={self.resource_name}"
-        yield from ns.pod_log_lines(selector, tail)
+        for cond in manifests.conditions(obj).values():
+            yield (
+                f"[InferenceService {self.resource_name}] {cond.get('type')}="
+                f"{cond.get('status')} {cond.get('reason') or ''} "
+                f"{cond.get('message') or ''}".rstrip()
+            )
 
-    def adopt_metrics_settings(self, config: DeploymentConfig) -> None:
-        """Reads metrics from the Prometheus the rollout's config names (the component's
-        ``prometheus_url`` may have been set after this deployment was made).
+    def pod_selector(self) -> str:
+        """The predictor pods (KServe labels them with the InferenceService's name).
 
-        Args:
-            config: the rollout's candidate config.
+        Returns:
+            The selector.
         """
-        from zenml_model_deployers.kube.prometheus import adopt_settings
-
-        self.config = adopt_settings(self.config, config)
+        return f"serving.kserve.io/inferenceservice={self.resource_name}"
 
     def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
         """Requests, failures and latency per revision, from the Prometheus configured on the
@@ -892,7 +837,7 @@ class KServeDeploymentService(InPlaceDeploymentService):
         revisions: list[tuple[DeploymentConfig, str]] = [(live.stable, stable_rev)]
         if live.candidate is not None and latest_rev != stable_rev:
             revisions.append((live.candidate, latest_rev))
-        namespace = self.status.namespace or self.config.namespace or "default"
+        namespace = self._namespace
         out = {}
         for cfg, rev in revisions:
             h = cfg.config_hash()
@@ -913,7 +858,7 @@ class KServeDeploymentService(InPlaceDeploymentService):
         d["namespace"] = self.status.namespace or self.config.namespace
         d["deployment_mode"] = self.status.deployment_mode or self.config.deployment_mode
         d["host"] = self.status.host
-        kind = manifests.INFERENCE_SERVICE
+        kind = self.resource_kind()
         d["resource"] = f"{kind.plural}.{kind.group}/{self.resource_name}"
         return d
 

@@ -7,16 +7,15 @@ from typing import Any, ClassVar, cast
 from zenml.model_deployers.base_model_deployer import BaseModelDeployerFlavor
 
 from zenml_model_deployers.config import DeploymentConfig
-from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.flavors.seldon.flavor import SeldonDeployerConfig, SeldonDeployerFlavor
 from zenml_model_deployers.flavors.seldon.service import (
     SeldonDeploymentConfig,
     SeldonDeploymentService,
 )
-from zenml_model_deployers.kube.client import component_defaults
+from zenml_model_deployers.kube.deployer import KubeDeployer
 
 
-class SeldonDeployer(BaseDeployer):
+class SeldonDeployer(KubeDeployer):
     """Deploys models to Seldon Core on Kubernetes; updates them in place.
 
     On top of the guarantees of :class:`BaseDeployer`: one ``Model`` per deployment, named
@@ -36,26 +35,23 @@ class SeldonDeployer(BaseDeployer):
         """This component's settings."""
         return cast(SeldonDeployerConfig, self.config)
 
-    def prepare_config(self, config: DeploymentConfig) -> DeploymentConfig:
-        """Fills what the config leaves to the component: cluster, namespace, endpoint, API,
-        server, storage secret (none of the connection settings is in the config hash).
+    def flavor_defaults(self, config: DeploymentConfig) -> dict[str, Any]:
+        """The component's server and Seldon API, where the config leaves them unset.
 
         Args:
             config: a `SeldonDeploymentConfig`.
 
         Returns:
-            The completed config.
+            The fields to update.
         """
         cfg = cast(SeldonDeploymentConfig, config)
         comp = self.seldon_config
-        update = component_defaults(cfg, comp, getattr(self, "connector", None))
+        update: dict[str, Any] = {}
         if cfg.server is None and comp.server:
             update["server"] = comp.server
         if "seldon_api" not in cfg.model_fields_set and comp.seldon_api != cfg.seldon_api:
             update["seldon_api"] = comp.seldon_api
-        if not update:
-            return cfg
-        return type(cfg).model_validate({**cfg.model_dump(), **update})
+        return update
 
     def package_model(self, model: Any, name: str, input_example: Any = None) -> str:
         """Saves a scikit-learn model as ``model.joblib`` (MLServer's sklearn runtime layout)

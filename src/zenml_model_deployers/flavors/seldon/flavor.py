@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import ConfigDict, field_validator
-from zenml.models import ServiceConnectorRequirements
+from pydantic import field_validator
 
-from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
-from zenml_model_deployers.kube.config import check_token_reference
+from zenml_model_deployers.deployer import BaseDeployerConfig
+from zenml_model_deployers.kube.config import KubeDeployerConfig, KubeDeployerFlavor
 
 FLAVOR_NAME = "zmd-seldon"
 SELDON_APIS = ("v2", "v1")
 
 
-class SeldonDeployerConfig(BaseDeployerConfig):
+class SeldonDeployerConfig(KubeDeployerConfig):
     """Settings of a `zmd-seldon` model deployer component.
 
     Attributes:
@@ -37,25 +36,8 @@ class SeldonDeployerConfig(BaseDeployerConfig):
             (``{{prometheus.token}}``), resolved at call time; None: no auth.
     """
 
-    # A plain token given by mistake must not be echoed by a validation error.
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    kubernetes_context: str | None = None
-    kubeconfig: str | None = None
-    in_cluster: bool = False
-    kubernetes_namespace: str = "default"
-    base_url: str = ""
     seldon_api: str = "v2"
     server: str | None = None
-    storage_secret: str | None = None
-    default_timeout: float = 300.0
-    prometheus_url: str | None = None
-    prometheus_token: str | None = None
-
-    @field_validator("prometheus_token")
-    @classmethod
-    def _token_reference(cls, v: str | None) -> str | None:
-        return check_token_reference(v)
 
     @field_validator("seldon_api")
     @classmethod
@@ -66,13 +48,8 @@ class SeldonDeployerConfig(BaseDeployerConfig):
             )
         return v
 
-    @property
-    def is_remote(self) -> bool:
-        """The models serve in a cluster, not on this machine."""
-        return True
 
-
-class SeldonDeployerFlavor(BaseDeployerFlavor):
+class SeldonDeployerFlavor(KubeDeployerFlavor):
     """Serves models on Seldon Core 2 (``Model``) or Core 1 (``SeldonDeployment``), in place."""
 
     FLAVOR_NAME: ClassVar[str] = FLAVOR_NAME
@@ -80,12 +57,3 @@ class SeldonDeployerFlavor(BaseDeployerFlavor):
     LOGO: ClassVar[str] = "seldon"
     CONFIG_CLASS: ClassVar[type[BaseDeployerConfig]] = SeldonDeployerConfig
     IMPLEMENTATION: ClassVar[str] = "zenml_model_deployers.flavors.seldon.deployer.SeldonDeployer"
-
-    @property
-    def service_connector_requirements(self) -> ServiceConnectorRequirements | None:
-        """A ZenML Kubernetes service connector may give the cluster's credentials.
-
-        Returns:
-            The requirement (a ``kubernetes-cluster`` resource).
-        """
-        return ServiceConnectorRequirements(resource_type="kubernetes-cluster")

@@ -11,10 +11,10 @@ talks to the cluster, so loading these services (ZenML does it to list them) is 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, field_validator
 from zenml.enums import ServiceState
 from zenml.models.v2.misc.service import ServiceType
 
@@ -31,15 +31,15 @@ from zenml_model_deployers.flavors.seldon.protocol import (
 from zenml_model_deployers.kube.config import KubeDeploymentConfig
 from zenml_model_deployers.kube.resources import (
     LABEL_CONFIG_HASH,
-    KubeNamespace,
+    ResourceKind,
     Verdict,
     config_annotation,
-    owned_by,
     ownership_labels,
 )
+from zenml_model_deployers.kube.service import KubeDeploymentService, KubeDeploymentStatus
 from zenml_model_deployers.kube.v2protocol import EXAMPLE_V2_BODY
-from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
-from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
+from zenml_model_deployers.remote import BackendState, ServingTarget
+from zenml_model_deployers.service import RevisionMetrics
 
 # Model conditions whose False status with these reasons means the load failed for good.
 FAILED_REASONS = ("ModelFailed", "LoadFailed", "ScheduleFailed", "ModelFailedToLoad")
@@ -110,7 +110,7 @@ class SeldonDeploymentConfig(KubeDeploymentConfig):
         return v
 
 
-class SeldonDeploymentStatus(DeploymentStatus):
+class SeldonDeploymentStatus(KubeDeploymentStatus):
     """What the cluster last said about the deployment.
 
     Attributes:
@@ -120,8 +120,6 @@ class SeldonDeploymentStatus(DeploymentStatus):
         seldon_message: Seldon's last message.
     """
 
-    namespace: str | None = None
-    stopped: bool = False
     seldon_state: str = ""
     seldon_message: str = ""
 
@@ -223,7 +221,7 @@ def experiment_verdict(obj: dict[str, Any]) -> Verdict:
     return condition_verdict(obj, ("Ready",))
 
 
-class SeldonDeploymentService(InPlaceDeploymentService):
+class SeldonDeploymentService(KubeDeploymentService):
     """A model on Seldon Core 2: one ``Model`` named after the deployment."""
 
     SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
@@ -234,39 +232,23 @@ class SeldonDeploymentService(InPlaceDeploymentService):
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     BACKEND: ClassVar[str] = "Seldon"
-    FIRST_POLL: ClassVar[float] = 0.1
-    MAX_POLL: ClassVar[float] = 2.0
-    SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = True
 
     config: SeldonDeploymentConfig
     status: SeldonDeploymentStatus
 
-    _ns: Any = PrivateAttr(default=None)
-
     # ----------------------------------------------------------------- helpers
-    def kube(self) -> KubeNamespace:
-        """The deployment's namespace on its cluster (connects on first use).
-
-        Returns:
-            The namespace handle.
-        """
-        if self._ns is None or self._ns.target != self.config.target():
-            self._ns = KubeNamespace(self.config.target(), self.deployment_name)
-        return self._ns  # type: ignore[no-any-return]
-
-    @property
-    def resource_name(self) -> str:
-        """The ``Model``'s name (the deployment name)."""
-        return self.deployment_name
-
     @property
     def core1(self) -> bool:
         """Whether this deployment is a Seldon Core 1 ``SeldonDeployment``."""
         return self.config.seldon_api == "v1"
 
-    @property
-    def _namespace(self) -> str:
-        return self.status.namespace or self.config.namespace or "default"
+    def resource_kind(self) -> ResourceKind:
+        """The Core 2 ``Model`` (or Core 1 ``SeldonDeployment``) named after the deployment.
+
+        Returns:
+            Its kind.
+        """
+        return manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
 
     def predict_path(self) -> str:
         """The inference path: Core 2 ``/v2/models/{name}/infer``; Core 1
@@ -681,20 +663,13 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         self.status.update_state(ServiceState.INACTIVE, "stopped (the Model is unloaded)")
 
     def _wait_mesh_forgets(self, timeout: float) -> None:
-        """Returns once the mesh no longer answers for the model (Seldon unloads it shortly
-        after its resource is deleted), so a stopped or deleted deployment serves nothing."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while self._mesh_ready():
-            if time.monotonic() >= deadline:
-                raise DeploymentError(
-                    f"'{self.resource_name}' was deleted but Seldon still serves it "
-                    f"after {timeout:.0f} s.",
-                    deployment_name=self.deployment_name,
-                    hint="check the Seldon scheduler's logs.",
-                )
-            time.sleep(0.1)
+        # Seldon unloads a model shortly after its resource is deleted.
+        self.wait_until_unserved(
+            self._mesh_ready,
+            timeout,
+            f"'{self.resource_name}' was deleted but Seldon still serves it",
+            "check the Seldon scheduler's logs.",
+        )
 
     def _stop_v1(self, timeout: float) -> None:
         """Core 1: every predictor to replicas 0 (``start`` restores the configured ones)."""
@@ -727,29 +702,14 @@ class SeldonDeploymentService(InPlaceDeploymentService):
     def _delete_objects(self, timeout: float, what: str) -> None:
         ns = self.kube()
         if ns.get_owned(manifests.SELDON_DEPLOYMENT, self.resource_name) is not None:
-            ns.delete(manifests.SELDON_DEPLOYMENT, self.resource_name)
-            ns.wait_for(
-                manifests.SELDON_DEPLOYMENT,
-                self.resource_name,
-                lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
-                timeout,
-                f"SeldonDeployment '{self.resource_name}' to be {what}",
-            )
+            ns.delete_and_wait(manifests.SELDON_DEPLOYMENT, self.resource_name, timeout, what)
         if self.core1:
             return
         if ns.get_owned(manifests.EXPERIMENT, self.resource_name) is not None:
             ns.delete(manifests.EXPERIMENT, self.resource_name)
         for obj in ns.list_owned(manifests.MODEL):
-            name = obj["metadata"]["name"]
-            ns.delete(manifests.MODEL, name)
             # Only what we deleted is waited for: a Model of that name we do not own stays.
-            ns.wait_for(
-                manifests.MODEL,
-                name,
-                lambda o: Verdict(done=o is None or not owned_by(o, self.deployment_name)),
-                timeout,
-                f"Model '{name}' to be {what}",
-            )
+            ns.delete_and_wait(manifests.MODEL, obj["metadata"]["name"], timeout, what)
 
     def check_status(self) -> tuple[ServiceState, str]:
         """Reads the ``Model`` (one GET).
@@ -757,9 +717,8 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         Returns:
             (state, message).
         """
-        kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
         try:
-            obj = self.kube().get(kind, self.resource_name)
+            obj = self.kube().get(self.resource_kind(), self.resource_name)
         except DeploymentError as e:
             return ServiceState.ERROR, str(e).splitlines()[0]
         if self.core1 and obj is not None:
@@ -782,56 +741,38 @@ class SeldonDeploymentService(InPlaceDeploymentService):
             return ServiceState.ERROR, f"Seldon: {verdict.reason}"
         return ServiceState.PENDING_STARTUP, f"Seldon: {verdict.reason}"
 
-    def get_logs(self, follow: bool = False, tail: int | None = None) -> Generator[str, bool, None]:
-        """The Model's conditions, then the model servers' pod logs (where RBAC allows).
+    def status_lines(self, obj: dict[str, Any]) -> Iterator[str]:
+        """The Model's conditions, one line each, or the SeldonDeployment's state
+        (``get_logs`` then shows the model servers' pod logs).
 
         Args:
-            follow: ignored (the lines read now are returned).
-            tail: the last N lines of each pod.
+            obj: the Model or SeldonDeployment.
 
         Yields:
             Lines.
         """
-        ns = self.kube()
-        kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
-        try:
-            obj = ns.get(kind, self.resource_name)
-        except DeploymentError as e:
-            yield f"cannot read {kind.kind} '{self.resource_name}': {str(e).splitlines()[0]}"
-            return
-        if obj is None:
-            yield f"{kind.kind} '{self.resource_name}' does not exist in namespace '{ns.namespace}'."
-        elif self.core1:
+        if self.core1:
             status = obj.get("status") or {}
             yield (
-                f"[{kind.kind} {self.resource_name}] state={status.get('state')} "
-                f"{status.get('description') or ''}".rstrip()
+                f"[{manifests.SELDON_DEPLOYMENT.kind} {self.resource_name}] "
+                f"state={status.get('state')} {status.get('description') or ''}".rstrip()
             )
-        else:
-            for cond in _conditions(obj).values():
-                yield (
-                    f"[Model {self.resource_name}] {cond.get('type')}={cond.get('status')} "
-                    f"{cond.get('reason') or ''} {cond.get('message') or ''}".rstrip()
-                )
-        # Core 2 models run on a Server's pods; Core 1 deployments have their own pods.
-        server = self.config.server or "mlserver"
-        selector = (
-            f"seldon-deployment-id={self.resource_name}"
-            if self.core1
-            else f"seldon-server-name={server}"
-        )
-        yield from ns.pod_log_lines(selector, tail)
+            return
+        for cond in _conditions(obj).values():
+            yield (
+                f"[Model {self.resource_name}] {cond.get('type')}={cond.get('status')} "
+                f"{cond.get('reason') or ''} {cond.get('message') or ''}".rstrip()
+            )
 
-    def adopt_metrics_settings(self, config: DeploymentConfig) -> None:
-        """Reads metrics from the Prometheus the rollout's config names (the component's
-        ``prometheus_url`` may have been set after this deployment was made).
+    def pod_selector(self) -> str:
+        """Core 2 models run on a Server's pods; Core 1 deployments have their own pods.
 
-        Args:
-            config: the rollout's candidate config.
+        Returns:
+            The selector.
         """
-        from zenml_model_deployers.kube.prometheus import adopt_settings
-
-        self.config = adopt_settings(self.config, config)
+        if self.core1:
+            return f"seldon-deployment-id={self.resource_name}"
+        return f"seldon-server-name={self.config.server or 'mlserver'}"
 
     def read_revision_metrics(self, window: float | None = None) -> dict[str, RevisionMetrics]:
         """Requests, failures and latency per revision, from the Prometheus configured on the
@@ -883,6 +824,6 @@ class SeldonDeploymentService(InPlaceDeploymentService):
         d = super().describe()
         d["namespace"] = self.status.namespace or self.config.namespace
         d["seldon_api"] = self.config.seldon_api
-        kind = manifests.SELDON_DEPLOYMENT if self.core1 else manifests.MODEL
+        kind = self.resource_kind()
         d["resource"] = f"{kind.plural}.{kind.group}/{self.resource_name}"
         return d
