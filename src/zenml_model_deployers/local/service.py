@@ -550,6 +550,18 @@ class LocalProcessService(DeploymentService):
         self.status.public_port = None
         return front
 
+    def _restore_front(
+        self, front: tuple[proc.ProcessHandle | None, int | None, int | None, str | None] | None
+    ) -> None:
+        """Records a front that `_detach_front_if_moved` set aside as the deployment's again."""
+        if front is not None:
+            (
+                self.status.relay,
+                self.status.control_port,
+                self.status.public_port,
+                self.status.url,
+            ) = front
+
     def move_port(self, port: int) -> None:
         """Moves the deployment's URL to ``port``; see DeploymentService.move_port.
 
@@ -913,13 +925,7 @@ class LocalProcessService(DeploymentService):
                 elif self._relay_alive():
                     with contextlib.suppress(DeploymentError, OSError, ValueError):
                         self._relay_call({"cmd": "accept", "on": True})
-                if old_front is not None:
-                    (
-                        self.status.relay,
-                        self.status.control_port,
-                        self.status.public_port,
-                        self.status.url,
-                    ) = old_front
+                self._restore_front(old_front)
                 raise
             self._supervise()
             if old_front is not None and old_front[0] is not None:
@@ -957,13 +963,7 @@ class LocalProcessService(DeploymentService):
                 raise
             self._supervise()
         except BaseException:
-            if old_front is not None:
-                (
-                    self.status.relay,
-                    self.status.control_port,
-                    self.status.public_port,
-                    self.status.url,
-                ) = old_front
+            self._restore_front(old_front)
             raise
         # From here on the new revision serves: retiring the old one cannot fail the deploy.
         if old_alive and old_server is not None and old_port != port:
