@@ -319,7 +319,7 @@ def main() -> None:
     w = max(12, *(len(k) for k in names))
     print(
         f"{'target':<{w}} {'conns':>5} {'req/s':>8} {'x direct':>9} {'p99 ms':>8} "
-        f"{'p99 x dir':>9} {'errors':>7} {'CPU us/req':>11}  spread per round"
+        f"{'p99 x dir':>9} {'errors':>7} {'CPU us/req':>11}  per round: worker spread:req/s"
     )
     for c in conns:
         d_rps = statistics.median(r["rps"] for r in res[("direct", c)])
@@ -332,7 +332,11 @@ def main() -> None:
             cu = f"{statistics.median(cpu[(k, c)]):11.1f}" if (k, c) in cpu else f"{'-':>11}"
             print(
                 f"{k:<{w}} {c:>5} {rps:8.0f} {rps / d_rps:9.2f} {p99:8.2f} "
-                f"{p99 / d_p99:9.2f} {errs:>7} {cu}  {' '.join(spreads.get((k, c), []))}"
+                f"{p99 / d_p99:9.2f} {errs:>7} {cu}  "
+                + " ".join(
+                    f"{sp}:{r['rps']:.0f}"
+                    for sp, r in zip(spreads.get((k, c), []), rs, strict=False)
+                )
             )
     # Where the server, the relay (and the client) share saturated cores, throughput scales
     # with the CPU each request costs: a load-independent estimate of the ratio to direct.
