@@ -58,18 +58,6 @@ class MLflowDeploymentConfig(LocalDeploymentConfig):
                 hint="drop data_path='direct' (the default 'relay' checks the key), or the key.",
             )
 
-    def serving_fields(self) -> dict[str, Any]:
-        """See LocalDeploymentConfig.serving_fields; ``data_path`` only when it is not the
-        default, so that the hashes of deployments made before the field existed stay.
-
-        Returns:
-            A JSON-able dict.
-        """
-        out = super().serving_fields()
-        if out.get("data_path") == "relay":
-            out.pop("data_path")
-        return out
-
 
 class MLflowDeploymentService(LocalProcessService):
     """An MLflow model server process behind a stable URL."""
