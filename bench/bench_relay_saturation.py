@@ -1,9 +1,18 @@
 """The relay at saturation in front of a real MLflow server (2 workers), side by side with the
-server's own port, with the relay's metrics on (they always are).
+server's own port, with the relay's metrics on (they always are), and the direct data path.
 
-Targets, each in front of the same ``mlflow models serve --workers 2`` (sklearn DummyClassifier):
+Targets, each in front of the same MLflow scoring server with 2 workers (sklearn DummyClassifier;
+the command a `zmd-mlflow` deployment runs, ``flavors/mlflow/serve.py``, as `mlflow models serve`
+runs it):
 ``direct`` (the server's port), ``base:REV`` (the relay committed at each ``--base``, run from a
-copy of its file) and ``relay`` (this tree). Load: ``wrk`` (2 threads, ``--seconds`` each, 16 and
+copy of its file) and ``relay`` (this tree). ``direct-path``: a real `zmd-mlflow` deployment
+(ZenML in a temporary config dir) with ``workers=2, data_path="direct"``: its own uvicorn (same
+MLflow scoring app, same model) accepts on the deployment's URL; its front's CPU is shown.
+Each run also records how the server's connections spread over its 2 workers (``spread``: the
+kernel hands each accepted connection to whichever worker accepts first, so a run can load one
+worker far more than the other: a main source of run-to-run noise at 16 connections). At the
+end, an update of the direct-path deployment (model a -> b) runs under wrk (16 connections)
+and its errors are counted. Load: ``wrk`` (2 threads, ``--seconds`` each, 16 and
 64 connections, POST ``{"inputs": [[1.0, 2.0]]}``) when it is installed
 (``apt-get install -y wrk``), else a Python asyncio client (one process, kept-alive connections):
 the table says which. Targets are interleaved over ``--rounds`` rounds; medians of req/s and p99,
@@ -11,7 +20,8 @@ ratios to ``direct`` from the same run; the relay's CPU time per request from /p
 answers and socket errors are counted (they must be 0). The load average is printed with the
 numbers: on a shared 2-core machine the client, the relay and the server compete for the cores.
 
-Usage: ``.venv/bin/python bench/bench_relay_saturation.py [--base REV ...] [--seconds 8]``.
+Usage: ``.venv/bin/python bench/bench_relay_saturation.py [--base REV ...] [--seconds 8]
+[--no-direct-path]``.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,10 +46,14 @@ from common import (  # noqa: E402
     PREDICT_BODY,
     PYTHON,
     build_models,
+    end_our_processes,
     free_port,
+    isolated_env,
+    remove_root,
     start_logged,
     terminate_tree,
     wait_prediction,
+    zmd_stack,
 )
 
 LUA = """wrk.method = "POST"
@@ -120,6 +135,61 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def _spread(pid: int, port: int) -> str:
+    """Established connections on `port` per process of `pid`'s tree (its workers)."""
+    import psutil
+
+    counts = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            n = sum(
+                1
+                for k in p.net_connections("tcp")
+                if k.status == psutil.CONN_ESTABLISHED and k.laddr.port == port
+            )
+        except psutil.Error:
+            continue
+        if n:
+            counts.append(n)
+    return "/".join(str(n) for n in sorted(counts, reverse=True)) or "0"
+
+
+def _update_under_load(deployer: object, cfg: object, url: str, lua: Path) -> dict[str, object]:
+    """An update of the direct-path deployment while wrk (2 threads, 16 connections) loads it."""
+    import requests
+
+    # wrk prints its counts only at the end of a run: back-to-back 5 s runs cover the update
+    # from 2 s before it starts until it finished (bounded: 10 minutes).
+    done = threading.Event()
+    runs: list[dict[str, float]] = []
+
+    def load() -> None:
+        deadline = time.monotonic() + 600
+        while not done.is_set() and time.monotonic() < deadline:
+            runs.append(_wrk(url, 16, 5, lua))
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(2)
+    t0 = time.monotonic()
+    try:
+        deployer.deploy(cfg, timeout=300)  # type: ignore[attr-defined]
+    finally:
+        took = time.monotonic() - t0
+        done.set()
+        t.join()
+    after = requests.post(
+        url, data=PREDICT_BODY, headers={"Content-Type": "application/json"}, timeout=30
+    ).json()
+    return {
+        "update_s": took,
+        "wrk_s": 5 * len(runs),
+        "requests": sum(int(r["requests"]) for r in runs),
+        "errors": sum(int(r["errors"]) for r in runs),
+        "after": after,
+    }
+
+
 def main() -> None:
     """Runs the benchmark and prints the table."""
     ap = argparse.ArgumentParser()
@@ -128,7 +198,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--conns", default="16,64")
     ap.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    ap.add_argument("--no-direct-path", action="store_true", help="skip the direct-path target")
     args = ap.parse_args()
+    root = isolated_env("sat")  # before ZenML is imported (the direct-path deployment)
     client = args.client
     if client == "auto":
         client = "wrk" if shutil.which("wrk") else "python"
@@ -136,16 +208,21 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="zmd-bench-sat-"))
     lua = tmp / "post.lua"
     lua.write_text(LUA % PREDICT_BODY.decode())
-    model = build_models(tmp / "models")["a"]
+    models = build_models(tmp / "models")
+    model = models["a"]
     # `mlflow models serve` runs `uvicorn` from PATH: the venv's.
     os.environ["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     port = free_port()
+    # The server a zmd-mlflow deployment runs (MLflow's scoring-server command, uvicorn in
+    # process: flavors/mlflow/serve.py), so that every target serves with the same code.
     server = start_logged(
-        [PYTHON, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local"]
-        + ["--host", "127.0.0.1", "-p", str(port), "--workers", "2"],
+        [PYTHON, "-m", "zenml_model_deployers.flavors.mlflow.serve", "--model-uri", model]
+        + ["--revision-dir", str(tmp / "rev"), "--port", str(port), "--workers", "2"],
         tmp / "server.log",
     )
     relays: list[subprocess.Popen[bytes]] = []
+    deployer = svc = None
+    update: dict[str, object] | None = None
     try:
         try:
             wait_prediction(f"http://127.0.0.1:{port}/invocations", [0], proc=server)
@@ -162,7 +239,24 @@ def main() -> None:
         )
         relays.append(p)
         pids["relay"] = p.pid
+        trees = {k: (server.pid, port) for k in ports}  # whose workers' spread to show
+        if not args.no_direct_path:
+            from zenml_model_deployers.flavors import get_deployer
+            from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+
+            zmd_stack()
+            deployer = get_deployer("zmd-mlflow")
+            direct_cfg = MLflowDeploymentConfig(
+                deployment_name="sat-direct", model_uri=model, workers=2, data_path="direct"
+            )
+            svc = deployer.deploy(direct_cfg, timeout=300)
+            assert svc.status.public_port is not None and svc.status.server is not None
+            ports["direct-path"] = svc.status.public_port
+            pids["direct-path"] = svc.status.relay.pid  # its front: out of the data path
+            trees["direct-path"] = (svc.status.server.pid, svc.status.public_port)
         names = list(ports)
+        spreads: dict[tuple[str, int], list[str]] = {}
+        server_cpu_dp: list[float] = []
         res: dict[tuple[str, int], list[dict[str, float]]] = {}
         cpu: dict[tuple[str, int], list[float]] = {}
         server_cpu: list[float] = []  # the server's CPU per request (direct runs)
@@ -172,26 +266,49 @@ def main() -> None:
                 for k in names[rnd % len(names) :] + names[: rnd % len(names)]:
                     url = f"http://127.0.0.1:{ports[k]}/invocations"
                     cpu0 = _cpu_seconds(pids[k]) if k in pids else 0.0
-                    s0 = _tree_cpu_seconds(server.pid)
+                    s0 = _tree_cpu_seconds(trees[k][0])
+                    got: list[str] = []
+                    look = threading.Timer(
+                        args.seconds / 2,
+                        lambda k=k, got=got: got.append(_spread(*trees[k])),
+                    )
+                    look.start()
                     if client == "wrk":
                         r = _wrk(url, c, args.seconds, lua)
                     else:
                         r = asyncio.run(_py_load(ports[k], c, args.seconds))
+                    look.join()
+                    spreads.setdefault((k, c), []).extend(got)
                     res.setdefault((k, c), []).append(r)
-                    if k == "direct" and r["requests"]:
-                        used = _tree_cpu_seconds(server.pid) - s0
-                        server_cpu.append(used / r["requests"] * 1e6)
+                    if k in ("direct", "direct-path") and r["requests"]:
+                        used = _tree_cpu_seconds(trees[k][0]) - s0
+                        (server_cpu if k == "direct" else server_cpu_dp).append(
+                            used / r["requests"] * 1e6
+                        )
                     if k in pids and r["requests"]:
                         used = _cpu_seconds(pids[k]) - cpu0
                         cpu.setdefault((k, c), []).append(used / r["requests"] * 1e6)
                     loads.append(os.getloadavg()[0])
+        if deployer is not None and svc is not None and client == "wrk":
+            update = _update_under_load(
+                deployer,
+                direct_cfg.model_copy(update={"model_uri": models["b"]}),
+                f"http://127.0.0.1:{ports['direct-path']}/invocations",
+                lua,
+            )
     finally:
+        if deployer is not None:
+            live = deployer.find_deployment("sat-direct")
+            if live is not None:
+                deployer.delete(live)
         for p in relays:
             p.terminate()
         for p in relays:
             p.wait(10)
         terminate_tree(server.pid)
         shutil.rmtree(tmp, ignore_errors=True)
+        end_our_processes(root)
+        remove_root(root)
     srv = statistics.median(server_cpu)
     print(
         f"relay at saturation, MLflow server with 2 workers; client: {client} "
@@ -202,7 +319,7 @@ def main() -> None:
     w = max(12, *(len(k) for k in names))
     print(
         f"{'target':<{w}} {'conns':>5} {'req/s':>8} {'x direct':>9} {'p99 ms':>8} "
-        f"{'p99 x dir':>9} {'errors':>7} {'CPU us/req':>11}"
+        f"{'p99 x dir':>9} {'errors':>7} {'CPU us/req':>11}  per round: worker spread:req/s"
     )
     for c in conns:
         d_rps = statistics.median(r["rps"] for r in res[("direct", c)])
@@ -215,11 +332,27 @@ def main() -> None:
             cu = f"{statistics.median(cpu[(k, c)]):11.1f}" if (k, c) in cpu else f"{'-':>11}"
             print(
                 f"{k:<{w}} {c:>5} {rps:8.0f} {rps / d_rps:9.2f} {p99:8.2f} "
-                f"{p99 / d_p99:9.2f} {errs:>7} {cu}"
+                f"{p99 / d_p99:9.2f} {errs:>7} {cu}  "
+                + " ".join(
+                    f"{sp}:{r['rps']:.0f}"
+                    for sp, r in zip(spreads.get((k, c), []), rs, strict=False)
+                )
             )
     # Where the server, the relay (and the client) share saturated cores, throughput scales
     # with the CPU each request costs: a load-independent estimate of the ratio to direct.
     print(f"MLflow server's own CPU per request (direct runs): median {srv:.0f} us")
+    if server_cpu_dp:
+        print(
+            "direct-path deployment's server CPU per request: median "
+            f"{statistics.median(server_cpu_dp):.0f} us"
+        )
+    if update is not None:
+        print(
+            f"update a -> b of the direct-path deployment under wrk (2 threads, 16 connections, "
+            f"{update['wrk_s']} s in 5 s runs): deploy took {update['update_s']:.1f} s; "
+            f"{update['requests']} requests, {update['errors']} failed (non-2xx + socket "
+            f"errors); afterwards the URL answers {update['after']}"
+        )
     for k in names:
         rel = [statistics.median(cpu[(k, c)]) for c in conns if (k, c) in cpu]
         if rel:

@@ -16,8 +16,11 @@ from typing import Any
 
 import pytest
 import requests
+from relay_support import StartRelay, read_all, read_response, start_relay
 
 from zenml_model_deployers.local.relay import control_request, free_port
+
+__all__ = ["start_relay"]  # the fixture, imported by name
 
 
 def _server(answer: str) -> ThreadingHTTPServer:
@@ -143,3 +146,61 @@ def test_free_port_is_bindable() -> None:
     p = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", p))
+
+
+def test_handoff_steps_the_relay_out_and_back_in(start_relay: StartRelay, tmp_path: Path) -> None:
+    """The direct data path's relay side: the listening socket is handed over (SCM_RIGHTS);
+    out of the path, a kept-alive connection's next request carries `Connection: close` (the
+    server ends it after its answer) and new connections wait in the backlog for whoever
+    accepts on the socket; back in, the relay accepts again."""
+    from zenml_model_deployers.flavors.mlflow.serve import inherit_listener
+
+    handoff = tmp_path / "front.sock"
+    relay = start_relay("--handoff", str(handoff))
+    assert oct(handoff.stat().st_mode & 0o777) == "0o600"
+    req = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as kept:
+        kept.sendall(req)
+        assert read_response(kept)["answer"] == "old"
+        listener = inherit_listener(str(handoff))
+        with listener:
+            assert listener.family == socket.AF_INET
+            assert listener.getsockname()[1] == relay.port
+            out = relay.control({"cmd": "accept", "on": False, "timeout": 0.2})
+            assert out["accepting"] is False and out["left"] == 1  # kept: idle, closed after
+            assert relay.control({"cmd": "status"})["accepting"] is False
+            # A new connection is queued on the socket, not accepted by the relay.
+            with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as queued:
+                queued.sendall(req)
+                listener.settimeout(5)
+                conn, _ = listener.accept()
+                with conn:
+                    assert conn.recv(65536).startswith(b"POST /p")
+            assert read_all(kept) == b""  # the idle one was closed at the deadline
+            assert relay.control({"cmd": "accept", "on": True})["accepting"] is True
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as again:
+        again.sendall(req)
+        assert read_response(again)["answer"] == "old"
+
+
+def test_a_stepping_out_relay_closes_kept_alive_connections_after_their_answer(
+    start_relay: StartRelay, tmp_path: Path
+) -> None:
+    relay = start_relay("--handoff", str(tmp_path / "front.sock"))
+    req = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as kept:
+        kept.sendall(req)
+        assert read_response(kept)["answer"] == "old"
+        stepping = threading.Thread(
+            target=relay.control, args=({"cmd": "accept", "on": False, "timeout": 5},)
+        )
+        stepping.start()
+        time.sleep(0.2)
+        kept.sendall(req)  # its next request: answered, then the server closes the connection
+        t0 = time.monotonic()
+        answer = read_all(kept)
+        assert time.monotonic() - t0 < 2, "the connection stayed open"
+        stepping.join(10)
+    assert b'"answer": "old"' in answer
+    assert relay.control({"cmd": "status"})["connections"] == {}
+    assert relay.control({"cmd": "accept", "on": True})["accepting"] is True

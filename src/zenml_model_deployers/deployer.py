@@ -449,6 +449,16 @@ class BaseDeployer(BaseModelDeployer):
                 hint="deploy with policy 'update': the new revision replaces the old one only "
                 "once it is ready, and a failed update is rolled back.",
             )
+        if (opts.policy == DeployPolicy.CANARY or opts.canary_percent is not None) and getattr(
+            config, "data_path", "relay"
+        ) == "direct":
+            raise ConfigurationError(
+                f"Deployment '{config.deployment_name}' asks for data_path='direct': requests "
+                "bypass the front, which can neither split them between two revisions nor "
+                "measure them, so no canary or progressive rollout can run.",
+                deployment_name=config.deployment_name,
+                hint="deploy with data_path='relay' (the default) for canaries and rollouts.",
+            )
         config = self.prepare_config(config)
         name = config.deployment_name
         with self._locked(name, opts.timeout):

@@ -337,7 +337,7 @@ def describe_row(row: dict[str, Any]) -> dict[str, Any] | None:
         "restarts": row["restarts"],
         "metrics_url": (
             f"http://127.0.0.1:{status['metrics_port']}/metrics"
-            if status.get("metrics_port") and row["state"] == "active"
+            if status.get("metrics_port") and row["state"] == "active" and not status.get("direct")
             else None
         ),
     }
@@ -371,7 +371,7 @@ def log_redactions(row: dict[str, Any]) -> list[str] | None:
 STATS_WINDOW = 300.0
 
 
-def row_stats(row: dict[str, Any], window: float = STATS_WINDOW) -> dict[str, Any] | None:
+def row_stats(row: dict[str, Any], window: float = STATS_WINDOW) -> dict[str, Any] | str | None:
     """Per revision, the last `window` seconds as the deployment's relay counted them
     (requests, req/s, error rate, p50/p95), or None when its front does not run.
 
@@ -380,7 +380,7 @@ def row_stats(row: dict[str, Any], window: float = STATS_WINDOW) -> dict[str, An
         window: seconds.
 
     Returns:
-        revision (config hash) -> summary, or None.
+        revision (config hash) -> summary, a sentence on the direct data path, or None.
     """
     from zenml_model_deployers.local.relay import control_request, read_ready_file
     from zenml_model_deployers.local.relay_metrics import summarize
@@ -388,6 +388,10 @@ def row_stats(row: dict[str, Any], window: float = STATS_WINDOW) -> dict[str, An
     port = row["status"].get("control_port")
     if row["state"] != "active" or not port:
         return None
+    if row["status"].get("direct"):
+        from zenml_model_deployers.local.relay_metrics import DIRECT_NO_METRICS
+
+        return DIRECT_NO_METRICS
     try:
         token = str(read_ready_file(row["workdir"] / "relay.json").get("token", ""))
         reply = control_request(int(port), token, {"cmd": "metrics", "window": window}, 5)

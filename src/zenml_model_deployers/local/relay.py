@@ -32,8 +32,16 @@ Prometheus format (``prometheus_client``) on a metrics port of their own (``GET 
 never on the deployment's port, so no model server route can collide; the ``metrics`` control
 command returns the same counters now and as they were a window ago (``local/relay_metrics.py``).
 
+The direct data path (``data_path="direct"``, see ``LocalProcessService``): the relay keeps the
+deployment's listening socket and hands it, over a Unix socket in the deployment's private
+directory (``--handoff``, SCM_RIGHTS), to a server that accepts on it itself; the ``accept``
+command then takes the relay out of the path (it stops accepting; its remaining kept-alive
+connections get ``Connection: close`` added to their next request, so each ends after its
+answer) and puts it back in (while a revision is switched). Connections that arrive while no
+process accepts wait in the socket's backlog.
+
 Run as ``python -m zenml_model_deployers.local.relay``; controlled over a line-JSON protocol on
-a second loopback port (``switch``, ``split``, ``drain``, ``status``, ``metrics``). Every command
+a second loopback port (``switch``, ``split``, ``drain``, ``accept``, ``status``, ``metrics``). Every command
 carries the token the relay writes into its ready file (created 0600): other users of the
 machine cannot steer it. Only the standard library is imported at start so that the relay
 starts in well under a second (``prometheus_client`` is imported at the first scrape).
@@ -325,6 +333,11 @@ class Relay:
         self.token = token.encode()
         self.conns: set[_Conn] = set()
         self.refused = 0  # requests and connections refused (status, for tests and metrics)
+        # The public listening socket (owned here for the whole life of the front) and the
+        # asyncio server accepting on a duplicate of it (None: out of the data path).
+        self.listen_sock: socket.socket | None = None
+        self.server: asyncio.Server | None = None
+        self.stepping_out = False  # not accepting: end kept-alive connections after an answer
 
     def _route(self) -> int | None:
         """The server of the next request: during a canary, `weight` of every 100 requests go
@@ -510,6 +523,11 @@ class Relay:
             conn.pending.clear()
             conn.replayable = not conn.pinned and not head.expect_continue
         conn.in_request = True
+        if self.stepping_out and not conn.pinned:
+            # Out of the data path: this connection's server answers with `Connection: close`
+            # and closes it after this answer; the client's next connection reaches the
+            # server that accepts on the socket now.
+            raw = raw[:-2] + b"Connection: close\r\n\r\n"
         if head.chunked:
             await self._forward_chunked(conn, inp, raw)
         else:
@@ -636,7 +654,74 @@ class Relay:
             "connections": per_port,
             "in_flight": inflight,
             "refused": self.refused,
+            "accepting": self.server is not None,
         }
+
+    async def accept(self, on: bool, timeout: float = 10.0) -> int:
+        """Puts the relay into the data path (accepting on the public socket) or takes it out.
+
+        Out: it stops accepting (the socket stays open and listening: another process accepts
+        on it), and waits (bounded) until its own connections ended: each gets
+        ``Connection: close`` on its next request; idle ones left at the deadline are closed.
+
+        Args:
+            on: accept (True) or step out (False).
+            timeout: seconds to wait for the connections to end when stepping out.
+
+        Returns:
+            Connections the relay still had at the deadline (closed).
+        """
+        if on:
+            self.stepping_out = False
+            if self.server is None and self.listen_sock is not None:
+                self.server = await asyncio.start_server(
+                    self.handle, sock=self.listen_sock.dup(), limit=self.limits.max_head
+                )
+            return 0
+        self.stepping_out = True
+        if self.server is not None:
+            self.server.close()  # closes the duplicate only: the socket keeps listening
+            self.server = None
+        deadline = time.monotonic() + timeout
+        while self.conns and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        left = len(self.conns)
+        for c in list(self.conns):
+            if not c.unanswered and not c.in_request:
+                self._close(c)
+        return left
+
+    def handoff_listener(self, path: Path) -> socket.socket:
+        """Serves the public listening socket to the server that accepts on it (SCM_RIGHTS)
+        on a Unix socket at ``path`` (mode 0600, in the deployment's private directory).
+
+        Args:
+            path: the Unix socket's path.
+
+        Returns:
+            The listening Unix socket (non-blocking, read by the event loop).
+        """
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        hs = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        hs.bind(str(path))
+        os.chmod(path, 0o600)
+        hs.listen(16)
+        hs.setblocking(False)
+
+        def on_accept() -> None:
+            try:
+                c, _ = hs.accept()
+            except OSError:
+                return
+            with c:
+                c.settimeout(2)
+                if self.listen_sock is not None:
+                    with contextlib.suppress(OSError):
+                        socket.send_fds(c, [b"L"], [self.listen_sock.fileno()])
+
+        asyncio.get_running_loop().add_reader(hs.fileno(), on_accept)
+        return hs
 
     async def drain(self, port: int, timeout: float) -> int:
         """Waits until no request is in flight on `port` (bounded).
@@ -725,6 +810,9 @@ class Relay:
             return {"ok": True, "target": self.target, "candidate": candidate, "percent": percent}
         if cmd == "metrics":
             return {"ok": True, **self.metrics.window(float(msg.get("window", 300)))}
+        if cmd == "accept":
+            left = await self.accept(bool(msg["on"]), float(msg.get("timeout", 10)))
+            return {"ok": True, "accepting": self.server is not None, "left": left}
         if cmd == "drain":
             left = await self.drain(int(msg["port"]), float(msg.get("timeout", 10)))
             return {"ok": True, "in_flight": left}
@@ -804,17 +892,20 @@ async def _main(args: argparse.Namespace) -> int:
     if args.target is not None and args.target_revision:
         relay.metrics.label(args.target, args.target_revision)
     try:
-        server = await asyncio.start_server(
-            relay.handle,
-            args.host,
-            args.port,
-            reuse_address=True,
-            backlog=1024,
-            limit=limits.max_head,
-        )
+        # The socket is the front's for its whole life (a server may accept on it directly:
+        # the direct data path); asyncio accepts on a duplicate that can be closed alone.
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        lsock = socket.socket(family, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind((args.host, args.port))
+        lsock.listen(1024)
+        lsock.setblocking(False)
     except OSError as e:
         print(f"relay: cannot listen on {args.host}:{args.port}: {e.strerror}", flush=True)
         return 3
+    relay.listen_sock = lsock
+    await relay.accept(True)
+    handoff = relay.handoff_listener(Path(args.handoff)) if args.handoff else None
     control = await asyncio.start_server(relay.control, "127.0.0.1", 0)
     try:
         metrics = await asyncio.start_server(
@@ -828,7 +919,7 @@ async def _main(args: argparse.Namespace) -> int:
         )
         return 3
     sweeper = asyncio.get_running_loop().create_task(relay.sweep())
-    port = server.sockets[0].getsockname()[1]
+    port = lsock.getsockname()[1]
     cport = control.sockets[0].getsockname()[1]
     mport = metrics.sockets[0].getsockname()[1]
     _write_atomic(
@@ -859,7 +950,13 @@ async def _main(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await supervision[0]
         await supervision[1].close()
-    server.close()
+    if relay.server is not None:
+        relay.server.close()
+    if handoff is not None:
+        handoff.close()
+        with contextlib.suppress(OSError):
+            os.unlink(args.handoff)
+    lsock.close()
     control.close()
     metrics.close()
     for c in list(relay.conns):
@@ -896,6 +993,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deployment", default="", help="the deployment's name (metrics label)")
     p.add_argument("--metrics-host", default="127.0.0.1")
     p.add_argument("--metrics-port", type=int, default=0, help="0: any free port")
+    p.add_argument("--handoff", default=None, help="Unix socket serving the listening socket")
     args = p.parse_args(argv)
     try:
         import uvloop  # a dependency on POSIX: halves the latency the relay adds

@@ -42,6 +42,12 @@ ERROR_KINDS = ("5xx", "refused", "reset", "abandoned")
 SNAPSHOT_EVERY = 2.0
 HISTORY = 900.0
 
+# What per-request metrics read as on the direct data path (``data_path="direct"``).
+DIRECT_NO_METRICS = (
+    "none: data_path='direct' (requests bypass the front, which counts none; "
+    "data_path='relay' measures them)"
+)
+
 
 class RevisionStats:
     """Counters of one revision (cumulative since the relay started)."""

@@ -41,7 +41,7 @@ from zenml.enums import ServiceState
 
 from zenml_model_deployers import secrets
 from zenml_model_deployers.config import DeploymentConfig
-from zenml_model_deployers.errors import DeploymentError, PortInUseError
+from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PortInUseError
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.readiness import wait_until_ready
 from zenml_model_deployers.local.relay import (
@@ -51,6 +51,7 @@ from zenml_model_deployers.local.relay import (
     port_is_free,
     read_ready_file,
 )
+from zenml_model_deployers.local.relay_metrics import DIRECT_NO_METRICS
 from zenml_model_deployers.local.state import (
     SPEC_FILE,
     local_state,
@@ -63,6 +64,8 @@ from zenml_model_deployers.provenance import LOCAL_PROVENANCE_FIELDS, local_serv
 from zenml_model_deployers.service import DeploymentService, DeploymentStatus, RevisionMetrics
 
 DRAIN_TIMEOUT = 10.0
+# The front's Unix socket that hands its listening socket to a direct-data-path server.
+HANDOFF_SOCKET = "front.sock"
 logger = logging.getLogger(__name__)
 
 # What a restarted server inherits from the deploying process (exact names; a trailing "_" is a
@@ -250,6 +253,8 @@ class LocalDeploymentStatus(DeploymentStatus):
         canary_server: during a canary, the candidate revision's process.
         canary_port: its private port.
         canary_log_path: its log file.
+        direct: the serving server accepts on the public socket itself (``data_path="direct"``):
+            the relay is out of the data path and ``server_port`` is None.
     """
 
     public_port: int | None = None
@@ -263,6 +268,7 @@ class LocalDeploymentStatus(DeploymentStatus):
     canary_server: proc.ProcessHandle | None = None
     canary_port: int | None = None
     canary_log_path: str | None = None
+    direct: bool = False
 
 
 class LocalProcessService(DeploymentService):
@@ -274,6 +280,8 @@ class LocalProcessService(DeploymentService):
     _api_key: tuple[str, str] | None = PrivateAttr(default=None)
 
     SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = True
+    # The server can accept on the front's listening socket (``data_path="direct"``).
+    SUPPORTS_DIRECT_DATA_PATH: ClassVar[bool] = False
 
     # Restart policy of the front's supervisor (local/supervisor.py): a dead server is started
     # again after RESTART_BACKOFF[0] * 2**(n-1) seconds (at most RESTART_BACKOFF[1]); after
@@ -315,6 +323,35 @@ class LocalProcessService(DeploymentService):
         Raises:
             DeploymentError: it does not serve it (the new server is then torn down).
         """
+
+    def direct_server_command(self, handoff: Path) -> list[str]:
+        """The argv that serves ``self.config`` on the front's listening socket, received over
+        the Unix socket ``handoff`` (flavors with SUPPORTS_DIRECT_DATA_PATH).
+
+        Args:
+            handoff: the front's handoff socket.
+
+        Returns:
+            argv.
+        """
+        raise NotImplementedError(f"flavor {self.FLAVOR} has no direct data path")
+
+    def direct_server_ready(self, log: Path) -> bool:
+        """Whether a direct-data-path server accepts on the socket now (it cannot be probed
+        apart from the front, which accepts on the same socket meanwhile).
+
+        Args:
+            log: its log.
+
+        Returns:
+            True once every worker serves.
+        """
+        raise NotImplementedError(f"flavor {self.FLAVOR} has no direct data path")
+
+    @property
+    def direct_data_path(self) -> bool:
+        """Whether the config asks for the direct data path (``data_path="direct"``)."""
+        return getattr(self.config, "data_path", "relay") == "direct"
 
     def failure_cause(self, log: Path) -> str:
         """The backend's one-line error in a failed server's log (first line of the error).
@@ -455,6 +492,7 @@ class LocalProcessService(DeploymentService):
         argv += ["--host", host, "--port", str(port), "--ready-file", str(ready)]
         argv += ["--supervise", str(self.workdir / SPEC_FILE)]
         argv += ["--deployment", self.deployment_name]
+        argv += ["--handoff", str(self.workdir / HANDOFF_SOCKET)]
         metrics_port = self.config.metrics_port or self.status.metrics_port or 0
         if metrics_port and not port_is_free("127.0.0.1", metrics_port):
             metrics_port = 0 if not self.config.metrics_port else metrics_port
@@ -512,6 +550,18 @@ class LocalProcessService(DeploymentService):
         self.status.public_port = None
         return front
 
+    def _restore_front(
+        self, front: tuple[proc.ProcessHandle | None, int | None, int | None, str | None] | None
+    ) -> None:
+        """Records a front that `_detach_front_if_moved` set aside as the deployment's again."""
+        if front is not None:
+            (
+                self.status.relay,
+                self.status.control_port,
+                self.status.public_port,
+                self.status.url,
+            ) = front
+
     def move_port(self, port: int) -> None:
         """Moves the deployment's URL to ``port``; see DeploymentService.move_port.
 
@@ -526,12 +576,18 @@ class LocalProcessService(DeploymentService):
             ConfigurationError: the port is out of range.
             PortInUseError: the port is taken; nothing changed.
         """
-        from zenml_model_deployers.errors import ConfigurationError
-
         if not 0 < port < 65536:
             raise ConfigurationError(f"port {port} is out of range 1-65535.")
         if self._relay_alive() and self.status.public_port == port:
             return
+        if self._relay_alive() and self.status.direct:
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' serves on the direct data path: its "
+                "server holds the port, so the URL cannot move while it runs.",
+                deployment_name=self.deployment_name,
+                hint=f"`zmd models stop {self.deployment_name}`, then "
+                f"`zmd models start {self.deployment_name} --port {port}`.",
+            )
         if not port_is_free(self.config.host, port):
             raise PortInUseError(
                 f"Port {port} is already in use on {self.config.host}.",
@@ -581,8 +637,9 @@ class LocalProcessService(DeploymentService):
 
     @property
     def metrics_url(self) -> str | None:
-        """The relay's Prometheus metrics URL (loopback), while the front runs."""
-        if not self.status.metrics_port:
+        """The relay's Prometheus metrics URL (loopback), while the front runs and is in the
+        data path."""
+        if not self.status.metrics_port or self.status.direct:
             return None
         return f"http://127.0.0.1:{self.status.metrics_port}/metrics"
 
@@ -593,18 +650,34 @@ class LocalProcessService(DeploymentService):
         self.status.control_port = None
 
     # ----------------------------------------------------------------- server
+    def _health_host(self) -> str:
+        """Where the front's listening socket answers from this machine."""
+        host = self.config.host
+        return "127.0.0.1" if host in ("0.0.0.0", "::") or is_loopback(host) else host
+
     def _start_server(
-        self, timeout: float, after_spawn: Callable[[], None] | None = None
+        self,
+        timeout: float,
+        after_spawn: Callable[[], None] | None = None,
+        direct: bool = False,
     ) -> tuple[proc.ProcessHandle, int, Path]:
         """Starts a server for ``self.config`` on a private port and waits until it is ready.
 
         ``after_spawn`` runs while the server loads; if it raises, the server is ended. The front
         supervises the server once :meth:`_supervise` recorded it (after the switch).
+
+        ``direct``: the server accepts on the front's listening socket instead (the direct
+        data path, when no other server serves: ``after_spawn`` starts the front and takes it
+        out of the data path, so that the server is the only one answering the public port,
+        where it is checked); the returned port is the public one.
         """
-        port = free_port()
+        port = 0 if direct else free_port()
         log = self.workdir / f"server-{self.config.config_hash()}-{int(time.time())}.log"
         env = self.server_env()
-        argv = self.server_command(port)
+        if direct:
+            argv = self.direct_server_command(self.workdir / HANDOFF_SOCKET)
+        else:
+            argv = self.server_command(port)
         handle = proc.spawn(argv, log, env=env, cwd=self.workdir)
         base = f"http://127.0.0.1:{port}"
         smoke = None
@@ -623,6 +696,10 @@ class LocalProcessService(DeploymentService):
         try:
             if after_spawn is not None:
                 after_spawn()
+            if direct:
+                assert self.status.public_port is not None
+                port = self.status.public_port
+                base = f"http://{_url_host(self._health_host())}:{port}"
             wait_until_ready(
                 deployment_name=self.deployment_name,
                 process=handle,
@@ -639,7 +716,23 @@ class LocalProcessService(DeploymentService):
             handle.terminate(5)
             raise
         restart_argv, restart_env = self.restart_command(handle, argv, env, port)
-        self._pending_spec = {
+        self._pending_spec = self._spec(handle, restart_argv, restart_env, env, port, log, timeout)
+        if direct:
+            self._pending_spec["health_host"] = self._health_host()
+        return handle, port, log
+
+    def _spec(
+        self,
+        handle: proc.ProcessHandle,
+        restart_argv: list[str],
+        restart_env: dict[str, str],
+        env: dict[str, str],
+        port: int,
+        log: Path,
+        timeout: float,
+    ) -> dict[str, Any]:
+        """The supervision spec of a ready server (see local/supervisor.py)."""
+        return {
             "deployment": self.deployment_name,
             "argv": restart_argv,
             # Resolved secrets: this file is mode 0600, never a command line.
@@ -664,7 +757,71 @@ class LocalProcessService(DeploymentService):
             ]
             + ([key] if (key := self.api_key_value()) else []),
         }
-        return handle, port, log
+
+    def _handoff(self, timeout: float) -> None:
+        """Takes the relay out of the data path (``data_path="direct"``): a second server of
+        the serving revision accepts on the front's listening socket itself, the supervisor
+        watches it, the relay stops accepting (its kept-alive connections end after their next
+        answer) and the revision's private server is stopped.
+
+        The serving revision was started and verified on its private port and serves through
+        the relay meanwhile. If the direct server does not come up, it is ended and the relay
+        stays in the path (a warning; the deployment serves either way).
+
+        Args:
+            timeout: seconds for the direct server to start.
+        """
+        private, private_port = self.status.server, self.status.server_port
+        if self.status.direct or private is None or self.status.public_port is None:
+            return
+        log = self.workdir / f"server-{self.config.config_hash()}-{int(time.time())}-direct.log"
+        env = self.server_env()
+        argv = self.direct_server_command(self.workdir / HANDOFF_SOCKET)
+        handle = proc.spawn(argv, log, env=env, cwd=self.workdir)
+        deadline = time.monotonic() + timeout
+        while not self.direct_server_ready(log):
+            proc.reap_children()
+            if not handle.is_alive() or time.monotonic() > deadline:
+                handle.terminate(5)
+                logger.warning(
+                    "The direct data path of '%s' did not start (%s); the relay stays in the "
+                    "data path.",
+                    self.deployment_name,
+                    self.failure_cause(log) or "no server within the timeout",
+                )
+                return
+            time.sleep(0.05)
+        spec = self._spec(handle, argv, env, env, self.status.public_port, log, timeout)
+        spec["health_host"] = self._health_host()
+        write_spec(self.workdir / SPEC_FILE, spec)  # before the private server goes
+        self.status.restarts = 0
+        self.status.server, self.status.server_port = handle, None
+        self.status.log_path = str(log)
+        self.status.direct = True
+        try:
+            reply = self._relay_call(
+                {"cmd": "accept", "on": False, "timeout": DRAIN_TIMEOUT},
+                timeout=DRAIN_TIMEOUT + 10,
+            )
+            if reply.get("left"):
+                logger.info("Closed %s idle connection(s) of the relay.", reply["left"])
+        except (DeploymentError, OSError, ValueError) as e:
+            logger.warning("The relay did not step out of the data path cleanly (%s).", e)
+        if private_port is not None:
+            with contextlib.suppress(DeploymentError, OSError, ValueError):
+                self._relay_call({"cmd": "drain", "port": private_port, "timeout": DRAIN_TIMEOUT})
+        private.terminate(DRAIN_TIMEOUT)
+
+    def _ensure_relay_out(self, target: int | None) -> None:
+        """Starts the front if needed and takes it out of the data path (a direct server is
+        about to accept on its socket)."""
+        self._ensure_relay(target=target)
+        self._relay_call({"cmd": "accept", "on": False, "timeout": 0})
+
+    def _step_in(self) -> None:
+        """Puts the relay back into the data path (before the direct server is retired)."""
+        if self.status.direct and self._relay_alive():
+            self._relay_call({"cmd": "accept", "on": True})
 
     _pending_spec: dict[str, Any] | None = PrivateAttr(default=None)
 
@@ -755,6 +912,34 @@ class LocalProcessService(DeploymentService):
         # serving the old address until the new revision is ready.
         old_front = self._detach_front_if_moved()
         had_relay = self._relay_alive()
+        if self.direct_data_path and not old_alive:
+            # Nothing serves: the new revision's server takes the socket at once (it is
+            # checked on the public port, where the front stops accepting meanwhile).
+            try:
+                handle, port, log = self._start_server(
+                    timeout, after_spawn=lambda: self._ensure_relay_out(None), direct=True
+                )
+            except BaseException:
+                if not had_relay or old_front is not None:
+                    self._stop_relay()
+                elif self._relay_alive():
+                    with contextlib.suppress(DeploymentError, OSError, ValueError):
+                        self._relay_call({"cmd": "accept", "on": True})
+                self._restore_front(old_front)
+                raise
+            self._supervise()
+            if old_front is not None and old_front[0] is not None:
+                old_front[0].terminate(5)
+            self.status.server, self.status.server_port, self.status.log_path = (
+                handle,
+                None,
+                str(log),
+            )
+            self.status.direct = True
+            self.status.revision += 1
+            make_tree_private(self.workdir)
+            self.mark_ready()
+            return
         try:
             try:
                 # The front starts while the new server loads (it costs a Python start, ~0.1 s);
@@ -769,23 +954,20 @@ class LocalProcessService(DeploymentService):
                 raise
             try:
                 self._relay_call(self._switch(port))
+                # A direct server serving now: the relay accepts again (to the new revision)
+                # before that server is retired.
+                self._step_in()
             except BaseException:
                 self._pending_spec = None
                 handle.terminate(5)
                 raise
             self._supervise()
         except BaseException:
-            if old_front is not None:
-                (
-                    self.status.relay,
-                    self.status.control_port,
-                    self.status.public_port,
-                    self.status.url,
-                ) = old_front
+            self._restore_front(old_front)
             raise
         # From here on the new revision serves: retiring the old one cannot fail the deploy.
         if old_alive and old_server is not None and old_port != port:
-            if old_front is None:
+            if old_front is None and old_port is not None:
                 try:
                     self._relay_call({"cmd": "drain", "port": old_port, "timeout": DRAIN_TIMEOUT})
                 except (DeploymentError, OSError, ValueError) as e:
@@ -794,7 +976,10 @@ class LocalProcessService(DeploymentService):
         if old_front is not None and old_front[0] is not None:
             old_front[0].terminate(5)
         self.status.server, self.status.server_port, self.status.log_path = handle, port, str(log)
+        self.status.direct = False
         self.status.revision += 1
+        if self.direct_data_path:
+            self._handoff(timeout)
         make_tree_private(self.workdir)
         self.mark_ready()
 
@@ -811,20 +996,31 @@ class LocalProcessService(DeploymentService):
         if server_ok and self._relay_alive():
             self.mark_ready()
             return
+        if server_ok and self.status.direct and self.status.server is not None:
+            # A direct server without its front (the front died): it holds the port; both
+            # start afresh.
+            self.status.server.terminate(DRAIN_TIMEOUT)
+            server_ok = False
         self._end_orphans()
         if not server_ok:
             self.status.server = None
-        self._ensure_relay(target=self.status.server_port if server_ok else None)
+        direct = not server_ok and self.direct_data_path
+        if direct:
+            self._ensure_relay_out(None)
+        else:
+            self._ensure_relay(target=self.status.server_port if server_ok else None)
         if not server_ok:
             try:
-                handle, port, log = self._start_server(timeout)
+                handle, port, log = self._start_server(timeout, direct=direct)
             except BaseException:
                 self._stop_relay()
                 raise
-            self._relay_call(self._switch(port))
+            if not direct:
+                self._relay_call(self._switch(port))
             self._supervise()
-            self.status.server, self.status.server_port = handle, port
+            self.status.server, self.status.server_port = handle, None if direct else port
             self.status.log_path = str(log)
+            self.status.direct = direct
         make_tree_private(self.workdir)
         self.mark_ready()
 
@@ -840,6 +1036,7 @@ class LocalProcessService(DeploymentService):
         if self.status.server is not None:
             self.status.server.terminate(min(timeout, DRAIN_TIMEOUT))
         self.status.server = None
+        self.status.direct = False
         self._end_canary_server()
         self.admin_state = ServiceState.INACTIVE
         self.status.update_state(ServiceState.INACTIVE, "")
@@ -896,6 +1093,15 @@ class LocalProcessService(DeploymentService):
             DeploymentError: the candidate did not start, or the relay refused; what served
                 before still serves.
         """
+        if self.status.direct or getattr(candidate, "data_path", "relay") == "direct":
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' uses the direct data path "
+                "(data_path='direct'): requests bypass the front, which can neither split "
+                "them between two revisions nor measure them, so no canary or progressive "
+                "rollout can run.",
+                deployment_name=self.deployment_name,
+                hint="deploy with data_path='relay' (the default) for canaries and rollouts.",
+            )
         if not self._relay_alive() or self.status.server_port is None:
             raise DeploymentError(
                 f"Deployment '{self.deployment_name}' is not serving: no traffic to split.",
@@ -1022,6 +1228,13 @@ class LocalProcessService(DeploymentService):
             raise DeploymentError(
                 f"Deployment '{self.deployment_name}' is not running: no metrics to read.",
                 deployment_name=self.deployment_name,
+            )
+        if self.status.direct:
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' uses the direct data path "
+                "(data_path='direct'): requests bypass the front, so it counts none.",
+                deployment_name=self.deployment_name,
+                hint=DIRECT_NO_METRICS,
             )
         reply = self._relay_call({"cmd": "metrics", "window": window or 0}, timeout=10)
         return metrics_from_reply(reply, window is not None)

@@ -257,7 +257,9 @@ class Supervisor:
         path = str(self.spec.get("health_path", "/ping"))
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port), _HEALTH_TIMEOUT
+                # A direct-data-path server answers on the front's host and public port.
+                asyncio.open_connection(str(self.spec.get("health_host", "127.0.0.1")), port),
+                _HEALTH_TIMEOUT,
             )
         except (OSError, TimeoutError):
             return False

@@ -18,12 +18,19 @@ imported already:
 - the command and its environment come from the installed MLflow at every start (``get_cmd``);
   only its program, ``uvicorn``, runs here instead of in a child.
 
+With ``--listen-fd-from PATH`` (the direct data path, ``data_path="direct"``) the server does
+not bind a port: it receives the deployment's public listening socket from the front over the
+Unix socket at PATH (SCM_RIGHTS) and uvicorn accepts on it (``--fd``; each worker gets a copy),
+so requests reach the server without passing through the relay. uvicorn builds an ``--fd``
+socket as ``AF_UNIX`` (it was written for socket activation of Unix sockets); this one is TCP,
+so its family is read from the descriptor instead (TCP_NODELAY and peer addresses work).
+
 Errors are MLflow's, raised as they are (a missing model: ``MlflowException: No such artifact``);
 the front turns the log's last exception into the deployment's error. Only the standard library
 is imported before MLflow.
 
 Usage: ``python -m zenml_model_deployers.flavors.mlflow.serve --model-uri URI --revision-dir DIR
---port P [--workers N] [--timeout S]``.
+--port P [--workers N] [--timeout S] [--listen-fd-from PATH]``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import tempfile
 import urllib.parse
 from pathlib import Path
@@ -181,6 +189,53 @@ def scoring_command(
     return argv, delta
 
 
+def inherit_listener(path: str, timeout: float = 10.0) -> socket.socket:
+    """The front's listening socket, received over its Unix handoff socket (SCM_RIGHTS).
+
+    Args:
+        path: the front's handoff socket.
+        timeout: seconds.
+
+    Returns:
+        The listening TCP socket (its family and type read from the descriptor).
+
+    Raises:
+        RuntimeError: the front did not hand a socket over.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(timeout)
+        while True:  # the front may still be starting (it starts beside its first server)
+            try:
+                c.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        _, fds, _, _ = socket.recv_fds(c, 16, 1)
+    if not fds:
+        raise RuntimeError(f"the deployment's front at {path} handed over no listening socket")
+    return socket.socket(fileno=fds[0])
+
+
+def _serve_on(sock: socket.socket) -> None:
+    """Makes uvicorn's ``--fd`` socket keep the descriptor's own family (see the module)."""
+    fromfd = socket.fromfd
+    fd = sock.fileno()
+
+    def family_preserving_fromfd(
+        fileno: int, family: int, type: int, proto: int = 0
+    ) -> socket.socket:
+        if fileno == fd:
+            return socket.socket(fileno=os.dup(fileno))
+        return fromfd(fileno, family, type, proto)
+
+    socket.fromfd = family_preserving_fromfd  # type: ignore[assignment]
+
+
 def main(args: list[str] | None = None) -> None:
     """Resolves the revision's model, then serves it with MLflow's scoring server command.
 
@@ -193,10 +248,16 @@ def main(args: list[str] | None = None) -> None:
     ap.add_argument("--port", required=True, type=int)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--timeout", type=int, default=60)
+    ap.add_argument("--listen-fd-from", default=None, help="the front's handoff Unix socket")
     ns = ap.parse_args(args)
     model_path = resolve_model(ns.model_uri, ns.revision_dir)
     argv, env = scoring_command(model_path, ns.port, ns.timeout, ns.workers)
     os.environ.update(env)
+    if ns.listen_fd_from:
+        # uvicorn takes --fd over --host/--port (both kept as MLflow built them).
+        sock = inherit_listener(ns.listen_fd_from)
+        _serve_on(sock)
+        argv += ["--fd", str(sock.fileno())]
     print(f"=== zmd: serving {model_path} with MLflow's command: {shlex.join(argv)}", flush=True)
     import uvicorn
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from zenml.models.v2.misc.service import ServiceType
 
+from zenml_model_deployers.errors import ConfigurationError
 from zenml_model_deployers.flavors.mlflow.flavor import FLAVOR_NAME
 from zenml_model_deployers.flavors.mlflow.serve import is_local
 from zenml_model_deployers.local.process import python_executable
@@ -26,10 +28,35 @@ class MLflowDeploymentConfig(LocalDeploymentConfig):
         model_uri: any MLflow model URI: `runs:/...`, `models:/...`, or a local path.
         workers: uvicorn workers of the server.
         timeout_per_request: the server's request timeout in seconds.
+        data_path: ``"relay"`` (default): every request passes through the deployment's front
+            (API key, per-request metrics, canaries and progressive rollouts, replay during an
+            update). ``"direct"``: the serving revision's uvicorn accepts on the front's
+            listening socket itself and the front stands in the data path only while a
+            revision is switched: the server's full throughput and latency, but no API key
+            (refused), no per-request metrics and no canary or rollout (refused). Updates,
+            self-heal, stop and start keep the URL and lose no request.
     """
 
     workers: int = 1
     timeout_per_request: int = 60
+    data_path: Literal["relay", "direct"] = "relay"
+
+    def __init__(self, **data: Any) -> None:
+        """Refuses the direct data path with an API key (the front checks keys, and requests
+        bypass it there).
+
+        Args:
+            **data: fields.
+        """
+        super().__init__(**data)
+        if self.data_path == "direct" and self.api_key:
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' asks for data_path='direct' and an "
+                "api_key: on the direct data path requests reach the model server without "
+                "passing the front, which is what checks the key.",
+                deployment_name=self.deployment_name,
+                hint="drop data_path='direct' (the default 'relay' checks the key), or the key.",
+            )
 
 
 class MLflowDeploymentService(LocalProcessService):
@@ -45,6 +72,7 @@ class MLflowDeploymentService(LocalProcessService):
     PREDICT_PATH: ClassVar[str] = "/invocations"
     # A restart keeps MLflow's own settings (tracking URI, file store) from the deploying process.
     RESTART_INHERITED_ENV: ClassVar[tuple[str, ...]] = ("MLFLOW_",)
+    SUPPORTS_DIRECT_DATA_PATH: ClassVar[bool] = True
 
     config: MLflowDeploymentConfig
 
@@ -81,6 +109,34 @@ class MLflowDeploymentService(LocalProcessService):
             "--timeout",
             str(self.config.timeout_per_request),
         ]
+
+    def direct_server_command(self, handoff: Path) -> list[str]:
+        """The same server, accepting on the front's listening socket (``serve.py
+        --listen-fd-from``; its ``--port`` is then unused).
+
+        Args:
+            handoff: the front's handoff socket.
+
+        Returns:
+            argv.
+        """
+        return [*self.server_command(0), "--listen-fd-from", str(handoff)]
+
+    def direct_server_ready(self, log: Path) -> bool:
+        """uvicorn logs ``Application startup complete.`` once per worker when it accepts
+        (MLflow's app loaded the model at import, before that).
+
+        Args:
+            log: its log.
+
+        Returns:
+            True once every worker serves.
+        """
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            return False
+        return text.count("Application startup complete.") >= max(1, self.config.workers)
 
     def provision_revision(self, timeout: float) -> None:
         """See LocalProcessService.provision_revision; a revision that fails leaves no files

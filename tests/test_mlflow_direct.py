@@ -1,0 +1,147 @@
+"""`zmd-mlflow` with ``data_path="direct"``: the serving revision's uvicorn (2 workers) accepts
+on the front's listening socket itself; the relay stands in the data path only while a revision
+is switched. One deployment goes through the tests in order (real MLflow servers, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from zenml_model_deployers.errors import ConfigurationError
+from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.local.relay_metrics import DIRECT_NO_METRICS
+from zenml_model_deployers.testing.conformance import RequestLoop
+
+NAME = "direct-path"
+BODY = b'{"inputs": [[1.0, 2.0]]}'
+HEADERS = {"Content-Type": "application/json"}
+
+
+def _cfg(models_dir: Path, variant: str, **kw: Any) -> MLflowDeploymentConfig:
+    return MLflowDeploymentConfig(
+        deployment_name=NAME, model_uri=str(models_dir / variant), data_path="direct", **kw
+    )
+
+
+def _relay(svc: Any) -> dict[str, Any]:
+    return dict(svc._relay_call({"cmd": "status"}))
+
+
+def _listeners(pid: int, port: int) -> set[int]:
+    """Processes of `pid`'s tree listening on `port` (the inherited public socket)."""
+    root = psutil.Process(pid)
+    out = set()
+    for p in [root, *root.children(recursive=True)]:
+        for c in p.net_connections("tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port:
+                out.add(p.pid)
+    return out
+
+
+@pytest.fixture(scope="module")
+def direct(mlflow_deployer: Any, models_dir: Path) -> Any:
+    # 2 workers first (each gets a copy of the socket), 1 after the update.
+    svc = mlflow_deployer.deploy(_cfg(models_dir, "a", workers=2), timeout=180)
+    yield svc
+    live = mlflow_deployer.find_deployment(NAME)
+    if live is not None:
+        mlflow_deployer.delete(live)
+
+
+def test_refusals_before_anything_changes(mlflow_deployer: Any, models_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match="api_key"):
+        _cfg(models_dir, "a", api_key="{{direct-key.api_key}}")
+    for kw in ({"canary_percent": 10}, {"policy": "canary"}):
+        with pytest.raises(ConfigurationError, match="canary"):
+            mlflow_deployer.deploy(_cfg(models_dir, "b"), timeout=60, **kw)
+    assert mlflow_deployer.find_deployment(NAME) is None
+    # data_path is part of the revision (a change is an update); the default keeps old hashes.
+    relay = MLflowDeploymentConfig(deployment_name=NAME, model_uri=str(models_dir / "a"))
+    assert "data_path" not in relay.serving_fields()
+    assert relay.config_hash() != relay.model_copy(update={"data_path": "direct"}).config_hash()
+
+
+def test_direct_serves_without_the_relay(direct: Any) -> None:
+    port = direct.status.public_port
+    assert direct.status.direct and direct.status.server_port is None
+    assert direct.predict([[1.0, 2.0]]) == [0]
+    assert _relay(direct)["accepting"] is False
+    # The serving server's workers accept on the public port themselves.
+    assert len(_listeners(direct.status.server.pid, port)) >= 2
+    with pytest.raises(ConfigurationError) as err:
+        direct.read_revision_metrics(window=60)
+    assert err.value.hint == DIRECT_NO_METRICS
+    assert direct.metrics_url is None
+
+
+def test_canary_on_a_direct_deployment_is_refused(
+    mlflow_deployer: Any, direct: Any, models_dir: Path
+) -> None:
+    relay_b = MLflowDeploymentConfig(deployment_name=NAME, model_uri=str(models_dir / "b"))
+    with pytest.raises(ConfigurationError, match="direct data path"):
+        mlflow_deployer.deploy(relay_b, timeout=60, canary_percent=10)
+    svc = mlflow_deployer.find_deployment(NAME)
+    assert svc.status.canary_server is None and svc.predict([[1.0, 2.0]]) == [0]
+
+
+def test_update_under_a_looping_client_loses_no_request(
+    mlflow_deployer: Any, direct: Any, models_dir: Path
+) -> None:
+    url = direct.prediction_url
+    old = direct.status.server.pid
+    with RequestLoop(url, BODY, HEADERS, max_seconds=240) as loop:
+        time.sleep(0.5)
+        svc = mlflow_deployer.deploy(_cfg(models_dir, "b", workers=1), timeout=180)
+        time.sleep(0.5)
+    assert loop.failures == [], loop.failures[:5]
+    assert loop.ok > 20
+    assert {"predictions": [0]} in loop.answers and loop.answers[-1] == {"predictions": [1]}
+    assert svc.prediction_url == url and svc.status.direct
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+    relay = _relay(svc)
+    assert relay["accepting"] is False and relay["connections"] == {}
+    assert _listeners(svc.status.server.pid, svc.status.public_port) == {svc.status.server.pid}
+
+
+def test_killed_server_heals_and_waiting_requests_are_served(
+    mlflow_deployer: Any, direct: Any
+) -> None:
+    svc = mlflow_deployer.find_deployment(NAME)
+    url, pid = svc.prediction_url, svc.status.server.pid
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in tree:
+        os.kill(p.pid, signal.SIGKILL)
+    psutil.wait_procs(tree, timeout=10)
+    # Nobody accepts on the socket until the front restarted the server: the request waits
+    # in the socket's backlog instead of being refused.
+    r = requests.post(url, data=BODY, headers=HEADERS, timeout=120)
+    assert r.status_code == 200 and r.json() == {"predictions": [1]}
+    healed = mlflow_deployer.find_deployment(NAME)
+    assert healed.status.restarts == 1 and healed.status.server.pid != pid
+    assert _relay(healed)["accepting"] is False
+
+
+def test_stop_start_delete(mlflow_deployer: Any, direct: Any) -> None:
+    svc = mlflow_deployer.find_deployment(NAME)
+    url, port = svc.prediction_url, svc.status.public_port
+    svc = mlflow_deployer.stop(svc)
+    with pytest.raises(requests.ConnectionError):
+        requests.post(url, data=BODY, headers=HEADERS, timeout=5)
+    svc = mlflow_deployer.start(svc, timeout=180)
+    assert svc.prediction_url == url and svc.status.direct
+    assert svc.predict([[1.0, 2.0]]) == [1]
+    assert _listeners(svc.status.server.pid, port)
+    pids = [svc.status.server.pid, svc.status.relay.pid]
+    mlflow_deployer.delete(svc)
+    assert mlflow_deployer.find_deployment(NAME) is None
+    psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+    assert not any(psutil.pid_exists(p) for p in pids)
+    with pytest.raises(requests.ConnectionError):
+        requests.post(url, data=BODY, headers=HEADERS, timeout=5)
