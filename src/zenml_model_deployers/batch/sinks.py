@@ -110,6 +110,17 @@ class ParquetSink:
         if fileio.exists(manifest):
             with fileio.open(manifest, "r") as fh:
                 existing = JobManifest.model_validate_json(fh.read())
+            if existing.job_id != job.job_id and (
+                (existing.source, existing.total_rows, existing.chunk_rows)
+                == (job.source, job.total_rows, job.chunk_rows)
+            ):
+                raise ConfigurationError(
+                    f"Output folder '{self.uri}' holds the predictions of an earlier version "
+                    f"of '{job.source}': the input changed since (its files' footers or "
+                    "versions differ), so its committed chunks are not this input's.",
+                    hint="give a new output_uri for the changed input (or remove the old "
+                    "predictions to score it again in place).",
+                )
             if existing.job_id != job.job_id:
                 raise ConfigurationError(
                     f"Output folder '{self.uri}' holds another batch job's predictions "
