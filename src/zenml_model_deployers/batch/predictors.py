@@ -197,8 +197,12 @@ class RemotePredictor:
         url = self.service.prediction_url
         if not url:  # predict() raises its "never deployed" error
             return self.service.predict(table.to_pandas(), timeout=self.timeout)
+        from zenml_model_deployers.batch.sinks import dictionary_columns
+
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="none")
+        pq.write_table(
+            table, sink, compression="none", use_dictionary=dictionary_columns(table.schema)
+        )
         body = sink.getvalue().to_pybytes()
         return self.service._send(url, {"Content-Type": PARQUET_CONTENT_TYPE}, body, self.timeout)
 

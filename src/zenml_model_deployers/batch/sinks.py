@@ -149,11 +149,32 @@ class ParquetSink:
         import pyarrow.parquet as pq
 
         part = self.part_uri(record.chunk)
-        _write_atomic(part, None, lambda fh: pq.write_table(table, fh))
+        dictionary = dictionary_columns(table.schema)
+        _write_atomic(part, None, lambda fh: pq.write_table(table, fh, use_dictionary=dictionary))
         _write_atomic(
             f"{self.uri}/_zmd_commits/{record.chunk:06d}.json",
             record.model_dump_json().encode(),
         )
+
+
+def dictionary_columns(schema: Any) -> list[str]:
+    """The columns worth Parquet's dictionary encoding: text, binary and categoricals.
+
+    Numbers are left plain: on measured floats, trying a dictionary first (pyarrow's default)
+    made writing 5x slower and the file larger.
+
+    Args:
+        schema: a ``pyarrow.Schema``.
+
+    Returns:
+        Column names.
+    """
+    import pyarrow as pa
+
+    kinds = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary)
+    return [
+        f.name for f in schema if any(k(f.type) for k in kinds) or pa.types.is_dictionary(f.type)
+    ]
 
 
 def _write_atomic(uri: str, data: bytes | None, writer: Any = None) -> None:
