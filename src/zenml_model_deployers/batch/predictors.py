@@ -208,10 +208,14 @@ class RemotePredictor:
 
 
 def _takes_parquet(service: DeploymentService) -> bool:
-    """Whether the service is MLflow's scoring server (Parquet bodies, MLflow 3)."""
+    """Whether the service is MLflow's scoring server (Parquet bodies, MLflow 3): a subclass
+    that formats its own requests is left to its ``format_request``."""
     from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentService
 
-    return isinstance(service, MLflowDeploymentService)
+    return (
+        isinstance(service, MLflowDeploymentService)
+        and type(service).format_request is MLflowDeploymentService.format_request
+    )
 
 
 class LocalPredictor:
