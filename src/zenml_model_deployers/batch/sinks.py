@@ -110,6 +110,17 @@ class ParquetSink:
         if fileio.exists(manifest):
             with fileio.open(manifest, "r") as fh:
                 existing = JobManifest.model_validate_json(fh.read())
+            if existing.job_id != job.job_id and (
+                (existing.source, existing.total_rows, existing.chunk_rows)
+                == (job.source, job.total_rows, job.chunk_rows)
+            ):
+                raise ConfigurationError(
+                    f"Output folder '{self.uri}' holds the predictions of an earlier version "
+                    f"of '{job.source}': the input changed since (its files' footers or "
+                    "versions differ), so its committed chunks are not this input's.",
+                    hint="give a new output_uri for the changed input (or remove the old "
+                    "predictions to score it again in place).",
+                )
             if existing.job_id != job.job_id:
                 raise ConfigurationError(
                     f"Output folder '{self.uri}' holds another batch job's predictions "
@@ -138,11 +149,32 @@ class ParquetSink:
         import pyarrow.parquet as pq
 
         part = self.part_uri(record.chunk)
-        _write_atomic(part, None, lambda fh: pq.write_table(table, fh))
+        dictionary = dictionary_columns(table.schema)
+        _write_atomic(part, None, lambda fh: pq.write_table(table, fh, use_dictionary=dictionary))
         _write_atomic(
             f"{self.uri}/_zmd_commits/{record.chunk:06d}.json",
             record.model_dump_json().encode(),
         )
+
+
+def dictionary_columns(schema: Any) -> list[str]:
+    """The columns worth Parquet's dictionary encoding: text, binary and categoricals.
+
+    Numbers are left plain: on measured floats, trying a dictionary first (pyarrow's default)
+    made writing 5x slower and the file larger.
+
+    Args:
+        schema: a ``pyarrow.Schema``.
+
+    Returns:
+        Column names.
+    """
+    import pyarrow as pa
+
+    kinds = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary)
+    return [
+        f.name for f in schema if any(k(f.type) for k in kinds) or pa.types.is_dictionary(f.type)
+    ]
 
 
 def _write_atomic(uri: str, data: bytes | None, writer: Any = None) -> None:

@@ -90,6 +90,7 @@ class ParquetSource:
                 hint="write the input as Parquet (e.g. `df.to_parquet(...)`).",
             )
         self._rows: list[int] | None = None
+        self._footers: list[str] = []
 
     def file_rows(self) -> list[int]:
         """Rows per file, from the Parquet footers (no data read).
@@ -98,15 +99,30 @@ class ParquetSource:
             One count per file.
         """
         if self._rows is None:
-            import pyarrow.parquet as pq
-            from zenml.io import fileio
-
-            rows = []
-            for path in self.files:
-                with fileio.open(path, "rb") as fh:
-                    rows.append(pq.ParquetFile(fh).metadata.num_rows)
-            self._rows = rows
+            self._read_footers()
+        assert self._rows is not None
         return self._rows
+
+    def _read_footers(self) -> None:
+        """Reads each file's footer: its row count, and a digest of the footer itself plus
+        the file's version (ETag or modification time)."""
+        import pyarrow.parquet as pq
+
+        rows, digests = [], []
+        for path in self.files:
+            try:
+                with _open(path) as fh:
+                    meta = pq.ParquetFile(fh).metadata
+            except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+                raise ConfigurationError(
+                    f"Could not read the Parquet footer of batch input '{path}'.",
+                    backend_message=f"{type(e).__name__}: {e}",
+                    hint="check the file is Parquet and readable with the artifact store's "
+                    "credentials (a file rewritten while this process ran: run again).",
+                ) from e
+            rows.append(meta.num_rows)
+            digests.append(f"{footer_digest(meta)}:{file_version(path)}")
+        self._rows, self._footers = rows, digests
 
     @property
     def total_rows(self) -> int:
@@ -114,13 +130,20 @@ class ParquetSource:
         return sum(self.file_rows())
 
     def fingerprint(self) -> str:
-        """What identifies this input: its files (relative names) and row counts.
+        """What identifies this input: its files (relative names), row counts, footers and
+        versions.
+
+        A file rewritten with other values changes its footer (column statistics, page sizes
+        and offsets) and its ETag or modification time (which also catches rows reordered
+        within the same statistics), so a changed input is a new job, never resumed as the
+        old one.
 
         Returns:
             A hex digest.
         """
         names = [f.removeprefix(self.uri).lstrip("/") for f in self.files]
-        blob = json.dumps([names, self.file_rows(), self.columns])
+        rows = self.file_rows()
+        blob = json.dumps([names, rows, self._footers, self.columns])
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def chunks(self, chunk_rows: int, skip: set[int] | None = None) -> Iterator[Chunk]:
@@ -138,7 +161,6 @@ class ParquetSource:
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
-        from zenml.io import fileio
 
         skip = skip or set()
         buffer: list[Any] = []  # rows [emitted * chunk_rows, pos) unless missing_head
@@ -157,7 +179,7 @@ class ParquetSource:
                 buffer, buffered = [], 0
                 missing_head = emitted * chunk_rows < pos
                 continue
-            with fileio.open(path, "rb") as fh:
+            with _open(path) as fh:
                 reader = pq.ParquetFile(fh)
                 for batch in reader.iter_batches(
                     batch_size=min(chunk_rows, 65_536), columns=self.columns
@@ -174,7 +196,8 @@ class ParquetSource:
                     buffer.append(batch)
                     buffered += batch.num_rows
                     while buffered >= chunk_rows:
-                        table = pa.Table.from_batches(buffer).combine_chunks()
+                        # Zero-copy: a chunk is slices of the batches read (no combined copy).
+                        table = pa.Table.from_batches(buffer)
                         head, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
                         yield _chunk(emitted, chunk_rows, head, skip)
                         emitted += 1
@@ -184,6 +207,53 @@ class ParquetSource:
             yield Chunk(emitted, emitted * chunk_rows, None)
         elif buffered:
             yield _chunk(emitted, chunk_rows, pa.Table.from_batches(buffer), skip)
+
+
+def _open(path: str) -> Any:
+    """A file to read: a local one natively (Arrow's reads, no Python file object in between:
+    about 1.5x faster), any other URI through ``fileio`` (the artifact store's filesystem)."""
+    if "://" not in path or path.startswith("file://"):
+        import pyarrow as pa
+
+        return pa.OSFile(path.removeprefix("file://"), "rb")
+    from zenml.io import fileio
+
+    return fileio.open(path, "rb")
+
+
+def footer_digest(meta: Any) -> str:
+    """A digest of a Parquet footer: schema, row groups, and each column chunk's statistics,
+    sizes and offsets (what changes when a file is rewritten with other values).
+
+    Args:
+        meta: a ``pyarrow.parquet.FileMetaData``.
+
+    Returns:
+        A hex digest.
+    """
+    blob = json.dumps(meta.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def file_version(path: str) -> str:
+    """What changes when a file is rewritten, as its filesystem tells: the object's ETag (S3,
+    GCS, Azure) or its modification time (local files and others).
+
+    Args:
+        path: the file (any ``fileio`` URI).
+
+    Returns:
+        A token ("" when the filesystem tells neither).
+    """
+    from zenml.io import fileio
+
+    info = fileio.stat(path)
+    if isinstance(info, dict):
+        for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified"):
+            if info.get(key) is not None:
+                return f"{key}={info[key]}"
+        return ""
+    return f"mtime_ns={getattr(info, 'st_mtime_ns', '')}"
 
 
 def _chunk(index: int, chunk_rows: int, table: Any, skip: set[int]) -> Chunk:
