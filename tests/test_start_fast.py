@@ -36,10 +36,13 @@ def _listed(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture
-def stopped(mlflow_deployer: Any, models_dir: Path, tmp_path: Path) -> Iterator[Any]:
-    """A deployment of a copy of model a (the test may remove it), deployed then stopped."""
-    model = tmp_path / "model"
+@pytest.fixture(scope="module")
+def stopped(
+    mlflow_deployer: Any, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """A deployment of a copy of model a, deployed then stopped; shared by this module's tests
+    (one deploy): each leaves it stopped, the last one removes its model."""
+    model = tmp_path_factory.mktemp("fast-start") / "model"
     shutil.copytree(models_dir / "a", model)
     svc = mlflow_deployer.deploy(
         MLflowDeploymentConfig(deployment_name="fast-start", model_uri=str(model)), timeout=120
@@ -49,6 +52,43 @@ def stopped(mlflow_deployer: Any, models_dir: Path, tmp_path: Path) -> Iterator[
     found = mlflow_deployer.find_deployment("fast-start")
     if found is not None:
         mlflow_deployer.delete(found)
+
+
+def test_what_the_fast_path_leaves_to_zenml(stopped: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server starts here: each case returns None (ZenML's path) before starting anything."""
+    base = _row("fast-start")
+    assert faststart._simple(base) is not None
+
+    def case(**change: Any) -> dict[str, Any]:
+        row = json.loads(json.dumps({**base, "workdir": str(base["workdir"])}))
+        row["workdir"] = Path(row["workdir"])
+        for key, value in change.items():
+            target, _, field = key.partition("__")
+            if field:
+                row[target][field] = value
+            else:
+                row[target] = value
+        return row
+
+    assert faststart._simple(case(flavor="zmd-bentoml")) is None  # another flavor
+    assert faststart._simple(case(config__env={"TOKEN": "{{creds.token}}"})) is None  # a secret
+    assert faststart._simple(case(config__api_key="{{k.v}}")) is None
+    assert faststart._simple(case(config__smoke_input=[[1.0]])) is None
+    assert faststart._simple(case(status__canary_config={"x": 1})) is None
+    assert faststart._simple(case(status__config_hash="other")) is None  # spec of another one
+    # A downloaded model whose revision folder is gone: the server would need the registry.
+    spec = json.loads((base["workdir"] / "supervise.json").read_text())
+    remote = [*spec["argv"]]
+    remote[remote.index("--model-uri") + 1] = "runs:/0123/model"
+    (base["workdir"] / "supervise.json").write_text(json.dumps({**spec, "argv": remote}))
+    assert faststart._simple(case(config__model_uri="runs:/0123/model")) is None
+    (base["workdir"] / "supervise.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("ZMD_FAST_START", "0")
+    assert faststart._simple(base) is None
+    monkeypatch.delenv("ZMD_FAST_START")
+    # Another store than the local SQLite one.
+    monkeypatch.setattr(faststart, "sqlite_store", lambda: None)
+    assert faststart.start(base, 60) is None
 
 
 def test_fast_start_is_what_zenml_then_sees(
@@ -122,40 +162,3 @@ def test_a_failed_fast_start_is_recorded_as_zenml_records_it(
         for p in psutil.process_iter(["cmdline"])
         if p.pid != psutil.Process().pid
     )
-
-
-def test_what_the_fast_path_leaves_to_zenml(stopped: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No server starts here: each case returns None (ZenML's path) before starting anything."""
-    base = _row("fast-start")
-    assert faststart._simple(base) is not None
-
-    def case(**change: Any) -> dict[str, Any]:
-        row = json.loads(json.dumps({**base, "workdir": str(base["workdir"])}))
-        row["workdir"] = Path(row["workdir"])
-        for key, value in change.items():
-            target, _, field = key.partition("__")
-            if field:
-                row[target][field] = value
-            else:
-                row[target] = value
-        return row
-
-    assert faststart._simple(case(flavor="zmd-bentoml")) is None  # another flavor
-    assert faststart._simple(case(config__env={"TOKEN": "{{creds.token}}"})) is None  # a secret
-    assert faststart._simple(case(config__api_key="{{k.v}}")) is None
-    assert faststart._simple(case(config__smoke_input=[[1.0]])) is None
-    assert faststart._simple(case(status__canary_config={"x": 1})) is None
-    assert faststart._simple(case(status__config_hash="other")) is None  # spec of another one
-    # A downloaded model whose revision folder is gone: the server would need the registry.
-    spec = json.loads((base["workdir"] / "supervise.json").read_text())
-    remote = [*spec["argv"]]
-    remote[remote.index("--model-uri") + 1] = "runs:/0123/model"
-    (base["workdir"] / "supervise.json").write_text(json.dumps({**spec, "argv": remote}))
-    assert faststart._simple(case(config__model_uri="runs:/0123/model")) is None
-    (base["workdir"] / "supervise.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("ZMD_FAST_START", "0")
-    assert faststart._simple(base) is None
-    monkeypatch.delenv("ZMD_FAST_START")
-    # Another store than the local SQLite one.
-    monkeypatch.setattr(faststart, "sqlite_store", lambda: None)
-    assert faststart.start(base, 60) is None

@@ -237,16 +237,6 @@ def _start_locked(
     relay: proc.ProcessHandle | None = None
     server: proc.ProcessHandle | None = None
     try:
-        relay, info = start_front(
-            workdir=workdir,
-            deployment_name=name,
-            host=host,
-            port=public,
-            metrics_port=metrics_port,
-            target=None,
-            target_revision=h,
-            api_key=None,
-        )
         port = free_port()
         argv = [str(a) for a in spec["argv"]]
         argv[argv.index("--port") + 1] = str(port)
@@ -257,6 +247,17 @@ def _start_locked(
             env.setdefault(k, v)
         log = workdir / f"server-{h}-{int(time.time())}.log"
         server = proc.spawn(argv, log, env=env, cwd=workdir)
+        # The front starts while the server loads (as a deploy does it).
+        relay, info = start_front(
+            workdir=workdir,
+            deployment_name=name,
+            host=host,
+            port=public,
+            metrics_port=metrics_port,
+            target=None,
+            target_revision=h,
+            api_key=None,
+        )
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(
             deployment_name=name,
