@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers.local.fastlist import _config_dir, decode_blob, sqlite_store
-from zenml_model_deployers.local.state import SPEC_FILE, live_process
+from zenml_model_deployers.local.state import SPEC_FILE, live_process, read_json
 from zenml_model_deployers.secrets import is_secret_reference
 
 MLFLOW_SOURCE = "zenml_model_deployers.flavors.mlflow.service.MLflowDeploymentService"
@@ -61,7 +61,7 @@ def _simple(row: dict[str, Any]) -> dict[str, Any] | None:
     sup = row.get("supervision") or {}
     if sup and live_process(sup.get("server")):
         return None
-    spec = _read(row["workdir"] / SPEC_FILE)
+    spec = read_json(row["workdir"] / SPEC_FILE)
     h = status.get("config_hash")
     if not h or not spec or spec.get("config_hash") != h or spec.get("deployment") != row["name"]:
         return None
@@ -80,14 +80,6 @@ def _simple(row: dict[str, Any]) -> dict[str, Any] | None:
     ):
         return None  # not resolved yet: the server would download it (ZenML's path)
     return spec
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _raw_row(con: sqlite3.Connection, rid: str) -> tuple[Any, str] | None:
