@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers.local.fastlist import _config_dir, decode_blob, sqlite_store
-from zenml_model_deployers.local.state import SPEC_FILE, live_process, read_json
+from zenml_model_deployers.local.state import (
+    SPEC_FILE,
+    env_with_venv_path,
+    live_process,
+    orphans,
+    python_executable,
+    read_json,
+    spawn_logged,
+)
 from zenml_model_deployers.secrets import is_secret_reference
 
 MLFLOW_SOURCE = "zenml_model_deployers.flavors.mlflow.service.MLflowDeploymentService"
@@ -180,21 +188,9 @@ def _start_locked(
     before: Any,
     timeout: float | None,
 ) -> str | None:
+    # Only light imports until the server runs: it loads while the rest is imported.
     from zenml_model_deployers.flavors.mlflow import serve
-    from zenml_model_deployers.local import process as proc
-    from zenml_model_deployers.local.launch import (
-        make_tree_private,
-        orphans,
-        restart_env,
-        start_front,
-    )
-    from zenml_model_deployers.local.readiness import wait_until_ready
-    from zenml_model_deployers.local.relay import (
-        control_request,
-        free_port,
-        port_is_free,
-    )
-    from zenml_model_deployers.local.supervisor import write_spec
+    from zenml_model_deployers.local.relay import free_port, port_is_free
 
     name, workdir, config = row["name"], Path(row["workdir"]), row["config"]
     host = str(config.get("host") or "127.0.0.1")
@@ -213,32 +209,39 @@ def _start_locked(
 
     # ZenML's path first reads the live state (update_status), then starts.
     _update_state(status, row["state"], row["message"])
-    known = [
-        proc.ProcessHandle(**status[k])
-        for k in ("server", "relay", "canary_server")
-        if status.get(k)
-    ]
-    found = orphans(workdir, list(known))
+    known = [status.get(k) for k in ("server", "relay", "canary_server")]
+    found = orphans(workdir, known, python_executable())
     if found:
-        proc.terminate_all(found, 5)
+        from zenml_model_deployers.local.process import terminate_all
 
+        terminate_all(found, 5)
+
+    status["server"] = None
+    port = free_port()
+    argv = [str(a) for a in spec["argv"]]
+    argv[argv.index("--port") + 1] = str(port)
+    env = env_with_venv_path({str(k): str(v) for k, v in (config.get("env") or {}).items()})
+    for k, v in serve.SERVER_ENV_DEFAULTS.items():
+        env.setdefault(k, v)
+    log = workdir / f"server-{h}-{int(time.time())}.log"
+    popen = spawn_logged(argv, log, env=env, cwd=workdir)
+
+    from zenml_model_deployers.local import process as proc
+    from zenml_model_deployers.local.launch import (
+        make_tree_private,
+        restart_env,
+        start_front,
+    )
+    from zenml_model_deployers.local.readiness import wait_until_ready
+    from zenml_model_deployers.local.relay import control_request
+    from zenml_model_deployers.local.supervisor import write_spec
+
+    server = proc.adopt(popen)
     metrics_port = int(config.get("metrics_port") or status.get("metrics_port") or 0)
     if metrics_port and not port_is_free("127.0.0.1", metrics_port):
         metrics_port = 0 if not config.get("metrics_port") else metrics_port
-    status["server"] = None
     relay: proc.ProcessHandle | None = None
-    server: proc.ProcessHandle | None = None
     try:
-        port = free_port()
-        argv = [str(a) for a in spec["argv"]]
-        argv[argv.index("--port") + 1] = str(port)
-        env = proc.env_with_venv_path(
-            {str(k): str(v) for k, v in (config.get("env") or {}).items()}
-        )
-        for k, v in serve.SERVER_ENV_DEFAULTS.items():
-            env.setdefault(k, v)
-        log = workdir / f"server-{h}-{int(time.time())}.log"
-        server = proc.spawn(argv, log, env=env, cwd=workdir)
         # The front starts while the server loads (as a deploy does it).
         relay, info = start_front(
             workdir=workdir,

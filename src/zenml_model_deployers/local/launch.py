@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from zenml_model_deployers.errors import DeploymentError, PortInUseError
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.relay import API_KEY_ENV, read_ready_file
@@ -171,38 +169,3 @@ def start_front(
             )
         time.sleep(0.02)
     return handle, read_ready_file(ready)
-
-
-def orphans(workdir: Path, known: list[proc.ProcessHandle | None]) -> list[psutil.Process]:
-    """Processes of a deployment that no record knows (a deploy killed midway): started in its
-    directory by this interpreter (servers run there, the relay names its ready file there).
-
-    Args:
-        workdir: the deployment's directory.
-        known: the recorded processes (they and their children are left alone).
-
-    Returns:
-        The processes to end (callers hold the deployment's lock).
-    """
-    mine = {os.getpid()}
-    for handle in known:
-        live = handle.process() if handle is not None else None
-        if live is not None:  # a recorded process and its children (uvicorn under mlflow)
-            mine.add(live.pid)
-            with contextlib.suppress(psutil.Error):
-                mine.update(c.pid for c in live.children(recursive=True))
-    marker = str(workdir)
-    python = proc.python_executable()
-    out = []
-    for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
-        try:
-            if p.pid in mine:
-                continue
-            argv = p.info["cmdline"] or []
-            if not argv or argv[0] != python:  # only processes our interpreter runs
-                continue
-            if p.info["cwd"] == marker or f"{marker}/relay.json" in " ".join(argv):
-                out.append(p)
-        except psutil.Error:
-            continue
-    return out

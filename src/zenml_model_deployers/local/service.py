@@ -43,7 +43,6 @@ from zenml_model_deployers.errors import DeploymentError, PortInUseError
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.launch import (
     make_tree_private,
-    orphans,
     restart_env,
     start_front,
 )
@@ -58,6 +57,7 @@ from zenml_model_deployers.local.state import (
     SPEC_FILE,
     local_state,
     log_lines,
+    orphans,
     supervision_of,
 )
 from zenml_model_deployers.local.supervisor import write_spec
@@ -624,8 +624,11 @@ class LocalProcessService(DeploymentService):
         They are ours: started in this deployment's directory (servers run there, the relay
         names its ready file there). Recorded processes are left alone; callers hold the lock.
         """
+        known = [self.status.server, self.status.relay, self.status.canary_server]
         found = orphans(
-            self.workdir, [self.status.server, self.status.relay, self.status.canary_server]
+            self.workdir,
+            [h.model_dump() if h is not None else None for h in known],
+            proc.python_executable(),
         )
         if found:
             logger.warning(
