@@ -345,6 +345,8 @@ def _result(
     failed = {k: sum(int(r.get("update_failed", 0)) for r in results[k]) for k in ("base", "ours")}
     r_deploy = ratio(med["ours"]["deploy"], raw)
     r_update = ratio(med["ours"]["update"], med["base"]["update"])
+    r_start = ratio(med["ours"]["start"], raw)
+    r_heal = ratio(med["ours"]["heal"], raw)
     errors = [f"{k}: {r['error']}" for k, v in results.items() for r in v if "error" in r]
     return {
         "name": "faststart",
@@ -390,6 +392,16 @@ def _result(
                 "goal": f"update <= 0.6x `{base}`, zero failed requests",
                 "value": f"{c.fmt_ratio(r_update)}, {failed['ours']} failed",
                 "met": None if r_update is None else r_update <= 0.6 and failed["ours"] == 0,
+            },
+            {
+                "goal": "`zmd models start` (the CLI, a new process) <= 0.6x raw",
+                "value": c.fmt_ratio(r_start),
+                "met": None if r_start is None else r_start <= 0.6,
+            },
+            {
+                "goal": "self-heal restart <= 0.6x raw",
+                "value": c.fmt_ratio(r_heal),
+                "met": None if r_heal is None else r_heal <= 0.6,
             },
         ],
         "notes": errors,

@@ -201,3 +201,46 @@ def test_crash_looping_revision_ends_failed_with_its_log_tail(
         found = mlflow_deployer.find_deployment("crashloop")
         if found is not None:
             mlflow_deployer.delete(found)
+
+
+def test_supervisor_wakes_on_the_server_exit_and_restarts_a_first_crash_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No server: a `sleep` stands in for one. The exit wakes the supervisor (not its poll),
+    the first restart waits nothing, repeated ones back off (bounded)."""
+    import asyncio
+    import subprocess
+
+    from zenml_model_deployers.local import supervisor as sv
+
+    monkeypatch.setattr(sv, "POLL_INTERVAL", 30.0)  # only the pidfd can wake it in time
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        ident = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time()}
+        spec = tmp_path / "supervise.json"
+        sv.write_spec(
+            spec,
+            {"server": ident, "backoff_initial": 0.5, "backoff_max": 2.0, "argv": ["true"]},
+        )
+        sup = sv.Supervisor(spec)
+        sup._load_spec(initial=True)
+        assert sup.watched == ident
+        assert [sup.backoff(n) for n in (1, 2, 3, 4, 5)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+
+        async def wait_for_exit() -> float:
+            waiting = asyncio.get_running_loop().create_task(sup._wait())
+            await asyncio.sleep(0.1)
+            assert not waiting.done()  # still alive: it waits
+            t0 = time.monotonic()
+            proc.kill()
+            await asyncio.wait_for(waiting, 5)
+            took = time.monotonic() - t0
+            await sup.close()
+            return took
+
+        took = asyncio.run(wait_for_exit())
+        assert took < 5 and sup._fd is None
+        print(f"woke {took * 1000:.0f} ms after the exit")
+    finally:
+        proc.kill()
+        proc.wait()

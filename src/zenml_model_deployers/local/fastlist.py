@@ -72,35 +72,74 @@ def _decode(blob: Any) -> dict[str, Any]:
     return out
 
 
+def _store() -> tuple[dict[str, Any], str] | None:
+    """The active store's settings and the active project's id, from ZenML's global config,
+    or None when ZenML could see another store or project (see module docstring)."""
+    if (
+        any(k.startswith("ZENML_STORE_") for k in os.environ)
+        or "ZENML_ACTIVE_PROJECT_ID" in os.environ
+        or _in_zenml_repository()
+    ):
+        return None
+    import yaml
+
+    gc = yaml.safe_load((_config_dir() / "config.yaml").read_text()) or {}
+    store = gc.get("store") or {}
+    project = gc.get("active_project_id")
+    return (store, str(project)) if project and isinstance(store, dict) else None
+
+
+def sqlite_store() -> tuple[str, str] | None:
+    """The local SQLite database of the active store and the active project's id (no dashes,
+    as its rows store it), or None when the active store is another one.
+
+    Returns:
+        (database path, project id) or None.
+    """
+    try:
+        found = _store()
+    except Exception:
+        return None
+    if found is None:
+        return None
+    store, project = found
+    url = str(store.get("url", ""))
+    if store.get("type") != "sql" or not url.startswith("sqlite:///"):
+        return None
+    db = url[len("sqlite:///") :]
+    return (db, project.replace("-", "")) if Path(db).is_file() else None
+
+
+def decode_blob(blob: Any) -> dict[str, Any]:
+    """A JSON column of ZenML's SQL store (base64 of JSON, as ZenML's ``dict_to_bytes``).
+
+    Args:
+        blob: the column's value.
+
+    Returns:
+        The dict ({} for NULL).
+    """
+    return _decode(blob)
+
+
 def _store_rows() -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] | None:
     """(id, flavor, config, status, prediction URL) of the service rows of zenml-model-deployers
     (zmd-* flavors and custom flavors built on it) in the active project, newest first, or None
     when the fast path does not apply."""
     if os.environ.get("ZMD_FAST_LIST", "1") == "0":
         return None
-    if (
-        any(k.startswith("ZENML_STORE_") for k in os.environ)
-        or "ZENML_ACTIVE_PROJECT_ID" in os.environ
-    ):
-        return None
     try:
-        if _in_zenml_repository():
+        active = _store()
+        if active is None:
             return None
-        import yaml
-
-        gc = yaml.safe_load((_config_dir() / "config.yaml").read_text()) or {}
-        store = gc.get("store") or {}
+        store, project = active
         url = str(store.get("url", ""))
-        project = gc.get("active_project_id")
-        if not project:
-            return None
         if store.get("type") == "rest" and url.startswith(("http://", "https://")):
             return _rest_rows(url.rstrip("/"), str(project), bool(store.get("verify_ssl", True)))
-        if store.get("type") != "sql" or not url.startswith("sqlite:///"):
+        local = sqlite_store()
+        if local is None:
             return None
-        db = url[len("sqlite:///") :]
-        if not Path(db).is_file():
-            return None
+        db, project = local
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
             cols = {r[1] for r in con.execute("PRAGMA table_info(service)")}
@@ -111,7 +150,7 @@ def _store_rows() -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] 
                 "WHERE (flavor LIKE 'zmd-%' OR labels IS NOT NULL) AND project_id = ? "
                 "AND service_source IS NOT NULL AND service_source != '' "
                 "ORDER BY created DESC",
-                (str(project).replace("-", ""),),
+                (project,),
             ).fetchall()
         finally:
             con.close()

@@ -13,7 +13,9 @@ from pathlib import Path
 import psutil
 from pydantic import BaseModel
 
-from zenml_model_deployers.local.state import live_process, tail
+from zenml_model_deployers.local.state import env_with_venv_path as env_with_venv_path
+from zenml_model_deployers.local.state import live_process, spawn_logged, tail
+from zenml_model_deployers.local.state import python_executable as python_executable
 
 
 class ProcessHandle(BaseModel):
@@ -121,26 +123,23 @@ def spawn(
     Returns:
         The child's handle.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)
-    with open(fd, "ab") as log:
-        popen = subprocess.Popen(
-            list(command),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=str(cwd) if cwd else None,
-            start_new_session=True,
-            close_fds=True,
-            umask=0o077,
-        )
+    return adopt(spawn_logged(command, log_path, env, cwd))
+
+
+def adopt(popen: subprocess.Popen[bytes]) -> ProcessHandle:
+    """The handle of a child started by :func:`state.spawn_logged`; it is reaped by this process
+    while it lives (a zombie would show as alive).
+
+    Args:
+        popen: the child.
+
+    Returns:
+        Its handle.
+    """
     # Read the start time first: a child that exits at once (a server that fails on start) is
     # still a zombie now, and would be gone once reaped.
     handle = ProcessHandle(pid=popen.pid, create_time=psutil.Process(popen.pid).create_time())
     # The child is never wait()ed by us if we exit first; it is reparented to init.
-    # When we are still alive while it exits, reap it to avoid a zombie showing as alive.
     _reap_later(popen)
     return handle
 
@@ -263,34 +262,3 @@ def keep_failed_log(log: Path, keep: int = 5) -> Path:
     for old in kept[keep:]:
         old.unlink(missing_ok=True)
     return dest
-
-
-def python_executable() -> str:
-    """The interpreter of the current environment (servers run from it).
-
-    Returns:
-        A path.
-    """
-    import sys
-
-    return sys.executable
-
-
-def env_with_venv_path(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The caller's environment with this interpreter's bin dir first on PATH.
-
-    `mlflow models serve` execs `uvicorn` by name, so the venv's bin must be on PATH even
-    when the user did not activate the venv.
-
-    Args:
-        extra: variables to add or override.
-
-    Returns:
-        An environment dict.
-    """
-    env = dict(os.environ)
-    bindir = str(Path(python_executable()).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    if extra:
-        env.update(extra)
-    return env

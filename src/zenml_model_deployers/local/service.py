@@ -27,7 +27,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 import shutil
 import time
 from abc import abstractmethod
@@ -35,7 +34,6 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import psutil
 from pydantic import PrivateAttr
 from zenml.enums import ServiceState
 
@@ -43,9 +41,14 @@ from zenml_model_deployers import secrets
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PortInUseError
 from zenml_model_deployers.local import process as proc
+from zenml_model_deployers.local.launch import (
+    HANDOFF_SOCKET,
+    make_tree_private,
+    restart_env,
+    start_front,
+)
 from zenml_model_deployers.local.readiness import wait_until_ready
 from zenml_model_deployers.local.relay import (
-    API_KEY_ENV,
     control_request,
     free_port,
     port_is_free,
@@ -56,58 +59,15 @@ from zenml_model_deployers.local.state import (
     SPEC_FILE,
     local_state,
     log_lines,
+    orphans,
     supervision_of,
-    tail,
 )
 from zenml_model_deployers.local.supervisor import write_spec
 from zenml_model_deployers.provenance import LOCAL_PROVENANCE_FIELDS, local_serving_fields
 from zenml_model_deployers.service import DeploymentService, DeploymentStatus, RevisionMetrics
 
 DRAIN_TIMEOUT = 10.0
-# The front's Unix socket that hands its listening socket to a direct-data-path server.
-HANDOFF_SOCKET = "front.sock"
 logger = logging.getLogger(__name__)
-
-# What a restarted server inherits from the deploying process (exact names; a trailing "_" is a
-# prefix): a process runtime, and nothing else. The first start inherits the whole environment
-# (a model download may need the user's cloud credentials); the supervision spec, which the
-# front reads to restart the server, is a file and keeps only this, the configured env and what
-# the flavor sets (see LocalProcessService.restart_env).
-RUNTIME_ENV: tuple[str, ...] = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "LANG",
-    "LANGUAGE",
-    "LC_",
-    "TZ",
-    "TMPDIR",
-    "TEMP",
-    "TMP",
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONUNBUFFERED",
-    "LD_LIBRARY_PATH",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-)
-
-
-def env_name_matches(name: str, patterns: tuple[str, ...]) -> bool:
-    """Whether a variable is one of ``patterns`` (exact names; a trailing "_" is a prefix).
-
-    Args:
-        name: the variable's name.
-        patterns: names and prefixes.
-
-    Returns:
-        True when it matches.
-    """
-    return any(name.startswith(p) if p.endswith("_") else name == p for p in patterns)
 
 
 def zmd_home() -> Path:
@@ -140,26 +100,6 @@ def private_dir(path: Path) -> Path:
             if p.stat().st_mode & 0o077:
                 p.chmod(0o700)
     return path
-
-
-def make_tree_private(root: Path) -> None:
-    """Removes group and other permissions from everything under `root` (a packaged model,
-    a bento home: written by libraries that follow the umask).
-
-    Args:
-        root: a folder or file.
-    """
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames]:
-            p = os.path.join(dirpath, name)
-            with contextlib.suppress(OSError):
-                st = os.lstat(p)
-                if st.st_mode & 0o077 and not os.path.islink(p):
-                    os.chmod(p, st.st_mode & 0o700)
-    with contextlib.suppress(OSError):
-        st = os.lstat(root)
-        if st.st_mode & 0o077:
-            os.chmod(root, st.st_mode & 0o700)
 
 
 def is_loopback(host: str) -> bool:
@@ -284,7 +224,8 @@ class LocalProcessService(DeploymentService):
     SUPPORTS_DIRECT_DATA_PATH: ClassVar[bool] = False
 
     # Restart policy of the front's supervisor (local/supervisor.py): a dead server is started
-    # again after RESTART_BACKOFF[0] * 2**(n-1) seconds (at most RESTART_BACKOFF[1]); after
+    # again at once, a repeated crash after RESTART_BACKOFF[0] * 2**(n-2) seconds (n-th restart
+    # in a row, at most RESTART_BACKOFF[1]); after
     # RESTART_LIMIT failed restarts in a row the revision is marked failed. A server that stays
     # up RESTART_STABLE_AFTER seconds ends a crash episode.
     RESTART_LIMIT: ClassVar[int] = 5
@@ -437,13 +378,7 @@ class LocalProcessService(DeploymentService):
         Returns:
             The subset to restart it with (contains resolved secrets: never log it).
         """
-        inherited = RUNTIME_ENV + self.RESTART_INHERITED_ENV
-        configured = set(self.config.env)
-        return {
-            k: v
-            for k, v in env.items()
-            if k in configured or os.environ.get(k) != v or env_name_matches(k, inherited)
-        }
+        return restart_env(env, set(self.config.env), self.RESTART_INHERITED_ENV)
 
     # ----------------------------------------------------------------- paths
     @property
@@ -485,43 +420,20 @@ class LocalProcessService(DeploymentService):
                 "step's `port=`.",
             )
         private_dir(self.workdir)
-        ready = self.workdir / "relay.json"
-        ready.unlink(missing_ok=True)
-        log = self.workdir / "relay.log"
-        argv = [proc.python_executable(), "-m", "zenml_model_deployers.local.relay"]
-        argv += ["--host", host, "--port", str(port), "--ready-file", str(ready)]
-        argv += ["--supervise", str(self.workdir / SPEC_FILE)]
-        argv += ["--deployment", self.deployment_name]
-        argv += ["--handoff", str(self.workdir / HANDOFF_SOCKET)]
         metrics_port = self.config.metrics_port or self.status.metrics_port or 0
         if metrics_port and not port_is_free("127.0.0.1", metrics_port):
             metrics_port = 0 if not self.config.metrics_port else metrics_port
-        argv += ["--metrics-port", str(metrics_port)]
-        if target is not None:
-            argv += ["--target", str(target)]
-            if self.status.config_hash:
-                argv += ["--target-revision", self.status.config_hash]
-        key = self.api_key_value()  # resolved before anything starts: a missing secret fails here
-        env = proc.env_with_venv_path()
-        env.pop(API_KEY_ENV, None)  # never one inherited from the deploying process
-        if key:
-            env[API_KEY_ENV] = key  # the environment, never argv (visible to every user)
-        handle = proc.spawn(argv, log, env=env)
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            proc.reap_children()
-            if not handle.is_alive() or time.monotonic() > deadline:
-                handle.terminate(2)
-                msg = tail(log, 5)
-                cls = PortInUseError if "cannot listen" in msg else DeploymentError
-                raise cls(
-                    f"The front (relay) of deployment '{self.deployment_name}' did not start.",
-                    deployment_name=self.deployment_name,
-                    backend_message=msg,
-                    hint="free the port or choose another one.",
-                )
-            time.sleep(0.02)
-        info = read_ready_file(ready)
+        handle, info = start_front(
+            workdir=self.workdir,
+            deployment_name=self.deployment_name,
+            host=host,
+            port=port,
+            metrics_port=metrics_port,
+            target=target,
+            target_revision=self.status.config_hash,
+            # Resolved before anything starts: a missing secret fails here.
+            api_key=self.api_key_value(),
+        )
         self.status.relay = handle
         self.status.public_port = int(info["port"])
         self.status.control_port = int(info["control_port"])
@@ -867,34 +779,19 @@ class LocalProcessService(DeploymentService):
         They are ours: started in this deployment's directory (servers run there, the relay
         names its ready file there). Recorded processes are left alone; callers hold the lock.
         """
-        known = {os.getpid()}
-        for handle in (self.status.server, self.status.relay, self.status.canary_server):
-            live = handle.process() if handle is not None else None
-            if live is not None:  # a recorded process and its children (uvicorn under mlflow)
-                known.add(live.pid)
-                with contextlib.suppress(psutil.Error):
-                    known.update(c.pid for c in live.children(recursive=True))
-        marker = str(self.workdir)
-        python = proc.python_executable()
-        orphans = []
-        for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
-            try:
-                if p.pid in known:
-                    continue
-                argv = p.info["cmdline"] or []
-                if not argv or argv[0] != python:  # only processes our interpreter runs
-                    continue
-                if p.info["cwd"] == marker or f"{marker}/relay.json" in " ".join(argv):
-                    orphans.append(p)
-            except psutil.Error:
-                continue
-        if orphans:
+        known = [self.status.server, self.status.relay, self.status.canary_server]
+        found = orphans(
+            self.workdir,
+            [h.model_dump() if h is not None else None for h in known],
+            proc.python_executable(),
+        )
+        if found:
             logger.warning(
                 "Ending %d unrecorded process(es) of '%s' left by an interrupted deploy.",
-                len(orphans),
+                len(found),
                 self.deployment_name,
             )
-            proc.terminate_all(orphans, 5)
+            proc.terminate_all(found, 5)
 
     # ----------------------------------------------------------------- hooks
     def provision_revision(self, timeout: float) -> None:

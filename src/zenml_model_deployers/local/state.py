@@ -8,10 +8,12 @@ so both paths always say the same.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +208,111 @@ def tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
         f.seek(max(0, size - max_bytes))
         data = f.read().decode("utf-8", errors="replace")
     return "\n".join(data.splitlines()[-lines:])
+
+
+def spawn_logged(
+    command: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Starts a process detached from the caller's session, output appended to a log file (the
+    start of ``process.spawn``, which wraps the child in a handle; the CLI's fast start calls it
+    before it imports what a handle needs).
+
+    The child gets its own session so it outlives the pipeline step that started it and does
+    not keep the caller's terminal or pipes open. The log and whatever the child writes are
+    private to the user (log 0600, the child's umask 077): logs can hold request data.
+
+    Args:
+        command: argv.
+        log_path: file that receives stdout and stderr.
+        env: full environment of the child (default: the caller's).
+        cwd: working directory.
+
+    Returns:
+        The child.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with open(fd, "ab") as log:
+        return subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+            close_fds=True,
+            umask=0o077,
+        )
+
+
+def orphans(
+    workdir: Path, known: list[Mapping[str, Any] | None], python: str
+) -> list[psutil.Process]:
+    """Processes of a deployment that no record knows (a deploy killed midway): started in its
+    directory by ``python`` (servers run there, the relay names its ready file there).
+
+    Args:
+        workdir: the deployment's directory.
+        known: the recorded processes' identities (they and their children are left alone).
+        python: the interpreter servers and fronts run with.
+
+    Returns:
+        The processes to end (callers hold the deployment's lock).
+    """
+    mine = {os.getpid()}
+    for ident in known:
+        live = live_process(ident)
+        if live is not None:  # a recorded process and its children (uvicorn under mlflow)
+            mine.add(live.pid)
+            with contextlib.suppress(psutil.Error):
+                mine.update(c.pid for c in live.children(recursive=True))
+    marker = str(workdir)
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            if p.pid in mine:
+                continue
+            argv = p.info["cmdline"] or []
+            if not argv or argv[0] != python:  # only processes our interpreter runs
+                continue
+            if p.info["cwd"] == marker or f"{marker}/relay.json" in " ".join(argv):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def python_executable() -> str:
+    """The interpreter of the current environment (servers run from it).
+
+    Returns:
+        A path.
+    """
+    import sys
+
+    return sys.executable
+
+
+def env_with_venv_path(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment with this interpreter's bin dir first on PATH.
+
+    `mlflow models serve` execs `uvicorn` by name, so the venv's bin must be on PATH even
+    when the user did not activate the venv.
+
+    Args:
+        extra: variables to add or override.
+
+    Returns:
+        An environment dict.
+    """
+    env = dict(os.environ)
+    bindir = str(Path(python_executable()).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    if extra:
+        env.update(extra)
+    return env

@@ -6,9 +6,11 @@ can notice a server dying (OOM, crash, ``kill -9``) and bring it back with nobod
 - the dead server's leftover children are ended, then the server is started again with the
   same command, environment and private port, so the relay's target does not change and the
   URL answers again as soon as the new process is healthy;
-- restarts of one crash episode wait with bounded exponential backoff
-  (``backoff_initial * 2**(n-1)``, at most ``backoff_max`` seconds); a server that then stays
-  up for ``stable_after`` seconds ends the episode;
+- the supervisor wakes the moment the server exits (a pidfd in the relay's event loop; a
+  0.2 s poll where the platform has none), and the first restart of a crash episode starts at
+  once; only repeated crashes wait, with bounded exponential backoff (``backoff_initial *
+  2**(n-2)`` before the n-th restart in a row, at most ``backoff_max`` seconds); a server that
+  then stays up for ``stable_after`` seconds ends the episode;
 - after ``max_restarts`` failed restarts in a row the revision is marked *failed*, with the
   last lines of its log, and no further restart is tried (``zmd models start`` tries again).
 
@@ -48,7 +50,8 @@ from zenml_model_deployers.local.state import (
     same_process,
 )
 
-POLL_INTERVAL = 0.2
+POLL_INTERVAL = 0.2  # spec changes (a new revision), and liveness where there is no pidfd
+_READY_POLL = 0.05
 _CHILDREN_REFRESH = 5.0
 _HEALTH_TIMEOUT = 2.0
 _LINEAGE_MAX = 1000
@@ -89,6 +92,24 @@ def _tail(path: str | None, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _pidfd(ident: dict[str, Any] | None) -> int | None:
+    """A pidfd for the process behind ``ident`` (readable once it exited), or None where the
+    platform has none or the pid now names another process (then the poll notices)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None or not ident:
+        return None
+    try:
+        fd = int(pidfd_open(int(ident["pid"])))
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    # Checked after opening: a pidfd names one process, so a pid reused before the open shows
+    # up here, and one reused after it cannot.
+    if live_process(ident) is None:
+        os.close(fd)
+        return None
+    return fd
+
+
 class Supervisor:
     """Watches the serving revision's server and restarts it when it dies (see module)."""
 
@@ -114,6 +135,9 @@ class Supervisor:
         self.message = ""
         self._starting: subprocess.Popen[bytes] | None = None
         self._spawned: list[subprocess.Popen[bytes]] = []
+        self._fd: int | None = None  # pidfd of the watched server
+        self._fd_ident: dict[str, Any] | None = None
+        self._wake: asyncio.Event | None = None
 
     # ----------------------------------------------------------------- policy
     def _policy(self, key: str, default: float) -> float:
@@ -129,10 +153,13 @@ class Supervisor:
             attempt: 1 for the first restart after a crash.
 
         Returns:
-            ``min(backoff_max, backoff_initial * 2**(attempt-1))``.
+            0 for the first (a single crash is restarted at once), then
+            ``min(backoff_max, backoff_initial * 2**(attempt-2))``.
         """
+        if attempt <= 1:
+            return 0.0
         initial = self._policy("backoff_initial", 0.5)
-        return float(min(self._policy("backoff_max", 8.0), initial * 2 ** (attempt - 1)))
+        return float(min(self._policy("backoff_max", 8.0), initial * 2 ** (attempt - 2)))
 
     # ----------------------------------------------------------------- files
     def _stamp(self) -> int | None:
@@ -309,7 +336,7 @@ class Supervisor:
                 if time.monotonic() > deadline:
                     await self._end(popen)
                     return False
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(_READY_POLL)
             self.watched = _identity(popen.pid)
             self.lineage.append(self.watched)
         finally:
@@ -335,9 +362,10 @@ class Supervisor:
                 f"({self.crashes_in_row} of at most {limit} in a row)"
             )
             self._write_state()
-            await asyncio.sleep(delay)
-            if self._spec_changed():
-                return
+            if delay:
+                await asyncio.sleep(delay)
+                if self._spec_changed():
+                    return
             started = await self._start_one()
             if started is None:
                 return
@@ -362,11 +390,47 @@ class Supervisor:
         )
         self._write_state()
 
+    def _track(self) -> None:
+        """Keeps a pidfd on the watched server in the event loop: its exit wakes :meth:`_wait`."""
+        if self._fd is not None and same_process(self._fd_ident, self.watched):
+            return
+        self._untrack()
+        self._fd = _pidfd(self.watched)
+        if self._fd is None:
+            return
+        self._fd_ident = self.watched
+        wake = self._wake = asyncio.Event()
+        fd = self._fd
+
+        def exited() -> None:
+            asyncio.get_running_loop().remove_reader(fd)  # it stays readable
+            wake.set()
+
+        asyncio.get_running_loop().add_reader(fd, exited)
+
+    def _untrack(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._fd)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd, self._fd_ident, self._wake = None, None, None
+
+    async def _wait(self) -> None:
+        """Until the watched server exits, or at most POLL_INTERVAL (spec changes)."""
+        self._track()
+        if self._wake is None:
+            await asyncio.sleep(POLL_INTERVAL)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+
     async def run(self) -> None:
         """Supervises until cancelled."""
         self._load_spec(initial=True)
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            await self._wait()
             self._reap()
             if self._load_spec() or self.watched is None:
                 continue
@@ -383,6 +447,7 @@ class Supervisor:
 
     async def close(self) -> None:
         """Stops supervising; a server still starting is ended (it would serve nobody)."""
+        self._untrack()
         if self._starting is not None:
             await self._end(self._starting)
         self._reap()

@@ -52,6 +52,11 @@ MODEL_DIR = "model"
 # Revision folders kept per deployment: the serving one, a canary's, a few to go back to.
 KEEP_REVISIONS = 4
 _PARTIAL = ".partial-"
+# What a revision's server gets on top of the caller's environment and its configured env
+# (MLflow offline, with a file store), and what its restarts keep from the deploying process
+# (MLflow's own settings): MLflowDeploymentService and the CLI's fast `zmd models start`.
+SERVER_ENV_DEFAULTS = {"MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONUNBUFFERED": "1"}
+RESTART_INHERITED_ENV = ("MLFLOW_",)
 
 
 def is_local(uri: str) -> bool:

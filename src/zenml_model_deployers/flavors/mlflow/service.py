@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers.errors import ConfigurationError
+from zenml_model_deployers.flavors.mlflow import serve
 from zenml_model_deployers.flavors.mlflow.flavor import FLAVOR_NAME
 from zenml_model_deployers.flavors.mlflow.serve import is_local
 from zenml_model_deployers.local.process import python_executable
@@ -71,7 +72,7 @@ class MLflowDeploymentService(LocalProcessService):
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     PREDICT_PATH: ClassVar[str] = "/invocations"
     # A restart keeps MLflow's own settings (tracking URI, file store) from the deploying process.
-    RESTART_INHERITED_ENV: ClassVar[tuple[str, ...]] = ("MLFLOW_",)
+    RESTART_INHERITED_ENV: ClassVar[tuple[str, ...]] = serve.RESTART_INHERITED_ENV
     SUPPORTS_DIRECT_DATA_PATH: ClassVar[bool] = True
 
     config: MLflowDeploymentConfig
@@ -157,8 +158,8 @@ class MLflowDeploymentService(LocalProcessService):
     def server_env(self) -> dict[str, str]:
         """Adds what MLflow needs to run offline and with a file store."""
         env = super().server_env()
-        env.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        for k, v in serve.SERVER_ENV_DEFAULTS.items():
+            env.setdefault(k, v)
         return env
 
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
