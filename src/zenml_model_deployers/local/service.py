@@ -51,7 +51,6 @@ from zenml_model_deployers.local.relay import (
     port_is_free,
     read_ready_file,
 )
-from zenml_model_deployers.local.relay_metrics import DIRECT_NO_METRICS
 from zenml_model_deployers.local.state import (
     SPEC_FILE,
     local_state,
@@ -65,6 +64,7 @@ from zenml_model_deployers.service import DeploymentService, DeploymentStatus, R
 
 DRAIN_TIMEOUT = 10.0
 # The front's Unix socket that hands its listening socket to a direct-data-path server.
+METRICS_DIR = "metrics"
 HANDOFF_SOCKET = "front.sock"
 logger = logging.getLogger(__name__)
 
@@ -493,6 +493,7 @@ class LocalProcessService(DeploymentService):
         argv += ["--supervise", str(self.workdir / SPEC_FILE)]
         argv += ["--deployment", self.deployment_name]
         argv += ["--handoff", str(self.workdir / HANDOFF_SOCKET)]
+        argv += ["--metrics-dir", str(self.workdir / METRICS_DIR)]
         metrics_port = self.config.metrics_port or self.status.metrics_port or 0
         if metrics_port and not port_is_free("127.0.0.1", metrics_port):
             metrics_port = 0 if not self.config.metrics_port else metrics_port
@@ -637,11 +638,30 @@ class LocalProcessService(DeploymentService):
 
     @property
     def metrics_url(self) -> str | None:
-        """The relay's Prometheus metrics URL (loopback), while the front runs and is in the
-        data path."""
-        if not self.status.metrics_port or self.status.direct:
+        """The relay's Prometheus metrics URL (loopback), while the front runs (on the direct
+        data path it serves the server's own counts, ``metrics_dir``)."""
+        if not self.status.metrics_port:
             return None
         return f"http://127.0.0.1:{self.status.metrics_port}/metrics"
+
+    def metrics_dir(self, revision: str) -> Path:
+        """Where a direct-data-path server of `revision` counts its requests (prometheus_client
+        multiprocess files; the front reads them and folds them in once the server retires).
+
+        Args:
+            revision: a config hash.
+
+        Returns:
+            The folder.
+        """
+        return self.workdir / METRICS_DIR / revision
+
+    def _fold_metrics(self) -> None:
+        """Folds the counts of retired direct servers into the front's own (their folders go)."""
+        keep = self.config.config_hash() if self.status.direct else ""
+        if (self.workdir / METRICS_DIR).is_dir() and self._relay_alive():
+            with contextlib.suppress(DeploymentError, OSError, ValueError):
+                self._relay_call({"cmd": "fold", "keep": keep}, timeout=10)
 
     def _stop_relay(self) -> None:
         if self.status.relay is not None:
@@ -937,6 +957,7 @@ class LocalProcessService(DeploymentService):
             )
             self.status.direct = True
             self.status.revision += 1
+            self._fold_metrics()
             make_tree_private(self.workdir)
             self.mark_ready()
             return
@@ -980,6 +1001,7 @@ class LocalProcessService(DeploymentService):
         self.status.revision += 1
         if self.direct_data_path:
             self._handoff(timeout)
+        self._fold_metrics()
         make_tree_private(self.workdir)
         self.mark_ready()
 
@@ -1037,6 +1059,8 @@ class LocalProcessService(DeploymentService):
             self.status.server.terminate(min(timeout, DRAIN_TIMEOUT))
         self.status.server = None
         self.status.direct = False
+        # The front's counters ended with it; the servers' files go too (a start counts anew).
+        shutil.rmtree(self.workdir / METRICS_DIR, ignore_errors=True)
         self._end_canary_server()
         self.admin_state = ServiceState.INACTIVE
         self.status.update_state(ServiceState.INACTIVE, "")
@@ -1228,13 +1252,6 @@ class LocalProcessService(DeploymentService):
             raise DeploymentError(
                 f"Deployment '{self.deployment_name}' is not running: no metrics to read.",
                 deployment_name=self.deployment_name,
-            )
-        if self.status.direct:
-            raise ConfigurationError(
-                f"Deployment '{self.deployment_name}' uses the direct data path "
-                "(data_path='direct'): requests bypass the front, so it counts none.",
-                deployment_name=self.deployment_name,
-                hint=DIRECT_NO_METRICS,
             )
         reply = self._relay_call({"cmd": "metrics", "window": window or 0}, timeout=10)
         return metrics_from_reply(reply, window is not None)
