@@ -106,7 +106,7 @@ class Metered:
                 self._answered(500, t0)
             raise
         finally:
-            if not answered:  # cancelled, or the app returned without answering: abandoned
+            if not answered:  # the app ended without answering (or was cancelled): abandoned
                 self.abandoned.inc()
 
 
