@@ -200,6 +200,9 @@ async def app(scope, receive, send):
     if path == "/gone":
         await receive()
         return
+    if path == "/gone-reading":
+        await receive()
+        raise OSError("client disconnected")
     status = 503 if path == "/busy" else 200
     await send({"type": "http.response.start", "status": status, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
@@ -210,10 +213,10 @@ async def main():
         return {"type": "http.disconnect"}
     async def send(msg):
         pass
-    for path in ["/ok"] * 5 + ["/busy"] * 2 + ["/boom", "/gone"]:
+    for path in ["/ok"] * 5 + ["/busy"] * 2 + ["/boom", "/gone", "/gone-reading"]:
         try:
             await m({"type": "http", "path": path}, receive, send)
-        except RuntimeError:
+        except (RuntimeError, OSError):
             pass
 
 asyncio.run(main())
@@ -233,5 +236,6 @@ def test_metered_counts_answers_5xx_and_abandoned(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", METERED_DRIVER], env=env, check=True, timeout=60)
     got = read_multiproc(tmp_path / "metrics")["rev1"]
     assert got["requests"] == 8  # 5 ok, 2 answered 503, 1 raised (uvicorn answers 500)
-    assert got["errors"]["5xx"] == 3 and got["errors"]["abandoned"] == 1
+    # The client gone before any answer: abandoned, not a 5xx, whether the app raised or not.
+    assert got["errors"]["5xx"] == 3 and got["errors"]["abandoned"] == 2
     assert got["buckets"][-1] == 8 and got["latency_sum"] > 0

@@ -656,9 +656,15 @@ class LocalProcessService(DeploymentService):
         """
         return self.workdir / METRICS_DIR / revision
 
-    def _fold_metrics(self) -> None:
-        """Folds the counts of retired direct servers into the front's own (their folders go)."""
-        keep = self.config.config_hash() if self.status.direct else ""
+    def _fold_metrics(self, keep: str | None = None) -> None:
+        """Folds the counts of retired direct servers into the front's own (their folders go).
+
+        Args:
+            keep: the revision whose server still counts (default: the serving one when it is
+                on the direct data path).
+        """
+        if keep is None:
+            keep = self.config.config_hash() if self.status.direct else ""
         if (self.workdir / METRICS_DIR).is_dir() and self._relay_alive():
             with contextlib.suppress(DeploymentError, OSError, ValueError):
                 self._relay_call({"cmd": "fold", "keep": keep}, timeout=10)
@@ -1026,6 +1032,11 @@ class LocalProcessService(DeploymentService):
         self._end_orphans()
         if not server_ok:
             self.status.server = None
+            # No server counts now: a live front keeps what they counted, a new one starts at 0.
+            if self._relay_alive():
+                self._fold_metrics(keep="")
+            else:
+                shutil.rmtree(self.workdir / METRICS_DIR, ignore_errors=True)
         direct = not server_ok and self.direct_data_path
         if direct:
             self._ensure_relay_out(None)

@@ -89,7 +89,14 @@ class Metered:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        answered = False
+        answered = disconnected = False
+
+        async def watching_receive() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
 
         async def counting_send(message: Message) -> None:
             nonlocal answered
@@ -99,14 +106,16 @@ class Metered:
             await send(message)
 
         try:
-            await self.app(scope, receive, counting_send)
+            await self.app(scope, watching_receive, counting_send)
         except Exception:
-            if not answered:  # uvicorn answers 500 (or the client is gone: nothing reaches it)
+            if not answered and not disconnected:  # uvicorn answers 500
                 answered = True
                 self._answered(500, t0)
             raise
         finally:
-            if not answered:  # the app ended without answering (or was cancelled): abandoned
+            # The client went away before any answer (the app saw it, e.g. Starlette's
+            # ClientDisconnect while reading the body), or the app ended without answering.
+            if not answered:
                 self.abandoned.inc()
 
 
