@@ -4,7 +4,8 @@ server's own port, with the relay's metrics on (they always are), and the direct
 Targets, each in front of the same MLflow scoring server with 2 workers (sklearn DummyClassifier;
 the command a `zmd-mlflow` deployment runs, ``flavors/mlflow/serve.py``, as `mlflow models serve`
 runs it):
-``direct`` (the server's port), ``base:REV`` (the relay committed at each ``--base``, run from a
+``direct`` (the server's port), ``direct+metrics`` (a second such server with the direct data
+path's request-counting middleware, ``serve.py --metrics-dir``), ``base:REV`` (the relay committed at each ``--base``, run from a
 copy of its file) and ``relay`` (this tree). ``direct-path``: a real `zmd-mlflow` deployment
 (ZenML in a temporary config dir) with ``workers=2, data_path="direct"``: its own uvicorn (same
 MLflow scoring app, same model) accepts on the deployment's URL; its front's CPU is shown.
@@ -220,6 +221,15 @@ def main() -> None:
         + ["--revision-dir", str(tmp / "rev"), "--port", str(port), "--workers", "2"],
         tmp / "server.log",
     )
+    # The same server counting its requests (flavors/mlflow/metered.py, as on the direct data
+    # path): the middleware's cost against `direct`, both on a private port.
+    mport = free_port()
+    metered = start_logged(
+        [PYTHON, "-m", "zenml_model_deployers.flavors.mlflow.serve", "--model-uri", model]
+        + ["--revision-dir", str(tmp / "rev"), "--port", str(mport), "--workers", "2"]
+        + ["--metrics-dir", str(tmp / "metrics" / "m"), "--revision", "m"],
+        tmp / "metered.log",
+    )
     relays: list[subprocess.Popen[bytes]] = []
     deployer = svc = None
     update: dict[str, object] | None = None
@@ -228,7 +238,8 @@ def main() -> None:
             wait_prediction(f"http://127.0.0.1:{port}/invocations", [0], proc=server)
         except (RuntimeError, TimeoutError) as e:
             raise RuntimeError(f"{e}: {(tmp / 'server.log').read_text()[-2000:]}") from e
-        ports = {"direct": port}
+        wait_prediction(f"http://127.0.0.1:{mport}/invocations", [0], proc=metered)
+        ports = {"direct": port, "direct+metrics": mport}
         pids: dict[str, int] = {}
         for i, (rev, f) in enumerate(base_relays(args.base or [], tmp).items()):
             p, ports[f"base:{rev}"] = start_relay([sys.executable, str(f)], port, tmp, f"b{i}")
@@ -240,6 +251,7 @@ def main() -> None:
         relays.append(p)
         pids["relay"] = p.pid
         trees = {k: (server.pid, port) for k in ports}  # whose workers' spread to show
+        trees["direct+metrics"] = (metered.pid, mport)
         if not args.no_direct_path:
             from zenml_model_deployers.flavors import get_deployer
             from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
@@ -257,6 +269,7 @@ def main() -> None:
         names = list(ports)
         spreads: dict[tuple[str, int], list[str]] = {}
         server_cpu_dp: list[float] = []
+        server_cpu_m: list[float] = []
         res: dict[tuple[str, int], list[dict[str, float]]] = {}
         cpu: dict[tuple[str, int], list[float]] = {}
         server_cpu: list[float] = []  # the server's CPU per request (direct runs)
@@ -280,15 +293,22 @@ def main() -> None:
                     look.join()
                     spreads.setdefault((k, c), []).extend(got)
                     res.setdefault((k, c), []).append(r)
-                    if k in ("direct", "direct-path") and r["requests"]:
+                    if k in ("direct", "direct+metrics", "direct-path") and r["requests"]:
                         used = _tree_cpu_seconds(trees[k][0]) - s0
-                        (server_cpu if k == "direct" else server_cpu_dp).append(
-                            used / r["requests"] * 1e6
-                        )
+                        {"direct": server_cpu, "direct+metrics": server_cpu_m}.get(
+                            k, server_cpu_dp
+                        ).append(used / r["requests"] * 1e6)
                     if k in pids and r["requests"]:
                         used = _cpu_seconds(pids[k]) - cpu0
                         cpu.setdefault((k, c), []).append(used / r["requests"] * 1e6)
                     loads.append(os.getloadavg()[0])
+        counted = None
+        if svc is not None:  # what its server counted (read by its front) vs what wrk sent
+            sent = sum(
+                int(r["requests"]) for (k, _), rs in res.items() if k == "direct-path" for r in rs
+            )
+            got = svc.read_revision_metrics()[svc.config.config_hash()]
+            counted = (sent, got.requests, got.errors)
         if deployer is not None and svc is not None and client == "wrk":
             update = _update_under_load(
                 deployer,
@@ -306,6 +326,7 @@ def main() -> None:
         for p in relays:
             p.wait(10)
         terminate_tree(server.pid)
+        terminate_tree(metered.pid)
         shutil.rmtree(tmp, ignore_errors=True)
         end_our_processes(root)
         remove_root(root)
@@ -341,6 +362,18 @@ def main() -> None:
     # Where the server, the relay (and the client) share saturated cores, throughput scales
     # with the CPU each request costs: a load-independent estimate of the ratio to direct.
     print(f"MLflow server's own CPU per request (direct runs): median {srv:.0f} us")
+    if server_cpu_m:
+        m = statistics.median(server_cpu_m)
+        print(
+            f"the same server counting its requests (direct+metrics): median {m:.0f} us "
+            f"({m / srv:.3f}x; per run: {' '.join(f'{x:.0f}' for x in server_cpu_m)} vs "
+            f"{' '.join(f'{x:.0f}' for x in server_cpu)})"
+        )
+    if counted is not None:
+        print(
+            f"direct-path: wrk got {counted[0]} answers; the front's metrics count "
+            f"{counted[1]} requests ({counted[2]} errors) for the revision (+ readiness checks)"
+        )
     if server_cpu_dp:
         print(
             "direct-path deployment's server CPU per request: median "

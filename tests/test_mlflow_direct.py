@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import requests
 
 from zenml_model_deployers.errors import ConfigurationError
 from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
-from zenml_model_deployers.local.relay_metrics import DIRECT_NO_METRICS
+from zenml_model_deployers.local.fastlist import local_rows, row_stats
 from zenml_model_deployers.testing.conformance import RequestLoop
 
 NAME = "direct-path"
@@ -75,10 +76,42 @@ def test_direct_serves_without_the_relay(direct: Any) -> None:
     assert _relay(direct)["accepting"] is False
     # The serving server's workers accept on the public port themselves.
     assert len(_listeners(direct.status.server.pid, port)) >= 2
-    with pytest.raises(ConfigurationError) as err:
-        direct.read_revision_metrics(window=60)
-    assert err.value.hint == DIRECT_NO_METRICS
-    assert direct.metrics_url is None
+
+
+def _count(svc: Any) -> tuple[int, int]:
+    """(requests, 5xx) of the serving revision since the front started."""
+    m = svc.read_revision_metrics()[svc.config.config_hash()]
+    return m.requests, m.errors_by_kind.get("5xx", 0)
+
+
+def test_direct_server_counts_its_requests_across_workers(direct: Any) -> None:
+    """The server's 2 workers count in the revision's multiprocess folder; the front's metrics
+    port, read_revision_metrics and --stats show them (exact counts)."""
+    before = _count(direct)
+    url = direct.prediction_url
+    with ThreadPoolExecutor(4) as pool:  # fresh connections: both workers accept some
+        codes = list(
+            pool.map(
+                lambda _: requests.post(url, data=BODY, headers=HEADERS).status_code, range(24)
+            )
+        )
+        codes += list(
+            pool.map(lambda _: requests.post(url, data=b"{", headers=HEADERS).status_code, range(3))
+        )
+    assert codes.count(200) == 24 and len([c for c in codes if c >= 400]) == 3
+    after = _count(direct)
+    assert after[0] - before[0] == 27
+    rev = direct.config.config_hash()
+    files = list((direct.workdir / "metrics" / rev).glob("counter_*.db"))
+    assert len(files) == 2  # one per worker
+    text = requests.get(direct.metrics_url, timeout=5).text
+    line = next(
+        x for x in text.splitlines() if x.startswith("zmd_relay_requests_total") and rev in x
+    )
+    assert float(line.rsplit(" ", 1)[1]) >= after[0]
+    row = next(r for r in local_rows() or [] if r["name"] == NAME)
+    stats = row_stats(row)
+    assert isinstance(stats, dict) and stats[rev]["requests"] >= 27
 
 
 def test_canary_on_a_direct_deployment_is_refused(
@@ -107,6 +140,13 @@ def test_update_under_a_looping_client_loses_no_request(
     assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
     relay = _relay(svc)
     assert relay["accepting"] is False and relay["connections"] == {}
+    # Each revision's series: a's folded into the front's own counters (its folder gone), b's
+    # counted by the new server.
+    metrics = svc.read_revision_metrics()
+    old_rev, new_rev = direct.config.config_hash(), svc.config.config_hash()
+    assert metrics[old_rev].requests >= 27 and metrics[new_rev].requests > 0
+    assert metrics[old_rev].requests + metrics[new_rev].requests >= loop.ok
+    assert [p.name for p in (svc.workdir / "metrics").iterdir()] == [new_rev]
     assert _listeners(svc.status.server.pid, svc.status.public_port) == {svc.status.server.pid}
 
 
@@ -132,6 +172,7 @@ def test_stop_start_delete(mlflow_deployer: Any, direct: Any) -> None:
     svc = mlflow_deployer.find_deployment(NAME)
     url, port = svc.prediction_url, svc.status.public_port
     svc = mlflow_deployer.stop(svc)
+    assert not (svc.workdir / "metrics").exists()
     with pytest.raises(requests.ConnectionError):
         requests.post(url, data=BODY, headers=HEADERS, timeout=5)
     svc = mlflow_deployer.start(svc, timeout=180)
@@ -141,7 +182,60 @@ def test_stop_start_delete(mlflow_deployer: Any, direct: Any) -> None:
     pids = [svc.status.server.pid, svc.status.relay.pid]
     mlflow_deployer.delete(svc)
     assert mlflow_deployer.find_deployment(NAME) is None
+    assert not (svc.workdir / "metrics").exists()
     psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
     assert not any(psutil.pid_exists(p) for p in pids)
     with pytest.raises(requests.ConnectionError):
         requests.post(url, data=BODY, headers=HEADERS, timeout=5)
+
+
+METERED_DRIVER = """
+import asyncio, sys
+from zenml_model_deployers.flavors.mlflow.metered import Metered
+
+async def app(scope, receive, send):
+    path = scope["path"]
+    if path == "/boom":
+        raise RuntimeError("boom")
+    if path == "/gone":
+        await receive()
+        return
+    if path == "/gone-reading":
+        await receive()
+        raise OSError("client disconnected")
+    status = 503 if path == "/busy" else 200
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+async def main():
+    m = Metered(app, "dep", "rev1")
+    async def receive():
+        return {"type": "http.disconnect"}
+    async def send(msg):
+        pass
+    for path in ["/ok"] * 5 + ["/busy"] * 2 + ["/boom", "/gone", "/gone-reading"]:
+        try:
+            await m({"type": "http", "path": path}, receive, send)
+        except (RuntimeError, OSError):
+            pass
+
+asyncio.run(main())
+"""
+
+
+def test_metered_counts_answers_5xx_and_abandoned(tmp_path: Path) -> None:
+    """The middleware's counts as the front reads them from the multiprocess folder."""
+    import subprocess
+    import sys
+
+    from zenml_model_deployers.local.relay_metrics import read_multiproc
+
+    folder = tmp_path / "metrics" / "rev1"
+    folder.mkdir(parents=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    subprocess.run([sys.executable, "-c", METERED_DRIVER], env=env, check=True, timeout=60)
+    got = read_multiproc(tmp_path / "metrics")["rev1"]
+    assert got["requests"] == 8  # 5 ok, 2 answered 503, 1 raised (uvicorn answers 500)
+    # The client gone before any answer: abandoned, not a 5xx, whether the app raised or not.
+    assert got["errors"]["5xx"] == 3 and got["errors"]["abandoned"] == 2
+    assert got["buckets"][-1] == 8 and got["latency_sum"] > 0

@@ -419,7 +419,7 @@ def row_stats(row: dict[str, Any], window: float = STATS_WINDOW) -> dict[str, An
         window: seconds.
 
     Returns:
-        revision (config hash) -> summary, a sentence on the direct data path, or None.
+        revision (config hash) -> summary, or None.
     """
     from zenml_model_deployers.local.relay import control_request, read_ready_file
     from zenml_model_deployers.local.relay_metrics import summarize
@@ -427,10 +427,6 @@ def row_stats(row: dict[str, Any], window: float = STATS_WINDOW) -> dict[str, An
     port = row["status"].get("control_port")
     if row["state"] != "active" or not port:
         return None
-    if row["status"].get("direct"):
-        from zenml_model_deployers.local.relay_metrics import DIRECT_NO_METRICS
-
-        return DIRECT_NO_METRICS
     try:
         token = str(read_ready_file(row["workdir"] / "relay.json").get("token", ""))
         reply = control_request(int(port), token, {"cmd": "metrics", "window": window}, 5)

@@ -50,6 +50,9 @@ RUNTIME_ENV: tuple[str, ...] = (
 FRONT_READY_TIMEOUT = 15.0
 # The front's Unix socket that hands its listening socket to a direct-data-path server.
 HANDOFF_SOCKET = "front.sock"
+# Where a direct-data-path server's workers write their request counts (one folder per
+# revision), which the front reads beside its own.
+METRICS_DIR = "metrics"
 
 
 def env_name_matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -147,6 +150,7 @@ def start_front(
     argv += ["--supervise", str(workdir / SPEC_FILE)]
     argv += ["--deployment", deployment_name]
     argv += ["--handoff", str(workdir / HANDOFF_SOCKET)]
+    argv += ["--metrics-dir", str(workdir / METRICS_DIR)]
     argv += ["--metrics-port", str(metrics_port)]
     if target is not None:
         argv += ["--target", str(target)]

@@ -41,7 +41,7 @@ answer) and puts it back in (while a revision is switched). Connections that arr
 process accepts wait in the socket's backlog.
 
 Run as ``python -m zenml_model_deployers.local.relay``; controlled over a line-JSON protocol on
-a second loopback port (``switch``, ``split``, ``drain``, ``accept``, ``status``, ``metrics``). Every command
+a second loopback port (``switch``, ``split``, ``drain``, ``accept``, ``status``, ``metrics``, ``fold``). Every command
 carries the token the relay writes into its ready file (created 0600): other users of the
 machine cannot steer it. Only the standard library is imported at start so that the relay
 starts in well under a second (``prometheus_client`` is imported at the first scrape).
@@ -810,6 +810,8 @@ class Relay:
             return {"ok": True, "target": self.target, "candidate": candidate, "percent": percent}
         if cmd == "metrics":
             return {"ok": True, **self.metrics.window(float(msg.get("window", 300)))}
+        if cmd == "fold":  # direct servers retired: their counts become the relay's own
+            return {"ok": True, "folded": self.metrics.fold(str(msg.get("keep", "")))}
         if cmd == "accept":
             left = await self.accept(bool(msg["on"]), float(msg.get("timeout", 10)))
             return {"ok": True, "accepting": self.server is not None, "left": left}
@@ -889,6 +891,8 @@ async def _main(args: argparse.Namespace) -> int:
         token=token,
         deployment=args.deployment,
     )
+    if args.metrics_dir:
+        relay.metrics.multiproc_root = Path(args.metrics_dir)
     if args.target is not None and args.target_revision:
         relay.metrics.label(args.target, args.target_revision)
     try:
@@ -993,6 +997,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deployment", default="", help="the deployment's name (metrics label)")
     p.add_argument("--metrics-host", default="127.0.0.1")
     p.add_argument("--metrics-port", type=int, default=0, help="0: any free port")
+    p.add_argument(
+        "--metrics-dir",
+        default=None,
+        help="direct-data-path servers' multiprocess metrics, one folder per revision",
+    )
     p.add_argument("--handoff", default=None, help="Unix socket serving the listening socket")
     args = p.parse_args(argv)
     try:

@@ -1,5 +1,9 @@
 """The relay's request metrics per revision: counted on the data path, served in Prometheus format.
 
+On the direct data path (``data_path="direct"``) the serving server counts its own requests
+(prometheus_client's multiprocess files, ``flavors/mlflow/metered.py``); the relay reads those
+files beside its own counters (:func:`read_multiproc`), so every reader sees one set of series.
+
 The data path only adds to plain integers (a request, an error by kind, a histogram bucket);
 ``prometheus_client`` builds the exposition from them at scrape time (a custom collector), so a
 scrape costs the data path nothing and the library is imported only when someone scrapes.
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 # Upper bounds of the latency histogram (seconds; time to the first response byte). The
@@ -41,12 +47,6 @@ BOUNDS: tuple[float, ...] = (
 ERROR_KINDS = ("5xx", "refused", "reset", "abandoned")
 SNAPSHOT_EVERY = 2.0
 HISTORY = 900.0
-
-# What per-request metrics read as on the direct data path (``data_path="direct"``).
-DIRECT_NO_METRICS = (
-    "none: data_path='direct' (requests bypass the front, which counts none; "
-    "data_path='relay' measures them)"
-)
 
 
 class RevisionStats:
@@ -81,13 +81,16 @@ class RevisionStats:
 class Metrics:
     """The relay's counters, keyed by revision label (a server's port until one is given)."""
 
-    def __init__(self, deployment: str = "") -> None:
+    def __init__(self, deployment: str = "", multiproc_root: Path | None = None) -> None:
         """Creates empty counters.
 
         Args:
             deployment: the deployment's name (a label on every series).
+            multiproc_root: where direct-data-path servers count their own requests (one
+                prometheus_client multiprocess folder per revision; see :func:`read_multiproc`).
         """
         self.deployment = deployment
+        self.multiproc_root = multiproc_root
         self.labels: dict[int, str] = {}
         self.stats: dict[str, RevisionStats] = {}
         self.by_port: dict[int, RevisionStats] = {}
@@ -134,7 +137,42 @@ class Metrics:
             self.history.append((now, self._snapshot()))
 
     def _snapshot(self) -> dict[str, dict[str, Any]]:
-        return {name: st.snapshot() for name, st in list(self.stats.items())}
+        snap = {name: st.snapshot() for name, st in list(self.stats.items())}
+        if self.multiproc_root is not None:
+            for name, counted in read_multiproc(self.multiproc_root).items():
+                snap[name] = add_counters(snap[name], counted) if name in snap else counted
+        return snap
+
+    def fold(self, keep: str) -> list[str]:
+        """Takes the counts of retired direct servers into the relay's own counters and removes
+        their multiprocess folders (every revision's but ``keep``'s, which still serves).
+
+        Args:
+            keep: the revision whose server may still count ("" for none).
+
+        Returns:
+            The revisions folded.
+        """
+        root = self.multiproc_root
+        if root is None or not root.is_dir():
+            return []
+        done = []
+        for sub in sorted(root.iterdir()):
+            if sub.name == keep or not sub.is_dir():
+                continue
+            for name, counted in read_multiproc_dir(sub).items():
+                st = self.stats.setdefault(name, RevisionStats())
+                st.requests += int(counted["requests"])
+                for kind, n in counted["errors"].items():
+                    st.errors[kind] = st.errors.get(kind, 0) + int(n)
+                prev = 0
+                for i, c in enumerate(counted["buckets"]):
+                    st.buckets[i] += int(c) - prev
+                    prev = int(c)
+                st.lat_sum += float(counted["latency_sum"])
+                done.append(name)
+            shutil.rmtree(sub, ignore_errors=True)
+        return done
 
     def window(self, seconds: float) -> dict[str, Any]:
         """The counters now and at the oldest snapshot within the last `seconds`.
@@ -183,8 +221,7 @@ class Metrics:
             "Time from the request to the first response byte, per revision.",
             labels=labels,
         )
-        for name, st in list(self.stats.items()):
-            snap = st.snapshot()
+        for name, snap in self._snapshot().items():
             lv = [self.deployment, name]
             req.add_metric(lv, snap["requests"])
             for kind, n in snap["errors"].items():
@@ -248,6 +285,99 @@ class Metrics:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+# ----------------------------------------------------------------- direct-data-path servers
+def read_multiproc_dir(path: Path) -> dict[str, dict[str, Any]]:
+    """The counters a direct-data-path server's workers wrote to one prometheus_client
+    multiprocess folder (``flavors/mlflow/metered.py``), summed over its files, per revision
+    label, in :meth:`RevisionStats.snapshot`'s form.
+
+    Args:
+        path: the folder.
+
+    Returns:
+        revision -> counters (empty without files).
+    """
+    files = [str(f) for f in path.glob("*.db")]
+    if not files:
+        return {}
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    out: dict[str, dict[str, Any]] = {}
+    les: dict[str, dict[float, float]] = {}
+
+    def rev(labels: dict[str, str]) -> dict[str, Any]:
+        name = labels.get("revision", "")
+        return out.setdefault(
+            name,
+            {
+                "requests": 0,
+                "errors": dict.fromkeys(ERROR_KINDS, 0),
+                "buckets": [0] * (len(BOUNDS) + 1),
+                "latency_sum": 0.0,
+            },
+        )
+
+    try:
+        families = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+    except (OSError, ValueError, KeyError):  # a worker's file being created
+        return {}
+    for fam in families:
+        for s in fam.samples:
+            if s.name == "zmd_relay_requests_total":
+                rev(s.labels)["requests"] += int(s.value)
+            elif s.name == "zmd_relay_errors_total":
+                errs = rev(s.labels)["errors"]
+                errs[s.labels["kind"]] = errs.get(s.labels["kind"], 0) + int(s.value)
+            elif s.name == "zmd_relay_request_duration_seconds_sum":
+                rev(s.labels)["latency_sum"] += float(s.value)
+            elif s.name == "zmd_relay_request_duration_seconds_bucket":
+                rev(s.labels)
+                les.setdefault(s.labels.get("revision", ""), {})[float(s.labels["le"])] = s.value
+    for name, by_le in les.items():
+        cum = [int(by_le.get(b, 0)) for b in BOUNDS] + [int(by_le.get(float("inf"), 0))]
+        out[name]["buckets"] = cum
+    return out
+
+
+def read_multiproc(root: Path) -> dict[str, dict[str, Any]]:
+    """:func:`read_multiproc_dir` over every revision folder under `root`.
+
+    Args:
+        root: the deployment's metrics folder.
+
+    Returns:
+        revision -> counters.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    with contextlib.suppress(OSError):
+        for sub in sorted(root.iterdir()):
+            if sub.is_dir():
+                for name, counted in read_multiproc_dir(sub).items():
+                    out[name] = add_counters(out[name], counted) if name in out else counted
+    return out
+
+
+def add_counters(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two revisions' counters (snapshot form) added.
+
+    Args:
+        a: counters.
+        b: counters.
+
+    Returns:
+        Their sum.
+    """
+    errors = dict(a["errors"])
+    for k, n in b["errors"].items():
+        errors[k] = errors.get(k, 0) + n
+    return {
+        "requests": a["requests"] + b["requests"],
+        "errors": errors,
+        "buckets": [x + y for x, y in zip(a["buckets"], b["buckets"], strict=True)],
+        "latency_sum": a["latency_sum"] + b["latency_sum"],
+    }
 
 
 # ----------------------------------------------------------------- reading (stdlib only)

@@ -43,6 +43,7 @@ from zenml_model_deployers.errors import ConfigurationError, DeploymentError, Po
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.launch import (
     HANDOFF_SOCKET,
+    METRICS_DIR,
     make_tree_private,
     restart_env,
     start_front,
@@ -54,7 +55,6 @@ from zenml_model_deployers.local.relay import (
     port_is_free,
     read_ready_file,
 )
-from zenml_model_deployers.local.relay_metrics import DIRECT_NO_METRICS
 from zenml_model_deployers.local.state import (
     SPEC_FILE,
     local_state,
@@ -549,11 +549,36 @@ class LocalProcessService(DeploymentService):
 
     @property
     def metrics_url(self) -> str | None:
-        """The relay's Prometheus metrics URL (loopback), while the front runs and is in the
-        data path."""
-        if not self.status.metrics_port or self.status.direct:
+        """The relay's Prometheus metrics URL (loopback), while the front runs (on the direct
+        data path it serves the server's own counts, ``metrics_dir``)."""
+        if not self.status.metrics_port:
             return None
         return f"http://127.0.0.1:{self.status.metrics_port}/metrics"
+
+    def metrics_dir(self, revision: str) -> Path:
+        """Where a direct-data-path server of `revision` counts its requests (prometheus_client
+        multiprocess files; the front reads them and folds them in once the server retires).
+
+        Args:
+            revision: a config hash.
+
+        Returns:
+            The folder.
+        """
+        return self.workdir / METRICS_DIR / revision
+
+    def _fold_metrics(self, keep: str | None = None) -> None:
+        """Folds the counts of retired direct servers into the front's own (their folders go).
+
+        Args:
+            keep: the revision whose server still counts (default: the serving one when it is
+                on the direct data path).
+        """
+        if keep is None:
+            keep = self.config.config_hash() if self.status.direct else ""
+        if (self.workdir / METRICS_DIR).is_dir() and self._relay_alive():
+            with contextlib.suppress(DeploymentError, OSError, ValueError):
+                self._relay_call({"cmd": "fold", "keep": keep}, timeout=10)
 
     def _stop_relay(self) -> None:
         if self.status.relay is not None:
@@ -834,6 +859,7 @@ class LocalProcessService(DeploymentService):
             )
             self.status.direct = True
             self.status.revision += 1
+            self._fold_metrics()
             make_tree_private(self.workdir)
             self.mark_ready()
             return
@@ -877,6 +903,7 @@ class LocalProcessService(DeploymentService):
         self.status.revision += 1
         if self.direct_data_path:
             self._handoff(timeout)
+        self._fold_metrics()
         make_tree_private(self.workdir)
         self.mark_ready()
 
@@ -901,6 +928,11 @@ class LocalProcessService(DeploymentService):
         self._end_orphans()
         if not server_ok:
             self.status.server = None
+            # No server counts now: a live front keeps what they counted, a new one starts at 0.
+            if self._relay_alive():
+                self._fold_metrics(keep="")
+            else:
+                shutil.rmtree(self.workdir / METRICS_DIR, ignore_errors=True)
         direct = not server_ok and self.direct_data_path
         if direct:
             self._ensure_relay_out(None)
@@ -934,6 +966,8 @@ class LocalProcessService(DeploymentService):
             self.status.server.terminate(min(timeout, DRAIN_TIMEOUT))
         self.status.server = None
         self.status.direct = False
+        # The front's counters ended with it; the servers' files go too (a start counts anew).
+        shutil.rmtree(self.workdir / METRICS_DIR, ignore_errors=True)
         self._end_canary_server()
         self.admin_state = ServiceState.INACTIVE
         self.status.update_state(ServiceState.INACTIVE, "")
@@ -1125,13 +1159,6 @@ class LocalProcessService(DeploymentService):
             raise DeploymentError(
                 f"Deployment '{self.deployment_name}' is not running: no metrics to read.",
                 deployment_name=self.deployment_name,
-            )
-        if self.status.direct:
-            raise ConfigurationError(
-                f"Deployment '{self.deployment_name}' uses the direct data path "
-                "(data_path='direct'): requests bypass the front, so it counts none.",
-                deployment_name=self.deployment_name,
-                hint=DIRECT_NO_METRICS,
             )
         reply = self._relay_call({"cmd": "metrics", "window": window or 0}, timeout=10)
         return metrics_from_reply(reply, window is not None)

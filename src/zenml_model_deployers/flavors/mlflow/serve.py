@@ -30,7 +30,9 @@ the front turns the log's last exception into the deployment's error. Only the s
 is imported before MLflow.
 
 Usage: ``python -m zenml_model_deployers.flavors.mlflow.serve --model-uri URI --revision-dir DIR
---port P [--workers N] [--timeout S] [--listen-fd-from PATH]``.
+--port P [--workers N] [--timeout S] [--listen-fd-from PATH] [--metrics-dir DIR --revision HASH
+--deployment NAME]``. With ``--metrics-dir`` (the direct data path) the server counts its own
+requests (``metered.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ _PARTIAL = ".partial-"
 # (MLflow's own settings): MLflowDeploymentService and the CLI's fast `zmd models start`.
 SERVER_ENV_DEFAULTS = {"MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONUNBUFFERED": "1"}
 RESTART_INHERITED_ENV = ("MLFLOW_",)
+MLFLOW_APP = "mlflow.pyfunc.scoring_server.app:app"
 
 
 def is_local(uri: str) -> bool:
@@ -241,6 +244,29 @@ def _serve_on(sock: socket.socket) -> None:
     socket.fromfd = family_preserving_fromfd  # type: ignore[assignment]
 
 
+def meter(argv: list[str], metrics_dir: Path, deployment: str, revision: str) -> None:
+    """Serves MLflow's app wrapped in the request-counting middleware (``metered.py``), its
+    series in ``metrics_dir`` (prometheus_client's multiprocess mode; uvicorn's workers inherit
+    the environment).
+
+    Args:
+        argv: the uvicorn command (its app argument is replaced in place).
+        metrics_dir: the revision's multiprocess folder (created).
+        deployment: the deployment's name.
+        revision: the revision's config hash.
+
+    Raises:
+        RuntimeError: the command does not serve MLflow's app.
+    """
+    if MLFLOW_APP not in argv:
+        raise RuntimeError(f"MLflow's scoring server command serves no {MLFLOW_APP}: {argv}")
+    metrics_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ["ZMD_METRICS_DEPLOYMENT"] = deployment
+    os.environ["ZMD_METRICS_REVISION"] = revision
+    argv[argv.index(MLFLOW_APP)] = "zenml_model_deployers.flavors.mlflow.metered:app"
+
+
 def main(args: list[str] | None = None) -> None:
     """Resolves the revision's model, then serves it with MLflow's scoring server command.
 
@@ -254,6 +280,9 @@ def main(args: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--timeout", type=int, default=60)
     ap.add_argument("--listen-fd-from", default=None, help="the front's handoff Unix socket")
+    ap.add_argument("--metrics-dir", default=None, help="count requests here (metered.py)")
+    ap.add_argument("--revision", default="", help="the revision's config hash (metrics label)")
+    ap.add_argument("--deployment", default="", help="the deployment's name (metrics label)")
     ns = ap.parse_args(args)
     model_path = resolve_model(ns.model_uri, ns.revision_dir)
     argv, env = scoring_command(model_path, ns.port, ns.timeout, ns.workers)
@@ -263,6 +292,8 @@ def main(args: list[str] | None = None) -> None:
         sock = inherit_listener(ns.listen_fd_from)
         _serve_on(sock)
         argv += ["--fd", str(sock.fileno())]
+    if ns.metrics_dir:
+        meter(argv, Path(ns.metrics_dir), ns.deployment, ns.revision)
     print(f"=== zmd: serving {model_path} with MLflow's command: {shlex.join(argv)}", flush=True)
     import uvicorn
 

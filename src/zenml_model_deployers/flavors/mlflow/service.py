@@ -121,7 +121,18 @@ class MLflowDeploymentService(LocalProcessService):
         Returns:
             argv.
         """
-        return [*self.server_command(0), "--listen-fd-from", str(handoff)]
+        return [
+            *self.server_command(0),
+            "--listen-fd-from",
+            str(handoff),
+            # The relay counts none of its requests: the server does (flavors/mlflow/metered.py).
+            "--metrics-dir",
+            str(self.metrics_dir(self.config.config_hash())),
+            "--revision",
+            self.config.config_hash(),
+            "--deployment",
+            self.deployment_name,
+        ]
 
     def direct_server_ready(self, log: Path) -> bool:
         """uvicorn logs ``Application startup complete.`` once per worker when it accepts
