@@ -559,3 +559,19 @@ def test_two_runs_of_one_job_cannot_both_commit_a_chunk_to_a_table(tmp_path: Pat
         first.close()
         second.close()
     assert len(table_rows(tmp_path / "db.sqlite", "scores")) == 3
+
+
+def test_default_chunks_hold_whole_requests_in_the_step_and_the_job() -> None:
+    """The defaults the bench chose: requests of 8192 rows, chunks of whole requests (no short
+    request at each chunk's end), the same in `run_batch` and `batch_inference_step`."""
+    import inspect
+
+    from steps.predict import batch_inference_step
+    from zenml_model_deployers.batch import runner
+
+    job = inspect.signature(run_batch).parameters
+    step = inspect.signature(batch_inference_step.entrypoint).parameters
+    for params in (job, step):
+        assert params["batch_size"].default == runner.DEFAULT_BATCH_SIZE == 8192
+        assert params["chunk_rows"].default == runner.DEFAULT_CHUNK_ROWS
+        assert params["chunk_rows"].default % params["batch_size"].default == 0
