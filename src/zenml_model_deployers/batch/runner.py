@@ -41,7 +41,7 @@ Engine = Literal["threads", "ray"]
 
 # Defaults, from bench/bench_batch.py (docs/benchmarks.md): MLflow's scoring server took 8192-row
 # Parquet requests at most of its best rate while their bodies stay small (a 4-float-column
-# request is about 260 KiB as Parquet, 700 KiB as JSON: under the 1 MiB that proxies such as
+# request is about 310 KiB as Parquet, 450 KiB as JSON: under the 1 MiB that proxies such as
 # nginx accept by default); a chunk holds whole requests (8 of them), so none is cut short.
 DEFAULT_BATCH_SIZE = 8192
 DEFAULT_CHUNK_ROWS = 8 * DEFAULT_BATCH_SIZE
