@@ -48,7 +48,7 @@ DEFAULT_CHUNK_ROWS = 8 * DEFAULT_BATCH_SIZE
 # local=True: chunks are predicted together up to this many bytes of input (one model.predict
 # and one DataFrame conversion per group instead of per chunk: MLflow's and the model's per-call
 # checks cost as much as a cheap model's predictions), then committed one by one as before.
-LOCAL_PREDICT_BYTES = 4 * 2**20
+LOCAL_PREDICT_BYTES = 8 * 2**20
 
 
 class Predictor(Protocol):
