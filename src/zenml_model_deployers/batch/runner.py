@@ -39,6 +39,17 @@ if TYPE_CHECKING:
 
 Engine = Literal["threads", "ray"]
 
+# Defaults, from bench/bench_batch.py (docs/benchmarks.md): MLflow's scoring server took 8192-row
+# Parquet requests at most of its best rate while their bodies stay small (a 4-float-column
+# request is about 310 KiB as Parquet, 450 KiB as JSON: under the 1 MiB that proxies such as
+# nginx accept by default); a chunk holds whole requests (8 of them), so none is cut short.
+DEFAULT_BATCH_SIZE = 8192
+DEFAULT_CHUNK_ROWS = 8 * DEFAULT_BATCH_SIZE
+# local=True: chunks are predicted together up to this many bytes of input (one model.predict
+# and one DataFrame conversion per group instead of per chunk: MLflow's and the model's per-call
+# checks cost as much as a cheap model's predictions), then committed one by one as before.
+LOCAL_PREDICT_BYTES = 8 * 2**20
+
 
 class Predictor(Protocol):
     """Turns a table of rows into one prediction per row."""
@@ -237,8 +248,8 @@ def run_batch(
     database_url: str | None = None,
     table: str = "predictions",
     columns: list[str] | None = None,
-    chunk_rows: int = 50_000,
-    batch_size: int = 256,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     concurrency: int = 4,
     timeout: float = 60.0,
     retry: RetryPolicy | None = None,
@@ -250,7 +261,8 @@ def run_batch(
 ) -> tuple[Any, BatchJobReport]:
     """Predicts every row of a dataset, chunk by chunk, each chunk committed exactly once.
 
-    Guarantees: memory stays bounded by about two chunks whatever the input's size; a chunk's
+    Guarantees: memory stays bounded by about two chunks (with ``local=True``: chunks up to
+    ``LOCAL_PREDICT_BYTES`` of input, predicted together) whatever the input's size; a chunk's
     predictions land in every output or in none; running the same job again (same input,
     same ``chunk_rows``, same outputs) skips the chunks committed before and writes no
     duplicate; a failure names the input rows that failed, with the backend's words.
@@ -425,18 +437,39 @@ def _run_threads(
                     raise _failure(chunk, offset, rows, job, e) from e
             commit(chunk, preds)
 
+        group: list[Chunk] = []
+        group_bytes = 0
+
+        def predict_group() -> None:
+            # In-process, in this thread (nothing to overlap with on the model's cores): one
+            # model.predict over the group's chunks, then each chunk committed in order.
+            nonlocal group_bytes
+            if not group:
+                return
+            import pyarrow as pa
+
+            rows = sum(c.rows for c in group)
+            try:
+                preds = predictor.predict(pa.concat_tables([c.table for c in group]))
+            except Exception as e:
+                raise _failure(group[0], 0, rows, job, e) from e
+            offset = 0
+            for c in group:
+                commit(c, preds[offset : offset + c.rows])
+                offset += c.rows
+            group.clear()
+            group_bytes = 0
+
         for chunk in chunks:
             if chunk.table is None:
+                predict_group()
                 count_skipped(chunk, job, bar, skipped)
                 continue
             if local:
-                # In-process: one model.predict per chunk, in this thread (what a bare
-                # model.predict costs); nothing to overlap with.
-                try:
-                    preds = predictor.predict(chunk.table)
-                except Exception as e:
-                    raise _failure(chunk, 0, chunk.rows, job, e) from e
-                commit(chunk, preds)
+                group.append(chunk)
+                group_bytes += chunk.table.nbytes
+                if group_bytes >= LOCAL_PREDICT_BYTES:
+                    predict_group()
                 continue
             futures = [
                 (off, part.num_rows, pool.submit(predictor.predict, part))
@@ -445,6 +478,7 @@ def _run_threads(
             window.append((chunk, futures))
             while len(window) > 1:
                 finish()
+        predict_group()
         while window:
             finish()
     return skipped[0], skipped[1]
