@@ -27,7 +27,7 @@ def prediction_step(service: DeploymentService, data: Any) -> Annotated[Any, "pr
 def batch_inference_step(
     service: DeploymentService | None,
     data: Any,
-    batch_size: int = 8192,
+    batch_size: int | None = None,
     concurrency: int = 4,
     timeout: float = 60.0,
     database_url: str | None = None,
@@ -63,7 +63,8 @@ def batch_inference_step(
     Args:
         service: the deployment (may be None with ``local=True`` and ``model_uri``).
         data: a DataFrame, numpy array or list of rows, or a Parquet path/URI.
-        batch_size: rows per request.
+        batch_size: rows per request (None: the flavor's default, ``service.BATCH_SIZE``:
+            8192 for zmd-mlflow, 256 for flavors that set none, e.g. LLM endpoints).
         concurrency: requests in flight (Ray tasks with ``engine="ray"``).
         timeout: seconds per request.
         database_url: where to append the predictions, if anywhere (a SQLAlchemy URL or a
@@ -83,9 +84,12 @@ def batch_inference_step(
         The predictions DataFrame, or the batch job's report.
     """
     from zenml_model_deployers.batch import RetryPolicy, run_batch
+    from zenml_model_deployers.batch.runner import default_batch_size
     from zenml_model_deployers.inference import batch_predict, write_predictions
 
     deployment = {"deployment": service.describe()} if service is not None else {}
+    if batch_size is None:
+        batch_size = default_batch_size(service)
     out_of_core = isinstance(data, str) or output_uri is not None
     if not out_of_core and not local and engine == "threads" and service is not None:
         frame, report = batch_predict(service, data, batch_size, concurrency, timeout)

@@ -564,16 +564,26 @@ def test_two_runs_of_one_job_cannot_both_commit_a_chunk_to_a_table(tmp_path: Pat
 
 
 def test_default_chunks_hold_whole_requests_in_the_step_and_the_job() -> None:
-    """The defaults the bench chose: requests of 8192 rows, chunks of whole requests (no short
-    request at each chunk's end), the same in `run_batch` and `batch_inference_step`."""
+    """The defaults the bench chose: zmd-mlflow gets requests of 8192 rows, a flavor that sets
+    none (an LLM endpoint, a hosted one) 256; chunks hold whole requests of either (no short
+    request at each chunk's end); the same in `run_batch` and `batch_inference_step`."""
     import inspect
 
     from steps.predict import batch_inference_step
     from zenml_model_deployers.batch import runner
+    from zenml_model_deployers.flavors.huggingface.service import HuggingFaceDeploymentService
+    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentService
+    from zenml_model_deployers.flavors.vllm.service import VLLMDeploymentService
 
     job = inspect.signature(run_batch).parameters
     step = inspect.signature(batch_inference_step.entrypoint).parameters
     for params in (job, step):
-        assert params["batch_size"].default == runner.DEFAULT_BATCH_SIZE == 8192
+        assert params["batch_size"].default is None  # the service's own
         assert params["chunk_rows"].default == runner.DEFAULT_CHUNK_ROWS
-        assert params["chunk_rows"].default % params["batch_size"].default == 0
+    assert MLflowDeploymentService.BATCH_SIZE == runner.DEFAULT_BATCH_SIZE == 8192
+    assert HuggingFaceDeploymentService.BATCH_SIZE == VLLMDeploymentService.BATCH_SIZE == 256
+    assert runner.default_batch_size(None) == 8192  # local=True: no server to protect
+    for cls in (MLflowDeploymentService, HuggingFaceDeploymentService):
+        assert runner.DEFAULT_CHUNK_ROWS % cls.BATCH_SIZE == 0
+    service = HuggingFaceDeploymentService.model_construct()
+    assert runner.default_batch_size(service) == 256

@@ -265,6 +265,9 @@ class DeploymentService(BaseDeploymentService):
     # Whether the backend can split traffic between two revisions (canaries): a flavor that
     # sets it implements `set_traffic_split` (and, when it can, `read_revision_metrics`).
     SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = False
+    # Rows per request a batch job sends when the caller names none: small for a backend
+    # where one row can be a prompt or a slow model; a tabular server sets more.
+    BATCH_SIZE: ClassVar[int] = 256
 
     config: DeploymentConfig
     status: DeploymentStatus

@@ -43,8 +43,25 @@ Engine = Literal["threads", "ray"]
 # Parquet requests at most of its best rate while their bodies stay small (a 4-float-column
 # request is about 310 KiB as Parquet, 450 KiB as JSON: under the 1 MiB that proxies such as
 # nginx accept by default); a chunk holds whole requests (8 of them), so none is cut short.
+# Rows per request without a service to ask (its ``BATCH_SIZE`` otherwise): zmd-mlflow's.
 DEFAULT_BATCH_SIZE = 8192
+# Whole requests per chunk for every service's default (a multiple of 256 and of 8192).
 DEFAULT_CHUNK_ROWS = 8 * DEFAULT_BATCH_SIZE
+
+
+def default_batch_size(service: DeploymentService | None) -> int:
+    """Rows per request when the caller names none: the service's ``BATCH_SIZE``.
+
+    Args:
+        service: the deployment, if any.
+
+    Returns:
+        ``service.BATCH_SIZE`` (256 unless the flavor sets more), or ``DEFAULT_BATCH_SIZE``
+        without a service (``local=True``).
+    """
+    return DEFAULT_BATCH_SIZE if service is None else int(service.BATCH_SIZE)
+
+
 # local=True: chunks are predicted together up to this many bytes of input (one model.predict
 # and one DataFrame conversion per group instead of per chunk: MLflow's and the model's per-call
 # checks cost as much as a cheap model's predictions), then committed one by one as before.
@@ -249,7 +266,7 @@ def run_batch(
     table: str = "predictions",
     columns: list[str] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     concurrency: int = 4,
     timeout: float = 60.0,
     retry: RetryPolicy | None = None,
@@ -277,7 +294,8 @@ def run_batch(
         table: the SQL table.
         columns: the input columns sent to the model (None: all); the outputs keep them.
         chunk_rows: rows per chunk (the unit of commit and resume).
-        batch_size: rows per request.
+        batch_size: rows per request (None: the service's ``BATCH_SIZE``: 8192 for
+            zmd-mlflow, 256 for flavors that set none).
         concurrency: requests in flight (threads engine) or Ray workers (ray engine).
         timeout: seconds per request.
         retry: retries of transient failures (default: 5 attempts, 0.2 s doubling).
@@ -296,6 +314,8 @@ def run_batch(
         PredictionError: a batch failed (the rows, the backend's words); earlier chunks
             stay committed.
     """
+    if batch_size is None:
+        batch_size = default_batch_size(service)
     if chunk_rows < 1 or batch_size < 1 or concurrency < 1:
         raise ConfigurationError("chunk_rows, batch_size and concurrency must be at least 1.")
     if engine not in ("threads", "ray"):
