@@ -87,6 +87,13 @@ def _count(svc: Any) -> tuple[int, int]:
 def test_direct_server_counts_its_requests_across_workers(direct: Any) -> None:
     """The server's 2 workers count in the revision's multiprocess folder; the front's metrics
     port, read_revision_metrics and --stats show them (exact counts)."""
+    rev = direct.config.config_hash()
+    folder = direct.workdir / "metrics" / rev
+    # A first start is ready once the URL answers; its second worker may still be importing
+    # MLflow. Each worker makes its counter file as it loads the app: wait for both (bounded).
+    deadline = time.monotonic() + 60
+    while len(list(folder.glob("counter_*.db"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     before = _count(direct)
     url = direct.prediction_url
     with ThreadPoolExecutor(4) as pool:  # fresh connections: both workers accept some
@@ -101,8 +108,7 @@ def test_direct_server_counts_its_requests_across_workers(direct: Any) -> None:
     assert codes.count(200) == 24 and len([c for c in codes if c >= 400]) == 3
     after = _count(direct)
     assert after[0] - before[0] == 27
-    rev = direct.config.config_hash()
-    files = list((direct.workdir / "metrics" / rev).glob("counter_*.db"))
+    files = list(folder.glob("counter_*.db"))
     assert len(files) == 2  # one per worker
     text = requests.get(direct.metrics_url, timeout=5).text
     line = next(
