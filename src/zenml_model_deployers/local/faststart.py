@@ -8,8 +8,9 @@ the deployer's ``start`` do, with the same functions (``local/launch.py``,
 - the deployment is a ``zmd-mlflow`` one whose front and server both do not run (stopped, or
   after a reboot), in a local SQLite store (:func:`fastlist.sqlite_store`);
 - its revision needs nothing that only ZenML has: no secret reference in its env, no API key,
-  no smoke input, no canary, not the direct data path; its last supervision spec (``supervise.json``) is of the recorded
-  revision, and a downloaded model is in the revision's folder (no registry access);
+  no smoke input, no canary, not the direct data path; its last supervision spec
+  (``supervise.json``) is of the recorded revision, and a downloaded model is in the
+  revision's folder (no registry access);
 - the deployment's lock is free (a deploy runs: ZenML's path waits for it).
 
 Anything else returns None and the CLI takes ZenML's path (``ZMD_FAST_START=0`` forces it).
