@@ -258,15 +258,15 @@ def meter(argv: list[str], metrics_dir: Path, deployment: str, revision: str) ->
     Raises:
         RuntimeError: the command does not serve MLflow's app.
     """
-    from zenml_model_deployers.flavors.mlflow import metered  # uvicorn imports it next
-
     if MLFLOW_APP not in argv:
         raise RuntimeError(f"MLflow's scoring server command serves no {MLFLOW_APP}: {argv}")
     metrics_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    os.environ[metered.DEPLOYMENT_ENV] = deployment
-    os.environ[metered.REVISION_ENV] = revision
-    argv[argv.index(MLFLOW_APP)] = f"{metered.__name__}:app"
+    # metered.py's DEPLOYMENT_ENV and REVISION_ENV, by name: importing metered here would make
+    # its module-level `app` (None without them) before uvicorn imports it.
+    os.environ["ZMD_METRICS_DEPLOYMENT"] = deployment
+    os.environ["ZMD_METRICS_REVISION"] = revision
+    argv[argv.index(MLFLOW_APP)] = "zenml_model_deployers.flavors.mlflow.metered:app"
 
 
 def main(args: list[str] | None = None) -> None:
