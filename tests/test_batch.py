@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import requests
 
@@ -96,10 +97,20 @@ def table_rows(db: Path, table: str = "predictions") -> pd.DataFrame:
         return pd.read_sql(f"select * from {table}", con)
 
 
-def test_chunks_are_the_same_fixed_row_ranges_whatever_is_skipped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("whole_groups", [True, False], ids=["groups-read-whole", "streamed"])
+def test_chunks_are_the_same_fixed_row_ranges_whatever_is_skipped(
+    tmp_path: Path, whole_groups: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Resume relies on it: chunk i is rows [i*c, (i+1)*c) across files, empty files and
-    row groups, whichever chunks are skipped (whole files of skipped chunks are not read)."""
+    row groups, whichever chunks are skipped (whole files of skipped chunks are not read),
+    whether row groups are read whole or (larger than the limit) streamed, and through the
+    read-ahead thread."""
     import random
+
+    from zenml_model_deployers.batch import sources
+
+    if not whole_groups:
+        monkeypatch.setattr(sources, "WHOLE_ROW_GROUP_BYTES", 0)
 
     sizes, n = [7, 0, 13, 5, 1, 20, 3], 0
     for k, size in enumerate(sizes):
@@ -115,7 +126,9 @@ def test_chunks_are_the_same_fixed_row_ranges_whatever_is_skipped(tmp_path: Path
         count = -(-n // c)
         for _ in range(25):
             skip = {i for i in range(count) if rnd.random() < 0.5}
-            got = list(source.chunks(c, skip))
+            ahead = sources.ReadAhead(source.chunks(c, skip), max_bytes=rnd.choice([0, 64, 10**6]))
+            got = list(ahead)
+            ahead.close()
             assert [g.index for g in got] == list(range(count))
             for g in got:
                 if g.index in skip:
@@ -335,7 +348,7 @@ def test_s3_input_and_output_through_the_s3_artifact_store(
     # not resumed as the committed job.
     dirty = (data["root"] / "dirty" / "part-2.parquet").read_bytes()
     s3_bucket.put_object(Bucket="zmd-batch", Key="in/p2.parquet", Body=dirty)
-    store.filesystem.invalidate_cache()  # as the next step's process starts: no stale listing
+    # The same process lists it again (s3fs caches listings and ETags; the job drops them).
     with pytest.raises(ConfigurationError, match="the input changed since"):
         run_batch("s3://zmd-batch/in", **args)
 
@@ -393,17 +406,17 @@ def test_killed_job_resumes_from_its_last_commit_without_duplicates(
 
 
 def test_job_memory_is_bounded_by_its_chunks_not_by_its_input(tmp_path: Path) -> None:
-    """Out of core: an 88 MiB input (360k rows x 32 float64, 5k-row row groups) scored in
+    """Out of core: a 176 MiB input (360k rows x 64 float64, 5k-row row groups) scored in
     5k-row chunks in a fresh process raises its RSS (sampled every 2 ms, after a warm-up on
-    two of its files) by well under half the input (about 26 MiB, a constant: local=True predicts
-    chunks in groups of up to 8 MiB of input, plus the DataFrame and the model's own copy);
-    reading the input whole afterwards, measured the same way, raises it by over the input.
-    (The job holds about two chunks, one predict group and one row group of each column: row
-    groups larger than chunks set the bound.)"""
+    two of its files) by well under half the input: a constant, not the input (local=True
+    predicts chunks in groups of up to 8 MiB of input, reads up to 4 MiB ahead in a thread,
+    plus the DataFrame and the model's own copy: 3-45 MiB measured, depending on how the
+    allocator reuses the reading thread's freed buffers); reading the input whole afterwards,
+    measured the same way, raises it by over the input."""
     import mlflow.sklearn
     from sklearn.linear_model import LogisticRegression
 
-    cols, rows, files = [f"w{i}" for i in range(32)], 360_000, 12
+    cols, rows, files = [f"w{i}" for i in range(64)], 360_000, 12
     rng = np.random.default_rng(3)
     x = pd.DataFrame(rng.normal(size=(2000, len(cols))), columns=cols)
     model = LogisticRegression().fit(x, (x["w0"] > 0).astype(int))
@@ -459,8 +472,7 @@ def test_job_memory_is_bounded_by_its_chunks_not_by_its_input(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr[-3000:]
     grown = json.loads(proc.stdout.strip().splitlines()[-1])
     assert grown["rows"] == rows
-    # ~26 MiB typically, 37.7 MiB once in CI with another test file beside it (0.43x): the bound
-    # is half the input, still under a third of what loading it whole adds.
+    # 3-45 MiB (the constant above); loading the whole input adds over 350 MiB.
     assert grown["chunks"] < input_mib * 0.5, grown
     assert grown["whole"] > 0.8 * input_mib, grown  # the measure sees a whole-input load
     assert len(pd.read_parquet(tmp_path / "out", columns=["prediction"])) == rows
@@ -589,3 +601,32 @@ def test_default_chunks_hold_whole_requests_in_the_step_and_the_job() -> None:
         assert runner.DEFAULT_CHUNK_ROWS % cls.BATCH_SIZE == 0
     service = HuggingFaceDeploymentService.model_construct()
     assert runner.default_batch_size(service) == 256
+
+
+def test_read_ahead_raises_a_reading_error_in_order_and_stops_when_closed() -> None:
+    """The chunks read before a failure come first, then the reading error itself; a consumer
+    that stops early closes the reader, which stops reading (bounded) and ends its thread."""
+    from zenml_model_deployers.batch.sources import Chunk, ReadAhead
+
+    def failing() -> Iterator[Chunk]:
+        yield Chunk(0, 0, pa.table({"x": [1, 2]}))
+        raise ConfigurationError("Could not read the Parquet footer of batch input 'p1'.")
+
+    seen = []
+    with pytest.raises(ConfigurationError, match="p1"):
+        for chunk in ReadAhead(failing(), max_bytes=0):
+            seen.append(chunk.index)
+    assert seen == [0]
+
+    produced = []
+
+    def endless() -> Iterator[Chunk]:
+        for i in range(10**6):
+            produced.append(i)
+            yield Chunk(i, i, pa.table({"x": [i] * 100}))
+
+    ahead = ReadAhead(endless(), max_bytes=2000)
+    first = next(iter(ahead))
+    ahead.close()
+    assert first.index == 0 and not ahead._thread.is_alive()
+    assert len(produced) < 10  # about max_bytes ahead, then stopped

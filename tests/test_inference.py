@@ -70,6 +70,9 @@ def test_deploy_then_batch_inference_into_an_artifact_and_a_database(
             batch_predict(svc, [[1.0], [1.0, 2.0]], batch_size=4)
         with pytest.raises(ConfigurationError):
             batch_predict(svc, [[0.0, 0.0]], batch_size=0)
+        # Without batch_size: the flavor's own (zmd-mlflow: 8192 rows per request).
+        _, defaults = batch_predict(svc, pd.DataFrame({"f1": [0.0] * 8193, "f2": [1.0] * 8193}))
+        assert (defaults.rows, defaults.batches) == (8193, 2)
     finally:
         svc = mlflow_deployer.find_deployment("scorer")
         if svc is not None:

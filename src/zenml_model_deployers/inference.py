@@ -33,7 +33,7 @@ def _batches(data: Any, size: int) -> list[Any]:
 def batch_predict(
     service: DeploymentService,
     data: Any,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     concurrency: int = 4,
     timeout: float = 60.0,
 ) -> tuple[Any, BatchReport]:
@@ -42,7 +42,8 @@ def batch_predict(
     Args:
         service: a deployed service.
         data: a pandas DataFrame, numpy array or list of rows.
-        batch_size: rows per request.
+        batch_size: rows per request (None: the flavor's default, ``service.BATCH_SIZE``:
+            8192 for zmd-mlflow, 256 for flavors that set none).
         concurrency: requests in flight.
         timeout: seconds per request.
 
@@ -55,6 +56,8 @@ def batch_predict(
     """
     import pandas as pd
 
+    if batch_size is None:
+        batch_size = int(service.BATCH_SIZE)
     if batch_size < 1 or concurrency < 1:
         raise ConfigurationError("batch_size and concurrency must be at least 1.")
     batches = _batches(data, batch_size)

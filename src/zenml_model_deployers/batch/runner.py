@@ -31,7 +31,13 @@ from zenml_model_deployers.batch.sinks import (
     ParquetSink,
     SqlSink,
 )
-from zenml_model_deployers.batch.sources import Chunk, FrameSource, ParquetSource, open_source
+from zenml_model_deployers.batch.sources import (
+    Chunk,
+    FrameSource,
+    ParquetSource,
+    ReadAhead,
+    open_source,
+)
 from zenml_model_deployers.errors import ConfigurationError, PredictionError
 
 if TYPE_CHECKING:
@@ -66,6 +72,8 @@ def default_batch_size(service: DeploymentService | None) -> int:
 # and one DataFrame conversion per group instead of per chunk: MLflow's and the model's per-call
 # checks cost as much as a cheap model's predictions), then committed one by one as before.
 LOCAL_PREDICT_BYTES = 8 * 2**20
+# local=True: input read ahead in a thread while a group is predicted (at most this much).
+LOCAL_READ_AHEAD_BYTES = 4 * 2**20
 
 
 class Predictor(Protocol):
@@ -325,6 +333,8 @@ def run_batch(
     predictor: Predictor
     if local:
         predictor = LocalPredictor(local_model_uri(service, model_uri), is_array)
+        if engine == "threads":
+            predictor.preload()  # while the outputs open and the first chunks are read
     elif service is None:
         raise ConfigurationError(
             "Batch inference needs a service, or local=True with a model.",
@@ -439,6 +449,35 @@ def _run_threads(
     """
     skipped = [0, 0]
     local = isinstance(predictor, LocalPredictor)
+    ahead = ReadAhead(chunks, LOCAL_READ_AHEAD_BYTES) if local else None
+    try:
+        return _threads(
+            ahead if ahead is not None else chunks,
+            predictor,
+            job,
+            commit,
+            bar,
+            batch_size,
+            concurrency,
+            skipped,
+            local,
+        )
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _threads(
+    chunks: Any,
+    predictor: Predictor,
+    job: JobManifest,
+    commit: Callable[[Chunk, Any], None],
+    bar: BatchProgress,
+    batch_size: int,
+    concurrency: int,
+    skipped: list[int],
+    local: bool,
+) -> tuple[int, int]:
     window: deque[tuple[Chunk, list[tuple[int, int, Future[list[Any]]]]]] = deque()
     with ThreadPoolExecutor(max_workers=1 if local else concurrency) as pool:
 

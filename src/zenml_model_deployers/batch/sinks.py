@@ -105,6 +105,9 @@ class ParquetSink:
         """
         from zenml.io import fileio
 
+        from zenml_model_deployers.batch.sources import forget_listings
+
+        forget_listings(self.uri)  # commit records another process wrote are seen
         manifest = f"{self.uri}/_zmd_job.json"
         fileio.makedirs(f"{self.uri}/_zmd_commits")
         if fileio.exists(manifest):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,7 @@ class ParquetSource:
 
         self.uri = uri.rstrip("/")
         self.columns = columns
+        forget_listings(self.uri)
         if not fileio.exists(self.uri):
             raise ConfigurationError(
                 f"Batch input '{uri}' does not exist.",
@@ -181,9 +183,7 @@ class ParquetSource:
                 continue
             with _open(path) as fh:
                 reader = pq.ParquetFile(fh)
-                for batch in reader.iter_batches(
-                    batch_size=min(chunk_rows, 65_536), columns=self.columns
-                ):
+                for batch in _batches(reader, chunk_rows, self.columns):
                     pos += batch.num_rows
                     if missing_head:
                         end = (emitted + 1) * chunk_rows
@@ -207,6 +207,80 @@ class ParquetSource:
             yield Chunk(emitted, emitted * chunk_rows, None)
         elif buffered:
             yield _chunk(emitted, chunk_rows, pa.Table.from_batches(buffer), skip)
+
+
+# A row group whose selected columns hold at most this much (uncompressed) is read whole: one
+# call, its columns decoded in parallel (measured 1.3-1.5x faster than streaming 100k-row groups
+# in batches). A larger one is streamed in batches, so memory stays bounded whatever the
+# writer's row-group size (pyarrow's default is a million rows).
+WHOLE_ROW_GROUP_BYTES = 16 * 2**20
+
+
+def _batches(reader: Any, chunk_rows: int, columns: list[str] | None) -> Iterator[Any]:
+    """A Parquet file's record batches, in order: small row groups read whole, large ones
+    streamed."""
+    meta = reader.metadata
+    wanted = None if columns is None else set(columns)
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        size = sum(
+            group.column(j).total_uncompressed_size
+            for j in range(group.num_columns)
+            if wanted is None or _selected(group.column(j).path_in_schema, wanted)
+        )
+        if size <= WHOLE_ROW_GROUP_BYTES:
+            yield from reader.read_row_group(i, columns=columns).to_batches()
+        else:
+            yield from reader.iter_batches(
+                batch_size=min(chunk_rows, 65_536), row_groups=[i], columns=columns
+            )
+
+
+def _selected(path: str, wanted: set[str]) -> bool:
+    """Whether a column chunk (``a`` or, nested, ``a.list.element``) is of a wanted column."""
+    return path in wanted or any(path.startswith(f"{c}.") for c in wanted)
+
+
+def forget_listings(uri: str) -> None:
+    """Drops the cached listings and file details of the filesystem that reads ``uri`` before
+    a job lists it: s3fs and gcsfs keep them for the process's life, so in a long process a
+    file rewritten by someone else would look unchanged (a stale ETag: the changed input
+    resumed as the old job) or fail to read.
+
+    The filesystem is the artifact store's (``fileio`` reads through it), found from what
+    ``fileio`` registered for the scheme; fsspec's own cached instances of that scheme are
+    cleared too.
+
+    Args:
+        uri: what is about to be listed (local paths need nothing).
+    """
+    if "://" not in uri or uri.startswith("file://"):
+        return
+    from zenml.io.filesystem_registry import default_filesystem_registry
+
+    caches: list[Any] = []
+    try:
+        registered = default_filesystem_registry.get_filesystem_for_path(uri)
+        # An artifact store registers its bound methods (wrapped to check paths).
+        method = getattr(registered.__dict__.get("listdir"), "__func__", None)
+        store = getattr(getattr(method, "func", method), "__self__", None)
+        caches.append(getattr(store, "filesystem", None))
+    except Exception:  # nothing registered for the scheme: fileio will say so
+        pass
+    fsspec = sys.modules.get("fsspec")
+    scheme = uri.split("://", 1)[0]
+    classes = [fsspec.AbstractFileSystem] if fsspec is not None else []
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        for fs in list(cls.__dict__.get("_cache", {}).values()):
+            protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+            if scheme in protocols:
+                caches.append(fs)
+    for fs in caches:
+        invalidate = getattr(fs, "invalidate_cache", None)
+        if callable(invalidate):
+            invalidate()
 
 
 def _open(path: str) -> Any:
@@ -354,3 +428,86 @@ def open_source(data: Any, columns: list[str] | None = None) -> ParquetSource | 
     if isinstance(data, str):
         return ParquetSource(data, columns)
     return FrameSource(data, columns)
+
+
+class ReadAhead:
+    """Chunks read in a background thread, up to ``max_bytes`` ahead of the consumer.
+
+    Reading (Arrow decoding, the artifact store's I/O) releases the GIL, so the next chunks
+    are read while the current ones are predicted. Memory: at most ``max_bytes`` of read
+    chunks waiting (or one chunk, if a single chunk is larger). An error while reading is
+    raised to the consumer, at the point it would have been met without read-ahead.
+    """
+
+    def __init__(self, chunks: Iterator[Chunk], max_bytes: int) -> None:
+        """Starts reading.
+
+        Args:
+            chunks: the chunks (a source's ``chunks(...)``).
+            max_bytes: bytes of read chunks held ahead at most.
+        """
+        import threading
+        from collections import deque
+
+        self._chunks = chunks
+        self._max = max_bytes
+        self._cv = threading.Condition()
+        self._items: deque[tuple[Chunk, int]] = deque()
+        self._held = 0
+        self._done = False
+        self._stop = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, name="zmd-batch-read", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for chunk in self._chunks:
+                size = int(chunk.table.nbytes) if chunk.table is not None else 0
+                with self._cv:
+                    while not self._stop and self._held and self._held + size > self._max:
+                        self._cv.wait()
+                    if self._stop:
+                        return
+                    self._items.append((chunk, size))
+                    self._held += size
+                    self._cv.notify_all()
+        except BaseException as e:  # raised to the consumer in order
+            with self._cv:
+                self._error = e
+        finally:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+            with self._cv:
+                self._done = True
+                self._cv.notify_all()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        """The chunks, in order.
+
+        Yields:
+            Each chunk.
+        """
+        while True:
+            with self._cv:
+                while not self._items and not self._done:
+                    self._cv.wait()
+                if self._items:
+                    chunk, size = self._items.popleft()
+                    self._held -= size
+                    self._cv.notify_all()
+                elif self._error is not None:
+                    raise self._error
+                else:
+                    return
+            yield chunk
+
+    def close(self) -> None:
+        """Stops reading (the consumer is done, or failed) and waits for the thread."""
+        with self._cv:
+            self._stop = True
+            self._items.clear()
+            self._held = 0
+            self._cv.notify_all()
+        self._thread.join()
