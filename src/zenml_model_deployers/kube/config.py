@@ -37,6 +37,26 @@ def check_token_reference(v: str | None) -> str | None:
     return v
 
 
+def check_secret_name(v: str | None) -> str | None:
+    """A storage secret is named, never given: a ZenML secret's name, not its values.
+
+    Args:
+        v: the setting.
+
+    Returns:
+        It, unchanged.
+
+    Raises:
+        ValueError: a reference or credentials (the value is not echoed).
+    """
+    if v is not None and ("{" in v or "=" in v or ":" in v):
+        raise ValueError(
+            "storage_secret is the *name* of a ZenML secret (e.g. 'gcs-reader'), never "
+            "credentials: `zenml secret create gcs-reader --<key>=...`."
+        )
+    return v
+
+
 class KubeDeployerConfig(BaseDeployerConfig):
     """Base of the cluster flavors' component settings (`zmd-seldon`, `zmd-kserve`): which
     cluster and namespace, the inference endpoint, storage credentials and Prometheus. Each
@@ -72,6 +92,11 @@ class KubeDeployerConfig(BaseDeployerConfig):
     @classmethod
     def _token_reference(cls, v: str | None) -> str | None:
         return check_token_reference(v)
+
+    @field_validator("storage_secret")
+    @classmethod
+    def _secret_name_only(cls, v: str | None) -> str | None:
+        return check_secret_name(v)
 
     @property
     def is_remote(self) -> bool:
@@ -145,12 +170,7 @@ class KubeDeploymentConfig(DeploymentConfig):
     @field_validator("storage_secret")
     @classmethod
     def _secret_name_only(cls, v: str | None) -> str | None:
-        if v is not None and ("{" in v or "=" in v or ":" in v):
-            raise ValueError(
-                "storage_secret is the *name* of a ZenML secret (e.g. 'gcs-reader'), never "
-                "credentials: `zenml secret create gcs-reader --<key>=...`."
-            )
-        return v
+        return check_secret_name(v)
 
     def target(self) -> KubeTarget:
         """Where the resources live.
