@@ -56,29 +56,10 @@ def apply_secret(
     Raises:
         DeploymentExistsError: a Secret of that name exists and is not ours.
     """
-    from kubernetes.client.exceptions import ApiException
-
-    from zenml_model_deployers.errors import DeploymentExistsError
-
     data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
     core = ns.core()
-    existing: Any = None
-    with ns.errors(f"Reading Secret '{name}' in namespace '{ns.namespace}'"):
-        try:
-            existing = ns.api.sanitize_for_serialization(
-                core.read_namespaced_secret(name, ns.namespace)
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
-    if existing:
-        if not owned_by(existing, ns.deployment_name):
-            raise DeploymentExistsError(
-                f"A Secret '{name}' exists in namespace '{ns.namespace}' and "
-                "zenml-model-deployers does not own it; it is left untouched.",
-                deployment_name=ns.deployment_name,
-                hint="deploy under another deployment_name, or remove that Secret yourself.",
-            )
+    existing = _read_owned(ns, "Secret", "secret", name)
+    if existing is not None:
         old_keys = set((existing.get("data") or {}).keys())
         patch = {
             "metadata": {"labels": labels},
@@ -125,29 +106,10 @@ def apply_service_account(
     Raises:
         DeploymentExistsError: a ServiceAccount of that name exists and is not ours.
     """
-    from kubernetes.client.exceptions import ApiException
-
-    from zenml_model_deployers.errors import DeploymentExistsError
-
     core = ns.core()
-    existing: Any = None
-    with ns.errors(f"Reading ServiceAccount '{name}' in namespace '{ns.namespace}'"):
-        try:
-            existing = ns.api.sanitize_for_serialization(
-                core.read_namespaced_service_account(name, ns.namespace)
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
+    existing = _read_owned(ns, "ServiceAccount", "service_account", name)
     want = [{"name": secret}]
-    if existing:
-        if not owned_by(existing, ns.deployment_name):
-            raise DeploymentExistsError(
-                f"A ServiceAccount '{name}' exists in namespace '{ns.namespace}' and "
-                "zenml-model-deployers does not own it; it is left untouched.",
-                deployment_name=ns.deployment_name,
-                hint="deploy under another deployment_name, or remove it yourself.",
-            )
+    if existing is not None:
         if existing.get("secrets") == want:
             return
         with ns.errors(f"Updating ServiceAccount '{name}' in namespace '{ns.namespace}'"):
@@ -175,6 +137,34 @@ def delete_owned_service_accounts(ns: KubeNamespace) -> list[str]:
         The names deleted.
     """
     return _delete_owned(ns, "ServiceAccount", "service_account")
+
+
+def _read_owned(ns: KubeNamespace, kind: str, api_name: str, name: str) -> dict[str, Any] | None:
+    """The named object as JSON if it exists and the deployment owns it; None if absent.
+
+    Raises:
+        DeploymentExistsError: it exists and is not ours (it is left untouched).
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    from zenml_model_deployers.errors import DeploymentExistsError
+
+    read = getattr(ns.core(), f"read_namespaced_{api_name}")
+    with ns.errors(f"Reading {kind} '{name}' in namespace '{ns.namespace}'"):
+        try:
+            existing: dict[str, Any] = ns.api.sanitize_for_serialization(read(name, ns.namespace))
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return None
+    if not owned_by(existing, ns.deployment_name):
+        raise DeploymentExistsError(
+            f"A {kind} '{name}' exists in namespace '{ns.namespace}' and "
+            "zenml-model-deployers does not own it; it is left untouched.",
+            deployment_name=ns.deployment_name,
+            hint=f"deploy under another deployment_name, or remove that {kind} yourself.",
+        )
+    return existing
 
 
 def _delete_owned(ns: KubeNamespace, kind: str, api_name: str) -> list[str]:
