@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -449,37 +450,10 @@ def _run_threads(
     """
     skipped = [0, 0]
     local = isinstance(predictor, LocalPredictor)
-    ahead = ReadAhead(chunks, LOCAL_READ_AHEAD_BYTES) if local else None
-    try:
-        return _threads(
-            ahead if ahead is not None else chunks,
-            predictor,
-            job,
-            commit,
-            bar,
-            batch_size,
-            concurrency,
-            skipped,
-            local,
-        )
-    finally:
-        if ahead is not None:
-            ahead.close()
-
-
-def _threads(
-    chunks: Any,
-    predictor: Predictor,
-    job: JobManifest,
-    commit: Callable[[Chunk, Any], None],
-    bar: BatchProgress,
-    batch_size: int,
-    concurrency: int,
-    skipped: list[int],
-    local: bool,
-) -> tuple[int, int]:
     window: deque[tuple[Chunk, list[tuple[int, int, Future[list[Any]]]]]] = deque()
-    with ThreadPoolExecutor(max_workers=1 if local else concurrency) as pool:
+    # local=True: the input is read ahead in a thread while a group is predicted.
+    ahead = ReadAhead(chunks, LOCAL_READ_AHEAD_BYTES) if local else nullcontext(chunks)
+    with ThreadPoolExecutor(max_workers=1 if local else concurrency) as pool, ahead as chunks:
 
         def finish() -> None:
             chunk, futures = window.popleft()

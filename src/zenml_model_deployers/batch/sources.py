@@ -503,6 +503,12 @@ class ReadAhead:
                     return
             yield chunk
 
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Stops reading (the consumer is done, or failed) and waits for the thread."""
         with self._cv:
