@@ -368,7 +368,8 @@ def run_on_ray(
         started_here = True
     ray_data_log = logging.getLogger("ray.data")
     level = ray_data_log.level
-    ray_data_log.setLevel(logging.WARNING)  # our progress says what runs; Ray's repeats it
+    # Our progress says what runs; Ray Data's would repeat it (and warn that its bars are off).
+    ray_data_log.setLevel(logging.ERROR)
     ctx = ray.data.DataContext.get_current()
     saved = (
         ctx.execution_options.preserve_order,
