@@ -568,6 +568,69 @@ def test_ray_engine_gives_the_same_output_and_the_same_exactly_once_guarantees(
     pd.testing.assert_frame_equal(on_ray, on_threads)
 
 
+def test_ray_workers_read_and_write_s3_through_the_stacks_artifact_store(
+    local_ray: None, s3_bucket: Any, data: dict[str, Any]
+) -> None:
+    """Fresh Ray workers have no `s3://` filesystem: they build the driver's artifact store
+    from its component (its credentials in its configuration, not in the workers' env), then
+    read their chunks from and commit their parts to the bucket."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    s3, store = s3_bucket
+    for i, name in enumerate(sorted((data["root"] / "clean").iterdir())):
+        s3.put_object(Bucket="zmd-batch", Key=f"in/p{i}.parquet", Body=name.read_bytes())
+    client = Client()
+    previous = client.active_stack_model
+    component = client.create_stack_component(
+        name="zmd-batch-s3-keys",
+        flavor="s3",
+        component_type=StackComponentType.ARTIFACT_STORE,
+        configuration={
+            **store.config.model_dump(exclude_none=True),
+            "key": "moto",
+            "secret": "moto",
+        },
+    )
+    orchestrator = previous.components[StackComponentType.ORCHESTRATOR][0].id
+    stack = client.create_stack(
+        name="zmd-batch-s3",
+        components={
+            StackComponentType.ORCHESTRATOR: str(orchestrator),
+            StackComponentType.ARTIFACT_STORE: str(component.id),
+        },
+    )
+    client.activate_stack(stack.id)
+    try:
+        _, report = run_batch(
+            "s3://zmd-batch/in",
+            engine="ray",
+            local=True,
+            model_uri=data["lr"],
+            columns=["f1", "f2"],
+            output_uri="s3://zmd-batch/ray",
+            chunk_rows=2000,
+            concurrency=2,
+            progress=False,
+        )
+    finally:
+        client.activate_stack(previous.id)
+        client.delete_stack(stack.id)
+        client.delete_stack_component(component.id, StackComponentType.ARTIFACT_STORE)
+    assert (report.engine, report.rows_predicted) == ("ray", ROWS)
+    listed = s3.list_objects_v2(Bucket="zmd-batch", Prefix="ray/")["Contents"]
+    keys = sorted(o["Key"].removeprefix("ray/") for o in listed)
+    parts = [f"part-{i:06d}.parquet" for i in range(3)]
+    assert keys == [f"_zmd_commits/{i:06d}.json" for i in range(3)] + ["_zmd_job.json"] + parts
+    frames = [
+        pd.read_parquet(
+            io.BytesIO(s3.get_object(Bucket="zmd-batch", Key=f"ray/{p}")["Body"].read())
+        )
+        for p in parts
+    ]
+    assert pd.concat(frames)["prediction"].tolist() == data["expected"]
+
+
 def test_refused_batch_names_its_rows_and_the_fixed_model_resumes_the_job(
     scorer: Any, data: dict[str, Any], tmp_path: Path
 ) -> None:

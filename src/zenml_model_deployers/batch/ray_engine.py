@@ -146,22 +146,51 @@ def read_chunk(pieces: list[Piece], columns: list[str] | None) -> Any:
     return pa.Table.from_batches(batches, schema=schema)
 
 
-def _use_filesystem(uri: str | None) -> None:
-    """Makes ``fileio`` able to open ``uri`` in this (worker) process: a fresh Ray worker has
-    not built the active stack's artifact store, which is what registers its filesystem
-    (s3fs, gcsfs, ...) with ``fileio``."""
-    if not uri or "://" not in uri or uri.startswith("file://"):
+def _has_scheme(uri: str | None) -> bool:
+    return bool(uri) and "://" in str(uri) and not str(uri).startswith("file://")
+
+
+def _artifact_store_id(uris: list[str | None]) -> str | None:
+    """The active stack's artifact store (its component id), when a URI needs a filesystem
+    that only an artifact store registers (``s3://``, ``gs://``, ...)."""
+    if not any(_has_scheme(u) for u in uris):
+        return None
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    stores = Client().active_stack_model.components.get(StackComponentType.ARTIFACT_STORE)
+    return str(stores[0].id) if stores else None
+
+
+def _use_filesystem(uri: str | None, store_id: str | None) -> None:
+    """Makes ``fileio`` able to open ``uri`` in this (worker) process.
+
+    A fresh Ray worker has not built the stack's artifact store, which is what registers its
+    filesystem (s3fs, gcsfs, ...) with ``fileio``: the worker builds the driver's artifact
+    store from its component in the ZenML store, once per process and scheme (whatever stack
+    the worker's own configuration has active).
+    """
+    if not _has_scheme(uri):
         return
+    assert uri is not None
     scheme = uri.split("://", 1)[0]
     if scheme in _WORKER_SCHEMES:
         return
-    from zenml.client import Client
     from zenml.io.filesystem_registry import default_filesystem_registry
 
     try:
         default_filesystem_registry.get_filesystem_for_path(uri)
     except ValueError:
-        Client().active_stack.artifact_store  # noqa: B018 (building it registers its filesystem)
+        from zenml.client import Client
+        from zenml.enums import StackComponentType
+        from zenml.stack import StackComponent
+
+        client = Client()
+        if store_id is None:
+            client.active_stack.artifact_store  # noqa: B018 (building it registers it)
+        else:
+            model = client.get_stack_component(StackComponentType.ARTIFACT_STORE, store_id)
+            StackComponent.from_model(model)  # its constructor registers its filesystem
     _WORKER_SCHEMES.add(scheme)
 
 
@@ -185,6 +214,7 @@ def _run_chunk(
     local: bool,
     output_uri: str | None,
     stop_marker: str | None,
+    store_id: str | None,
 ) -> Any:
     """One chunk in a worker: read, predict, then write and commit it (``output_uri``) or
     return it (the driver writes it).
@@ -197,6 +227,7 @@ def _run_chunk(
         local: the predictor is the model itself (one predict per chunk).
         output_uri: the Parquet folder the worker commits to; None: return the table.
         stop_marker: a file whose existence means "the job failed: start no chunk".
+        store_id: the driver's artifact store (for URIs with a scheme), or None.
 
     Returns:
         A one-row ``pyarrow.Table``: the chunk, its commit record (JSON) when committed here,
@@ -211,51 +242,60 @@ def _run_chunk(
 
     item = batch.to_pylist()[0]
     result: dict[str, Any] = {"chunk": item["index"], "record": None, "error": None, "table": None}
-    pieces = [Piece(*p) for p in json.loads(item["pieces"])] if item["pieces"] else None
-    _use_filesystem(output_uri)
-    _use_filesystem(pieces[0].path if pieces else None)
-    if stop_marker is not None:
-        from zenml.io import fileio
+    stage = "reach the input or output"
+    try:
+        pieces = [Piece(*p) for p in json.loads(item["pieces"])] if item["pieces"] else None
+        _use_filesystem(output_uri, store_id)
+        _use_filesystem(pieces[0].path if pieces else None, store_id)
+        if stop_marker is not None:
+            from zenml.io import fileio
 
-        if fileio.exists(stop_marker):
-            return _result(result)
-    if pieces is not None:
-        table = read_chunk(pieces, columns)
-    else:
-        table = pa.ipc.open_stream(item["data"]).read_all()
-    mine = _WORKER_PREDICTORS.setdefault(predictor.name, predictor)
-    # As the default engine: the chunk's requests of batch_size rows, their predictions in
-    # order; a local model predicts the chunk at once (an array stays an array).
-    preds: Any = []
-    step = table.num_rows if local else batch_size
-    for offset in range(0, table.num_rows, step):
-        part = table.slice(offset, step)
-        try:
-            out = mine.predict(part)
-        except Exception as e:
-            result["error"] = json.dumps(_failure_doc(e, offset, part.num_rows))
-            return _result(result)
-        if local:
-            preds = out
+            if fileio.exists(stop_marker):
+                return _result(result)
+        stage = "read its chunk of the input"
+        if pieces is not None:
+            table = read_chunk(pieces, columns)
         else:
-            preds.extend(out)
-    full = _with_predictions(table, preds)
-    if output_uri is None:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, full.schema) as writer:
-            writer.write_table(full)
-        result["table"] = sink.getvalue().to_pybytes()
-        return _result(result)
-    record = CommitRecord(
-        chunk=item["index"],
-        first_row=item["first_row"],
-        last_row=item["first_row"] + table.num_rows - 1,
-        rows=table.num_rows,
-        predicted_by=mine.name,
-        committed_at=datetime.now(UTC).isoformat(),
-    )
-    ParquetSink(output_uri).write(full, record)
-    result["record"] = record.model_dump_json()
+            table = pa.ipc.open_stream(item["data"]).read_all()
+        mine = _WORKER_PREDICTORS.setdefault(predictor.name, predictor)
+        # As the default engine: the chunk's requests of batch_size rows, their predictions in
+        # order; a local model predicts the chunk at once (an array stays an array).
+        preds: Any = []
+        step = table.num_rows if local else batch_size
+        for offset in range(0, table.num_rows, step):
+            part = table.slice(offset, step)
+            try:
+                out = mine.predict(part)
+            except Exception as e:
+                result["error"] = json.dumps(_failure_doc(e, offset, part.num_rows))
+                return _result(result)
+            if local:
+                preds = out
+            else:
+                preds.extend(out)
+        stage = "write its predictions"
+        full = _with_predictions(table, preds)
+        if output_uri is None:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, full.schema) as writer:
+                writer.write_table(full)
+            result["table"] = sink.getvalue().to_pybytes()
+            return _result(result)
+        record = CommitRecord(
+            chunk=item["index"],
+            first_row=item["first_row"],
+            last_row=item["first_row"] + table.num_rows - 1,
+            rows=table.num_rows,
+            predicted_by=mine.name,
+            committed_at=datetime.now(UTC).isoformat(),
+        )
+        ParquetSink(output_uri).write(full, record)
+        result["record"] = record.model_dump_json()
+    except Exception as e:  # not a prediction: reading, writing, the artifact store
+        doc = _failure_doc(e, 0, item["rows"])
+        doc["message"] = f"a Ray worker could not {stage}"
+        doc["backend_message"] = f"{type(e).__name__}: {e}"
+        result["error"] = json.dumps(doc)
     return _result(result)
 
 
@@ -284,6 +324,7 @@ def _descriptors(source: ParquetSource | FrameSource, chunk_rows: int, skip: set
             {
                 "index": p.index,
                 "first_row": p.first_row,
+                "rows": p.rows,
                 "pieces": json.dumps([list(piece) for piece in p.pieces]),
                 "data": None,
             }
@@ -300,6 +341,7 @@ def _descriptors(source: ParquetSource | FrameSource, chunk_rows: int, skip: set
             {
                 "index": chunk.index,
                 "first_row": chunk.first_row,
+                "rows": chunk.rows,
                 "pieces": None,
                 "data": sink.getvalue().to_pybytes(),
             }
@@ -394,6 +436,9 @@ def run_on_ray(
                 "local": local,
                 "output_uri": output_uri,
                 "stop_marker": marker,
+                "store_id": _artifact_store_id(
+                    [output_uri, source.files[0] if isinstance(source, ParquetSource) else None]
+                ),
             },
             batch_size=1,
             batch_format="pyarrow",
@@ -405,7 +450,7 @@ def run_on_ray(
             iterator = iter(
                 ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
             )
-            for results in iterator:
+            for results in _reraise_ray_errors(iterator):
                 for row in results.to_pylist():
                     if row["error"] is not None:
                         if not failures and marker is not None:
@@ -446,6 +491,22 @@ def run_on_ray(
         chunk = Chunk(first["chunk"], first["chunk"] * chunk_rows, None)
         raise _failure(chunk, first["offset"], first["rows"], job, cause)
     return skipped[0], skipped[1]
+
+
+def _reraise_ray_errors(iterator: Any) -> Any:
+    """Ray Data's results; a failure of Ray itself (a worker lost, the cluster gone) as a
+    ``PredictionError`` with Ray's words."""
+    import ray
+
+    try:
+        yield from iterator
+    except ray.exceptions.RayError as e:
+        raise PredictionError(
+            "The batch job's Ray execution failed (not a prediction).",
+            backend_message=str(e),
+            hint="check the Ray cluster (RAY_ADDRESS) and its workers' logs; chunks committed "
+            "so far stay committed: run the same job again to finish it.",
+        ) from e
 
 
 def _loads(text: str) -> dict[str, Any]:
