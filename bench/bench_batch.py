@@ -12,6 +12,10 @@ same run:
 - peak RSS of the job (a fresh process each) for 1M rows vs 100k rows;
 - ``local=True`` (model in-process) vs a bare ``model.predict`` on the same in-memory frame;
 - ``engine="ray"`` (a local Ray on 2 CPUs, started before timing) vs the default engine.
+
+``ZMD_BENCH_BATCH_ONLY=ray`` runs only a Ray section (``run_ray``): Ray vs threads against the
+deployment and with ``local=True``; with another checkout's ``src`` first on ``PYTHONPATH`` it
+measures that code the same way (docs/benchmarks.md: main vs the branch, alternated).
 """
 
 from __future__ import annotations
