@@ -508,7 +508,11 @@ def local_ray() -> Iterator[None]:
 
 
 def test_ray_engine_gives_the_same_output_and_the_same_exactly_once_guarantees(
-    local_ray: None, scorer: Any, data: dict[str, Any], tmp_path: Path
+    local_ray: None,
+    scorer: Any,
+    faulty: tuple[Any, _Faults],
+    data: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     """Workers read their chunks, predict and commit the Parquet parts themselves; a refused
     chunk names its rows; every chunk a worker finished is committed and reported, none is
@@ -566,6 +570,14 @@ def test_ray_engine_gives_the_same_output_and_the_same_exactly_once_guarantees(
     on_ray, _ = run_batch(frame, engine="ray", local=True, model_uri=data["lr"], **kw_mem)
     on_threads, _ = run_batch(frame, local=True, model_uri=data["lr"], **kw_mem)
     pd.testing.assert_frame_equal(on_ray, on_threads)
+
+    # Transient failures are retried in the workers, and the report counts them.
+    svc, faults = faulty
+    faults.plan = ["503", "reset"]
+    fast = RetryPolicy(attempts=4, backoff=0.01)
+    got, rep = run_batch(frame, svc, engine="ray", retry=fast, **{**kw_mem, "batch_size": 350})
+    assert got["prediction"].tolist() == data["expected"][:2000]
+    assert rep.retries == 2 and faults.requests == 6 + 2
 
 
 def test_ray_workers_read_and_write_s3_through_the_stacks_artifact_store(

@@ -36,11 +36,13 @@ from zenml_model_deployers.errors import PredictionError
 if TYPE_CHECKING:
     from zenml_model_deployers.batch.runner import BatchProgress, Predictor
 
-# One predictor per worker process and model/deployment: a local model is loaded once, and a
-# deployment's kept-alive connections are reused across chunks.
+# One predictor per worker process and predictor (its whole configuration: the deployment's
+# URL, timeout and retries, or the model URI): a local model is loaded once, and a deployment's
+# kept-alive connections are reused across chunks and jobs.
 _WORKER_PREDICTORS: dict[str, Any] = {}
-# URI schemes whose filesystem this worker process has registered with ZenML's fileio.
-_WORKER_SCHEMES: set[str] = set()
+# (URI scheme, artifact store) pairs whose filesystem this worker process has registered with
+# ZenML's fileio (a worker outlives a job: the next job may use another store's credentials).
+_WORKER_STORES: set[tuple[str, str | None]] = set()
 
 
 class Piece(NamedTuple):
@@ -152,14 +154,19 @@ def _has_scheme(uri: str | None) -> bool:
 
 def _artifact_store_id(uris: list[str | None]) -> str | None:
     """The active stack's artifact store (its component id), when a URI needs a filesystem
-    that only an artifact store registers (``s3://``, ``gs://``, ...)."""
-    if not any(_has_scheme(u) for u in uris):
+    that only an artifact store registers (``s3://``, ``gs://``, ...) and the store is one of
+    that scheme."""
+    schemes = {str(u).split("://", 1)[0] for u in uris if _has_scheme(u)}
+    if not schemes:
         return None
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
     stores = Client().active_stack_model.components.get(StackComponentType.ARTIFACT_STORE)
-    return str(stores[0].id) if stores else None
+    if not stores:
+        return None
+    path = str(stores[0].configuration.get("path", ""))
+    return str(stores[0].id) if path.split("://", 1)[0] in schemes else None
 
 
 def _use_filesystem(uri: str | None, store_id: str | None) -> None:
@@ -167,31 +174,32 @@ def _use_filesystem(uri: str | None, store_id: str | None) -> None:
 
     A fresh Ray worker has not built the stack's artifact store, which is what registers its
     filesystem (s3fs, gcsfs, ...) with ``fileio``: the worker builds the driver's artifact
-    store from its component in the ZenML store, once per process and scheme (whatever stack
-    the worker's own configuration has active).
+    store from its component in the ZenML store, once per process and store (whatever stack
+    the worker's own configuration has active); without one, its own active stack's store
+    when no filesystem serves the scheme yet.
     """
     if not _has_scheme(uri):
         return
     assert uri is not None
-    scheme = uri.split("://", 1)[0]
-    if scheme in _WORKER_SCHEMES:
+    key = (uri.split("://", 1)[0], store_id)
+    if key in _WORKER_STORES:
         return
-    from zenml.io.filesystem_registry import default_filesystem_registry
+    from zenml.client import Client
 
-    try:
-        default_filesystem_registry.get_filesystem_for_path(uri)
-    except ValueError:
-        from zenml.client import Client
+    if store_id is not None:
         from zenml.enums import StackComponentType
         from zenml.stack import StackComponent
 
-        client = Client()
-        if store_id is None:
-            client.active_stack.artifact_store  # noqa: B018 (building it registers it)
-        else:
-            model = client.get_stack_component(StackComponentType.ARTIFACT_STORE, store_id)
-            StackComponent.from_model(model)  # its constructor registers its filesystem
-    _WORKER_SCHEMES.add(scheme)
+        model = Client().get_stack_component(StackComponentType.ARTIFACT_STORE, store_id)
+        StackComponent.from_model(model)  # its constructor registers its filesystem
+    else:
+        from zenml.io.filesystem_registry import default_filesystem_registry
+
+        try:
+            default_filesystem_registry.get_filesystem_for_path(uri)
+        except ValueError:
+            Client().active_stack.artifact_store  # noqa: B018 (building it registers it)
+    _WORKER_STORES.add(key)
 
 
 def _failure_doc(error: Exception, offset: int, rows: int) -> dict[str, Any]:
@@ -215,6 +223,7 @@ def _run_chunk(
     output_uri: str | None,
     stop_marker: str | None,
     store_id: str | None,
+    predictor_key: str,
 ) -> Any:
     """One chunk in a worker: read, predict, then write and commit it (``output_uri``) or
     return it (the driver writes it).
@@ -228,6 +237,7 @@ def _run_chunk(
         output_uri: the Parquet folder the worker commits to; None: return the table.
         stop_marker: a file whose existence means "the job failed: start no chunk".
         store_id: the driver's artifact store (for URIs with a scheme), or None.
+        predictor_key: what identifies the predictor (``_predictor_key``).
 
     Returns:
         A one-row ``pyarrow.Table``: the chunk, its commit record (JSON) when committed here,
@@ -242,6 +252,7 @@ def _run_chunk(
 
     item = batch.to_pylist()[0]
     result: dict[str, Any] = {"chunk": item["index"], "record": None, "error": None, "table": None}
+    retries = 0
     stage = "reach the input or output"
     try:
         pieces = [Piece(*p) for p in json.loads(item["pieces"])] if item["pieces"] else None
@@ -257,7 +268,8 @@ def _run_chunk(
             table = read_chunk(pieces, columns)
         else:
             table = pa.ipc.open_stream(item["data"]).read_all()
-        mine = _WORKER_PREDICTORS.setdefault(predictor.name, predictor)
+        mine = _WORKER_PREDICTORS.setdefault(predictor_key, predictor)
+        retries = mine.retries
         # As the default engine: the chunk's requests of batch_size rows, their predictions in
         # order; a local model predicts the chunk at once (an array stays an array).
         preds: Any = []
@@ -268,7 +280,7 @@ def _run_chunk(
                 out = mine.predict(part)
             except Exception as e:
                 result["error"] = json.dumps(_failure_doc(e, offset, part.num_rows))
-                return _result(result)
+                return _result(result, mine.retries - retries)
             if local:
                 preds = out
             else:
@@ -280,7 +292,7 @@ def _run_chunk(
             with pa.ipc.new_stream(sink, full.schema) as writer:
                 writer.write_table(full)
             result["table"] = sink.getvalue().to_pybytes()
-            return _result(result)
+            return _result(result, mine.retries - retries)
         record = CommitRecord(
             chunk=item["index"],
             first_row=item["first_row"],
@@ -291,6 +303,7 @@ def _run_chunk(
         )
         ParquetSink(output_uri).write(full, record)
         result["record"] = record.model_dump_json()
+        return _result(result, mine.retries - retries)
     except Exception as e:  # not a prediction: reading, writing, the artifact store
         doc = _failure_doc(e, 0, item["rows"])
         doc["message"] = f"a Ray worker could not {stage}"
@@ -299,11 +312,12 @@ def _run_chunk(
     return _result(result)
 
 
-def _result(result: dict[str, Any]) -> Any:
+def _result(result: dict[str, Any], retries: int = 0) -> Any:
     import pyarrow as pa
 
     return pa.table(
         {
+            "retries": pa.array([retries], pa.int64()),
             "chunk": pa.array([result["chunk"]], pa.int64()),
             "record": pa.array([result["record"]], pa.string()),
             "error": pa.array([result["error"]], pa.string()),
@@ -393,7 +407,7 @@ def run_on_ray(
     from zenml_model_deployers.batch.runner import _failure, count_skipped
 
     skipped = [0, 0]
-    for index in sorted(skip):
+    for index in sorted(i for i in skip if i < job.chunks):
         count_skipped(Chunk(index, index * chunk_rows, None), job, bar, skipped)
     items = _descriptors(source, chunk_rows, skip)
     if not items:
@@ -436,6 +450,7 @@ def run_on_ray(
                 "local": local,
                 "output_uri": output_uri,
                 "stop_marker": marker,
+                "predictor_key": _predictor_key(predictor),
                 "store_id": _artifact_store_id(
                     [output_uri, source.files[0] if isinstance(source, ParquetSource) else None]
                 ),
@@ -452,6 +467,7 @@ def run_on_ray(
             )
             for results in _reraise_ray_errors(iterator):
                 for row in results.to_pylist():
+                    predictor.retries += row["retries"]  # made in the workers
                     if row["error"] is not None:
                         if not failures and marker is not None:
                             _touch(marker)
@@ -507,6 +523,18 @@ def _reraise_ray_errors(iterator: Any) -> Any:
             hint="check the Ray cluster (RAY_ADDRESS) and its workers' logs; chunks committed "
             "so far stay committed: run the same job again to finish it.",
         ) from e
+
+
+def _predictor_key(predictor: Predictor) -> str:
+    """A digest of everything the predictor is made of but its retry count (two services of
+    one deployment name behind different URLs, or other retry policies, are two predictors)."""
+    import copy
+    import hashlib
+    import pickle
+
+    clone = copy.copy(predictor)
+    clone.retries = 0
+    return hashlib.sha256(pickle.dumps(clone)).hexdigest()
 
 
 def _loads(text: str) -> dict[str, Any]:
