@@ -579,6 +579,13 @@ def test_ray_engine_gives_the_same_output_and_the_same_exactly_once_guarantees(
     assert got["prediction"].tolist() == data["expected"][:2000]
     assert rep.retries == 2 and faults.requests == 6 + 2
 
+    # After a refused chunk no new chunk is predicted: the chunks running finish, the others
+    # only see the stop marker (bounded work, not the remaining 39 chunks' requests).
+    faults.plan, faults.requests, small = ["500"], 0, {**kw_mem, "chunk_rows": 50}
+    with pytest.raises(PredictionError, match="planted 500"):
+        run_batch(frame, svc, engine="ray", output_uri=str(tmp_path / "f"), **small)
+    assert faults.requests <= 12
+
 
 def test_ray_workers_read_and_write_s3_through_the_stacks_artifact_store(
     local_ray: None, s3_bucket: Any, data: dict[str, Any]
