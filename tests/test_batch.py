@@ -324,6 +324,23 @@ def s3_bucket(zenml_env: Path) -> Iterator[Any]:
                 os.environ[k] = v
 
 
+def assert_s3_output(s3: Any, prefix: str, chunks: int, expected: list[Any]) -> None:
+    """The bucket's folder holds exactly the job's manifest, parts and commit records (nothing
+    half-made, no stop marker), and the parts hold the expected predictions in order."""
+    listed = s3.list_objects_v2(Bucket="zmd-batch", Prefix=f"{prefix}/")["Contents"]
+    keys = sorted(o["Key"].removeprefix(f"{prefix}/") for o in listed)
+    parts = [f"part-{i:06d}.parquet" for i in range(chunks)]
+    commits = [f"_zmd_commits/{i:06d}.json" for i in range(chunks)]
+    assert keys == [*commits, "_zmd_job.json", *parts]
+    frames = [
+        pd.read_parquet(
+            io.BytesIO(s3.get_object(Bucket="zmd-batch", Key=f"{prefix}/{p}")["Body"].read())
+        )
+        for p in parts
+    ]
+    assert pd.concat(frames)["prediction"].tolist() == expected
+
+
 def test_s3_input_and_output_through_the_s3_artifact_store(
     data: dict[str, Any], s3_bucket: Any
 ) -> None:
@@ -343,17 +360,7 @@ def test_s3_input_and_output_through_the_s3_artifact_store(
     )
     _, report = run_batch("s3://zmd-batch/in", **args)
     assert (report.rows, report.chunks, report.rows_predicted) == (ROWS, 3, ROWS)
-    listed = s3_bucket.list_objects_v2(Bucket="zmd-batch", Prefix="out/")["Contents"]
-    keys = sorted(o["Key"].removeprefix("out/") for o in listed)
-    parts = [f"part-{i:06d}.parquet" for i in range(3)]
-    assert keys == [f"_zmd_commits/{i:06d}.json" for i in range(3)] + ["_zmd_job.json"] + parts
-    frames = [
-        pd.read_parquet(
-            io.BytesIO(s3_bucket.get_object(Bucket="zmd-batch", Key=f"out/{p}")["Body"].read())
-        )
-        for p in parts
-    ]
-    assert pd.concat(frames)["prediction"].tolist() == data["expected"]
+    assert_s3_output(s3_bucket, "out", 3, data["expected"])
     # The same job again resumes from the commit records in the bucket: nothing predicted.
     _, again = run_batch("s3://zmd-batch/in", **args)
     assert (again.rows_predicted, again.chunks_skipped) == (0, 3)
@@ -598,7 +605,7 @@ def test_ray_workers_read_and_write_s3_through_the_stacks_artifact_store(
 
     s3, store = s3_bucket
     for i, name in enumerate(sorted((data["root"] / "clean").iterdir())):
-        s3.put_object(Bucket="zmd-batch", Key=f"in/p{i}.parquet", Body=name.read_bytes())
+        s3.put_object(Bucket="zmd-batch", Key=f"ray-in/p{i}.parquet", Body=name.read_bytes())
     client = Client()
     previous = client.active_stack_model
     component = client.create_stack_component(
@@ -622,7 +629,7 @@ def test_ray_workers_read_and_write_s3_through_the_stacks_artifact_store(
     client.activate_stack(stack.id)
     try:
         _, report = run_batch(
-            "s3://zmd-batch/in",
+            "s3://zmd-batch/ray-in",
             engine="ray",
             local=True,
             model_uri=data["lr"],
@@ -637,17 +644,7 @@ def test_ray_workers_read_and_write_s3_through_the_stacks_artifact_store(
         client.delete_stack(stack.id)
         client.delete_stack_component(component.id, StackComponentType.ARTIFACT_STORE)
     assert (report.engine, report.rows_predicted) == ("ray", ROWS)
-    listed = s3.list_objects_v2(Bucket="zmd-batch", Prefix="ray/")["Contents"]
-    keys = sorted(o["Key"].removeprefix("ray/") for o in listed)
-    parts = [f"part-{i:06d}.parquet" for i in range(3)]
-    assert keys == [f"_zmd_commits/{i:06d}.json" for i in range(3)] + ["_zmd_job.json"] + parts
-    frames = [
-        pd.read_parquet(
-            io.BytesIO(s3.get_object(Bucket="zmd-batch", Key=f"ray/{p}")["Body"].read())
-        )
-        for p in parts
-    ]
-    assert pd.concat(frames)["prediction"].tolist() == data["expected"]
+    assert_s3_output(s3, "ray", 3, data["expected"])
 
 
 def test_refused_batch_names_its_rows_and_the_fixed_model_resumes_the_job(

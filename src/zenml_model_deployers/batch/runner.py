@@ -296,7 +296,8 @@ def run_batch(
         chunk_rows: rows per chunk (the unit of commit and resume).
         batch_size: rows per request (None: the service's ``BATCH_SIZE``: 8192 for
             zmd-mlflow, 256 for flavors that set none).
-        concurrency: requests in flight (threads engine) or Ray workers (ray engine).
+        concurrency: requests in flight (threads engine), or Ray tasks in flight, one chunk
+            each (ray engine).
         timeout: seconds per request.
         retry: retries of transient failures (default: 5 attempts, 0.2 s doubling).
         local: load the model in-process (MLflow pyfunc) instead of calling the service.
