@@ -326,7 +326,7 @@ def s3_bucket(zenml_env: Path) -> Iterator[Any]:
 
 def assert_s3_output(s3: Any, prefix: str, chunks: int, expected: list[Any]) -> None:
     """The bucket's folder holds exactly the job's manifest, parts and commit records (nothing
-    half-made, no stop marker), and the parts hold the expected predictions in order."""
+    half-made, no run folder left), and the parts hold the expected predictions in order."""
     listed = s3.list_objects_v2(Bucket="zmd-batch", Prefix=f"{prefix}/")["Contents"]
     keys = sorted(o["Key"].removeprefix(f"{prefix}/") for o in listed)
     parts = [f"part-{i:06d}.parquet" for i in range(chunks)]
@@ -547,7 +547,7 @@ def test_ray_engine_gives_the_same_output_and_the_same_exactly_once_guarantees(
     done = sorted(int(p.stem) for p in (out / "_zmd_commits").glob("*.json"))
     assert 2 not in done and done == sorted(r.chunk for r in seen)
     assert {0, 1} <= set(done)  # both started before chunk 2 (2 in flight); they finish whole
-    assert sorted(p.name for p in out.iterdir()) == [  # nothing half-made, no stop marker left
+    assert sorted(p.name for p in out.iterdir()) == [  # nothing half-made, no run folder left
         "_zmd_commits",
         "_zmd_job.json",
         *(f"part-{i:06d}.parquet" for i in done),
@@ -587,7 +587,7 @@ def test_ray_engine_gives_the_same_output_and_the_same_exactly_once_guarantees(
     assert rep.retries == 2 and faults.requests == 6 + 2
 
     # After a refused chunk no new chunk is predicted: the chunks running finish, the others
-    # only see the stop marker (bounded work, not the remaining 39 chunks' requests).
+    # see the run's stop file (bounded work, not the remaining 39 chunks' requests).
     faults.plan, faults.requests, small = ["500"], 0, {**kw_mem, "chunk_rows": 50}
     with pytest.raises(PredictionError, match="planted 500"):
         run_batch(frame, svc, engine="ray", output_uri=str(tmp_path / "f"), **small)

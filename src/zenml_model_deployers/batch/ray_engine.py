@@ -3,7 +3,7 @@
 The driver reads only the Parquet footers and makes a reading plan: for each chunk not yet
 committed, the pieces of files (path, first row in the file, rows) that make up its fixed row
 range. Ray Data maps over those chunk descriptors, one chunk per task: a worker reads its
-chunk's row groups itself (``read_chunk``, bit-identical to what the default engine reads),
+chunk's row groups itself (``read_chunk``: the same rows and types the default engine reads),
 predicts it (the chunk's requests of ``batch_size`` rows against the deployment, or one
 ``predict`` of the model loaded once per worker with ``local=True``), and, when the only
 output is a Parquet folder, writes the part file and its commit record itself (the same
@@ -13,7 +13,8 @@ writes it (a database URL, which may hold a secret, never travels to workers). A
 input is sliced by the driver and shipped as Arrow (nothing to read).
 
 A failed chunk comes back as data; the driver raises the default engine's error naming its
-rows, lets the chunks already running finish (each one committed or not at all) and starts no
+rows, lets the chunks already started finish (each one committed or not at all: workers note
+the chunks they start in the run's folder and first look for its ``stop`` file) and starts no
 new one. Ray is the cluster at ``RAY_ADDRESS``, else a local one started here (and shut down
 at the end); a Ray already initialised in this process is used as it is.
 """
@@ -43,6 +44,10 @@ _WORKER_PREDICTORS: dict[str, Any] = {}
 # (URI scheme, artifact store) pairs whose filesystem this worker process has registered with
 # ZenML's fileio (a worker outlives a job: the next job may use another store's credentials).
 _WORKER_STORES: set[tuple[str, str | None]] = set()
+# In a run's folder (``_zmd_run-<id>`` in the output folder, removed at the end): one file per
+# chunk a worker starts, and the file that stops the run after a failure.
+STARTED = "started-"
+STOP = "stop"
 
 
 class Piece(NamedTuple):
@@ -221,7 +226,7 @@ def _run_chunk(
     batch_size: int,
     local: bool,
     output_uri: str | None,
-    stop_marker: str | None,
+    run_folder: str | None,
     store_id: str | None,
     predictor_key: str,
 ) -> Any:
@@ -235,7 +240,9 @@ def _run_chunk(
         batch_size: rows per request (remote).
         local: the predictor is the model itself (one predict per chunk).
         output_uri: the Parquet folder the worker commits to; None: return the table.
-        stop_marker: a file whose existence means "the job failed: start no chunk".
+        run_folder: where this run's workers say which chunks they start, and where a
+            ``stop`` file means "the job failed: start no chunk" (None: the driver stops the
+            execution itself).
         store_id: the driver's artifact store (for URIs with a scheme), or None.
         predictor_key: what identifies the predictor (``_predictor_key``).
 
@@ -258,10 +265,13 @@ def _run_chunk(
         pieces = [Piece(*p) for p in json.loads(item["pieces"])] if item["pieces"] else None
         _use_filesystem(output_uri, store_id)
         _use_filesystem(pieces[0].path if pieces else None, store_id)
-        if stop_marker is not None:
+        if run_folder is not None:
             from zenml.io import fileio
 
-            if fileio.exists(stop_marker):
+            # Said before looking for the stop file: a chunk the driver does not see started
+            # when it stops the job is never predicted.
+            _touch(f"{run_folder}/{STARTED}{item['index']}")
+            if fileio.exists(f"{run_folder}/{STOP}"):
                 return _result(result)
         stage = "read its chunk of the input"
         if pieces is not None:
@@ -432,12 +442,17 @@ def run_on_ray(
         ctx.enable_progress_bars,
         ctx.print_on_execution_start,
     )
-    # Workers that commit stop on this marker after a failure (the chunks they are running
-    # finish whole); without it, the driver ends the execution (workers write nothing).
-    marker = f"{output_uri}/_zmd_stop-{uuid.uuid4().hex[:12]}" if output_uri else None
+    # Workers that commit say in this run's folder which chunks they start, and start none
+    # after a failure (the driver waits for the ones started, each one committed whole or not
+    # at all); without it, the driver ends the execution at once (workers write nothing).
+    run_folder = f"{output_uri}/_zmd_run-{uuid.uuid4().hex[:12]}" if output_uri else None
     failures: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    running: set[int] = set()  # after a failure: chunks started whose result has not come
     iterator: Any = None
     try:
+        if run_folder is not None:
+            _makedirs(run_folder)
         ctx.execution_options.preserve_order = False  # results as chunks complete
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -449,7 +464,7 @@ def run_on_ray(
                 "batch_size": batch_size,
                 "local": local,
                 "output_uri": output_uri,
-                "stop_marker": marker,
+                "run_folder": run_folder,
                 "predictor_key": _predictor_key(predictor),
                 "store_id": _artifact_store_id(
                     [output_uri, source.files[0] if isinstance(source, ParquetSource) else None]
@@ -468,25 +483,25 @@ def run_on_ray(
             for results in _reraise_ray_errors(iterator):
                 for row in results.to_pylist():
                     predictor.retries += row["retries"]  # made in the workers
+                    seen.add(row["chunk"])
+                    running.discard(row["chunk"])
                     if row["error"] is not None:
-                        if not failures and marker is not None:
-                            _touch(marker)
+                        if not failures and run_folder is not None:
+                            _touch(f"{run_folder}/{STOP}")
+                            running = _started(run_folder) - seen
                         failures.append({"chunk": row["chunk"], **_loads(row["error"])})
-                        if marker is None:
-                            break
                     elif row["record"] is not None:
                         committed(CommitRecord.model_validate_json(row["record"]))
                     elif row["table"] is not None:
                         table = pa.ipc.open_stream(row["table"]).read_all()
-                        record = _record(row["chunk"], table, job, predictor)
-                        store(table, record)
-                if failures and marker is None:
-                    break
+                        store(table, _record(row["chunk"], table, job, predictor))
+                if failures and not running:
+                    break  # the rest of the execution is ended below (no chunk of it runs)
     finally:
         if iterator is not None:
             iterator.close()  # ends Ray Data's execution (a no-op once it has run out)
-        if marker is not None:
-            _remove(marker)
+        if run_folder is not None:
+            _remove_folder(run_folder)
         (
             ctx.execution_options.preserve_order,
             ctx.enable_progress_bars,
@@ -563,8 +578,27 @@ def _touch(uri: str) -> None:
         fh.write(b"")
 
 
-def _remove(uri: str) -> None:
+def _makedirs(uri: str) -> None:
     from zenml.io import fileio
 
-    if fileio.exists(uri):
-        fileio.remove(uri)
+    fileio.makedirs(uri)
+
+
+def _started(run_folder: str) -> set[int]:
+    """The chunks workers said they started in this run."""
+    from zenml.io import fileio
+
+    names = (str(n).rsplit("/", 1)[-1] for n in fileio.listdir(run_folder))
+    return {int(n.removeprefix(STARTED)) for n in names if n.startswith(STARTED)}
+
+
+def _remove_folder(uri: str) -> None:
+    """Removes a folder and what it holds (on object stores, whatever the listing cache of
+    this process says: ``fileio.rmtree`` first asks ``isdir``, which s3fs may answer from a
+    listing older than the workers' files; the filesystem's recursive delete lists afresh)."""
+    from zenml.io.filesystem_registry import default_filesystem_registry
+
+    try:
+        default_filesystem_registry.get_filesystem_for_path(uri).rmtree(uri)
+    except FileNotFoundError:
+        pass
