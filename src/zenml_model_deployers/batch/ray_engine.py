@@ -118,7 +118,9 @@ def plan_chunks(
 
 
 def read_chunk(pieces: list[Piece], columns: list[str] | None) -> Any:
-    """Reads one chunk's pieces: only the row groups that overlap them, sliced.
+    """Reads one chunk's pieces: only the row groups that overlap them, streamed in batches
+    from the first overlapping row group and stopped once the piece is read (a file written
+    as one large row group is not read whole for each of its chunks).
 
     Local files are read by Arrow natively, URIs through ``fileio`` (the artifact store's
     filesystem), as the default engine reads them; the rows and types are the same as
@@ -137,19 +139,28 @@ def read_chunk(pieces: list[Piece], columns: list[str] | None) -> Any:
     batches: list[Any] = []
     schema = None
     for piece in pieces:
+        end = piece.start + piece.rows
         with _open(piece.path) as fh:
             reader = pq.ParquetFile(fh)
-            groups, first, pos = [], -1, 0
+            groups, pos = [], -1  # pos: the file row the first overlapping row group starts at
+            at = 0
             for k in range(reader.metadata.num_row_groups):
                 n = reader.metadata.row_group(k).num_rows
-                if pos < piece.start + piece.rows and pos + n > piece.start:
-                    first = pos if first < 0 else first
+                if at < end and at + n > piece.start:
+                    pos = at if pos < 0 else pos
                     groups.append(k)
-                pos += n
-            table = reader.read_row_groups(groups, columns=columns)
-        part = table.slice(piece.start - first, piece.rows)
-        schema = schema if schema is not None else part.schema
-        batches.extend(b for b in part.to_batches() if b.num_rows)
+                at += n
+            for batch in reader.iter_batches(
+                batch_size=min(piece.rows, 65_536), row_groups=groups, columns=columns
+            ):
+                lo, hi = max(piece.start, pos), min(end, pos + batch.num_rows)
+                if hi > lo:
+                    part = batch.slice(lo - pos, hi - lo)
+                    schema = schema if schema is not None else part.schema
+                    batches.append(part)
+                pos += batch.num_rows
+                if pos >= end:
+                    break
     return pa.Table.from_batches(batches, schema=schema)
 
 
