@@ -636,7 +636,7 @@ def test_ray_workers_read_and_write_s3_through_the_stacks_artifact_store(
             columns=["f1", "f2"],
             output_uri="s3://zmd-batch/ray",
             chunk_rows=2000,
-            concurrency=2,
+            concurrency=1,
             progress=False,
         )
     finally:
