@@ -12,6 +12,10 @@ same run:
 - peak RSS of the job (a fresh process each) for 1M rows vs 100k rows;
 - ``local=True`` (model in-process) vs a bare ``model.predict`` on the same in-memory frame;
 - ``engine="ray"`` (a local Ray on 2 CPUs, started before timing) vs the default engine.
+
+``ZMD_BENCH_BATCH_ONLY=ray`` runs only a Ray section (``run_ray``): Ray vs threads against the
+deployment and with ``local=True``; with another checkout's ``src`` first on ``PYTHONPATH`` it
+measures that code the same way (docs/benchmarks.md: main vs the branch, alternated).
 """
 
 from __future__ import annotations
@@ -580,8 +584,102 @@ def run() -> dict[str, Any]:
     }
 
 
+def run_ray() -> dict[str, Any]:
+    """Only the Ray section (``ZMD_BENCH_BATCH_ONLY=ray``): engine="ray" vs the default engine
+    on the same 1M-row Parquet dataset, against the deployment and with ``local=True``, at the
+    job's defaults, interleaved rounds; the same output checked part for part. Run it with
+    another checkout's ``src`` first on ``PYTHONPATH`` to measure that code the same way."""
+    root = c.isolated_env("batch-ray")
+    c.zmd_stack()
+    import pandas as pd
+    import ray
+
+    import zenml_model_deployers
+    from zenml_model_deployers.batch import run_batch
+    from zenml_model_deployers.flavors import get_deployer
+    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+
+    load = os.getloadavg()
+    model_uri = _model(root / "model")
+    big = _write_parquet(_frame(BIG, seed=2), root / "data-1m", 10)
+    d = get_deployer("zmd-mlflow")
+    svc = d.deploy(
+        MLflowDeploymentConfig(deployment_name="bench-batch-ray", model_uri=model_uri),
+        timeout=TIMEOUT,
+    )
+    rates: dict[str, list[float]] = {k: [] for k in ("ray", "threads", "ray_local", "local")}
+    same = True
+    try:
+        t0 = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray_start = time.perf_counter() - t0
+        try:
+            run_batch(big, svc, engine="ray", concurrency=2, progress=False)  # warm workers
+            for r in range(ROUNDS):
+                for name, kw in (
+                    ("ray", dict(service=svc, engine="ray", concurrency=2)),
+                    ("threads", dict(service=svc)),
+                    ("ray_local", dict(local=True, model_uri=model_uri, engine="ray")),
+                    ("local", dict(local=True, model_uri=model_uri)),
+                ):
+                    out = root / f"{name}-{r}"
+                    _, rep = run_batch(big, output_uri=str(out), progress=False, **kw)  # type: ignore[arg-type]
+                    rates[name].append(rep.rows_per_second)
+                    if r == 0 and name != "ray":
+                        same &= pd.read_parquet(out).equals(pd.read_parquet(root / "ray-0"))
+        finally:
+            ray.shutdown()
+    finally:
+        d.delete(svc)
+    m = {k: c.median(v) for k, v in rates.items()}
+    load_after = os.getloadavg()
+    code = Path(zenml_model_deployers.__file__).resolve().parents[2]
+    return {
+        "name": "batch-ray",
+        "title": f"Batch inference on Ray vs the default engine ({code})",
+        "method": (
+            f"1M rows (10 Parquet files), job defaults; {ROUNDS} rounds interleaved, medians; "
+            "a local Ray (num_cpus=2) started and warmed before timing "
+            f"({ray_start:.1f} s to start). Load average before: {load[0]:.1f} {load[1]:.1f} "
+            f"{load[2]:.1f}; after: {load_after[0]:.1f} {load_after[1]:.1f} {load_after[2]:.1f}."
+        ),
+        "tables": [
+            {
+                "caption": "Rows per second (medians)",
+                "headers": ["job", "rows/s", "ratio"],
+                "rows": [
+                    ["threads, against the deployment", f"{m['threads']:,.0f}", "1.00x"],
+                    [
+                        'engine="ray" (2 tasks), against the deployment',
+                        f"{m['ray']:,.0f}",
+                        c.fmt_ratio(m["ray"] / m["threads"]),
+                    ],
+                    ["local=True, threads", f"{m['local']:,.0f}", "1.00x"],
+                    [
+                        'local=True, engine="ray"',
+                        f"{m['ray_local']:,.0f}",
+                        c.fmt_ratio(m["ray_local"] / m["local"]),
+                    ],
+                ],
+            }
+        ],
+        "goals": [
+            {
+                "goal": 'engine="ray": same output as the default engine',
+                "value": f"{'same' if same else 'DIFFERENT'}; ray/threads "
+                f"{c.fmt_ratio(m['ray'] / m['threads'])}",
+                "met": same,
+            }
+        ],
+        "notes": [],
+        "data": {"rates": rates, "load": [load, load_after], "same": same, "code": str(code)},
+    }
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--rss-child":
         _rss_child(sys.argv[2])
+    elif os.environ.get("ZMD_BENCH_BATCH_ONLY") == "ray":
+        c.main_for("batch-ray", run_ray)
     else:
         c.main_for("batch", run)

@@ -138,6 +138,35 @@ def test_chunks_are_the_same_fixed_row_ranges_whatever_is_skipped(
                     assert ids == list(range(g.index * c, min(n, (g.index + 1) * c)))
 
 
+def test_ray_workers_read_from_the_footer_plan_exactly_the_chunks_the_driver_reads(
+    tmp_path: Path,
+) -> None:
+    """The ray engine's workers read their chunk's row groups themselves, from a plan made of
+    footers only: each chunk equal to what `ParquetSource.chunks` yields (values, types,
+    columns), for chunks within a row group, across row groups and across (empty) files."""
+    from zenml_model_deployers.batch.ray_engine import plan_chunks, read_chunk
+
+    sizes, n = [7, 0, 13, 5, 1, 20, 3, 0], 0
+    for k, (size, group) in enumerate(zip(sizes, [4, 3, 5, 2, 1, 6, 3, 4], strict=True)):
+        ids = np.arange(n, n + size)
+        pd.DataFrame(
+            {"id": ids, "x": ids * 0.5, "s": [f"r{i}" for i in ids], "b": ids % 3 == 0}
+        ).to_parquet(tmp_path / f"f{k:02d}.parquet", row_group_size=group)
+        n += size
+    for columns in (None, ["s", "id"]):
+        source = ParquetSource(str(tmp_path), columns)
+        for c in (1, 4, 6, 13, 20, 100):
+            skip = {1, 3} if c < 20 else set()
+            plans = plan_chunks(source.files, source.file_rows(), c, skip)
+            driver = [g for g in source.chunks(c, skip) if g.table is not None]
+            assert [p.index for p in plans] == [g.index for g in driver]
+            for plan, chunk in zip(plans, driver, strict=True):
+                got = read_chunk(plan.pieces, columns)
+                assert (plan.first_row, plan.rows) == (chunk.first_row, chunk.rows)
+                assert got.schema.equals(chunk.table.schema, check_metadata=False)
+                assert got.equals(chunk.table), (c, plan)
+
+
 def test_in_memory_input_local_model_and_service_give_the_same_frame(
     scorer: Any, data: dict[str, Any]
 ) -> None:
@@ -308,6 +337,23 @@ def s3_bucket(zenml_env: Path) -> Iterator[Any]:
                 os.environ[k] = v
 
 
+def assert_s3_output(s3: Any, prefix: str, chunks: int, expected: list[Any]) -> None:
+    """The bucket's folder holds exactly the job's manifest, parts and commit records (nothing
+    half-made, no run folder left), and the parts hold the expected predictions in order."""
+    listed = s3.list_objects_v2(Bucket="zmd-batch", Prefix=f"{prefix}/")["Contents"]
+    keys = sorted(o["Key"].removeprefix(f"{prefix}/") for o in listed)
+    parts = [f"part-{i:06d}.parquet" for i in range(chunks)]
+    commits = [f"_zmd_commits/{i:06d}.json" for i in range(chunks)]
+    assert keys == [*commits, "_zmd_job.json", *parts]
+    frames = [
+        pd.read_parquet(
+            io.BytesIO(s3.get_object(Bucket="zmd-batch", Key=f"{prefix}/{p}")["Body"].read())
+        )
+        for p in parts
+    ]
+    assert pd.concat(frames)["prediction"].tolist() == expected
+
+
 def test_s3_input_and_output_through_the_s3_artifact_store(
     data: dict[str, Any], s3_bucket: Any
 ) -> None:
@@ -327,17 +373,7 @@ def test_s3_input_and_output_through_the_s3_artifact_store(
     )
     _, report = run_batch("s3://zmd-batch/in", **args)
     assert (report.rows, report.chunks, report.rows_predicted) == (ROWS, 3, ROWS)
-    listed = s3_bucket.list_objects_v2(Bucket="zmd-batch", Prefix="out/")["Contents"]
-    keys = sorted(o["Key"].removeprefix("out/") for o in listed)
-    parts = [f"part-{i:06d}.parquet" for i in range(3)]
-    assert keys == [f"_zmd_commits/{i:06d}.json" for i in range(3)] + ["_zmd_job.json"] + parts
-    frames = [
-        pd.read_parquet(
-            io.BytesIO(s3_bucket.get_object(Bucket="zmd-batch", Key=f"out/{p}")["Body"].read())
-        )
-        for p in parts
-    ]
-    assert pd.concat(frames)["prediction"].tolist() == data["expected"]
+    assert_s3_output(s3_bucket, "out", 3, data["expected"])
     # The same job again resumes from the commit records in the bucket: nothing predicted.
     _, again = run_batch("s3://zmd-batch/in", **args)
     assert (again.rows_predicted, again.chunks_skipped) == (0, 3)
@@ -491,30 +527,136 @@ def local_ray() -> Iterator[None]:
 
 
 def test_ray_engine_gives_the_same_output_and_the_same_exactly_once_guarantees(
-    local_ray: None, scorer: Any, data: dict[str, Any], tmp_path: Path
+    local_ray: None,
+    scorer: Any,
+    faulty: tuple[Any, _Faults],
+    data: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
+    """Workers read their chunks, predict and commit the Parquet parts themselves; a refused
+    chunk names its rows; every chunk a worker finished is committed and reported, none is
+    half-written, and a re-run writes each missing chunk once."""
     kw: dict[str, Any] = dict(
         columns=["f1", "f2"], chunk_rows=1500, batch_size=500, concurrency=2, progress=False
     )
     clean, dirty = str(data["root"] / "clean"), str(data["root"] / "dirty")
     # map_batches against the deployment (the model loaded in the workers: the resume below).
-    _, remote = run_batch(clean, scorer, engine="ray", output_uri=str(tmp_path / "r"), **kw)
+    seen: list[Any] = []
+    _, remote = run_batch(
+        clean, scorer, engine="ray", output_uri=str(tmp_path / "r"), on_chunk=seen.append, **kw
+    )
     assert (remote.engine, remote.rows_predicted) == ("ray", ROWS)
     assert read_parts(tmp_path / "r")["prediction"].tolist() == data["expected"]
+    assert sorted(r.chunk for r in seen) == [0, 1, 2, 3]  # reported as workers commit
+    assert {r.predicted_by for r in seen} == {remote.predicted_by}
 
-    # A batch a worker's request is refused for: its rows and the model's words; the chunks
-    # of the windows before it stay committed and a re-run skips them.
-    out = str(tmp_path / "d")
+    # A chunk whose request is refused: its rows and the model's words. Chunks run in any
+    # order: the ones workers finished are committed (and reported), the failed one is not.
+    out, seen = tmp_path / "d", []
     with pytest.raises(PredictionError) as err:
-        run_batch(dirty, scorer, engine="ray", output_uri=out, **kw)
+        run_batch(dirty, scorer, engine="ray", output_uri=str(out), on_chunk=seen.append, **kw)
     assert "rows 4000-4499" in str(err.value) and "NaN" in str(err.value)
-    assert len(list((tmp_path / "d" / "_zmd_commits").glob("*.json"))) == 2
+    done = sorted(int(p.stem) for p in (out / "_zmd_commits").glob("*.json"))
+    assert 2 not in done and done == sorted(r.chunk for r in seen)
+    assert {0, 1} <= set(done)  # both started before chunk 2 (2 in flight); they finish whole
+    assert sorted(p.name for p in out.iterdir()) == [  # nothing half-made, no run folder left
+        "_zmd_commits",
+        "_zmd_job.json",
+        *(f"part-{i:06d}.parquet" for i in done),
+    ]
+    for i in done:
+        part = pd.read_parquet(out / f"part-{i:06d}.parquet")
+        assert part["prediction"].tolist() == data["expected"][i * 1500 : (i + 1) * 1500]
     _, resumed = run_batch(
-        dirty, engine="ray", local=True, model_uri=data["imputing"], output_uri=out, **kw
+        dirty, engine="ray", local=True, model_uri=data["imputing"], output_uri=str(out), **kw
     )
-    assert (resumed.chunks_skipped, resumed.rows_predicted) == (2, ROWS - 3000)
-    assert read_parts(tmp_path / "d")["prediction"].tolist()[:3000] == data["expected"][:3000]
-    assert len(read_parts(tmp_path / "d")) == ROWS
+    assert (resumed.chunks_skipped, resumed.rows_predicted) == (len(done), ROWS - 1500 * len(done))
+    assert read_parts(out)["prediction"].tolist()[:3000] == data["expected"][:3000]
+    assert len(read_parts(out)) == ROWS
+
+    # A database output: workers return Arrow tables and the driver writes (the URL stays
+    # here); an in-memory input is sliced by the driver; the result equals the threads engine.
+    db = tmp_path / "scores.db"
+    frame = data["frame"].iloc[:2000][["f1", "f2"]]
+    kw_mem = {**kw, "chunk_rows": 700, "columns": None}
+    _, rep = run_batch(frame, scorer, engine="ray", database_url=f"sqlite:///{db}", **kw_mem)
+    assert table_rows(db)["prediction"].tolist() == data["expected"][:2000] and rep.chunks == 3
+    with pytest.raises(PredictionError, match="rows 4000-4499"):  # the driver stops the rest
+        run_batch(dirty, scorer, engine="ray", database_url=f"sqlite:///{db}", table="d", **kw)
+    with sqlite3.connect(db) as con:
+        (commits,) = con.execute("select count(*) from zmd_batch_commits where target_table='d'")
+    assert len(table_rows(db, "d")) == 1500 * commits[0] < ROWS  # whole chunks only
+    on_ray, _ = run_batch(frame, engine="ray", local=True, model_uri=data["lr"], **kw_mem)
+    on_threads, _ = run_batch(frame, local=True, model_uri=data["lr"], **kw_mem)
+    pd.testing.assert_frame_equal(on_ray, on_threads)
+
+    # Transient failures are retried in the workers, and the report counts them.
+    svc, faults = faulty
+    faults.plan = ["503", "reset"]
+    fast = RetryPolicy(attempts=4, backoff=0.01)
+    got, rep = run_batch(frame, svc, engine="ray", retry=fast, **{**kw_mem, "batch_size": 350})
+    assert got["prediction"].tolist() == data["expected"][:2000]
+    assert rep.retries == 2 and faults.requests == 6 + 2
+
+    # After a refused chunk no new chunk is predicted: the chunks running finish, the others
+    # see the run's stop file (bounded work, not the remaining 39 chunks' requests).
+    faults.plan, faults.requests, small = ["500"], 0, {**kw_mem, "chunk_rows": 50}
+    with pytest.raises(PredictionError, match="planted 500"):
+        run_batch(frame, svc, engine="ray", output_uri=str(tmp_path / "f"), **small)
+    assert faults.requests <= 12
+
+
+def test_ray_workers_read_and_write_s3_through_the_stacks_artifact_store(
+    local_ray: None, s3_bucket: Any, data: dict[str, Any]
+) -> None:
+    """Fresh Ray workers have no `s3://` filesystem: they build the driver's artifact store
+    from its component (its credentials in its configuration, not in the workers' env), then
+    read their chunks from and commit their parts to the bucket."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    s3, store = s3_bucket
+    for i, name in enumerate(sorted((data["root"] / "clean").iterdir())):
+        s3.put_object(Bucket="zmd-batch", Key=f"ray-in/p{i}.parquet", Body=name.read_bytes())
+    client = Client()
+    previous = client.active_stack_model
+    component = client.create_stack_component(
+        name="zmd-batch-s3-keys",
+        flavor="s3",
+        component_type=StackComponentType.ARTIFACT_STORE,
+        configuration={
+            **store.config.model_dump(exclude_none=True),
+            "key": "moto",
+            "secret": "moto",
+        },
+    )
+    orchestrator = previous.components[StackComponentType.ORCHESTRATOR][0].id
+    stack = client.create_stack(
+        name="zmd-batch-s3",
+        components={
+            StackComponentType.ORCHESTRATOR: str(orchestrator),
+            StackComponentType.ARTIFACT_STORE: str(component.id),
+        },
+    )
+    client.activate_stack(stack.id)
+    try:
+        _, report = run_batch(
+            "s3://zmd-batch/ray-in",
+            engine="ray",
+            local=True,
+            model_uri=data["lr"],
+            columns=["f1", "f2"],
+            output_uri="s3://zmd-batch/ray",
+            chunk_rows=2000,
+            concurrency=1,
+            progress=False,
+        )
+    finally:
+        client.activate_stack(previous.id)
+        client.delete_stack(stack.id)
+        client.delete_stack_component(component.id, StackComponentType.ARTIFACT_STORE)
+    assert (report.engine, report.rows_predicted) == ("ray", ROWS)
+    assert_s3_output(s3, "ray", 3, data["expected"])
 
 
 def test_refused_batch_names_its_rows_and_the_fixed_model_resumes_the_job(

@@ -305,7 +305,8 @@ def run_batch(
         chunk_rows: rows per chunk (the unit of commit and resume).
         batch_size: rows per request (None: the service's ``BATCH_SIZE``: 8192 for
             zmd-mlflow, 256 for flavors that set none).
-        concurrency: requests in flight (threads engine) or Ray workers (ray engine).
+        concurrency: requests in flight (threads engine), or Ray tasks in flight, one chunk
+            each (ray engine).
         timeout: seconds per request.
         retry: retries of transient failures (default: 5 attempts, 0.2 s doubling).
         local: load the model in-process (MLflow pyfunc) instead of calling the service.
@@ -367,8 +368,18 @@ def run_batch(
         done_everywhere = set.intersection(*committed)
         bar = BatchProgress(total, f"Batch {job.job_id}", progress)
 
+        def reported(record: CommitRecord) -> None:
+            bar.advance(record.rows, predicted=True)
+            if on_chunk is not None:
+                on_chunk(record)
+
+        def store(out: Any, record: CommitRecord) -> None:
+            for sink, done in zip(sinks, committed, strict=True):
+                if record.chunk not in done:
+                    sink.write(out, record)
+            reported(record)
+
         def commit(chunk: Chunk, preds: Any) -> None:
-            out = _with_predictions(chunk.table, preds)
             record = CommitRecord(
                 chunk=chunk.index,
                 first_row=chunk.first_row,
@@ -377,22 +388,31 @@ def run_batch(
                 predicted_by=predictor.name,
                 committed_at=datetime.now(UTC).isoformat(),
             )
-            for sink, done in zip(sinks, committed, strict=True):
-                if chunk.index not in done:
-                    sink.write(out, record)
-            bar.advance(chunk.rows, predicted=True)
-            if on_chunk is not None:
-                on_chunk(record)
+            store(_with_predictions(chunk.table, preds), record)
 
-        chunks = source.chunks(chunk_rows, skip=done_everywhere)
         try:
             if engine == "ray":
                 from zenml_model_deployers.batch.ray_engine import run_on_ray
 
+                # Workers commit Parquet parts themselves when that is the only output; a
+                # database (its URL may hold a secret) and a memory result stay here.
+                by_workers = output_uri if sql is None and memory is None else None
                 skipped = run_on_ray(
-                    chunks, predictor, job, commit, bar, batch_size, concurrency, local
+                    source,
+                    chunk_rows,
+                    done_everywhere,
+                    predictor,
+                    job,
+                    bar,
+                    batch_size,
+                    concurrency,
+                    local,
+                    by_workers,
+                    store,
+                    reported,
                 )
             else:
+                chunks = source.chunks(chunk_rows, skip=done_everywhere)
                 skipped = _run_threads(chunks, predictor, job, commit, bar, batch_size, concurrency)
         finally:
             bar.close()
