@@ -169,8 +169,17 @@ def test_killed_server_heals_and_waiting_requests_are_served(
     # in the socket's backlog instead of being refused.
     r = requests.post(url, data=BODY, headers=HEADERS, timeout=120)
     assert r.status_code == 200 and r.json() == {"predictions": [1]}
+    # The first new worker to accept serves it; the front records the restart once the whole
+    # server is ready (CI once read the record while it still said "starting").
+    deadline = time.monotonic() + 60
     healed = mlflow_deployer.find_deployment(NAME)
+    while (healed.status.restarts, healed.status.state.value) != (1, "active") and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+        healed = mlflow_deployer.find_deployment(NAME)
     assert healed.status.restarts == 1 and healed.status.server.pid != pid
+    assert healed.status.state.value == "active"
     assert _relay(healed)["accepting"] is False
 
 
