@@ -31,7 +31,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from zenml_model_deployers.batch.sinks import CommitRecord, JobManifest
-from zenml_model_deployers.batch.sources import Chunk, FrameSource, ParquetSource, _open
+from zenml_model_deployers.batch.sources import (
+    Chunk,
+    FrameSource,
+    ParquetSource,
+    _open,
+    forget_listings,
+)
 from zenml_model_deployers.errors import PredictionError
 
 if TYPE_CHECKING:
@@ -596,9 +602,11 @@ def _makedirs(uri: str) -> None:
 
 
 def _started(run_folder: str) -> set[int]:
-    """The chunks workers said they started in this run."""
+    """The chunks workers said they started in this run (listed afresh: other processes wrote
+    them, and s3fs or gcsfs may hold an older listing)."""
     from zenml.io import fileio
 
+    forget_listings(run_folder)
     names = (str(n).rsplit("/", 1)[-1] for n in fileio.listdir(run_folder))
     return {int(n.removeprefix(STARTED)) for n in names if n.startswith(STARTED)}
 
