@@ -102,6 +102,24 @@ def test_a_plain_token_is_refused() -> None:
     assert "abc-plain-1" not in str(ei.value)
 
 
+def test_component_token_is_a_reference_handed_on_unresolved() -> None:
+    """On a cluster component, the token is a ZenML secret reference (ZenML refuses one on a
+    field with a field validator: the check is the model's); a deployment takes it from the
+    component as the reference, never resolved (the secret need not exist to configure)."""
+    from zenml_model_deployers.flavors.kserve.flavor import KServeDeployerConfig
+    from zenml_model_deployers.flavors.kserve.service import KServeDeploymentConfig
+    from zenml_model_deployers.flavors.seldon.flavor import SeldonDeployerConfig
+    from zenml_model_deployers.kube.client import component_defaults
+
+    ref = "{{zmd-no-such-secret.token}}"
+    for cls in (SeldonDeployerConfig, KServeDeployerConfig):
+        component = cls(prometheus_url="http://p:9090", prometheus_token=ref)
+        config = KServeDeploymentConfig(deployment_name="iris", model_uri="gs://b/iris")
+        update = component_defaults(config, component)
+        assert update["prometheus_token"] == ref and update["prometheus_url"] == "http://p:9090"
+        assert config.model_copy(update=update).prometheus_token == ref
+
+
 def test_storage_secret_is_a_name_on_the_component_and_on_the_deployment() -> None:
     """Credentials given where a secret's name belongs are refused, without being echoed, on
     both cluster flavors' component settings and deployment configs."""

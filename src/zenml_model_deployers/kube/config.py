@@ -4,14 +4,16 @@ lives and how it is reached (none of it is in the revision's hash)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict, field_validator, model_validator
 from zenml.models import ServiceConnectorRequirements
+from zenml.utils.secret_utils import SecretField
 
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
 from zenml_model_deployers.kube.client import KubeTarget
+from zenml_model_deployers.secrets import reject_plain_secrets
 
 
 def check_token_reference(v: str | None) -> str | None:
@@ -86,12 +88,19 @@ class KubeDeployerConfig(BaseDeployerConfig):
     base_url: str = ""
     storage_secret: str | None = None
     prometheus_url: str | None = None
-    prometheus_token: str | None = None
+    # ZenML's own secret field: a reference is resolved on attribute access. ZenML refuses a
+    # reference on a field that has a field validator, so the check is a model validator.
+    prometheus_token: str | None = SecretField(default=None)
 
-    @field_validator("prometheus_token")
+    @model_validator(mode="before")
     @classmethod
-    def _token_reference(cls, v: str | None) -> str | None:
-        return check_token_reference(v)
+    def _token_reference(cls, data: Any) -> Any:
+        return reject_plain_secrets(
+            data,
+            "cluster model deployer",
+            {"prometheus_token": "{{prometheus.token}}"},
+            "`zenml secret create prometheus --token=...`.",
+        )
 
     @field_validator("storage_secret")
     @classmethod
