@@ -260,6 +260,10 @@ def test_plain_credentials_are_refused() -> None:
     assert "secret reference" in str(ei.value) and "dapi-plain-value" not in str(ei.value)
     with pytest.raises(ValidationError, match="both `client_id` and `client_secret`"):
         DatabricksDeployerConfig(host="https://x", client_id="sp")
+    # A reference is checked as given, not resolved: the component can be configured before
+    # its secret exists (and configuring does not fetch it).
+    later = DatabricksDeployerConfig(host="https://x", token="{{zmd-not-yet.token}}")
+    assert later.model_dump()["token"] == "{{zmd-not-yet.token}}"
 
 
 def test_timed_out_update_is_put_back_after_databricks_finishes_it(

@@ -8,7 +8,7 @@ from pydantic import ConfigDict, model_validator
 from zenml.utils.secret_utils import SecretField
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
-from zenml_model_deployers.secrets import reject_plain_secrets
+from zenml_model_deployers.secrets import is_secret_reference, reject_plain_secrets
 
 FLAVOR_NAME = "zmd-databricks"
 CREDENTIALS_HINT = (
@@ -74,18 +74,25 @@ class DatabricksDeployerConfig(BaseDeployerConfig):
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> DatabricksDeployerConfig:
-        sp = self.client_id is not None or self.client_secret is not None
-        if self.token is not None and sp:
+        # The values as given (secret references unresolved): reading the attributes would
+        # fetch the secrets, so configuring would need them to exist already.
+        raw = self.__dict__
+        token, client_id, client_secret = (
+            raw.get(k) for k in ("token", "client_id", "client_secret")
+        )
+        sp = client_id is not None or client_secret is not None
+        if token is not None and sp:
             raise ValueError(
                 "give either `token` (personal access token) or `client_id` + "
                 "`client_secret` (service principal), not both."
             )
-        if sp and (self.client_id is None or self.client_secret is None):
+        if sp and (client_id is None or client_secret is None):
             raise ValueError("a service principal needs both `client_id` and `client_secret`.")
-        if self.token is None and not sp:
+        if token is None and not sp:
             raise ValueError(f"no Databricks credentials: {CREDENTIALS_HINT}")
-        if not self.host.startswith(("https://", "http://")):
-            raise ValueError(f"host {self.host!r} must be a URL such as https://<workspace>.")
+        host = str(raw.get("host", ""))
+        if not is_secret_reference(host) and not host.startswith(("https://", "http://")):
+            raise ValueError(f"host {host!r} must be a URL such as https://<workspace>.")
         return self
 
 
