@@ -241,7 +241,7 @@ def component_defaults(config: Any, component: Any, connector: Any = None) -> di
     # Where per-revision metrics are read (components without the settings have none). The
     # token goes on as the component holds it, a secret reference: reading the attribute
     # would resolve it (ZenML's secret fields), and the value must never reach a config.
-    raw = component.model_dump() if hasattr(component, "model_dump") else vars(component)
+    raw = component.model_dump()
     for key in ("prometheus_url", "prometheus_token"):
         if getattr(config, key, None) is None and raw.get(key):
             update[key] = raw[key]
