@@ -11,7 +11,9 @@ port, ``read_revision_metrics`` and ``zmd models describe/list --stats`` show th
 whichever path a request took.
 
 uvicorn imports this module (``zenml_model_deployers.flavors.mlflow.metered:app``) in every
-worker; ``serve.py`` sets the environment first (the folder and the labels).
+worker; ``serve.py`` sets the environment first (the folder and the labels). Importing it also
+makes the worker retire without losing a kept-alive connection's next request (``drain.py``:
+while it retires, every answer carries ``Connection: close``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from zenml_model_deployers.flavors.mlflow import drain
 from zenml_model_deployers.local.relay_metrics import BOUNDS
 
 DEPLOYMENT_ENV = "ZMD_METRICS_DEPLOYMENT"
@@ -103,6 +106,7 @@ class Metered:
             if not answered and message["type"] == "http.response.start":
                 answered = True
                 self._answered(int(message["status"]), t0)
+                drain.close_after(message)
             await send(message)
 
         try:
@@ -121,6 +125,9 @@ class Metered:
 
 def _app() -> Metered:
     from mlflow.pyfunc.scoring_server.app import app as mlflow_app
+
+    # This worker retires without dropping a kept-alive connection's next request (drain.py).
+    drain.install()
 
     return Metered(mlflow_app, os.environ.get(DEPLOYMENT_ENV, ""), os.environ.get(REVISION_ENV, ""))
 
