@@ -14,7 +14,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from zenml_model_deployers import cli
 from zenml_model_deployers.cli import main as zmd
+from zenml_model_deployers.errors import DeploymentNotFoundError
 from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
 
 
@@ -243,5 +245,15 @@ def test_fast_list_of_a_local_flavor_ignores_remote_rows(deployed: Any) -> None:
         assert list_local_rows() is None
         rows = list_local_rows(flavor="zmd-mlflow")
         assert rows is not None and any(x["name"] == "cli-demo" for x in rows)
+        # A command about one local deployment stays on the fast path (describe, logs, start);
+        # one about the remote deployment, or an ambiguous prefix, is resolved as ZenML would.
+        local = cli._fast_row("cli-demo", None)
+        assert local is not None and local["flavor"] == "zmd-mlflow" and local["state"]
+        assert cli._fast_row("remote-row", None) is None
+        assert cli._fast_row(str(row.id), None) is None
+        with pytest.raises(DeploymentNotFoundError):
+            cli._fast_row("no-such-deployment", None)
+        described = CliRunner().invoke(zmd, ["models", "describe", "cli-demo", "-o", "json"])
+        assert described.exit_code == 0, described.output
     finally:
         Client().delete_service(row.id)

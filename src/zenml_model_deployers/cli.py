@@ -175,12 +175,13 @@ def _resolve(ref: str, flavor: str | None = None) -> DeploymentService:
 def _fast_row(ref: str, flavor: str | None) -> dict[str, Any] | None:
     """The deployment's row read without ZenML (see local/fastlist.py), or None: take ZenML's
     path. Raises like ``_resolve`` when nothing or several match: both see the same rows."""
-    from zenml_model_deployers.local.fastlist import local_rows
+    from zenml_model_deployers.local.fastlist import live_row, row_refs
 
-    rows = local_rows(flavor)
-    if rows is None:
+    # Resolved among every row (a remote one's state is not needed to tell it apart).
+    refs = row_refs(flavor)
+    if refs is None:
         return None
-    return _pick(ref, rows, lambda r: (r["id"], r["name"], r["flavor"]))
+    return live_row(_pick(ref, refs, lambda r: (r["id"], r["name"], r["flavor"])))
 
 
 def _deployer_for(service: DeploymentService) -> Any:

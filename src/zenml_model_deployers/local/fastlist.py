@@ -14,7 +14,9 @@ and checks the processes' liveness (and the front's supervision record) exactly 
 It returns None — and the caller takes ZenML's client path — whenever it is not sure that it
 sees what ZenML would: another store, store settings from the environment, a ZenML repository
 (``.zen``) that may pin another project, an unknown schema, a remote flavor (whose status must
-come from its API), a refused request, or any error. ``ZMD_FAST_LIST=0`` turns it off.
+come from its API), a refused request, or any error. ``ZMD_FAST_LIST=0`` turns it off. A
+command about one deployment resolves its reference among every row, remote ones included
+(:func:`row_refs`), and stays on this path when the one it means is local.
 """
 
 from __future__ import annotations
@@ -249,6 +251,37 @@ def _ours(labels_blob: Any) -> bool:
     return "zmd_deployment" in _decode(labels_blob)
 
 
+def _live_row(
+    rid: str, row_flavor: str, row_config: dict[str, Any], status: dict[str, Any], url: Any
+) -> dict[str, Any] | None:
+    """A local deployment's row with its live state (see :func:`local_rows`), or None when it
+    cannot be read without ZenML."""
+    try:
+        config = status.get("live_config") or row_config
+        server, relay = status.get("server"), status.get("relay")
+        name = str(config.get("deployment_name", ""))
+        workdir = _config_dir() / "zmd" / "local" / row_flavor / name
+        sup = supervision_of(status.get("server"), workdir)
+    except Exception:
+        return None
+    if sup and sup.get("server"):
+        status["server"] = sup["server"]
+    state, message = local_state(name, server, relay, sup)
+    return {
+        "id": _uuid(rid),
+        "name": name,
+        "flavor": row_flavor,
+        "config": config,
+        "status": status,
+        "url": url if status.get("url") else None,
+        "state": state,
+        "message": message,
+        "restarts": int(sup.get("restarts", 0)) if sup else int(status.get("restarts", 0)),
+        "supervision": sup,
+        "workdir": workdir,
+    }
+
+
 def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
     """Every deployment (of ``flavor``) with its live state, or None when the fast path does
     not apply (see module docstring).
@@ -265,38 +298,58 @@ def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
     if rows is None:
         return None
     out = []
-    for rid, row_flavor, row_config, status, prediction_url in rows:
-        if flavor and row_flavor != flavor:
+    for row in rows:
+        if flavor and row[1] != flavor:
             continue  # rows of other flavors, remote ones included, do not matter here
-        if row_flavor not in LOCAL_FLAVORS:
+        if row[1] not in LOCAL_FLAVORS:
             return None
-        try:
-            config = status.get("live_config") or row_config
-            server, relay = status.get("server"), status.get("relay")
-            name = str(config.get("deployment_name", ""))
-            workdir = _config_dir() / "zmd" / "local" / row_flavor / name
-            sup = supervision_of(status.get("server"), workdir)
-        except Exception:
+        live = _live_row(*row)
+        if live is None:
             return None
-        if sup and sup.get("server"):
-            status["server"] = sup["server"]
-        state, message = local_state(name, server, relay, sup)
-        out.append(
-            {
-                "id": _uuid(rid),
-                "name": name,
-                "flavor": row_flavor,
-                "config": config,
-                "status": status,
-                "url": prediction_url if status.get("url") else None,
-                "state": state,
-                "message": message,
-                "restarts": int(sup.get("restarts", 0)) if sup else int(status.get("restarts", 0)),
-                "supervision": sup,
-                "workdir": workdir,
-            }
-        )
+        out.append(live)
     return out
+
+
+def row_refs(flavor: str | None = None) -> list[dict[str, Any]] | None:
+    """Every deployment (of ``flavor``), remote ones included, as ``id``, ``name`` and
+    ``flavor`` only: what a reference (id, id prefix, name) is resolved against. A remote row's
+    state needs its API, but not to tell whether a reference means it; :func:`live_row` then
+    reads the chosen one if it is local. None when the fast path does not apply.
+
+    Args:
+        flavor: only this flavor.
+
+    Returns:
+        The rows, newest first.
+    """
+    rows = _store_rows()
+    if rows is None:
+        return None
+    out = []
+    for row in rows:
+        if flavor and row[1] != flavor:
+            continue
+        config = row[3].get("live_config") or row[2]
+        name = config.get("deployment_name") if isinstance(config, dict) else None
+        if not name:
+            return None
+        out.append({"id": _uuid(row[0]), "name": str(name), "flavor": row[1], "row": row})
+    return out
+
+
+def live_row(ref: dict[str, Any]) -> dict[str, Any] | None:
+    """The row of :func:`local_rows` for a row of :func:`row_refs`, or None for a remote flavor
+    (or one that cannot be read without ZenML).
+
+    Args:
+        ref: a row of :func:`row_refs`.
+
+    Returns:
+        The row.
+    """
+    if ref["flavor"] not in LOCAL_FLAVORS:
+        return None
+    return _live_row(*ref["row"])
 
 
 def list_local_rows(flavor: str | None = None, stats: bool = False) -> list[dict[str, Any]] | None:
