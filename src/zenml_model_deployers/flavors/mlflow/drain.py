@@ -78,7 +78,10 @@ def _draining_shutdown(original: Callable[[Any], None]) -> Callable[[Any], None]
 
         def close_if_still_idle() -> None:
             if _idle(self) and not self.transport.is_closing():
-                original(self)
+                try:
+                    original(self)
+                except Exception:  # e.g. h11 refusing to close mid-way through a request head
+                    self.transport.close()
 
         self.loop.call_later(IDLE_GRACE, close_if_still_idle)
 
