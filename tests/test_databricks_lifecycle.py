@@ -275,18 +275,14 @@ def test_timed_out_update_is_put_back_after_databricks_finishes_it(
     d = dbx_deployer
     d.deploy(_cfg("dbx-slow", "a"), timeout=TIMEOUT)
     a_entity = _cfg("dbx-slow", "a").served_entity_name
-    import threading
-
-    # Only the update's deploy is slow (its worker reads the delay when it starts).
-    dbx_double.update_delay = 2.5
-    reset = threading.Timer(0.5, lambda: setattr(dbx_double, "update_delay", 0.2))
-    reset.start()
+    # Only the update's deploy is slow, whenever its request comes (a timer that reset the delay
+    # after 0.5 s let a loaded machine's update come after it, fast: no timeout).
+    dbx_double.slow_next_update = 2.5
     try:
         with pytest.raises(DeploymentTimeoutError) as ei:
             d.deploy(_cfg("dbx-slow", "b"), timeout=1.5)
     finally:
-        reset.join()
-        dbx_double.update_delay = 0.2
+        dbx_double.slow_next_update = None
     # Databricks cannot cancel the running update: the rollback waited for it, then put the
     # previous entity back.
     assert "put back on the previous revision" in str(ei.value)

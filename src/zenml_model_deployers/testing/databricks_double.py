@@ -201,6 +201,8 @@ class DatabricksDouble:
         forbidden_models: UC model names the caller may not use (``PERMISSION_DENIED``).
         available_workload_types: workload types this "workspace" offers.
         fail_next_update: a message; the next config deploy fails with it (then cleared).
+        slow_next_update: seconds; the next config deploy waits this long instead of
+            ``update_delay`` (then cleared): one slow update, whenever its request comes.
         requests: the request log (method, path, headers without ``Authorization``, body).
     """
 
@@ -232,6 +234,7 @@ class DatabricksDouble:
         self.forbidden_models = set(forbidden_models or ())
         self.available_workload_types = available_workload_types
         self.fail_next_update: str | None = None
+        self.slow_next_update: float | None = None
         self.requests: list[dict[str, Any]] = []
         self._oauth_tokens: set[str] = set()
         self._endpoints: dict[str, Endpoint] = {}
@@ -669,15 +672,19 @@ class DatabricksDouble:
         ep.pending = pending
         ep.config_update = "IN_PROGRESS"
         failure, self.fail_next_update = self.fail_next_update, None
+        delay, self.slow_next_update = self.slow_next_update, None
         worker = threading.Thread(
-            target=self._deploy, args=(ep, pending, failure), daemon=True, name=f"dbx-{ep.name}"
+            target=self._deploy,
+            args=(ep, pending, failure, self.update_delay if delay is None else delay),
+            daemon=True,
+            name=f"dbx-{ep.name}",
         )
         self._workers = [t for t in self._workers if t.is_alive()] + [worker]
         worker.start()
 
-    def _deploy(self, ep: Endpoint, pending: Config, failure: str | None) -> None:
+    def _deploy(self, ep: Endpoint, pending: Config, failure: str | None, delay: float) -> None:
         """Deploys a pending config's entities (loads their models), then swaps it in."""
-        time.sleep(self.update_delay)
+        time.sleep(delay)
         current = ep.config
         error = ""
         for entity in pending.entities.values():
