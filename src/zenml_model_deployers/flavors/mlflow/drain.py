@@ -42,11 +42,6 @@ _PROTOCOLS = (
 _state = {"retiring": False}
 
 
-def retiring() -> bool:
-    """Whether this worker's uvicorn began its graceful shutdown."""
-    return _state["retiring"]
-
-
 def close_after(message: MutableMapping[str, Any]) -> None:
     """Adds ``Connection: close`` to an ASGI ``http.response.start`` message while the worker
     retires (uvicorn then ends the connection after this answer, and the client knows it).
@@ -90,13 +85,9 @@ def _draining_shutdown(original: Callable[[Any], None]) -> Callable[[Any], None]
     return shutdown
 
 
-def install() -> list[str]:
-    """Makes uvicorn's HTTP/1.1 protocols shut down as the module says (idempotent).
-
-    Returns:
-        The protocol classes changed (those importable here).
-    """
-    done = []
+def install() -> None:
+    """Makes uvicorn's HTTP/1.1 protocols (those importable here) shut down as the module says
+    (idempotent)."""
     for module, name in _PROTOCOLS:
         try:
             cls = getattr(importlib.import_module(module), name)
@@ -104,5 +95,3 @@ def install() -> list[str]:
             continue
         if not getattr(cls.shutdown, "_zmd_draining", False):
             cls.shutdown = _draining_shutdown(cls.shutdown)
-        done.append(f"{module}.{name}")
-    return done
