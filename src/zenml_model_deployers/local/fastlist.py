@@ -251,6 +251,16 @@ def _ours(labels_blob: Any) -> bool:
     return "zmd_deployment" in _decode(labels_blob)
 
 
+def _flavor_rows(
+    flavor: str | None,
+) -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] | None:
+    """:func:`_store_rows` of ``flavor`` (all of them without one), or None."""
+    rows = _store_rows()
+    if rows is None:
+        return None
+    return [row for row in rows if not flavor or row[1] == flavor]
+
+
 def _live_row(
     rid: str, row_flavor: str, row_config: dict[str, Any], status: dict[str, Any], url: Any
 ) -> dict[str, Any] | None:
@@ -294,13 +304,11 @@ def local_rows(flavor: str | None = None) -> list[dict[str, Any]] | None:
         ``url``, ``state``, ``message`` (as ``check_status`` says them), ``restarts`` and
         ``supervision``; newest first.
     """
-    rows = _store_rows()
+    rows = _flavor_rows(flavor)  # rows of other flavors, remote ones included, do not matter
     if rows is None:
         return None
     out = []
     for row in rows:
-        if flavor and row[1] != flavor:
-            continue  # rows of other flavors, remote ones included, do not matter here
         if row[1] not in LOCAL_FLAVORS:
             return None
         live = _live_row(*row)
@@ -322,13 +330,11 @@ def row_refs(flavor: str | None = None) -> list[dict[str, Any]] | None:
     Returns:
         The rows, newest first.
     """
-    rows = _store_rows()
+    rows = _flavor_rows(flavor)
     if rows is None:
         return None
     out = []
     for row in rows:
-        if flavor and row[1] != flavor:
-            continue
         config = row[3].get("live_config") or row[2]
         name = config.get("deployment_name") if isinstance(config, dict) else None
         if not name:
