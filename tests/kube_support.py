@@ -18,14 +18,10 @@ from zenml_model_deployers.service import DeploymentService
 from zenml_model_deployers.testing.conformance import DeployerConformance
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
-# The CRDs as the projects publish them (the API server's schemas), beside the repository.
-CRD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "crds"
-
-
 @pytest.fixture(scope="module")
 def cluster(zenml_env: Path) -> Iterator[SimulatedCluster]:
     """A running simulated cluster with Seldon Core 1 and 2 installed."""
-    with SimulatedCluster(CRD_DIR, load_delay=0.3, workdir=zenml_env / "kube") as c:
+    with SimulatedCluster(load_delay=0.3, workdir=zenml_env / "kube") as c:
         yield c
         assert c.controller_errors() == []
 
@@ -33,7 +29,7 @@ def cluster(zenml_env: Path) -> Iterator[SimulatedCluster]:
 @pytest.fixture(scope="module")
 def api_only(zenml_env: Path) -> Iterator[SimulatedCluster]:
     """Only the API server, with no Seldon kinds installed (no model server)."""
-    with SimulatedCluster(CRD_DIR, install=(), model_server=False, workdir=zenml_env / "kube") as c:
+    with SimulatedCluster(install=(), model_server=False, workdir=zenml_env / "kube") as c:
         yield c
 
 

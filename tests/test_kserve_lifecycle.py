@@ -532,8 +532,7 @@ def test_pipeline_deploys_a_model_object_with_the_typed_step(
 ) -> None:
     """kserve_deployer_step(model=...) uploads model.joblib to the artifact store and serves
     it; deployed_model_url is the V1 predict URL. (examples/kserve/run.py --offline runs the
-    same step through update, canary, promote and stop/start: ~95 s, so it is run by hand, not
-    here.)"""
+    same step through update, canary, promote and stop/start: see the test below.)"""
     from zenml import pipeline
     from zenml.client import Client
     from zenml_model_deployers.steps import kserve_deployer_step
@@ -554,3 +553,25 @@ def test_pipeline_deploys_a_model_object_with_the_typed_step(
         assert url == f"{cluster.base_url}/v1/models/{name}:predict"
     finally:
         _delete(kserve_deployer, name, cluster)
+
+
+def test_the_offline_example_runs_end_to_end() -> None:
+    """`python examples/kserve/run.py --offline` as a user runs it from a clone: its own
+    process, simulated cluster (the CRDs the package ships) and throw-away ZenML config,
+    through update, canary, promote, stop/start and delete."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "kserve" / "run.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--offline"], capture_output=True, text=True, timeout=400
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "deployed_model_url: http://127.0.0.1:" in out
+    assert "same URL, revision 2" in out
+    assert "canary: 20 % of requests on the new model" in out
+    assert "promoted: revision 3" in out
+    assert "started again on http://127.0.0.1:" in out
+    assert "deleted;" in out

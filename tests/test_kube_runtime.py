@@ -203,3 +203,33 @@ def test_upload_is_content_addressed(zenml_env: Path) -> None:
     assert (Path(first) / "model.joblib").is_file() and (Path(first) / MARKER).is_file()
     with pytest.raises(ConfigurationError, match="cannot serve"):
         upload_model(object(), "sklearn", "addr")
+
+
+def test_the_package_ships_the_crds_with_their_provenance(tmp_path: Path) -> None:
+    """A clone or a wheel needs nothing beside it: the simulated cluster validates against the
+    CRDs the package carries, each listed with its origin and license; a folder of a user's own
+    CRDs still overrides them, and one that lacks a kind names the file it expects."""
+    import hashlib
+
+    from zenml_model_deployers.testing.kube_cluster import (
+        BUNDLED_CRD_DIR,
+        KINDS,
+        load_crd_schemas,
+    )
+
+    import zenml_model_deployers
+
+    assert BUNDLED_CRD_DIR.is_relative_to(Path(zenml_model_deployers.__file__).parent)
+    assert set(load_crd_schemas(BUNDLED_CRD_DIR)) == set(KINDS)
+    notes = (BUNDLED_CRD_DIR / "README.md").read_text()
+    for _, _, _, filename in KINDS.values():
+        digest = hashlib.sha256((BUNDLED_CRD_DIR / filename).read_bytes()).hexdigest()
+        assert f"{digest}  {filename}" in notes, filename
+    assert "Apache License 2.0" in notes and "Business Source License 1.1" in notes
+
+    own = tmp_path / "crds"
+    own.mkdir()
+    (own / KINDS["models"][3]).write_bytes((BUNDLED_CRD_DIR / KINDS["models"][3]).read_bytes())
+    assert SimulatedCluster(own, install=("models",), model_server=False).crd_dir == own
+    with pytest.raises(FileNotFoundError, match="serving.kserve.io_inferenceservices.yaml"):
+        SimulatedCluster(own, install=("inferenceservices",), model_server=False)

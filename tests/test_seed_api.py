@@ -1,6 +1,6 @@
 """The Python API exactly as ZenML's "Model Deployers" page uses it, for every flavor.
 
-The page's snippet (``../shared/000_7493ffffa68bc911.txt``) finds a deployment with
+The page's snippet (ZenML's "Model Deployers" page, as published) finds a deployment with
 ``find_model_server(pipeline_name=..., pipeline_step_name=..., model_name=...)``, starts it when
 it does not run, deploys it when there is none. It runs here as written, adapted only by the
 flavor (its deployer class, and the model reference and settings its ``deploy_model`` takes).

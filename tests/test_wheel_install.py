@@ -15,6 +15,7 @@ import shutil
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +142,16 @@ def test_a_run_made_with_the_wheel_loads_in_another_process(
     env = {**os.environ, "ZENML_CONFIG_PATH": str(home / "zenml")}
     _sh(["make", "-s", "dist"], env, ROOT)
     wheel = sorted((ROOT / "dist").glob("zenml_model_deployers-*.whl"))[-1]
+    # The simulated cluster's CRDs travel in the wheel: an install needs nothing beside it.
+    with zipfile.ZipFile(wheel) as whl:
+        crds = {n.rsplit("/", 1)[-1] for n in whl.namelist() if "/testing/crds/" in n}
+    assert crds >= {
+        "README.md",
+        "mlops.seldon.io_models.yaml",
+        "mlops.seldon.io_experiments.yaml",
+        "machinelearning.seldon.io_seldondeployments.yaml",
+        "serving.kserve.io_inferenceservices.yaml",
+    }, crds
     py, purelib = _venv_with(home, env, str(wheel))
 
     # The run: inside a ZenML source root (`zenml init`), as a user project is.

@@ -5,7 +5,8 @@ place (same InferenceService, same URL), run a canary and promote it, stop and s
         against the simulated cluster of zenml_model_deployers.testing (an in-memory Kubernetes
         API, a KServe-like controller and a real MLServer): no cluster needed, in a throw-away
         ZenML config. Needs MLServer in its own environment (`make test` builds .venv/mlserver;
-        or set ZMD_MLSERVER) and the CRDs (--crds, default ../shared/crds).
+        or set ZMD_MLSERVER). The CRDs come with the package
+        (--crds DIR: your cluster's own).
 
     python examples/kserve/run.py [--base-url http://<ingress address>] [--context C] [--namespace N]
         for real, in your ZenML config and kubeconfig. The models are uploaded to the active
@@ -21,7 +22,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from zenml import pipeline, step
@@ -57,11 +57,11 @@ def train_and_deploy(c: float = 1.0, canary_percent: int | None = None) -> None:
 
 
 @contextlib.contextmanager
-def offline_cluster(crds: str) -> Iterator[dict[str, Any]]:
+def offline_cluster(crds: str | None) -> Iterator[dict[str, Any]]:
     """The simulated cluster; yields the component settings that point at it."""
     from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
-    with SimulatedCluster(crds, namespace="models") as cluster:
+    with SimulatedCluster(crd_dir=crds, namespace="models") as cluster:
         say(f"simulated cluster: API {cluster.api_url}, KServe gateway {cluster.base_url}")
         yield {
             "kubeconfig": cluster.kubeconfig,
@@ -122,8 +122,9 @@ def main() -> None:
     """The example."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--offline", action="store_true", help="use the simulated cluster")
-    default_crds = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
-    parser.add_argument("--crds", default=str(default_crds), help="CRD folder (offline)")
+    parser.add_argument(
+        "--crds", default=None, help="CRD folder (offline; default: the CRDs the package ships)"
+    )
     parser.add_argument("--base-url", default="", help="ingress gateway address (real mode)")
     parser.add_argument("--context", default=None, help="kubeconfig context (real mode)")
     parser.add_argument("--namespace", default="default", help="namespace (real mode)")

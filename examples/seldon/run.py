@@ -5,7 +5,8 @@ out in place (same Model, same URL), stop and start it.
         against the simulated cluster of zenml_model_deployers.testing (an in-memory Kubernetes
         API, a Seldon-like controller and a real MLServer): no cluster needed, in a throw-away
         ZenML config. Needs MLServer in its own environment (`make test` builds .venv/mlserver;
-        or set ZMD_MLSERVER) and the CRDs (--crds, default ../shared/crds).
+        or set ZMD_MLSERVER). The CRDs come with the package
+        (--crds DIR: your cluster's own).
 
     python examples/seldon/run.py --base-url http://<seldon-mesh address> [--context C] [--namespace N]
         for real, in your ZenML config and kubeconfig. The models are uploaded to the active
@@ -22,7 +23,6 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from zenml import pipeline, step
@@ -56,11 +56,11 @@ def train_and_deploy(c: float = 1.0) -> None:
 
 
 @contextlib.contextmanager
-def offline_cluster(crds: str) -> Iterator[dict[str, Any]]:
+def offline_cluster(crds: str | None) -> Iterator[dict[str, Any]]:
     """The simulated cluster; yields the component settings that point at it."""
     from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
-    with SimulatedCluster(crds, namespace="models") as cluster:
+    with SimulatedCluster(crd_dir=crds, namespace="models") as cluster:
         say(f"simulated cluster: API {cluster.api_url}, Seldon mesh {cluster.base_url}")
         yield {
             "kubeconfig": cluster.kubeconfig,
@@ -112,8 +112,9 @@ def main() -> None:
     """The example."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--offline", action="store_true", help="use the simulated cluster")
-    default_crds = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
-    parser.add_argument("--crds", default=str(default_crds), help="CRD folder (offline)")
+    parser.add_argument(
+        "--crds", default=None, help="CRD folder (offline; default: the CRDs the package ships)"
+    )
     parser.add_argument("--base-url", default="", help="Seldon inference endpoint (real mode)")
     parser.add_argument("--context", default=None, help="kubeconfig context (real mode)")
     parser.add_argument("--namespace", default="default", help="namespace (real mode)")

@@ -19,10 +19,13 @@ Use it to test your own pipelines offline::
 
     from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
-    with SimulatedCluster(crd_dir="path/to/crds") as cluster:
+    with SimulatedCluster() as cluster:
         # cluster.kubeconfig, cluster.namespace, cluster.base_url: give them to the
         # zmd-seldon model deployer (kubeconfig, kubernetes_namespace, base_url).
         ...
+
+The CRDs it validates against ship with the package (``testing/crds/``, with each file's
+provenance and license); ``crd_dir=`` points it at your own cluster's CRDs instead.
 
 MLServer runs from its own environment (it pins FastAPI/Starlette below ZenML's): ``make test``
 builds it under ``.venv/mlserver``; elsewhere set ``ZMD_MLSERVER`` to an ``mlserver`` executable.
@@ -55,6 +58,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+# The CRDs as Seldon Core and KServe publish them, shipped as package data (see crds/README.md).
+BUNDLED_CRD_DIR = Path(__file__).resolve().parent / "crds"
 
 SELDON_V2 = ("mlops.seldon.io", "v1alpha1")
 # The controller's requests say who sent them, so tests can tell them from the flavor's.
@@ -232,7 +238,7 @@ class SimulatedCluster:
 
     def __init__(
         self,
-        crd_dir: str | Path,
+        crd_dir: str | Path | None = None,
         namespace: str = "zmd-test",
         install: tuple[str, ...] = (
             "models",
@@ -249,7 +255,10 @@ class SimulatedCluster:
         """Prepares the cluster (``start`` or ``with`` runs it).
 
         Args:
-            crd_dir: where the CRD YAML files are (their schemas validate every manifest).
+            crd_dir: where the CRD YAML files are (their schemas validate every manifest);
+                by default the CRDs shipped with the package (:data:`BUNDLED_CRD_DIR`). A
+                folder of your cluster's own CRDs uses their files' names (see
+                ``testing/crds/README.md``).
             namespace: the namespace that exists.
             install: the custom resource kinds installed (their API groups answer discovery).
             load_delay: seconds a model load takes at least (scheduling, pulling).
@@ -263,12 +272,16 @@ class SimulatedCluster:
         """
         from zenml_model_deployers.testing.kserve_sim import KServeController
 
-        self.crd_dir = Path(crd_dir)
+        self.crd_dir = BUNDLED_CRD_DIR if crd_dir is None else Path(crd_dir)
         # A copy: `without_crd_field` changes this cluster's schemas only.
         self.schemas = dict(load_crd_schemas(self.crd_dir))
         missing = [p for p in install if p not in self.schemas]
         if missing:
-            raise FileNotFoundError(f"CRDs for {missing} not found in {self.crd_dir}")
+            names = ", ".join(KINDS[p][3] for p in missing if p in KINDS)
+            raise FileNotFoundError(
+                f"CRDs for {missing} not found in {self.crd_dir} (expected {names}); leave "
+                "crd_dir unset to use the CRDs shipped with zenml-model-deployers"
+            )
         self.namespace = namespace
         self.install = install
         self.load_delay = load_delay

@@ -1,7 +1,7 @@
 """The ``InferenceService`` of a deployment, as manifests (plain dicts sent by the kubernetes
 client), and how KServe's status reads.
 
-Field names are the CRD's (``../shared/crds/serving.kserve.io_inferenceservices.yaml``; the
+Field names are the CRD's (``testing/crds/serving.kserve.io_inferenceservices.yaml``; the
 tests validate every manifest and every patch result against it).
 """
 

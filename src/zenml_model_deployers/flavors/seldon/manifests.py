@@ -1,6 +1,6 @@
 """The Seldon resources of a deployment, as manifests (plain dicts sent by the kubernetes client).
 
-Field names are the CRDs' (``../shared/crds`` in the tests validates every manifest).
+Field names are the CRDs' (``testing/crds/`` in the tests validates every manifest).
 """
 
 from __future__ import annotations
