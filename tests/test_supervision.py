@@ -41,6 +41,13 @@ def _row(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     return next(r for r in json.loads(res.output) if r["name"] == name)
 
 
+# How long a restart may take here. The product's figure (a restart in ~2.5 s, 0.55x a raw
+# `mlflow models serve`) is measured by bench/bench_faststart.py; this bound only proves the
+# behaviour (restarted, same URL, counted) and holds on a loaded CI machine (a restart took over
+# 10 s at load 9-13, where MLflow's imports alone take seconds).
+RESTART_WITHIN = 90.0
+
+
 def _wait_row(name: str, ok: Any, within: float) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while not ok(row := _row(name)):
@@ -85,10 +92,10 @@ def test_killed_server_is_restarted_on_the_same_url(
             p.kill()
         t0 = time.monotonic()
         while _answers(url, body) != {"predictions": [0]}:
-            assert time.monotonic() - t0 < 10, "the URL did not answer again within 10 s"
+            assert time.monotonic() - t0 < RESTART_WITHIN, "the URL did not answer again"
             time.sleep(0.1)
         print(f"healed in {time.monotonic() - t0:.2f} s")
-        fast = _wait_row("healing", lambda r: r["state"] == "running", 5)
+        fast = _wait_row("healing", lambda r: r["state"] == "running", RESTART_WITHIN)
         assert fast == _row("healing", {"ZMD_FAST_LIST": "0"})
         assert fast["restarts"] == 1 and fast["url"] == url
 
@@ -97,7 +104,9 @@ def test_killed_server_is_restarted_on_the_same_url(
         restarted = mlflow_deployer.find_deployment("healing").status.server
         assert restarted.pid != server.pid
         os.kill(restarted.pid, signal.SIGKILL)
-        row = _wait_row("healing", lambda r: r["restarts"] == 2 and r["state"] == "running", 10)
+        row = _wait_row(
+            "healing", lambda r: r["restarts"] == 2 and r["state"] == "running", RESTART_WITHIN
+        )
         assert row["url"] == url and _answers(url, body) == {"predictions": [0]}
         desc = CliRunner().invoke(zmd, ["models", "describe", "healing", "-o", "json"])
         assert json.loads(desc.output)["restarts"] == 2
@@ -110,7 +119,7 @@ def test_killed_server_is_restarted_on_the_same_url(
         # what happened and what to run; `zmd models start` brings it back on the same URL,
         # supervising the server that runs (its restart count continues).
         os.kill(svc.status.relay.pid, signal.SIGKILL)
-        row = _wait_row("healing", lambda r: r["state"] == "error", 5)
+        row = _wait_row("healing", lambda r: r["state"] == "error", 30)
         desc = json.loads(
             CliRunner().invoke(zmd, ["models", "describe", "healing", "-o", "json"]).output
         )
@@ -123,14 +132,16 @@ def test_killed_server_is_restarted_on_the_same_url(
         assert _row("healing") == {**row, "state": "running"}
         server = mlflow_deployer.find_deployment("healing").status.server
         os.kill(server.pid, signal.SIGKILL)
-        _wait_row("healing", lambda r: r["restarts"] == 3 and r["state"] == "running", 10)
+        _wait_row(
+            "healing", lambda r: r["restarts"] == 3 and r["state"] == "running", RESTART_WITHIN
+        )
         assert _answers(url, body) == {"predictions": [0]}
 
         # An update with the front dead brings a front back on the same URL, then retires the
         # restarted server; the supervisor takes that for no crash.
         found = mlflow_deployer.find_deployment("healing")
         os.kill(found.status.relay.pid, signal.SIGKILL)
-        _wait_row("healing", lambda r: r["state"] == "error", 5)
+        _wait_row("healing", lambda r: r["state"] == "error", 30)
         cfg_b = MLflowDeploymentConfig(deployment_name="healing", model_uri=str(models_dir / "b"))
         updated = mlflow_deployer.deploy(cfg_b, timeout=120)
         assert updated.prediction_url == url and updated.status.restarts == 0
