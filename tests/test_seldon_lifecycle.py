@@ -129,6 +129,54 @@ def test_a_name_taken_by_others_is_refused_and_untouched(
     theirs.delete(MODEL, name)
 
 
+def test_a_refusal_by_a_serving_foreign_model_is_fast_and_leaves_nothing_of_ours(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+) -> None:
+    """A Model of that name made by someone else, loaded and serving: the deploy (with storage
+    credentials) is refused before anything is made, at once (it waited 33 s for the mesh to
+    forget a name the foreign Model serves), and no Secret of ours stays in the cluster."""
+    import time
+
+    from zenml.client import Client
+
+    name = _name("foreign-s")
+    secret = f"{name}-creds"
+    Client().create_secret(secret, values={"AWS_ACCESS_KEY_ID": "zmd-planted-key-4d1e"})
+    theirs = KubeNamespace(
+        KubeTarget(kubeconfig=cluster.kubeconfig, namespace=cluster.namespace), "someone"
+    )
+    manifest = {
+        "apiVersion": "mlops.seldon.io/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": name, "labels": {"team": "fraud"}},
+        "spec": {"storageUri": model_dirs["b"], "requirements": ["sklearn"]},
+    }
+    theirs.create(MODEL, manifest)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(
+            c.get("type") == "ModelReady" and c.get("status") == "True"
+            for m in cluster.objects("models")
+            if m["metadata"]["name"] == name
+            for c in (m.get("status") or {}).get("conditions") or []
+        ):
+            assert time.monotonic() < deadline, "their Model did not become ready"
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        with pytest.raises(DeploymentExistsError, match="does not own it"):
+            seldon_deployer.deploy(_config(model_dirs["a"], name, storage_secret=secret))
+        took = time.monotonic() - t0
+        assert took < 10, f"the refusal took {took:.1f} s"
+        assert _names(cluster, "secrets", name) == []
+        assert _model_spec(cluster, name) == manifest["spec"]
+        assert seldon_deployer.find_deployment(name) is None
+    finally:
+        theirs.delete(MODEL, name)
+        Client().delete_secret(secret)
+
+
 def test_failed_update_restores_the_previous_spec_and_logs(
     seldon_deployer: Any,  # noqa: F811
     cluster: SimulatedCluster,  # noqa: F811

@@ -350,6 +350,8 @@ class SeldonDeploymentService(KubeDeploymentService):
         if previous is None:
             kinds = [manifests.MODEL] + ([manifests.EXPERIMENT] if candidate else [])
             ns.check_ready(kinds)
+            # A name someone else's Model holds is refused before anything of ours is made.
+            ns.get_owned(manifests.MODEL, self.resource_name)
         self._apply_storage_secret(cfg)
         revision = self.status.revision + (1 if cfg.config_hash() != self.status.config_hash else 0)
         self._ensure_model(self.resource_name, cfg, revision, "main")
@@ -380,6 +382,7 @@ class SeldonDeploymentService(KubeDeploymentService):
         ns = self.kube()
         if previous is None:
             ns.check_ready([manifests.SELDON_DEPLOYMENT])
+            ns.get_owned(manifests.SELDON_DEPLOYMENT, self.resource_name)
         self._apply_storage_secret(cfg)
         candidate = target.candidate if target.candidate_percent else None
         spec = manifests.seldon_deployment_spec(
@@ -655,8 +658,7 @@ class SeldonDeploymentService(KubeDeploymentService):
         """
         if self.core1:
             self._stop_v1(timeout)
-        else:
-            self._delete_objects(timeout, "unloaded")
+        elif self._delete_objects(timeout, "unloaded"):
             self._wait_mesh_forgets(timeout)
         self.status.stopped = True
         self.admin_state = ServiceState.INACTIVE
@@ -694,22 +696,34 @@ class SeldonDeploymentService(KubeDeploymentService):
         """
         from zenml_model_deployers.kube.secrets import delete_owned_secrets
 
-        self._delete_objects(timeout, "deleted")
-        if self.config.base_url:
-            self._wait_mesh_forgets(timeout)
-        delete_owned_secrets(self.kube())
+        # The Secrets go even when a wait fails: nothing of ours may outlive a delete.
+        try:
+            if self._delete_objects(timeout, "deleted") and self.config.base_url:
+                self._wait_mesh_forgets(timeout)
+        finally:
+            delete_owned_secrets(self.kube())
 
-    def _delete_objects(self, timeout: float, what: str) -> None:
+    def _delete_objects(self, timeout: float, what: str) -> bool:
+        """Deletes our objects of the deployment and waits until they are gone.
+
+        Returns:
+            Whether a Model (Core 2) or SeldonDeployment (Core 1) of ours was deleted, i.e.
+            whether the mesh serves a name of ours that it must now forget. A Model of that name
+            we do not own stays, serving: nothing of ours is to wait for then.
+        """
         ns = self.kube()
+        deleted = False
         if ns.get_owned(manifests.SELDON_DEPLOYMENT, self.resource_name) is not None:
             ns.delete_and_wait(manifests.SELDON_DEPLOYMENT, self.resource_name, timeout, what)
+            deleted = True
         if self.core1:
-            return
+            return deleted
         if ns.get_owned(manifests.EXPERIMENT, self.resource_name) is not None:
             ns.delete(manifests.EXPERIMENT, self.resource_name)
         for obj in ns.list_owned(manifests.MODEL):
-            # Only what we deleted is waited for: a Model of that name we do not own stays.
             ns.delete_and_wait(manifests.MODEL, obj["metadata"]["name"], timeout, what)
+            deleted = True
+        return deleted
 
     def check_status(self) -> tuple[ServiceState, str]:
         """Reads the ``Model`` (one GET).
