@@ -18,6 +18,7 @@ from zenml_model_deployers.service import DeploymentService
 from zenml_model_deployers.testing.conformance import DeployerConformance
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
+
 @pytest.fixture(scope="module")
 def cluster(zenml_env: Path) -> Iterator[SimulatedCluster]:
     """A running simulated cluster with Seldon Core 1 and 2 installed."""

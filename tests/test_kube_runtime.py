@@ -211,13 +211,12 @@ def test_the_package_ships_the_crds_with_their_provenance(tmp_path: Path) -> Non
     CRDs still overrides them, and one that lacks a kind names the file it expects."""
     import hashlib
 
+    import zenml_model_deployers
     from zenml_model_deployers.testing.kube_cluster import (
         BUNDLED_CRD_DIR,
         KINDS,
         load_crd_schemas,
     )
-
-    import zenml_model_deployers
 
     assert BUNDLED_CRD_DIR.is_relative_to(Path(zenml_model_deployers.__file__).parent)
     assert set(load_crd_schemas(BUNDLED_CRD_DIR)) == set(KINDS)
