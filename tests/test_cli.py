@@ -257,3 +257,65 @@ def test_fast_list_of_a_local_flavor_ignores_remote_rows(deployed: Any) -> None:
         assert described.exit_code == 0, described.output
     finally:
         Client().delete_service(row.id)
+
+
+def test_fast_path_inside_a_zenml_init_project(
+    deployed: Any, zenml_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a `zenml init` project, list/describe/get-url/logs stay on the fast path (no ZenML
+    import, no 3-20 s) and say what ZenML's client path says there -- for the project the
+    repository's config names, which is not always the global one."""
+    from zenml.client import Client
+
+    from zenml_model_deployers.local.fastlist import list_local_rows
+
+    assert list_local_rows() is not None, "the fast path should apply in a repository"
+    r = CliRunner()
+
+    def took_zenml(*a: Any, **k: Any) -> Any:
+        raise AssertionError("took ZenML's path")
+
+    def both(args: list[str]) -> tuple[Any, Any]:
+        with monkeypatch.context() as m:
+            m.setattr(cli, "_all_services", took_zenml)
+            fast = r.invoke(zmd, args)
+        return fast, r.invoke(zmd, args, env={"ZMD_FAST_LIST": "0"})
+
+    for args in (
+        ["models", "list", "-o", "json"],
+        ["models", "describe", "cli-demo", "-o", "json"],
+        ["models", "get-url", "cli-demo"],
+        ["models", "get-url", str(deployed.uuid)[:8], "--flavor", "zmd-mlflow"],
+        ["models", "logs", "cli-demo", "--tail", "5"],
+        ["models", "get-url", "zzz-nope"],
+    ):
+        fast, slow = both(args)
+        assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args
+    fast, _ = both(["models", "get-url", "cli-demo"])
+    assert fast.output.strip() == deployed.prediction_url
+
+    # The repository pins another project (`zenml project set` inside it): the fast path reads
+    # that project's rows (none), as ZenML does; the global config still names the first one.
+    before = Client().active_project.id
+    other = Client().create_project("zmd-repo-project", "a project a repository pins")
+    Client().set_active_project(other.id)
+    try:
+        for args in (["models", "list", "-o", "json"], ["models", "get-url", "cli-demo"]):
+            fast, slow = both(args)
+            assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args
+        assert json.loads(both(["models", "list", "-o", "json"])[0].output) == []
+    finally:
+        Client().set_active_project(before)
+        Client().delete_project(other.id)
+    # A project the store no longer has, or none named yet: ZenML picks one (and writes it),
+    # so that is left to ZenML's path.
+    config = zenml_repo / ".zen" / "config.yaml"
+    kept = config.read_text()
+    try:
+        config.write_text(kept.replace(str(before), str(other.id)))
+        assert list_local_rows() is None
+        config.write_text("{}\n")
+        assert list_local_rows() is None
+    finally:
+        config.write_text(kept)
+    assert list_local_rows() is not None
