@@ -454,16 +454,17 @@ def models_start(
         _start_all(flavor, timeout)
         return
     assert ref is not None
-    if port is None:
-        # A stopped local deployment starts without importing ZenML (local/faststart.py).
-        row = _fast_row(ref, flavor)
-        if row is not None:
-            from zenml_model_deployers.local import faststart
+    # Resolved without ZenML where it can be: a reference that matches nothing fails at once
+    # (with --port too), and a stopped local deployment starts without ZenML
+    # (local/faststart.py).
+    row = _fast_row(ref, flavor)
+    if row is not None and port is None:
+        from zenml_model_deployers.local import faststart
 
-            url = faststart.start(row, timeout)
-            if url is not None:
-                click.echo(f"Deployment '{row['name']}' serves at {url}")
-                return
+        url = faststart.start(row, timeout)
+        if url is not None:
+            click.echo(f"Deployment '{row['name']}' serves at {url}")
+            return
     s = _resolve(ref, flavor)
     _deployer_for(s).start(s, timeout, port=port)
     click.echo(f"Deployment '{s.deployment_name}' serves at {s.prediction_url}")
