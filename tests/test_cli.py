@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from zenml_model_deployers import cli
 from zenml_model_deployers.cli import main as zmd
-from zenml_model_deployers.errors import DeploymentNotFoundError
+from zenml_model_deployers.errors import DeploymentError, DeploymentNotFoundError
 from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
 
 
@@ -39,9 +39,11 @@ def test_list_json_and_filters(deployed: Any) -> None:
     assert row["state"] == "running" and row["url"] == deployed.prediction_url
     assert row["flavor"] == "zmd-mlflow" and row["model"] == "cli-model"
     assert (
-        json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-nope"]).output)
+        json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-vllm"]).output)
         == []
     )
+    nope = r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-nope"])
+    assert nope.exit_code == 1 and "Unknown model deployer flavor 'zmd-nope'" in nope.output
     only = json.loads(
         r.invoke(zmd, ["models", "list", "-o", "json", "--model", "cli-model"]).output
     )
@@ -319,3 +321,67 @@ def test_fast_path_inside_a_zenml_init_project(
     finally:
         config.write_text(kept)
     assert list_local_rows() is not None
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_flavor"
+
+
+def test_an_unknown_flavor_is_an_error_naming_the_closest(
+    deployed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--flavor zmd-mlfow` (a typo) is an error naming zmd-mlflow and the known flavors, the
+    same on the fast path and ZenML's, not "No deployments." with exit 0; `get_deployer` says
+    the same. A user's own flavor registered in ZenML (the custom-flavor example's `litserve`)
+    is known."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    from zenml_model_deployers.errors import ConfigurationError
+    from zenml_model_deployers.flavors import get_deployer
+
+    r = CliRunner()
+    slow_env = {"ZMD_FAST_LIST": "0"}
+
+    def same_on_both_paths(args: list[str]) -> Any:
+        with monkeypatch.context() as m:
+            m.setattr(cli, "_all_services", lambda *a, **k: pytest.fail("took ZenML's path"))
+            fast = r.invoke(zmd, args)
+        slow = r.invoke(zmd, args, env=slow_env)
+        assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args
+        return fast
+
+    for args in (
+        ["models", "list", "--flavor", "zmd-mlfow"],
+        ["models", "list", "-o", "json", "--flavor", "zmd-mlfow"],
+        ["models", "get-url", "cli-demo", "--flavor", "zmd-mlfow"],
+    ):
+        res = same_on_both_paths(args)
+        assert res.exit_code == 1, res.output
+        assert "Unknown model deployer flavor 'zmd-mlfow'" in res.output
+        assert "did you mean 'zmd-mlflow'?" in res.output and "zmd-kserve" in res.output
+    # One of ours with no deployment is no error: nothing to list.
+    assert (
+        json.loads(
+            same_on_both_paths(["models", "list", "-o", "json", "--flavor", "zmd-vllm"]).output
+        )
+        == []
+    )
+    with pytest.raises(ConfigurationError, match="did you mean 'zmd-mlflow'") as err:
+        get_deployer("zmd-mlfow")
+    assert "--flavor=zmd-mlfow" not in str(err.value)
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    flavor = Client().create_flavor(
+        source="litserve_flavor.LitServeDeployerFlavor",
+        component_type=StackComponentType.MODEL_DEPLOYER,
+    )
+    try:
+        assert flavor.name == "litserve"
+        listed = same_on_both_paths(["models", "list", "-o", "json", "--flavor", "litserve"])
+        assert listed.exit_code == 0 and json.loads(listed.output) == []
+        typo = same_on_both_paths(["models", "list", "--flavor", "litserv"])
+        assert typo.exit_code == 1 and "did you mean 'litserve'?" in typo.output
+        with pytest.raises(DeploymentError, match="No model deployer of flavor litserve"):
+            get_deployer("litserve")  # known: what is missing is a component of it
+    finally:
+        Client().delete_flavor(flavor.id)

@@ -32,6 +32,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from zenml_model_deployers.flavors import FLAVOR_SOURCES, require_known_flavor
 from zenml_model_deployers.local.state import SPEC_FILE, local_state, supervision_of
 from zenml_model_deployers.provenance import local_serving_fields
 from zenml_model_deployers.secrets import is_secret_reference
@@ -273,14 +274,44 @@ def _ours(labels_blob: Any) -> bool:
     return "zmd_deployment" in _decode(labels_blob)
 
 
+def _registered_flavors() -> list[str] | None:
+    """The custom model-deployer flavors registered in the local SQLite store, as
+    ``flavors.registered_flavors`` reads them through ZenML, or None (another store)."""
+    try:
+        local = sqlite_store()
+        if local is None:
+            return None
+        con = sqlite3.connect(f"file:{local[0]}?mode=ro", uri=True, timeout=5)
+        try:
+            found = con.execute(
+                "SELECT name FROM flavor WHERE type = 'model_deployer' AND is_custom"
+            ).fetchall()
+        finally:
+            con.close()
+    except Exception:
+        return None
+    return [str(r[0]) for r in found]
+
+
 def _flavor_rows(
     flavor: str | None,
 ) -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] | None:
-    """:func:`_store_rows` of ``flavor`` (all of them without one), or None."""
+    """:func:`_store_rows` of ``flavor`` (all of them without one), or None.
+
+    Raises:
+        ConfigurationError: ``flavor`` is unknown (as ZenML's path says it: see
+            ``flavors.require_known_flavor``).
+    """
     rows = _store_rows()
     if rows is None:
         return None
-    return [row for row in rows if not flavor or row[1] == flavor]
+    picked = [row for row in rows if not flavor or row[1] == flavor]
+    if flavor and not picked and flavor not in FLAVOR_SOURCES:
+        registered = _registered_flavors()
+        if registered is None:
+            return None  # a server: ZenML's path asks it
+        require_known_flavor(flavor, registered)
+    return picked
 
 
 def _live_row(
