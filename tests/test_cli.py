@@ -385,3 +385,52 @@ def test_an_unknown_flavor_is_an_error_naming_the_closest(
             get_deployer("litserve")  # known: what is missing is a component of it
     finally:
         Client().delete_flavor(flavor.id)
+
+
+def test_a_retried_canary_clears_its_failure_and_promote_rollback_say_it_once(
+    mlflow_deployer: Any, models_dir: Path, tmp_path: Path
+) -> None:
+    """A canary that failed (its model was not there yet), then the same revision again once it
+    is: `describe` no longer says "canary ... failed". `promote` and `rollback` print their
+    result once (the CLI's line; the deployer's log line said it a second time)."""
+    import shutil
+
+    name, late = "cli-canary", tmp_path / "late-model"
+    cfg = MLflowDeploymentConfig(deployment_name=name, model_uri=str(models_dir / "a"))
+    candidate = MLflowDeploymentConfig(deployment_name=name, model_uri=str(late))
+    r = CliRunner()
+
+    def status_message() -> str:
+        res = r.invoke(zmd, ["models", "describe", name, "-o", "json"])
+        assert res.exit_code == 0, res.output
+        return str(json.loads(res.output)["status_message"])
+
+    def zmd_process(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "zenml_model_deployers.cli", "models", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "ZENML_LOGGING_VERBOSITY": "INFO"},  # a user's default
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    mlflow_deployer.deploy(cfg, timeout=120)
+    try:
+        with pytest.raises(DeploymentError):
+            mlflow_deployer.deploy(candidate, canary_percent=30, timeout=60)
+        assert status_message().startswith(f"canary of {candidate.config_hash()} at 30% failed")
+        shutil.copytree(models_dir / "b", late)  # the same revision, now loadable
+        mlflow_deployer.deploy(candidate, canary_percent=30, timeout=120)
+        assert status_message() == ""
+
+        said = zmd_process("promote", name)
+        assert said.count("promoted") == 1, said
+        mlflow_deployer.deploy(cfg, canary_percent=30, timeout=120)
+        said = zmd_process("rollback", name)
+        assert said.count("rolled back") == 1, said
+    finally:
+        found = mlflow_deployer.find_deployment(name)
+        if found is not None:
+            mlflow_deployer.delete(found)
