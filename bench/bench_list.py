@@ -215,7 +215,7 @@ def _list_notes(
         notes.append(
             f"As shipped, `zmd models list` imports no ZenML (see its imports): it reads the "
             f"local SQLite store read-only (`local/fastlist.py`), {c.fmt_s(med['zmd'])}. "
-            f"Where that path does not apply (other stores, a `.zen` repository, "
+            f"Where that path does not apply (other stores, remote flavors, "
             f"ZMD_FAST_LIST=0) it takes ZenML's client path: {c.fmt_s(med['zmd_client'])}, "
             f"{med['zmd_client'] / med['zenml']:.2f}x of zenml's time, not 1/3."
         )

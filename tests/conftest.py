@@ -118,6 +118,30 @@ def mlflow_deployer(zenml_env: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def zenml_repo(zenml_env: Path, tmp_path: Path) -> Iterator[Path]:
+    """A `zenml init` project (of this session's store) whose subfolder is the working directory
+    while the test runs; this process's ZenML client takes the repository's config, as a
+    process started there does. Yields the project's root."""
+    from click.testing import CliRunner
+    from zenml.cli.cli import cli as zenml_cli
+    from zenml.client import Client
+
+    root = tmp_path / "project"
+    (root / "pipelines").mkdir(parents=True)
+    res = CliRunner().invoke(zenml_cli, ["init", "--path", str(root)])
+    assert res.exit_code == 0, res.output
+    assert (root / ".zen" / "config.yaml").is_file()
+    old = os.getcwd()
+    os.chdir(root / "pipelines")
+    Client().activate_root()
+    try:
+        yield root
+    finally:
+        os.chdir(old)
+        Client().activate_root()
+
+
+@pytest.fixture
 def bentoml_stack(zenml_env: Path) -> str:
     """A ZenML stack whose model deployer is `zmd-bentoml`, made active for this test."""
     return _stack("zmd-bentoml")

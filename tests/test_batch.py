@@ -216,6 +216,9 @@ def faulty(scorer: Any) -> Iterator[tuple[Any, _Faults]]:
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers["Content-Length"]))
             action = faults.next(self.headers["Content-Type"])
+            if action == "slow":  # a request in flight when the job is interrupted
+                time.sleep(2)
+                action = "ok"
             if action == "reset":  # RST, as a crashed or restarted server's socket sends
                 self.connection.setsockopt(
                     socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
@@ -290,6 +293,52 @@ def test_transient_failures_are_retried_with_backoff_and_others_fail_at_once(
     out, report = run_batch(frame, svc, chunk_rows=250, batch_size=250, concurrency=1, retry=fast)
     assert out["prediction"].tolist() == data["expected"][:500] and report.retries == 0
     assert faults.content_types == ["application/vnd.apache.parquet"] + ["application/json"] * 2
+
+
+@pytest.mark.parametrize("signal_raises", ["zenml", "keyboard"])
+def test_an_interruption_while_a_request_is_in_flight_is_no_prediction_failure(
+    faulty: tuple[Any, _Faults], data: dict[str, Any], tmp_path: Path, signal_raises: str
+) -> None:
+    """The signal lands while the job waits for a request (a timer, as Ctrl-C would):
+    ZenML's step handler raises RunInterruptedException there (once reported as the backend's
+    words), a plain script's KeyboardInterrupt (it stays one). Either says what is committed
+    and that the same job resumes; the queued requests are not sent."""
+    from zenml.exceptions import RunInterruptedException
+
+    from zenml_model_deployers.errors import BatchInterruptedError
+
+    svc, faults = faulty
+    frame = data["frame"][["f1", "f2"]].iloc[:500]
+    args = dict(output_uri=str(tmp_path / "out"), chunk_rows=100, batch_size=50, concurrency=1)
+    faults.plan, faults.requests = ["ok", "ok", "slow"], 0
+
+    def handler(signum: int, frame_: Any) -> None:
+        if signal_raises == "zenml":
+            raise RunInterruptedException("The execution was interrupted.")
+        raise KeyboardInterrupt
+
+    def arm(record: Any) -> None:  # once chunk 0 is committed; chunk 1 waits 2 s meanwhile
+        if record.chunk == 0:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        with pytest.raises((BatchInterruptedError, KeyboardInterrupt)) as err:
+            run_batch(frame, svc, progress=False, on_chunk=arm, **args)  # type: ignore[arg-type]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    said = str(err.value) + "".join(getattr(err.value, "__notes__", []))
+    if signal_raises == "zenml":
+        assert isinstance(err.value, BatchInterruptedError)
+        assert err.value.backend_message is None and "Backend said" not in said
+    else:
+        assert type(err.value) is KeyboardInterrupt
+    assert "was interrupted: 1 of 5 chunks (100 of 500 rows) are committed, 1 of them" in said
+    assert "run the same job again" in said
+    assert faults.requests == 3  # chunk 0's 2, chunk 1's first in flight: the rest not sent
+    _, report = run_batch(frame, svc, progress=False, **args)  # type: ignore[arg-type]
+    assert report.chunks_skipped == 1 and report.rows_predicted == 400
 
 
 @pytest.fixture(scope="module")
@@ -439,6 +488,82 @@ def test_killed_job_resumes_from_its_last_commit_without_duplicates(
     assert len(table_rows(db)) == ROWS
     assert table_rows(db)["prediction"].sum() == sum(data["expected"])
     assert not list(out.glob("_tmp-*"))  # a killed write leaves no part file readers would see
+
+
+def _interrupt_after_commits(
+    script: Path, commits: Path, least: int = 4, started_in_background: bool = False
+) -> tuple[str, int]:
+    """Runs a job script, sends it SIGINT once ``least`` chunks are committed; its output and
+    how many chunks were committed when it ended. ``started_in_background``: SIGINT ignored
+    when it starts, as for a job a shell started with ``&`` (ZenML's step handler then raises
+    its RunInterruptedException, not KeyboardInterrupt)."""
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=ignore_sigint if started_in_background else None,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if commits.exists() and len(list(commits.glob("*.json"))) >= least:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the job ended before it could be interrupted"
+        os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode != 0, out
+    return out, len(list(commits.glob("*.json")))
+
+
+def test_ctrl_c_says_what_is_committed_and_that_a_rerun_resumes(
+    scorer: Any, data: dict[str, Any], tmp_path: Path
+) -> None:
+    """SIGINT during a pipeline's batch step: no "Backend said: The execution was interrupted."
+    (ZenML's step signal handler raised that; the backend said nothing), but the job, how much
+    is committed, and that the same job resumes -- which it then does. Ctrl-C in a script keeps
+    its KeyboardInterrupt (so does a pipeline's at a terminal), with the same sentence."""
+    out = tmp_path / "out"
+    args = dict(output_uri=str(out), columns=["f1", "f2"], chunk_rows=200, batch_size=5)
+    (tmp_path / "pipeline_job.py").write_text(
+        textwrap.dedent(
+            f"""
+            from zenml import pipeline
+            from zenml_model_deployers.steps import batch_inference_step, mlflow_deployer_step
+
+            @pipeline(enable_cache=False)
+            def interrupted_batch() -> None:
+                svc = mlflow_deployer_step(model_uri={data["lr"]!r}, deployment_name={DEPLOYMENT!r})
+                batch_inference_step(svc, data={str(data["root"] / "clean")!r}, concurrency=1, **{args!r})
+
+            interrupted_batch()
+            """
+        )
+    )
+    said, committed = _interrupt_after_commits(
+        tmp_path / "pipeline_job.py", out / "_zmd_commits", started_in_background=True
+    )
+    assert "Backend said" not in said, said
+    assert "BatchInterruptedError: Batch job " in said, said
+    assert (
+        f"was interrupted: {committed} of 30 chunks ({committed * 200} of {ROWS} rows) are " in said
+    )
+    assert "run the same job again" in said and "it resumes" in said
+
+    _, report = run_batch(str(data["root"] / "clean"), scorer, progress=False, **args)  # type: ignore[arg-type]
+    assert report.chunks_skipped == committed and report.rows_predicted == ROWS - committed * 200
+    parts = read_parts(out)
+    assert len(parts) == ROWS and parts["prediction"].tolist() == data["expected"]
 
 
 def test_job_memory_is_bounded_by_its_chunks_not_by_its_input(tmp_path: Path) -> None:

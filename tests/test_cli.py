@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from zenml_model_deployers import cli
 from zenml_model_deployers.cli import main as zmd
-from zenml_model_deployers.errors import DeploymentNotFoundError
+from zenml_model_deployers.errors import DeploymentError, DeploymentNotFoundError
 from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
 
 
@@ -39,9 +39,11 @@ def test_list_json_and_filters(deployed: Any) -> None:
     assert row["state"] == "running" and row["url"] == deployed.prediction_url
     assert row["flavor"] == "zmd-mlflow" and row["model"] == "cli-model"
     assert (
-        json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-nope"]).output)
+        json.loads(r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-vllm"]).output)
         == []
     )
+    nope = r.invoke(zmd, ["models", "list", "-o", "json", "--flavor", "zmd-nope"])
+    assert nope.exit_code == 1 and "Unknown model deployer flavor 'zmd-nope'" in nope.output
     only = json.loads(
         r.invoke(zmd, ["models", "list", "-o", "json", "--model", "cli-model"]).output
     )
@@ -257,3 +259,178 @@ def test_fast_list_of_a_local_flavor_ignores_remote_rows(deployed: Any) -> None:
         assert described.exit_code == 0, described.output
     finally:
         Client().delete_service(row.id)
+
+
+def test_fast_path_inside_a_zenml_init_project(
+    deployed: Any, zenml_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a `zenml init` project, list/describe/get-url/logs stay on the fast path (no ZenML
+    import, no 3-20 s) and say what ZenML's client path says there -- for the project the
+    repository's config names, which is not always the global one."""
+    from zenml.client import Client
+
+    from zenml_model_deployers.local.fastlist import list_local_rows
+
+    assert list_local_rows() is not None, "the fast path should apply in a repository"
+    r = CliRunner()
+
+    def took_zenml(*a: Any, **k: Any) -> Any:
+        raise AssertionError("took ZenML's path")
+
+    def both(args: list[str]) -> tuple[Any, Any]:
+        with monkeypatch.context() as m:
+            m.setattr(cli, "_all_services", took_zenml)
+            fast = r.invoke(zmd, args)
+        return fast, r.invoke(zmd, args, env={"ZMD_FAST_LIST": "0"})
+
+    for args in (
+        ["models", "list", "-o", "json"],
+        ["models", "describe", "cli-demo", "-o", "json"],
+        ["models", "get-url", "cli-demo"],
+        ["models", "get-url", str(deployed.uuid)[:8], "--flavor", "zmd-mlflow"],
+        ["models", "logs", "cli-demo", "--tail", "5"],
+        ["models", "get-url", "zzz-nope"],
+    ):
+        fast, slow = both(args)
+        assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args
+    fast, _ = both(["models", "get-url", "cli-demo"])
+    assert fast.output.strip() == deployed.prediction_url
+
+    # The repository pins another project (`zenml project set` inside it): the fast path reads
+    # that project's rows (none), as ZenML does; the global config still names the first one.
+    before = Client().active_project.id
+    other = Client().create_project("zmd-repo-project", "a project a repository pins")
+    Client().set_active_project(other.id)
+    try:
+        for args in (["models", "list", "-o", "json"], ["models", "get-url", "cli-demo"]):
+            fast, slow = both(args)
+            assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args
+        assert json.loads(both(["models", "list", "-o", "json"])[0].output) == []
+    finally:
+        Client().set_active_project(before)
+        Client().delete_project(other.id)
+    # A project the store no longer has, or none named yet: ZenML picks one (and writes it),
+    # so that is left to ZenML's path.
+    config = zenml_repo / ".zen" / "config.yaml"
+    kept = config.read_text()
+    try:
+        config.write_text(kept.replace(str(before), str(other.id)))
+        assert list_local_rows() is None
+        config.write_text("{}\n")
+        assert list_local_rows() is None
+    finally:
+        config.write_text(kept)
+    assert list_local_rows() is not None
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_flavor"
+
+
+def test_an_unknown_flavor_is_an_error_naming_the_closest(
+    deployed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--flavor zmd-mlfow` (a typo) is an error naming zmd-mlflow and the known flavors, the
+    same on the fast path and ZenML's, not "No deployments." with exit 0; `get_deployer` says
+    the same. A user's own flavor registered in ZenML (the custom-flavor example's `litserve`)
+    is known."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    from zenml_model_deployers.errors import ConfigurationError
+    from zenml_model_deployers.flavors import get_deployer
+
+    r = CliRunner()
+    slow_env = {"ZMD_FAST_LIST": "0"}
+
+    def same_on_both_paths(args: list[str]) -> Any:
+        with monkeypatch.context() as m:
+            m.setattr(cli, "_all_services", lambda *a, **k: pytest.fail("took ZenML's path"))
+            fast = r.invoke(zmd, args)
+        slow = r.invoke(zmd, args, env=slow_env)
+        assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args
+        return fast
+
+    for args in (
+        ["models", "list", "--flavor", "zmd-mlfow"],
+        ["models", "list", "-o", "json", "--flavor", "zmd-mlfow"],
+        ["models", "get-url", "cli-demo", "--flavor", "zmd-mlfow"],
+    ):
+        res = same_on_both_paths(args)
+        assert res.exit_code == 1, res.output
+        assert "Unknown model deployer flavor 'zmd-mlfow'" in res.output
+        assert "did you mean 'zmd-mlflow'?" in res.output and "zmd-kserve" in res.output
+    # One of ours with no deployment is no error: nothing to list.
+    assert (
+        json.loads(
+            same_on_both_paths(["models", "list", "-o", "json", "--flavor", "zmd-vllm"]).output
+        )
+        == []
+    )
+    with pytest.raises(ConfigurationError, match="did you mean 'zmd-mlflow'") as err:
+        get_deployer("zmd-mlfow")
+    assert "--flavor=zmd-mlfow" not in str(err.value)
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    flavor = Client().create_flavor(
+        source="litserve_flavor.LitServeDeployerFlavor",
+        component_type=StackComponentType.MODEL_DEPLOYER,
+    )
+    try:
+        assert flavor.name == "litserve"
+        listed = same_on_both_paths(["models", "list", "-o", "json", "--flavor", "litserve"])
+        assert listed.exit_code == 0 and json.loads(listed.output) == []
+        typo = same_on_both_paths(["models", "list", "--flavor", "litserv"])
+        assert typo.exit_code == 1 and "did you mean 'litserve'?" in typo.output
+        with pytest.raises(DeploymentError, match="No model deployer of flavor litserve"):
+            get_deployer("litserve")  # known: what is missing is a component of it
+    finally:
+        Client().delete_flavor(flavor.id)
+
+
+def test_a_retried_canary_clears_its_failure_and_promote_rollback_say_it_once(
+    mlflow_deployer: Any, models_dir: Path, tmp_path: Path
+) -> None:
+    """A canary that failed (its model was not there yet), then the same revision again once it
+    is: `describe` no longer says "canary ... failed". `promote` and `rollback` print their
+    result once (the CLI's line; the deployer's log line said it a second time)."""
+    import shutil
+
+    name, late = "cli-canary", tmp_path / "late-model"
+    cfg = MLflowDeploymentConfig(deployment_name=name, model_uri=str(models_dir / "a"))
+    candidate = MLflowDeploymentConfig(deployment_name=name, model_uri=str(late))
+    r = CliRunner()
+
+    def status_message() -> str:
+        res = r.invoke(zmd, ["models", "describe", name, "-o", "json"])
+        assert res.exit_code == 0, res.output
+        return str(json.loads(res.output)["status_message"])
+
+    def zmd_process(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "zenml_model_deployers.cli", "models", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "ZENML_LOGGING_VERBOSITY": "INFO"},  # a user's default
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    mlflow_deployer.deploy(cfg, timeout=120)
+    try:
+        with pytest.raises(DeploymentError):
+            mlflow_deployer.deploy(candidate, canary_percent=30, timeout=60)
+        assert status_message().startswith(f"canary of {candidate.config_hash()} at 30% failed")
+        shutil.copytree(models_dir / "b", late)  # the same revision, now loadable
+        mlflow_deployer.deploy(candidate, canary_percent=30, timeout=120)
+        assert status_message() == ""
+
+        said = zmd_process("promote", name)
+        assert said.count("promoted") == 1, said
+        mlflow_deployer.deploy(cfg, canary_percent=30, timeout=120)
+        said = zmd_process("rollback", name)
+        assert said.count("rolled back") == 1, said
+    finally:
+        found = mlflow_deployer.find_deployment(name)
+        if found is not None:
+            mlflow_deployer.delete(found)

@@ -55,7 +55,17 @@ def test_missing_model_fails_fast_with_mlflows_message(
     assert _processes_mentioning("/missing-model/relay.json") == []
 
 
-def test_pinned_port_in_use_is_a_clear_error(mlflow_deployer: Any, models_dir: Path) -> None:
+def test_pinned_port_in_use_is_a_clear_error(
+    mlflow_deployer: Any, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first deploy to a taken port fails before any server starts, and its hint is one that
+    works: another `port=` (`zmd models start` has no deployment to move: none was made)."""
+    from zenml_model_deployers import cli
+    from zenml_model_deployers.local import process
+
+    spawned: list[Any] = []
+    real_spawn = process.spawn
+    monkeypatch.setattr(process, "spawn", lambda *a, **k: spawned.append(a) or real_spawn(*a, **k))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -66,8 +76,19 @@ def test_pinned_port_in_use_is_a_clear_error(mlflow_deployer: Any, models_dir: P
         with pytest.raises(PortInUseError) as err:
             mlflow_deployer.deploy(cfg, timeout=60)
     assert f"Port {busy}" in str(err.value)
+    assert "`port=`" in str(err.value.hint) and "zmd models start" not in str(err.value.hint)
+    assert spawned == []  # no model server loaded for nothing
     assert mlflow_deployer.find_deployment("busy-port") is None
     assert _processes_mentioning(str(models_dir / "a") + " ") == []
+
+    # `zmd models start NAME --port P` of a name that matches nothing says so at once, from
+    # the store's rows, without ZenML's client (which lists and refreshes every deployment).
+    def took_zenml(*a: Any, **k: Any) -> Any:
+        raise AssertionError("took ZenML's path")
+
+    monkeypatch.setattr(cli, "_all_services", took_zenml)
+    res = CliRunner().invoke(zmd, ["models", "start", "busy-port", "--port", str(busy)])
+    assert res.exit_code == 1 and "No deployment matches 'busy-port'" in res.output
 
 
 def test_killed_front_shows_not_running_and_start_restores_same_url(

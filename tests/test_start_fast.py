@@ -144,6 +144,26 @@ def test_fast_start_is_what_zenml_then_sees(
     assert not found.status.relay.is_alive()
 
 
+def test_fast_start_inside_a_zenml_init_project(
+    stopped: Any, zenml_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a `zenml init` project the stopped deployment starts without ZenML too; ZenML's path,
+    in the same project, then sees it running and stops it."""
+    url = stopped.prediction_url
+    with monkeypatch.context() as m:
+        m.setattr(cli, "_resolve", lambda *a, **k: pytest.fail("took ZenML's path"))
+        res = CliRunner().invoke(zmd, ["models", "start", "fast-start"])
+    assert res.exit_code == 0, res.output
+    assert f"Deployment 'fast-start' serves at {url}" in res.output
+    assert requests.post(url, json={"inputs": [[1.0, 2.0]]}, timeout=10).json() == {
+        "predictions": [0]
+    }
+    assert _listed("fast-start")["state"] == "running"
+    assert _listed("fast-start") == _listed("fast-start", {"ZMD_FAST_LIST": "0"})
+    assert CliRunner().invoke(zmd, ["models", "stop", "fast-start"]).exit_code == 0
+    assert _listed("fast-start")["state"] == "stopped"
+
+
 def test_a_failed_fast_start_is_recorded_as_zenml_records_it(
     stopped: Any, mlflow_deployer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -105,7 +105,9 @@ def _cwd_source_root() -> Iterator[None]:
 
 
 def _all_services(flavor: str | None = None, refresh: bool = True) -> list[DeploymentService]:
-    """Every zenml-model-deployers service in the active project, status read live."""
+    """Every zenml-model-deployers service in the active project (of ``flavor``), status read
+    live. An unknown ``flavor`` (neither ours, nor registered, nor any deployment's) raises
+    ``ConfigurationError`` naming the closest one."""
     from zenml.client import Client
 
     from zenml_model_deployers.service import service_from_response
@@ -133,6 +135,11 @@ def _all_services(flavor: str | None = None, refresh: bool = True) -> list[Deplo
         if page_no >= page.total_pages:
             break
         page_no += 1
+    if flavor and not out:
+        # A typo lists nothing: say so rather than "No deployments".
+        from zenml_model_deployers.flavors import registered_flavors, require_known_flavor
+
+        require_known_flavor(flavor, registered_flavors())
     return out
 
 
@@ -454,16 +461,17 @@ def models_start(
         _start_all(flavor, timeout)
         return
     assert ref is not None
-    if port is None:
-        # A stopped local deployment starts without importing ZenML (local/faststart.py).
-        row = _fast_row(ref, flavor)
-        if row is not None:
-            from zenml_model_deployers.local import faststart
+    # Resolved without ZenML where it can be: a reference that matches nothing fails at once
+    # (with --port too), and a stopped local deployment starts without ZenML
+    # (local/faststart.py).
+    row = _fast_row(ref, flavor)
+    if row is not None and port is None:
+        from zenml_model_deployers.local import faststart
 
-            url = faststart.start(row, timeout)
-            if url is not None:
-                click.echo(f"Deployment '{row['name']}' serves at {url}")
-                return
+        url = faststart.start(row, timeout)
+        if url is not None:
+            click.echo(f"Deployment '{row['name']}' serves at {url}")
+            return
     s = _resolve(ref, flavor)
     _deployer_for(s).start(s, timeout, port=port)
     click.echo(f"Deployment '{s.deployment_name}' serves at {s.prediction_url}")

@@ -664,7 +664,8 @@ class BaseDeployer(BaseModelDeployer):
                 lambda: self._promote_split(service, candidate, t),
                 f"promotion of {candidate.config_hash()}",
             )
-        logger.info(
+        # Debug: the caller says it (the CLI prints one line), as for start and stop.
+        logger.debug(
             "Deployment '%s' promoted: revision %s serves all requests.",
             service.deployment_name,
             service.status.config_hash,
@@ -696,7 +697,7 @@ class BaseDeployer(BaseModelDeployer):
                 lambda: self._rollback_split(service, service.config, t),
                 f"rollback of {candidate.config_hash()}",
             )
-        logger.info(
+        logger.debug(
             "Deployment '%s' rolled back: revision %s serves all requests.",
             service.deployment_name,
             service.status.config_hash,
@@ -896,7 +897,9 @@ class BaseDeployer(BaseModelDeployer):
         return candidate
 
     def _run_traffic_change(self, service: DeploymentService, change: Any, what: str) -> None:
-        """Runs a split change; on failure records why and keeps the recorded split."""
+        """Runs a split change; on failure records why and keeps the recorded split. A change
+        that succeeds clears the error an earlier one left (a failed canary retried: the
+        deployment serves as asked, and `describe` must not say otherwise)."""
         try:
             change()
         except BaseException as e:
@@ -905,6 +908,7 @@ class BaseDeployer(BaseModelDeployer):
                 with contextlib.suppress(Exception):
                     self.persist(service)
             raise
+        service.status.clear_error()
         self.persist(service)
 
     # ----------------------------------------------------------------- start / stop / delete

@@ -109,6 +109,37 @@ class PredictionError(DeploymentError):
         )
 
 
+class BatchInterruptedError(DeploymentError):
+    """A batch job was interrupted (Ctrl-C in a pipeline, a stopped step), not failed: what it
+    committed stays committed, and the same job run again resumes after it."""
+
+
+# What ZenML's step signal handler raises in the step's thread on SIGINT / SIGTERM instead of
+# KeyboardInterrupt (zenml.orchestrators.signal_handler), named here so that this module
+# imports no ZenML.
+_ZENML_INTERRUPTIONS = frozenset({"RunInterruptedException", "RunStoppedException"})
+
+
+def is_interruption(error: BaseException) -> bool:
+    """Whether an exception is an interruption (Ctrl-C, a stopped run), not a failure of what
+    was running: ``KeyboardInterrupt``, or ZenML's ``RunInterruptedException`` /
+    ``RunStoppedException``, which its step signal handler raises wherever the step's thread
+    was (inside a request, a wait, a model's predict).
+
+    Args:
+        error: the exception.
+
+    Returns:
+        True for an interruption.
+    """
+    if isinstance(error, KeyboardInterrupt):
+        return True
+    return any(
+        c.__module__ == "zenml.exceptions" and c.__name__ in _ZENML_INTERRUPTIONS
+        for c in type(error).__mro__
+    )
+
+
 class RolloutFailedError(DeploymentError):
     """A progressive rollout failed a gate (or broke) and was rolled back: the stable revision
     serves all requests again and the candidate is gone.

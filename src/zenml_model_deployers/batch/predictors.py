@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from zenml_model_deployers.errors import ConfigurationError, PredictionError
+from zenml_model_deployers.errors import ConfigurationError, PredictionError, is_interruption
 
 if TYPE_CHECKING:
     from zenml_model_deployers.service import DeploymentService
@@ -316,6 +316,8 @@ class LocalPredictor:
         try:
             out = model.predict(to_model_input(table, self.is_array))
         except Exception as e:
+            if is_interruption(e):
+                raise  # Ctrl-C in a ZenML step: not the model's failure
             raise PredictionError(
                 f"The local model '{self.model_uri}' failed to predict.",
                 backend_message=f"{type(e).__name__}: {e}",

@@ -39,7 +39,12 @@ from zenml_model_deployers.batch.sources import (
     ReadAhead,
     open_source,
 )
-from zenml_model_deployers.errors import ConfigurationError, PredictionError
+from zenml_model_deployers.errors import (
+    BatchInterruptedError,
+    ConfigurationError,
+    PredictionError,
+    is_interruption,
+)
 
 if TYPE_CHECKING:
     from zenml_model_deployers.service import DeploymentService
@@ -266,6 +271,33 @@ def _failure(chunk: Chunk, offset: int, rows: int, job: JobManifest, error: Exce
     )
 
 
+def _interrupted(
+    error: BaseException, job: JobManifest, before: set[int], now: list[int]
+) -> BaseException:
+    """What an interrupted job raises: what is committed (by earlier runs and this one) and
+    that the same job resumes, instead of an interruption reported as the backend's words.
+
+    ZenML's ``RunInterruptedException`` (Ctrl-C in a pipeline step) becomes a
+    ``BatchInterruptedError``; ``KeyboardInterrupt`` and ZenML's ``RunStoppedException``, whose
+    type their callers act on (Ctrl-C stops a script; ZenML does not retry a stopped run), are
+    raised as they are, with the same sentence as a note.
+    """
+    rows_before = sum(min(job.chunk_rows, job.total_rows - i * job.chunk_rows) for i in before)
+    chunks, rows = len(before) + now[0], rows_before + now[1]
+    message = (
+        f"Batch job {job.job_id} was interrupted: {chunks} of {job.chunks} chunks "
+        f"({rows} of {job.total_rows} rows) are committed, {now[0]} of them by this run."
+    )
+    hint = (
+        "run the same job again (same input, chunk_rows and outputs): it resumes after the "
+        "committed chunks and writes no duplicates."
+    )
+    if isinstance(error, Exception) and type(error).__name__ != "RunStoppedException":
+        return BatchInterruptedError(message, hint=hint)
+    error.add_note(f"{message}\nWhat to do: {hint}")
+    return error
+
+
 def run_batch(
     data: Any,
     service: DeploymentService | None = None,
@@ -323,6 +355,8 @@ def run_batch(
         ConfigurationError: bad sizes, no model, or an output holding another job.
         PredictionError: a batch failed (the rows, the backend's words); earlier chunks
             stay committed.
+        BatchInterruptedError: Ctrl-C in a ZenML step: what is committed stays, and the same
+            job resumes (a ``KeyboardInterrupt`` outside ZenML stays one, with that as a note).
     """
     if batch_size is None:
         batch_size = default_batch_size(service)
@@ -367,8 +401,11 @@ def run_batch(
         committed = [sink.start(job) for sink in sinks]
         done_everywhere = set.intersection(*committed)
         bar = BatchProgress(total, f"Batch {job.job_id}", progress)
+        now = [0, 0]  # chunks, rows committed by this run
 
         def reported(record: CommitRecord) -> None:
+            now[0] += 1
+            now[1] += record.rows
             bar.advance(record.rows, predicted=True)
             if on_chunk is not None:
                 on_chunk(record)
@@ -414,6 +451,13 @@ def run_batch(
             else:
                 chunks = source.chunks(chunk_rows, skip=done_everywhere)
                 skipped = _run_threads(chunks, predictor, job, commit, bar, batch_size, concurrency)
+        except BaseException as e:
+            if not is_interruption(e):
+                raise
+            said = _interrupted(e, job, done_everywhere, now)
+            if said is e:
+                raise
+            raise said from e
         finally:
             bar.close()
     finally:
@@ -481,12 +525,16 @@ def _run_threads(
             for offset, rows, fut in futures:
                 try:
                     preds.extend(fut.result())
-                except Exception as e:
+                except BaseException as e:
+                    # Requests not started yet are dropped: a failed or interrupted job
+                    # stops at once.
                     for _c, pending in window:
                         for _o, _r, f in pending:
                             f.cancel()
                     for _o, _r, f in futures:
                         f.cancel()
+                    if is_interruption(e) or not isinstance(e, Exception):
+                        raise  # raised in this thread while it waited: not the request's
                     raise _failure(chunk, offset, rows, job, e) from e
             commit(chunk, preds)
 
@@ -505,6 +553,8 @@ def _run_threads(
             try:
                 preds = predictor.predict(pa.concat_tables([c.table for c in group]))
             except Exception as e:
+                if is_interruption(e):
+                    raise
                 raise _failure(group[0], 0, rows, job, e) from e
             offset = 0
             for c in group:
@@ -513,25 +563,32 @@ def _run_threads(
             group.clear()
             group_bytes = 0
 
-        for chunk in chunks:
-            if chunk.table is None:
-                predict_group()
-                count_skipped(chunk, job, bar, skipped)
-                continue
-            if local:
-                group.append(chunk)
-                group_bytes += chunk.table.nbytes
-                if group_bytes >= LOCAL_PREDICT_BYTES:
+        try:
+            for chunk in chunks:
+                if chunk.table is None:
                     predict_group()
-                continue
-            futures = [
-                (off, part.num_rows, pool.submit(predictor.predict, part))
-                for off, part in _slices(chunk.table, batch_size)
-            ]
-            window.append((chunk, futures))
-            while len(window) > 1:
+                    count_skipped(chunk, job, bar, skipped)
+                    continue
+                if local:
+                    group.append(chunk)
+                    group_bytes += chunk.table.nbytes
+                    if group_bytes >= LOCAL_PREDICT_BYTES:
+                        predict_group()
+                    continue
+                futures = [
+                    (off, part.num_rows, pool.submit(predictor.predict, part))
+                    for off, part in _slices(chunk.table, batch_size)
+                ]
+                window.append((chunk, futures))
+                while len(window) > 1:
+                    finish()
+            predict_group()
+            while window:
                 finish()
-        predict_group()
-        while window:
-            finish()
+        except BaseException:
+            # Requests not started yet are dropped: an interrupted job stops at once.
+            for _c, pending in window:
+                for _o, _r, f in pending:
+                    f.cancel()
+            raise
     return skipped[0], skipped[1]

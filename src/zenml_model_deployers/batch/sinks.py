@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from zenml_model_deployers.errors import ConfigurationError, PredictionError
+from zenml_model_deployers.errors import ConfigurationError, PredictionError, is_interruption
 
 COMMITS_TABLE = "zmd_batch_commits"
 
@@ -277,6 +277,8 @@ class SqlSink:
                 return {int(r[0]) for r in rows}
         except Exception as e:
             self.close()
+            if is_interruption(e):
+                raise
             raise PredictionError(
                 f"Could not open the predictions database for table '{self.table}'.",
                 backend_message=str(e),
@@ -304,6 +306,8 @@ class SqlSink:
                     )
                 )
         except Exception as e:
+            if is_interruption(e):
+                raise  # rolled back: not the database's refusal
             raise PredictionError(
                 f"Could not write rows {record.first_row}-{record.last_row} to table "
                 f"'{self.table}'; nothing of them was written.",

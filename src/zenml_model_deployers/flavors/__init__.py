@@ -5,6 +5,7 @@ Only names and import paths live here: importing this module imports no backend.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +25,47 @@ FLAVOR_SOURCES: dict[str, str] = {
 
 # Flavors that need no settings: lifecycle calls work without a registered component.
 SETTINGLESS = ("zmd-mlflow", "zmd-bentoml", "zmd-vllm")
+
+
+def require_known_flavor(flavor: str, registered: Iterable[str] = ()) -> None:
+    """Refuses a flavor name that is neither one of ours nor one registered, naming the
+    closest one (a typo such as ``zmd-mlfow``) and all that are known.
+
+    Args:
+        flavor: the name given.
+        registered: other names that are known: the custom model-deployer flavors registered
+            in the user's ZenML store (a user's own flavor such as ``litserve``).
+
+    Raises:
+        ConfigurationError: the name is unknown.
+    """
+    import difflib
+
+    from zenml_model_deployers.errors import ConfigurationError
+
+    known = list(dict.fromkeys([*FLAVOR_SOURCES, *sorted(registered)]))
+    if flavor in known:
+        return
+    close = difflib.get_close_matches(flavor, known, n=1)
+    guess = f"did you mean '{close[0]}'? The known" if close else "the known"
+    raise ConfigurationError(
+        f"Unknown model deployer flavor '{flavor}'.",
+        hint=f"{guess} flavors are: {', '.join(known)}.",
+    )
+
+
+def registered_flavors() -> list[str]:
+    """The custom model-deployer flavors registered in the active ZenML store (ours and users'
+    own; ZenML's built-in ones, which zenml-model-deployers does not manage, are left out).
+
+    Returns:
+        Their names.
+    """
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    found = Client().list_flavors(type=StackComponentType.MODEL_DEPLOYER, size=1000).items
+    return [f.name for f in found if f.is_custom]
 
 
 def register_flavors() -> list[str]:
@@ -189,6 +231,7 @@ def get_deployer(flavor: str | None = None) -> BaseDeployer:
         The deployer.
 
     Raises:
+        ConfigurationError: `flavor` is no known flavor (the closest one is named).
         DeploymentError: no such model deployer is registered.
     """
     from zenml.client import Client
@@ -207,6 +250,8 @@ def get_deployer(flavor: str | None = None) -> BaseDeployer:
             "The active stack has no zenml-model-deployers model deployer.",
             hint=f"`zmd flavors register && {next_steps()}`",
         )
+    if flavor not in FLAVOR_SOURCES:
+        require_known_flavor(flavor, registered_flavors())
     comps = client.list_stack_components(
         type=StackComponentType.MODEL_DEPLOYER, flavor=flavor, size=1, hydrate=True
     ).items

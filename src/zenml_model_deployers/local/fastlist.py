@@ -11,12 +11,16 @@ processes, reading needs neither: this module reads the service rows
 and checks the processes' liveness (and the front's supervision record) exactly as
 ``LocalProcessService.check_status`` does (shared: :func:`local_state`).
 
+Inside a ZenML repository (``zenml init``: a ``.zen`` folder here or above), it reads the
+project that the repository's config names, as ZenML's client does (:func:`_store`).
+
 It returns None — and the caller takes ZenML's client path — whenever it is not sure that it
-sees what ZenML would: another store, store settings from the environment, a ZenML repository
-(``.zen``) that may pin another project, an unknown schema, a remote flavor (whose status must
-come from its API), a refused request, or any error. ``ZMD_FAST_LIST=0`` turns it off. A
-command about one deployment resolves its reference among every row, remote ones included
-(:func:`row_refs`), and stays on this path when the one it means is local.
+sees what ZenML would: another store, store settings from the environment, a repository whose
+config names no project yet (or one the store no longer has), an unknown schema, a remote
+flavor (whose status must come from its API), a refused request, or any error.
+``ZMD_FAST_LIST=0`` turns it off. A command about one deployment resolves its reference among
+every row, remote ones included (:func:`row_refs`), and stays on this path when the one it
+means is local.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from zenml_model_deployers.flavors import FLAVOR_SOURCES, require_known_flavor
 from zenml_model_deployers.local.state import SPEC_FILE, local_state, supervision_of
 from zenml_model_deployers.provenance import local_serving_fields
 from zenml_model_deployers.secrets import is_secret_reference
@@ -57,12 +62,18 @@ def _config_dir() -> Path:
     return Path(click.get_app_dir("zenml"))
 
 
-def _in_zenml_repository() -> bool:
-    here = Path.cwd().resolve()
+def _repository_config_dir() -> Path | None:
+    """The config folder (``.zen``) of the ZenML repository ZenML's client would use here, as
+    ``Client.find_repository`` finds it: ``ZENML_REPOSITORY_PATH`` only (no parents) when set,
+    else the working directory and its parents; None outside a repository."""
+    name = os.environ.get("ZENML_REPOSITORY_DIRECTORY_NAME", ".zen")
     env_repo = os.environ.get("ZENML_REPOSITORY_PATH")
     if env_repo:
-        return True
-    return any((p / ".zen").is_dir() for p in (here, *here.parents))
+        candidates: tuple[Path, ...] = (Path(env_repo),)
+    else:
+        here = Path.cwd().resolve()
+        candidates = (here, *here.parents)
+    return next((p / name for p in candidates if (p / name).is_dir()), None)
 
 
 def _decode(blob: Any) -> dict[str, Any]:
@@ -75,12 +86,17 @@ def _decode(blob: Any) -> dict[str, Any]:
 
 
 def _store() -> tuple[dict[str, Any], str] | None:
-    """The active store's settings and the active project's id, from ZenML's global config,
-    or None when ZenML could see another store or project (see module docstring)."""
-    if (
-        any(k.startswith("ZENML_STORE_") for k in os.environ)
-        or "ZENML_ACTIVE_PROJECT_ID" in os.environ
-        or _in_zenml_repository()
+    """The active store's settings (ZenML's global config) and the active project's id, or
+    None when ZenML could see another store or project (see module docstring).
+
+    Inside a ZenML repository (``zenml init``), the project is the one its ``.zen/config.yaml``
+    names, as ZenML's ``Client.active_project`` takes it over the global one. A repository
+    config that names none yet is left to ZenML, which picks one (the user's default project)
+    and writes it there; one that names a project the store no longer has is found out by the
+    reader (no row in SQLite, a 404 from a server) and left to ZenML too.
+    """
+    if any(k.startswith("ZENML_STORE_") for k in os.environ) or (
+        "ZENML_ACTIVE_PROJECT_ID" in os.environ
     ):
         return None
     import yaml
@@ -88,6 +104,11 @@ def _store() -> tuple[dict[str, Any], str] | None:
     gc = yaml.safe_load((_config_dir() / "config.yaml").read_text()) or {}
     store = gc.get("store") or {}
     project = gc.get("active_project_id")
+    repo = _repository_config_dir()
+    if repo is not None:
+        repo_file = repo / "config.yaml"
+        repo_config = yaml.safe_load(repo_file.read_text()) if repo_file.is_file() else None
+        project = (repo_config or {}).get("active_project_id")
     return (store, str(project)) if project and isinstance(store, dict) else None
 
 
@@ -147,6 +168,8 @@ def _store_rows() -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] 
             cols = {r[1] for r in con.execute("PRAGMA table_info(service)")}
             if not _COLUMNS <= cols:
                 return None
+            if con.execute("SELECT 1 FROM project WHERE id = ?", (project,)).fetchone() is None:
+                return None  # ZenML falls back to another project (and says so)
             found = con.execute(
                 "SELECT id, flavor, config, status, prediction_url, labels FROM service "
                 "WHERE (flavor LIKE 'zmd-%' OR labels IS NOT NULL) AND project_id = ? "
@@ -251,14 +274,44 @@ def _ours(labels_blob: Any) -> bool:
     return "zmd_deployment" in _decode(labels_blob)
 
 
+def _registered_flavors() -> list[str] | None:
+    """The custom model-deployer flavors registered in the local SQLite store, as
+    ``flavors.registered_flavors`` reads them through ZenML, or None (another store)."""
+    try:
+        local = sqlite_store()
+        if local is None:
+            return None
+        con = sqlite3.connect(f"file:{local[0]}?mode=ro", uri=True, timeout=5)
+        try:
+            found = con.execute(
+                "SELECT name FROM flavor WHERE type = 'model_deployer' AND is_custom"
+            ).fetchall()
+        finally:
+            con.close()
+    except Exception:
+        return None
+    return [str(r[0]) for r in found]
+
+
 def _flavor_rows(
     flavor: str | None,
 ) -> list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] | None:
-    """:func:`_store_rows` of ``flavor`` (all of them without one), or None."""
+    """:func:`_store_rows` of ``flavor`` (all of them without one), or None.
+
+    Raises:
+        ConfigurationError: ``flavor`` is unknown (as ZenML's path says it: see
+            ``flavors.require_known_flavor``).
+    """
     rows = _store_rows()
     if rows is None:
         return None
-    return [row for row in rows if not flavor or row[1] == flavor]
+    picked = [row for row in rows if not flavor or row[1] == flavor]
+    if flavor and not picked and flavor not in FLAVOR_SOURCES:
+        registered = _registered_flavors()
+        if registered is None:
+            return None  # a server: ZenML's path asks it
+        require_known_flavor(flavor, registered)
+    return picked
 
 
 def _live_row(

@@ -401,9 +401,15 @@ class LocalProcessService(DeploymentService):
     def _relay_alive(self) -> bool:
         return self.status.relay is not None and self.status.relay.is_alive()
 
-    def _ensure_relay(self, target: int | None) -> None:
-        if self._relay_alive():
-            return
+    def _public_port(self) -> int:
+        """The port the front is to listen on (0: a free one), checked to be free.
+
+        Raises:
+            PortInUseError: the pinned or recorded port is taken; the hint is what works: the
+                deploy step's (or config's) ``port=`` where nothing is deployed yet (a failed
+                first deploy leaves no deployment to start), else also ``zmd models start
+                --port``.
+        """
         host = self.config.host
         port = self.config.port or self.status.public_port or 0
         preferred = self._preferred_port
@@ -411,14 +417,31 @@ class LocalProcessService(DeploymentService):
             port = preferred
         if port and not port_is_free(host, port):
             pinned = "pinned" if self.config.port else "recorded"
+            free = f"free port {port} (e.g. `lsof -i :{port}`)"
+            if not self.status.config_hash:
+                hint = (
+                    f"{free}, or deploy with another `port=` in the deploy step (or its "
+                    "config), or none for a free port. Nothing was deployed: there is no "
+                    f"deployment '{self.deployment_name}' to start yet."
+                )
+            else:
+                hint = (
+                    f"{free}, or move the deployment: `zmd models start "
+                    f"{self.deployment_name} --port <free port>` or the deploy step's `port=`."
+                )
             raise PortInUseError(
                 f"Port {port} ({pinned} for deployment '{self.deployment_name}') is already "
                 f"in use on {host}.",
                 deployment_name=self.deployment_name,
-                hint=f"free port {port} (e.g. `lsof -i :{port}`), or move the deployment: "
-                f"`zmd models start {self.deployment_name} --port <free port>` or the deploy "
-                "step's `port=`.",
+                hint=hint,
             )
+        return port
+
+    def _ensure_relay(self, target: int | None) -> None:
+        if self._relay_alive():
+            return
+        host = self.config.host
+        port = self._public_port()
         private_dir(self.workdir)
         metrics_port = self.config.metrics_port or self.status.metrics_port or 0
         if metrics_port and not port_is_free("127.0.0.1", metrics_port):
@@ -834,6 +857,13 @@ class LocalProcessService(DeploymentService):
         # serving the old address until the new revision is ready.
         old_front = self._detach_front_if_moved()
         had_relay = self._relay_alive()
+        if not had_relay:
+            # A taken port fails before a server spends seconds loading the model.
+            try:
+                self._public_port()
+            except BaseException:
+                self._restore_front(old_front)
+                raise
         if self.direct_data_path and not old_alive:
             # Nothing serves: the new revision's server takes the socket at once (it is
             # checked on the public port, where the front stops accepting meanwhile).
