@@ -257,3 +257,14 @@ def test_fast_list_of_a_local_flavor_ignores_remote_rows(deployed: Any) -> None:
         assert described.exit_code == 0, described.output
     finally:
         Client().delete_service(row.id)
+
+
+def test_stdout_carries_only_the_result(deployed: Any) -> None:
+    """The real `zmd` in a shell: `get-url` prints the URL alone, `-o json` parses, on the
+    fast path and on ZenML's, whose log handler writes to stdout (at DEBUG: a user debugging
+    still pipes `get-url` into curl)."""
+    from cli_output import assert_machine_readable
+
+    for env in ({}, {"ZMD_FAST_LIST": "0", "ZENML_LOGGING_VERBOSITY": "DEBUG"}):
+        info = assert_machine_readable("cli-demo", deployed.prediction_url, **env)
+        assert info["flavor"] == "zmd-mlflow"
