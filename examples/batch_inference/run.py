@@ -11,9 +11,13 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from zenml_model_deployers.flavors import keep_active_stack
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+# The user's active stack is active again when it ends (also on failure).
+@keep_active_stack()
 def main(delete: bool = False) -> None:
     """The whole example.
 
