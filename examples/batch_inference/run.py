@@ -2,7 +2,8 @@
 scores the same data with the model loaded in-process (``local=True``), and compares.
 
 Usage: ``python examples/batch_inference/run.py [--delete]`` (``--delete`` removes the
-deployment at the end). Uses your ZenML setup; registers a `zmd-mlflow` stack.
+deployment at the end). Uses your ZenML setup; registers a `zmd-mlflow` stack, active only
+while it runs (the stack that was active before is active again at the end).
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
     python examples/bentoml/run.py          # or DEMO_C=0.1 for a new model (rolled out in place)
 
 It registers the `zmd-bentoml` flavor, a model deployer and a stack `zmd-bentoml-example`
-(the active stack's orchestrator and artifact store), and activates that stack while it runs:
-the stack that was active before is active again at the end. Everything it creates stays inside the ZenML config it runs in: the stack and
-its component, the deployment's files, and BentoML's store (BentoML's home follows the ZenML
-config unless you set BENTOML_HOME). To try it without touching your setup:
+(the active stack's orchestrator and artifact store), and activates that stack while it
+runs: the stack that was active before is active again at the end. Everything it creates stays
+inside the ZenML config it runs in: the stack and its component, the deployment's files, and
+BentoML's store (BentoML's home follows the ZenML config unless you set BENTOML_HOME). To try it without touching your setup:
 `ZENML_CONFIG_PATH=/tmp/zmd-bento python examples/bentoml/run.py`, then remove that folder
 (after `zmd models delete iris-bento -y`).
 """
