@@ -17,7 +17,6 @@ def test_nightly_scoring_example(
     mlflow_deployer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     from zenml.client import Client
-    from zenml.enums import StackComponentType
 
     monkeypatch.chdir(tmp_path)
     # The example activates its own stack only while it runs, and puts back the one that was
@@ -37,13 +36,8 @@ def test_nightly_scoring_example(
             mlflow_deployer.delete(left)
         sys.modules.pop("run", None)
         sys.modules.pop("pipelines", None)
-        # The example's stack has the artifact store of the stack it was made from.
-        store = (
-            Client()
-            .get_stack("zmd-batch-example")
-            .components[StackComponentType.ARTIFACT_STORE][0]
-            .configuration["path"]
-        )
+        # The example's stack has the artifact store of the stack it was made from: this one.
+        store = Client().active_stack.artifact_store.path
         Client().activate_stack(before)
     out = capsys.readouterr().out
     assert "run 1: 20000 rows predicted, 0 skipped" in out
