@@ -19,8 +19,8 @@ def test_nightly_scoring_example(
     from zenml.client import Client
 
     monkeypatch.chdir(tmp_path)
-    # The example activates its own stack, as it would for a user: the session's other tests
-    # (ZenML's own CLI among them) run on the stack that was active before.
+    # The example activates its own stack only while it runs, and puts back the one that was
+    # active (a user's, here the session's: ZenML's own CLI tests run on it).
     before = Client().active_stack_model.id
     sys.path.insert(0, str(EXAMPLE))
     try:
@@ -29,12 +29,14 @@ def test_nightly_scoring_example(
         sys.path.remove(str(EXAMPLE))
     try:
         example.main(delete=True)
+        assert Client().active_stack_model.id == before, "the example left its stack active"
     finally:
         left = mlflow_deployer.find_deployment("nightly-scorer")
         if left is not None:
             mlflow_deployer.delete(left)
         sys.modules.pop("run", None)
         sys.modules.pop("pipelines", None)
+        # The example's stack has the artifact store of the stack it was made from: this one.
         store = Client().active_stack.artifact_store.path
         Client().activate_stack(before)
     out = capsys.readouterr().out

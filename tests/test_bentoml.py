@@ -133,6 +133,12 @@ def test_named_apis_latest_tag_and_readyz(bentoml_deployer: Any, bentos: dict[st
         )
         logs = "\n".join(svc.get_logs())
         assert "Service ZmdTestService initialized" in logs
+        # The real `zmd`, ZenML's path at DEBUG: stdout carries the URL / the JSON alone.
+        from cli_output import assert_machine_readable
+
+        assert_machine_readable(
+            "bento-apis", svc.prediction_url, ZMD_FAST_LIST="0", ZENML_LOGGING_VERBOSITY="DEBUG"
+        )
 
         # A killed `bentoml serve` (and its workers) is restarted by the front, same URL.
         server = psutil.Process(svc.status.server.pid)

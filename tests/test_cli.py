@@ -434,3 +434,14 @@ def test_a_retried_canary_clears_its_failure_and_promote_rollback_say_it_once(
         found = mlflow_deployer.find_deployment(name)
         if found is not None:
             mlflow_deployer.delete(found)
+
+
+def test_stdout_carries_only_the_result(deployed: Any) -> None:
+    """The real `zmd` in a shell: `get-url` prints the URL alone, `-o json` parses, on the
+    fast path and on ZenML's, whose log handler writes to stdout (at DEBUG: a user debugging
+    still pipes `get-url` into curl)."""
+    from cli_output import assert_machine_readable
+
+    for env in ({}, {"ZMD_FAST_LIST": "0", "ZENML_LOGGING_VERBOSITY": "DEBUG"}):
+        info = assert_machine_readable("cli-demo", deployed.prediction_url, **env)
+        assert info["flavor"] == "zmd-mlflow"

@@ -176,6 +176,7 @@ def test_run_py_deploys_from_a_pipeline_and_updates_without_a_failed_request(
         **os.environ,
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
     }
+    before = _active_stack(env)
     out = subprocess.run(
         [sys.executable, str(EXAMPLE / "run.py"), "--keep"],
         cwd=zenml_env / "work",
@@ -191,6 +192,8 @@ def test_run_py_deploys_from_a_pipeline_and_updates_without_a_failed_request(
     assert int(answered[1]) > 10 and int(answered[2]) == 0, out.stdout
     url = re.search(r"revision 2 at (\S+):", out.stdout)
     assert url
+    # It used litserve-stack while it ran, and put back the stack that was active.
+    assert _active_stack(env) == before != "litserve-stack"
 
     def zmd(*args: str) -> str:
         # From the example's folder, where ZenML finds the flavor's classes.
@@ -212,6 +215,49 @@ def test_run_py_deploys_from_a_pipeline_and_updates_without_a_failed_request(
     zmd("models", "stop", "iris-litserve")
     assert json.loads(zmd("models", "list", "-o", "json"))[0]["state"] == "stopped"
     zmd("models", "start", "iris-litserve")
-    assert zmd("models", "get-url", "iris-litserve").strip() == url[1]
+    from cli_output import assert_machine_readable
+
+    assert_machine_readable("iris-litserve", url[1], cwd=EXAMPLE, ZMD_FAST_LIST="0")
     zmd("models", "delete", "iris-litserve", "-y")
     assert json.loads(zmd("models", "list", "-o", "json")) == []
+
+
+def _active_stack(env: dict[str, str]) -> str:
+    """The active stack's name as a new process sees it (the store's config, not this one's)."""
+    code = "from zenml.client import Client; print(Client().active_stack_model.name)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+NO_PYTEST = """
+import sys
+
+sys.modules["pytest"] = None  # as where pytest is not installed
+sys.path.insert(0, sys.argv[1])
+import run  # the example's imports: the flavor, the steps, the request loop
+
+try:
+    import zenml_model_deployers.testing.conformance  # noqa: F401
+except ModuleNotFoundError as e:
+    print(e)
+"""
+
+
+def test_the_example_needs_no_pytest_and_the_suite_names_its_extra(tmp_path: Path) -> None:
+    """`python run.py` where pytest is not installed (a user's environment) imports what it
+    needs (it raised ModuleNotFoundError: No module named 'pytest'); the conformance suite,
+    a pytest suite, says which extra installs pytest."""
+    script = tmp_path / "no_pytest.py"
+    script.write_text(NO_PYTEST)
+    done = subprocess.run(
+        [sys.executable, str(script), str(EXAMPLE)],
+        cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'pip install "zenml-model-deployers[testing]"' in done.stdout, done.stdout

@@ -405,3 +405,22 @@ def test_progressive_rollout_promotes_through_the_routes(
     b_entity = _cfg("dbx-roll", "b").served_entity_name
     assert _routes(dbx_double, "dbx-roll") == {b_entity: 100}
     d.delete(d.find_deployment("dbx-roll"))
+
+
+def test_stdout_carries_only_the_result_when_the_sdk_warns(
+    dbx_deployer: Any,  # noqa: F811
+    dbx_double: DatabricksDouble,  # noqa: F811
+) -> None:
+    """The double has no host metadata (404), so databricks-sdk warns at every client it
+    builds ("Failed to automatically resolve config from host metadata ..."), as it did for a
+    user: the warning goes to stderr; `get-url` prints the URL alone and `-o json` parses."""
+    from cli_output import assert_machine_readable, run_zmd
+
+    svc = dbx_deployer.deploy(_cfg("dbx-stdout", "a"), timeout=TIMEOUT)
+    try:
+        assert_machine_readable("dbx-stdout", svc.prediction_url)
+        # The warning was provoked, and shown where a user still sees it.
+        done = run_zmd("models", "get-url", "dbx-stdout")
+        assert "Failed to automatically resolve config from host metadata" in done.stderr
+    finally:
+        dbx_deployer.delete(dbx_deployer.find_deployment("dbx-stdout"))

@@ -368,3 +368,20 @@ def test_progressive_rollout_refused_before_anything_changes(
         assert json.loads(res.output)["stats"] == "zmd-huggingface reports no request metrics"
     finally:
         _cleanup(hf_deployer, name)
+
+
+def test_stdout_carries_only_the_result(hf_deployer: Any) -> None:  # noqa: F811
+    """`get-url` prints the URL alone, `-o json` parses, even with ZenML logging at DEBUG (the
+    real `zmd`; HF_HUB_OFFLINE, as the double serves only this process: the recorded state is
+    shown, not refreshed)."""
+    from cli_output import assert_machine_readable
+
+    name = _name("stdout")
+    svc = hf_deployer.deploy(_config(name))
+    try:
+        info = assert_machine_readable(
+            name, svc.prediction_url, HF_HUB_OFFLINE="1", ZENML_LOGGING_VERBOSITY="DEBUG"
+        )
+        assert info["flavor"] == "zmd-huggingface"
+    finally:
+        _cleanup(hf_deployer, name)

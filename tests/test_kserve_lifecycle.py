@@ -575,3 +575,21 @@ def test_the_offline_example_runs_end_to_end() -> None:
     assert "promoted: revision 3" in out
     assert "started again on http://127.0.0.1:" in out
     assert "deleted;" in out
+
+
+def test_stdout_carries_only_the_result(
+    kserve_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+) -> None:
+    """The real `zmd` (reading the simulated cluster), ZenML logging at DEBUG: `get-url`
+    prints the URL alone and `-o json` parses."""
+    from cli_output import assert_machine_readable
+
+    name = _name("stdout")
+    svc = kserve_deployer.deploy(_config(model_dirs["a"], name))
+    try:
+        info = assert_machine_readable(name, svc.prediction_url, ZENML_LOGGING_VERBOSITY="DEBUG")
+        assert info["flavor"] == "zmd-kserve" and info["state"] == "running"
+    finally:
+        _delete(kserve_deployer, name, cluster)

@@ -21,7 +21,7 @@ import requests
 from zenml_model_deployers.errors import ConfigurationError
 from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
 from zenml_model_deployers.local.fastlist import local_rows, row_stats
-from zenml_model_deployers.testing.conformance import RequestLoop
+from zenml_model_deployers.testing.request_loop import RequestLoop
 
 NAME = "direct-path"
 BODY = b'{"inputs": [[1.0, 2.0]]}'

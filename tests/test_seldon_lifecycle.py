@@ -558,3 +558,20 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_stdout_carries_only_the_result(
+    seldon_deployer: Any,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+) -> None:
+    """The real `zmd` (reading the simulated cluster), ZenML logging at DEBUG: `get-url`
+    prints the URL alone and `-o json` parses."""
+    from cli_output import assert_machine_readable
+
+    name = _name("stdout")
+    svc = seldon_deployer.deploy(_config(model_dirs["a"], name))
+    try:
+        info = assert_machine_readable(name, svc.prediction_url, ZENML_LOGGING_VERBOSITY="DEBUG")
+        assert info["flavor"] == "zmd-seldon" and info["state"] == "running"
+    finally:
+        seldon_deployer.delete(seldon_deployer.find_deployment(name) or svc)

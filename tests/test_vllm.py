@@ -201,3 +201,9 @@ def test_cli_lists_describes_and_shows_logs(keyed: dict[str, Any]) -> None:
     assert r.invoke(zmd, ["models", "get-url", name]).output.strip() == svc.prediction_url
     logs = r.invoke(zmd, ["models", "logs", name, "--tail", "200"]).output
     assert "Application startup complete" in logs and keyed["key"] not in logs
+    # The real `zmd`, ZenML's path at DEBUG: stdout carries the URL / the JSON alone.
+    from cli_output import assert_machine_readable
+
+    assert_machine_readable(
+        name, svc.prediction_url, ZMD_FAST_LIST="0", ZENML_LOGGING_VERBOSITY="DEBUG"
+    )

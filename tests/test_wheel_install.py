@@ -152,6 +152,7 @@ def test_a_run_made_with_the_wheel_loads_in_another_process(
         "machinelearning.seldon.io_seldondeployments.yaml",
         "serving.kserve.io_inferenceservices.yaml",
     }, crds
+    _assert_offers_the_testing_extra(wheel)
     py, purelib = _venv_with(home, env, str(wheel))
 
     # The run: inside a ZenML source root (`zenml init`), as a user project is.
@@ -175,3 +176,17 @@ def test_a_run_made_with_the_wheel_loads_in_another_process(
     assert kind != "user", kind
     assert lines["LOADED"].startswith("zenml_model_deployers.flavors.mlflow.service http://")
     assert lines["PREDICT"] == "[0]"
+
+
+def _assert_offers_the_testing_extra(wheel: Path) -> None:
+    """docs/custom.md installs this wheel with `[testing]` for the conformance suite: the
+    wheel offers that extra, and it brings pytest."""
+    import zipfile
+    from email.parser import Parser
+
+    with zipfile.ZipFile(wheel) as whl:
+        name = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = Parser().parsestr(whl.read(name).decode())
+    assert "testing" in meta.get_all("Provides-Extra", [])
+    requires = meta.get_all("Requires-Dist", [])
+    assert any(r.startswith("pytest") and 'extra == "testing"' in r for r in requires), requires

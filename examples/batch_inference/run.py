@@ -2,7 +2,8 @@
 scores the same data with the model loaded in-process (``local=True``), and compares.
 
 Usage: ``python examples/batch_inference/run.py [--delete]`` (``--delete`` removes the
-deployment at the end). Uses your ZenML setup; registers a `zmd-mlflow` stack.
+deployment at the end). Uses your ZenML setup; registers a `zmd-mlflow` stack, active only
+while it runs (the stack that was active before is active again at the end).
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from zenml_model_deployers.flavors import keep_active_stack
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+# The user's active stack is active again when it ends (also on failure).
+@keep_active_stack()
 def main(delete: bool = False) -> None:
     """The whole example.
 

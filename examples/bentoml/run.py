@@ -3,10 +3,10 @@
     python examples/bentoml/run.py          # or DEMO_C=0.1 for a new model (rolled out in place)
 
 It registers the `zmd-bentoml` flavor, a model deployer and a stack `zmd-bentoml-example`
-(the active stack's orchestrator and artifact store), and activates that stack; it prints how
-to switch back. Everything it creates stays inside the ZenML config it runs in: the stack and
-its component, the deployment's files, and BentoML's store (BentoML's home follows the ZenML
-config unless you set BENTOML_HOME). To try it without touching your setup:
+(the active stack's orchestrator and artifact store), and activates that stack while it
+runs: the stack that was active before is active again at the end. Everything it creates stays
+inside the ZenML config it runs in: the stack and its component, the deployment's files, and
+BentoML's store (BentoML's home follows the ZenML config unless you set BENTOML_HOME). To try it without touching your setup:
 `ZENML_CONFIG_PATH=/tmp/zmd-bento python examples/bentoml/run.py`, then remove that folder
 (after `zmd models delete iris-bento -y`).
 """
@@ -17,16 +17,20 @@ import os
 import sys
 from pathlib import Path
 
+from zenml_model_deployers.flavors import keep_active_stack
+
 sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 COMPONENT = "zmd-bento-local"
 STACK = "zmd-bentoml-example"
 
 
+# The user's active stack is active again when it ends (also on failure).
+@keep_active_stack()
 def main() -> None:
     """The whole example."""
-    os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     from zenml.client import Client
     from zenml.utils.io_utils import get_global_config_directory
 
@@ -39,7 +43,7 @@ def main() -> None:
     )
     active = Client().active_stack_model.name
     if active != STACK:
-        print(f"[bentoml] activating stack '{STACK}' (back with: zenml stack set {active})")
+        print(f"[bentoml] using stack '{STACK}' while it runs ('{active}' is active again after)")
     for line in ensure_deployer_stack(STACK, COMPONENT, "zmd-bentoml"):
         print(f"[bentoml] registered {line}")
 

@@ -4,7 +4,9 @@ update it while a client sends requests: zero failed requests, same URL.
     cd examples/custom_flavor && python run.py [--keep]
 
 It registers the flavor with ZenML's CLI (once), a `litserve` model deployer and a stack
-using it, then runs the same pipeline twice with two different models.
+`litserve-stack` using it, then runs the same pipeline twice with two different models. The
+stack is active only while it runs: the stack that was active before comes back at the end,
+also on failure, so ZenML and `zmd` commands elsewhere never have to import this folder's flavor.
 """
 
 from __future__ import annotations
@@ -21,16 +23,15 @@ from zenml.client import Client
 from zenml.enums import StackComponentType
 from zenml_model_deployers.steps import model_deployer_step
 
-from zenml_model_deployers.flavors import ensure_deployer_stack
-from zenml_model_deployers.testing.conformance import RequestLoop
+from zenml_model_deployers.flavors import ensure_deployer_stack, keep_active_stack
+from zenml_model_deployers.testing.request_loop import RequestLoop
 
 HERE = Path(__file__).resolve().parent
 DEPLOYMENT = "iris-litserve"
 
 
-def register() -> None:
-    """`zenml model-deployer flavor register` from this folder (ZenML's source root for it),
-    then a component and a stack that use the flavor."""
+def register_flavor() -> None:
+    """`zenml model-deployer flavor register` from this folder (ZenML's source root for it)."""
     try:
         Client().get_flavor_by_name_and_type("litserve", StackComponentType.MODEL_DEPLOYER)
     except KeyError:
@@ -46,7 +47,6 @@ def register() -> None:
             cwd=HERE,
             check=True,
         )
-    ensure_deployer_stack("litserve-stack", "litserve", "litserve")
 
 
 @step
@@ -76,8 +76,22 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the deployment running")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    register()
+    register_flavor()
+    # The stack that is active now is active again when the example ends (also on failure).
+    with keep_active_stack():
+        ensure_deployer_stack("litserve-stack", "litserve", "litserve")
+        return deploy_twice(keep=args.keep)
 
+
+def deploy_twice(keep: bool) -> int:
+    """Deploys a first model, then a second one while a client loops on the URL.
+
+    Args:
+        keep: leave the deployment running.
+
+    Returns:
+        The exit status: 0 when the update failed no request.
+    """
     train_and_deploy(max_depth=1)
     deployer = Client().active_stack.model_deployer
     first = deployer.find_deployment(DEPLOYMENT)
@@ -92,7 +106,7 @@ def main() -> int:
     print(f"during the update: {loop.ok} requests answered, {len(loop.failures)} failed")
     for failure in loop.failures[:3]:
         print("  ", failure)
-    if not args.keep:
+    if not keep:
         deployer.delete(second)
     ok = not loop.failures and second.prediction_url == first.prediction_url
     return 0 if ok and second.status.revision == first.status.revision + 1 else 1

@@ -24,6 +24,8 @@ from typing import Annotated, Any
 import pandas as pd
 from zenml import pipeline, step
 
+from zenml_model_deployers.flavors import keep_active_stack
+
 STACK = "zmd-dbx-example"
 COMPONENT = "zmd-dbx"
 DEPLOYMENT = "iris-dbx"
@@ -131,6 +133,8 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
 
 
+# The user's active stack is active again when it ends (also on failure).
+@keep_active_stack()
 def run_example(args: argparse.Namespace, root: str) -> None:
     """Registers the stack, deploys, runs a canary, promotes, stops and starts."""
     from zenml_model_deployers.flavors import ensure_deployer_stack, get_deployer

@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from zenml_model_deployers.flavors import keep_active_stack
+
 STACK = "zmd-hf-example"
 COMPONENT = "zmd-hf"
 DEPLOYMENT = "sentiment"
@@ -97,6 +99,8 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
 
 
+# The user's active stack is active again when it ends (also on failure).
+@keep_active_stack()
 def run_example(args: argparse.Namespace) -> None:
     """Registers the stack, deploys, updates in place, pauses (and, offline, cleans up)."""
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from zenml import pipeline, step
 
+from zenml_model_deployers.flavors import keep_active_stack
+
 STACK = "zmd-kserve-example"
 COMPONENT = "zmd-kserve"
 DEPLOYMENT = "iris-kserve"
@@ -71,6 +73,8 @@ def offline_cluster(crds: str | None) -> Iterator[dict[str, Any]]:
         }
 
 
+# The user's active stack is active again when it ends (also on failure).
+@keep_active_stack()
 def run_example(settings: dict[str, Any], offline: bool) -> None:
     """Registers the stack, deploys, updates in place, stops/starts (offline: deletes)."""
     from zenml.client import Client

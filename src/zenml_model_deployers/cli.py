@@ -34,17 +34,68 @@ def _friendly_errors(func: F) -> F:
             msg = str(e).replace("\n", "\n  ")
             click.echo(f"Error: {msg}", err=True)
             sys.exit(1)
-        except (KeyError, ValueError, RuntimeError) as e:
-            click.echo(f"Error: {type(e).__name__}: {e}", err=True)
+        except (KeyError, ValueError, RuntimeError, ImportError) as e:
+            # ImportError: ZenML could not import a flavor (its message is one paragraph).
+            msg = str(e).replace("\n", " ")
+            click.echo(f"Error: {type(e).__name__}: {msg}", err=True)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
 
+# Where a command's result goes: the stdout the command started with (see _stdout_for_results).
+_RESULTS_KEY = "zmd.results"
+
+
+@contextlib.contextmanager
+def _stdout_for_results(ctx: click.Context) -> Iterator[None]:
+    """While a command runs, ``sys.stdout`` is stderr, and only the command's result (``_echo``)
+    is written to the real stdout.
+
+    What ZenML or a backend's SDK logs or prints goes to stderr: ZenML's console handler
+    writes log records to the stdout it finds when ZenML is imported (during the command), and
+    an SDK's warning (databricks-sdk's host metadata probe, say) before `get-url`'s URL would
+    break `curl "$(zmd models get-url ...)"` and `-o json`.
+
+    Args:
+        ctx: the command's context, which keeps the real stdout for ``_echo``.
+
+    Yields:
+        Nothing.
+    """
+    real = sys.stdout
+    ctx.meta[_RESULTS_KEY] = real
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        # Only if still ours: an in-process caller (click's test runner) swaps streams too.
+        if sys.stdout is sys.stderr:
+            sys.stdout = real
+
+
+def _results() -> Any:
+    """The stream for a command's result: the real stdout (see ``_stdout_for_results``)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(_RESULTS_KEY, sys.stdout) if ctx is not None else sys.stdout
+
+
+def _echo(message: str = "", nl: bool = True) -> None:
+    """Writes (part of) a command's result to stdout.
+
+    Args:
+        message: the text.
+        nl: end it with a newline.
+    """
+    click.echo(message, file=_results(), nl=nl)
+
+
 @click.group()
 @click.version_option(package_name="zenml-model-deployers")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """zenml-model-deployers: deploy models from ZenML pipelines and manage the deployments."""
+    ctx.with_resource(_stdout_for_results(ctx))
 
 
 # --------------------------------------------------------------------------- flavors
@@ -62,9 +113,9 @@ def flavors_register() -> None:
     added = register_flavors()
     for name in FLAVOR_SOURCES:
         state = "registered" if name in added else "already registered"
-        click.echo(f"{name}: {state}")
+        _echo(f"{name}: {state}")
     # The right command for this config: ZenML refuses to modify the `default` stack.
-    click.echo(f"Next: {next_steps()}")
+    _echo(f"Next: {next_steps()}")
 
 
 @flavors.command("list")
@@ -73,7 +124,7 @@ def flavors_list() -> None:
     from zenml_model_deployers.flavors import FLAVOR_SOURCES
 
     for name, source in FLAVOR_SOURCES.items():
-        click.echo(f"{name}\t{source}")
+        _echo(f"{name}\t{source}")
 
 
 # --------------------------------------------------------------------------- models
@@ -251,10 +302,10 @@ def models_list(
     if running:
         rows = [r for r in rows if r["state"] == "running"]
     if output == "json":
-        click.echo(json.dumps(rows, indent=2))
+        _echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("No deployments. Deploy one with a deploy step (see `make demo`).")
+        _echo("No deployments. Deploy one with a deploy step (see `make demo`).")
         return
     from rich.console import Console
     from rich.table import Table
@@ -291,7 +342,7 @@ def models_list(
                 _num(m.get("p50_ms")),
                 _num(m.get("p95_ms")),
             )
-    Console(width=240).print(table)
+    Console(width=240, file=_results()).print(table)
 
 
 def _num(x: float | None) -> str:
@@ -323,13 +374,13 @@ def models_describe(ref: str, flavor: str | None, stats: bool, output: str) -> N
         if stats:
             info["stats"] = _stats(s)
     if output == "json":
-        click.echo(json.dumps(info, indent=2, default=str))
+        _echo(json.dumps(info, indent=2, default=str))
         return
     width = max(len(k) for k in info)
     for k, v in info.items():
         if isinstance(v, dict):
             v = json.dumps(v, default=str)
-        click.echo(f"{k.upper():<{width}}  {'' if v is None else v}".rstrip())
+        _echo(f"{k.upper():<{width}}  {'' if v is None else v}".rstrip())
 
 
 def _describe(s: DeploymentService) -> dict[str, Any]:
@@ -384,7 +435,7 @@ def models_get_url(ref: str, flavor: str | None) -> None:
         from zenml_model_deployers.errors import DeploymentError
 
         raise DeploymentError(f"Deployment '{name}' has no URL.")
-    click.echo(url)
+    _echo(url)
 
 
 @models.command("logs")
@@ -400,7 +451,7 @@ def models_logs(ref: str, flavor: str | None, follow: bool, tail: int | None) ->
         lines = _resolve(ref, flavor).get_logs(follow=follow, tail=tail)
     try:
         for line in lines:
-            click.echo(line)
+            _echo(line)
     except KeyboardInterrupt:
         pass
 
@@ -470,11 +521,11 @@ def models_start(
 
         url = faststart.start(row, timeout)
         if url is not None:
-            click.echo(f"Deployment '{row['name']}' serves at {url}")
+            _echo(f"Deployment '{row['name']}' serves at {url}")
             return
     s = _resolve(ref, flavor)
     _deployer_for(s).start(s, timeout, port=port)
-    click.echo(f"Deployment '{s.deployment_name}' serves at {s.prediction_url}")
+    _echo(f"Deployment '{s.deployment_name}' serves at {s.prediction_url}")
 
 
 def _start_all(flavor: str | None, timeout: float | None) -> None:
@@ -487,10 +538,10 @@ def _start_all(flavor: str | None, timeout: float | None) -> None:
     failed = 0
     wanted = [s for s in _all_services(flavor) if s.admin_state == ServiceState.ACTIVE]
     if not wanted:
-        click.echo("No deployment is recorded as running.")
+        _echo("No deployment is recorded as running.")
     for s in wanted:
         if s.status.state == ServiceState.ACTIVE:
-            click.echo(f"{s.deployment_name}: already serves at {s.prediction_url}")
+            _echo(f"{s.deployment_name}: already serves at {s.prediction_url}")
             continue
         try:
             _deployer_for(s).start(s, timeout)
@@ -499,7 +550,7 @@ def _start_all(flavor: str | None, timeout: float | None) -> None:
             msg = str(e).replace("\n", "\n  ")
             click.echo(f"{s.deployment_name}: FAILED: {msg}", err=True)
             continue
-        click.echo(f"{s.deployment_name}: serves at {s.prediction_url}")
+        _echo(f"{s.deployment_name}: serves at {s.prediction_url}")
     if failed:
         click.echo(f"Error: {failed} deployment(s) did not start (see above).", err=True)
         sys.exit(1)
@@ -513,7 +564,7 @@ def models_stop(ref: str, flavor: str | None) -> None:
     """Stops a deployment (reversible with `start`)."""
     s = _resolve(ref, flavor)
     _deployer_for(s).stop(s)
-    click.echo(f"Deployment '{s.deployment_name}' stopped.")
+    _echo(f"Deployment '{s.deployment_name}' stopped.")
 
 
 @models.command("delete")
@@ -534,15 +585,15 @@ def models_delete(ref: str, flavor: str | None, yes: bool) -> None:
     except AmbiguousReferenceError:
         raise
     except DeploymentNotFoundError:
-        click.echo(f"No deployment matches '{ref}': nothing to delete.")
+        _echo(f"No deployment matches '{ref}': nothing to delete.")
         return
     if not yes and not click.confirm(
         f"Delete deployment '{s.deployment_name}' ({s.FLAVOR}, {s.prediction_url})?"
     ):
-        click.echo("Aborted.")
+        _echo("Aborted.")
         sys.exit(1)
     _deployer_for(s).delete(s)
-    click.echo(f"Deployment '{s.deployment_name}' deleted.")
+    _echo(f"Deployment '{s.deployment_name}' deleted.")
 
 
 @models.command("promote")
@@ -554,7 +605,7 @@ def models_promote(ref: str, flavor: str | None, timeout: float | None) -> None:
     """Finishes a canary: the candidate revision takes all requests."""
     s = _resolve(ref, flavor)
     _deployer_for(s).promote(s, timeout)
-    click.echo(
+    _echo(
         f"Deployment '{s.deployment_name}' promoted: revision {s.status.config_hash} serves "
         f"all requests at {s.prediction_url}"
     )
@@ -569,7 +620,7 @@ def models_rollback(ref: str, flavor: str | None, timeout: float | None) -> None
     """Ends a canary: the stable revision takes all requests again."""
     s = _resolve(ref, flavor)
     _deployer_for(s).rollback(s, timeout)
-    click.echo(
+    _echo(
         f"Deployment '{s.deployment_name}' rolled back: revision {s.status.config_hash} serves "
         f"all requests at {s.prediction_url}"
     )
@@ -586,7 +637,7 @@ def models_recreate(run: str, step: str | None, timeout: float | None) -> None:
 
     recorded = load_run_service(run, step)
     svc = recreate(recorded, timeout=timeout)
-    click.echo(
+    _echo(
         f"Deployment '{svc.deployment_name}' serves revision {svc.status.config_hash} "
         f"at {svc.prediction_url}"
     )

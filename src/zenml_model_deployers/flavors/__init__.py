@@ -5,7 +5,8 @@ Only names and import paths live here: importing this module imports no backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -151,6 +152,28 @@ def ensure_deployer_stack(
     return created
 
 
+@contextlib.contextmanager
+def keep_active_stack() -> Iterator[None]:
+    """Inside the block, stacks may be activated (:func:`ensure_deployer_stack`); when it ends,
+    also by an exception or Ctrl-C, the stack that was active before is active again.
+
+    For scripts (the examples): they leave the user's active stack as they found it. ZenML loads
+    the active stack, importing its flavors, for most of its commands: a stack left active whose
+    custom flavor imports from one folder only would break them everywhere else.
+
+    Yields:
+        Nothing.
+    """
+    from zenml.client import Client
+
+    previous = Client().active_stack_model.id
+    try:
+        yield
+    finally:
+        if Client().active_stack_model.id != previous:
+            Client().activate_stack(previous)
+
+
 def stack_command(component: str, new_stack: str = "zmd-stack") -> str:
     """The ZenML command that puts model deployer `component` on the active stack's place.
 
@@ -242,9 +265,14 @@ def get_deployer(flavor: str | None = None) -> BaseDeployer:
     from zenml_model_deployers.errors import DeploymentError
 
     client = Client()
-    active = client.active_stack.model_deployer
-    if isinstance(active, BaseDeployer) and (flavor is None or active.flavor_name() == flavor):
-        return active
+    # The active stack is loaded (every component's flavor imported) only when its model
+    # deployer is the one asked for: a deployment of another flavor must not depend on a
+    # custom flavor that imports only from its own folder.
+    current = client.active_stack_model.components.get(StackComponentType.MODEL_DEPLOYER)
+    if current and (flavor is None or current[0].flavor_name == flavor):
+        active = _active_model_deployer(client)
+        if isinstance(active, BaseDeployer):
+            return active
     if flavor is None:
         raise DeploymentError(
             "The active stack has no zenml-model-deployers model deployer.",
@@ -265,6 +293,41 @@ def get_deployer(flavor: str | None = None) -> BaseDeployer:
     comp = StackComponent.from_model(comps[0])
     assert isinstance(comp, BaseDeployer)
     return comp
+
+
+def _active_model_deployer(client: Any) -> Any:
+    """The active stack's model deployer, loaded by ZenML (which imports every flavor of the
+    stack's components).
+
+    Args:
+        client: ZenML's client.
+
+    Returns:
+        The model deployer, or None.
+
+    Raises:
+        ConfigurationError: a flavor of the active stack cannot be imported here (ZenML's
+            error, one line, with what to do).
+    """
+    import re
+
+    from zenml_model_deployers.errors import ConfigurationError
+
+    try:
+        return client.active_stack.model_deployer
+    except ImportError as e:
+        # ZenML: "Couldn't import custom flavor NAME: CAUSE. Make sure ..." (one paragraph).
+        named = re.match(r"Couldn't import (?:custom )?flavor (\S+?): ", str(e))
+        cause: BaseException = e
+        while cause.__cause__ is not None:  # the root: "No module named 'x'"
+            cause = cause.__cause__
+        what = f"uses flavor '{named[1]}' whose module" if named else "has a flavor that"
+        raise ConfigurationError(
+            f"The active stack '{client.active_stack_model.name}' {what} cannot be imported "
+            f"here ({str(cause).strip().splitlines()[0]}).",
+            hint="run from the folder that holds the flavor's module (or put that folder on "
+            "PYTHONPATH), or make another stack active: `zenml stack set <stack>`.",
+        ) from e
 
 
 def _default_deployer(flavor: str) -> BaseDeployer:

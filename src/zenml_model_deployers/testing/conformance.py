@@ -14,26 +14,47 @@ so a flavor pays for few server starts. Every loop is bounded in count and time.
 
 A failing test raises :class:`ConformanceFailure`, whose message names the hooks at fault and
 the guarantee they broke (see :data:`GUARANTEES`), followed by what actually happened.
+
+The suite is a pytest suite: it needs pytest (``pip install "zenml-model-deployers[testing]"``).
+What an example needs without pytest, the request loop, is :mod:`.request_loop`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
-import pytest
 import requests
+
+try:
+    import pytest
+except ModuleNotFoundError as e:  # pragma: no cover - depends on the environment
+    raise ModuleNotFoundError(
+        f"The conformance suite runs under pytest, which is not installed ({e}). Install it "
+        'with the testing extra: pip install "zenml-model-deployers[testing]". (The request '
+        "loop alone is zenml_model_deployers.testing.request_loop, which needs no pytest.)",
+        name=e.name,
+    ) from e
 
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.errors import DeploymentError
 from zenml_model_deployers.service import DeploymentService
+from zenml_model_deployers.testing.request_loop import RequestLoop
+
+__all__ = [
+    "GUARANTEES",
+    "ConformanceFailure",
+    "DeployerConformance",
+    "LocalProcessConformance",
+    "RequestLoop",
+    "guarantee",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -97,53 +118,6 @@ def guarantee(hooks: str, text: str) -> Callable[[Callable[P, R]], Callable[P, R
         return run
 
     return wrap
-
-
-class RequestLoop:
-    """A client looping on a URL in a thread (bounded), counting failed requests."""
-
-    def __init__(
-        self, url: str, body: bytes, headers: dict[str, str], max_seconds: float = 180
-    ) -> None:
-        """Prepares the loop.
-
-        Args:
-            url: the URL.
-            body: request body.
-            headers: request headers.
-            max_seconds: hard bound on the loop's duration.
-        """
-        self.url, self.body, self.headers = url, body, headers
-        self.max_seconds = max_seconds
-        self.ok = 0
-        self.failures: list[str] = []
-        self.answers: list[Any] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        session = requests.Session()
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                r = session.post(self.url, data=self.body, headers=self.headers, timeout=30)
-                if r.status_code == 200:
-                    self.ok += 1
-                    self.answers.append(r.json())
-                else:
-                    self.failures.append(f"HTTP {r.status_code}: {r.text[:200]}")
-            except requests.RequestException as e:
-                self.failures.append(f"{type(e).__name__}: {e}")
-            time.sleep(0.005)
-        session.close()
-
-    def __enter__(self) -> RequestLoop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
 
 
 class DeployerConformance:
