@@ -445,3 +445,38 @@ def test_stdout_carries_only_the_result(deployed: Any) -> None:
     for env in ({}, {"ZMD_FAST_LIST": "0", "ZENML_LOGGING_VERBOSITY": "DEBUG"}):
         info = assert_machine_readable("cli-demo", deployed.prediction_url, **env)
         assert info["flavor"] == "zmd-mlflow"
+
+
+def test_a_deployment_whose_class_cannot_import_here_is_never_taken_for_gone(
+    deployed: Any, models_dir: Path
+) -> None:
+    """A custom flavor's deployment seen from a folder where its module does not import: `stop`
+    and `delete` say it exists and what to do, exit 1 (`delete` said "nothing to delete" and
+    exited 0 while it kept running); `list` warns and shows the rest."""
+    from zenml.client import Client
+
+    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentService
+
+    cfg = MLflowDeploymentConfig(deployment_name="ghost", model_uri=str(models_dir / "a"))
+    row = Client().create_service(config=cfg, service_type=MLflowDeploymentService.SERVICE_TYPE)
+    Client().update_service(
+        row.id,
+        service_source="zmd_ghost_flavor.GhostService",
+        labels={"zmd_deployment": "ghost", "zmd_flavor": "ghost"},
+    )
+    r = CliRunner()
+    try:
+        for env in ({}, {"ZMD_FAST_LIST": "0"}):
+            for args in (["models", "delete", "ghost", "-y"], ["models", "stop", "ghost"]):
+                res = r.invoke(zmd, args, env=env)
+                assert res.exit_code == 1, (args, res.output)
+                assert "Deployment 'ghost' (ghost, " in res.output, res.output
+                assert "cannot be imported here" in res.output
+                assert "No module named 'zmd_ghost_flavor'" in res.output
+                assert "PYTHONPATH" in res.output and "Traceback" not in res.output
+            gone = r.invoke(zmd, ["models", "delete", "no-such-deployment", "-y"], env=env)
+            assert gone.exit_code == 0 and "nothing to delete" in gone.output
+        listed = r.invoke(zmd, ["models", "list", "-o", "json"], env={"ZMD_FAST_LIST": "0"})
+        assert listed.exit_code == 0 and "cli-demo" in listed.output
+    finally:
+        Client().delete_service(row.id)

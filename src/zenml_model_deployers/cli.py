@@ -155,10 +155,16 @@ def _cwd_source_root() -> Iterator[None]:
         source_utils.set_custom_source_root(previous)
 
 
-def _all_services(flavor: str | None = None, refresh: bool = True) -> list[DeploymentService]:
+def _all_services(
+    flavor: str | None = None,
+    refresh: bool = True,
+    unloadable: list[tuple[str, str, str, str]] | None = None,
+) -> list[DeploymentService]:
     """Every zenml-model-deployers service in the active project (of ``flavor``), status read
     live. An unknown ``flavor`` (neither ours, nor registered, nor any deployment's) raises
-    ``ConfigurationError`` naming the closest one."""
+    ``ConfigurationError`` naming the closest one. A service whose class cannot be imported
+    here is skipped with a warning and, where ``unloadable`` is given, added to it as
+    (id, deployment name, flavor, error)."""
     from zenml.client import Client
 
     from zenml_model_deployers.service import service_from_response
@@ -179,6 +185,16 @@ def _all_services(flavor: str | None = None, refresh: bool = True) -> list[Deplo
                     svc = service_from_response(resp)
             except (TypeError, ImportError, RuntimeError, ValueError) as e:
                 click.echo(f"Warning: skipping service {resp.id}: {e}", err=True)
+                if unloadable is not None:
+                    labels = resp.labels or {}
+                    unloadable.append(
+                        (
+                            str(resp.id),
+                            labels["zmd_deployment"],
+                            labels.get("zmd_flavor", "?"),
+                            f"{type(e).__name__}: {e}",
+                        )
+                    )
                 continue
             if refresh:
                 svc.update_status()
@@ -226,8 +242,34 @@ def _pick(ref: str, items: list[T], key: Callable[[T], tuple[str, str, str]]) ->
 
 
 def _resolve(ref: str, flavor: str | None = None) -> DeploymentService:
-    """A deployment by service id, id prefix, or deployment name."""
-    return _pick(ref, _all_services(flavor), lambda s: (str(s.uuid), s.deployment_name, s.FLAVOR))
+    """A deployment by service id, id prefix, or deployment name.
+
+    One that exists but whose service class cannot be imported here (a custom flavor's module
+    off the path) is an error saying so, never "no deployment matches": a clean-up script
+    must not take it for deleted.
+    """
+    from zenml_model_deployers.errors import ConfigurationError, DeploymentNotFoundError
+
+    unloadable: list[tuple[str, str, str, str]] = []
+    services = _all_services(flavor, unloadable=unloadable)
+    try:
+        return _pick(ref, services, lambda s: (str(s.uuid), s.deployment_name, s.FLAVOR))
+    except DeploymentNotFoundError:
+        if not unloadable:
+            raise
+        try:
+            sid, name, its_flavor, error = _pick(ref, unloadable, lambda u: (u[0], u[1], u[2]))
+        except DeploymentNotFoundError:
+            pass
+        else:
+            raise ConfigurationError(
+                f"Deployment '{name}' ({its_flavor}, {sid[:8]}) exists, but its service class "
+                f"cannot be imported here ({error}).",
+                deployment_name=name,
+                hint="run zmd from the folder that holds the flavor's module (where you "
+                "registered the flavor), or add that folder to PYTHONPATH.",
+            ) from None
+        raise
 
 
 def _fast_row(ref: str, flavor: str | None) -> dict[str, Any] | None:
