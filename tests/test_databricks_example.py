@@ -5,18 +5,12 @@ a second version as a 25% canary, promoted, stopped and started on the same URL,
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
+
+from example_support import run_offline_example
 
 
 def test_the_offline_example_runs_end_to_end() -> None:
-    script = Path(__file__).resolve().parents[1] / "examples" / "databricks" / "run.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--offline"], capture_output=True, text=True, timeout=400
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    out = done.stdout
+    out = run_offline_example("databricks")
     url = re.search(r"deployed_model_url: (\S+)", out)
     assert url and url.group(1).endswith("/serving-endpoints/iris-dbx/invocations")
     assert "predict(3 rows) -> [0, 1, 2]" in out

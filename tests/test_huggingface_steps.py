@@ -137,15 +137,9 @@ def test_the_token_never_leaks(
 def test_the_offline_example_runs_end_to_end() -> None:
     """`python examples/huggingface/run.py --offline` as a user runs it (own process; it makes
     its own throw-away ZenML config and double, and cleans up)."""
-    import subprocess
-    import sys
+    from example_support import run_offline_example
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "huggingface" / "run.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--offline"], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    out = done.stdout
+    out = run_offline_example("huggingface", timeout=300)
     assert "deployed_model_url: http://127.0.0.1:" in out
     assert "same URL, revision 2" in out
     assert "deleted;" in out

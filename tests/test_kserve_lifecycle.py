@@ -559,16 +559,9 @@ def test_the_offline_example_runs_end_to_end() -> None:
     """`python examples/kserve/run.py --offline` as a user runs it from a clone: its own
     process, simulated cluster (the CRDs the package ships) and throw-away ZenML config,
     through update, canary, promote, stop/start and delete."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    from example_support import run_offline_example
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "kserve" / "run.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--offline"], capture_output=True, text=True, timeout=400
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    out = done.stdout
+    out = run_offline_example("kserve")
     assert "deployed_model_url: http://127.0.0.1:" in out
     assert "same URL, revision 2" in out
     assert "canary: 20 % of requests on the new model" in out

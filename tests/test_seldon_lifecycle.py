@@ -105,6 +105,21 @@ def test_errors_before_anything_is_made(
     assert _model_spec(cluster, name) is None
 
 
+def _their_model(
+    c: SimulatedCluster, name: str, uri: str, requirement: str
+) -> tuple[KubeNamespace, dict[str, Any]]:
+    """Creates a Model of that name as another team would (without our labels)."""
+    theirs = KubeNamespace(KubeTarget(kubeconfig=c.kubeconfig, namespace=c.namespace), "someone")
+    manifest = {
+        "apiVersion": "mlops.seldon.io/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": name, "labels": {"team": "fraud"}},
+        "spec": {"storageUri": uri, "requirements": [requirement]},
+    }
+    theirs.create(MODEL, manifest)
+    return theirs, manifest
+
+
 def test_a_name_taken_by_others_is_refused_and_untouched(
     seldon_deployer: Any,  # noqa: F811
     cluster: SimulatedCluster,  # noqa: F811
@@ -112,16 +127,7 @@ def test_a_name_taken_by_others_is_refused_and_untouched(
 ) -> None:
     """A Model of the same name that we do not own: refused; it keeps its spec and exists."""
     name = _name("taken")
-    theirs = KubeNamespace(
-        KubeTarget(kubeconfig=cluster.kubeconfig, namespace=cluster.namespace), "someone"
-    )
-    manifest = {
-        "apiVersion": "mlops.seldon.io/v1alpha1",
-        "kind": "Model",
-        "metadata": {"name": name, "labels": {"team": "fraud"}},
-        "spec": {"storageUri": "gs://their-bucket/model", "requirements": ["xgboost"]},
-    }
-    theirs.create(MODEL, manifest)
+    theirs, manifest = _their_model(cluster, name, "gs://their-bucket/model", "xgboost")
     with pytest.raises(DeploymentExistsError, match="does not own it"):
         seldon_deployer.deploy(_config(model_dirs["a"], name))
     assert _model_spec(cluster, name) == manifest["spec"]
@@ -144,16 +150,7 @@ def test_a_refusal_by_a_serving_foreign_model_is_fast_and_leaves_nothing_of_ours
     name = _name("foreign-s")
     secret = f"{name}-creds"
     Client().create_secret(secret, values={"AWS_ACCESS_KEY_ID": "zmd-planted-key-4d1e"})
-    theirs = KubeNamespace(
-        KubeTarget(kubeconfig=cluster.kubeconfig, namespace=cluster.namespace), "someone"
-    )
-    manifest = {
-        "apiVersion": "mlops.seldon.io/v1alpha1",
-        "kind": "Model",
-        "metadata": {"name": name, "labels": {"team": "fraud"}},
-        "spec": {"storageUri": model_dirs["b"], "requirements": ["sklearn"]},
-    }
-    theirs.create(MODEL, manifest)
+    theirs, manifest = _their_model(cluster, name, model_dirs["b"], "sklearn")
     try:
         deadline = time.monotonic() + 120
         while not any(
@@ -249,16 +246,9 @@ def test_pipeline_deploys_a_model_object_once(
 def test_the_offline_example_runs_end_to_end() -> None:
     """`python examples/seldon/run.py --offline` as a user runs it (own process, own simulated
     cluster and throw-away ZenML config; it cleans up)."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    from example_support import run_offline_example
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "seldon" / "run.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--offline"], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    out = done.stdout
+    out = run_offline_example("seldon", timeout=300)
     assert "deployed_model_url: http://127.0.0.1:" in out
     assert "same URL, revision 2" in out
     assert "stopped (Model unloaded): inactive" in out
