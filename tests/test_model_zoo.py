@@ -116,6 +116,12 @@ def test_zoo_model_deploys_and_answers_as_in_process(zoo_deployment: Any, kind: 
         model=zoo.model, deployment_name=NAME, input_example=zoo.example
     )
     t1 = time.perf_counter()
+    if isinstance(zoo.example, pd.DataFrame):  # its columns are what the request names
+        from mlflow.models import Model
+
+        signature = Model.load(config.model_uri).signature
+        assert signature is not None
+        assert signature.inputs.input_names() == list(zoo.example.columns)
     svc = zoo_deployment.deploy(config, timeout=180)
     assert_same_answers(svc.prediction_url, zoo)
     t2 = time.perf_counter()

@@ -42,6 +42,7 @@ def _mixed(n: int = 120, seed: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
     income[3::11] = np.nan
     city[5::9] = None
     df = pd.DataFrame({"age": age, "income": income, "city": city, "plan": plan})
+    df["plan"] = df["plan"].astype("category")
     y = ((np.nan_to_num(age, nan=40) > 45) ^ (plan == "pro")).astype(int)
     return df, y
 

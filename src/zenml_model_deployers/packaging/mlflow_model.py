@@ -63,6 +63,7 @@ class MLflowModelTarget(PackagingTarget):
         import mlflow
 
         path = str(into)
+        input_example = plain_example(input_example)
         if library is ModelLibrary.PYFUNC:
             mlflow.pyfunc.save_model(
                 path,
@@ -86,6 +87,27 @@ class MLflowModelTarget(PackagingTarget):
                 **options,
             )
         return PackagedModel(path=into, library=library, format=f"mlflow.{library.value}")
+
+
+def plain_example(example: Any) -> Any:
+    """The input example with a DataFrame's categorical columns as their categories' values.
+
+    MLflow infers no signature from a ``category`` column (it warns "Can not safely convert
+    category to <U0" and saves none), and a request's JSON carries the values anyway; scikit-learn,
+    XGBoost and LightGBM models fitted on categories predict the same from the values.
+
+    Args:
+        example: the input example (anything; only a pandas DataFrame is changed).
+
+    Returns:
+        The example, or a copy whose ``category`` columns hold their values.
+    """
+    if not type(example).__module__.startswith("pandas") or not hasattr(example, "dtypes"):
+        return example
+    cats = {
+        c: example[c].cat.categories.dtype for c, t in example.dtypes.items() if t == "category"
+    }
+    return example.astype(cats) if cats else example
 
 
 def own_code_paths(model: Any) -> list[str]:
