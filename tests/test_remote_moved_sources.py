@@ -32,7 +32,32 @@ def _huggingface() -> tuple[DeploymentService, str]:
     return svc, "zenml_model_deployers.flavors.huggingface.service.HuggingFaceDeploymentConfig"
 
 
-CASES = {"huggingface": _huggingface}
+def _databricks() -> tuple[DeploymentService, str]:
+    from zenml_model_deployers.flavors.databricks.config import (
+        DatabricksDeploymentConfig,
+        InferenceTable,
+    )
+    from zenml_model_deployers.flavors.databricks.service import (
+        DatabricksDeploymentService,
+        DatabricksDeploymentStatus,
+    )
+
+    cfg = DatabricksDeploymentConfig(
+        deployment_name="moved-dbx",
+        model_uri="models:/main.default.iris/3",
+        host="https://example.cloud.databricks.com",
+        token="{{databricks.token}}",
+        inference_table=InferenceTable(catalog_name="main", schema_name="logs"),
+    )
+    svc = DatabricksDeploymentService(
+        uuid=uuid.uuid4(),
+        config=cfg,
+        status=DatabricksDeploymentStatus(live_config=cfg.model_dump(mode="json")),
+    )
+    return svc, "zenml_model_deployers.flavors.databricks.service.DatabricksDeploymentConfig"
+
+
+CASES = {"huggingface": _huggingface, "databricks": _databricks}
 
 
 @pytest.mark.parametrize("flavor", sorted(CASES))
@@ -52,7 +77,13 @@ def test_a_service_saved_with_the_configs_old_source_path_still_loads(flavor: st
     assert loaded.config.config_hash() == service.config.config_hash(), "same revision"
     live = type(loaded.config).model_validate(loaded.status.live_config)
     assert live.config_hash() == service.config.config_hash()
-    # The old import path keeps working for code that names it (with a DeprecationWarning).
+    # The old import path keeps working for code that names it.
     module, _, name = old_source.rpartition(".")
-    with pytest.warns(DeprecationWarning, match="moved to"):
-        assert getattr(__import__(module, fromlist=[name]), name) is type(service.config)
+    assert getattr(__import__(module, fromlist=[name]), name) is type(service.config)
+
+
+def test_names_the_docs_used_warn_at_their_old_path() -> None:
+    from zenml_model_deployers.flavors.huggingface import config, service
+
+    with pytest.warns(DeprecationWarning, match="flavors.huggingface.config"):
+        assert service.HuggingFaceDeploymentConfig is config.HuggingFaceDeploymentConfig

@@ -35,6 +35,7 @@ from zenml_model_deployers.errors import (
     DeploymentExistsError,
     PredictionError,
 )
+from zenml_model_deployers.flavors.huggingface import protocol
 from zenml_model_deployers.local.service import is_loopback
 
 if TYPE_CHECKING:
@@ -53,34 +54,6 @@ OFFLINE_HINT = (
     "pipelines offline, use the local double: `with HFEndpointsDouble() as d, d.patch_hub(): "
     "...` (zenml_model_deployers.testing.hf_double, see docs/flavors/huggingface.md)."
 )
-
-# Client calls per task; the others get a plain JSON POST of {"inputs": ...}.
-TASK_METHODS = {
-    "text-classification": "text_classification",
-    "sentiment-analysis": "text_classification",
-    "text-generation": "text_generation",
-    "feature-extraction": "feature_extraction",
-    "sentence-embeddings": "feature_extraction",
-    "token-classification": "token_classification",
-    "fill-mask": "fill_mask",
-    "summarization": "summarization",
-    "translation": "translation",
-    "question-answering": "question_answering",
-    "zero-shot-classification": "zero_shot_classification",
-    "sentence-similarity": "sentence_similarity",
-    "table-question-answering": "table_question_answering",
-    "image-classification": "image_classification",
-    "object-detection": "object_detection",
-    "automatic-speech-recognition": "automatic_speech_recognition",
-    "text-to-image": "text_to_image",
-}
-# Tasks whose input is several named arguments: a dict input is passed as keywords.
-KEYWORD_TASKS = {
-    "question_answering",
-    "zero_shot_classification",
-    "sentence_similarity",
-    "table_question_answering",
-}
 
 
 class EndpointsAPIError(DeploymentError):
@@ -482,37 +455,6 @@ def health_ok(endpoint: InferenceEndpoint, token: str, method: str, default_rout
 
 
 # --------------------------------------------------------------------------- predictions
-def to_plain(value: Any) -> Any:
-    """Turns client outputs (dataclass-dicts, numpy arrays) into plain Python data.
-
-    Args:
-        value: what a client call returned.
-
-    Returns:
-        Lists, dicts, strings and numbers (bytes and images pass through).
-    """
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_plain(v) for v in value]
-    return value
-
-
-def _items(data: Any) -> tuple[list[Any], bool]:
-    """(inputs, whether it is a batch)."""
-    if hasattr(data, "columns") and hasattr(data, "to_dict"):
-        if len(data.columns) == 1:
-            return list(data.iloc[:, 0]), True
-        return list(data.to_dict(orient="records")), True
-    if hasattr(data, "tolist") and not isinstance(data, bytes | str):
-        data = data.tolist()
-    if isinstance(data, list | tuple):
-        return list(data), True
-    return [data], False
-
-
 def _post(url: str, token: str, payload: Any, timeout: float) -> Any:
     r = get_session().post(
         url, json=payload, headers=build_hf_headers(token=token), timeout=timeout
@@ -533,7 +475,7 @@ def _call(
     timeout: float,
     parameters: dict[str, Any],
 ) -> Any:
-    method = TASK_METHODS.get(task or "")
+    method = protocol.TASK_METHODS.get(task or "")
     if method is None or (isinstance(item, dict) and "inputs" in item):
         payload = (
             item
@@ -542,7 +484,7 @@ def _call(
         )
         return _post(url, token, payload, timeout)
     fn = getattr(client, method)
-    if isinstance(item, dict) and method in KEYWORD_TASKS:
+    if isinstance(item, dict) and method in protocol.KEYWORD_TASKS:
         return fn(**item, **parameters)
     return fn(item, **parameters)
 
@@ -592,13 +534,15 @@ def predict(
     url = str(client.model)
     client.timeout = timeout
     deadline = time.monotonic() + timeout
-    items, batch = _items(data)
+    items, batch = protocol.batch_items(data)
     out = []
     for item in items:
         delay = 0.2
         while True:
             try:
-                out.append(to_plain(_call(client, url, token, task, item, timeout, parameters)))
+                out.append(
+                    protocol.to_plain(_call(client, url, token, task, item, timeout, parameters))
+                )
                 break
             except HfHubHTTPError as e:
                 code = e.response.status_code

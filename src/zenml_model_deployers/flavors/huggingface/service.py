@@ -11,7 +11,6 @@ is cheap.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import warnings
 from collections.abc import Generator
@@ -31,6 +30,7 @@ from zenml_model_deployers.errors import (
     PredictionError,
 )
 from zenml_model_deployers.flavors.huggingface import config as hf_config
+from zenml_model_deployers.flavors.huggingface import protocol
 from zenml_model_deployers.flavors.huggingface.flavor import FLAVOR_NAME
 from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
 from zenml_model_deployers.service import DeploymentStatus
@@ -341,15 +341,8 @@ class HuggingFaceDeploymentService(InPlaceDeploymentService):
         )
 
     def serves(self, state: BackendState, target: ServingTarget) -> bool:
-        """Running, its health route answers, and set to the target's repository and revision.
-
-        Args:
-            state: a read.
-            target: what should serve.
-
-        Returns:
-            True when requests are answered by ``target``.
-        """
+        """The base's hook: running, its health route answers, and set to the target's
+        repository and revision (a created or resumed endpoint: whatever it runs)."""
         if not isinstance(state, EndpointState) or not state.healthy:
             return False
         cfg = target.stable
@@ -640,9 +633,7 @@ class HuggingFaceDeploymentService(InPlaceDeploymentService):
         headers = {"Content-Type": "application/json"}
         if self.config.endpoint_type != "public":
             headers["Authorization"] = f"Bearer {self._token()}"
-        if hasattr(data, "tolist"):
-            data = data.tolist()
-        return headers, json.dumps({"inputs": data}).encode()
+        return headers, protocol.request_body(data)
 
     # ----------------------------------------------------------------- descriptions
     def curl_example(self) -> str:
