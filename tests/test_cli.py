@@ -231,10 +231,8 @@ def test_fast_list_of_a_local_flavor_ignores_remote_rows(deployed: Any) -> None:
     from its API), but `--flavor zmd-mlflow` stays on the fast path."""
     from zenml.client import Client
 
-    from zenml_model_deployers.flavors.huggingface.service import (
-        HuggingFaceDeploymentConfig,
-        HuggingFaceDeploymentService,
-    )
+    from zenml_model_deployers.flavors.huggingface.config import HuggingFaceDeploymentConfig
+    from zenml_model_deployers.flavors.huggingface.service import HuggingFaceDeploymentService
     from zenml_model_deployers.local.fastlist import list_local_rows
 
     cfg = HuggingFaceDeploymentConfig(deployment_name="remote-row", model_uri="org/model")

@@ -112,3 +112,27 @@ def reject_plain_secrets(data: Any, where: str, fields: Mapping[str, str], hint:
                     f"'{example}', never the value itself: {hint}"
                 )
     return data
+
+
+def references_only(where: str, fields: Mapping[str, str], hint: str) -> Any:
+    """A pydantic model validator that refuses plain values in credential fields (see
+    :func:`reject_plain_secrets`): assign it in the model's body, e.g.
+    ``_token_is_a_reference = references_only("zmd-x deployment", {"token": ...}, HINT)``.
+
+    Set ``hide_input_in_errors=True`` on the model too: pydantic would echo the input.
+
+    Args:
+        where: what is being configured, for the message.
+        fields: each credential field and an example reference for it.
+        hint: how to create the secret.
+
+    Returns:
+        The validator (``mode="before"``).
+    """
+    from pydantic import model_validator
+
+    def check(cls: type, data: Any) -> Any:
+        return reject_plain_secrets(data, where, fields, hint)
+
+    # Pydantic makes a validator whose first parameter is `cls` a classmethod.
+    return model_validator(mode="before")(check)
