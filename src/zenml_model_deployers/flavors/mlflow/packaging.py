@@ -1,72 +1,39 @@
 """Turns a trained model object into an MLflow model directory the server can load.
 
-The directory is content-addressed (a digest of the saved files, without MLflow's volatile
-fields such as creation time and model UUID), so an unchanged model gives the same model URI
-and therefore the same config hash: re-running a pipeline does not restart the server.
+The packaging itself (which MLflow flavor, which serialization, the digest) is the shared layer's
+(:mod:`zenml_model_deployers.packaging`); this module keeps zmd-mlflow's store of packaged
+models. A directory is content-addressed (a digest of the model's fitted state, or of the saved
+files without MLflow's volatile fields), so an unchanged model gives the same model URI and
+therefore the same config hash: re-running a pipeline does not restart the server.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from zenml_model_deployers.errors import ConfigurationError
 from zenml_model_deployers.local.service import make_tree_private, private_dir, zmd_home
-
-_VOLATILE = ("utc_time_created", "model_uuid", "run_id", "model_id", "artifact_path")
-
-
-def _digest(model_dir: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(model_dir).as_posix()
-        h.update(rel.encode())
-        data = path.read_bytes()
-        if zipfile.is_zipfile(path):
-            # Zip archives (e.g. skops) carry timestamps: hash their members instead.
-            with zipfile.ZipFile(path) as zf:
-                data = b"".join(
-                    n.encode() + hashlib.sha256(zf.read(n)).digest() for n in sorted(zf.namelist())
-                )
-        elif rel == "MLmodel":
-            lines = [
-                ln
-                for ln in data.decode().splitlines()
-                if not ln.strip().startswith(tuple(f"{k}:" for k in _VOLATILE))
-            ]
-            data = "\n".join(lines).encode()
-        h.update(hashlib.sha256(data).digest())
-    return h.hexdigest()[:16]
+from zenml_model_deployers.packaging import (
+    MLflowModelTarget,
+    detect_library,
+    directory_digest,
+    model_digest,
+)
 
 
 def _object_digest(model: Any, input_example: Any) -> str | None:
-    """A digest of the model's fitted state (pickle is deterministic for the same state).
-
-    Saved files are not: skops archives name members after memory addresses.
-    """
-    import pickle
-
-    import mlflow
-
-    try:
-        h = hashlib.sha256(pickle.dumps(model, protocol=4))
-        h.update(pickle.dumps(input_example, protocol=4))
-    except Exception:
-        return None
-    h.update(
-        f"{type(model).__module__}.{type(model).__qualname__}|mlflow={mlflow.__version__}".encode()
-    )
-    return h.hexdigest()[:16]
+    """The packaging layer's digest of a model object (kept for zmd-databricks' registry)."""
+    library = detect_library(model)
+    return None if library is None else model_digest(model, library, input_example)
 
 
 def save_mlflow_model(model: Any, name: str, input_example: Any = None) -> str:
     """Saves a model object as an MLflow model under the zmd store; returns its local path.
 
-    Supports scikit-learn estimators (``mlflow.sklearn``) and ``mlflow.pyfunc.PythonModel``.
+    Supports what the packaging layer's MLflow target writes: scikit-learn estimators and
+    pipelines, XGBoost, LightGBM, PyTorch modules and ``mlflow.pyfunc.PythonModel``.
     The same fitted model saves to the same path (and is saved only once).
 
     Args:
@@ -80,30 +47,17 @@ def save_mlflow_model(model: Any, name: str, input_example: Any = None) -> str:
     Raises:
         ConfigurationError: the model type is not supported.
     """
-    import mlflow
-
+    target = MLflowModelTarget()
+    library = target.check(model, detect_library(model), "zmd-mlflow")
     store = private_dir(zmd_home() / "models")
-    digest = _object_digest(model, input_example)
+    digest = model_digest(model, library, input_example)
     if digest and (store / f"{name}-{digest}" / "MLmodel").exists():
         return str(store / f"{name}-{digest}")
     with tempfile.TemporaryDirectory(dir=store) as tmp:
-        target = Path(tmp) / "model"
-        try:
-            from sklearn.base import BaseEstimator
-        except ImportError:  # pragma: no cover - sklearn ships with the mlflow extra
-            BaseEstimator = ()
-        if isinstance(model, BaseEstimator):
-            mlflow.sklearn.save_model(model, str(target), input_example=input_example)
-        elif isinstance(model, mlflow.pyfunc.PythonModel):
-            mlflow.pyfunc.save_model(str(target), python_model=model, input_example=input_example)
-        else:
-            raise ConfigurationError(
-                f"zmd-mlflow cannot package a {type(model).__module__}.{type(model).__name__}.",
-                hint="pass a scikit-learn estimator or an mlflow.pyfunc.PythonModel, "
-                "or save the model with MLflow yourself and pass `model_uri=`.",
-            )
-        final = store / f"{name}-{digest or _digest(target)}"
-        make_tree_private(target)  # MLflow writes with the umask's modes
+        target_dir = Path(tmp) / "model"
+        target.write(model, library, target_dir, input_example)
+        final = store / f"{name}-{digest or directory_digest(target_dir)}"
+        make_tree_private(target_dir)  # MLflow writes with the umask's modes
         if not final.exists():
-            shutil.move(str(target), str(final))
+            shutil.move(str(target_dir), str(final))
     return str(final)

@@ -1,0 +1,107 @@
+"""A stable digest of a fitted model: the same fitted state gives the same digest in any process.
+
+The digest names a packaged model's directory, and so its model URI and the deployment's config
+hash: an unchanged model re-run through a pipeline gives the same revision, and nothing restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from zenml_model_deployers.packaging.libraries import ModelLibrary
+
+# MLmodel fields that change on every save of the same model.
+_VOLATILE = ("utc_time_created", "model_uuid", "run_id", "model_id", "artifact_path")
+
+
+def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -> str | None:
+    """A 16-hex-digit digest of the model's fitted state, its input example and its class.
+
+    Guarantees: equal for the same fitted model (and example) in any process and with any
+    ``PYTHONHASHSEED``, different when a fitted parameter, the example, the model's class or the
+    MLflow version differ. For scikit-learn, XGBoost, LightGBM and pyfunc models it is the
+    digest zmd-mlflow has always used (a pickle of the model), so models packaged by earlier
+    releases keep their revision. PyTorch's pickles are not reproducible (each embeds a random
+    serialization id), so a module's digest covers its ``state_dict`` tensors, its structure
+    (``repr``) and its class's source instead.
+
+    Args:
+        model: the fitted model.
+        library: what :func:`~zenml_model_deployers.packaging.libraries.detect_library` said.
+        input_example: the example stored with the model, if any.
+
+    Returns:
+        The digest, or None when the model cannot be digested in memory (it cannot be pickled):
+        then digest the saved directory with :func:`directory_digest`.
+    """
+    import mlflow
+
+    h: hashlib._Hash
+    try:
+        if library is ModelLibrary.PYTORCH:
+            h = _torch_state_hash(model)
+        else:
+            h = hashlib.sha256(pickle.dumps(model, protocol=4))
+        h.update(pickle.dumps(input_example, protocol=4))
+    except Exception:
+        return None
+    h.update(
+        f"{type(model).__module__}.{type(model).__qualname__}|mlflow={mlflow.__version__}".encode()
+    )
+    return h.hexdigest()[:16]
+
+
+def _torch_state_hash(model: Any) -> hashlib._Hash:
+    import torch  # the model is a torch module: torch is imported already
+
+    h = hashlib.sha256(b"torch-state-v1")
+    h.update(repr(model).encode())
+    try:
+        h.update(inspect.getsource(type(model)).encode())
+    except (OSError, TypeError):
+        pass  # defined where no source exists (an interactive session): the structure stands in
+    for key, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
+        # numpy has no bfloat16; widening to float32 is exact.
+        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+    return h
+
+
+def directory_digest(model_dir: Path) -> str:
+    """A 16-hex-digit digest of a saved model directory's content.
+
+    Guarantees: the same for two saves of the same model, whatever their times: MLflow's
+    volatile ``MLmodel`` fields (creation time, UUIDs, run ids) are left out and zip archives
+    are digested member by member (their headers carry timestamps).
+
+    Args:
+        model_dir: the directory.
+
+    Returns:
+        The digest.
+    """
+    h = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(model_dir).as_posix()
+        h.update(rel.encode())
+        data = path.read_bytes()
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                data = b"".join(
+                    n.encode() + hashlib.sha256(zf.read(n)).digest() for n in sorted(zf.namelist())
+                )
+        elif rel == "MLmodel":
+            lines = [
+                ln
+                for ln in data.decode().splitlines()
+                if not ln.strip().startswith(tuple(f"{k}:" for k in _VOLATILE))
+            ]
+            data = "\n".join(lines).encode()
+        h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()[:16]

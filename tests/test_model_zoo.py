@@ -1,0 +1,219 @@
+"""The model zoo through zmd-mlflow: the models users train, deployed with `model=` and answered
+over HTTP as docs/flavors/mlflow.md shows, equal to the model's own predictions (issue 25).
+
+All models are small and fitted here in well under a second. They deploy one after another as
+updates of ONE deployment (the README's `my-model`): an update starts one server, as a new
+deployment would, and leaves one relay and no server behind per model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from zoo_models import RANDOM_FOREST, ZOO, ZooModel, random_forest
+
+from zenml_model_deployers.errors import ConfigurationError
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "my-model"  # the README's deployment name: its pipeline creates it, the zoo updates it
+TIMINGS: dict[str, dict[str, float]] = {}
+
+
+def request_body(rows: Any) -> dict[str, Any]:
+    """The request docs/flavors/mlflow.md shows for this input: `dataframe_split` for a
+    DataFrame, `inputs` for an array; a missing value is JSON's null."""
+    if isinstance(rows, pd.DataFrame):
+        data = rows.astype(object).where(rows.notna(), None).to_numpy().tolist()
+        return {"dataframe_split": {"columns": list(rows.columns), "data": data}}
+    arr = np.asarray(rows, dtype=object)
+    return {"inputs": np.where(pd.isna(arr), None, arr).tolist()}
+
+
+def assert_same_answers(url: str, zoo: ZooModel) -> None:
+    r = requests.post(url, json=request_body(zoo.rows), timeout=30)
+    assert r.status_code == 200, r.text
+    got = np.asarray(r.json()["predictions"])
+    want = np.asarray(zoo.expected)
+    assert got.size == want.size, (got, want)
+    got = got.reshape(want.shape)
+    if zoo.classes:
+        assert got.tolist() == want.tolist()
+    else:
+        np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def zoo_deployment(mlflow_deployer: Any) -> Iterator[Any]:
+    """The deployer; the shared deployment is deleted when the module ends."""
+    yield mlflow_deployer
+    svc = mlflow_deployer.find_deployment(NAME)
+    if svc is not None:
+        mlflow_deployer.delete(svc)
+    if TIMINGS:
+        print("\nzoo timings (s):", json.dumps(TIMINGS, indent=1))
+
+
+def readme_pipeline_with_a_random_forest() -> str:
+    """The README's pipeline as a user adapts it: a RandomForestClassifier for the regression."""
+    block = next(
+        b
+        for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+        if "mlflow_deployer_step" in b
+    )
+    assert "LogisticRegression(max_iter=500)" in block
+    return (
+        block.replace(
+            "from sklearn.linear_model import LogisticRegression",
+            "from sklearn.ensemble import RandomForestClassifier",
+        )
+        .replace("LogisticRegression(max_iter=500)", RANDOM_FOREST)
+        .replace("LogisticRegression", "RandomForestClassifier")
+    )
+
+
+def test_readme_pattern_with_a_random_forest(
+    zoo_deployment: Any, mlflow_stack: str, tmp_path: Path
+) -> None:
+    """Issue 25: this failed with skops' "Untrusted types found in the file:
+    ['sklearn.tree._tree.Tree']"."""
+    (tmp_path / "run.py").write_text(readme_pipeline_with_a_random_forest())
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "run.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    url = done.stdout.strip().splitlines()[-1]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/invocations")
+    # The README's request, and the zoo's rows, as the same forest predicts them in process.
+    r = requests.post(url, json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}, timeout=30)
+    assert r.json() == {"predictions": [0]}
+    assert_same_answers(url, random_forest())
+    TIMINGS["random-forest (README pipeline, run)"] = {"run": time.perf_counter() - t0}
+
+
+@pytest.mark.parametrize("kind", [k for k in ZOO if k != "random-forest"])
+def test_zoo_model_deploys_and_answers_as_in_process(zoo_deployment: Any, kind: str) -> None:
+    zoo = ZOO[kind]()
+    t0 = time.perf_counter()
+    config = zoo_deployment.build_config(
+        model=zoo.model, deployment_name=NAME, input_example=zoo.example
+    )
+    t1 = time.perf_counter()
+    if isinstance(zoo.example, pd.DataFrame):  # its columns are what the request names
+        from mlflow.models import Model
+
+        signature = Model.load(config.model_uri).signature
+        assert signature is not None
+        assert signature.inputs.input_names() == list(zoo.example.columns)
+    svc = zoo_deployment.deploy(config, timeout=180)
+    assert_same_answers(svc.prediction_url, zoo)
+    t2 = time.perf_counter()
+    TIMINGS[kind] = {"package": t1 - t0, "deploy_to_first_prediction": t2 - t0}
+    # The same fitted model, trained again: the same model URI, so no new revision.
+    again = zoo_deployment.build_config(
+        model=ZOO[kind]().model, deployment_name=NAME, input_example=zoo.example
+    )
+    assert again.model_uri == config.model_uri
+
+
+# --- the packaging layer, without a server ---------------------------------------------------
+
+
+class Scorer:
+    """Has a `predict`, as a model does, but is of no library the layer knows."""
+
+    def predict(self, x: Any) -> Any:
+        return x
+
+
+def test_an_unsupported_model_names_what_is_supported_and_model_uri(mlflow_deployer: Any) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        mlflow_deployer.build_config(model=Scorer(), deployment_name="zoo-unsupported")
+    msg = str(err.value)
+    assert "test_model_zoo.Scorer" in msg
+    for supported in ("scikit-learn", "XGBoost", "LightGBM", "PyTorch", "PythonModel"):
+        assert supported in msg
+    assert "model_uri=" in msg
+
+
+_PROBE = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from zoo_models import ZOO
+from zenml_model_deployers.packaging import MLflowModelTarget, detect_library, model_digest, package_model
+
+sklearn_kinds = [k for k in ZOO if k not in ("xgboost", "lightgbm", "pytorch")]
+digests = {{}}
+for i, kind in enumerate(sklearn_kinds):
+    z = ZOO[kind]()
+    package_model(z.model, MLflowModelTarget(), Path({out!r}) / kind, z.example)
+    digests[kind] = model_digest(z.model, detect_library(z.model), z.example)
+heavy = sorted(m for m in ("torch", "xgboost", "lightgbm") if m in sys.modules)
+for kind in ("xgboost", "lightgbm", "pytorch"):
+    z = ZOO[kind]()
+    digests[kind] = model_digest(z.model, detect_library(z.model), z.example)
+print(json.dumps({{"heavy": heavy, "digests": digests}}))
+"""
+
+
+def test_digests_are_stable_across_processes_and_no_other_library_is_imported(
+    tmp_path: Path,
+) -> None:
+    """A re-run is another process (another hash seed): each zoo model must digest the same,
+    or an unchanged pipeline would roll out a new revision. Packaging scikit-learn models
+    must not import torch, XGBoost or LightGBM."""
+    from zenml_model_deployers.packaging import detect_library, model_digest
+
+    probe = _PROBE.format(tests=str(Path(__file__).parent), out=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["heavy"] == []
+    here = {}
+    for kind, build in ZOO.items():
+        z = build()
+        here[kind] = model_digest(z.model, detect_library(z.model), z.example)
+    assert seen["digests"] == here
+    assert all(here.values()) and len(set(here.values())) == len(here)
+
+
+def test_a_changed_model_gets_another_digest() -> None:
+    import torch
+
+    from zenml_model_deployers.packaging import detect_library, model_digest
+
+    for kind in ("random-forest", "pytorch"):
+        z = ZOO[kind]()
+        library = detect_library(z.model)
+        assert library is not None
+        before = model_digest(z.model, library)
+        if kind == "pytorch":
+            with torch.no_grad():
+                next(z.model.parameters())[0, 0] += 1e-3
+        else:
+            z.model.set_params(n_estimators=21).fit(z.rows, z.expected)
+        assert model_digest(z.model, library) != before, kind
