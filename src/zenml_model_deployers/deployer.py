@@ -7,8 +7,7 @@ reuse, start, update, replace, roll back and persist lives here, once.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, ClassVar, cast
 from uuid import UUID
 
@@ -36,14 +35,13 @@ from zenml_model_deployers.errors import (
     DeploymentError,
     DeploymentExistsError,
     DeploymentNotFoundError,
-    RolloutFailedError,
 )
 from zenml_model_deployers.service import (
     DeploymentService,
     DeploymentStatus,
-    RevisionMetrics,
     service_from_response,
 )
+from zenml_model_deployers.traffic import TrafficController, refuse_unsupported
 
 logger = get_logger(__name__)
 
@@ -439,26 +437,7 @@ class BaseDeployer(BaseModelDeployer):
                 f"{type(config).__name__} is not a config for flavor {self.flavor_name()}.",
                 hint=f"build a {self.SERVICE_CLASS.model_fields['config'].annotation.__name__}.",  # type: ignore[union-attr]
             )
-        if opts.policy == DeployPolicy.CANARY and not self.SERVICE_CLASS.SUPPORTS_TRAFFIC_SPLIT:
-            # Refused before anything is looked up, started or changed.
-            raise ConfigurationError(
-                f"Flavor {self.flavor_name()} cannot split traffic between two revisions, so "
-                f"deployment '{config.deployment_name}' cannot be rolled out progressively "
-                "(policy 'canary').",
-                deployment_name=config.deployment_name,
-                hint="deploy with policy 'update': the new revision replaces the old one only "
-                "once it is ready, and a failed update is rolled back.",
-            )
-        if (opts.policy == DeployPolicy.CANARY or opts.canary_percent is not None) and getattr(
-            config, "data_path", "relay"
-        ) == "direct":
-            raise ConfigurationError(
-                f"Deployment '{config.deployment_name}' asks for data_path='direct': requests "
-                "bypass the front, which can neither split them between two revisions nor "
-                "measure them, so no canary or progressive rollout can run.",
-                deployment_name=config.deployment_name,
-                hint="deploy with data_path='relay' (the default) for canaries and rollouts.",
-            )
+        refuse_unsupported(self.SERVICE_CLASS, config, opts)
         config = self.prepare_config(config)
         name = config.deployment_name
         with self._locked(name, opts.timeout):
@@ -471,9 +450,11 @@ class BaseDeployer(BaseModelDeployer):
                         name,
                     )
                 return self._create(config, opts.timeout, model_version_id, seed)
-            if existing.canary_candidate() is not None or opts.canary_percent is not None:
-                return self._canary(existing, config, opts, model_version_id)
             same = existing.status.config_hash == config.config_hash()
+            if existing.canary_candidate() is not None or (
+                opts.canary_percent is not None and not same
+            ):
+                return self.traffic.canary(existing, config, opts.canary_percent, opts.timeout)
             if same:
                 if existing.status.state == ServiceState.ACTIVE:
                     logger.info(
@@ -486,7 +467,10 @@ class BaseDeployer(BaseModelDeployer):
                 self._run_hook(existing, lambda: existing.start_backend(opts.timeout), "start")
                 return existing
             if opts.policy == DeployPolicy.CANARY:
-                return self._rollout(existing, config, opts, model_version_id)
+                assert opts.rollout is not None  # DeployOptions fills the default
+                return self.traffic.rollout(
+                    existing, config, opts.rollout, opts.timeout, model_version_id
+                )
             if opts.policy == DeployPolicy.FAIL:
                 raise DeploymentExistsError(
                     f"Deployment '{name}' exists with another configuration "
@@ -574,69 +558,11 @@ class BaseDeployer(BaseModelDeployer):
         self.persist(service, model_version_id=model_version_id)
         return service
 
-    # ----------------------------------------------------------------- canaries
-    def _canary(
-        self,
-        service: DeploymentService,
-        config: DeploymentConfig,
-        opts: DeployOptions,
-        model_version_id: UUID | None,
-    ) -> DeploymentService:
-        """A deploy that starts, re-applies or adjusts a canary (or meets one in progress)."""
-        name = service.deployment_name
-        candidate = service.canary_candidate()
-        new_hash = config.config_hash()
-        if candidate is not None:
-            if candidate.config_hash() != new_hash or opts.canary_percent is None:
-                raise ConfigurationError(
-                    f"Deployment '{name}' runs a canary of revision {candidate.config_hash()} "
-                    f"({service.status.canary_percent}% of requests): a deploy of revision "
-                    f"{new_hash}{' as a canary' if opts.canary_percent else ''} must wait "
-                    "until it is finished.",
-                    deployment_name=name,
-                    hint=f"finish it first: `zmd models promote {name}` or "
-                    f"`zmd models rollback {name}`.",
-                )
-            if opts.canary_percent == service.status.canary_percent:
-                logger.info(
-                    "Deployment '%s' already runs revision %s as a %s%% canary: reused.",
-                    name,
-                    new_hash,
-                    opts.canary_percent,
-                )
-                return service
-        elif service.status.config_hash == new_hash:
-            logger.info("Deployment '%s' already serves revision %s: no canary.", name, new_hash)
-            if service.status.state != ServiceState.ACTIVE:
-                self._run_hook(service, lambda: service.start_backend(opts.timeout), "start")
-            return service
-        assert opts.canary_percent is not None
-        service._require_split()
-        if service.status.state != ServiceState.ACTIVE:
-            raise ConfigurationError(
-                f"Deployment '{name}' is not serving ({service.status.state.value}): a canary "
-                "needs a serving revision beside it.",
-                deployment_name=name,
-                hint=f"`zmd models start {name}` first, or deploy without canary_percent.",
-            )
-        percent = opts.canary_percent
-        logger.info(
-            "Deployment '%s': canary of revision %s with %s%% of requests (revision %s keeps "
-            "%s%%).",
-            name,
-            new_hash,
-            percent,
-            service.status.config_hash,
-            100 - percent,
-        )
-
-        def split() -> None:
-            service.set_traffic_split(service.config, config, percent, opts.timeout)
-            service.status.canary_config = config.model_dump(mode="json")
-            service.status.canary_percent = percent
-
-        self._run_traffic_change(service, split, f"canary of {new_hash} at {percent}%")
-        return service
+    # ----------------------------------------------------------------- canaries (traffic.py)
+    @property
+    def traffic(self) -> TrafficController:
+        """The controller of this deployer's canaries and rollouts (persists through it)."""
+        return TrafficController(self.persist)
 
     def promote(
         self, service: DeploymentService, timeout: float | None = None
@@ -656,27 +582,15 @@ class BaseDeployer(BaseModelDeployer):
             ConfigurationError: no canary is in progress (nothing changed).
             DeploymentError: the backend failed; the canary split keeps serving.
         """
-        t = timeout or self._default_timeout()
-        with self._locked(service.deployment_name, t):
-            candidate = self._require_canary(service, "promote")
-            self._run_traffic_change(
-                service,
-                lambda: self._promote_split(service, candidate, t),
-                f"promotion of {candidate.config_hash()}",
-            )
-        # Debug: the caller says it (the CLI prints one line), as for start and stop.
-        logger.debug(
-            "Deployment '%s' promoted: revision %s serves all requests.",
-            service.deployment_name,
-            service.status.config_hash,
-        )
-        return service
+        return self._locked_traffic(service, timeout, self.traffic.promote)
 
     def rollback(
         self, service: DeploymentService, timeout: float | None = None
     ) -> DeploymentService:
         """Ends a canary by sending all requests back to the stable revision and retiring the
-        candidate. Blocks until the backend serves only the stable revision.
+        candidate. Blocks until the backend serves only the stable revision; on failure the
+        canary split stays as it was, and ConfigurationError (no canary) or DeploymentError
+        (the backend failed) is raised.
 
         Args:
             service: the deployment running a canary.
@@ -684,232 +598,18 @@ class BaseDeployer(BaseModelDeployer):
 
         Returns:
             The service, serving its recorded revision only.
-
-        Raises:
-            ConfigurationError: no canary is in progress (nothing changed).
-            DeploymentError: the backend failed; the canary split keeps serving.
         """
-        t = timeout or self._default_timeout()
-        with self._locked(service.deployment_name, t):
-            candidate = self._require_canary(service, "roll back")
-            self._run_traffic_change(
-                service,
-                lambda: self._rollback_split(service, service.config, t),
-                f"rollback of {candidate.config_hash()}",
-            )
-        logger.debug(
-            "Deployment '%s' rolled back: revision %s serves all requests.",
-            service.deployment_name,
-            service.status.config_hash,
-        )
-        return service
+        return self._locked_traffic(service, timeout, self.traffic.rollback)
 
-    @staticmethod
-    def _promote_split(
-        service: DeploymentService, candidate: DeploymentConfig, timeout: float
-    ) -> None:
-        """All traffic to the candidate, which becomes the recorded revision."""
-        service.set_traffic_split(candidate, None, 0, timeout)
-        service.config = candidate
-        service.status.canary_config = None
-        service.status.canary_percent = 0
-        service.status.revision += 1
-        service.mark_ready()
-
-    # ----------------------------------------------------------------- progressive rollout
-    def _rollout(
+    def _locked_traffic(
         self,
         service: DeploymentService,
-        config: DeploymentConfig,
-        opts: DeployOptions,
-        model_version_id: UUID | None,
+        timeout: float | None,
+        change: Callable[[DeploymentService, float], DeploymentService],
     ) -> DeploymentService:
-        """Walks the rollout's steps (policy 'canary'): at each one the candidate gets its
-        share of requests for the bake interval, then its metrics must pass every gate; the
-        first failed gate rolls all traffic back, tears the candidate down and raises
-        RolloutFailedError with the numbers; after the last step the candidate is promoted.
-
-        Runs on the two flavor hooks (``set_traffic_split``, ``read_revision_metrics``).
-        The record (``service.last_rollout``) has every step's split, metrics and gates.
-        """
-        from zenml_model_deployers.rollout import (
-            RolloutRecord,
-            StepRecord,
-            describe_gates,
-            evaluate_gates,
-        )
-
-        spec = opts.rollout
-        assert spec is not None
-        name = service.deployment_name
-        if service.status.state != ServiceState.ACTIVE:
-            raise ConfigurationError(
-                f"Deployment '{name}' is not serving ({service.status.state.value}): a "
-                "progressive rollout needs a serving revision to compare with.",
-                deployment_name=name,
-                hint=f"`zmd models start {name}` first, or deploy with policy 'update'.",
-            )
-        # A backend that cannot report per-revision metrics cannot judge a step: refused
-        # before anything changes (ConfigurationError from the flavor). Metrics are read
-        # where the new config (the component, now) says.
-        service.adopt_metrics_settings(config)
-        service.read_revision_metrics()
-        stable = service.config
-        record = RolloutRecord(
-            deployment=name,
-            flavor=service.FLAVOR,
-            stable=service.status.config_hash,
-            candidate=config.config_hash(),
-            spec=spec,
-        )
-        service._rollout = record
-        logger.info(
-            "Rollout of '%s': revision %s -> %s in steps %s%%, %g s each (gates: error rate "
-            "<= %g%%, p95 <= %gx stable, >= %d requests).",
-            name,
-            record.stable,
-            record.candidate,
-            spec.steps,
-            spec.interval,
-            100 * spec.max_error_rate,
-            spec.max_p95_ratio,
-            spec.min_requests,
-        )
-        stable_p95: float | None = None
-        tick = max(0.2, min(5.0, spec.interval / 4))
-        try:
-            for i, percent in enumerate(spec.steps, 1):
-                step = StepRecord(percent=percent, started_at=round(record.elapsed(), 3))
-                record.steps.append(step)
-
-                def split(p: int = percent) -> None:
-                    service.set_traffic_split(stable, config, p, opts.timeout)
-                    service.status.canary_config = config.model_dump(mode="json")
-                    service.status.canary_percent = p
-
-                self._run_traffic_change(service, split, f"rollout step {i} ({percent}%)")
-                before = service.read_revision_metrics()
-                t0 = time.monotonic()
-                while True:
-                    time.sleep(tick)
-                    baked = time.monotonic() - t0
-                    now = service.read_revision_metrics()
-                    s_m = _window(now, before, record.stable, baked)
-                    c_m = _window(now, before, record.candidate, baked)
-                    gates = evaluate_gates(spec, c_m, s_m, stable_p95)
-                    enough = gates[0].passed
-                    errors_failed = enough and gates[1].passed is False
-                    logger.info(
-                        "Rollout of '%s' step %d/%d: %d%% of requests to %s, %.1f s of %g: %s.",
-                        name,
-                        i,
-                        len(spec.steps),
-                        percent,
-                        record.candidate,
-                        baked,
-                        spec.interval,
-                        describe_gates(gates),
-                    )
-                    # Errors fail the step as soon as there are enough requests to judge;
-                    # otherwise it bakes its interval, and up to one more for `min_requests`.
-                    if errors_failed or (
-                        baked >= spec.interval and (enough or baked >= 2 * spec.interval)
-                    ):
-                        break
-                step.baked_s = round(baked, 3)
-                step.stable, step.candidate, step.gates = s_m, c_m, gates
-                if s_m.requests and s_m.latency_p95_ms is not None:
-                    stable_p95 = s_m.latency_p95_ms
-                failed = [g for g in gates if g.passed is False]
-                step.passed = not failed
-                if failed:
-                    reason = (
-                        f"step {i}/{len(spec.steps)} ({percent}% of requests) failed its gates: "
-                        f"{describe_gates(gates)}; candidate {c_m.requests} answered, "
-                        f"{c_m.errors} errors {_nonzero(c_m.errors_by_kind)}".rstrip()
-                    )
-                    self._abort_rollout(service, stable, opts.timeout)
-                    record.finish("rolled_back", reason)
-                    err = RolloutFailedError(
-                        f"Rollout of revision {record.candidate} of '{name}' rolled back: "
-                        f"{reason}. Revision {record.stable} serves all requests again.",
-                        deployment_name=name,
-                        hint=f"see the candidate's logs; the rollout's record is the run "
-                        f"metadata 'rollout' (`zmd models describe {name} --stats` shows live stats).",
-                    )
-                    err.rollout = record
-                    raise err
-            self._run_traffic_change(
-                service,
-                lambda: self._promote_split(service, config, opts.timeout),
-                f"promotion of {record.candidate}",
-            )
-        except RolloutFailedError:
-            raise
-        except BaseException as e:
-            with contextlib.suppress(Exception):
-                self._abort_rollout(service, stable, opts.timeout)
-            record.finish("failed", f"{type(e).__name__}: {e}"[:2000])
-            if isinstance(e, DeploymentError):
-                e.rollout = record  # type: ignore[attr-defined]
-            raise
-        record.finish("promoted", "")
-        self.persist(service, model_version_id=model_version_id)
-        logger.info(
-            "Rollout of '%s' promoted revision %s after %d steps (%.1f s, %.1f s beyond the "
-            "bakes).",
-            name,
-            record.candidate,
-            len(spec.steps),
-            record.duration_s,
-            record.overhead_s,
-        )
-        return service
-
-    def _abort_rollout(
-        self, service: DeploymentService, stable: DeploymentConfig, timeout: float
-    ) -> None:
-        """All traffic back to the stable revision, the candidate retired, recorded."""
-        self._run_traffic_change(
-            service,
-            lambda: self._rollback_split(service, stable, timeout),
-            "rollback of the rollout",
-        )
-
-    @staticmethod
-    def _rollback_split(
-        service: DeploymentService, stable: DeploymentConfig, timeout: float
-    ) -> None:
-        """All traffic to the stable revision; the candidate is retired."""
-        service.set_traffic_split(stable, None, 0, timeout)
-        service.status.canary_config = None
-        service.status.canary_percent = 0
-
-    @staticmethod
-    def _require_canary(service: DeploymentService, verb: str) -> DeploymentConfig:
-        candidate = service.canary_candidate()
-        if candidate is None:
-            raise ConfigurationError(
-                f"Deployment '{service.deployment_name}' runs no canary: nothing to {verb}.",
-                deployment_name=service.deployment_name,
-                hint="start one by deploying a new revision with canary_percent=N.",
-            )
-        return candidate
-
-    def _run_traffic_change(self, service: DeploymentService, change: Any, what: str) -> None:
-        """Runs a split change; on failure records why and keeps the recorded split. A change
-        that succeeds clears the error an earlier one left (a failed canary retried: the
-        deployment serves as asked, and `describe` must not say otherwise)."""
-        try:
-            change()
-        except BaseException as e:
-            if not isinstance(e, ConfigurationError):
-                service.status.last_error = f"{what} failed: {e}"[:2000]
-                with contextlib.suppress(Exception):
-                    self.persist(service)
-            raise
-        service.status.clear_error()
-        self.persist(service)
+        t = timeout or self._default_timeout()
+        with self._locked(service.deployment_name, t):
+            return change(service, t)
 
     # ----------------------------------------------------------------- start / stop / delete
     def start(
@@ -1232,22 +932,6 @@ class BaseDeployer(BaseModelDeployer):
             "REVISION": str(d["revision"]),
             "CONFIG_HASH": d["config_hash"],
         }
-
-
-def _window(
-    now: dict[str, RevisionMetrics],
-    before: dict[str, RevisionMetrics],
-    revision: str,
-    seconds: float,
-) -> RevisionMetrics:
-    """One revision's metrics between two cumulative readings."""
-    cur = now.get(revision) or RevisionMetrics(config_hash=revision)
-    return cur.since(before.get(revision), seconds)
-
-
-def _nonzero(counts: dict[str, int]) -> str:
-    kinds = ", ".join(f"{k} {n}" for k, n in counts.items() if n)
-    return f"({kinds})" if kinds else ""
 
 
 def _row_exists(uuid: UUID) -> bool:
