@@ -1,47 +1,39 @@
 """BaseDeployer: the one deployment lifecycle every flavor shares.
 
 A flavor supplies a service class (the backend hooks); everything about *when* to create,
-reuse, start, update, replace, roll back and persist lives here, once.
+reuse, start, update, replace, roll back and persist lives here, once. Beside it, each with
+one job: ``traffic.py`` (canaries, promote, rollback, progressive rollouts), ``store.py``
+(rows of ZenML's service store), ``lock.py`` (one change of a deployment at a time) and
+``zenml_api.py`` (ZenML's model-deployer API, the base class, mapped onto this lifecycle).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Iterator
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 from uuid import UUID
 
-from filelock import FileLock, Timeout
 from pydantic import ValidationError, model_validator
-from zenml.client import Client
 from zenml.enums import ServiceState
 from zenml.logger import get_logger
 from zenml.model_deployers.base_model_deployer import (
-    BaseModelDeployer,
     BaseModelDeployerConfig,
     BaseModelDeployerFlavor,
 )
-from zenml.models.v2.misc.service import ServiceType
-from zenml.services.service import BaseService, ServiceConfig
+from zenml.services.service import ServiceConfig
 
+from zenml_model_deployers import store
 from zenml_model_deployers.config import (
     CanaryRollout,
     DeploymentConfig,
     DeployOptions,
     DeployPolicy,
 )
-from zenml_model_deployers.errors import (
-    ConfigurationError,
-    DeploymentError,
-    DeploymentExistsError,
-    DeploymentNotFoundError,
-)
-from zenml_model_deployers.service import (
-    DeploymentService,
-    DeploymentStatus,
-    service_from_response,
-)
+from zenml_model_deployers.errors import ConfigurationError, DeploymentExistsError
+from zenml_model_deployers.lock import deployment_lock
+from zenml_model_deployers.service import DeploymentService, DeploymentStatus
 from zenml_model_deployers.traffic import TrafficController, refuse_unsupported
+from zenml_model_deployers.zenml_api import ZenMLDeployerAPI
 
 logger = get_logger(__name__)
 
@@ -131,7 +123,7 @@ class BaseDeployerFlavor(BaseModelDeployerFlavor):
         return impl
 
 
-class BaseDeployer(BaseModelDeployer):
+class BaseDeployer(ZenMLDeployerAPI):
     """Deploys, finds, starts, stops and deletes deployments, with one set of semantics.
 
     Guarantees of every public method:
@@ -146,160 +138,6 @@ class BaseDeployer(BaseModelDeployer):
     NAME: ClassVar[str] = "zmd"
     FLAVOR: ClassVar[type[BaseModelDeployerFlavor]]
     SERVICE_CLASS: ClassVar[type[DeploymentService]]
-
-    # ----------------------------------------------------------------- lookups
-    @classmethod
-    def flavor_name(cls) -> str:
-        """The flavor name (`zmd-...`)."""
-        return cls.SERVICE_CLASS.FLAVOR
-
-    def find_deployment(self, deployment_name: str) -> DeploymentService | None:
-        """The deployment of this flavor with that name, status read from the backend.
-
-        Args:
-            deployment_name: the deployment name.
-
-        Returns:
-            The service or None.
-        """
-        page = Client().list_services(
-            flavor=self.flavor_name(),
-            service_name=f"zenml-{deployment_name}",
-            hydrate=True,
-            size=50,
-        )
-        for resp in page.items:
-            if not resp.service_source:
-                continue
-            svc = service_from_response(resp)
-            if svc.deployment_name == deployment_name:
-                svc.update_status()
-                return svc
-        return None
-
-    def find_model_server(
-        self,
-        config: dict[str, Any] | ServiceConfig | None = None,
-        running: bool | None = None,
-        service_uuid: UUID | None = None,
-        pipeline_name: str | None = None,
-        pipeline_step_name: str | None = None,
-        service_name: str | None = None,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        service_type: ServiceType | None = None,
-        type: str | None = None,
-        flavor: str | None = None,
-        pipeline_run_id: str | None = None,
-        deployment_name: str | None = None,
-    ) -> list[BaseService]:
-        """This flavor's deployments that match every given filter, newest first.
-
-        ZenML's implementation matches ``model_name`` against its model registry and deletes
-        rows it cannot load; this one selects on the deployments' own recorded fields and
-        never writes:
-
-        - ``model_name``, ``pipeline_name``, ``pipeline_step_name``, ``pipeline_run_id``,
-          ``model_version``, ``deployment_name``, ``service_name``: equal to the serving
-          revision's config field;
-        - ``config``: a config (or its dict) of this flavor; matches the deployment whose
-          serving revision has the same config hash;
-        - ``service_uuid``; ``flavor`` / ``type`` / ``service_type``: this flavor's or nothing;
-        - ``running=True``: only deployments that serve now (state read from the backend, as
-          every returned service's status is); False or None: no filter, as in ZenML (whose
-          ``zenml model-deployer models list`` passes False without ``--running``).
-
-        Args:
-            config: a config of this flavor (object or dict).
-            running: True: only running deployments.
-            service_uuid: the service id.
-            pipeline_name: the pipeline that deployed it.
-            pipeline_step_name: the step that deployed it.
-            service_name: the service name (``zenml-<deployment name>``).
-            model_name: the deployed model's name.
-            model_version: the config's model version.
-            service_type: ZenML service type (its flavor must be this one).
-            type: ZenML service type name (``model-serving``).
-            flavor: the flavor (must be this one).
-            pipeline_run_id: the run that deployed the serving revision.
-            deployment_name: the deployment's name.
-
-        Returns:
-            The matching services.
-
-        Raises:
-            ConfigurationError: ``config`` is not a valid config of this flavor.
-        """
-        if flavor is not None and flavor != self.flavor_name():
-            return []
-        if service_type is not None and service_type.flavor != self.flavor_name():
-            return []
-        if type is not None and type != self.SERVICE_CLASS.SERVICE_TYPE.type:
-            return []
-        want_hash = None
-        if config is not None:
-            want_hash = self._config_of(config).config_hash()
-        wanted = {
-            "pipeline_name": pipeline_name,
-            "pipeline_step_name": pipeline_step_name,
-            "model_name": model_name,
-            "model_version": model_version,
-            "pipeline_run_id": None if pipeline_run_id is None else str(pipeline_run_id),
-            "deployment_name": deployment_name,
-            "service_name": service_name,
-        }
-        wanted = {k: v for k, v in wanted.items() if v is not None}
-        out: list[BaseService] = []
-        for svc in self._services(service_uuid):
-            if any(getattr(svc.config, k) != v for k, v in wanted.items()):
-                continue
-            if want_hash is not None and svc.status.config_hash != want_hash:
-                continue
-            svc.update_status()
-            if running and svc.status.state != ServiceState.ACTIVE:
-                continue
-            out.append(svc)
-        return out
-
-    def _services(self, service_uuid: UUID | None = None) -> list[DeploymentService]:
-        """Every service row of this flavor, newest first, as services (status as stored)."""
-        client = Client()
-        out: list[DeploymentService] = []
-        page_no = 1
-        while True:
-            page = client.list_services(
-                flavor=self.flavor_name(),
-                id=service_uuid,
-                sort_by="desc:created",
-                hydrate=True,
-                page=page_no,
-                size=1000,
-            )
-            for resp in page.items:
-                if not resp.service_source:
-                    continue  # a deploy in progress records its class at once; not ours yet
-                try:
-                    out.append(service_from_response(resp))
-                except (TypeError, ImportError, ValueError) as e:
-                    logger.warning("Skipping service %s: %s", resp.id, e)
-            if page_no >= page.total_pages:
-                return out
-            page_no += 1
-
-    def _config_of(self, config: dict[str, Any] | ServiceConfig) -> DeploymentConfig:
-        config_cls = cast(
-            type[DeploymentConfig], self.SERVICE_CLASS.model_fields["config"].annotation
-        )
-        if isinstance(config, config_cls):
-            return config
-        data = config.model_dump() if isinstance(config, ServiceConfig) else config
-        try:
-            return config_cls.model_validate(data)
-        except (ValidationError, ValueError) as e:
-            msg = _pydantic_msg(e) if isinstance(e, ValidationError) else str(e)
-            raise ConfigurationError(
-                f"Not a {self.flavor_name()} deployment configuration: {msg}"
-            ) from e
 
     # ----------------------------------------------------------------- configs
     def package_model(self, model: Any, name: str, input_example: Any = None) -> str:
@@ -351,16 +189,13 @@ class BaseDeployer(BaseModelDeployer):
 
         if (model is None) == (model_uri is None):
             raise ConfigurationError("Give exactly one of `model` (an object) or `model_uri`.")
-        config_cls = cast(
-            type[DeploymentConfig], self.SERVICE_CLASS.model_fields["config"].annotation
-        )
+        config_cls = self._config_class()
         name = deployment_name or derive_deployment_name(model_name or "model")
         try:
             # Validate names and settings before any packaging work.
             config_cls(deployment_name=name, model_name=model_name, model_uri="-", **settings)
-        except (ValidationError, ValueError) as e:
-            msg = _pydantic_msg(e) if isinstance(e, ValidationError) else str(e)
-            raise ConfigurationError(f"Invalid deployment configuration: {msg}") from e
+        except ValueError as e:  # pydantic's ValidationError is one
+            raise ConfigurationError(f"Invalid deployment configuration: {_pydantic_msg(e)}") from e
         if model is not None:
             model_uri = self.package_model(model, name, input_example)
         return config_cls(
@@ -381,6 +216,23 @@ class BaseDeployer(BaseModelDeployer):
             The config to deploy.
         """
         return config
+
+    @classmethod
+    def _config_class(cls) -> type[DeploymentConfig]:
+        """This flavor's deployment config class (its service's ``config`` field)."""
+        return cast(type[DeploymentConfig], cls.SERVICE_CLASS.model_fields["config"].annotation)
+
+    def _config_of(self, config: dict[str, Any] | ServiceConfig) -> DeploymentConfig:
+        config_cls = self._config_class()
+        if isinstance(config, config_cls):
+            return config
+        data = config.model_dump() if isinstance(config, ServiceConfig) else config
+        try:
+            return config_cls.model_validate(data)
+        except ValueError as e:  # pydantic's ValidationError is one
+            raise ConfigurationError(
+                f"Not a {self.flavor_name()} deployment configuration: {_pydantic_msg(e)}"
+            ) from e
 
     # ----------------------------------------------------------------- deploy
     def deploy(
@@ -432,10 +284,10 @@ class BaseDeployer(BaseModelDeployer):
             )
         except ValidationError as e:
             raise ConfigurationError(f"Invalid deploy options: {_pydantic_msg(e)}") from e
-        if not isinstance(config, self.SERVICE_CLASS.model_fields["config"].annotation):  # type: ignore[arg-type]
+        if not isinstance(config, self._config_class()):
             raise ConfigurationError(
                 f"{type(config).__name__} is not a config for flavor {self.flavor_name()}.",
-                hint=f"build a {self.SERVICE_CLASS.model_fields['config'].annotation.__name__}.",  # type: ignore[union-attr]
+                hint=f"build a {self._config_class().__name__}.",
             )
         refuse_unsupported(self.SERVICE_CLASS, config, opts)
         config = self.prepare_config(config)
@@ -451,6 +303,8 @@ class BaseDeployer(BaseModelDeployer):
                     )
                 return self._create(config, opts.timeout, model_version_id, seed)
             same = existing.status.config_hash == config.config_hash()
+            # A canary in progress, or a new one, is the traffic controller's; a canary of
+            # the revision that already serves is none: reused or started below.
             if existing.canary_candidate() is not None or (
                 opts.canary_percent is not None and not same
             ):
@@ -498,17 +352,12 @@ class BaseDeployer(BaseModelDeployer):
         model_version_id: UUID | None,
         seed: DeploymentService | None = None,
     ) -> DeploymentService:
-        client = Client()
-        resp = client.create_service(
-            config=config,
-            service_type=self.SERVICE_CLASS.SERVICE_TYPE,
-            model_version_id=model_version_id,
-        )
+        uuid = store.create_row(config, self.SERVICE_CLASS.SERVICE_TYPE, model_version_id)
         status_cls = cast(
             type[DeploymentStatus], self.SERVICE_CLASS.model_fields["status"].annotation
         )
         service = self.SERVICE_CLASS(
-            uuid=resp.id,
+            uuid=uuid,
             config=config,
             status=status_cls(state=ServiceState.PENDING_STARTUP),
             admin_state=ServiceState.ACTIVE,
@@ -526,8 +375,7 @@ class BaseDeployer(BaseModelDeployer):
             # (the failed revision's log does: the error names it).
             with contextlib.suppress(Exception):
                 service.discard_backend(30)
-            with contextlib.suppress(KeyError):
-                client.delete_service(resp.id)
+            store.delete_row(uuid)
             raise
         logger.info("Deployment '%s' serves at %s", service.deployment_name, service.prediction_url)
         return service
@@ -582,7 +430,7 @@ class BaseDeployer(BaseModelDeployer):
             ConfigurationError: no canary is in progress (nothing changed).
             DeploymentError: the backend failed; the canary split keeps serving.
         """
-        return self._locked_traffic(service, timeout, self.traffic.promote)
+        return self._finish_canary(service, "promote", timeout)
 
     def rollback(
         self, service: DeploymentService, timeout: float | None = None
@@ -599,17 +447,17 @@ class BaseDeployer(BaseModelDeployer):
         Returns:
             The service, serving its recorded revision only.
         """
-        return self._locked_traffic(service, timeout, self.traffic.rollback)
+        return self._finish_canary(service, "rollback", timeout)
 
-    def _locked_traffic(
+    def _finish_canary(
         self,
         service: DeploymentService,
+        verdict: Literal["promote", "rollback"],
         timeout: float | None,
-        change: Callable[[DeploymentService, float], DeploymentService],
     ) -> DeploymentService:
         t = timeout or self._default_timeout()
         with self._locked(service.deployment_name, t):
-            return change(service, t)
+            return self.traffic.finish(service, verdict, t)
 
     # ----------------------------------------------------------------- start / stop / delete
     def start(
@@ -665,7 +513,7 @@ class BaseDeployer(BaseModelDeployer):
             timeout: seconds.
         """
         with self._locked(service.deployment_name, timeout):
-            if not service.is_detached and not _row_exists(service.uuid):
+            if not service.is_detached and not store.row_exists(service.uuid):
                 now = self.find_deployment(service.deployment_name)
                 if now is not None and now.uuid != service.uuid:
                     logger.info(
@@ -678,8 +526,7 @@ class BaseDeployer(BaseModelDeployer):
 
     def _delete(self, service: DeploymentService, timeout: float) -> None:
         service.delete_backend(timeout)
-        with contextlib.suppress(KeyError):
-            Client().delete_service(service.uuid)
+        store.delete_row(service.uuid)
 
     def _run_hook(self, service: DeploymentService, hook: Any, what: str) -> None:
         try:
@@ -697,7 +544,18 @@ class BaseDeployer(BaseModelDeployer):
             raise
         self.persist(service)
 
-    # ----------------------------------------------------------------- persistence
+    # ----------------------------------------------------------------- store and lock (store.py, lock.py)
+    def find_deployment(self, deployment_name: str) -> DeploymentService | None:
+        """The deployment of this flavor with that name, status read from the backend.
+
+        Args:
+            deployment_name: the deployment name.
+
+        Returns:
+            The service or None.
+        """
+        return store.find_deployment(self.flavor_name(), deployment_name)
+
     def persist(self, service: DeploymentService, model_version_id: UUID | None = None) -> None:
         """Writes the service's state, URL and labels to ZenML's service store.
 
@@ -705,247 +563,14 @@ class BaseDeployer(BaseModelDeployer):
             service: the service.
             model_version_id: re-link to this model version.
         """
-        if service.is_detached:
-            return
-        service.status.prediction_url = service.prediction_url
-        Client().update_service(
-            id=service.uuid,
-            name=service.config.service_name,
-            service_source=service.model_dump()["type"],
-            admin_state=service.admin_state,
-            status=service.status.model_dump(mode="json"),
-            labels=service.labels(),
-            prediction_url=service.prediction_url,
-            health_check_url=service.healthcheck_url,
-            model_version_id=model_version_id,
-        )
+        store.persist(service, model_version_id)
 
     def _default_timeout(self) -> float:
         cfg = self.config
         return float(getattr(cfg, "default_timeout", 300.0))
 
-    @contextlib.contextmanager
-    def _locked(self, name: str, timeout: float) -> Iterator[None]:
-        from zenml_model_deployers.local.service import private_dir, zmd_home
-
-        lock_dir = private_dir(zmd_home() / "locks")
-        lock = FileLock(str(lock_dir / f"{self.flavor_name()}--{name}.lock"), mode=0o600)
-        try:
-            lock.acquire(timeout=timeout + 120)
-        except Timeout as e:
-            raise DeploymentError(
-                f"Another deploy of '{name}' holds the lock for too long.",
-                deployment_name=name,
-                hint=f"remove {lock.lock_file} if no other deploy runs.",
-            ) from e
-        try:
-            yield
-        finally:
-            lock.release()
-
-    # ----------------------------------------------------------------- ZenML's BaseModelDeployer API
-    def deploy_model(
-        self,
-        config: ServiceConfig | None = None,
-        service_type: ServiceType | None = None,
-        replace: bool = False,
-        continuous_deployment_mode: bool = False,
-        timeout: int = 300,
-        **settings: Any,
-    ) -> BaseService:
-        """ZenML's entry point, mapped onto :meth:`deploy` (update in place by default).
-
-        Takes a config of this flavor, or (as ZenML's docs call it) the config's fields as
-        keyword arguments: ``deploy_model(model_name=..., model_uri=..., pipeline_name=...,
-        pipeline_step_name=..., <serving settings>)``.
-
-        Args:
-            config: a DeploymentConfig of this flavor.
-            service_type: ignored (the flavor knows its type).
-            replace: delete then create instead of updating in place.
-            continuous_deployment_mode: ignored: updates always roll out safely.
-            timeout: seconds.
-            **settings: the config's fields, when no `config` is given.
-
-        Returns:
-            The service.
-
-        Raises:
-            ConfigurationError: neither or both of a config and fields, or an invalid config.
-        """
-        if config is None:
-            if not settings:
-                raise ConfigurationError("Give a deployment config or its fields.")
-            config = self._config_of(settings)
-        elif settings:
-            raise ConfigurationError(
-                f"Give a config or its fields, not both (got {', '.join(sorted(settings))})."
-            )
-        if not isinstance(config, DeploymentConfig):
-            raise ConfigurationError(f"{type(config).__name__} is not a DeploymentConfig.")
-        policy = DeployPolicy.REPLACE if replace else DeployPolicy.UPDATE
-        return self.deploy(config, policy=policy, timeout=timeout)
-
-    def perform_deploy_model(
-        self, id: UUID, config: ServiceConfig, timeout: int = 300
-    ) -> BaseService:
-        """Creates the service with ZenML's id (only used through ZenML's base path).
-
-        Args:
-            id: service id.
-            config: the config.
-            timeout: seconds.
-
-        Returns:
-            The service.
-        """
-        status_cls = cast(
-            type[DeploymentStatus], self.SERVICE_CLASS.model_fields["status"].annotation
-        )
-        service = self.SERVICE_CLASS(uuid=id, config=config, status=status_cls())
-        service.provision_revision(timeout)
-        return service
-
-    def perform_stop_model(
-        self, service: BaseService, timeout: int = 30, force: bool = False
-    ) -> BaseService:
-        """ZenML hook: see :meth:`stop`."""
-        assert isinstance(service, DeploymentService)
-        service.stop_backend(timeout)
-        return service
-
-    def perform_start_model(self, service: BaseService, timeout: int = 300) -> BaseService:
-        """ZenML hook: see :meth:`start`."""
-        assert isinstance(service, DeploymentService)
-        service.start_backend(timeout)
-        return service
-
-    def perform_delete_model(
-        self, service: BaseService, timeout: int = 30, force: bool = False
-    ) -> None:
-        """ZenML hook: see :meth:`delete`."""
-        assert isinstance(service, DeploymentService)
-        service.delete_backend(timeout)
-
-    def stop_model_server(
-        self, uuid: UUID | BaseService, timeout: int = 30, force: bool = False
-    ) -> None:
-        """Stops a deployment by service id or service object (ZenML API).
-
-        Args:
-            uuid: service id, or the service (as ZenML's docs pass it).
-            timeout: seconds.
-            force: ignored.
-        """
-        self.stop(self.get_service(_service_id(uuid)), timeout)
-
-    def start_model_server(self, uuid: UUID | BaseService, timeout: int = 300) -> None:
-        """Starts a deployment by service id or service object (ZenML API).
-
-        Args:
-            uuid: service id, or the service (as ZenML's docs pass it).
-            timeout: seconds.
-        """
-        self.start(self.get_service(_service_id(uuid)), timeout)
-
-    def delete_model_server(
-        self, uuid: UUID | BaseService, timeout: int = 30, force: bool = False
-    ) -> None:
-        """Deletes a deployment by service id or service object (ZenML API). Idempotent.
-
-        A service id that names no deployment (any more) is a no-op, as in :meth:`delete`.
-
-        Args:
-            uuid: service id, or the service.
-            timeout: seconds.
-            force: ignored.
-        """
-        if isinstance(uuid, DeploymentService):
-            self.delete(uuid, timeout)
-            return
-        try:
-            service = self.get_service(_service_id(uuid))
-        except DeploymentNotFoundError:
-            logger.info("No deployment with service id %s: nothing to delete.", uuid)
-            return
-        self.delete(service, timeout)
-
-    def get_model_server_logs(
-        self, uuid: UUID, follow: bool = False, tail: int | None = None
-    ) -> Generator[str, bool, None]:
-        """The deployment's log lines (ZenML API).
-
-        Args:
-            uuid: service id.
-            follow: stream.
-            tail: last N lines.
-
-        Returns:
-            A generator of lines.
-        """
-        return self.get_service(uuid).get_logs(follow=follow, tail=tail)
-
-    def get_service(self, uuid: UUID) -> DeploymentService:
-        """Loads a deployment by service id, status read from the backend.
-
-        Args:
-            uuid: service id.
-
-        Returns:
-            The service.
-
-        Raises:
-            DeploymentNotFoundError: no such service.
-        """
-        try:
-            resp = Client().get_service(uuid)
-        except KeyError as e:
-            raise DeploymentNotFoundError(f"No deployment with service id {uuid}.") from e
-        try:
-            svc = service_from_response(resp)
-        except TypeError as e:
-            raise DeploymentNotFoundError(
-                f"Service {uuid} is not a zenml-model-deployers service: {e}"
-            ) from e
-        svc.update_status()
-        return svc
-
-    @staticmethod
-    def get_model_server_info(service: BaseService) -> dict[str, str | None]:
-        """What `zenml model-deployer models describe` shows.
-
-        Args:
-            service: the service.
-
-        Returns:
-            Upper-case keys to strings.
-        """
-        if not isinstance(service, DeploymentService):
-            return {}
-        d = service.describe()
-        return {
-            "PREDICTION_URL": service.prediction_url,
-            "HEALTH_CHECK_URL": service.healthcheck_url,
-            "DEPLOYMENT_NAME": service.deployment_name,
-            "MODEL_URI": service.config.model_uri,
-            "MODEL_NAME": service.config.model_name,
-            "REVISION": str(d["revision"]),
-            "CONFIG_HASH": d["config_hash"],
-        }
-
-
-def _row_exists(uuid: UUID) -> bool:
-    try:
-        Client().get_service(uuid, hydrate=False)
-    except KeyError:
-        return False
-    return True
-
-
-def _service_id(ref: UUID | BaseService | str) -> UUID:
-    if isinstance(ref, BaseService):
-        return ref.uuid
-    return ref if isinstance(ref, UUID) else UUID(str(ref))
+    def _locked(self, name: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        return deployment_lock(self.flavor_name(), name, timeout)
 
 
 def _under_zenml_cli() -> bool:
@@ -961,7 +586,10 @@ def _under_zenml_cli() -> bool:
     return ctx is not None and ctx.find_root().command is getattr(zenml_cli, "cli", None)
 
 
-def _pydantic_msg(e: ValidationError) -> str:
+def _pydantic_msg(e: ValueError) -> str:
+    """A validation error in one line: every field's message (a plain ValueError: its text)."""
+    if not isinstance(e, ValidationError):
+        return str(e)
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
         f"{err['msg'].removeprefix('Value error, ')}"

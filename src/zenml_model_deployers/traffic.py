@@ -143,7 +143,7 @@ class TrafficController:
                 )
                 return service
         assert percent is not None
-        service._require_split()
+        service.require_traffic_split()
         _require_serving(
             service, "a canary needs a serving revision beside it", "without canary_percent"
         )
@@ -161,35 +161,25 @@ class TrafficController:
         )
         return service
 
-    def promote(self, service: DeploymentService, timeout: float) -> DeploymentService:
-        """All requests to the canary's candidate, which becomes the recorded revision.
-
-        Args:
-            service: the deployment running a canary.
-            timeout: seconds.
-
-        Returns:
-            The service.
-        """
-        return self._finish(service, "promote", timeout)
-
-    def rollback(self, service: DeploymentService, timeout: float) -> DeploymentService:
-        """All requests back to the stable revision; the candidate is retired.
-
-        Args:
-            service: the deployment running a canary.
-            timeout: seconds.
-
-        Returns:
-            The service.
-        """
-        return self._finish(service, "rollback", timeout)
-
-    def _finish(
+    def finish(
         self, service: DeploymentService, verdict: Literal["promote", "rollback"], timeout: float
     ) -> DeploymentService:
-        """Ends a canary one way or the other (the one decision :meth:`promote` and
-        :meth:`rollback` share with the progressive rollout's last step)."""
+        """Ends a canary: ``promote`` sends all requests to the candidate, which becomes the
+        recorded revision; ``rollback`` sends them back to the stable revision. Either way
+        the other revision is retired, and on failure the canary split stays as it was.
+
+        Args:
+            service: the deployment running a canary.
+            verdict: ``promote`` or ``rollback``.
+            timeout: seconds.
+
+        Returns:
+            The service, serving one revision.
+
+        Raises:
+            ConfigurationError: no canary is in progress (nothing changed).
+            DeploymentError: the backend failed; the canary split keeps serving.
+        """
         candidate = service.canary_candidate()
         if candidate is None:
             verb = "promote" if verdict == "promote" else "roll back"
