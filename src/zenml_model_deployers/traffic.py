@@ -277,8 +277,9 @@ class TrafficController:
                     service, stable, config, percent, timeout, f"rollout step {i} ({percent}%)"
                 )
                 self._bake(service, record, step, i)
+                # The one decision, after each step: on, or all traffic back to stable.
                 if not step.passed:
-                    self._fail(service, stable, record, step, i, timeout)
+                    raise self._roll_back_failed_step(service, stable, record, step, i, timeout)
             self._promote(service, config, timeout)
         except RolloutFailedError:
             raise
@@ -336,7 +337,7 @@ class TrafficController:
         step.stable, step.candidate, step.gates = s_m, c_m, gates
         step.passed = not any(g.passed is False for g in gates)
 
-    def _fail(
+    def _roll_back_failed_step(
         self,
         service: DeploymentService,
         stable: DeploymentConfig,
@@ -344,8 +345,9 @@ class TrafficController:
         step: StepRecord,
         i: int,
         timeout: float,
-    ) -> None:
-        """A step failed its gates: all traffic back to stable, RolloutFailedError raised."""
+    ) -> RolloutFailedError:
+        """A step failed its gates: all traffic back to stable, the rollout recorded as
+        rolled back; returns the error to raise (with the numbers and the record)."""
         c_m = step.candidate or RevisionMetrics(config_hash=record.candidate)
         reason = (
             f"step {i}/{len(record.spec.steps)} ({step.percent}% of requests) failed its gates: "
@@ -363,7 +365,7 @@ class TrafficController:
             f"metadata 'rollout' (`zmd models describe {name} --stats` shows live stats).",
         )
         err.rollout = record
-        raise err
+        return err
 
     # ----------------------------------------------------------------- split changes
     def _split(
