@@ -1,49 +1,39 @@
 """BaseDeployer: the one deployment lifecycle every flavor shares.
 
 A flavor supplies a service class (the backend hooks); everything about *when* to create,
-reuse, start, update, replace, roll back and persist lives here, once.
+reuse, start, update, replace, roll back and persist lives here, once. Beside it, each with
+one job: ``traffic.py`` (canaries, promote, rollback, progressive rollouts), ``store.py``
+(rows of ZenML's service store), ``lock.py`` (one change of a deployment at a time) and
+``zenml_api.py`` (ZenML's model-deployer API, the base class, mapped onto this lifecycle).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Generator, Iterator
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 from uuid import UUID
 
-from filelock import FileLock, Timeout
 from pydantic import ValidationError, model_validator
-from zenml.client import Client
 from zenml.enums import ServiceState
 from zenml.logger import get_logger
 from zenml.model_deployers.base_model_deployer import (
-    BaseModelDeployer,
     BaseModelDeployerConfig,
     BaseModelDeployerFlavor,
 )
-from zenml.models.v2.misc.service import ServiceType
-from zenml.services.service import BaseService, ServiceConfig
+from zenml.services.service import ServiceConfig
 
+from zenml_model_deployers import store
 from zenml_model_deployers.config import (
     CanaryRollout,
     DeploymentConfig,
     DeployOptions,
     DeployPolicy,
 )
-from zenml_model_deployers.errors import (
-    ConfigurationError,
-    DeploymentError,
-    DeploymentExistsError,
-    DeploymentNotFoundError,
-    RolloutFailedError,
-)
-from zenml_model_deployers.service import (
-    DeploymentService,
-    DeploymentStatus,
-    RevisionMetrics,
-    service_from_response,
-)
+from zenml_model_deployers.errors import ConfigurationError, DeploymentExistsError
+from zenml_model_deployers.lock import deployment_lock
+from zenml_model_deployers.service import DeploymentService, DeploymentStatus
+from zenml_model_deployers.traffic import TrafficController, refuse_unsupported
+from zenml_model_deployers.zenml_api import ZenMLDeployerAPI
 
 logger = get_logger(__name__)
 
@@ -133,7 +123,7 @@ class BaseDeployerFlavor(BaseModelDeployerFlavor):
         return impl
 
 
-class BaseDeployer(BaseModelDeployer):
+class BaseDeployer(ZenMLDeployerAPI):
     """Deploys, finds, starts, stops and deletes deployments, with one set of semantics.
 
     Guarantees of every public method:
@@ -148,160 +138,6 @@ class BaseDeployer(BaseModelDeployer):
     NAME: ClassVar[str] = "zmd"
     FLAVOR: ClassVar[type[BaseModelDeployerFlavor]]
     SERVICE_CLASS: ClassVar[type[DeploymentService]]
-
-    # ----------------------------------------------------------------- lookups
-    @classmethod
-    def flavor_name(cls) -> str:
-        """The flavor name (`zmd-...`)."""
-        return cls.SERVICE_CLASS.FLAVOR
-
-    def find_deployment(self, deployment_name: str) -> DeploymentService | None:
-        """The deployment of this flavor with that name, status read from the backend.
-
-        Args:
-            deployment_name: the deployment name.
-
-        Returns:
-            The service or None.
-        """
-        page = Client().list_services(
-            flavor=self.flavor_name(),
-            service_name=f"zenml-{deployment_name}",
-            hydrate=True,
-            size=50,
-        )
-        for resp in page.items:
-            if not resp.service_source:
-                continue
-            svc = service_from_response(resp)
-            if svc.deployment_name == deployment_name:
-                svc.update_status()
-                return svc
-        return None
-
-    def find_model_server(
-        self,
-        config: dict[str, Any] | ServiceConfig | None = None,
-        running: bool | None = None,
-        service_uuid: UUID | None = None,
-        pipeline_name: str | None = None,
-        pipeline_step_name: str | None = None,
-        service_name: str | None = None,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        service_type: ServiceType | None = None,
-        type: str | None = None,
-        flavor: str | None = None,
-        pipeline_run_id: str | None = None,
-        deployment_name: str | None = None,
-    ) -> list[BaseService]:
-        """This flavor's deployments that match every given filter, newest first.
-
-        ZenML's implementation matches ``model_name`` against its model registry and deletes
-        rows it cannot load; this one selects on the deployments' own recorded fields and
-        never writes:
-
-        - ``model_name``, ``pipeline_name``, ``pipeline_step_name``, ``pipeline_run_id``,
-          ``model_version``, ``deployment_name``, ``service_name``: equal to the serving
-          revision's config field;
-        - ``config``: a config (or its dict) of this flavor; matches the deployment whose
-          serving revision has the same config hash;
-        - ``service_uuid``; ``flavor`` / ``type`` / ``service_type``: this flavor's or nothing;
-        - ``running=True``: only deployments that serve now (state read from the backend, as
-          every returned service's status is); False or None: no filter, as in ZenML (whose
-          ``zenml model-deployer models list`` passes False without ``--running``).
-
-        Args:
-            config: a config of this flavor (object or dict).
-            running: True: only running deployments.
-            service_uuid: the service id.
-            pipeline_name: the pipeline that deployed it.
-            pipeline_step_name: the step that deployed it.
-            service_name: the service name (``zenml-<deployment name>``).
-            model_name: the deployed model's name.
-            model_version: the config's model version.
-            service_type: ZenML service type (its flavor must be this one).
-            type: ZenML service type name (``model-serving``).
-            flavor: the flavor (must be this one).
-            pipeline_run_id: the run that deployed the serving revision.
-            deployment_name: the deployment's name.
-
-        Returns:
-            The matching services.
-
-        Raises:
-            ConfigurationError: ``config`` is not a valid config of this flavor.
-        """
-        if flavor is not None and flavor != self.flavor_name():
-            return []
-        if service_type is not None and service_type.flavor != self.flavor_name():
-            return []
-        if type is not None and type != self.SERVICE_CLASS.SERVICE_TYPE.type:
-            return []
-        want_hash = None
-        if config is not None:
-            want_hash = self._config_of(config).config_hash()
-        wanted = {
-            "pipeline_name": pipeline_name,
-            "pipeline_step_name": pipeline_step_name,
-            "model_name": model_name,
-            "model_version": model_version,
-            "pipeline_run_id": None if pipeline_run_id is None else str(pipeline_run_id),
-            "deployment_name": deployment_name,
-            "service_name": service_name,
-        }
-        wanted = {k: v for k, v in wanted.items() if v is not None}
-        out: list[BaseService] = []
-        for svc in self._services(service_uuid):
-            if any(getattr(svc.config, k) != v for k, v in wanted.items()):
-                continue
-            if want_hash is not None and svc.status.config_hash != want_hash:
-                continue
-            svc.update_status()
-            if running and svc.status.state != ServiceState.ACTIVE:
-                continue
-            out.append(svc)
-        return out
-
-    def _services(self, service_uuid: UUID | None = None) -> list[DeploymentService]:
-        """Every service row of this flavor, newest first, as services (status as stored)."""
-        client = Client()
-        out: list[DeploymentService] = []
-        page_no = 1
-        while True:
-            page = client.list_services(
-                flavor=self.flavor_name(),
-                id=service_uuid,
-                sort_by="desc:created",
-                hydrate=True,
-                page=page_no,
-                size=1000,
-            )
-            for resp in page.items:
-                if not resp.service_source:
-                    continue  # a deploy in progress records its class at once; not ours yet
-                try:
-                    out.append(service_from_response(resp))
-                except (TypeError, ImportError, ValueError) as e:
-                    logger.warning("Skipping service %s: %s", resp.id, e)
-            if page_no >= page.total_pages:
-                return out
-            page_no += 1
-
-    def _config_of(self, config: dict[str, Any] | ServiceConfig) -> DeploymentConfig:
-        config_cls = cast(
-            type[DeploymentConfig], self.SERVICE_CLASS.model_fields["config"].annotation
-        )
-        if isinstance(config, config_cls):
-            return config
-        data = config.model_dump() if isinstance(config, ServiceConfig) else config
-        try:
-            return config_cls.model_validate(data)
-        except (ValidationError, ValueError) as e:
-            msg = _pydantic_msg(e) if isinstance(e, ValidationError) else str(e)
-            raise ConfigurationError(
-                f"Not a {self.flavor_name()} deployment configuration: {msg}"
-            ) from e
 
     # ----------------------------------------------------------------- configs
     def package_model(self, model: Any, name: str, input_example: Any = None) -> str:
@@ -353,16 +189,13 @@ class BaseDeployer(BaseModelDeployer):
 
         if (model is None) == (model_uri is None):
             raise ConfigurationError("Give exactly one of `model` (an object) or `model_uri`.")
-        config_cls = cast(
-            type[DeploymentConfig], self.SERVICE_CLASS.model_fields["config"].annotation
-        )
+        config_cls = self._config_class()
         name = deployment_name or derive_deployment_name(model_name or "model")
         try:
             # Validate names and settings before any packaging work.
             config_cls(deployment_name=name, model_name=model_name, model_uri="-", **settings)
-        except (ValidationError, ValueError) as e:
-            msg = _pydantic_msg(e) if isinstance(e, ValidationError) else str(e)
-            raise ConfigurationError(f"Invalid deployment configuration: {msg}") from e
+        except ValueError as e:  # pydantic's ValidationError is one
+            raise ConfigurationError(f"Invalid deployment configuration: {_pydantic_msg(e)}") from e
         if model is not None:
             model_uri = self.package_model(model, name, input_example)
         return config_cls(
@@ -383,6 +216,23 @@ class BaseDeployer(BaseModelDeployer):
             The config to deploy.
         """
         return config
+
+    @classmethod
+    def _config_class(cls) -> type[DeploymentConfig]:
+        """This flavor's deployment config class (its service's ``config`` field)."""
+        return cast(type[DeploymentConfig], cls.SERVICE_CLASS.model_fields["config"].annotation)
+
+    def _config_of(self, config: dict[str, Any] | ServiceConfig) -> DeploymentConfig:
+        config_cls = self._config_class()
+        if isinstance(config, config_cls):
+            return config
+        data = config.model_dump() if isinstance(config, ServiceConfig) else config
+        try:
+            return config_cls.model_validate(data)
+        except ValueError as e:  # pydantic's ValidationError is one
+            raise ConfigurationError(
+                f"Not a {self.flavor_name()} deployment configuration: {_pydantic_msg(e)}"
+            ) from e
 
     # ----------------------------------------------------------------- deploy
     def deploy(
@@ -434,31 +284,12 @@ class BaseDeployer(BaseModelDeployer):
             )
         except ValidationError as e:
             raise ConfigurationError(f"Invalid deploy options: {_pydantic_msg(e)}") from e
-        if not isinstance(config, self.SERVICE_CLASS.model_fields["config"].annotation):  # type: ignore[arg-type]
+        if not isinstance(config, self._config_class()):
             raise ConfigurationError(
                 f"{type(config).__name__} is not a config for flavor {self.flavor_name()}.",
-                hint=f"build a {self.SERVICE_CLASS.model_fields['config'].annotation.__name__}.",  # type: ignore[union-attr]
+                hint=f"build a {self._config_class().__name__}.",
             )
-        if opts.policy == DeployPolicy.CANARY and not self.SERVICE_CLASS.SUPPORTS_TRAFFIC_SPLIT:
-            # Refused before anything is looked up, started or changed.
-            raise ConfigurationError(
-                f"Flavor {self.flavor_name()} cannot split traffic between two revisions, so "
-                f"deployment '{config.deployment_name}' cannot be rolled out progressively "
-                "(policy 'canary').",
-                deployment_name=config.deployment_name,
-                hint="deploy with policy 'update': the new revision replaces the old one only "
-                "once it is ready, and a failed update is rolled back.",
-            )
-        if (opts.policy == DeployPolicy.CANARY or opts.canary_percent is not None) and getattr(
-            config, "data_path", "relay"
-        ) == "direct":
-            raise ConfigurationError(
-                f"Deployment '{config.deployment_name}' asks for data_path='direct': requests "
-                "bypass the front, which can neither split them between two revisions nor "
-                "measure them, so no canary or progressive rollout can run.",
-                deployment_name=config.deployment_name,
-                hint="deploy with data_path='relay' (the default) for canaries and rollouts.",
-            )
+        refuse_unsupported(self.SERVICE_CLASS, config, opts)
         config = self.prepare_config(config)
         name = config.deployment_name
         with self._locked(name, opts.timeout):
@@ -471,9 +302,13 @@ class BaseDeployer(BaseModelDeployer):
                         name,
                     )
                 return self._create(config, opts.timeout, model_version_id, seed)
-            if existing.canary_candidate() is not None or opts.canary_percent is not None:
-                return self._canary(existing, config, opts, model_version_id)
             same = existing.status.config_hash == config.config_hash()
+            # A canary in progress, or a new one, is the traffic controller's; a canary of
+            # the revision that already serves is none: reused or started below.
+            if existing.canary_candidate() is not None or (
+                opts.canary_percent is not None and not same
+            ):
+                return self.traffic.canary(existing, config, opts.canary_percent, opts.timeout)
             if same:
                 if existing.status.state == ServiceState.ACTIVE:
                     logger.info(
@@ -486,7 +321,10 @@ class BaseDeployer(BaseModelDeployer):
                 self._run_hook(existing, lambda: existing.start_backend(opts.timeout), "start")
                 return existing
             if opts.policy == DeployPolicy.CANARY:
-                return self._rollout(existing, config, opts, model_version_id)
+                assert opts.rollout is not None  # DeployOptions fills the default
+                return self.traffic.rollout(
+                    existing, config, opts.rollout, opts.timeout, model_version_id
+                )
             if opts.policy == DeployPolicy.FAIL:
                 raise DeploymentExistsError(
                     f"Deployment '{name}' exists with another configuration "
@@ -514,17 +352,12 @@ class BaseDeployer(BaseModelDeployer):
         model_version_id: UUID | None,
         seed: DeploymentService | None = None,
     ) -> DeploymentService:
-        client = Client()
-        resp = client.create_service(
-            config=config,
-            service_type=self.SERVICE_CLASS.SERVICE_TYPE,
-            model_version_id=model_version_id,
-        )
+        uuid = store.create_row(config, self.SERVICE_CLASS.SERVICE_TYPE, model_version_id)
         status_cls = cast(
             type[DeploymentStatus], self.SERVICE_CLASS.model_fields["status"].annotation
         )
         service = self.SERVICE_CLASS(
-            uuid=resp.id,
+            uuid=uuid,
             config=config,
             status=status_cls(state=ServiceState.PENDING_STARTUP),
             admin_state=ServiceState.ACTIVE,
@@ -542,8 +375,7 @@ class BaseDeployer(BaseModelDeployer):
             # (the failed revision's log does: the error names it).
             with contextlib.suppress(Exception):
                 service.discard_backend(30)
-            with contextlib.suppress(KeyError):
-                client.delete_service(resp.id)
+            store.delete_row(uuid)
             raise
         logger.info("Deployment '%s' serves at %s", service.deployment_name, service.prediction_url)
         return service
@@ -574,69 +406,11 @@ class BaseDeployer(BaseModelDeployer):
         self.persist(service, model_version_id=model_version_id)
         return service
 
-    # ----------------------------------------------------------------- canaries
-    def _canary(
-        self,
-        service: DeploymentService,
-        config: DeploymentConfig,
-        opts: DeployOptions,
-        model_version_id: UUID | None,
-    ) -> DeploymentService:
-        """A deploy that starts, re-applies or adjusts a canary (or meets one in progress)."""
-        name = service.deployment_name
-        candidate = service.canary_candidate()
-        new_hash = config.config_hash()
-        if candidate is not None:
-            if candidate.config_hash() != new_hash or opts.canary_percent is None:
-                raise ConfigurationError(
-                    f"Deployment '{name}' runs a canary of revision {candidate.config_hash()} "
-                    f"({service.status.canary_percent}% of requests): a deploy of revision "
-                    f"{new_hash}{' as a canary' if opts.canary_percent else ''} must wait "
-                    "until it is finished.",
-                    deployment_name=name,
-                    hint=f"finish it first: `zmd models promote {name}` or "
-                    f"`zmd models rollback {name}`.",
-                )
-            if opts.canary_percent == service.status.canary_percent:
-                logger.info(
-                    "Deployment '%s' already runs revision %s as a %s%% canary: reused.",
-                    name,
-                    new_hash,
-                    opts.canary_percent,
-                )
-                return service
-        elif service.status.config_hash == new_hash:
-            logger.info("Deployment '%s' already serves revision %s: no canary.", name, new_hash)
-            if service.status.state != ServiceState.ACTIVE:
-                self._run_hook(service, lambda: service.start_backend(opts.timeout), "start")
-            return service
-        assert opts.canary_percent is not None
-        service._require_split()
-        if service.status.state != ServiceState.ACTIVE:
-            raise ConfigurationError(
-                f"Deployment '{name}' is not serving ({service.status.state.value}): a canary "
-                "needs a serving revision beside it.",
-                deployment_name=name,
-                hint=f"`zmd models start {name}` first, or deploy without canary_percent.",
-            )
-        percent = opts.canary_percent
-        logger.info(
-            "Deployment '%s': canary of revision %s with %s%% of requests (revision %s keeps "
-            "%s%%).",
-            name,
-            new_hash,
-            percent,
-            service.status.config_hash,
-            100 - percent,
-        )
-
-        def split() -> None:
-            service.set_traffic_split(service.config, config, percent, opts.timeout)
-            service.status.canary_config = config.model_dump(mode="json")
-            service.status.canary_percent = percent
-
-        self._run_traffic_change(service, split, f"canary of {new_hash} at {percent}%")
-        return service
+    # ----------------------------------------------------------------- canaries (traffic.py)
+    @property
+    def traffic(self) -> TrafficController:
+        """The controller of this deployer's canaries and rollouts (persists through it)."""
+        return TrafficController(self.persist)
 
     def promote(
         self, service: DeploymentService, timeout: float | None = None
@@ -656,27 +430,15 @@ class BaseDeployer(BaseModelDeployer):
             ConfigurationError: no canary is in progress (nothing changed).
             DeploymentError: the backend failed; the canary split keeps serving.
         """
-        t = timeout or self._default_timeout()
-        with self._locked(service.deployment_name, t):
-            candidate = self._require_canary(service, "promote")
-            self._run_traffic_change(
-                service,
-                lambda: self._promote_split(service, candidate, t),
-                f"promotion of {candidate.config_hash()}",
-            )
-        # Debug: the caller says it (the CLI prints one line), as for start and stop.
-        logger.debug(
-            "Deployment '%s' promoted: revision %s serves all requests.",
-            service.deployment_name,
-            service.status.config_hash,
-        )
-        return service
+        return self._finish_canary(service, "promote", timeout)
 
     def rollback(
         self, service: DeploymentService, timeout: float | None = None
     ) -> DeploymentService:
         """Ends a canary by sending all requests back to the stable revision and retiring the
-        candidate. Blocks until the backend serves only the stable revision.
+        candidate. Blocks until the backend serves only the stable revision; on failure the
+        canary split stays as it was, and ConfigurationError (no canary) or DeploymentError
+        (the backend failed) is raised.
 
         Args:
             service: the deployment running a canary.
@@ -684,232 +446,18 @@ class BaseDeployer(BaseModelDeployer):
 
         Returns:
             The service, serving its recorded revision only.
-
-        Raises:
-            ConfigurationError: no canary is in progress (nothing changed).
-            DeploymentError: the backend failed; the canary split keeps serving.
         """
-        t = timeout or self._default_timeout()
-        with self._locked(service.deployment_name, t):
-            candidate = self._require_canary(service, "roll back")
-            self._run_traffic_change(
-                service,
-                lambda: self._rollback_split(service, service.config, t),
-                f"rollback of {candidate.config_hash()}",
-            )
-        logger.debug(
-            "Deployment '%s' rolled back: revision %s serves all requests.",
-            service.deployment_name,
-            service.status.config_hash,
-        )
-        return service
+        return self._finish_canary(service, "rollback", timeout)
 
-    @staticmethod
-    def _promote_split(
-        service: DeploymentService, candidate: DeploymentConfig, timeout: float
-    ) -> None:
-        """All traffic to the candidate, which becomes the recorded revision."""
-        service.set_traffic_split(candidate, None, 0, timeout)
-        service.config = candidate
-        service.status.canary_config = None
-        service.status.canary_percent = 0
-        service.status.revision += 1
-        service.mark_ready()
-
-    # ----------------------------------------------------------------- progressive rollout
-    def _rollout(
+    def _finish_canary(
         self,
         service: DeploymentService,
-        config: DeploymentConfig,
-        opts: DeployOptions,
-        model_version_id: UUID | None,
+        verdict: Literal["promote", "rollback"],
+        timeout: float | None,
     ) -> DeploymentService:
-        """Walks the rollout's steps (policy 'canary'): at each one the candidate gets its
-        share of requests for the bake interval, then its metrics must pass every gate; the
-        first failed gate rolls all traffic back, tears the candidate down and raises
-        RolloutFailedError with the numbers; after the last step the candidate is promoted.
-
-        Runs on the two flavor hooks (``set_traffic_split``, ``read_revision_metrics``).
-        The record (``service.last_rollout``) has every step's split, metrics and gates.
-        """
-        from zenml_model_deployers.rollout import (
-            RolloutRecord,
-            StepRecord,
-            describe_gates,
-            evaluate_gates,
-        )
-
-        spec = opts.rollout
-        assert spec is not None
-        name = service.deployment_name
-        if service.status.state != ServiceState.ACTIVE:
-            raise ConfigurationError(
-                f"Deployment '{name}' is not serving ({service.status.state.value}): a "
-                "progressive rollout needs a serving revision to compare with.",
-                deployment_name=name,
-                hint=f"`zmd models start {name}` first, or deploy with policy 'update'.",
-            )
-        # A backend that cannot report per-revision metrics cannot judge a step: refused
-        # before anything changes (ConfigurationError from the flavor). Metrics are read
-        # where the new config (the component, now) says.
-        service.adopt_metrics_settings(config)
-        service.read_revision_metrics()
-        stable = service.config
-        record = RolloutRecord(
-            deployment=name,
-            flavor=service.FLAVOR,
-            stable=service.status.config_hash,
-            candidate=config.config_hash(),
-            spec=spec,
-        )
-        service._rollout = record
-        logger.info(
-            "Rollout of '%s': revision %s -> %s in steps %s%%, %g s each (gates: error rate "
-            "<= %g%%, p95 <= %gx stable, >= %d requests).",
-            name,
-            record.stable,
-            record.candidate,
-            spec.steps,
-            spec.interval,
-            100 * spec.max_error_rate,
-            spec.max_p95_ratio,
-            spec.min_requests,
-        )
-        stable_p95: float | None = None
-        tick = max(0.2, min(5.0, spec.interval / 4))
-        try:
-            for i, percent in enumerate(spec.steps, 1):
-                step = StepRecord(percent=percent, started_at=round(record.elapsed(), 3))
-                record.steps.append(step)
-
-                def split(p: int = percent) -> None:
-                    service.set_traffic_split(stable, config, p, opts.timeout)
-                    service.status.canary_config = config.model_dump(mode="json")
-                    service.status.canary_percent = p
-
-                self._run_traffic_change(service, split, f"rollout step {i} ({percent}%)")
-                before = service.read_revision_metrics()
-                t0 = time.monotonic()
-                while True:
-                    time.sleep(tick)
-                    baked = time.monotonic() - t0
-                    now = service.read_revision_metrics()
-                    s_m = _window(now, before, record.stable, baked)
-                    c_m = _window(now, before, record.candidate, baked)
-                    gates = evaluate_gates(spec, c_m, s_m, stable_p95)
-                    enough = gates[0].passed
-                    errors_failed = enough and gates[1].passed is False
-                    logger.info(
-                        "Rollout of '%s' step %d/%d: %d%% of requests to %s, %.1f s of %g: %s.",
-                        name,
-                        i,
-                        len(spec.steps),
-                        percent,
-                        record.candidate,
-                        baked,
-                        spec.interval,
-                        describe_gates(gates),
-                    )
-                    # Errors fail the step as soon as there are enough requests to judge;
-                    # otherwise it bakes its interval, and up to one more for `min_requests`.
-                    if errors_failed or (
-                        baked >= spec.interval and (enough or baked >= 2 * spec.interval)
-                    ):
-                        break
-                step.baked_s = round(baked, 3)
-                step.stable, step.candidate, step.gates = s_m, c_m, gates
-                if s_m.requests and s_m.latency_p95_ms is not None:
-                    stable_p95 = s_m.latency_p95_ms
-                failed = [g for g in gates if g.passed is False]
-                step.passed = not failed
-                if failed:
-                    reason = (
-                        f"step {i}/{len(spec.steps)} ({percent}% of requests) failed its gates: "
-                        f"{describe_gates(gates)}; candidate {c_m.requests} answered, "
-                        f"{c_m.errors} errors {_nonzero(c_m.errors_by_kind)}".rstrip()
-                    )
-                    self._abort_rollout(service, stable, opts.timeout)
-                    record.finish("rolled_back", reason)
-                    err = RolloutFailedError(
-                        f"Rollout of revision {record.candidate} of '{name}' rolled back: "
-                        f"{reason}. Revision {record.stable} serves all requests again.",
-                        deployment_name=name,
-                        hint=f"see the candidate's logs; the rollout's record is the run "
-                        f"metadata 'rollout' (`zmd models describe {name} --stats` shows live stats).",
-                    )
-                    err.rollout = record
-                    raise err
-            self._run_traffic_change(
-                service,
-                lambda: self._promote_split(service, config, opts.timeout),
-                f"promotion of {record.candidate}",
-            )
-        except RolloutFailedError:
-            raise
-        except BaseException as e:
-            with contextlib.suppress(Exception):
-                self._abort_rollout(service, stable, opts.timeout)
-            record.finish("failed", f"{type(e).__name__}: {e}"[:2000])
-            if isinstance(e, DeploymentError):
-                e.rollout = record  # type: ignore[attr-defined]
-            raise
-        record.finish("promoted", "")
-        self.persist(service, model_version_id=model_version_id)
-        logger.info(
-            "Rollout of '%s' promoted revision %s after %d steps (%.1f s, %.1f s beyond the "
-            "bakes).",
-            name,
-            record.candidate,
-            len(spec.steps),
-            record.duration_s,
-            record.overhead_s,
-        )
-        return service
-
-    def _abort_rollout(
-        self, service: DeploymentService, stable: DeploymentConfig, timeout: float
-    ) -> None:
-        """All traffic back to the stable revision, the candidate retired, recorded."""
-        self._run_traffic_change(
-            service,
-            lambda: self._rollback_split(service, stable, timeout),
-            "rollback of the rollout",
-        )
-
-    @staticmethod
-    def _rollback_split(
-        service: DeploymentService, stable: DeploymentConfig, timeout: float
-    ) -> None:
-        """All traffic to the stable revision; the candidate is retired."""
-        service.set_traffic_split(stable, None, 0, timeout)
-        service.status.canary_config = None
-        service.status.canary_percent = 0
-
-    @staticmethod
-    def _require_canary(service: DeploymentService, verb: str) -> DeploymentConfig:
-        candidate = service.canary_candidate()
-        if candidate is None:
-            raise ConfigurationError(
-                f"Deployment '{service.deployment_name}' runs no canary: nothing to {verb}.",
-                deployment_name=service.deployment_name,
-                hint="start one by deploying a new revision with canary_percent=N.",
-            )
-        return candidate
-
-    def _run_traffic_change(self, service: DeploymentService, change: Any, what: str) -> None:
-        """Runs a split change; on failure records why and keeps the recorded split. A change
-        that succeeds clears the error an earlier one left (a failed canary retried: the
-        deployment serves as asked, and `describe` must not say otherwise)."""
-        try:
-            change()
-        except BaseException as e:
-            if not isinstance(e, ConfigurationError):
-                service.status.last_error = f"{what} failed: {e}"[:2000]
-                with contextlib.suppress(Exception):
-                    self.persist(service)
-            raise
-        service.status.clear_error()
-        self.persist(service)
+        t = timeout or self._default_timeout()
+        with self._locked(service.deployment_name, t):
+            return self.traffic.finish(service, verdict, t)
 
     # ----------------------------------------------------------------- start / stop / delete
     def start(
@@ -965,7 +513,7 @@ class BaseDeployer(BaseModelDeployer):
             timeout: seconds.
         """
         with self._locked(service.deployment_name, timeout):
-            if not service.is_detached and not _row_exists(service.uuid):
+            if not service.is_detached and not store.row_exists(service.uuid):
                 now = self.find_deployment(service.deployment_name)
                 if now is not None and now.uuid != service.uuid:
                     logger.info(
@@ -978,8 +526,7 @@ class BaseDeployer(BaseModelDeployer):
 
     def _delete(self, service: DeploymentService, timeout: float) -> None:
         service.delete_backend(timeout)
-        with contextlib.suppress(KeyError):
-            Client().delete_service(service.uuid)
+        store.delete_row(service.uuid)
 
     def _run_hook(self, service: DeploymentService, hook: Any, what: str) -> None:
         try:
@@ -997,7 +544,18 @@ class BaseDeployer(BaseModelDeployer):
             raise
         self.persist(service)
 
-    # ----------------------------------------------------------------- persistence
+    # ----------------------------------------------------------------- store and lock (store.py, lock.py)
+    def find_deployment(self, deployment_name: str) -> DeploymentService | None:
+        """The deployment of this flavor with that name, status read from the backend.
+
+        Args:
+            deployment_name: the deployment name.
+
+        Returns:
+            The service or None.
+        """
+        return store.find_deployment(self.flavor_name(), deployment_name)
+
     def persist(self, service: DeploymentService, model_version_id: UUID | None = None) -> None:
         """Writes the service's state, URL and labels to ZenML's service store.
 
@@ -1005,263 +563,14 @@ class BaseDeployer(BaseModelDeployer):
             service: the service.
             model_version_id: re-link to this model version.
         """
-        if service.is_detached:
-            return
-        service.status.prediction_url = service.prediction_url
-        Client().update_service(
-            id=service.uuid,
-            name=service.config.service_name,
-            service_source=service.model_dump()["type"],
-            admin_state=service.admin_state,
-            status=service.status.model_dump(mode="json"),
-            labels=service.labels(),
-            prediction_url=service.prediction_url,
-            health_check_url=service.healthcheck_url,
-            model_version_id=model_version_id,
-        )
+        store.persist(service, model_version_id)
 
     def _default_timeout(self) -> float:
         cfg = self.config
         return float(getattr(cfg, "default_timeout", 300.0))
 
-    @contextlib.contextmanager
-    def _locked(self, name: str, timeout: float) -> Iterator[None]:
-        from zenml_model_deployers.local.service import private_dir, zmd_home
-
-        lock_dir = private_dir(zmd_home() / "locks")
-        lock = FileLock(str(lock_dir / f"{self.flavor_name()}--{name}.lock"), mode=0o600)
-        try:
-            lock.acquire(timeout=timeout + 120)
-        except Timeout as e:
-            raise DeploymentError(
-                f"Another deploy of '{name}' holds the lock for too long.",
-                deployment_name=name,
-                hint=f"remove {lock.lock_file} if no other deploy runs.",
-            ) from e
-        try:
-            yield
-        finally:
-            lock.release()
-
-    # ----------------------------------------------------------------- ZenML's BaseModelDeployer API
-    def deploy_model(
-        self,
-        config: ServiceConfig | None = None,
-        service_type: ServiceType | None = None,
-        replace: bool = False,
-        continuous_deployment_mode: bool = False,
-        timeout: int = 300,
-        **settings: Any,
-    ) -> BaseService:
-        """ZenML's entry point, mapped onto :meth:`deploy` (update in place by default).
-
-        Takes a config of this flavor, or (as ZenML's docs call it) the config's fields as
-        keyword arguments: ``deploy_model(model_name=..., model_uri=..., pipeline_name=...,
-        pipeline_step_name=..., <serving settings>)``.
-
-        Args:
-            config: a DeploymentConfig of this flavor.
-            service_type: ignored (the flavor knows its type).
-            replace: delete then create instead of updating in place.
-            continuous_deployment_mode: ignored: updates always roll out safely.
-            timeout: seconds.
-            **settings: the config's fields, when no `config` is given.
-
-        Returns:
-            The service.
-
-        Raises:
-            ConfigurationError: neither or both of a config and fields, or an invalid config.
-        """
-        if config is None:
-            if not settings:
-                raise ConfigurationError("Give a deployment config or its fields.")
-            config = self._config_of(settings)
-        elif settings:
-            raise ConfigurationError(
-                f"Give a config or its fields, not both (got {', '.join(sorted(settings))})."
-            )
-        if not isinstance(config, DeploymentConfig):
-            raise ConfigurationError(f"{type(config).__name__} is not a DeploymentConfig.")
-        policy = DeployPolicy.REPLACE if replace else DeployPolicy.UPDATE
-        return self.deploy(config, policy=policy, timeout=timeout)
-
-    def perform_deploy_model(
-        self, id: UUID, config: ServiceConfig, timeout: int = 300
-    ) -> BaseService:
-        """Creates the service with ZenML's id (only used through ZenML's base path).
-
-        Args:
-            id: service id.
-            config: the config.
-            timeout: seconds.
-
-        Returns:
-            The service.
-        """
-        status_cls = cast(
-            type[DeploymentStatus], self.SERVICE_CLASS.model_fields["status"].annotation
-        )
-        service = self.SERVICE_CLASS(uuid=id, config=config, status=status_cls())
-        service.provision_revision(timeout)
-        return service
-
-    def perform_stop_model(
-        self, service: BaseService, timeout: int = 30, force: bool = False
-    ) -> BaseService:
-        """ZenML hook: see :meth:`stop`."""
-        assert isinstance(service, DeploymentService)
-        service.stop_backend(timeout)
-        return service
-
-    def perform_start_model(self, service: BaseService, timeout: int = 300) -> BaseService:
-        """ZenML hook: see :meth:`start`."""
-        assert isinstance(service, DeploymentService)
-        service.start_backend(timeout)
-        return service
-
-    def perform_delete_model(
-        self, service: BaseService, timeout: int = 30, force: bool = False
-    ) -> None:
-        """ZenML hook: see :meth:`delete`."""
-        assert isinstance(service, DeploymentService)
-        service.delete_backend(timeout)
-
-    def stop_model_server(
-        self, uuid: UUID | BaseService, timeout: int = 30, force: bool = False
-    ) -> None:
-        """Stops a deployment by service id or service object (ZenML API).
-
-        Args:
-            uuid: service id, or the service (as ZenML's docs pass it).
-            timeout: seconds.
-            force: ignored.
-        """
-        self.stop(self.get_service(_service_id(uuid)), timeout)
-
-    def start_model_server(self, uuid: UUID | BaseService, timeout: int = 300) -> None:
-        """Starts a deployment by service id or service object (ZenML API).
-
-        Args:
-            uuid: service id, or the service (as ZenML's docs pass it).
-            timeout: seconds.
-        """
-        self.start(self.get_service(_service_id(uuid)), timeout)
-
-    def delete_model_server(
-        self, uuid: UUID | BaseService, timeout: int = 30, force: bool = False
-    ) -> None:
-        """Deletes a deployment by service id or service object (ZenML API). Idempotent.
-
-        A service id that names no deployment (any more) is a no-op, as in :meth:`delete`.
-
-        Args:
-            uuid: service id, or the service.
-            timeout: seconds.
-            force: ignored.
-        """
-        if isinstance(uuid, DeploymentService):
-            self.delete(uuid, timeout)
-            return
-        try:
-            service = self.get_service(_service_id(uuid))
-        except DeploymentNotFoundError:
-            logger.info("No deployment with service id %s: nothing to delete.", uuid)
-            return
-        self.delete(service, timeout)
-
-    def get_model_server_logs(
-        self, uuid: UUID, follow: bool = False, tail: int | None = None
-    ) -> Generator[str, bool, None]:
-        """The deployment's log lines (ZenML API).
-
-        Args:
-            uuid: service id.
-            follow: stream.
-            tail: last N lines.
-
-        Returns:
-            A generator of lines.
-        """
-        return self.get_service(uuid).get_logs(follow=follow, tail=tail)
-
-    def get_service(self, uuid: UUID) -> DeploymentService:
-        """Loads a deployment by service id, status read from the backend.
-
-        Args:
-            uuid: service id.
-
-        Returns:
-            The service.
-
-        Raises:
-            DeploymentNotFoundError: no such service.
-        """
-        try:
-            resp = Client().get_service(uuid)
-        except KeyError as e:
-            raise DeploymentNotFoundError(f"No deployment with service id {uuid}.") from e
-        try:
-            svc = service_from_response(resp)
-        except TypeError as e:
-            raise DeploymentNotFoundError(
-                f"Service {uuid} is not a zenml-model-deployers service: {e}"
-            ) from e
-        svc.update_status()
-        return svc
-
-    @staticmethod
-    def get_model_server_info(service: BaseService) -> dict[str, str | None]:
-        """What `zenml model-deployer models describe` shows.
-
-        Args:
-            service: the service.
-
-        Returns:
-            Upper-case keys to strings.
-        """
-        if not isinstance(service, DeploymentService):
-            return {}
-        d = service.describe()
-        return {
-            "PREDICTION_URL": service.prediction_url,
-            "HEALTH_CHECK_URL": service.healthcheck_url,
-            "DEPLOYMENT_NAME": service.deployment_name,
-            "MODEL_URI": service.config.model_uri,
-            "MODEL_NAME": service.config.model_name,
-            "REVISION": str(d["revision"]),
-            "CONFIG_HASH": d["config_hash"],
-        }
-
-
-def _window(
-    now: dict[str, RevisionMetrics],
-    before: dict[str, RevisionMetrics],
-    revision: str,
-    seconds: float,
-) -> RevisionMetrics:
-    """One revision's metrics between two cumulative readings."""
-    cur = now.get(revision) or RevisionMetrics(config_hash=revision)
-    return cur.since(before.get(revision), seconds)
-
-
-def _nonzero(counts: dict[str, int]) -> str:
-    kinds = ", ".join(f"{k} {n}" for k, n in counts.items() if n)
-    return f"({kinds})" if kinds else ""
-
-
-def _row_exists(uuid: UUID) -> bool:
-    try:
-        Client().get_service(uuid, hydrate=False)
-    except KeyError:
-        return False
-    return True
-
-
-def _service_id(ref: UUID | BaseService | str) -> UUID:
-    if isinstance(ref, BaseService):
-        return ref.uuid
-    return ref if isinstance(ref, UUID) else UUID(str(ref))
+    def _locked(self, name: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        return deployment_lock(self.flavor_name(), name, timeout)
 
 
 def _under_zenml_cli() -> bool:
@@ -1277,7 +586,10 @@ def _under_zenml_cli() -> bool:
     return ctx is not None and ctx.find_root().command is getattr(zenml_cli, "cli", None)
 
 
-def _pydantic_msg(e: ValidationError) -> str:
+def _pydantic_msg(e: ValueError) -> str:
+    """A validation error in one line: every field's message (a plain ValueError: its text)."""
+    if not isinstance(e, ValidationError):
+        return str(e)
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or 'value'}: "
         f"{err['msg'].removeprefix('Value error, ')}"

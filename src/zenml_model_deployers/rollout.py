@@ -1,5 +1,5 @@
 """What a progressive rollout (``policy="canary"``) records: steps, gate values, verdict, and
-its HTML view for the ZenML dashboard. The rollout itself runs in ``deployer.py``.
+its HTML view for the ZenML dashboard. The rollout itself runs in ``traffic.py``.
 """
 
 from __future__ import annotations

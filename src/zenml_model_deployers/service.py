@@ -255,7 +255,9 @@ class DeploymentService(BaseDeploymentService):
     Subclasses set ``SERVICE_TYPE``, ``FLAVOR``, the config/status types, and implement the
     backend hooks (``provision_revision``, ``retire``, ``start_backend``, ``stop_backend``,
     ``delete_backend``, ``check_status``, ``get_logs``) plus ``format_request`` for predict().
-    The lifecycle that calls these hooks lives once, in ``deployer.BaseDeployer``.
+    The lifecycle that calls these hooks lives once, in ``deployer.BaseDeployer``; the two
+    traffic hooks (``set_traffic_split``, ``read_revision_metrics``) are driven only by
+    ``traffic.TrafficController`` (canaries, promote, rollback, progressive rollouts).
     """
 
     model_config = ConfigDict(validate_assignment=True, protected_namespaces=())
@@ -422,7 +424,7 @@ class DeploymentService(BaseDeploymentService):
             timeout: seconds.
         """
 
-    # ----------------------------------------------------------------- traffic split (canaries)
+    # ----------------------------------------------------------------- traffic hooks (traffic.py)
     def canary_candidate(self) -> DeploymentConfig | None:
         """The canary's candidate revision, while a canary is in progress.
 
@@ -452,7 +454,7 @@ class DeploymentService(BaseDeploymentService):
             candidate_percent: the candidate's share, 0-100.
             timeout: seconds.
         """
-        self._require_split()
+        self.require_traffic_split()
 
     def adopt_metrics_settings(self, config: DeploymentConfig) -> None:
         """Takes where request metrics are read from (settings outside the config hash, e.g.
@@ -483,7 +485,12 @@ class DeploymentService(BaseDeploymentService):
             deployment_name=self.deployment_name,
         )
 
-    def _require_split(self) -> None:
+    def require_traffic_split(self) -> None:
+        """Refuses a canary where the backend cannot split traffic (nothing changes).
+
+        Raises:
+            ConfigurationError: ``SUPPORTS_TRAFFIC_SPLIT`` is False.
+        """
         from zenml_model_deployers.errors import ConfigurationError
 
         if not self.SUPPORTS_TRAFFIC_SPLIT:
@@ -493,6 +500,9 @@ class DeploymentService(BaseDeploymentService):
                 deployment_name=self.deployment_name,
                 hint="deploy without canary_percent (the update rolls out safely in place).",
             )
+
+    # The name the in-place base (remote.py) calls.
+    _require_split = require_traffic_split
 
     def discard_backend(self, timeout: float) -> None:
         """Removes what a failed first deploy made, keeping only its failure record.
