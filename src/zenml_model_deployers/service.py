@@ -16,12 +16,15 @@ import threading
 from abc import abstractmethod
 from collections.abc import Generator
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic.fields import FieldInfo
 from zenml.enums import ServiceState
+from zenml.models.v2.misc.service import ServiceType
 from zenml.services.service import BaseDeploymentService
 from zenml.services.service_status import ServiceStatus
+from zenml.utils.typed_model import BaseTypedModel
 
 from zenml_model_deployers.config import DeploymentConfig, FieldsByName
 from zenml_model_deployers.states import state_word
@@ -55,6 +58,45 @@ def load_service_class(source: str) -> type[DeploymentService]:
     if not (isinstance(cls, type) and issubclass(cls, DeploymentService)):
         raise TypeError(f"{source} is not a zenml-model-deployers service class.")
     return cls
+
+
+def serving_type(flavor: str, description: str) -> ServiceType:
+    """ZenML's type of a flavor's deployments: ``<flavor>-deployment``, model serving (what
+    ``zenml model-deployer models list`` and the dashboard show).
+
+    Args:
+        flavor: the flavor's name, e.g. ``zmd-mlflow``.
+        description: a line for ZenML's listings.
+
+    Returns:
+        The service type (a service class's ``SERVICE_TYPE``).
+    """
+    return ServiceType(
+        name=f"{flavor}-deployment", type="model-serving", flavor=flavor, description=description
+    )
+
+
+def keep_former_source(cls: type[BaseTypedModel], former: str) -> None:
+    """Lets a moved config or status class load what was recorded under its former path.
+
+    ZenML records a config's and a status's class in their JSON (``type``, the class's module
+    and name) and validates it as that exact string, so a class that moves to another module
+    would refuse every service saved before the move. Called once, right after the class in
+    its new module (before any service class uses it): ``type`` then accepts the former path
+    too (what is saved from now on carries the new one), and the former module re-exports the
+    class so that ZenML's source loading finds it there.
+
+    Args:
+        cls: the moved class.
+        former: its former import path, e.g.
+            ``zenml_model_deployers.flavors.mlflow.service.MLflowDeploymentConfig``.
+    """
+    current = f"{cls.__module__}.{cls.__qualname__}"
+    cls.model_fields["type"] = FieldInfo(
+        annotation=Literal[current, former],  # type: ignore[arg-type]
+        default=current,
+    )
+    cls.model_rebuild(force=True)
 
 
 def service_from_response(resp: Any) -> DeploymentService:
@@ -249,6 +291,22 @@ class RevisionMetrics(BaseModel):
         }
 
 
+class TrafficSplit(BaseModel):
+    """How a deployment's requests are to be shared between its revisions.
+
+    Attributes:
+        stable: the revision that serves the rest.
+        candidate: a canary's candidate (None: ``stable`` serves every request).
+        candidate_percent: the candidate's share of requests, 0-100.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stable: DeploymentConfig
+    candidate: DeploymentConfig | None = None
+    candidate_percent: int = 0
+
+
 class DeploymentService(BaseDeploymentService):
     """Base class of every flavor's service.
 
@@ -263,7 +321,8 @@ class DeploymentService(BaseDeploymentService):
     FLAVOR: ClassVar[str] = ""
     PREDICT_PATH: ClassVar[str] = "/invocations"
     # Whether the backend can split traffic between two revisions (canaries): a flavor that
-    # sets it implements `set_traffic_split` (and, when it can, `read_revision_metrics`).
+    # sets it implements `route_traffic` (or `set_traffic_split`) and, when it can,
+    # `read_revision_metrics`.
     SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = False
     # Rows per request a batch job sends when the caller names none: small for a backend
     # where one row can be a prompt or a slow model; a tabular server sets more.
@@ -453,6 +512,20 @@ class DeploymentService(BaseDeploymentService):
             timeout: seconds.
         """
         self._require_split()
+        split = TrafficSplit(
+            stable=stable, candidate=candidate, candidate_percent=candidate_percent
+        )
+        self.route_traffic(split, timeout)
+
+    def route_traffic(self, split: TrafficSplit, timeout: float) -> None:
+        """The backend's part of :meth:`set_traffic_split` (same guarantees), once the flavor
+        was found able to split traffic: a flavor with ``SUPPORTS_TRAFFIC_SPLIT`` implements
+        it. Default: nothing.
+
+        Args:
+            split: the revisions and the candidate's share.
+            timeout: seconds.
+        """
 
     def adopt_metrics_settings(self, config: DeploymentConfig) -> None:
         """Takes where request metrics are read from (settings outside the config hash, e.g.
