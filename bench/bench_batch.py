@@ -225,7 +225,7 @@ def run() -> dict[str, Any]:
     from zenml_model_deployers.batch import run_batch
     from zenml_model_deployers.batch.runner import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS
     from zenml_model_deployers.flavors import get_deployer
-    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+    from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
     load = os.getloadavg()
     model_uri = _model(root / "model")
@@ -597,7 +597,7 @@ def run_ray() -> dict[str, Any]:
     import zenml_model_deployers
     from zenml_model_deployers.batch import run_batch
     from zenml_model_deployers.flavors import get_deployer
-    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+    from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
     load = os.getloadavg()
     model_uri = _model(root / "model")

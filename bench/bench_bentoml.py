@@ -96,7 +96,7 @@ def _raw(tag: str, root: Path, i: int) -> float:
 
 def _ours(deployer: Any, tag: str, i: int) -> tuple[float, float]:
     """Returns (deploy call -> first good prediction, deploy call -> return)."""
-    from zenml_model_deployers.flavors.bentoml.service import BentoMLDeploymentConfig
+    from zenml_model_deployers.flavors.bentoml.config import BentoMLDeploymentConfig
 
     name = f"bench-bento-{i}"
     cfg = BentoMLDeploymentConfig(deployment_name=name, model_name=name, model_uri=tag)
@@ -120,7 +120,7 @@ def _ours(deployer: Any, tag: str, i: int) -> tuple[float, float]:
 def _throughput(deployer: Any, tag: str) -> dict[str, list[float]]:
     import requests
 
-    from zenml_model_deployers.flavors.bentoml.service import BentoMLDeploymentConfig
+    from zenml_model_deployers.flavors.bentoml.config import BentoMLDeploymentConfig
 
     cfg = BentoMLDeploymentConfig(
         deployment_name="bench-bento-rps", model_name="bench-bento-rps", model_uri=tag

@@ -40,7 +40,7 @@ def _raw(model: str, root: Path, i: int) -> float:
 
 
 def _ours(deployer: Any, model: str, i: int) -> float:
-    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+    from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
     cfg = MLflowDeploymentConfig(deployment_name=f"bench-deploy-{i}", model_uri=model)
     svc = None

@@ -146,7 +146,7 @@ def _cycle(deployer: Any, models: dict[str, str], i: int) -> dict[str, Any]:
     import bench_update
     import psutil
 
-    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+    from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
     name = f"fast-{i}"
     out: dict[str, Any] = {}

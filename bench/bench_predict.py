@@ -44,7 +44,7 @@ def _ours(models: dict[str, str]) -> dict[str, list[float]]:
     import requests
 
     from zenml_model_deployers.flavors import get_deployer
-    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+    from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
     d = get_deployer("zmd-mlflow")
     svc = d.deploy(

@@ -254,7 +254,7 @@ def main() -> None:
         trees["direct+metrics"] = (metered.pid, mport)
         if not args.no_direct_path:
             from zenml_model_deployers.flavors import get_deployer
-            from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+            from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
             zmd_stack()
             deployer = get_deployer("zmd-mlflow")

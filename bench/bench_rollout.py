@@ -32,7 +32,7 @@ def run() -> dict[str, Any]:
     """Runs the benchmark in an isolated ZenML store; prints and returns the numbers."""
     root = c.isolated_env("rollout")  # before anything imports ZenML
     from zenml_model_deployers.flavors import get_deployer
-    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+    from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
     models = c.build_models(root / "models")
     c.zmd_stack()

@@ -151,7 +151,7 @@ def _latency(url_direct: str, url_relay: str) -> dict[str, list[float]]:
 
 def _ours(models: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     from zenml_model_deployers.flavors import get_deployer
-    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+    from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
     d = get_deployer("zmd-mlflow")
     name = "bench-update"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from zenml_model_deployers.local.relay import API_KEY_ENV, control_request
+from zenml_model_deployers.local.relay_control import API_KEY_ENV, control_request
 
 KEY = "k3y-for-the-relay-tests-0123456789"
 

@@ -31,7 +31,7 @@ import requests
 from zenml_model_deployers.batch import RetryPolicy, run_batch
 from zenml_model_deployers.batch.sources import ParquetSource
 from zenml_model_deployers.errors import ConfigurationError, PredictionError
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
 ROWS = 6_000
 DEPLOYMENT = "batch-scorer"

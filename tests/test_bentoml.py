@@ -13,7 +13,7 @@ from sklearn.dummy import DummyClassifier
 from zenml import step
 
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
-from zenml_model_deployers.flavors.bentoml.service import BentoMLDeploymentConfig
+from zenml_model_deployers.flavors.bentoml.config import BentoMLDeploymentConfig
 
 
 @step

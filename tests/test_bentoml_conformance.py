@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from zenml_model_deployers.flavors.bentoml.service import BentoMLDeploymentConfig
+from zenml_model_deployers.flavors.bentoml.config import BentoMLDeploymentConfig
 from zenml_model_deployers.testing.conformance import LocalProcessConformance
 
 

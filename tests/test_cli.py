@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from zenml_model_deployers import cli, lookup
 from zenml_model_deployers.cli import main as zmd
 from zenml_model_deployers.errors import DeploymentError, DeploymentNotFoundError
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from zenml_model_deployers.errors import ConfigurationError
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
 
 def test_bad_deployment_name_is_refused_with_the_fix() -> None:

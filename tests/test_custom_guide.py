@@ -57,7 +57,7 @@ def test_the_guides_install_names_what_the_package_offers() -> None:
 WINE = """
 import sys
 from zenml_model_deployers.flavors import get_deployer
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
 config = MLflowDeploymentConfig(deployment_name="wine-rf", model_uri=sys.argv[1])
 print(get_deployer("zmd-mlflow").deploy(config, timeout=120).prediction_url)

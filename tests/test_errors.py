@@ -14,7 +14,7 @@ from zenml.client import Client
 from zenml_model_deployers.steps import mlflow_deployer_step
 
 from zenml_model_deployers.errors import DeploymentError
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 from zenml_model_deployers.local.process import failure_cause, keep_failed_log
 from zenml_model_deployers.local.service import zmd_home
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from zenml_model_deployers.errors import ConfigurationError, SecretResolutionError
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 from zenml_model_deployers.local.service import zmd_home
 from zenml_model_deployers.materializer import render_card, service_to_json
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 from zenml_model_deployers.testing.conformance import LocalProcessConformance
 
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from zenml_model_deployers.errors import ConfigurationError
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 from zenml_model_deployers.local.fastlist import local_rows, row_stats
 from zenml_model_deployers.testing.request_loop import RequestLoop
 
@@ -35,7 +35,7 @@ def _cfg(models_dir: Path, variant: str, **kw: Any) -> MLflowDeploymentConfig:
 
 
 def _relay(svc: Any) -> dict[str, Any]:
-    return dict(svc._relay_call({"cmd": "status"}))
+    return dict(svc.front.call({"cmd": "status"}))
 
 
 def _listeners(pid: int, port: int) -> set[int]:

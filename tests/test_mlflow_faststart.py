@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from zenml_model_deployers.errors import DeploymentError
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 from zenml_model_deployers.local.process import failure_cause
 
 
@@ -173,7 +173,7 @@ def test_registry_model_is_resolved_once_and_restarts_need_no_registry(
 def test_unloadable_models_fail_with_the_error_mlflow_models_serve_gives(
     mlflow_deployer: Any, models_dir: Path, tmp_path: Path, variant: str
 ) -> None:
-    from zenml_model_deployers.local.relay import free_port
+    from zenml_model_deployers.local.launch import free_port
 
     uri = str(models_dir / variant)
     log = tmp_path / "raw.log"

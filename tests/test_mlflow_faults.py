@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from zenml_model_deployers.cli import main as zmd
 from zenml_model_deployers.errors import DeploymentError, PortInUseError
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
 
 def _processes_mentioning(text: str) -> list[psutil.Process]:
@@ -135,7 +135,7 @@ def test_concurrent_deploys_of_one_deployment_start_one_server(
         textwrap.dedent(
             f"""
             from zenml_model_deployers.flavors import get_deployer
-            from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+            from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
             cfg = MLflowDeploymentConfig(deployment_name="racy", model_uri={str(models_dir / "a")!r})
             svc = get_deployer("zmd-mlflow").deploy(cfg, timeout=120)
             print("SERVICE", svc.uuid, svc.status.server.pid)
@@ -206,7 +206,7 @@ def test_logs_redact_a_secret_the_server_prints(mlflow_deployer: Any, tmp_path: 
 
 
 def test_pinning_another_port_moves_the_front(mlflow_deployer: Any, models_dir: Path) -> None:
-    from zenml_model_deployers.local.relay import free_port
+    from zenml_model_deployers.local.launch import free_port
 
     cfg = MLflowDeploymentConfig(deployment_name="moving", model_uri=str(models_dir / "a"))
     svc = mlflow_deployer.deploy(cfg, timeout=120)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from zenml_model_deployers.errors import DeploymentExistsError
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
 
 def test_fail_side_by_side_and_replace(mlflow_deployer: Any, models_dir: Path) -> None:

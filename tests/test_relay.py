@@ -18,7 +18,8 @@ import pytest
 import requests
 from relay_support import StartRelay, read_all, read_response, start_relay
 
-from zenml_model_deployers.local.relay import control_request, free_port
+from zenml_model_deployers.local.launch import free_port
+from zenml_model_deployers.local.relay_control import control_request
 
 __all__ = ["start_relay"]  # the fixture, imported by name
 

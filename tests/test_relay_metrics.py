@@ -11,7 +11,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from relay_support import KEY, Backend, StartRelay, start_relay  # noqa: F401
 
-from zenml_model_deployers.local.relay import free_port
+from zenml_model_deployers.local.launch import free_port
 from zenml_model_deployers.local.service import metrics_from_reply
 
 

@@ -164,7 +164,7 @@ def test_the_seed_snippet_finds_starts_and_deploys_by_model_name(
 def test_delete_is_idempotent_in_python_and_on_the_command_line(
     mlflow_deployer: Any, models_dir: Path
 ) -> None:
-    from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+    from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
     cfg = MLflowDeploymentConfig(deployment_name="delete-twice", model_uri=str(models_dir / "a"))
     svc = mlflow_deployer.deploy(cfg, timeout=120)

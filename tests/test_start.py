@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from zenml_model_deployers.cli import main as zmd
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
-from zenml_model_deployers.local.relay import free_port
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
+from zenml_model_deployers.local.launch import free_port
 
 
 def _kill_all(svc: Any) -> None:

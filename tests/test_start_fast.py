@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from zenml_model_deployers import cli
 from zenml_model_deployers.cli import main as zmd
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 from zenml_model_deployers.local import faststart
 from zenml_model_deployers.local.fastlist import local_rows
 

@@ -10,7 +10,8 @@ from uuid import uuid4
 import pytest
 
 from zenml_model_deployers.errors import ConfigurationError, PredictionError
-from zenml_model_deployers.flavors.vllm.service import VLLMDeploymentConfig, VLLMDeploymentService
+from zenml_model_deployers.flavors.vllm.config import VLLMDeploymentConfig
+from zenml_model_deployers.flavors.vllm.service import VLLMDeploymentService
 from zenml_model_deployers.local.service import LocalDeploymentStatus
 
 HEAD = ["vllm", "serve", "org/model", "--host", "127.0.0.1", "--port", "9000"]

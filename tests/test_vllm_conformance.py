@@ -10,7 +10,7 @@ import psutil
 import pytest
 from vllm_support import CHAT, corrupt_model, standin_config
 
-from zenml_model_deployers.flavors.vllm.service import VLLMDeploymentConfig
+from zenml_model_deployers.flavors.vllm.config import VLLMDeploymentConfig
 from zenml_model_deployers.service import DeploymentService
 from zenml_model_deployers.testing.conformance import LocalProcessConformance
 

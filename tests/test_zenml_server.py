@@ -26,9 +26,9 @@ import requests
 from click.testing import CliRunner
 
 from zenml_model_deployers.cli import main as zmd
-from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
+from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
+from zenml_model_deployers.local.launch import free_port
 from zenml_model_deployers.local.process import ProcessHandle
-from zenml_model_deployers.local.relay import free_port
 from zenml_model_deployers.local.state import tail
 
 pytestmark = pytest.mark.slow

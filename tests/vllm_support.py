@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zenml_model_deployers.flavors.vllm.service import VLLMDeploymentConfig
+from zenml_model_deployers.flavors.vllm.config import VLLMDeploymentConfig
 from zenml_model_deployers.testing.vllm_standin import standin_command
 
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -176,7 +176,28 @@ class FieldsByName:
         return getattr(self, key)
 
 
-class DeploymentConfig(FieldsByName, ServiceConfig):
+class FormerSources:
+    """Lets a config or status class that moved module read what was saved under its former
+    path.
+
+    ZenML records a config's and a status's class in their JSON (``type``: module and class)
+    and validates it as that exact string, so a class that moves would refuse every service
+    saved before the move. A moved class lists its former paths in ``FORMER_SOURCES`` (set
+    per class, not inherited) and stays importable there (re-exported, for ZenML's source
+    loading); what is saved from now on carries the new path. The config hash is unchanged.
+    """
+
+    FORMER_SOURCES: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_former_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") in cls.__dict__.get("FORMER_SOURCES", ()):
+            data = {**data, "type": f"{cls.__module__}.{cls.__qualname__}"}
+        return data
+
+
+class DeploymentConfig(FieldsByName, FormerSources, ServiceConfig):
     """Base configuration of every deployment.
 
     Attributes:
@@ -192,12 +213,6 @@ class DeploymentConfig(FieldsByName, ServiceConfig):
 
     # Fields that say where a config came from, not how it serves: excluded from the hash.
     PROVENANCE_FIELDS: ClassVar[frozenset[str]] = _PROVENANCE
-    # Where a config class was defined before it moved (``module.Class``; it stays importable
-    # there). ZenML stores a config's source path as its ``type`` and validates it as a
-    # literal, so a config saved under a former path is read as this class (set per class:
-    # not inherited).
-    FORMER_SOURCES: ClassVar[tuple[str, ...]] = ()
-
     deployment_name: str = ""
     model_uri: str = ""
     health_path: str = "/ping"
@@ -218,13 +233,6 @@ class DeploymentConfig(FieldsByName, ServiceConfig):
             data["deployment_name"] = dn
             if not data.get("name"):
                 data["name"] = dn
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read_former_source(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("type") in cls.__dict__.get("FORMER_SOURCES", ()):
-            data = {**data, "type": f"{cls.__module__}.{cls.__qualname__}"}
         return data
 
     @field_validator("deployment_name")

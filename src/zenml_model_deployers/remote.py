@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import DeploymentError, DeploymentTimeoutError
 from zenml_model_deployers.progress import WaitProgress
-from zenml_model_deployers.service import DeploymentService
+from zenml_model_deployers.service import DeploymentService, TrafficSplit
 
 
 class ServingTarget(BaseModel):
@@ -453,23 +453,16 @@ class InPlaceDeploymentService(DeploymentService):
         self.status.revision += 1
         self.mark_ready()
 
-    def set_traffic_split(
-        self,
-        stable: DeploymentConfig,
-        candidate: DeploymentConfig | None,
-        candidate_percent: int,
-        timeout: float,
-    ) -> None:
+    def route_traffic(self, split: TrafficSplit, timeout: float) -> None:
         """Applies the split as a target, with the same wait and rollback as an update.
 
         Args:
-            stable: the stable revision.
-            candidate: the candidate (None: ``stable`` takes all traffic).
-            candidate_percent: the candidate's share, 0-100.
+            split: the revisions and the candidate's share.
             timeout: seconds.
         """
-        self._require_split()
         target = ServingTarget(
-            stable=stable, candidate=candidate, candidate_percent=candidate_percent
+            stable=split.stable,
+            candidate=split.candidate,
+            candidate_percent=split.candidate_percent,
         )
         self.roll_out(target, self.live_target(), timeout, f"traffic {self.target_label(target)}")

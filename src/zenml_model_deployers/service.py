@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from zenml.enums import ServiceState
+from zenml.models.v2.misc.service import ServiceType
 from zenml.services.service import BaseDeploymentService
 from zenml.services.service_status import ServiceStatus
 
-from zenml_model_deployers.config import DeploymentConfig, FieldsByName
+from zenml_model_deployers.config import DeploymentConfig, FieldsByName, FormerSources
 from zenml_model_deployers.states import state_word
 
 SCHEMA_VERSION = 1
@@ -57,6 +58,22 @@ def load_service_class(source: str) -> type[DeploymentService]:
     return cls
 
 
+def serving_type(flavor: str, description: str) -> ServiceType:
+    """ZenML's type of a flavor's deployments: ``<flavor>-deployment``, model serving (what
+    ``zenml model-deployer models list`` and the dashboard show).
+
+    Args:
+        flavor: the flavor's name, e.g. ``zmd-mlflow``.
+        description: a line for ZenML's listings.
+
+    Returns:
+        The service type (a service class's ``SERVICE_TYPE``).
+    """
+    return ServiceType(
+        name=f"{flavor}-deployment", type="model-serving", flavor=flavor, description=description
+    )
+
+
 def service_from_response(resp: Any) -> DeploymentService:
     """Builds a service from a ZenML service row (``ServiceResponse``).
 
@@ -81,7 +98,7 @@ def service_from_response(resp: Any) -> DeploymentService:
     )
 
 
-class DeploymentStatus(FieldsByName, ServiceStatus):
+class DeploymentStatus(FieldsByName, FormerSources, ServiceStatus):
     """Operational status of a deployment.
 
     Attributes:
@@ -249,6 +266,22 @@ class RevisionMetrics(BaseModel):
         }
 
 
+class TrafficSplit(BaseModel):
+    """How a deployment's requests are to be shared between its revisions.
+
+    Attributes:
+        stable: the revision that serves the rest.
+        candidate: a canary's candidate (None: ``stable`` serves every request).
+        candidate_percent: the candidate's share of requests, 0-100.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stable: DeploymentConfig
+    candidate: DeploymentConfig | None = None
+    candidate_percent: int = 0
+
+
 class DeploymentService(BaseDeploymentService):
     """Base class of every flavor's service.
 
@@ -265,7 +298,8 @@ class DeploymentService(BaseDeploymentService):
     FLAVOR: ClassVar[str] = ""
     PREDICT_PATH: ClassVar[str] = "/invocations"
     # Whether the backend can split traffic between two revisions (canaries): a flavor that
-    # sets it implements `set_traffic_split` (and, when it can, `read_revision_metrics`).
+    # sets it implements `route_traffic` (or `set_traffic_split`) and, when it can,
+    # `read_revision_metrics`.
     SUPPORTS_TRAFFIC_SPLIT: ClassVar[bool] = False
     # Rows per request a batch job sends when the caller names none: small for a backend
     # where one row can be a prompt or a slow model; a tabular server sets more.
@@ -455,6 +489,20 @@ class DeploymentService(BaseDeploymentService):
             timeout: seconds.
         """
         self.require_traffic_split()
+        split = TrafficSplit(
+            stable=stable, candidate=candidate, candidate_percent=candidate_percent
+        )
+        self.route_traffic(split, timeout)
+
+    def route_traffic(self, split: TrafficSplit, timeout: float) -> None:
+        """The backend's part of :meth:`set_traffic_split` (same guarantees), once the flavor
+        was found able to split traffic: a flavor with ``SUPPORTS_TRAFFIC_SPLIT`` implements
+        it. Default: nothing.
+
+        Args:
+            split: the revisions and the candidate's share.
+            timeout: seconds.
+        """
 
     def adopt_metrics_settings(self, config: DeploymentConfig) -> None:
         """Takes where request metrics are read from (settings outside the config hash, e.g.
@@ -500,9 +548,6 @@ class DeploymentService(BaseDeploymentService):
                 deployment_name=self.deployment_name,
                 hint="deploy without canary_percent (the update rolls out safely in place).",
             )
-
-    # The name the in-place base (remote.py) calls.
-    _require_split = require_traffic_split
 
     def discard_backend(self, timeout: float) -> None:
         """Removes what a failed first deploy made, keeping only its failure record.

@@ -533,7 +533,7 @@ def row_stats(row: dict[str, Any], window: float = STATS_WINDOW) -> dict[str, An
     Returns:
         revision (config hash) -> summary, or None.
     """
-    from zenml_model_deployers.local.relay import control_request, read_ready_file
+    from zenml_model_deployers.local.relay_control import control_request, read_ready_file
     from zenml_model_deployers.local.relay_metrics import summarize
 
     port = row["status"].get("control_port")

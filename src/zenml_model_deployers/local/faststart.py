@@ -193,7 +193,7 @@ def _start_locked(
 ) -> str | None:
     # Only light imports until the server runs: it loads while the rest is imported.
     from zenml_model_deployers.flavors.mlflow import serve
-    from zenml_model_deployers.local.relay import free_port, port_is_free
+    from zenml_model_deployers.local.launch import free_port, port_is_free
 
     name, workdir, config = row["name"], Path(row["workdir"]), row["config"]
     host = str(config.get("host") or "127.0.0.1")
@@ -236,7 +236,7 @@ def _start_locked(
         start_front,
     )
     from zenml_model_deployers.local.readiness import wait_until_ready
-    from zenml_model_deployers.local.relay import control_request
+    from zenml_model_deployers.local.relay_control import control_request
     from zenml_model_deployers.local.supervisor import write_spec
 
     server = proc.adopt(popen)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from zenml_model_deployers.errors import DeploymentError, PortInUseError
 from zenml_model_deployers.local import process as proc
-from zenml_model_deployers.local.relay import API_KEY_ENV, read_ready_file
+from zenml_model_deployers.local.relay_control import API_KEY_ENV, read_ready_file
 from zenml_model_deployers.local.state import SPEC_FILE, tail
 
 # What a restarted server inherits from the deploying process (exact names; a trailing "_" is a
@@ -176,3 +177,36 @@ def start_front(
             )
         time.sleep(0.02)
     return handle, read_ready_file(ready)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Tells whether a TCP port can be bound on `host` right now.
+
+    Args:
+        host: address.
+        port: port.
+
+    Returns:
+        True if free.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS considers free on `host`.
+
+    Args:
+        host: address.
+
+    Returns:
+        A port number.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -108,16 +108,13 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ProcessHandle:
-    """Starts a process detached from the caller's session, output appended to a log file.
-
-    The child gets its own session so it outlives the pipeline step that started it and
-    does not keep the caller's terminal or pipes open. The log and whatever the child writes
-    are private to the user (log 0600, the child's umask 077): logs can hold request data.
+    """Starts a process as :func:`state.spawn_logged` does (its own session, output appended
+    to a private log) and returns its handle.
 
     Args:
         command: argv.
         log_path: file that receives stdout and stderr.
-        env: full environment of the child (default: the caller's).
+        env: the child's environment (default: the caller's).
         cwd: working directory.
 
     Returns:

@@ -13,6 +13,11 @@ from pydantic import Field, PrivateAttr
 from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
+
+# The config moved to config.py; ZenML recorded its source path here, so it stays importable.
+from zenml_model_deployers.flavors.bentoml.config import (
+    BentoMLDeploymentConfig as BentoMLDeploymentConfig,
+)
 from zenml_model_deployers.flavors.bentoml.flavor import FLAVOR_NAME
 from zenml_model_deployers.flavors.bentoml.packaging import (
     RouteInfo,
@@ -22,38 +27,18 @@ from zenml_model_deployers.flavors.bentoml.packaging import (
 )
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.service import (
-    LocalDeploymentConfig,
     LocalDeploymentStatus,
     LocalProcessService,
     private_dir,
 )
 from zenml_model_deployers.local.state import tail
+from zenml_model_deployers.service import serving_type
 
 CONTAINER_PORT = 3000
 
 
 # `bentoml serve`'s import failure, by bento tag: 'Failed to import module "svc": <cause>
 _IMPORT_FAILED = re.compile(r"""Failed to import module "([^"]+)": (.+?)$""", re.MULTILINE)
-
-
-class BentoMLDeploymentConfig(LocalDeploymentConfig):
-    """How to serve a bento.
-
-    Attributes:
-        model_uri: the bento's tag in the local BentoML store (`name:version`).
-        api: the API that `predict()` and the recorded URL use (default: the bento's first).
-        args: bento arguments (`bentoml serve --arg key=value`).
-        containerize: serve the bento's OCI image (`bentoml containerize`) in a local Docker
-            engine instead of a process from this environment.
-        image: the image to run when containerized (default: built from the bento).
-        health_path: BentoML's own readiness endpoint.
-    """
-
-    api: str | None = None
-    args: dict[str, str] = Field(default_factory=dict)
-    containerize: bool = False
-    image: str | None = None
-    health_path: str = "/readyz"
 
 
 class BentoMLDeploymentStatus(LocalDeploymentStatus):
@@ -73,11 +58,8 @@ class BentoMLDeploymentStatus(LocalDeploymentStatus):
 class BentoMLDeploymentService(LocalProcessService):
     """A BentoML 1.4 service (`@bentoml.service`) served locally behind a stable URL."""
 
-    SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
-        name="zmd-bentoml-deployment",
-        type="model-serving",
-        flavor=FLAVOR_NAME,
-        description="BentoML service served locally by zenml-model-deployers",
+    SERVICE_TYPE: ClassVar[ServiceType] = serving_type(
+        FLAVOR_NAME, "BentoML service served locally by zenml-model-deployers"
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     PREDICT_PATH: ClassVar[str] = "/"

@@ -1,5 +1,7 @@
 """A direct-data-path server retires without losing a request sent on a kept-alive connection.
 
+Runs inside the server process (``metered.py`` installs it), never in the deploying one.
+
 On the direct data path (``data_path="direct"``) clients hold their connections with the
 server's uvicorn workers themselves. uvicorn's graceful shutdown (the SIGTERM that retires a
 revision) stops accepting, lets the requests in flight finish with ``Connection: close``, and

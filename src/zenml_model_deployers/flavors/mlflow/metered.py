@@ -1,5 +1,7 @@
 """Per-revision request metrics counted inside a direct-data-path server (``data_path="direct"``).
 
+Runs inside the server process (``serve.py``), never in the deploying one.
+
 On the direct data path requests bypass the front, so the server counts them itself: a small
 ASGI middleware around MLflow's scoring app (``mlflow.pyfunc.scoring_server.app:app``, the app
 MLflow's own uvicorn command serves) records each request, 5xx answers, requests the client

@@ -13,10 +13,10 @@ from zenml.model_deployers.base_model_deployer import BaseModelDeployerFlavor
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.errors import ConfigurationError
+from zenml_model_deployers.flavors.vllm.config import VLLMDeploymentConfig
 from zenml_model_deployers.flavors.vllm.flavor import VLLMDeployerFlavor
 from zenml_model_deployers.flavors.vllm.preflight import check_host
 from zenml_model_deployers.flavors.vllm.service import (
-    VLLMDeploymentConfig,
     VLLMDeploymentService,
     resolve_local_model,
 )

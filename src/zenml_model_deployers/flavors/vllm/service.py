@@ -13,16 +13,20 @@ import time
 from typing import Any, ClassVar
 
 import requests
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import PrivateAttr
 from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers import secrets
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
+from zenml_model_deployers.flavors.vllm.config import API_KEY_ENV
+
+# The config moved to config.py; ZenML recorded its source path here, so it stays importable.
+from zenml_model_deployers.flavors.vllm.config import VLLMDeploymentConfig as VLLMDeploymentConfig
 from zenml_model_deployers.flavors.vllm.flavor import FLAVOR_NAME
 from zenml_model_deployers.flavors.vllm.preflight import check_host, command_prefix
-from zenml_model_deployers.local.service import LocalDeploymentConfig, LocalProcessService
+from zenml_model_deployers.local.service import LocalProcessService
+from zenml_model_deployers.service import serving_type
 
-API_KEY_ENV = "VLLM_API_KEY"
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 MODELS_PATH = "/v1/models"
@@ -32,100 +36,17 @@ _OOM = re.compile(
     r"insufficient memory|not enough memory|Free memory on device",
     re.IGNORECASE,
 )
-# Flags that carry the API key: argv is visible to every user of the host.
-_KEY_FLAGS = ("--api-key",)
-
-
-class VLLMDeploymentConfig(LocalDeploymentConfig):
-    """How to serve an LLM with `vllm serve`.
-
-    Every setting left at None is not passed, so vLLM's own default applies.
-
-    Attributes:
-        model_uri: a Hugging Face Hub id ("org/model") or a local model directory.
-        served_model_name: the model name clients send (default: `model_uri`, as vLLM does).
-        dtype: weights/activations dtype ("auto", "half", "bfloat16", "float16", "float32").
-        max_model_len: context length (prompt + output tokens).
-        gpu_memory_utilization: fraction of GPU memory vLLM may take (vLLM's default: 0.9).
-        tensor_parallel_size: GPUs to shard the model over.
-        quantization: e.g. "awq", "gptq", "fp8".
-        revision: the model's Hub revision (pin a commit sha).
-        tokenizer: another tokenizer (Hub id or path).
-        trust_remote_code: allow the model repository's own code.
-        api_key: a ZenML secret reference (`{{secret.key}}`) to the key clients must send;
-            it reaches the server as `VLLM_API_KEY`, never in argv.
-        extra_args: further `vllm serve` flags, passed as given (after ours).
-        executable: advanced: a command that speaks `vllm serve`'s CLI (default `vllm`).
-        require_gpu: refuse to start when no GPU is visible (False for a CPU build or the
-            stand-in).
-        health_path: vLLM's health endpoint.
-    """
-
-    # A refused plain key must not be echoed by pydantic's error message.
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    served_model_name: str | None = None
-    dtype: str | None = None
-    max_model_len: int | None = Field(default=None, gt=0)
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    tensor_parallel_size: int | None = Field(default=None, gt=0)
-    quantization: str | None = None
-    revision: str | None = None
-    tokenizer: str | None = None
-    trust_remote_code: bool = False
-    api_key: str | None = None
-    extra_args: list[str] = Field(default_factory=list)
-    executable: str = "vllm"
-    require_gpu: bool = True
-    health_path: str = "/health"
-
-    @field_validator("api_key")
-    @classmethod
-    def _reference_only(cls, v: str | None) -> str | None:
-        if v is not None and not secrets.is_secret_reference(v):
-            # Never echo the value: it may be the key itself.
-            raise ValueError(
-                "api_key must be a ZenML secret reference such as '{{vllm_secret.api_key}}' "
-                "(a plain key would be stored in the service and the artifact); create it "
-                "with `zenml secret create vllm_secret --api_key=...`."
-            )
-        return v
-
-    @field_validator("extra_args")
-    @classmethod
-    def _no_key_in_argv(cls, v: list[str]) -> list[str]:
-        for arg in v:
-            if arg.split("=", 1)[0] in _KEY_FLAGS:
-                raise ValueError(
-                    "extra_args must not carry --api-key (argv is visible in the process "
-                    "list): use api_key='{{secret.key}}', which reaches the server by env."
-                )
-        return v
-
-    @field_validator("env")
-    @classmethod
-    def _key_env_is_reference(cls, v: dict[str, str]) -> dict[str, str]:
-        key = v.get(API_KEY_ENV)
-        if key is not None and not secrets.is_secret_reference(key):
-            raise ValueError(
-                f"env {API_KEY_ENV} must be a ZenML secret reference; better: use api_key=."
-            )
-        return v
-
-    @property
-    def model_name_served(self) -> str:
-        """The name clients put in `model` (what `/v1/models` lists)."""
-        return self.served_model_name or self.model_uri
 
 
 class VLLMDeploymentService(LocalProcessService):
-    """A `vllm serve` OpenAI-compatible server behind a stable URL."""
+    """A `vllm serve` OpenAI-compatible server behind a stable URL.
 
-    SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
-        name="zmd-vllm-deployment",
-        type="model-serving",
-        flavor=FLAVOR_NAME,
-        description="LLM served locally by `vllm serve` (zenml-model-deployers)",
+    ``predict`` returns the OpenAI JSON answer as the server sent it (the base's
+    ``parse_response``); ``complete`` picks the text out of it.
+    """
+
+    SERVICE_TYPE: ClassVar[ServiceType] = serving_type(
+        FLAVOR_NAME, "LLM served locally by `vllm serve` (zenml-model-deployers)"
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     PREDICT_PATH: ClassVar[str] = CHAT_PATH
@@ -391,17 +312,6 @@ class VLLMDeploymentService(LocalProcessService):
         headers = {"Content-Type": "application/json", **self._auth_headers()}
         out = self._send(self.base_url + path, headers, json.dumps(body).encode(), timeout)
         return _first_choice(out)
-
-    def parse_response(self, body: bytes) -> Any:
-        """Parses the OpenAI JSON answer (``complete`` picks the text out of it).
-
-        Args:
-            body: response body.
-
-        Returns:
-            The JSON.
-        """
-        return json.loads(body)
 
     def curl_example(self) -> str:
         """A chat completion request (the key as a placeholder, never its value).

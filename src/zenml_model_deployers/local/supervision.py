@@ -1,0 +1,199 @@
+"""What the deploying process tells the front's supervisor (``local/supervisor.py``, in the
+relay's process) and reads back from it.
+
+The supervision spec (``supervise.json``, mode 0600) says how to restart the serving revision's
+server after it died: its command, environment, port, health check and restart policy. It is
+written when a revision starts serving, before any older server is retired (so that the
+supervisor never takes a retirement for a crash). A canary's spec waits beside it
+(``canary-supervise.json``) until a promotion hands it over. The supervisor's record
+(``supervisor.json``) says which process serves now and how often it was restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zenml_model_deployers import secrets
+from zenml_model_deployers.local import process as proc
+from zenml_model_deployers.local.config import LocalDeploymentConfig, LocalDeploymentStatus
+from zenml_model_deployers.local.state import SPEC_FILE, supervision_of
+from zenml_model_deployers.local.supervisor import write_spec
+
+CANARY_SPEC = "canary-supervise.json"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How the supervisor restarts a dead server (see ``LocalProcessService.RESTART_LIMIT``).
+
+    Attributes:
+        limit: failed restarts in a row after which the revision is marked failed.
+        backoff: (first, longest) wait in seconds before a repeated restart.
+        stable_after: seconds up that end a crash episode.
+    """
+
+    limit: int
+    backoff: tuple[float, float]
+    stable_after: float
+
+
+def supervision_spec(
+    *,
+    deployment_name: str,
+    config: LocalDeploymentConfig,
+    workdir: Path,
+    server: proc.ProcessHandle,
+    argv: list[str],
+    env: dict[str, str],
+    started_env: Mapping[str, str],
+    port: int,
+    log: Path,
+    ready_timeout: float,
+    policy: RestartPolicy,
+    api_key: str | None,
+) -> dict[str, Any]:
+    """The supervision spec of a ready server.
+
+    Args:
+        deployment_name: the deployment.
+        config: the revision the server serves.
+        workdir: the deployment's directory (the restarted server's working directory).
+        server: the ready server.
+        argv: the command that restarts it.
+        env: the environment that restarts it (resolved secrets: the spec is a 0600 file,
+            never a command line).
+        started_env: the environment it was started with (to find the secret values to
+            redact).
+        port: its port.
+        log: its log.
+        ready_timeout: seconds a restarted server gets to become ready.
+        policy: the restart policy.
+        api_key: the deployment's resolved API key (redacted too).
+
+    Returns:
+        The spec (JSON-able).
+    """
+    return {
+        "deployment": deployment_name,
+        "argv": argv,
+        "env": env,
+        "cwd": str(workdir),
+        "port": port,
+        "server": server.model_dump(mode="json"),
+        "log_path": str(log),
+        "health_path": config.health_path,
+        "health_method": config.health_method,
+        "config_hash": config.config_hash(),
+        "ready_timeout": ready_timeout,
+        "max_restarts": policy.limit,
+        "backoff_initial": policy.backoff[0],
+        "backoff_max": policy.backoff[1],
+        "stable_after": policy.stable_after,
+        # Scrubbed from the log tail the supervisor records and from the fast `logs`.
+        "redact": [
+            started_env[k]
+            for k, v in config.env.items()
+            if k in started_env and secrets.is_secret_reference(v)
+        ]
+        + ([api_key] if api_key else []),
+    }
+
+
+def hand_over(workdir: Path, spec: dict[str, Any] | None, status: LocalDeploymentStatus) -> None:
+    """Hands the server just switched to over to the front's supervisor (a new revision: its
+    restart count starts over).
+
+    Args:
+        workdir: the deployment's directory.
+        spec: the server's supervision spec (None: nothing to supervise).
+        status: the deployment's status (its restart count is reset).
+    """
+    if spec is not None:
+        write_spec(workdir / SPEC_FILE, spec)
+    status.restarts = 0
+
+
+def keep_canary_spec(workdir: Path, spec: dict[str, Any] | None) -> None:
+    """Keeps a canary server's spec aside until a promotion hands it over.
+
+    Args:
+        workdir: the deployment's directory.
+        spec: the candidate server's supervision spec.
+    """
+    if spec is not None:
+        write_spec(workdir / CANARY_SPEC, spec)
+
+
+def promote_canary_spec(workdir: Path) -> None:
+    """The supervisor watches the promoted candidate's server from now on.
+
+    Args:
+        workdir: the deployment's directory.
+    """
+    spec_path = workdir / CANARY_SPEC
+    if spec_path.exists():
+        write_spec(workdir / SPEC_FILE, json.loads(spec_path.read_text()))
+        spec_path.unlink(missing_ok=True)
+
+
+def drop_canary_spec(workdir: Path) -> None:
+    """Forgets a canary server's spec (the canary ended).
+
+    Args:
+        workdir: the deployment's directory.
+    """
+    (workdir / CANARY_SPEC).unlink(missing_ok=True)
+
+
+def adopt_supervision(status: LocalDeploymentStatus, workdir: Path) -> dict[str, Any] | None:
+    """The front's supervisor record for the recorded server, its current server adopted
+    (a restarted server replaces the recorded one in ``status``).
+
+    Args:
+        status: the deployment's status (updated).
+        workdir: the deployment's directory.
+
+    Returns:
+        The record (``supervisor.json``) or None when no supervisor watches this revision.
+    """
+    if status.server is None:
+        return None
+    sup = supervision_of(status.server.model_dump(mode="json"), workdir)
+    if sup is None:
+        return None
+    if sup.get("server"):
+        status.server = proc.ProcessHandle(**sup["server"])
+    status.restarts = int(sup.get("restarts", 0))
+    return sup
+
+
+def wait_for_supervisor(
+    status: LocalDeploymentStatus,
+    workdir: Path,
+    front_alive: Callable[[], bool],
+    timeout: float,
+) -> dict[str, Any] | None:
+    """While the front restarts the server, waits (bounded) until it is done.
+
+    Args:
+        status: the deployment's status (updated as in :func:`adopt_supervision`).
+        workdir: the deployment's directory.
+        front_alive: whether the front (which restarts) still runs.
+        timeout: seconds.
+
+    Returns:
+        The supervisor's last record, or None.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        sup = adopt_supervision(status, workdir)
+        if sup is None or sup.get("state") != "restarting" or not front_alive():
+            return sup
+        if time.monotonic() > deadline:
+            return sup
+        time.sleep(0.2)
