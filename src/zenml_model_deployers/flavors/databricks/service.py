@@ -35,7 +35,7 @@ from zenml_model_deployers.flavors.databricks.config import (
 )
 from zenml_model_deployers.flavors.databricks.flavor import FLAVOR_NAME
 from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
-from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
+from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics, serving_type
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
@@ -84,11 +84,8 @@ class DatabricksDeploymentStatus(DeploymentStatus):
 class DatabricksDeploymentService(InPlaceDeploymentService):
     """A Unity Catalog model version on a Databricks Model Serving endpoint."""
 
-    SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
-        name="zmd-databricks-deployment",
-        type="model-serving",
-        flavor=FLAVOR_NAME,
-        description="Databricks Model Serving endpoint managed by zenml-model-deployers",
+    SERVICE_TYPE: ClassVar[ServiceType] = serving_type(
+        FLAVOR_NAME, "Databricks Model Serving endpoint managed by zenml-model-deployers"
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     PREDICT_PATH: ClassVar[str] = "/invocations"

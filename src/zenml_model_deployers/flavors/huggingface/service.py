@@ -33,7 +33,7 @@ from zenml_model_deployers.flavors.huggingface import config as hf_config
 from zenml_model_deployers.flavors.huggingface import protocol
 from zenml_model_deployers.flavors.huggingface.flavor import FLAVOR_NAME
 from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
-from zenml_model_deployers.service import DeploymentStatus
+from zenml_model_deployers.service import DeploymentStatus, serving_type
 from zenml_model_deployers.states import state_word
 
 if TYPE_CHECKING:
@@ -136,11 +136,8 @@ def _hub() -> ModuleType:
 class HuggingFaceDeploymentService(InPlaceDeploymentService):
     """A Hub model on a Hugging Face Inference Endpoint."""
 
-    SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
-        name="zmd-huggingface-deployment",
-        type="model-serving",
-        flavor=FLAVOR_NAME,
-        description="Hugging Face Inference Endpoint managed by zenml-model-deployers",
+    SERVICE_TYPE: ClassVar[ServiceType] = serving_type(
+        FLAVOR_NAME, "Hugging Face Inference Endpoint managed by zenml-model-deployers"
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     PREDICT_PATH: ClassVar[str] = ""
