@@ -52,10 +52,57 @@ class ResourceKind(BaseModel):
     kind: str
     product: str
 
+    @classmethod
+    def of(cls, api_version: str, kind: str, product: str) -> ResourceKind:
+        """A kind from its ``apiVersion`` and ``kind`` (plural: the kind in lower case + s,
+        as the Seldon and KServe CRDs name theirs).
+
+        Args:
+            api_version: ``group/version``.
+            kind: e.g. ``Model``.
+            product: what installs it, for messages.
+
+        Returns:
+            The kind.
+        """
+        group, version = api_version.split("/")
+        plural = f"{kind.lower()}s"
+        return cls(group=group, version=version, plural=plural, kind=kind, product=product)
+
     @property
     def api_version(self) -> str:
         """``group/version``."""
         return f"{self.group}/{self.version}"
+
+    def manifest(
+        self,
+        name: str,
+        namespace: str,
+        spec: dict[str, Any],
+        labels: dict[str, str],
+        annotations: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A complete object of this kind.
+
+        Args:
+            name: its name.
+            namespace: its namespace.
+            spec: its spec.
+            labels: our ownership labels.
+            annotations: its annotations (None: none).
+
+        Returns:
+            The manifest.
+        """
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+        if annotations is not None:
+            metadata["annotations"] = annotations
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "metadata": metadata,
+            "spec": spec,
+        }
 
 
 def ownership_labels(
@@ -120,6 +167,65 @@ def owned_by(obj: dict[str, Any], deployment_name: str) -> bool:
         labels.get(LABEL_MANAGED_BY) == MANAGED_BY
         and labels.get(LABEL_DEPLOYMENT) == deployment_name
     )
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An object's status conditions by type.
+
+    Args:
+        obj: the object.
+
+    Returns:
+        type -> condition.
+    """
+    return {str(c.get("type")): c for c in (obj.get("status") or {}).get("conditions") or [] if c}
+
+
+def observed(obj: dict[str, Any], strict: bool = False) -> bool:
+    """Whether the controller has processed the object's latest spec (its status's
+    ``observedGeneration`` against ``metadata.generation``).
+
+    A real API server counts ``metadata.generation``; where it is absent (an emulator) the
+    status is taken as current.
+
+    Args:
+        obj: the object.
+        strict: a status without ``observedGeneration`` is not current (KServe's own SDK
+            checks so); otherwise it is taken as current.
+
+    Returns:
+        True if its status describes its spec.
+    """
+    gen = (obj.get("metadata") or {}).get("generation")
+    seen = (obj.get("status") or {}).get("observedGeneration")
+    if gen is None:
+        return True
+    if seen is None:
+        return not strict
+    return int(seen) >= int(gen)
+
+
+def patch_changes_nothing(current: dict[str, Any], patch: dict[str, Any]) -> bool:
+    """Whether a JSON merge patch would change nothing in ``current``.
+
+    Args:
+        current: the object (or a part of it).
+        patch: the patch (None removes a field).
+
+    Returns:
+        True when applying it leaves ``current`` as it is.
+    """
+    for key, value in patch.items():
+        if value is None:
+            if key in current:
+                return False
+        elif isinstance(value, dict):
+            sub = current.get(key)
+            if not isinstance(sub, dict) or not patch_changes_nothing(sub, value):
+                return False
+        elif current.get(key) != value:
+            return False
+    return True
 
 
 class Verdict(BaseModel):
@@ -293,13 +399,7 @@ class KubeNamespace:
             self.custom().create_namespaced_custom_object(
                 kind.group, kind.version, self.namespace, kind.plural, body
             )
-        obj = self.get(kind, name)
-        if obj is None:
-            raise DeploymentError(
-                f"{kind.kind} '{name}' was created but cannot be read back.",
-                deployment_name=self.deployment_name,
-            )
-        return obj
+        return self._read_back(kind, name, "was created but cannot be read back")
 
     def merge_patch(self, kind: ResourceKind, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Applies a JSON merge patch (RFC 7386; ``None`` removes a field) to an object.
@@ -317,11 +417,14 @@ class KubeNamespace:
             self.custom().patch_namespaced_custom_object(
                 kind.group, kind.version, self.namespace, kind.plural, name, patch
             )
+        return self._read_back(kind, name, "disappeared while it was patched")
+
+    def _read_back(self, kind: ResourceKind, name: str, missing: str) -> dict[str, Any]:
+        """The object as the server stores it after a write (some answer a write with less)."""
         obj = self.get(kind, name)
         if obj is None:
             raise DeploymentError(
-                f"{kind.kind} '{name}' disappeared while it was patched.",
-                deployment_name=self.deployment_name,
+                f"{kind.kind} '{name}' {missing}.", deployment_name=self.deployment_name
             )
         return obj
 
