@@ -19,13 +19,13 @@ from zenml_model_deployers.errors import (
 )
 from zenml_model_deployers.flavors.seldon.backend import MODEL
 from zenml_model_deployers.kube.client import KubeTarget
-from zenml_model_deployers.kube.resources import (
+from zenml_model_deployers.kube.objects import (
     LABEL_MANAGED_BY,
-    KubeNamespace,
     Verdict,
     ownership_labels,
     selector_for,
 )
+from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
 

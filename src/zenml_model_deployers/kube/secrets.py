@@ -11,12 +11,8 @@ import base64
 from typing import Any
 
 from zenml_model_deployers.errors import SecretResolutionError
-from zenml_model_deployers.kube.resources import (
-    KubeNamespace,
-    owned_by,
-    ownership_labels,
-    selector_for,
-)
+from zenml_model_deployers.kube.objects import owned_by, ownership_labels, selector_for
+from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.secrets import remember_secret_value
 
 

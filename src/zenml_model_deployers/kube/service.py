@@ -22,14 +22,14 @@ from zenml.models.v2.misc.service import ServiceType
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import DeploymentError
 from zenml_model_deployers.kube.config import KubeDeploymentConfig
-from zenml_model_deployers.kube.resources import (
-    KubeNamespace,
+from zenml_model_deployers.kube.objects import (
     ResourceKind,
     Verdict,
     conditions,
     config_annotation,
     ownership_labels,
 )
+from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.remote import InPlaceDeploymentService, ServingTarget
 from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
 

@@ -13,15 +13,15 @@ from typing import Any
 
 from zenml_model_deployers.errors import DeploymentError
 from zenml_model_deployers.flavors.kserve.config import KServeDeploymentConfig
-from zenml_model_deployers.kube.resources import (
+from zenml_model_deployers.kube.objects import (
     LABEL_CONFIG_HASH,
-    KubeNamespace,
     ResourceKind,
     Verdict,
     conditions,
     observed,
     patch_changes_nothing,
 )
+from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.kube.secrets import storage_secret_name
 
 INFERENCE_SERVICE = ResourceKind.of("serving.kserve.io/v1beta1", "InferenceService", "KServe")

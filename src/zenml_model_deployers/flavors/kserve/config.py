@@ -1,6 +1,6 @@
 """The deployment config of `zmd-kserve`: which model an ``InferenceService`` serves, and how.
 
-Cheap to import (no kubernetes): ZenML loads it to read stored services.
+ZenML imports it to read stored services: it imports no kubernetes.
 """
 
 from __future__ import annotations

@@ -36,7 +36,12 @@ from zenml_model_deployers.flavors.kserve import backend
 from zenml_model_deployers.flavors.kserve.backend import INFERENCE_SERVICE, is_serverless
 from zenml_model_deployers.flavors.kserve.config import KServeDeploymentConfig
 from zenml_model_deployers.flavors.kserve.flavor import FLAVOR_NAME
-from zenml_model_deployers.kube.resources import LABEL_CONFIG_HASH, ResourceKind, Verdict
+from zenml_model_deployers.kube.objects import (
+    LABEL_CONFIG_HASH,
+    ResourceKind,
+    Verdict,
+    patch_changes_nothing,
+)
 from zenml_model_deployers.kube.service import (
     KubeDeploymentService,
     KubeDeploymentStatus,
@@ -375,8 +380,6 @@ class KServeDeploymentService(KubeDeploymentService):
         Returns:
             True when requests reach the target.
         """
-        from zenml_model_deployers.kube.resources import patch_changes_nothing
-
         if state.state != "Ready":
             return False
         obj: dict[str, Any] = state.raw or {}

@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from zenml_model_deployers.flavors.seldon.config import SeldonDeploymentConfig
-from zenml_model_deployers.kube.resources import (
+from zenml_model_deployers.kube.objects import (
     LABEL_CONFIG_HASH,
-    KubeNamespace,
     ResourceKind,
     Verdict,
     conditions,
     observed,
 )
+from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.kube.secrets import storage_secret_name
 
 MODEL = ResourceKind.of("mlops.seldon.io/v1alpha1", "Model", "Seldon Core 2")

@@ -37,7 +37,7 @@ from zenml_model_deployers.flavors.seldon.protocol import (
     encode_seldon,
     encode_v2,
 )
-from zenml_model_deployers.kube.resources import LABEL_CONFIG_HASH, ResourceKind, Verdict, observed
+from zenml_model_deployers.kube.objects import LABEL_CONFIG_HASH, ResourceKind, Verdict, observed
 from zenml_model_deployers.kube.service import (
     KubeDeploymentService,
     KubeDeploymentStatus,
