@@ -77,8 +77,8 @@ def databricks_deployer_step(
     """
     from zenml_model_deployers.errors import ConfigurationError
     from zenml_model_deployers.flavors import get_deployer
+    from zenml_model_deployers.flavors.databricks.config import model_uri_for
     from zenml_model_deployers.flavors.databricks.deployer import DatabricksDeployer
-    from zenml_model_deployers.flavors.databricks.service import model_uri_for
 
     deployer = get_deployer("zmd-databricks")
     assert isinstance(deployer, DatabricksDeployer)

@@ -14,7 +14,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from zenml_model_deployers import cli
+from zenml_model_deployers import cli, lookup
 from zenml_model_deployers.cli import main as zmd
 from zenml_model_deployers.errors import DeploymentError, DeploymentNotFoundError
 from zenml_model_deployers.flavors.mlflow.service import MLflowDeploymentConfig
@@ -231,10 +231,8 @@ def test_fast_list_of_a_local_flavor_ignores_remote_rows(deployed: Any) -> None:
     from its API), but `--flavor zmd-mlflow` stays on the fast path."""
     from zenml.client import Client
 
-    from zenml_model_deployers.flavors.huggingface.service import (
-        HuggingFaceDeploymentConfig,
-        HuggingFaceDeploymentService,
-    )
+    from zenml_model_deployers.flavors.huggingface.config import HuggingFaceDeploymentConfig
+    from zenml_model_deployers.flavors.huggingface.service import HuggingFaceDeploymentService
     from zenml_model_deployers.local.fastlist import list_local_rows
 
     cfg = HuggingFaceDeploymentConfig(deployment_name="remote-row", model_uri="org/model")
@@ -249,12 +247,12 @@ def test_fast_list_of_a_local_flavor_ignores_remote_rows(deployed: Any) -> None:
         assert rows is not None and any(x["name"] == "cli-demo" for x in rows)
         # A command about one local deployment stays on the fast path (describe, logs, start);
         # one about the remote deployment, or an ambiguous prefix, is resolved as ZenML would.
-        local = cli._fast_row("cli-demo", None)
+        local = lookup.fast_row("cli-demo", None)
         assert local is not None and local["flavor"] == "zmd-mlflow" and local["state"]
-        assert cli._fast_row("remote-row", None) is None
-        assert cli._fast_row(str(row.id), None) is None
+        assert lookup.fast_row("remote-row", None) is None
+        assert lookup.fast_row(str(row.id), None) is None
         with pytest.raises(DeploymentNotFoundError):
-            cli._fast_row("no-such-deployment", None)
+            lookup.fast_row("no-such-deployment", None)
         described = CliRunner().invoke(zmd, ["models", "describe", "cli-demo", "-o", "json"])
         assert described.exit_code == 0, described.output
     finally:
@@ -279,7 +277,7 @@ def test_fast_path_inside_a_zenml_init_project(
 
     def both(args: list[str]) -> tuple[Any, Any]:
         with monkeypatch.context() as m:
-            m.setattr(cli, "_all_services", took_zenml)
+            m.setattr(cli, "all_services", took_zenml)
             fast = r.invoke(zmd, args)
         return fast, r.invoke(zmd, args, env={"ZMD_FAST_LIST": "0"})
 
@@ -344,7 +342,7 @@ def test_an_unknown_flavor_is_an_error_naming_the_closest(
 
     def same_on_both_paths(args: list[str]) -> Any:
         with monkeypatch.context() as m:
-            m.setattr(cli, "_all_services", lambda *a, **k: pytest.fail("took ZenML's path"))
+            m.setattr(cli, "all_services", lambda *a, **k: pytest.fail("took ZenML's path"))
             fast = r.invoke(zmd, args)
         slow = r.invoke(zmd, args, env=slow_env)
         assert (fast.exit_code, fast.output) == (slow.exit_code, slow.output), args

@@ -19,10 +19,8 @@ from dbx_support import (  # noqa: F401
     uri,
 )
 
-from zenml_model_deployers.flavors.databricks.service import (
-    DatabricksDeploymentConfig,
-    DatabricksDeploymentService,
-)
+from zenml_model_deployers.flavors.databricks.config import DatabricksDeploymentConfig
+from zenml_model_deployers.flavors.databricks.service import DatabricksDeploymentService
 from zenml_model_deployers.service import DeploymentService
 from zenml_model_deployers.testing.conformance import DeployerConformance
 from zenml_model_deployers.testing.databricks_double import DatabricksDouble

@@ -32,10 +32,8 @@ from zenml_model_deployers.errors import (
     DeploymentError,
     DeploymentExistsError,
 )
-from zenml_model_deployers.flavors.databricks.service import (
-    DatabricksDeploymentConfig,
-    DatabricksDeploymentService,
-)
+from zenml_model_deployers.flavors.databricks.config import DatabricksDeploymentConfig
+from zenml_model_deployers.flavors.databricks.service import DatabricksDeploymentService
 from zenml_model_deployers.testing.databricks_double import DatabricksDouble
 
 TIMEOUT = 30.0

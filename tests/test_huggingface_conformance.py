@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hf_support import hf_deployer, hf_double, hf_stack  # noqa: F401
 
-from zenml_model_deployers.flavors.huggingface.service import (
+from zenml_model_deployers.flavors.huggingface.config import (
     HuggingFaceDeploymentConfig,
     endpoint_name_for,
 )

@@ -19,7 +19,7 @@ from zenml_model_deployers.errors import (
     DeploymentTimeoutError,
     PredictionError,
 )
-from zenml_model_deployers.flavors.huggingface.service import HuggingFaceDeploymentConfig
+from zenml_model_deployers.flavors.huggingface.config import HuggingFaceDeploymentConfig
 from zenml_model_deployers.testing.hf_double import HFEndpointsDouble, fake_prediction
 
 REPO = "zmd-test/sentiment"

@@ -87,7 +87,7 @@ def test_the_token_never_leaks(
             name=name + "-bad", repository="zmd-test/fail-to-load", revision="rev-1"
         )
     with pytest.raises(DeploymentError) as err:
-        from zenml_model_deployers.flavors.huggingface.service import HuggingFaceDeploymentConfig
+        from zenml_model_deployers.flavors.huggingface.config import HuggingFaceDeploymentConfig
 
         hf_deployer.deploy(
             HuggingFaceDeploymentConfig(

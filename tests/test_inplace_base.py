@@ -3,12 +3,16 @@ interruption -- through the real lifecycle (deployer.py) and ZenML's service sto
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
-from inplace_toy import BACKEND, ToyConfig, toy_deployer
+from inplace_toy import BACKEND, LOCK, ToyConfig, ToyService, toy_deployer
 
 from zenml_model_deployers.errors import DeploymentError, DeploymentTimeoutError
+from zenml_model_deployers.remote import BackendState
+from zenml_model_deployers.service import DeploymentStatus
 
 
 def _cfg(name: str, model: str) -> ToyConfig:
@@ -97,3 +101,72 @@ def test_interruption_puts_previous_back_without_waiting(zenml_env: Path) -> Non
     assert BACKEND["inplace-e"].applies[-2:] == [{"models:/m/2": 100}, {"models:/m/1": 100}]
     assert calls["n"] == 2
     d.delete(d.find_deployment("inplace-e"))  # type: ignore[arg-type]
+
+
+class _Hooked(ToyService):
+    """The toy with the optional hooks a flavor refines (Hugging Face uses all of them)."""
+
+    def record_event(self, message: str) -> None:
+        HOOKS.append(("event", message))
+
+    def on_create_failed(self, cause: BaseException) -> None:
+        HOOKS.append(("create failed", type(cause).__name__))
+        with LOCK:
+            BACKEND.pop(self.deployment_name, None)
+
+    def updates_in_place(self) -> bool:
+        return self.deployment_name in BACKEND
+
+    def wait_hint(self, state: BackendState, *, timed_out: bool) -> str:
+        return "slow toy" if timed_out else f"toy says {state.state}"
+
+
+HOOKS: list[tuple[str, str]] = []
+
+
+def _hooked(name: str, model: str) -> _Hooked:
+    return _Hooked(uuid=uuid4(), config=_cfg(name, model), status=DeploymentStatus())
+
+
+def test_the_optional_hooks_are_called_where_a_flavor_needs_them() -> None:
+    HOOKS.clear()
+    svc = _hooked("hooks-a", "models:/m/1")
+    svc.provision_revision(timeout=5)
+    # A failed update: the rollback is noted, its hint is the flavor's, nothing is deleted.
+    svc.config = _cfg("hooks-a", "models:/m/fail-2")
+    with pytest.raises(DeploymentError) as ei:
+        svc.provision_revision(timeout=5)
+    assert ei.value.hint == "toy says UPDATE_FAILED"
+    events = [m for kind, m in HOOKS if kind == "event"]
+    assert events[0].startswith("models:/m/fail-2") and "rolling back to models:/m/1" in events[0]
+    assert events[-1].startswith("rolled back: models:/m/1")
+    assert not [h for h in HOOKS if h[0] == "create failed"]
+    assert BACKEND["hooks-a"].serving == {"models:/m/1": 100}
+    # The object is gone (deleted outside): the next revision creates it, with no rollback
+    # to attempt, and a failed create is the flavor's to clean up, interrupted or not.
+    with LOCK:
+        BACKEND.pop("hooks-a")
+    HOOKS.clear()
+    svc.config = _cfg("hooks-a", "models:/m/fail-3")
+    with pytest.raises(DeploymentError):
+        svc.provision_revision(timeout=5)
+    assert HOOKS == [("create failed", "DeploymentError")]
+    assert "hooks-a" not in BACKEND
+    HOOKS.clear()
+    svc.config = _cfg("hooks-a", "models:/m/slow-4")
+    with pytest.raises(DeploymentTimeoutError) as timed_out:
+        svc.provision_revision(timeout=0.3)
+    assert timed_out.value.hint == "slow toy"
+    assert HOOKS == [("create failed", "DeploymentTimeoutError")]
+
+
+def test_poll_backend_is_bounded() -> None:
+    svc = _hooked("hooks-b", "models:/m/1")
+    svc.provision_revision(timeout=5)
+    assert svc.poll_backend(lambda s: s.state == "READY", timeout=1) is not None
+    t0 = time.monotonic()
+    assert svc.poll_backend(lambda s: s.gone, timeout=0.3) is None
+    assert time.monotonic() - t0 < 2
+    with LOCK:
+        BACKEND.pop("hooks-b")
+    assert svc.poll_backend(lambda s: s.gone, timeout=1) is not None

@@ -86,7 +86,7 @@ def test_pinned_port_in_use_is_a_clear_error(
     def took_zenml(*a: Any, **k: Any) -> Any:
         raise AssertionError("took ZenML's path")
 
-    monkeypatch.setattr(cli, "_all_services", took_zenml)
+    monkeypatch.setattr(cli, "all_services", took_zenml)
     res = CliRunner().invoke(zmd, ["models", "start", "busy-port", "--port", str(busy)])
     assert res.exit_code == 1 and "No deployment matches 'busy-port'" in res.output
 

@@ -106,7 +106,7 @@ def test_fast_start_is_what_zenml_then_sees(
         raise AssertionError("took ZenML's path")
 
     with monkeypatch.context() as m:
-        m.setattr(cli, "_resolve", no_zenml)
+        m.setattr(cli, "resolve_deployment", no_zenml)
         res = CliRunner().invoke(zmd, ["models", "start", "fast-start"])
     assert res.exit_code == 0, res.output
     assert f"Deployment 'fast-start' serves at {url}" in res.output
@@ -151,7 +151,7 @@ def test_fast_start_inside_a_zenml_init_project(
     in the same project, then sees it running and stops it."""
     url = stopped.prediction_url
     with monkeypatch.context() as m:
-        m.setattr(cli, "_resolve", lambda *a, **k: pytest.fail("took ZenML's path"))
+        m.setattr(cli, "resolve_deployment", lambda *a, **k: pytest.fail("took ZenML's path"))
         res = CliRunner().invoke(zmd, ["models", "start", "fast-start"])
     assert res.exit_code == 0, res.output
     assert f"Deployment 'fast-start' serves at {url}" in res.output
@@ -168,7 +168,7 @@ def test_a_failed_fast_start_is_recorded_as_zenml_records_it(
     stopped: Any, mlflow_deployer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.rmtree(stopped.config.model_uri)  # the model is gone while it was stopped
-    monkeypatch.setattr(cli, "_resolve", lambda *a, **k: pytest.fail("took ZenML's path"))
+    monkeypatch.setattr(cli, "resolve_deployment", lambda *a, **k: pytest.fail("took ZenML's path"))
     res = CliRunner().invoke(zmd, ["models", "start", "fast-start", "--timeout", "60"])
     assert res.exit_code == 1
     assert "did not become ready" in res.output or "exited" in res.output, res.output

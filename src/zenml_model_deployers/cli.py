@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from zenml_model_deployers.lookup import all_services, fast_row, resolve_deployment
+
 if TYPE_CHECKING:
     from zenml_model_deployers.service import DeploymentService
 
@@ -133,157 +135,6 @@ def models() -> None:
     """Manage deployments (by service id, id prefix or deployment name)."""
 
 
-@contextlib.contextmanager
-def _cwd_source_root() -> Iterator[None]:
-    """As in ZenML's own CLI: outside a ZenML repository the working directory is the source
-    root (else it is this script's folder), so the classes of a custom flavor import from
-    where the user registered it. Only while services are loaded: an in-process caller keeps
-    its own source root."""
-    import os
-
-    from zenml.client import Client
-    from zenml.utils import source_utils
-
-    if Client.find_repository():
-        yield
-        return
-    previous = source_utils._CUSTOM_SOURCE_ROOT
-    source_utils.set_custom_source_root(os.getcwd())
-    try:
-        yield
-    finally:
-        source_utils.set_custom_source_root(previous)
-
-
-def _all_services(
-    flavor: str | None = None,
-    refresh: bool = True,
-    unloadable: list[tuple[str, str, str, str]] | None = None,
-) -> list[DeploymentService]:
-    """Every zenml-model-deployers service in the active project (of ``flavor``), status read
-    live. An unknown ``flavor`` (neither ours, nor registered, nor any deployment's) raises
-    ``ConfigurationError`` naming the closest one. A service whose class cannot be imported
-    here is skipped with a warning and, where ``unloadable`` is given, added to it as
-    (id, deployment name, flavor, error)."""
-    from zenml.client import Client
-
-    from zenml_model_deployers.service import service_from_response
-
-    client = Client()
-    out: list[DeploymentService] = []
-    page_no = 1
-    while True:
-        page = client.list_services(
-            page=page_no, size=1000, hydrate=True, flavor=flavor, sort_by="desc:created"
-        )
-        for resp in page.items:
-            # Ours by label, not by flavor name: users' custom flavors name themselves.
-            if "zmd_deployment" not in (resp.labels or {}) or not resp.service_source:
-                continue
-            try:
-                with _cwd_source_root():
-                    svc = service_from_response(resp)
-            except (TypeError, ImportError, RuntimeError, ValueError) as e:
-                click.echo(f"Warning: skipping service {resp.id}: {e}", err=True)
-                if unloadable is not None:
-                    labels = resp.labels or {}
-                    unloadable.append(
-                        (
-                            str(resp.id),
-                            labels["zmd_deployment"],
-                            labels.get("zmd_flavor", "?"),
-                            f"{type(e).__name__}: {e}",
-                        )
-                    )
-                continue
-            if refresh:
-                svc.update_status()
-            out.append(svc)
-        if page_no >= page.total_pages:
-            break
-        page_no += 1
-    if flavor and not out:
-        # A typo lists nothing: say so rather than "No deployments".
-        from zenml_model_deployers.flavors import registered_flavors, require_known_flavor
-
-        require_known_flavor(flavor, registered_flavors())
-    return out
-
-
-T = TypeVar("T")
-
-
-def _pick(ref: str, items: list[T], key: Callable[[T], tuple[str, str, str]]) -> T:
-    """The one item whose id or name is ``ref``, else whose id starts with it.
-
-    Args:
-        ref: service id, id prefix or deployment name.
-        items: candidates.
-        key: (id, deployment name, flavor) of an item.
-
-    Returns:
-        The item.
-    """
-    from zenml_model_deployers.errors import AmbiguousReferenceError, DeploymentNotFoundError
-
-    exact = [x for x in items if ref in key(x)[:2]]
-    matches = exact or [x for x in items if key(x)[0].startswith(ref)]
-    if not matches:
-        raise DeploymentNotFoundError(
-            f"No deployment matches '{ref}'.", hint="see `zmd models list`."
-        )
-    if len(matches) > 1:
-        names = ", ".join(f"{key(x)[1]} ({key(x)[2]}, {key(x)[0][:8]})" for x in matches)
-        raise AmbiguousReferenceError(
-            f"'{ref}' matches several deployments: {names}.",
-            hint="give a longer id prefix or --flavor.",
-        )
-    return matches[0]
-
-
-def _resolve(ref: str, flavor: str | None = None) -> DeploymentService:
-    """A deployment by service id, id prefix, or deployment name.
-
-    One that exists but whose service class cannot be imported here (a custom flavor's module
-    off the path) is an error saying so, never "no deployment matches": a clean-up script
-    must not take it for deleted.
-    """
-    from zenml_model_deployers.errors import ConfigurationError, DeploymentNotFoundError
-
-    unloadable: list[tuple[str, str, str, str]] = []
-    services = _all_services(flavor, unloadable=unloadable)
-    try:
-        return _pick(ref, services, lambda s: (str(s.uuid), s.deployment_name, s.FLAVOR))
-    except DeploymentNotFoundError:
-        if not unloadable:
-            raise
-        try:
-            sid, name, its_flavor, error = _pick(ref, unloadable, lambda u: (u[0], u[1], u[2]))
-        except DeploymentNotFoundError:
-            pass
-        else:
-            raise ConfigurationError(
-                f"Deployment '{name}' ({its_flavor}, {sid[:8]}) exists, but its service class "
-                f"cannot be imported here ({error}).",
-                deployment_name=name,
-                hint="run zmd from the folder that holds the flavor's module (where you "
-                "registered the flavor), or add that folder to PYTHONPATH.",
-            ) from None
-        raise
-
-
-def _fast_row(ref: str, flavor: str | None) -> dict[str, Any] | None:
-    """The deployment's row read without ZenML (see local/fastlist.py), or None: take ZenML's
-    path. Raises like ``_resolve`` when nothing or several match: both see the same rows."""
-    from zenml_model_deployers.local.fastlist import live_row, row_refs
-
-    # Resolved among every row (a remote one's state is not needed to tell it apart).
-    refs = row_refs(flavor)
-    if refs is None:
-        return None
-    return live_row(_pick(ref, refs, lambda r: (r["id"], r["name"], r["flavor"])))
-
-
 def _deployer_for(service: DeploymentService) -> Any:
     from zenml_model_deployers.flavors import get_deployer
 
@@ -335,7 +186,7 @@ def models_list(
         rows = fast
     else:
         rows = []
-        for s in _all_services(flavor):
+        for s in all_services(flavor):
             rows.append({**_row(s), **({"stats": _stats(s)} if stats else {})})
     if model_name:
         rows = [r for r in rows if r["model"] == model_name]
@@ -405,13 +256,13 @@ def models_describe(ref: str, flavor: str | None, stats: bool, output: str) -> N
     """Shows everything about one deployment."""
     from zenml_model_deployers.local.fastlist import describe_row, row_stats
 
-    row = _fast_row(ref, flavor)
+    row = fast_row(ref, flavor)
     info = describe_row(row) if row is not None else None
     if info is not None and stats:
         assert row is not None
         info["stats"] = row_stats(row)
     if info is None:
-        s = _resolve(ref, flavor)
+        s = resolve_deployment(ref, flavor)
         info = _describe(s)
         if stats:
             info["stats"] = _stats(s)
@@ -467,11 +318,11 @@ def _stats(s: DeploymentService) -> dict[str, Any] | str | None:
 @_friendly_errors
 def models_get_url(ref: str, flavor: str | None) -> None:
     """Prints the deployment's prediction URL (stable across revisions)."""
-    row = _fast_row(ref, flavor)
+    row = fast_row(ref, flavor)
     if row is not None:
         name, url = row["name"], row["url"]
     else:
-        s = _resolve(ref, flavor)
+        s = resolve_deployment(ref, flavor)
         name, url = s.deployment_name, s.prediction_url
     if not url:
         from zenml_model_deployers.errors import DeploymentError
@@ -490,7 +341,7 @@ def models_logs(ref: str, flavor: str | None, follow: bool, tail: int | None) ->
     """Prints the serving process's logs."""
     lines = _fast_logs(ref, flavor, follow, tail)
     if lines is None:
-        lines = _resolve(ref, flavor).get_logs(follow=follow, tail=tail)
+        lines = resolve_deployment(ref, flavor).get_logs(follow=follow, tail=tail)
     try:
         for line in lines:
             _echo(line)
@@ -508,7 +359,7 @@ def _fast_logs(
     from zenml_model_deployers.local.fastlist import log_redactions
     from zenml_model_deployers.local.state import live_process, log_lines
 
-    row = _fast_row(ref, flavor)
+    row = fast_row(ref, flavor)
     if row is None:
         return None
     redactions = log_redactions(row)
@@ -557,7 +408,7 @@ def models_start(
     # Resolved without ZenML where it can be: a reference that matches nothing fails at once
     # (with --port too), and a stopped local deployment starts without ZenML
     # (local/faststart.py).
-    row = _fast_row(ref, flavor)
+    row = fast_row(ref, flavor)
     if row is not None and port is None:
         from zenml_model_deployers.local import faststart
 
@@ -565,7 +416,7 @@ def models_start(
         if url is not None:
             _echo(f"Deployment '{row['name']}' serves at {url}")
             return
-    s = _resolve(ref, flavor)
+    s = resolve_deployment(ref, flavor)
     _deployer_for(s).start(s, timeout, port=port)
     _echo(f"Deployment '{s.deployment_name}' serves at {s.prediction_url}")
 
@@ -578,7 +429,7 @@ def _start_all(flavor: str | None, timeout: float | None) -> None:
     from zenml_model_deployers.errors import DeploymentError
 
     failed = 0
-    wanted = [s for s in _all_services(flavor) if s.admin_state == ServiceState.ACTIVE]
+    wanted = [s for s in all_services(flavor) if s.admin_state == ServiceState.ACTIVE]
     if not wanted:
         _echo("No deployment is recorded as running.")
     for s in wanted:
@@ -604,7 +455,7 @@ def _start_all(flavor: str | None, timeout: float | None) -> None:
 @_friendly_errors
 def models_stop(ref: str, flavor: str | None) -> None:
     """Stops a deployment (reversible with `start`)."""
-    s = _resolve(ref, flavor)
+    s = resolve_deployment(ref, flavor)
     _deployer_for(s).stop(s)
     _echo(f"Deployment '{s.deployment_name}' stopped.")
 
@@ -623,7 +474,7 @@ def models_delete(ref: str, flavor: str | None, yes: bool) -> None:
     from zenml_model_deployers.errors import AmbiguousReferenceError, DeploymentNotFoundError
 
     try:
-        s = _resolve(ref, flavor)
+        s = resolve_deployment(ref, flavor)
     except AmbiguousReferenceError:
         raise
     except DeploymentNotFoundError:
@@ -645,7 +496,7 @@ def models_delete(ref: str, flavor: str | None, yes: bool) -> None:
 @_friendly_errors
 def models_promote(ref: str, flavor: str | None, timeout: float | None) -> None:
     """Finishes a canary: the candidate revision takes all requests."""
-    s = _resolve(ref, flavor)
+    s = resolve_deployment(ref, flavor)
     _deployer_for(s).promote(s, timeout)
     _echo(
         f"Deployment '{s.deployment_name}' promoted: revision {s.status.config_hash} serves "
@@ -660,7 +511,7 @@ def models_promote(ref: str, flavor: str | None, timeout: float | None) -> None:
 @_friendly_errors
 def models_rollback(ref: str, flavor: str | None, timeout: float | None) -> None:
     """Ends a canary: the stable revision takes all requests again."""
-    s = _resolve(ref, flavor)
+    s = resolve_deployment(ref, flavor)
     _deployer_for(s).rollback(s, timeout)
     _echo(
         f"Deployment '{s.deployment_name}' rolled back: revision {s.status.config_hash} serves "

@@ -192,6 +192,11 @@ class DeploymentConfig(FieldsByName, ServiceConfig):
 
     # Fields that say where a config came from, not how it serves: excluded from the hash.
     PROVENANCE_FIELDS: ClassVar[frozenset[str]] = _PROVENANCE
+    # Where a config class was defined before it moved (``module.Class``; it stays importable
+    # there). ZenML stores a config's source path as its ``type`` and validates it as a
+    # literal, so a config saved under a former path is read as this class (set per class:
+    # not inherited).
+    FORMER_SOURCES: ClassVar[tuple[str, ...]] = ()
 
     deployment_name: str = ""
     model_uri: str = ""
@@ -213,6 +218,13 @@ class DeploymentConfig(FieldsByName, ServiceConfig):
             data["deployment_name"] = dn
             if not data.get("name"):
                 data["name"] = dn
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_former_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") in cls.__dict__.get("FORMER_SOURCES", ()):
+            data = {**data, "type": f"{cls.__module__}.{cls.__qualname__}"}
         return data
 
     @field_validator("deployment_name")

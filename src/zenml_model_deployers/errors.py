@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zenml_model_deployers.redaction import redact
+
 
 class DeploymentError(RuntimeError):
     """A deployment operation failed.
@@ -28,9 +30,6 @@ class DeploymentError(RuntimeError):
             backend_message: the backend's own message.
             hint: what to do about it.
         """
-        # Imported here so that errors.py stays importable from anywhere.
-        from zenml_model_deployers.secrets import redact
-
         self.deployment_name = deployment_name
         self.backend_message = redact(backend_message) if backend_message else None
         self.hint = hint

@@ -14,6 +14,11 @@ A flavor provides three hooks:
 - ``read_backend()``: the backend's current state, as a :class:`BackendState`.
 - ``serves(state, target)``: whether that state serves ``target`` (ready and on its revision).
 
+and may refine, where its backend differs: ``revision_label`` (how messages name a revision),
+``smoke``, ``record_state`` (keep what a read says), ``record_event`` (a flavor's event log),
+``wait_hint`` (the fix an error of a wait suggests), ``updates_in_place`` (False: the object is
+gone and a deploy creates it again), ``on_create_failed`` (remove what a failed create made).
+
 A *target* is what the backend should serve: a stable revision and, during a canary, a
 candidate revision with its share of the traffic (see ``deployer.BaseDeployer.promote``).
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -98,12 +104,19 @@ class InPlaceDeploymentService(DeploymentService):
     BACKEND: ClassVar[str] = "the backend"
 
     _interrupted: bool = PrivateAttr(default=False)
+    _rollout_timeout: float = PrivateAttr(default=0.0)
 
     @property
     def restoring_after_interruption(self) -> bool:
         """True while ``apply_target`` puts the previous target back after an interruption:
         the apply must not wait for anything then (e.g. for a running change to end)."""
         return self._interrupted
+
+    @property
+    def rollout_timeout(self) -> float:
+        """The timeout of the rollout in progress (seconds): what a wait *inside* an apply
+        (e.g. for the backend's running change to end) may take at most."""
+        return self._rollout_timeout
 
     # ----------------------------------------------------------------- flavor hooks
     @abstractmethod
@@ -196,6 +209,75 @@ class InPlaceDeploymentService(DeploymentService):
         if state.url:
             self.status.url = state.url
 
+    def record_event(self, message: str) -> None:
+        """Notes what happened to the deployment's object (a rollback and its outcome), for
+        flavors that keep an event log (what ``get_logs`` shows); default: nothing.
+
+        Args:
+            message: one line.
+        """
+
+    def wait_hint(self, state: BackendState, *, timed_out: bool) -> str:
+        """The fix suggested when a wait ends in failure (the backend's own words come first).
+
+        Args:
+            state: the last state read.
+            timed_out: the wait ran out of time (else: the backend reported a failure).
+
+        Returns:
+            The hint.
+        """
+        if timed_out:
+            return "raise the step's `timeout` (or the component's default_timeout)."
+        return (
+            f"fix the cause above; the model's own logs: `zmd models logs {self.deployment_name}`."
+        )
+
+    def updates_in_place(self) -> bool:
+        """Tells whether a new revision updates the backend's object (default: once a revision
+        is recorded). A flavor returns False where the object is known to be gone: the new
+        revision then creates it, as a first deploy does (nothing to roll back to).
+
+        Returns:
+            True to update in place (with rollback), False to create.
+        """
+        return self.live_target() is not None
+
+    def on_create_failed(self, cause: BaseException) -> None:
+        """Called when a create (nothing to roll back to) failed after the backend accepted
+        it. Default: nothing (the lifecycle's ``discard_backend`` deletes what was made). A
+        flavor that creates outside the lifecycle too (e.g. in ``start_backend``) removes the
+        object here, and may raise a more telling error from ``cause``.
+
+        Args:
+            cause: what failed.
+        """
+
+    def poll_backend(
+        self, until: Callable[[BackendState], bool], timeout: float
+    ) -> BackendState | None:
+        """Reads the backend until ``until(state)`` holds (quickly first, then every few
+        seconds), at most ``timeout`` seconds; no progress line (short waits: pause, delete).
+
+        Args:
+            until: the condition.
+            timeout: seconds.
+
+        Returns:
+            The state that met it, or None when time ran out.
+        """
+        deadline = time.monotonic() + timeout
+        delay = self.FIRST_POLL
+        while True:
+            state = self.read_backend()
+            if until(state):
+                return state
+            now = time.monotonic()
+            if now >= deadline:
+                return None
+            time.sleep(min(delay, max(deadline - now, 0.0)))
+            delay = min(delay * 1.5, self.MAX_POLL)
+
     # ----------------------------------------------------------------- what serves
     def live_target(self) -> ServingTarget | None:
         """What the backend was last recorded to serve (None for a new deployment).
@@ -244,8 +326,7 @@ class InPlaceDeploymentService(DeploymentService):
                         f"'{state.state}'.",
                         deployment_name=self.deployment_name,
                         backend_message=state.message or state.state,
-                        hint="fix the cause above; the model's own logs: "
-                        f"`zmd models logs {self.deployment_name}`.",
+                        hint=self.wait_hint(state, timed_out=False),
                     )
                 if state.gone:
                     raise DeploymentError(
@@ -264,7 +345,7 @@ class InPlaceDeploymentService(DeploymentService):
                         f"{self.target_label(target)} after {timeout:.0f} s ({what}).",
                         deployment_name=self.deployment_name,
                         backend_message=f"last state: {last}",
-                        hint="raise the step's `timeout` (or the component's default_timeout).",
+                        hint=self.wait_hint(state, timed_out=True),
                     )
                 progress.tick(now - start, last)
                 time.sleep(min(delay, max(deadline - now, 0.0)))
@@ -279,7 +360,8 @@ class InPlaceDeploymentService(DeploymentService):
 
         On failure with a ``previous`` target, the previous one is applied again and waited
         for, and the first cause is raised (same type, backend message kept) saying whether
-        the rollback worked. An interruption puts ``previous`` back without waiting.
+        the rollback worked. An interruption puts ``previous`` back without waiting. Without
+        one (a create), ``on_create_failed`` is told before the error goes on.
 
         Args:
             target: what to serve.
@@ -294,6 +376,7 @@ class InPlaceDeploymentService(DeploymentService):
         Raises:
             DeploymentError: the rollout failed (see above).
         """
+        self._rollout_timeout = timeout
         self.apply_target(target, previous)
         try:
             state = self.wait_until_serving(target, timeout, what)
@@ -301,11 +384,14 @@ class InPlaceDeploymentService(DeploymentService):
             return state
         except Exception as cause:
             if previous is None:
+                self.on_create_failed(cause)
                 raise
             self._roll_back(previous, target, timeout, cause)
             raise  # unreachable: _roll_back always raises
-        except BaseException:
-            if previous is not None:
+        except BaseException as cause:
+            if previous is None:
+                self.on_create_failed(cause)
+            else:
                 self._interrupted = True
                 try:
                     with contextlib.suppress(Exception):
@@ -325,10 +411,12 @@ class InPlaceDeploymentService(DeploymentService):
         backend = cause.backend_message if isinstance(cause, DeploymentError) else str(cause)
         first = str(cause.args[0]).splitlines()[0] if cause.args else str(cause)
         label = self.target_label(previous)
+        self.record_event(f"{self.target_label(failed)} failed; rolling back to {label}")
         try:
             self.apply_target(previous, failed)
             self.wait_until_serving(previous, timeout, f"rollback to {label}")
         except Exception as rollback_error:
+            self.record_event(f"rollback to {label} failed")
             raise DeploymentError(
                 f"{first} Putting deployment '{self.deployment_name}' back on {label} failed "
                 f"too: {str(rollback_error).splitlines()[0]}",
@@ -337,6 +425,7 @@ class InPlaceDeploymentService(DeploymentService):
                 hint=f"check the deployment on {self.BACKEND}; deploy a known-good revision "
                 "again (`zmd models recreate --run <run>`).",
             ) from cause
+        self.record_event(f"rolled back: {label} serves again")
         cls = type(cause) if isinstance(cause, DeploymentError) else DeploymentError
         raise cls(
             f"{first} The deployment was put back on the previous revision ({label}), which "
@@ -353,7 +442,7 @@ class InPlaceDeploymentService(DeploymentService):
         Args:
             timeout: seconds to wait until the backend serves the revision.
         """
-        previous = self.live_target()
+        previous = self.live_target() if self.updates_in_place() else None
         target = ServingTarget(stable=self.config)
         what = (
             f"create of {self.revision_label(self.config)}"

@@ -1,22 +1,31 @@
-"""Secret references (ZenML secrets) resolved only at call time, and redaction.
+"""Secret references (ZenML secrets) resolved only at call time.
 
 A secret reference is ZenML's own syntax, ``{{secret_name.key}}``. Configs store the
 reference, never the value. Every resolved value is remembered (in this process only)
-so that :func:`redact` can scrub it from any text before it reaches a log line, an error
-message, metadata or the service store.
+so that :func:`~zenml_model_deployers.redaction.redact` can scrub it from any text
+before it reaches a log line, an error message, metadata or the service store.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Mapping
 from typing import Any
 
+from zenml_model_deployers.errors import SecretResolutionError
+from zenml_model_deployers.redaction import redact, redact_obj, remember_secret_value
+
+__all__ = [
+    "is_secret_reference",
+    "redact",
+    "redact_obj",
+    "reject_plain_secrets",
+    "remember_secret_value",
+    "resolve",
+    "resolve_mapping",
+]
+
 _REF = re.compile(r"^\{\{\s*([^.\s{}]+)\.([^\s{}]+)\s*\}\}$")
-_REDACTED = "***"
-_known_values: set[str] = set()
-_lock = threading.Lock()
 
 
 def is_secret_reference(value: str) -> bool:
@@ -29,17 +38,6 @@ def is_secret_reference(value: str) -> bool:
         True if it is a reference.
     """
     return bool(_REF.match(value.strip()))
-
-
-def remember_secret_value(value: str) -> None:
-    """Registers a value that must never be shown (it is scrubbed by :func:`redact`).
-
-    Args:
-        value: the secret value.
-    """
-    if value and len(value) >= 4:
-        with _lock:
-            _known_values.add(value)
 
 
 def resolve(value: str) -> str:
@@ -59,8 +57,6 @@ def resolve(value: str) -> str:
         return value
     name, key = match.group(1), match.group(2)
     from zenml.client import Client
-
-    from zenml_model_deployers.errors import SecretResolutionError
 
     try:
         secret = Client().get_secret(name)
@@ -91,42 +87,6 @@ def resolve_mapping(values: Mapping[str, str]) -> dict[str, str]:
     return {k: resolve(v) for k, v in values.items()}
 
 
-def redact(text: str) -> str:
-    """Scrubs every secret value resolved in this process from a text.
-
-    Args:
-        text: any text (log tail, error body, message).
-
-    Returns:
-        The text with secret values replaced by ``***``.
-    """
-    if not text:
-        return text
-    with _lock:
-        values = sorted(_known_values, key=len, reverse=True)
-    for v in values:
-        text = text.replace(v, _REDACTED)
-    return text
-
-
-def redact_obj(obj: Any) -> Any:
-    """Applies :func:`redact` to every string inside a JSON-like structure.
-
-    Args:
-        obj: dicts, lists and scalars.
-
-    Returns:
-        A redacted copy.
-    """
-    if isinstance(obj, str):
-        return redact(obj)
-    if isinstance(obj, Mapping):
-        return {k: redact_obj(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [redact_obj(v) for v in obj]
-    return obj
-
-
 def reject_plain_secrets(data: Any, where: str, fields: Mapping[str, str], hint: str) -> Any:
     """Refuses plain values where only secret references may go (a model validator's body,
     ``mode="before"``): the one check every flavor's credential fields share.
@@ -152,3 +112,27 @@ def reject_plain_secrets(data: Any, where: str, fields: Mapping[str, str], hint:
                     f"'{example}', never the value itself: {hint}"
                 )
     return data
+
+
+def references_only(where: str, fields: Mapping[str, str], hint: str) -> Any:
+    """A pydantic model validator that refuses plain values in credential fields (see
+    :func:`reject_plain_secrets`): assign it in the model's body, e.g.
+    ``_token_is_a_reference = references_only("zmd-x deployment", {"token": ...}, HINT)``.
+
+    Set ``hide_input_in_errors=True`` on the model too: pydantic would echo the input.
+
+    Args:
+        where: what is being configured, for the message.
+        fields: each credential field and an example reference for it.
+        hint: how to create the secret.
+
+    Returns:
+        The validator (``mode="before"``).
+    """
+    from pydantic import model_validator
+
+    def check(cls: type, data: Any) -> Any:
+        return reject_plain_secrets(data, where, fields, hint)
+
+    # Pydantic makes a validator whose first parameter is `cls` a classmethod.
+    return model_validator(mode="before")(check)

@@ -28,8 +28,15 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
+from zenml_model_deployers.batch.bookkeeping import (
+    BatchProgress,
+    Predictor,
+    chunk_failure,
+    count_skipped,
+    with_predictions,
+)
 from zenml_model_deployers.batch.sinks import CommitRecord, JobManifest
 from zenml_model_deployers.batch.sources import (
     Chunk,
@@ -39,9 +46,6 @@ from zenml_model_deployers.batch.sources import (
     forget_listings,
 )
 from zenml_model_deployers.errors import PredictionError
-
-if TYPE_CHECKING:
-    from zenml_model_deployers.batch.runner import BatchProgress, Predictor
 
 # One predictor per worker process and predictor (its whole configuration: the deployment's
 # URL, timeout and retries, or the model URI): a local model is loaded once, and a deployment's
@@ -271,7 +275,6 @@ def _run_chunk(
 
     import pyarrow as pa
 
-    from zenml_model_deployers.batch.runner import _with_predictions
     from zenml_model_deployers.batch.sinks import ParquetSink
 
     item = batch.to_pylist()[0]
@@ -313,7 +316,7 @@ def _run_chunk(
             else:
                 preds.extend(out)
         stage = "write its predictions"
-        full = _with_predictions(table, preds)
+        full = with_predictions(table, preds)
         if output_uri is None:
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, full.schema) as writer:
@@ -431,8 +434,6 @@ def run_on_ray(
     import pyarrow as pa
     import ray
 
-    from zenml_model_deployers.batch.runner import _failure, count_skipped
-
     skipped = [0, 0]
     for index in sorted(i for i in skip if i < job.chunks):
         count_skipped(Chunk(index, index * chunk_rows, None), job, bar, skipped)
@@ -537,7 +538,7 @@ def run_on_ray(
         )
         cause.attempts = first["attempts"]  # type: ignore[attr-defined]
         chunk = Chunk(first["chunk"], first["chunk"] * chunk_rows, None)
-        raise _failure(chunk, first["offset"], first["rows"], job, cause)
+        raise chunk_failure(chunk, first["offset"], first["rows"], job, cause)
     return skipped[0], skipped[1]
 
 

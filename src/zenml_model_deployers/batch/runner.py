@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from zenml_model_deployers.batch.bookkeeping import (
+    BatchProgress,
+    Predictor,
+    chunk_failure,
+    count_skipped,
+    with_predictions,
+)
 from zenml_model_deployers.batch.predictors import (
     LocalPredictor,
     RemotePredictor,
@@ -42,7 +48,6 @@ from zenml_model_deployers.batch.sources import (
 from zenml_model_deployers.errors import (
     BatchInterruptedError,
     ConfigurationError,
-    PredictionError,
     is_interruption,
 )
 
@@ -80,23 +85,6 @@ def default_batch_size(service: DeploymentService | None) -> int:
 LOCAL_PREDICT_BYTES = 8 * 2**20
 # local=True: input read ahead in a thread while a group is predicted (at most this much).
 LOCAL_READ_AHEAD_BYTES = 4 * 2**20
-
-
-class Predictor(Protocol):
-    """Turns a table of rows into one prediction per row."""
-
-    retries: int
-
-    @property
-    def name(self) -> str:
-        """What predicts (for commit records)."""
-
-    def predict(self, table: Any) -> Any:
-        """Predicts.
-
-        Args:
-            table: the rows (``pyarrow.Table``).
-        """
 
 
 class Sink(Protocol):
@@ -152,78 +140,6 @@ class BatchJobReport(BaseModel):
     table: str | None = None
 
 
-class BatchProgress:
-    """Rows done and rows/s: a rich bar on a terminal, a line every 10 s otherwise (CI logs)."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
-        """Starts the display.
-
-        Args:
-            total: rows in the input.
-            label: what runs (shown first).
-            enabled: False shows nothing.
-        """
-        self.total = total
-        self.done = 0
-        self.predicted = 0
-        self.t0 = time.monotonic()
-        self.next_line = 10.0
-        self.enabled = enabled
-        self.label = label
-        self._progress: Any = None
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("rows · {task.fields[rate]} rows/s"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self._task = self._progress.add_task(label, total=total, rate="-")
-            self._progress.start()
-
-    @property
-    def rate(self) -> float:
-        """Rows predicted per second so far."""
-        elapsed = time.monotonic() - self.t0
-        return self.predicted / elapsed if elapsed > 0 else 0.0
-
-    def advance(self, rows: int, predicted: bool) -> None:
-        """Counts a chunk.
-
-        Args:
-            rows: its rows.
-            predicted: False for a chunk skipped (committed earlier).
-        """
-        self.done += rows
-        if predicted:
-            self.predicted += rows
-        if self._progress is not None:
-            self._progress.update(self._task, completed=self.done, rate=f"{self.rate:,.0f}")
-        elif self.enabled and time.monotonic() - self.t0 >= self.next_line:
-            print(
-                f"{self.label}: {self.done}/{self.total} rows, {self.rate:,.0f} rows/s",
-                file=sys.stderr,
-                flush=True,
-            )
-            self.next_line += 10.0
-
-    def close(self) -> None:
-        """Stops the display."""
-        if self._progress is not None:
-            self._progress.stop()
-
-
 def job_id_for(source: ParquetSource | FrameSource, chunk_rows: int) -> str:
     """The job's identity: its input and how it is cut.
 
@@ -240,35 +156,6 @@ def job_id_for(source: ParquetSource | FrameSource, chunk_rows: int) -> str:
 
 def _slices(table: Any, size: int) -> list[tuple[int, Any]]:
     return [(i, table.slice(i, size)) for i in range(0, table.num_rows, size)]
-
-
-def _with_predictions(table: Any, preds: list[Any]) -> Any:
-    """The chunk's rows plus a ``prediction`` column (JSON text if Arrow cannot type it)."""
-    import pyarrow as pa
-
-    try:
-        column = pa.array(preds)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        values = preds.tolist() if hasattr(preds, "tolist") else preds
-        column = pa.array([json.dumps(p) for p in values])
-    return table.append_column("prediction", column)
-
-
-def _failure(chunk: Chunk, offset: int, rows: int, job: JobManifest, error: Exception) -> Exception:
-    """The error that names the failed rows, with the backend's words first."""
-    first = chunk.first_row + offset
-    attempts = getattr(error, "attempts", 1)
-    tried = f" after {attempts} attempts" if attempts > 1 else ""
-    backend = getattr(error, "backend_message", None) or str(error)
-    return PredictionError(
-        f"Batch inference failed at rows {first}-{first + rows - 1} (chunk {chunk.index} of "
-        f"{job.chunks}, job {job.job_id}){tried}: {str(error).splitlines()[0]}",
-        status_code=getattr(error, "status_code", None),
-        deployment_name=getattr(error, "deployment_name", None),
-        backend_message=backend,
-        hint=f"chunks before {chunk.index} that were committed stay committed; fix the cause "
-        "and run the same job again: it skips them and writes no duplicates.",
-    )
 
 
 def _interrupted(
@@ -425,7 +312,7 @@ def run_batch(
                 predicted_by=predictor.name,
                 committed_at=datetime.now(UTC).isoformat(),
             )
-            store(_with_predictions(chunk.table, preds), record)
+            store(with_predictions(chunk.table, preds), record)
 
         try:
             if engine == "ray":
@@ -483,21 +370,6 @@ def run_batch(
     return (memory.frame() if memory is not None else None), report
 
 
-def count_skipped(chunk: Chunk, job: JobManifest, bar: BatchProgress, skipped: list[int]) -> None:
-    """Counts a chunk committed by an earlier run (its table was not read).
-
-    Args:
-        chunk: the chunk.
-        job: the job.
-        bar: the progress display.
-        skipped: [chunks, rows] skipped so far, updated.
-    """
-    rows = min(job.chunk_rows, job.total_rows - chunk.first_row)
-    skipped[0] += 1
-    skipped[1] += rows
-    bar.advance(rows, predicted=False)
-
-
 def _run_threads(
     chunks: Any,
     predictor: Predictor,
@@ -535,7 +407,7 @@ def _run_threads(
                         f.cancel()
                     if is_interruption(e) or not isinstance(e, Exception):
                         raise  # raised in this thread while it waited: not the request's
-                    raise _failure(chunk, offset, rows, job, e) from e
+                    raise chunk_failure(chunk, offset, rows, job, e) from e
             commit(chunk, preds)
 
         group: list[Chunk] = []
@@ -555,7 +427,7 @@ def _run_threads(
             except Exception as e:
                 if is_interruption(e):
                     raise
-                raise _failure(group[0], 0, rows, job, e) from e
+                raise chunk_failure(group[0], 0, rows, job, e) from e
             offset = 0
             for c in group:
                 commit(c, preds[offset : offset + c.rows])

@@ -56,65 +56,19 @@ import random
 import re
 import threading
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from zenml_model_deployers.testing import databricks_unity_catalog as unity_catalog
+from zenml_model_deployers.testing.databricks_unity_catalog import ApiError, Entity
+from zenml_model_deployers.testing.local_server import JSONHandler, ServedDouble
+
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
-_SECRET_REF = re.compile(r"^\{\{secrets/([^/}]+)/([^/}]+)\}\}$")
+
 WORKLOAD_SIZES = ("Small", "Medium", "Large")
-
-
-class ApiError(Exception):
-    """An error answered as Databricks does: HTTP status + ``error_code`` + ``message``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        """Builds it.
-
-        Args:
-            status: HTTP status.
-            code: Databricks error code.
-            message: the message.
-        """
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-@dataclass
-class Entity:
-    """A served entity as the double holds it.
-
-    Attributes:
-        spec: the entity as sent (``ServedEntityInput``'s JSON).
-        deployment: ``DEPLOYMENT_CREATING``, ``DEPLOYMENT_READY`` or ``DEPLOYMENT_FAILED``.
-        message: its ``deployment_state_message``.
-        model: the loaded pyfunc model (once ready).
-        env: its environment, ``{{secrets/..}}`` references resolved (what the model got).
-        logs: its server log lines.
-        requests: invocations it answered.
-        errors: invocations that failed in it.
-    """
-
-    spec: dict[str, Any]
-    deployment: str = "DEPLOYMENT_CREATING"
-    message: str = "Served entity is being created."
-    model: Any = None
-    env: dict[str, str] = field(default_factory=dict)
-    logs: list[str] = field(default_factory=list)
-    requests: int = 0
-    errors: int = 0
-
-    @property
-    def name(self) -> str:
-        """The served entity's name."""
-        return str(self.spec["name"])
-
-    def same_spec(self, other: dict[str, Any]) -> bool:
-        """Tells whether ``other`` describes this entity unchanged (then it keeps serving)."""
-        return self.spec == other
 
 
 @dataclass
@@ -190,7 +144,7 @@ class Endpoint:
         return out
 
 
-class DatabricksDouble:
+class DatabricksDouble(ServedDouble):
     """The double: a server, its endpoints, secrets, request log and fault injection.
 
     Attributes:
@@ -241,43 +195,24 @@ class DatabricksDouble:
         self._secrets: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
         self._rng = random.Random(seed)
-        self._server: ThreadingHTTPServer | None = None
         self._workers: list[threading.Thread] = []
 
-    # ----------------------------------------------------------------- running
-    def start(self) -> DatabricksDouble:
-        """Starts the server on a free port of 127.0.0.1.
+    THREAD_NAME = "databricks-double"
 
-        Returns:
-            self.
-        """
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
+    # ----------------------------------------------------------------- running
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def close(self) -> None:
         """Stops the server and waits for deploying workers (bounded)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        super().close()
         for t in self._workers:
             t.join(timeout=30)
-
-    def __enter__(self) -> DatabricksDouble:
-        """Starts it."""
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        """Stops it."""
-        self.close()
 
     @property
     def url(self) -> str:
         """The workspace URL to give as ``host``."""
-        assert self._server is not None, "start the double first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.server_url
 
     # ----------------------------------------------------------------- what tests read
     def endpoint(self, name: str) -> dict[str, Any] | None:
@@ -442,7 +377,8 @@ class DatabricksDouble:
         if route.startswith("/serving-endpoints/") and parts[-1] == "invocations":
             return self._invoke(parts[1], body)
         if route.startswith("/api/2.1/unity-catalog/models/") and len(parts) == 7:
-            return 200, self._model_version(parts[4], parts[6]), {}
+            mv = self._check_model(parts[4], parts[6])
+            return 200, unity_catalog.model_version_json(parts[4], mv), {}
         if route.startswith("/api/2.0/secrets/"):
             return 200, self._secrets_api(method, parts[3:], body), {}
         if parts[:3] != ["api", "2.0", "serving-endpoints"]:
@@ -494,41 +430,8 @@ class DatabricksDouble:
         return ep
 
     # ----------------------------------------------------------------- Unity Catalog stand-in
-    def _registry_client(self) -> Any:
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(tracking_uri=self.registry_uri, registry_uri=self.registry_uri)
-
     def _check_model(self, name: str, version: str) -> Any:
-        if name in self.forbidden_models:
-            raise ApiError(
-                403,
-                "PERMISSION_DENIED",
-                f"User does not have EXECUTE on Routine or Model '{name}'.",
-            )
-        try:
-            return self._registry_client().get_model_version(name, str(version))
-        except Exception as e:
-            raise ApiError(
-                404,
-                "RESOURCE_DOES_NOT_EXIST",
-                f"Routine or Model '{name}' version {version} does not exist.",
-            ) from e
-
-    def _model_version(self, full_name: str, version: str) -> dict[str, Any]:
-        mv = self._check_model(full_name, version)
-        catalog, _, rest = full_name.partition(".")
-        schema, _, model = rest.partition(".")
-        return {
-            "model_name": model or full_name,
-            "catalog_name": catalog,
-            "schema_name": schema,
-            "version": int(mv.version),
-            "status": "READY",
-            "source": mv.source,
-            "run_id": mv.run_id,
-            "storage_location": mv.source,
-        }
+        return unity_catalog.check_model(self.registry_uri, self.forbidden_models, name, version)
 
     # ----------------------------------------------------------------- secrets
     def _secrets_api(self, method: str, parts: list[str], body: dict[str, Any]) -> Any:
@@ -711,49 +614,14 @@ class DatabricksDouble:
 
     def _load(self, entity: Entity) -> str:
         """Loads an entity's model; returns Databricks' kind of failure message, or ''."""
-        import mlflow.pyfunc
+        return unity_catalog.load_entity(self.registry_uri, entity, self._secret)
 
-        spec = entity.spec
-        entity.logs.append(
-            f"Loading model {spec['entity_name']} version {spec['entity_version']} "
-            f"(workload {spec.get('workload_type', 'CPU')}/{spec.get('workload_size', 'Small')})"
-        )
-        env: dict[str, str] = {}
-        for key, value in (spec.get("environment_vars") or {}).items():
-            m = _SECRET_REF.match(value)
-            if m is None:
-                env[key] = value
-                continue
-            with self._lock:
-                secret = self._secrets.get(m.group(1), {}).get(m.group(2))
-            if secret is None:
-                msg = (
-                    f"Secret does not exist with scope: {m.group(1)} and key: {m.group(2)} "
-                    f"(environment variable {key})."
-                )
-                entity.logs.append(msg)
-                return msg
-            env[key] = secret
-        entity.env = env
-        try:
-            uri = self._registry_client().get_model_version_download_uri(
-                spec["entity_name"], str(spec["entity_version"])
-            )
-            entity.model = mlflow.pyfunc.load_model(uri)
-        except Exception as e:
-            tail = traceback.format_exception_only(type(e), e)[-1].strip()
-            entity.logs += traceback.format_exc().splitlines()[-6:]
-            return (
-                f"Served entity {entity.name} failed to deploy: the model could not be "
-                f"loaded. {tail}"
-            )
-        entity.logs.append("Model loaded; serving requests.")
-        return ""
+    def _secret(self, scope: str, key: str) -> str | None:
+        with self._lock:
+            return self._secrets.get(scope, {}).get(key)
 
     # ----------------------------------------------------------------- invocations
     def _invoke(self, name: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
-        from mlflow.pyfunc.scoring_server import SUPPORTED_FORMATS, infer_and_parse_data
-
         with self._lock:
             ep = self._require(name)
             if ep.config is None or ep.ready != "READY" or not ep.config.routes:
@@ -771,25 +639,11 @@ class DatabricksDouble:
             entity = ep.config.entities[chosen]
             entity.requests += 1
         try:
-            # MLflow's own parsing of the input forms (what its scoring server does).
-            inputs = {k: v for k, v in body.items() if k in SUPPORTED_FORMATS}
-            data = infer_and_parse_data(inputs, schema=entity.model.metadata.get_input_schema())
-            params = body.get("params")
-            out = (
-                entity.model.predict(data, params=params) if params else entity.model.predict(data)
-            )
-        except Exception as e:
+            out = unity_catalog.predict(entity, body)
+        except ApiError:
             with self._lock:
                 entity.errors += 1
-            raise ApiError(
-                400,
-                "BAD_REQUEST",
-                f"Encountered an unexpected error while evaluating the model: {e}",
-            ) from e
-        if hasattr(out, "tolist"):
-            out = out.tolist()
-        elif hasattr(out, "to_dict"):
-            out = out.to_dict(orient="records")
+            raise
         return 200, {"predictions": out}, {"served-model-name": entity.name}
 
     def _logs(self, name: str, entity: str) -> str:
@@ -819,26 +673,12 @@ class DatabricksDouble:
 
 
 def _make_handler(double: DatabricksDouble) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
+    class Handler(JSONHandler):
         def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
             status, payload, extra = double.handle(
-                self.command, self.path, dict(self.headers.items()), raw
+                self.command, self.path, dict(self.headers.items()), self.read_body()
             )
-            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", extra.pop("Content-Type", "application/json"))
-            for k, v in extra.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(status, payload, extra)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

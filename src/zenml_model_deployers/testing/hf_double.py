@@ -41,7 +41,6 @@ the guarantee that nothing leaves the machine.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -49,197 +48,23 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlparse
 
+from zenml_model_deployers.testing.hf_endpoints import (
+    HEALTH_ROUTE,
+    Endpoint,
+    EndpointRecord,
+    Transition,
+    fake_prediction,
+)
+from zenml_model_deployers.testing.local_server import JSONHandler, LocalServer, ServedDouble
+
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-HEALTH_ROUTE = "/health"
 
 
-def fake_prediction(task: str | None, repository: str, revision: str | None, inputs: Any) -> Any:
-    """What the double's fake model answers for one input (deterministic).
-
-    The answer depends on the task, the repository, the revision and the input, so two
-    revisions of one repository give different predictions.
-
-    Args:
-        task: the endpoint's task.
-        repository: the served repository.
-        revision: the served revision.
-        inputs: one input (a string for text tasks).
-
-    Returns:
-        The JSON the server answers for a single input, shaped like Hugging Face's servers
-        (e.g. ``[[{"label": ..., "score": ...}, ...]]`` for text classification).
-    """
-    text = inputs if isinstance(inputs, str) else json.dumps(inputs, sort_keys=True)
-    digest = hashlib.sha256(f"{repository}@{revision}|{text}".encode()).digest()
-    if task in ("text-classification", "sentiment-analysis"):
-        score = round(0.5 + digest[0] / 512, 4)
-        top, other = ("POSITIVE", "NEGATIVE") if digest[1] % 2 else ("NEGATIVE", "POSITIVE")
-        return [[{"label": top, "score": score}, {"label": other, "score": round(1 - score, 4)}]]
-    if task in ("text-generation", "text2text-generation"):
-        return [
-            {"generated_text": f"{text} [{repository}@{revision or 'main'}:{digest.hex()[:6]}]"}
-        ]
-    if task in ("feature-extraction", "sentence-embeddings"):
-        return [[round(b / 255, 4) for b in digest[:8]]]
-    if task == "summarization":
-        return [{"summary_text": f"{text[:20]} [{revision or 'main'}:{digest.hex()[:6]}]"}]
-    if task == "translation":
-        return [{"translation_text": f"{text[::-1]} [{revision or 'main'}:{digest.hex()[:6]}]"}]
-    return {"task": task, "model": f"{repository}@{revision or 'main'}", "digest": digest.hex()[:8]}
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-@dataclass
-class _Model:
-    repository: str
-    revision: str | None
-    task: str | None
-
-
-@dataclass
-class _Transition:
-    at: float
-    state: str
-    message: str
-    serving: _Model | None
-
-
-@dataclass
-class EndpointRecord:
-    """What the double holds for one endpoint (a snapshot is returned to tests).
-
-    Attributes:
-        namespace: its namespace.
-        name: its name.
-        state: the Inference Endpoints state (``running``, ``paused``, ...).
-        message: the state's message.
-        payload: the endpoint's configuration as last sent (create merged with updates).
-        secrets: the secret values the endpoint received (tests check delivery).
-        serving: (repository, revision) the URL serves now, or None.
-        url: its serving URL, once it ran.
-        requests: predictions answered.
-        history: the states it went through, in order.
-    """
-
-    namespace: str
-    name: str
-    state: str
-    message: str
-    payload: dict[str, Any]
-    secrets: dict[str, str] = field(default_factory=dict)
-    serving: tuple[str, str | None] | None = None
-    url: str | None = None
-    requests: int = 0
-    history: list[str] = field(default_factory=list)
-
-
-class _Endpoint:
-    """An endpoint's live state; every access advances its timed transitions."""
-
-    def __init__(self, namespace: str, name: str, payload: dict[str, Any], who: str) -> None:
-        self.namespace, self.name = namespace, name
-        self.payload = payload
-        self.secrets: dict[str, str] = dict(payload.get("model", {}).pop("secrets", None) or {})
-        self.state, self.message = "pending", "Endpoint waiting to be scheduled"
-        self.history = ["pending"]
-        self.serving: _Model | None = None  # what the URL answers with now
-        self.transitions: list[_Transition] = []
-        self.created_at = self.updated_at = _now_iso()
-        self.who = who
-        self.server: _ServingServer | None = None
-        self.ever_ran = False
-        self.requests = 0
-        self.last_activity = time.monotonic()
-        self.deleted = False
-
-    # ----------------------------------------------------------------- model
-    def target(self) -> _Model:
-        m = self.payload["model"]
-        return _Model(m["repository"], m.get("revision"), m.get("task"))
-
-    def set_state(self, state: str, message: str) -> None:
-        if state != self.state:
-            self.history.append(state)
-        self.state, self.message = state, message
-        self.updated_at = _now_iso()
-        if state == "running":
-            self.ever_ran = True
-
-    def advance(self, now: float, scale_unit: float | None) -> None:
-        while self.transitions and self.transitions[0].at <= now:
-            t = self.transitions.pop(0)
-            self.serving = t.serving
-            self.set_state(t.state, t.message)
-            if t.state == "running":
-                self.last_activity = now
-        scaling = self.payload.get("compute", {}).get("scaling", {})
-        timeout = scaling.get("scaleToZeroTimeout")
-        if (
-            scale_unit is not None
-            and self.state == "running"
-            and not self.transitions
-            and scaling.get("minReplica", 1) == 0
-            and timeout
-            and now - self.last_activity > timeout * scale_unit
-        ):
-            self.scale_to_zero()
-
-    def scale_to_zero(self) -> None:
-        self.serving = None
-        self.transitions = []
-        self.set_state("scaledToZero", "Endpoint is scaled to zero")
-
-    def raw(self) -> dict[str, Any]:
-        """The JSON Inference Endpoints answers for this endpoint."""
-        p = self.payload
-        m = p["model"]
-        status: dict[str, Any] = {
-            "createdAt": self.created_at,
-            "createdBy": {"id": "0" * 24, "name": self.who},
-            "updatedAt": self.updated_at,
-            "updatedBy": {"id": "0" * 24, "name": self.who},
-            "private": None,
-            "state": self.state,
-            "message": self.message,
-            "readyReplica": 1 if self.serving is not None else 0,
-            "targetReplica": 0 if self.state in ("paused", "scaledToZero") else 1,
-        }
-        if self.ever_ran and self.server is not None:
-            status["url"] = self.server.url
-        if self.state in ("failed", "updateFailed"):
-            status["errorMessage"] = self.message
-        return {
-            "name": self.name,
-            "type": p.get("type", "authenticated"),
-            "accountId": None,
-            "provider": p.get("provider", {}),
-            "healthRoute": HEALTH_ROUTE,
-            "compute": p.get("compute", {}),
-            "model": {
-                "repository": m["repository"],
-                "revision": m.get("revision"),
-                "task": m.get("task"),
-                "framework": m.get("framework"),
-                "image": m.get("image", {"huggingface": {}}),
-                "env": m.get("env", {}),
-                # Like the real API: secret names, never their values.
-                "secrets": {k: "********" for k in self.secrets},
-            },
-            "status": status,
-            "tags": p.get("tags", []),
-        }
-
-
-class HFEndpointsDouble:
+class HFEndpointsDouble(ServedDouble):
     """A local Inference Endpoints API + per-endpoint serving URLs (see the module docstring).
 
     Attributes:
@@ -304,56 +129,28 @@ class HFEndpointsDouble:
         self.update_failure_state = update_failure_state
         self.scale_to_zero_unit = scale_to_zero_unit
         self.calls: list[tuple[str, str]] = []
-        self._endpoints: dict[tuple[str, str], _Endpoint] = {}
+        self._endpoints: dict[tuple[str, str], Endpoint] = {}
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+
+    THREAD_NAME = "hf-double-api"
 
     # ----------------------------------------------------------------- lifecycle
-    def start(self) -> HFEndpointsDouble:
-        """Starts the API server on a free port of 127.0.0.1.
-
-        Returns:
-            The double.
-        """
-        if self._server is None:
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_api_handler(self))
-            self._server.daemon_threads = True
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="hf-double-api",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_api_handler(self)
 
     def close(self) -> None:
-        """Stops the API server and every endpoint's serving server."""
+        """Stops every endpoint's serving server and the API server."""
         with self._lock:
             endpoints = list(self._endpoints.values())
             self._endpoints.clear()
         for ep in endpoints:
             _stop_serving(ep)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> HFEndpointsDouble:
-        """Starts the double."""
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        """Stops the double."""
-        self.close()
+        super().close()
 
     @property
     def base_url(self) -> str:
         """What ``HF_ENDPOINT`` would be (``http://127.0.0.1:PORT``)."""
-        if self._server is None:
-            raise RuntimeError("the double is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.server_url
 
     @property
     def endpoints_url(self) -> str:
@@ -424,7 +221,7 @@ class HFEndpointsDouble:
         u = urlparse(url)
         if u.hostname != "127.0.0.1":
             return False
-        ports = {self._server.server_address[1]} if self._server else set()
+        ports = {self._server.port} if self._server else set()
         with self._lock:
             ports |= {ep.server.port for ep in self._endpoints.values() if ep.server}
         return u.port in ports
@@ -496,36 +293,36 @@ class HFEndpointsDouble:
             ep.set_state("failed", message)
 
     # ----------------------------------------------------------------- internals
-    def _get(self, namespace: str, name: str) -> _Endpoint | None:
+    def _get(self, namespace: str, name: str) -> Endpoint | None:
         ep = self._endpoints.get((namespace, name))
         if ep is not None:
             ep.advance(time.monotonic(), self.scale_to_zero_unit)
         return ep
 
-    def _require(self, namespace: str, name: str) -> _Endpoint:
+    def _require(self, namespace: str, name: str) -> Endpoint:
         ep = self._get(namespace, name)
         if ep is None:
             raise KeyError(f"no endpoint {namespace}/{name}")
         return ep
 
-    def _startup(self, ep: _Endpoint, now: float, *, wake: bool = False) -> None:
+    def _startup(self, ep: Endpoint, now: float, *, wake: bool = False) -> None:
         """Schedules pending -> initializing -> running (or failed) for a (re)start."""
         target = ep.target()
         t = now if wake else now + self.pending_delay
         ep.transitions = []
         if not wake:
             ep.set_state("pending", "Endpoint waiting to be scheduled")
-            ep.transitions.append(_Transition(t, "initializing", "Endpoint is initializing", None))
+            ep.transitions.append(Transition(t, "initializing", "Endpoint is initializing", None))
         else:
             ep.set_state("initializing", "Endpoint is waking up from scale-to-zero")
         if self.never_ready_marker in target.repository:
             return
         if self.fail_marker in target.repository:
             msg = self.failure_message.format(repository=target.repository)
-            ep.transitions.append(_Transition(t + self.init_delay, "failed", msg, None))
+            ep.transitions.append(Transition(t + self.init_delay, "failed", msg, None))
         else:
             ep.transitions.append(
-                _Transition(t + self.init_delay, "running", "Endpoint is running", target)
+                Transition(t + self.init_delay, "running", "Endpoint is running", target)
             )
 
     def _authorized(self, header: str | None) -> bool:
@@ -631,13 +428,13 @@ class HFEndpointsDouble:
             return 400, {"error": "model.repository and model.framework are required"}
         if body.get("type") not in ("public", "authenticated", "private"):
             return 400, {"error": f"Invalid endpoint type '{body.get('type')}'"}
-        ep = _Endpoint(namespace, name, json.loads(json.dumps(body)), self.namespace)
+        ep = Endpoint(namespace, name, json.loads(json.dumps(body)), self.namespace)
         ep.server = _start_serving(self, ep)
         self._endpoints[(namespace, name)] = ep
         self._startup(ep, now)
         return 200, ep.raw()
 
-    def _update(self, ep: _Endpoint, body: dict[str, Any], now: float) -> tuple[int, Any]:
+    def _update(self, ep: Endpoint, body: dict[str, Any], now: float) -> tuple[int, Any]:
         for section in ("compute", "model", "route"):
             patch = body.get(section)
             if not patch:
@@ -670,15 +467,15 @@ class HFEndpointsDouble:
             msg = self.failure_message.format(repository=target.repository)
             keep = ep.serving if self.update_failure_state == "updateFailed" else None
             ep.transitions.append(
-                _Transition(now + self.update_delay, self.update_failure_state, msg, keep)
+                Transition(now + self.update_delay, self.update_failure_state, msg, keep)
             )
         else:
             ep.transitions.append(
-                _Transition(now + self.update_delay, "running", "Endpoint is running", target)
+                Transition(now + self.update_delay, "running", "Endpoint is running", target)
             )
         return 200, ep.raw()
 
-    def serve(self, ep: _Endpoint, method: str, path: str, auth: str | None, body: Any) -> Any:
+    def serve(self, ep: Endpoint, method: str, path: str, auth: str | None, body: Any) -> Any:
         """Answers a request to an endpoint's URL (called by its HTTP handler).
 
         Args:
@@ -725,89 +522,58 @@ class HFEndpointsDouble:
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
-class _JSONHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+def _json_body(handler: JSONHandler) -> Any:
+    raw = handler.read_body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: tests read state from the double, not from its access log."""
 
-    def _body(self) -> Any:
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-
-    def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("X-Request-Id", str(uuid.uuid4()))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+def _request_id() -> dict[str, str]:
+    return {"X-Request-Id": str(uuid.uuid4())}
 
 
 def _make_api_handler(double: HFEndpointsDouble) -> type[BaseHTTPRequestHandler]:
-    class Handler(_JSONHandler):
+    class Handler(JSONHandler):
         def _handle(self) -> None:
-            body = self._body()
+            body = _json_body(self)
             path = urlparse(self.path).path
             if not double._authorized(self.headers.get("Authorization")):
-                self._send(401, {"error": "Invalid credentials in Authorization header"})
+                self.send_json(
+                    401, {"error": "Invalid credentials in Authorization header"}, _request_id()
+                )
                 return
             status, payload = double.api(self.command, path, body)
-            self._send(status, payload)
+            self.send_json(status, payload, _request_id())
 
         do_GET = do_POST = do_PUT = do_DELETE = _handle
 
     return Handler
 
 
-class _ServingServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def _start_serving(double: HFEndpointsDouble, ep: _Endpoint) -> _ServingServer:
-    class Handler(_JSONHandler):
+def _start_serving(double: HFEndpointsDouble, ep: Endpoint) -> LocalServer:
+    class Handler(JSONHandler):
         def _handle(self) -> None:
-            body = self._body()
+            body = _json_body(self)
             status, payload = double.serve(
                 ep, self.command, urlparse(self.path).path, self.headers.get("Authorization"), body
             )
             if ep.deleted:
                 self.close_connection = True
-            self._send(status, payload)
+            self.send_json(status, payload, _request_id())
 
         do_GET = do_POST = do_HEAD = _handle
 
-    server = _ServingServer(("127.0.0.1", 0), Handler)
-    threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.05},
-        name=f"hf-double-{ep.name}",
-        daemon=True,
-    ).start()
-    return server
+    return LocalServer(Handler, f"hf-double-{ep.name}")
 
 
-def _stop_serving(ep: _Endpoint) -> None:
+def _stop_serving(ep: Endpoint) -> None:
     ep.deleted = True
     if ep.server is not None:
-        ep.server.shutdown()
-        ep.server.server_close()
+        ep.server.close()
 
 
 __all__ = ["EndpointRecord", "HFEndpointsDouble", "fake_prediction"]

@@ -9,15 +9,15 @@ from zenml.model_deployers.base_model_deployer import BaseModelDeployerFlavor
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
+from zenml_model_deployers.flavors.databricks.config import (
+    DatabricksDeploymentConfig,
+    model_uri_for,
+)
 from zenml_model_deployers.flavors.databricks.flavor import (
     DatabricksDeployerConfig,
     DatabricksDeployerFlavor,
 )
-from zenml_model_deployers.flavors.databricks.service import (
-    DatabricksDeploymentConfig,
-    DatabricksDeploymentService,
-    model_uri_for,
-)
+from zenml_model_deployers.flavors.databricks.service import DatabricksDeploymentService
 
 
 class DatabricksDeployer(BaseDeployer):

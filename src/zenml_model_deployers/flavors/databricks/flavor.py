@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, model_validator
 from zenml.utils.secret_utils import SecretField
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
-from zenml_model_deployers.secrets import is_secret_reference, reject_plain_secrets
+from zenml_model_deployers.secrets import is_secret_reference, references_only
 
 FLAVOR_NAME = "zmd-databricks"
 CREDENTIALS_HINT = (
@@ -18,21 +18,8 @@ CREDENTIALS_HINT = (
     "--token='{{databricks.token}}'` (or --client_id=... "
     "--client_secret='{{databricks.client_secret}}' for a service principal)."
 )
-SECRET_FIELDS = ("token", "client_secret")
-
-
-def reject_plain_credentials(data: Any, where: str) -> Any:
-    """Refuses a plain token or client secret where only a secret reference may go.
-
-    Args:
-        data: the raw input of a model validator.
-        where: what is being configured, for the message.
-
-    Returns:
-        The data, unchanged.
-    """
-    examples = {key: f"{{{{databricks.{key}}}}}" for key in SECRET_FIELDS}
-    return reject_plain_secrets(data, where, examples, CREDENTIALS_HINT)
+# The credential fields, each with an example of the secret reference it takes.
+CREDENTIAL_FIELDS = {key: f"{{{{databricks.{key}}}}}" for key in ("token", "client_secret")}
 
 
 class DatabricksDeployerConfig(BaseDeployerConfig):
@@ -67,10 +54,9 @@ class DatabricksDeployerConfig(BaseDeployerConfig):
     schema_name: str = ""
     default_timeout: float = 1800.0
 
-    @model_validator(mode="before")
-    @classmethod
-    def _credentials_are_references(cls, data: Any) -> Any:
-        return reject_plain_credentials(data, "zmd-databricks model deployer")
+    _credentials_are_references = references_only(
+        "zmd-databricks model deployer", CREDENTIAL_FIELDS, CREDENTIALS_HINT
+    )
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> DatabricksDeployerConfig:

@@ -1,5 +1,10 @@
 """Registers a trained model in Unity Catalog through MLflow (``registry_uri="databricks-uc"``).
 
+Why a module of its own: this is packaging (a model object becomes a Unity Catalog model
+version, through MLflow, not databricks-sdk), which ``backend.py`` (serving endpoints) does
+not do and only ``deployer.register_model`` needs; it moves into the cross-flavor packaging
+layer when that exists (DESIGN.md, "packaging").
+
 The same fitted model registers once: each version carries a digest of the model's state as
 a tag, and an existing version with the same digest is reused, so re-running a pipeline with
 an unchanged model deploys nothing new.
@@ -7,8 +12,12 @@ an unchanged model deploys nothing new.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
+from zenml_model_deployers import secrets
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.flavors.databricks.flavor import DatabricksDeployerConfig
 
@@ -37,13 +46,10 @@ def register_model(
         ConfigurationError: the model type is not supported.
         DeploymentError: MLflow or Unity Catalog refused (their message included).
     """
-    import contextlib
-
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    from zenml_model_deployers.flavors.databricks.workspace import mlflow_databricks_env
     from zenml_model_deployers.flavors.mlflow.packaging import _object_digest
 
     dump = component.model_dump()  # references, not values
@@ -129,6 +135,36 @@ def _version_with_digest(client: Any, name: str, digest: str) -> str | None:
         if (v.tags or {}).get(DIGEST_TAG) == digest:
             return str(v.version)
     return None
+
+
+@contextlib.contextmanager
+def mlflow_databricks_env(config: Any) -> Iterator[None]:
+    """Sets the environment MLflow reads to reach a Databricks workspace, for one call only
+    (MLflow's Databricks auth reads env vars); restores it after.
+
+    Args:
+        config: holds ``host`` and the credential references (a component or deployment
+            config).
+
+    Yields:
+        Nothing.
+    """
+    values: dict[str, str] = {"DATABRICKS_HOST": config.host}
+    if getattr(config, "token", None):
+        values["DATABRICKS_TOKEN"] = secrets.resolve(config.token)
+    elif getattr(config, "client_id", None):
+        values["DATABRICKS_CLIENT_ID"] = secrets.resolve(config.client_id)
+        values["DATABRICKS_CLIENT_SECRET"] = secrets.resolve(config.client_secret)
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class _Refs:

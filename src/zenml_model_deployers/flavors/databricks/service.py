@@ -2,199 +2,62 @@
 
 The endpoint's URL is Databricks' own, by endpoint name (``<host>/serving-endpoints/<name>``):
 it stays the same across updates, canaries, and a stop (which deletes the endpoint: Databricks
-has no stop) followed by a start (which creates it again under the same name).
-``databricks-sdk`` is imported only in ``workspace.py``, when a method talks to Databricks.
+has no stop) followed by a start (which creates it again under the same name). Updates,
+canaries, their wait and their rollback run on
+:class:`~zenml_model_deployers.remote.InPlaceDeploymentService`. ``databricks-sdk`` is
+imported only in ``backend.py``, when a method talks to Databricks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import re
-import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr
 from zenml.enums import ServiceState
 from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers import secrets
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
-from zenml_model_deployers.flavors.databricks.flavor import FLAVOR_NAME, reject_plain_credentials
+from zenml_model_deployers.flavors.databricks import backend, protocol
+
+# Re-exported: stored services and artifacts name these by this module (before issue 24).
+from zenml_model_deployers.flavors.databricks.config import (
+    QUERY_FORMATS,
+    WORKLOAD_SIZES,
+    DatabricksDeploymentConfig,
+    InferenceTable,
+    model_uri_for,
+)
+from zenml_model_deployers.flavors.databricks.flavor import FLAVOR_NAME
 from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
 from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
+__all__ = [
+    "QUERY_FORMATS",
+    "WORKLOAD_SIZES",
+    "DatabricksDeploymentConfig",
+    "DatabricksDeploymentService",
+    "DatabricksDeploymentStatus",
+    "InferenceTable",
+    "model_uri_for",
+]
+
 logger = logging.getLogger(__name__)
 
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/\s]+)/(?P<version>\d+)$")
-_ENTITY_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
-QUERY_FORMATS = ("auto", "dataframe_split", "dataframe_records", "instances", "inputs", "messages")
-WORKLOAD_SIZES = ("Small", "Medium", "Large")
 MAX_EVENTS = 50
 # What start cannot bring back after stop deleted the endpoint (said before deleting).
 NOT_RESTORED = (
     "permissions (ACLs), rate limits, AI gateway settings other than the inference table, "
     "email notifications, and any setting changed outside zmd"
 )
-
-
-def model_uri_for(name: str, version: str | int) -> str:
-    """The model reference of a Unity Catalog model version.
-
-    Args:
-        name: ``catalog.schema.model``.
-        version: the version.
-
-    Returns:
-        ``models:/catalog.schema.model/<version>``.
-    """
-    return f"models:/{name}/{version}"
-
-
-class InferenceTable(BaseModel):
-    """The AI gateway's inference table: requests and responses logged to Unity Catalog.
-
-    Attributes:
-        catalog_name: the catalog of the table.
-        schema_name: its schema.
-        table_name_prefix: prefix of the table's name (Databricks appends ``_payload``).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    catalog_name: str
-    schema_name: str
-    table_name_prefix: str = ""
-
-    def to_sdk(self) -> Any:
-        """The SDK's ``AiGatewayInferenceTableConfig`` (enabled).
-
-        Returns:
-            The SDK object.
-        """
-        from databricks.sdk.service.serving import AiGatewayInferenceTableConfig
-
-        return AiGatewayInferenceTableConfig(
-            enabled=True,
-            catalog_name=self.catalog_name,
-            schema_name=self.schema_name,
-            table_name_prefix=self.table_name_prefix or None,
-        )
-
-
-class DatabricksDeploymentConfig(DeploymentConfig):
-    """How to serve a Unity Catalog model version on a Model Serving endpoint.
-
-    Attributes:
-        model_uri: ``models:/catalog.schema.model/<version>``.
-        workload_size: ``Small``, ``Medium`` or ``Large`` (concurrency per served entity).
-        workload_type: e.g. ``CPU``, ``GPU_SMALL`` (None: Databricks' default, CPU).
-        scale_to_zero_enabled: an idle endpoint scales to zero (and costs nothing).
-        env: the served entity's environment variables; values may be Databricks
-            ``{{secrets/scope/key}}`` references (sent as they are) or ZenML secret references
-            ``{{secret.key}}`` (stored in the deployment's Databricks secret scope and sent as
-            a ``{{secrets/...}}`` reference: no value in the endpoint's config).
-        tags: the endpoint's tags (propagated to billing logs).
-        inference_table: log requests and responses to this Unity Catalog table (AI gateway).
-        query_format: the input form ``predict`` sends (``auto``: from the data's type).
-        host: the workspace URL (default: the component's).
-        token: secret reference to a personal access token (default: the component's).
-        client_id: a service principal's client id (default: the component's).
-        client_secret: secret reference to its secret (default: the component's).
-    """
-
-    # Where the endpoint lives and the credentials say how to reach it, not what it serves.
-    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = DeploymentConfig.PROVENANCE_FIELDS | {
-        "host",
-        "token",
-        "client_id",
-        "client_secret",
-        "query_format",
-    }
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    health_path: str = ""
-    workload_size: str = "Small"
-    workload_type: str | None = None
-    scale_to_zero_enabled: bool = True
-    tags: dict[str, str] = Field(default_factory=dict)
-    inference_table: InferenceTable | None = None
-    query_format: Literal[
-        "auto", "dataframe_split", "dataframe_records", "instances", "inputs", "messages"
-    ] = "auto"
-    host: str = ""
-    token: str | None = None
-    client_id: str | None = None
-    client_secret: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _credentials_are_references(cls, data: Any) -> Any:
-        return reject_plain_credentials(data, "zmd-databricks deployment")
-
-    @field_validator("model_uri")
-    @classmethod
-    def _uc_model_version(cls, v: str) -> str:
-        if v in ("", "-") or _MODEL_URI.match(v):
-            return v
-        raise ValueError(
-            f"model_uri {v!r} is not a Unity Catalog model version: use "
-            "'models:/catalog.schema.model/<version>' (or registered_model_name= and "
-            "model_version= in the step)."
-        )
-
-    @field_validator("workload_size")
-    @classmethod
-    def _known_size(cls, v: str) -> str:
-        if v not in WORKLOAD_SIZES:
-            raise ValueError(f"workload_size {v!r} must be one of {', '.join(WORKLOAD_SIZES)}.")
-        return v
-
-    @field_validator("workload_type")
-    @classmethod
-    def _known_type(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            from databricks.sdk.service.serving import ServingModelWorkloadType
-        except ImportError:
-            return v
-        known = [t.value for t in ServingModelWorkloadType]
-        if v not in known:
-            raise ValueError(f"workload_type {v!r} is not one of {', '.join(known)}.")
-        return v
-
-    @property
-    def entity_name(self) -> str:
-        """The Unity Catalog model's full name (``catalog.schema.model``)."""
-        m = _MODEL_URI.match(self.model_uri)
-        return m.group("name") if m else ""
-
-    @property
-    def entity_version(self) -> str:
-        """The served model version."""
-        m = _MODEL_URI.match(self.model_uri)
-        return m.group("version") if m else ""
-
-    @property
-    def served_entity_name(self) -> str:
-        """The served entity's name: model, version and revision, so a canary's two entities
-        (even of one version with other settings) never share a name."""
-        short = _ENTITY_SAFE.sub("-", self.entity_name.rsplit(".", 1)[-1])[:40].strip("-")
-        return f"{short or 'model'}-{self.entity_version}-{self.config_hash()[:6]}"
-
-    def model_label(self) -> str:
-        """``catalog.schema.model v<version>`` for messages.
-
-        Returns:
-            A string.
-        """
-        return f"{self.entity_name} v{self.entity_version}"
 
 
 class DatabricksDeploymentStatus(DeploymentStatus):
@@ -218,12 +81,6 @@ class DatabricksDeploymentStatus(DeploymentStatus):
     events: list[str] = Field(default_factory=list)
 
 
-def _enum(value: Any) -> str | None:
-    if value is None:
-        return None
-    return str(getattr(value, "value", value))
-
-
 class DatabricksDeploymentService(InPlaceDeploymentService):
     """A Unity Catalog model version on a Databricks Model Serving endpoint."""
 
@@ -243,7 +100,6 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
     config: DatabricksDeploymentConfig
     status: DatabricksDeploymentStatus
 
-    _apply_wait: float = PrivateAttr(default=0.0)
     _client: Any = PrivateAttr(default=None)
     _client_key: str = PrivateAttr(default="")
 
@@ -256,9 +112,7 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
     @property
     def scope(self) -> str:
         """The Databricks secret scope of this deployment's ZenML-secret env values."""
-        from zenml_model_deployers.flavors.databricks.workspace import scope_name
-
-        return scope_name(self.deployment_name)
+        return backend.scope_name(self.deployment_name)
 
     def workspace(self, http_timeout: float | None = None) -> WorkspaceClient:
         """A client for the deployment's workspace (credentials resolved now).
@@ -269,22 +123,36 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         Returns:
             The client.
         """
-        from zenml_model_deployers.flavors.databricks import workspace
-
         # One client per service object and credentials: building one reads the workspace's
         # host metadata (a request) and, for OAuth, fetches a token.
         c = self.config
         key = f"{c.host}|{c.token}|{c.client_id}|{c.client_secret}"
         if self._client is None or self._client_key != key:
-            self._client = workspace.client(c)
+            self._client = backend.client(c)
             self._client_key = key
         w: WorkspaceClient = self._client
         if http_timeout is not None:
             w.config.http_timeout_seconds = int(max(http_timeout, 1))
         return w
 
-    def _event(self, text: str) -> None:
-        self.status.events = [*self.status.events, secrets.redact(text)][-MAX_EVENTS:]
+    def _endpoint(self, http_timeout: float | None = None) -> backend.EndpointHandle:
+        """The endpoint's API calls."""
+        return backend.EndpointHandle(
+            self.workspace(http_timeout), self.endpoint_name, self.deployment_name, self.scope
+        )
+
+    @property
+    def _url(self) -> str:
+        return f"{self.config.host.rstrip('/')}/serving-endpoints/{self.endpoint_name}"
+
+    # ----------------------------------------------------------------- the in-place hooks
+    def record_event(self, message: str) -> None:
+        """Keeps what zmd did to the endpoint (what ``get_logs`` shows first).
+
+        Args:
+            message: one line (redacted here).
+        """
+        self.status.events = [*self.status.events, secrets.redact(message)][-MAX_EVENTS:]
 
     def revision_label(self, config: DeploymentConfig) -> str:
         """``catalog.schema.model v3`` (+ the revision's hash).
@@ -298,24 +166,6 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         assert isinstance(config, DatabricksDeploymentConfig)
         return f"{config.model_label()} ({config.config_hash()[:8]})"
 
-    # ----------------------------------------------------------------- the in-place hooks
-    def roll_out(
-        self, target: ServingTarget, previous: ServingTarget | None, timeout: float, what: str
-    ) -> BackendState:
-        """See the base; remembers how long an apply may wait for a running update to end.
-
-        Args:
-            target: what to serve.
-            previous: what served.
-            timeout: seconds.
-            what: for messages.
-
-        Returns:
-            The serving state.
-        """
-        self._apply_wait = timeout
-        return super().roll_out(target, previous, timeout, what)
-
     def apply_target(self, target: ServingTarget, previous: ServingTarget | None) -> None:
         """Creates the endpoint (no previous) or updates its config in place.
 
@@ -327,35 +177,26 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
             target: what to serve.
             previous: what served (None: create).
         """
-        from zenml_model_deployers.flavors.databricks import workspace
-
         w = self.workspace()
         for cfg in (target.stable, target.candidate):
             if cfg is not None:
                 assert isinstance(cfg, DatabricksDeploymentConfig)
-                workspace.check_model_version(w, cfg)
+                backend.check_model_version(w, cfg)
         if previous is None or self.status.endpoint_name is None:
-            workspace.create_endpoint(self, w, target)
+            self._endpoint().create(target)
             self.status.endpoint_name = self.deployment_name
             self.status.stopped = False
-            self.status.url = (
-                f"{self.config.host.rstrip('/')}/serving-endpoints/{self.endpoint_name}"
-            )
-            self._event(f"created endpoint {self.endpoint_name}: {self.target_label(target)}")
+            self.status.url = self._url
+            self.record_event(f"created endpoint {self.endpoint_name}: {self.target_label(target)}")
             return
-        self._wait_while_updating()
-        workspace.update_endpoint(self, w, target, previous)
-        self._event(f"updating endpoint {self.endpoint_name}: {self.target_label(target)}")
-
-    def _wait_while_updating(self) -> None:
-        if self.restoring_after_interruption:
-            return  # one attempt, no wait: Databricks refuses it while the update runs
-        deadline = time.monotonic() + self._apply_wait
-        while time.monotonic() < deadline:
-            state = self.read_backend()
-            if state.gone or self.status.config_update != "IN_PROGRESS":
-                return
-            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+        if not self.restoring_after_interruption:
+            # One attempt, no wait, when restoring after an interruption.
+            self.poll_backend(
+                lambda s: s.gone or self.status.config_update != "IN_PROGRESS",
+                self.rollout_timeout,
+            )
+        self._endpoint().update(target, previous)
+        self.record_event(f"updating endpoint {self.endpoint_name}: {self.target_label(target)}")
 
     def read_backend(self) -> BackendState:
         """Reads the endpoint (one `serving_endpoints.get`).
@@ -364,27 +205,21 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
             Its state: ``READY/NOT_UPDATING`` words, Databricks' served-entity message,
             ``failed`` on ``UPDATE_FAILED`` / ``UPDATE_CANCELED``, ``gone`` when missing.
         """
-        from zenml_model_deployers.flavors.databricks import workspace
-
-        w = self.workspace()
         try:
-            with workspace.dbx_errors(
-                f"Reading serving endpoint '{self.endpoint_name}'", self.deployment_name
-            ):
-                ep = w.serving_endpoints.get(self.endpoint_name)
+            ep = self._endpoint().get()
         except DeploymentError as e:
-            if workspace.is_not_found(e):
+            if backend.is_not_found(e):
                 return BackendState(state="MISSING", gone=True, message=e.backend_message or "")
             raise
-        ready = _enum(ep.state.ready if ep.state else None)
-        update = _enum(ep.state.config_update if ep.state else None)
+        ready = backend.enum_value(ep.state.ready if ep.state else None)
+        update = backend.enum_value(ep.state.config_update if ep.state else None)
         self.status.ready, self.status.config_update = ready, update
-        message = _entity_message(ep)
+        message = backend.entity_message(ep)
         self.status.dbx_message = message
         return BackendState(
             state=f"{ready}/{update}",
             message=message,
-            url=f"{self.config.host.rstrip('/')}/serving-endpoints/{self.endpoint_name}",
+            url=self._url,
             failed=update in ("UPDATE_FAILED", "UPDATE_CANCELED"),
             raw=ep,
         )
@@ -399,20 +234,24 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         Returns:
             True when requests are answered by ``target``.
         """
-        from zenml_model_deployers.flavors.databricks.workspace import expected_routes
-
         ep = state.raw
         if ep is None or state.state != "READY/NOT_UPDATING" or ep.config is None:
             return False
-        routes = {
-            r.served_entity_name or r.served_model_name: r.traffic_percentage
-            for r in (ep.config.traffic_config.routes if ep.config.traffic_config else None) or []
-        }
         names = {e.name for e in ep.config.served_entities or []}
-        want = expected_routes(target)
-        return routes == want and names == set(want)
+        want = backend.expected_routes(target)
+        return backend.served_routes(ep) == want and names == set(want)
 
-    # ----------------------------------------------------------------- lifecycle hooks
+    def on_create_failed(self, cause: BaseException) -> None:
+        """Nothing half-made: an endpoint a failed create made (a deploy, or a start after a
+        stop) is deleted.
+
+        Args:
+            cause: what failed.
+        """
+        if self.status.endpoint_name is not None:
+            with contextlib.suppress(Exception):  # the failure that matters is ``cause``
+                self._delete_endpoint(timeout=30)
+
     def provision_revision(self, timeout: float) -> None:
         """Creates or updates the endpoint (see the base), after checking the workspace.
 
@@ -451,14 +290,9 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
             self.mark_ready()
             return
         self.status.endpoint_name = None
-        try:
-            self.roll_out(live, None, timeout, f"re-creation of {self.target_label(live)}")
-        except BaseException:
-            # Nothing half-made: the endpoint this start created goes away with its failure.
-            if self.status.endpoint_name is not None:
-                self._delete_endpoint(timeout=30)
-            raise
-        self._event(f"started: endpoint {self.endpoint_name} created again")
+        # Nothing half-made: a failure deletes the endpoint this start created (on_create_failed).
+        self.roll_out(live, None, timeout, f"re-creation of {self.target_label(live)}")
+        self.record_event(f"started: endpoint {self.endpoint_name} created again")
         self.mark_ready()
 
     def stop_backend(self, timeout: float) -> None:
@@ -482,7 +316,9 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
                 NOT_RESTORED,
             )
             self._delete_endpoint(timeout)
-            self._event(f"stopped: endpoint {self.endpoint_name} deleted (start re-creates it)")
+            self.record_event(
+                f"stopped: endpoint {self.endpoint_name} deleted (start re-creates it)"
+            )
         self.status.endpoint_name = None
         self.status.stopped = True
         self.admin_state = ServiceState.INACTIVE
@@ -501,7 +337,7 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         if self.status.endpoint_name is not None:
             self._delete_endpoint(timeout)
         if any(secrets.is_secret_reference(v) for v in self._all_env_values()):
-            self._delete_scope()
+            self._endpoint().delete_scope()
         self.status.endpoint_name = None
         self.status.url = None
         self.admin_state = ServiceState.INACTIVE
@@ -515,36 +351,9 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         return values
 
     def _delete_endpoint(self, timeout: float) -> None:
-        from zenml_model_deployers.flavors.databricks import workspace
-
-        w = self.workspace()
-        try:
-            with workspace.dbx_errors(
-                f"Deleting serving endpoint '{self.endpoint_name}'", self.deployment_name
-            ):
-                w.serving_endpoints.delete(self.endpoint_name)
-        except DeploymentError as e:
-            if not workspace.is_not_found(e):
-                raise
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.read_backend().gone:
-                return
-            time.sleep(0.2)
-        logger.warning("Serving endpoint %s is still being deleted.", self.endpoint_name)
-
-    def _delete_scope(self) -> None:
-        from zenml_model_deployers.flavors.databricks import workspace
-
-        w = self.workspace()
-        try:
-            with workspace.dbx_errors(
-                f"Deleting secret scope '{self.scope}'", self.deployment_name
-            ):
-                w.secrets.delete_scope(self.scope)
-        except DeploymentError as e:
-            if not workspace.is_not_found(e):
-                raise
+        self._endpoint().delete()
+        if self.poll_backend(lambda s: s.gone, timeout) is None:
+            logger.warning("Serving endpoint %s is still being deleted.", self.endpoint_name)
 
     def check_status(self) -> tuple[ServiceState, str]:
         """Reads the endpoint's state from Databricks (one API call).
@@ -590,25 +399,20 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         Yields:
             Lines (redacted).
         """
-        from zenml_model_deployers.flavors.databricks import workspace
-
         lines = list(self.status.events)
         live = self.live_target()
         if self.status.endpoint_name is not None and live is not None:
-            w = self.workspace()
+            endpoint = self._endpoint()
             for cfg in (live.stable, live.candidate):
                 if not isinstance(cfg, DatabricksDeploymentConfig):
                     continue
                 entity = cfg.served_entity_name
                 try:
-                    with workspace.dbx_errors(
-                        f"Reading logs of served entity '{entity}'", self.deployment_name
-                    ):
-                        text = w.serving_endpoints.logs(self.endpoint_name, entity).logs
+                    text = endpoint.entity_logs(entity)
                 except DeploymentError as e:
                     lines.append(f"[{entity}] logs unavailable: {e.backend_message or e}")
                     continue
-                lines += [f"[{entity}] {line}" for line in (text or "").splitlines()]
+                lines += [f"[{entity}] {line}" for line in text.splitlines()]
         if tail:
             lines = lines[-tail:]
         for line in lines:
@@ -625,16 +429,7 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         Returns:
             config hash -> metrics, for the stable revision and the canary's candidate.
         """
-        from zenml_model_deployers.flavors.databricks import workspace
-
-        w = self.workspace()
-        with workspace.dbx_errors(
-            f"Reading metrics of endpoint '{self.endpoint_name}'", self.deployment_name
-        ):
-            resp = w.serving_endpoints.export_metrics(self.endpoint_name)
-        contents = resp.contents.read() if resp.contents is not None else b""
-        text = contents.decode() if isinstance(contents, bytes) else str(contents)
-        counts = _parse_metrics(text)
+        counts = self._endpoint().request_counts()
         out: dict[str, RevisionMetrics] = {}
         live = self.live_target()
         for cfg in (live.stable, live.candidate) if live else ():
@@ -647,12 +442,8 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
 
     # ----------------------------------------------------------------- predictions
     def request_body(self, data: Any) -> dict[str, Any]:
-        """The invocation body for ``data`` in the configured (or inferred) input form.
-
-        ``auto``: a DataFrame is sent as ``dataframe_split``; a list of dicts as
-        ``dataframe_records``; a dict that already names a form (``dataframe_split``,
-        ``instances``, ``inputs``, ``messages``, ...) as it is; a dict of columns as
-        ``inputs``; an array or other list as ``instances``.
+        """The invocation body for ``data`` (see ``protocol.request_body``), in the config's
+        ``query_format``.
 
         Args:
             data: the input.
@@ -660,42 +451,7 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         Returns:
             The JSON body.
         """
-        fmt = self.config.query_format
-        if hasattr(data, "to_dict") and hasattr(data, "columns"):
-            split = json.loads(data.to_json(orient="split", index=False))
-            if fmt in ("auto", "dataframe_split"):
-                return {"dataframe_split": split}
-            if fmt == "dataframe_records":
-                return {"dataframe_records": json.loads(data.to_json(orient="records"))}
-            data = split["data"]
-        if hasattr(data, "tolist"):
-            data = data.tolist()
-        if fmt == "messages":
-            if isinstance(data, dict) and "messages" in data:
-                return dict(data)
-            return {
-                "messages": data
-                if isinstance(data, list)
-                else [{"role": "user", "content": str(data)}]
-            }
-        if fmt != "auto":
-            return {fmt: data}
-        known = {
-            "dataframe_split",
-            "dataframe_records",
-            "instances",
-            "inputs",
-            "messages",
-            "input",
-            "prompt",
-        }
-        if isinstance(data, dict) and known & set(data):
-            return dict(data)
-        if isinstance(data, dict):
-            return {"inputs": data}
-        if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
-            return {"dataframe_records": data}
-        return {"instances": data}
+        return protocol.request_body(data, self.config.query_format)
 
     def predict(self, data: Any, timeout: float = 60.0) -> Any:
         """Queries the endpoint with `serving_endpoints.query`.
@@ -718,9 +474,7 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
                 deployment_name=self.deployment_name,
                 hint=f"`zmd models start {self.deployment_name}`.",
             )
-        from zenml_model_deployers.flavors.databricks import workspace
-
-        return workspace.query(self, self.request_body(data), timeout)
+        return self._endpoint(http_timeout=timeout).query(self.request_body(data))
 
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]:
         """The raw invocation request, authenticated (for clients that POST to the URL).
@@ -744,8 +498,7 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
         Returns:
             Predictions (or the whole JSON for other endpoint kinds).
         """
-        out = json.loads(body)
-        return out.get("predictions", out) if isinstance(out, dict) else out
+        return protocol.predictions_of(body)
 
     # ----------------------------------------------------------------- descriptions
     def curl_example(self) -> str:
@@ -795,43 +548,3 @@ class DatabricksDeploymentService(InPlaceDeploymentService):
             "zmd_dbx_endpoint": self.endpoint_name,
             "zmd_uc_model": self.config.entity_name,
         }
-
-
-def _entity_message(ep: Any) -> str:
-    """Databricks' message about the served entities, failures first (pending config first)."""
-    messages: list[str] = []
-    for cfg in (ep.pending_config, ep.config):
-        for entity in (cfg.served_entities if cfg is not None else None) or []:
-            st = entity.state
-            if st is None or not st.deployment_state_message:
-                continue
-            text = f"{entity.name}: {st.deployment_state_message}"
-            if _enum(st.deployment) == "DEPLOYMENT_FAILED":
-                messages.insert(0, text)
-            else:
-                messages.append(text)
-    return "\n".join(messages)
-
-
-_METRIC = re.compile(
-    r'^(?P<metric>[a-z_]+)\{[^}]*served_entity_name="(?P<entity>[^"]+)"[^}]*\}\s+(?P<value>[0-9.eE+-]+)'
-)
-
-
-def _parse_metrics(text: str) -> dict[str, tuple[int, int]]:
-    """Request and error counters per served entity from Prometheus text."""
-    out: dict[str, tuple[int, int]] = {}
-    for line in text.splitlines():
-        m = _METRIC.match(line.strip())
-        if not m:
-            continue
-        req, err = out.get(m.group("entity"), (0, 0))
-        value = int(float(m.group("value")))
-        if m.group("metric") == "request_count_total":
-            req += value
-        elif m.group("metric") == "request_4xx_count_total" or m.group("metric") == (
-            "request_5xx_count_total"
-        ):
-            err += value
-        out[m.group("entity")] = (req, err)
-    return out

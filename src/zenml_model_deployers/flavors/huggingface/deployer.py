@@ -9,15 +9,12 @@ from zenml.model_deployers.base_model_deployer import BaseModelDeployerFlavor
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.errors import ConfigurationError
+from zenml_model_deployers.flavors.huggingface.config import HuggingFaceDeploymentConfig
 from zenml_model_deployers.flavors.huggingface.flavor import (
     HuggingFaceDeployerConfig,
     HuggingFaceDeployerFlavor,
 )
-from zenml_model_deployers.flavors.huggingface.service import (
-    HuggingFaceDeploymentConfig,
-    HuggingFaceDeploymentService,
-    _hub,
-)
+from zenml_model_deployers.flavors.huggingface.service import HuggingFaceDeploymentService, _hub
 
 
 class HuggingFaceDeployer(BaseDeployer):

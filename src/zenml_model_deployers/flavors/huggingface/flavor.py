@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict
 from zenml.utils.secret_utils import SecretField
 
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
-from zenml_model_deployers.secrets import reject_plain_secrets
+from zenml_model_deployers.secrets import references_only
 
 FLAVOR_NAME = "zmd-huggingface"
 TOKEN_HINT = (
@@ -16,19 +16,8 @@ TOKEN_HINT = (
     "`zenml secret create hf_token --token=<your token>`, then "
     "`zenml model-deployer register hf --flavor=zmd-huggingface --token='{{hf_token.token}}'`."
 )
-
-
-def reject_plain_token(data: Any, where: str) -> Any:
-    """Refuses a plain token where only a secret reference may go.
-
-    Args:
-        data: the raw input of a model validator.
-        where: what is being configured, for the message.
-
-    Returns:
-        The data, unchanged.
-    """
-    return reject_plain_secrets(data, where, {"token": "{{hf_token.token}}"}, TOKEN_HINT)
+# The credential fields, each with an example of the secret reference it takes.
+TOKEN_FIELDS = {"token": "{{hf_token.token}}"}
 
 
 class HuggingFaceDeployerConfig(BaseDeployerConfig):
@@ -49,10 +38,9 @@ class HuggingFaceDeployerConfig(BaseDeployerConfig):
     namespace: str = ""
     default_timeout: float = 1200.0
 
-    @model_validator(mode="before")
-    @classmethod
-    def _token_is_a_reference(cls, data: Any) -> Any:
-        return reject_plain_token(data, "zmd-huggingface model deployer")
+    _token_is_a_reference = references_only(
+        "zmd-huggingface model deployer", TOKEN_FIELDS, TOKEN_HINT
+    )
 
 
 class HuggingFaceDeployerFlavor(BaseDeployerFlavor):

@@ -1,22 +1,23 @@
 """A model served by a Hugging Face Inference Endpoint, updated in place.
 
 The endpoint's URL is Hugging Face's own and stays the same across updates, pause and resume:
-no local front is involved. ``huggingface_hub`` is imported only when a method talks to
-Hugging Face (see ``hub.py``), so loading these services (ZenML does it to list them) is cheap.
+no local front is involved. Updates, their wait and their rollback run on
+:class:`~zenml_model_deployers.remote.InPlaceDeploymentService`; this module says how an
+endpoint is applied, read and paused. ``huggingface_hub`` is imported only when a method talks
+to Hugging Face (see ``backend.py``), so loading these services (ZenML does it to list them)
+is cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
+import warnings
 from collections.abc import Generator
 from datetime import UTC, datetime
-from types import ModuleType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr
 from zenml.enums import ServiceState
 from zenml.models.v2.misc.service import ServiceType
 
@@ -25,36 +26,40 @@ from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import (
     ConfigurationError,
     DeploymentError,
-    DeploymentExistsError,
+    DeploymentTimeoutError,
     PredictionError,
 )
-from zenml_model_deployers.flavors.huggingface.flavor import FLAVOR_NAME, reject_plain_token
-from zenml_model_deployers.service import DeploymentService, DeploymentStatus
+from zenml_model_deployers.flavors.huggingface import config as hf_config
+from zenml_model_deployers.flavors.huggingface import protocol
+from zenml_model_deployers.flavors.huggingface.flavor import FLAVOR_NAME
+from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
+from zenml_model_deployers.service import DeploymentStatus
 from zenml_model_deployers.states import state_word
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from zenml_model_deployers.flavors.huggingface.backend import EndpointHandle
 
 logger = logging.getLogger(__name__)
 OFFLINE_NOTE = "(not refreshed: HF_HUB_OFFLINE is set)"
-
-ENDPOINT_TYPES = ("public", "authenticated", "private")
 MAX_EVENTS = 50
-# Settings Inference Endpoints cannot change on an existing endpoint.
-NOT_UPDATABLE = ("vendor", "region", "endpoint_type")
-TAG = "zenml-model-deployers"
+FAILED_STATES = ("failed", "updateFailed")
+# Moved to config.py (issue 24); still importable here, with a warning: stored services and
+# users' code name them by this module.
+_MOVED = ("ENDPOINT_TYPES", "NOT_UPDATABLE", "HuggingFaceDeploymentConfig", "endpoint_name_for")
 
 
-def endpoint_name_for(deployment_name: str) -> str:
-    """The Inference Endpoint name of a deployment (Hugging Face allows 32 characters).
-
-    Args:
-        deployment_name: a DNS-safe deployment name (up to 63 characters).
-
-    Returns:
-        The name itself when it fits, else a prefix plus a digest of the full name.
-    """
-    if len(deployment_name) <= 32:
-        return deployment_name
-    digest = hashlib.sha256(deployment_name.encode()).hexdigest()[:8]
-    return f"{deployment_name[:23].rstrip('-')}-{digest}"
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"zenml_model_deployers.flavors.huggingface.service.{name} moved to "
+            f"zenml_model_deployers.flavors.huggingface.config.{name}; import it from there.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(hf_config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def map_state(hf_state: str, message: str, deployment_name: str) -> tuple[ServiceState, str]:
@@ -89,113 +94,6 @@ def map_state(hf_state: str, message: str, deployment_name: str) -> tuple[Servic
     return ServiceState.ERROR, f"unknown Inference Endpoints state {hf_state!r}: {message}"
 
 
-class HuggingFaceDeploymentConfig(DeploymentConfig):
-    """How to serve a Hub model on an Inference Endpoint.
-
-    Attributes:
-        model_uri: the Hub repository to serve, e.g. ``distilbert/distilbert-base-uncased``.
-        revision: the repository revision (pin a commit sha: a branch name compares as text,
-            so a new commit on the branch is not a new revision).
-        task: e.g. ``text-classification``; also picks the client call of ``predict``.
-        framework: e.g. ``pytorch`` or ``custom``.
-        accelerator: e.g. ``cpu`` or ``gpu``.
-        instance_size: e.g. ``x2``.
-        instance_type: e.g. ``intel-icl`` or ``nvidia-a10g``.
-        region: e.g. ``us-east-1`` (fixed at creation).
-        vendor: e.g. ``aws`` (fixed at creation).
-        min_replica: replicas kept running; 0 allows scale-to-zero.
-        max_replica: replicas at most.
-        scale_to_zero_timeout: idle minutes before scaling to zero (needs ``min_replica=0``).
-        endpoint_type: ``public``, ``authenticated`` or ``private`` (fixed at creation).
-        custom_image: a container image dict (see ``huggingface_hub``'s ``custom_image``).
-        namespace: where the endpoint lives (default: the component's, else the token's user).
-        token: secret reference to the token (default: the component's); never a value.
-        env: the container's environment; values that are secret references are sent as
-            Inference Endpoints *secrets*, resolved at call time.
-    """
-
-    # Where the endpoint lives and the credentials reference say how to reach it, not what
-    # it serves: changing them is not a new revision.
-    PROVENANCE_FIELDS: ClassVar[frozenset[str]] = DeploymentConfig.PROVENANCE_FIELDS | {
-        "namespace",
-        "token",
-    }
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    health_path: str = "/health"
-    revision: str | None = None
-    task: str | None = None
-    framework: str = "pytorch"
-    accelerator: str = "cpu"
-    instance_size: str = "x2"
-    instance_type: str = "intel-icl"
-    region: str = "us-east-1"
-    vendor: str = "aws"
-    min_replica: int = Field(default=1, ge=0)
-    max_replica: int = Field(default=1, ge=1)
-    scale_to_zero_timeout: int | None = Field(default=None, ge=1)
-    endpoint_type: str = "authenticated"
-    custom_image: dict[str, Any] | None = None
-    namespace: str = ""
-    token: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _token_is_a_reference(cls, data: Any) -> Any:
-        return reject_plain_token(data, "zmd-huggingface deployment")
-
-    @field_validator("endpoint_type")
-    @classmethod
-    def _known_type(cls, v: str) -> str:
-        if v not in ENDPOINT_TYPES:
-            raise ValueError(f"endpoint_type {v!r} must be one of {', '.join(ENDPOINT_TYPES)}.")
-        return v
-
-    @model_validator(mode="after")
-    def _replicas(self) -> HuggingFaceDeploymentConfig:
-        if self.min_replica > self.max_replica:
-            raise ValueError(
-                f"min_replica ({self.min_replica}) is above max_replica ({self.max_replica})."
-            )
-        if self.min_replica == 0 and self.scale_to_zero_timeout is None:
-            raise ValueError(
-                "min_replica=0 lets the endpoint scale to zero: also set "
-                "scale_to_zero_timeout (idle minutes before it does, e.g. 15)."
-            )
-        return self
-
-    @property
-    def repository(self) -> str:
-        """The Hub repository (``model_uri``)."""
-        return self.model_uri
-
-    def plain_env(self) -> dict[str, str]:
-        """The environment variables that are not secret references.
-
-        Returns:
-            A dict.
-        """
-        return {k: v for k, v in self.env.items() if not secrets.is_secret_reference(v)}
-
-    def resolved_secrets(self) -> dict[str, str]:
-        """The environment variables that are secret references, resolved (call time only).
-
-        Returns:
-            A dict of secret values: never log or store it.
-        """
-        return {
-            k: secrets.resolve(v) for k, v in self.env.items() if secrets.is_secret_reference(v)
-        }
-
-    def model_label(self) -> str:
-        """``repository@revision`` for messages.
-
-        Returns:
-            A string.
-        """
-        return f"{self.model_uri}@{self.revision or 'main'}"
-
-
 class HuggingFaceDeploymentStatus(DeploymentStatus):
     """Where the endpoint is and what Hugging Face last said about it.
 
@@ -214,24 +112,28 @@ class HuggingFaceDeploymentStatus(DeploymentStatus):
     events: list[str] = Field(default_factory=list)
 
 
-def _status(error: Exception) -> int | None:
-    """The HTTP status of an Inference Endpoints API error (None for other errors)."""
-    code = getattr(error, "status_code", None)
-    return code if isinstance(code, int) else None
+class EndpointState(BackendState):
+    """A read of the endpoint, with whether its health route answered (when running).
+
+    Attributes:
+        healthy: the health route answered 200.
+    """
+
+    healthy: bool = False
 
 
 def _hub() -> ModuleType:
     try:
-        from zenml_model_deployers.flavors.huggingface import hub
+        from zenml_model_deployers.flavors.huggingface import backend
     except ImportError as e:
         raise ConfigurationError(
             f"zmd-huggingface needs huggingface_hub, which is not importable: {e}",
             hint="pip install 'zenml-model-deployers[huggingface]'.",
         ) from e
-    return hub
+    return backend
 
 
-class HuggingFaceDeploymentService(DeploymentService):
+class HuggingFaceDeploymentService(InPlaceDeploymentService):
     """A Hub model on a Hugging Face Inference Endpoint."""
 
     SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
@@ -242,12 +144,20 @@ class HuggingFaceDeploymentService(DeploymentService):
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     PREDICT_PATH: ClassVar[str] = ""
+    BACKEND: ClassVar[str] = "Hugging Face"
+    FIRST_POLL: ClassVar[float] = 0.1
+    MAX_POLL: ClassVar[float] = 5.0
 
-    config: HuggingFaceDeploymentConfig
+    config: hf_config.HuggingFaceDeploymentConfig
     status: HuggingFaceDeploymentStatus
 
     _token_value: str | None = PrivateAttr(default=None)
     _client: Any = PrivateAttr(default=None)
+    # What the apply in progress did: created the endpoint (a failure deletes it); and whether
+    # its wait compares the served revision (not for a created or resumed endpoint, which runs
+    # what it was made with: Hugging Face may name a branch's commit as its revision).
+    _created: bool = PrivateAttr(default=False)
+    _any_revision: bool = PrivateAttr(default=False)
 
     # ----------------------------------------------------------------- helpers
     def _token(self) -> str:
@@ -264,15 +174,12 @@ class HuggingFaceDeploymentService(DeploymentService):
             self._token_value = secrets.resolve(ref)
         return self._token_value
 
-    def _event(self, message: str) -> None:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.status.events = [*self.status.events, f"{stamp} {secrets.redact(message)}"][
-            -MAX_EVENTS:
-        ]
-
-    def _where(self) -> tuple[str, str]:
+    def _handle(self) -> EndpointHandle:
+        """The recorded endpoint's API calls."""
         assert self.status.namespace and self.status.endpoint_name
-        return self.status.namespace, self.status.endpoint_name
+        return _hub().EndpointHandle(  # type: ignore[no-any-return]
+            self.status.namespace, self.status.endpoint_name, self._token(), self.deployment_name
+        )
 
     def _record(self, endpoint: Any) -> None:
         """Takes what Hugging Face says about the endpoint into the status."""
@@ -282,213 +189,249 @@ class HuggingFaceDeploymentService(DeploymentService):
         if endpoint.url:
             self.status.url = str(endpoint.url).rstrip("/")
 
+    def _forget_if_gone(self) -> Any:
+        """Reads the recorded endpoint; forgets it when it was deleted outside zmd (the next
+        apply creates it again: Hugging Face gives it a new URL).
+
+        Returns:
+            The endpoint, or None (gone, or none recorded).
+        """
+        if self.status.endpoint_name is None:
+            return None
+        endpoint = self._handle().find()
+        if endpoint is None:
+            self.record_event(f"{self.endpoint_label} no longer exists; creating it again")
+            logger.warning("Inference Endpoint %s is gone; creating it again.", self.endpoint_label)
+            self.status.endpoint_name = None
+        return endpoint
+
     @property
     def endpoint_label(self) -> str:
         """``namespace/name`` of the endpoint (or of the one it will have)."""
         ns = self.status.namespace or self.config.namespace or "<token user>"
-        return f"{ns}/{self.status.endpoint_name or endpoint_name_for(self.deployment_name)}"
+        return (
+            f"{ns}/{self.status.endpoint_name or hf_config.endpoint_name_for(self.deployment_name)}"
+        )
 
-    # ----------------------------------------------------------------- backend hooks
+    # ----------------------------------------------------------------- in-place hooks
+    def record_event(self, message: str) -> None:
+        """Keeps what happened to the endpoint (what ``get_logs`` shows), timestamped.
+
+        Args:
+            message: one line (redacted here).
+        """
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.status.events = [*self.status.events, f"{stamp} {secrets.redact(message)}"][
+            -MAX_EVENTS:
+        ]
+
+    def revision_label(self, config: DeploymentConfig) -> str:
+        """``repository@revision``.
+
+        Args:
+            config: a revision.
+
+        Returns:
+            The label.
+        """
+        assert isinstance(config, hf_config.HuggingFaceDeploymentConfig)
+        return config.model_label()
+
+    def wait_hint(self, state: BackendState, *, timed_out: bool) -> str:
+        """Hugging Face's fixes: more time (GPUs start slowly), resume, or the UI's logs.
+
+        Args:
+            state: the last read.
+            timed_out: the wait ran out of time.
+
+        Returns:
+            The hint.
+        """
+        if timed_out:
+            return (
+                "raise the step's `timeout` (or the component's default_timeout): endpoints on "
+                "GPUs can take 10+ minutes to start."
+            )
+        if state.state == "paused":
+            return f"`zmd models start {self.deployment_name}` resumes it."
+        return (
+            "fix the cause above (repository, revision, task, framework, instance); the "
+            "container's logs are in the Hugging Face UI."
+        )
+
+    def updates_in_place(self) -> bool:
+        """An endpoint is updated while this deployment records one (else it is created).
+
+        Returns:
+            True when an endpoint is recorded.
+        """
+        return self.status.endpoint_name is not None
+
+    def apply_target(self, target: ServingTarget, previous: ServingTarget | None) -> None:
+        """Creates the endpoint (none recorded) or updates it in place; a paused endpoint is
+        resumed with the new revision.
+
+        Args:
+            target: what to serve (Hugging Face serves one revision: ``target.stable``).
+            previous: what served until now (None: a create).
+        """
+        hub = _hub()
+        cfg = target.stable
+        assert isinstance(cfg, hf_config.HuggingFaceDeploymentConfig)
+        self._created = False
+        if self.status.endpoint_name is None:
+            token = self._token()
+            ns = cfg.namespace or hub.token_namespace(token, self.deployment_name)
+            handle = hub.EndpointHandle(
+                ns, hf_config.endpoint_name_for(self.deployment_name), token, self.deployment_name
+            )
+            endpoint = handle.create(cfg)
+            self.status.namespace, self.status.endpoint_name = ns, handle.name
+            self._created = self._any_revision = True
+            self._record(endpoint)
+            self.record_event(
+                f"created Inference Endpoint {handle.label} serving {cfg.model_label()}"
+            )
+            return
+        self._any_revision = False
+        old = previous.stable if previous is not None else None
+        assert old is None or isinstance(old, hf_config.HuggingFaceDeploymentConfig)
+        handle = self._handle()
+        if self.restoring_after_interruption:
+            handle.update(cfg, old)  # one call, no wait
+            return
+        was_paused = str(handle.get().status) == "paused"
+        endpoint = handle.update(cfg, old)
+        if was_paused:
+            endpoint = handle.resume()
+        self._record(endpoint)
+        self.record_event(
+            f"updating {handle.label} in place: {old.model_label() if old else '?'} -> "
+            f"{cfg.model_label()}"
+        )
+
+    def read_backend(self) -> BackendState:
+        """Reads the endpoint; a running one is asked its health route too.
+
+        Returns:
+            Its state: Hugging Face's state word and message, ``failed`` on ``failed`` /
+            ``updateFailed`` / ``paused`` (a wait stops), ``gone`` when it does not exist.
+        """
+        hub = _hub()
+        handle = self._handle()
+        endpoint = handle.find()
+        if endpoint is None:
+            return BackendState(state="missing", gone=True, message=f"{handle.label}: not found")
+        state = str(endpoint.status)
+        message = hub.endpoint_message(endpoint)
+        healthy = False
+        if state == "running" and endpoint.url:
+            healthy = hub.health_ok(
+                endpoint, handle.token, self.config.health_method, self.config.health_path
+            )
+            if not healthy:
+                message = "its health route does not answer yet"
+        return EndpointState(
+            state=state,
+            message=message,
+            url=str(endpoint.url).rstrip("/") if endpoint.url else None,
+            failed=state in (*FAILED_STATES, "paused"),
+            raw=endpoint,
+            healthy=healthy,
+        )
+
+    def serves(self, state: BackendState, target: ServingTarget) -> bool:
+        """The base's hook: running, its health route answers, and set to the target's
+        repository and revision (a created or resumed endpoint: whatever it runs)."""
+        if not isinstance(state, EndpointState) or not state.healthy:
+            return False
+        cfg = target.stable
+        assert isinstance(cfg, hf_config.HuggingFaceDeploymentConfig)
+        return self._any_revision or bool(_hub().configured_for(state.raw, cfg))
+
+    def record_state(self, state: BackendState) -> None:
+        """Keeps Hugging Face's state, message and URL in the status.
+
+        Args:
+            state: a read.
+        """
+        if state.raw is not None:
+            self._record(state.raw)
+
+    def on_create_failed(self, cause: BaseException) -> None:
+        """No orphan: the endpoint this create made goes away with its failure (also when a
+        start creates it), and the error says so.
+
+        Args:
+            cause: what failed.
+
+        Raises:
+            DeploymentError: ``cause``'s type and words, saying nothing is left.
+        """
+        if not self._created or self.status.endpoint_name is None:
+            return
+        label = self.endpoint_label
+        self.record_event(f"create failed ({type(cause).__name__}); deleting {label}")
+        with contextlib.suppress(Exception):
+            self._handle().delete()
+        self.status.endpoint_name = None
+        self.status.url = None
+        if isinstance(cause, DeploymentError) and not isinstance(cause, ConfigurationError):
+            raise type(cause)(
+                f"{cause.args[0].splitlines()[0]} The endpoint was deleted (nothing is left).",
+                deployment_name=self.deployment_name,
+                backend_message=cause.backend_message,
+                hint=cause.hint,
+            ) from cause
+
+    # ----------------------------------------------------------------- lifecycle hooks
     def provision_revision(self, timeout: float) -> None:
         """Creates the endpoint, or updates it in place (see the base class for guarantees).
 
-        On a failed or timed-out create the endpoint is deleted; on a failed update the
-        endpoint is put back on the previous revision and waited for before the error is raised.
+        Refused before anything changes: offline mode, no repository, a move to another
+        namespace, or a setting Inference Endpoints cannot change in place. An endpoint
+        deleted outside zmd is created again.
 
         Args:
             timeout: seconds to wait until the endpoint runs.
         """
-        hub = _hub()
-        hub.check_offline()
-        if not self.config.model_uri:
+        _hub().check_offline()
+        new = self.config
+        if not new.model_uri:
             raise ConfigurationError(
                 f"Deployment '{self.deployment_name}' names no repository.",
                 deployment_name=self.deployment_name,
                 hint="pass repository='org/model' (model_uri).",
             )
-        if self.status.endpoint_name is None:
-            self._create_endpoint(timeout)
-        else:
-            self._update_endpoint(timeout)
-        self.status.revision += 1
-        self.mark_ready()
-
-    def _create_endpoint(self, timeout: float) -> None:
-        hub = _hub()
-        token = self._token()
-        cfg = self.config
-        ns = cfg.namespace or hub.token_namespace(token, self.deployment_name)
-        name = endpoint_name_for(self.deployment_name)
-        label = f"{ns}/{name}"
-        try:
-            with hub.hf_errors(f"Creating Inference Endpoint '{label}'", self.deployment_name):
-                endpoint = hub.api().create_inference_endpoint(
-                    name, namespace=ns, token=token, **hub.create_kwargs(cfg)
-                )
-        except DeploymentError as e:
-            if _status(e) == 409:
-                raise DeploymentExistsError(
-                    f"An Inference Endpoint '{label}' already exists, and no zmd deployment "
-                    "records it (made by hand, or left by an interrupted deploy).",
+        live = self.live_target()
+        if self.status.endpoint_name is not None:
+            ns = self.status.namespace
+            if new.namespace and new.namespace != ns:
+                raise ConfigurationError(
+                    f"Deployment '{self.deployment_name}' lives in namespace '{ns}'; it cannot "
+                    f"move to '{new.namespace}' in place.",
                     deployment_name=self.deployment_name,
-                    backend_message=e.backend_message,
-                    hint=f"delete it in the Hugging Face UI (or `hf endpoints delete {name} "
-                    f"--namespace {ns}`) if it is yours to remove, or deploy under another "
+                    hint="delete it first (`zmd models delete ...`) or use another "
                     "deployment_name.",
-                ) from e
-            raise
-        self.status.namespace, self.status.endpoint_name = ns, name
-        self._record(endpoint)
-        self._event(f"created Inference Endpoint {label} serving {cfg.model_label()}")
-        try:
-            endpoint = hub.wait_until_running(
-                self, timeout=timeout, what=f"create of {cfg.model_label()}", expect=None
+                )
+            old = live.stable if live is not None else None
+            moved = (
+                new.moved_settings(old)
+                if isinstance(old, hf_config.HuggingFaceDeploymentConfig)
+                else []
             )
-            self._record(endpoint)
-            self._smoke()
-        except BaseException as e:
-            # No orphan: the endpoint this deploy created goes away with its failure.
-            self._event(f"create failed ({type(e).__name__}); deleting {label}")
-            with contextlib.suppress(Exception):
-                hub.api().delete_inference_endpoint(name, namespace=ns, token=token)
-            self.status.endpoint_name = None
-            self.status.url = None
-            if isinstance(e, DeploymentError) and not isinstance(e, ConfigurationError):
-                raise type(e)(
-                    f"{e.args[0].splitlines()[0]} The endpoint was deleted (nothing is left).",
-                    deployment_name=self.deployment_name,
-                    backend_message=e.backend_message,
-                    hint=e.hint,
-                ) from e
-            raise
-
-    def _update_endpoint(self, timeout: float) -> None:
-        hub = _hub()
-        token = self._token()
-        ns, name = self._where()
-        new = self.config
-        old = type(new).model_validate(self.status.live_config) if self.status.live_config else None
-        if new.namespace and new.namespace != ns:
-            raise ConfigurationError(
-                f"Deployment '{self.deployment_name}' lives in namespace '{ns}'; it cannot "
-                f"move to '{new.namespace}' in place.",
-                deployment_name=self.deployment_name,
-                hint="delete it first (`zmd models delete ...`) or use another deployment_name.",
-            )
-        if old is not None:
-            moved = [f for f in NOT_UPDATABLE if getattr(old, f) != getattr(new, f)]
             if moved:
                 raise ConfigurationError(
                     f"Inference Endpoints cannot change {', '.join(moved)} of an existing "
-                    f"endpoint ('{ns}/{name}').",
+                    f"endpoint ('{self.endpoint_label}').",
                     deployment_name=self.deployment_name,
                     hint="deploy with policy='replace' (delete, then create: the URL changes).",
                 )
-        current = self._endpoint_or_recreate(timeout)
-        if current is None:
-            return
-        was_paused = str(current.status) == "paused"
-        with hub.hf_errors(f"Updating Inference Endpoint '{ns}/{name}'", self.deployment_name):
-            endpoint = hub.api().update_inference_endpoint(
-                name, namespace=ns, token=token, **hub.update_kwargs(new, old)
-            )
-            if was_paused:
-                endpoint = hub.api().resume_inference_endpoint(name, namespace=ns, token=token)
-        self._record(endpoint)
-        self._event(
-            f"updating {ns}/{name} in place: {old.model_label() if old else '?'} -> "
-            f"{new.model_label()}"
-        )
-        try:
-            endpoint = hub.wait_until_running(
-                self, timeout=timeout, what=f"update to {new.model_label()}", expect=new
-            )
-            self._record(endpoint)
-            self._smoke()
-        except Exception as e:
-            if old is None:
-                raise
-            self._roll_back(old, timeout, e)
-        except BaseException:
-            # Interrupted: put the previous revision back without waiting for it.
-            if old is not None:
-                with contextlib.suppress(Exception):
-                    hub.api().update_inference_endpoint(
-                        name, namespace=ns, token=token, **hub.update_kwargs(old, new)
-                    )
-            raise
-        self._event(f"{ns}/{name} serves {new.model_label()}")
-
-    def _endpoint_or_recreate(self, timeout: float) -> Any:
-        """The endpoint as Hugging Face reports it; None when it had been deleted outside zmd
-        and was created again (Hugging Face gives it a new URL)."""
-        hub = _hub()
-        ns, name = self._where()
-        try:
-            with hub.hf_errors(f"Reading Inference Endpoint '{ns}/{name}'", self.deployment_name):
-                return hub.api().get_inference_endpoint(name, namespace=ns, token=self._token())
-        except DeploymentError as e:
-            if _status(e) != 404:
-                raise
-        self._event(f"{ns}/{name} no longer exists; creating it again")
-        logger.warning("Inference Endpoint %s/%s is gone; creating it again.", ns, name)
-        self.status.endpoint_name = None
-        self._create_endpoint(timeout)
-        return None
-
-    def _roll_back(
-        self, old: HuggingFaceDeploymentConfig, timeout: float, cause: Exception
-    ) -> None:
-        """Puts the endpoint back on the previous revision, waits for it, then raises."""
-        hub = _hub()
-        token = self._token()
-        ns, name = self._where()
-        new = self.config
-        self._event(f"update to {new.model_label()} failed; rolling back to {old.model_label()}")
-        backend = cause.backend_message if isinstance(cause, DeploymentError) else str(cause)
-        try:
-            with hub.hf_errors(f"Rolling back '{ns}/{name}'", self.deployment_name):
-                hub.api().update_inference_endpoint(
-                    name, namespace=ns, token=token, **hub.update_kwargs(old, new)
-                )
-            endpoint = hub.wait_until_running(
-                self, timeout=timeout, what=f"rollback to {old.model_label()}", expect=old
-            )
-            self._record(endpoint)
-        except Exception as rollback_error:
-            self._event(f"rollback to {old.model_label()} failed")
-            raise DeploymentError(
-                f"Updating deployment '{self.deployment_name}' to {new.model_label()} failed, "
-                f"and putting Inference Endpoint '{ns}/{name}' back on {old.model_label()} "
-                f"failed too: {rollback_error}",
-                deployment_name=self.deployment_name,
-                backend_message=backend,
-                hint="check the endpoint in the Hugging Face UI; deploy a known-good revision "
-                "again (`zmd models recreate --run <run>`).",
-            ) from cause
-        self._event(f"rolled back: {ns}/{name} serves {old.model_label()} again")
-        cls = type(cause) if isinstance(cause, DeploymentError) else DeploymentError
-        first = cause.args[0].splitlines()[0] if cause.args else str(cause)
-        raise cls(
-            f"{first} The endpoint was put back on the previous revision "
-            f"({old.model_label()}), which serves again at the same URL.",
-            deployment_name=self.deployment_name,
-            backend_message=backend,
-            hint=cause.hint if isinstance(cause, DeploymentError) else None,
-        ) from cause
-
-    def _smoke(self) -> None:
-        if self.config.smoke_input is None:
-            return
-        try:
-            self.predict(self.config.smoke_input, timeout=60)
-        except DeploymentError as e:
-            raise DeploymentError(
-                f"Deployment '{self.deployment_name}' runs but its smoke prediction failed.",
-                deployment_name=self.deployment_name,
-                backend_message=e.backend_message or str(e),
-                hint="check `smoke_input` matches what the task expects.",
-            ) from e
+            self._forget_if_gone()
+        updating = self.status.endpoint_name is not None
+        super().provision_revision(timeout)
+        if updating:
+            self.record_event(f"{self.endpoint_label} serves {new.model_label()}")
 
     def start_backend(self, timeout: float) -> None:
         """Resumes a paused (or failed) endpoint and waits until it runs; creates it again if
@@ -500,14 +443,10 @@ class HuggingFaceDeploymentService(DeploymentService):
         """
         hub = _hub()
         hub.check_offline()
-        if self.status.endpoint_name is None:
-            self._create_endpoint(timeout)
-            self.mark_ready()
-            return
-        token = self._token()
-        ns, name = self._where()
-        endpoint = self._endpoint_or_recreate(timeout)
+        target = ServingTarget(stable=self.config)
+        endpoint = self._forget_if_gone()
         if endpoint is None:
+            self.roll_out(target, None, timeout, f"create of {self.config.model_label()}")
             self.mark_ready()
             return
         self._record(endpoint)
@@ -516,12 +455,12 @@ class HuggingFaceDeploymentService(DeploymentService):
             self.admin_state = ServiceState.ACTIVE
             self.status.update_state(*map_state(state, "", self.deployment_name))
             return
-        if state in ("paused", "failed", "updateFailed"):
-            with hub.hf_errors(f"Resuming Inference Endpoint '{ns}/{name}'", self.deployment_name):
-                hub.api().resume_inference_endpoint(name, namespace=ns, token=token)
-            self._event(f"resumed {ns}/{name}")
-        endpoint = hub.wait_until_running(self, timeout=timeout, what="start", expect=None)
-        self._record(endpoint)
+        if state in ("paused", *FAILED_STATES):
+            handle = self._handle()
+            handle.resume()
+            self.record_event(f"resumed {handle.label}")
+        self._any_revision = True
+        self.wait_until_serving(target, timeout, "start")
         self.mark_ready()
 
     def stop_backend(self, timeout: float) -> None:
@@ -529,28 +468,31 @@ class HuggingFaceDeploymentService(DeploymentService):
 
         Args:
             timeout: seconds to wait until Hugging Face reports it paused.
+
+        Raises:
+            DeploymentTimeoutError: it is not paused within ``timeout``.
         """
         if self.status.endpoint_name is None:
             self.admin_state = ServiceState.INACTIVE
             self.status.update_state(ServiceState.INACTIVE, "")
             return
-        hub = _hub()
-        hub.check_offline()
+        _hub().check_offline()
         self.admin_state = ServiceState.INACTIVE
-        token = self._token()
-        ns, name = self._where()
-        try:
-            with hub.hf_errors(f"Pausing Inference Endpoint '{ns}/{name}'", self.deployment_name):
-                endpoint = hub.api().pause_inference_endpoint(name, namespace=ns, token=token)
-        except DeploymentError as e:
-            if _status(e) != 404:
-                raise
-            self.status.update_state(ServiceState.INACTIVE, f"{ns}/{name} no longer exists")
+        handle = self._handle()
+        endpoint = handle.pause()
+        if endpoint is None:
+            self.status.update_state(ServiceState.INACTIVE, f"{handle.label} no longer exists")
             return
         self._record(endpoint)
-        endpoint = hub.wait_for_state(self, "paused", timeout)
-        self._record(endpoint)
-        self._event(f"paused {ns}/{name}")
+        paused = self.poll_backend(lambda s: s.state == "paused", timeout)
+        if paused is None:
+            raise DeploymentTimeoutError(
+                f"Inference Endpoint '{handle.label}' is not paused after {timeout:.0f} s (it "
+                f"is {self.status.hf_state}).",
+                deployment_name=self.deployment_name,
+            )
+        self.record_state(paused)
+        self.record_event(f"paused {handle.label}")
         self.status.update_state(*map_state("paused", "", self.deployment_name))
 
     def delete_backend(self, timeout: float) -> None:
@@ -560,21 +502,13 @@ class HuggingFaceDeploymentService(DeploymentService):
             timeout: seconds to wait for Hugging Face's asynchronous deletion.
         """
         if self.status.endpoint_name is not None:
-            hub = _hub()
-            hub.check_offline()
-            token = self._token()
-            ns, name = self._where()
-            try:
-                with hub.hf_errors(
-                    f"Deleting Inference Endpoint '{ns}/{name}'", self.deployment_name
-                ):
-                    hub.api().delete_inference_endpoint(name, namespace=ns, token=token)
-            except DeploymentError as e:
-                if _status(e) != 404:
-                    raise
-            if not hub.wait_until_gone(self, timeout):
-                logger.warning("Inference Endpoint %s/%s is still being deleted.", ns, name)
-            self._event(f"deleted {ns}/{name}")
+            _hub().check_offline()
+            handle = self._handle()
+            handle.delete()
+            # Gone before returning: policy `replace` creates one of the same name next.
+            if self.poll_backend(lambda s: s.gone, timeout) is None:
+                logger.warning("Inference Endpoint %s is still being deleted.", handle.label)
+            self.record_event(f"deleted {handle.label}")
         self.admin_state = ServiceState.INACTIVE
         self.status.endpoint_name = None
         self.status.hf_state = None
@@ -596,18 +530,15 @@ class HuggingFaceDeploymentService(DeploymentService):
                 recorded = (self.status.last_error or "").split(OFFLINE_NOTE)[0].rstrip()
                 note = f"{recorded} {OFFLINE_NOTE}" if recorded else OFFLINE_NOTE
                 return self.status.state, note
-            token = self._token()
-            ns, name = self._where()
-            with hub.hf_errors(f"Reading Inference Endpoint '{ns}/{name}'", self.deployment_name):
-                endpoint = hub.api().get_inference_endpoint(name, namespace=ns, token=token)
+            endpoint = self._handle().find()
         except DeploymentError as e:
-            if _status(e) == 404:
-                return (
-                    ServiceState.ERROR,
-                    f"Inference Endpoint {self.endpoint_label} no longer exists (deleted outside "
-                    f"zmd?); `zmd models start {self.deployment_name}` creates it again.",
-                )
             return ServiceState.ERROR, secrets.redact(f"cannot read the endpoint's state: {e}")
+        if endpoint is None:
+            return (
+                ServiceState.ERROR,
+                f"Inference Endpoint {self.endpoint_label} no longer exists (deleted outside "
+                f"zmd?); `zmd models start {self.deployment_name}` creates it again.",
+            )
         self._record(endpoint)
         return map_state(str(endpoint.status), self.status.hf_message, self.deployment_name)
 
@@ -665,7 +596,19 @@ class HuggingFaceDeploymentService(DeploymentService):
             )
         hub = _hub()
         hub.check_offline()
-        return hub.predict(self, data, timeout=timeout, parameters=parameters)
+        url, token = str(self.status.url), self._token()
+        if self._client is None or self._client.model != url:
+            self._client = hub.inference_client(url, token)
+        return hub.predict(
+            self._client,
+            data,
+            token=token,
+            task=self.config.task,
+            timeout=timeout,
+            parameters=parameters,
+            deployment_name=self.deployment_name,
+            is_waking=self.endpoint_is_waking,
+        )
 
     def endpoint_is_waking(self) -> bool:
         """Tells whether the endpoint is waking up (scaled to zero, or starting).
@@ -690,9 +633,7 @@ class HuggingFaceDeploymentService(DeploymentService):
         headers = {"Content-Type": "application/json"}
         if self.config.endpoint_type != "public":
             headers["Authorization"] = f"Bearer {self._token()}"
-        if hasattr(data, "tolist"):
-            data = data.tolist()
-        return headers, json.dumps({"inputs": data}).encode()
+        return headers, protocol.request_body(data)
 
     # ----------------------------------------------------------------- descriptions
     def curl_example(self) -> str:

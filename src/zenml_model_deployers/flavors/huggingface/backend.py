@@ -1,7 +1,9 @@
 """Everything that calls ``huggingface_hub`` (imported here only, when a deployment acts).
 
-Every call passes the token explicitly (``token=``); it never goes through the environment.
-Errors become our typed errors, carrying Hugging Face's own message, redacted.
+The service (service.py) decides *what* to do; this module makes the calls: the Inference
+Endpoints API (:class:`EndpointHandle`), the health route, and predictions through
+``InferenceClient``. Every call passes the token explicitly (``token=``); it never goes through
+the environment. Errors become our typed errors, carrying Hugging Face's own message, redacted.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -29,17 +32,14 @@ from zenml_model_deployers import secrets
 from zenml_model_deployers.errors import (
     ConfigurationError,
     DeploymentError,
-    DeploymentTimeoutError,
+    DeploymentExistsError,
     PredictionError,
 )
+from zenml_model_deployers.flavors.huggingface import protocol
 from zenml_model_deployers.local.service import is_loopback
-from zenml_model_deployers.progress import WaitProgress
 
 if TYPE_CHECKING:
-    from zenml_model_deployers.flavors.huggingface.service import (
-        HuggingFaceDeploymentConfig,
-        HuggingFaceDeploymentService,
-    )
+    from zenml_model_deployers.flavors.huggingface.config import HuggingFaceDeploymentConfig
 
 # A wait polls dozens of times: one INFO line per HTTP request would drown its progress line.
 # Only when nobody configured the client's logger.
@@ -47,41 +47,13 @@ _http_logger = logging.getLogger("httpx2")
 if _http_logger.level == logging.NOTSET:
     _http_logger.setLevel(logging.WARNING)
 
-FIRST_POLL = 0.1
 MAX_POLL = 5.0
+TAG = "zenml-model-deployers"
 OFFLINE_HINT = (
     "unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) to deploy to Hugging Face; to run "
     "pipelines offline, use the local double: `with HFEndpointsDouble() as d, d.patch_hub(): "
     "...` (zenml_model_deployers.testing.hf_double, see docs/flavors/huggingface.md)."
 )
-
-# Client calls per task; the others get a plain JSON POST of {"inputs": ...}.
-TASK_METHODS = {
-    "text-classification": "text_classification",
-    "sentiment-analysis": "text_classification",
-    "text-generation": "text_generation",
-    "feature-extraction": "feature_extraction",
-    "sentence-embeddings": "feature_extraction",
-    "token-classification": "token_classification",
-    "fill-mask": "fill_mask",
-    "summarization": "summarization",
-    "translation": "translation",
-    "question-answering": "question_answering",
-    "zero-shot-classification": "zero_shot_classification",
-    "sentence-similarity": "sentence_similarity",
-    "table-question-answering": "table_question_answering",
-    "image-classification": "image_classification",
-    "object-detection": "object_detection",
-    "automatic-speech-recognition": "automatic_speech_recognition",
-    "text-to-image": "text_to_image",
-}
-# Tasks whose input is several named arguments: a dict input is passed as keywords.
-KEYWORD_TASKS = {
-    "question_answering",
-    "zero_shot_classification",
-    "sentence_similarity",
-    "table_question_answering",
-}
 
 
 class EndpointsAPIError(DeploymentError):
@@ -240,7 +212,7 @@ def create_kwargs(cfg: HuggingFaceDeploymentConfig) -> dict[str, Any]:
         "task": cfg.task,
         "custom_image": cfg.custom_image,
         "type": cfg.endpoint_type,
-        "tags": ["zenml-model-deployers"],
+        "tags": [TAG],
     }
     if cfg.plain_env():
         kwargs["env"] = cfg.plain_env()
@@ -283,201 +255,206 @@ def update_kwargs(
     }
 
 
-def _serves(endpoint: InferenceEndpoint, expect: HuggingFaceDeploymentConfig | None) -> bool:
-    if expect is None:
-        return True
-    if endpoint.repository != expect.model_uri:
+def status_code(error: BaseException) -> int | None:
+    """The HTTP status of an Inference Endpoints API error (None for other errors).
+
+    Args:
+        error: an exception.
+
+    Returns:
+        The status.
+    """
+    code = getattr(error, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+@dataclass(frozen=True)
+class EndpointHandle:
+    """One deployment's Inference Endpoint: every API call about it, errors mapped.
+
+    Attributes:
+        namespace: the endpoint's namespace.
+        name: its name.
+        token: the token (a resolved value: never log this object).
+        deployment_name: the deployment, for errors.
+    """
+
+    namespace: str
+    name: str
+    token: str
+    deployment_name: str
+
+    @property
+    def label(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return hf_errors(f"{what} Inference Endpoint '{self.label}'", self.deployment_name)
+
+    def get(self) -> InferenceEndpoint:
+        """Reads the endpoint.
+
+        Returns:
+            It, as Hugging Face reports it.
+        """
+        with self._errors("Reading"):
+            return api().get_inference_endpoint(
+                self.name, namespace=self.namespace, token=self.token
+            )
+
+    def find(self) -> InferenceEndpoint | None:
+        """Reads the endpoint; None when it does not exist (e.g. deleted outside zmd).
+
+        Returns:
+            It, or None.
+        """
+        try:
+            return self.get()
+        except EndpointsAPIError as e:
+            if e.status_code != 404:
+                raise
+        return None
+
+    def create(self, cfg: HuggingFaceDeploymentConfig) -> InferenceEndpoint:
+        """Creates the endpoint serving ``cfg``.
+
+        Args:
+            cfg: the revision.
+
+        Returns:
+            The new endpoint.
+
+        Raises:
+            DeploymentExistsError: an endpoint of that name exists (never adopted).
+        """
+        try:
+            with self._errors("Creating"):
+                return api().create_inference_endpoint(
+                    self.name, namespace=self.namespace, token=self.token, **create_kwargs(cfg)
+                )
+        except EndpointsAPIError as e:
+            if e.status_code != 409:
+                raise
+            raise DeploymentExistsError(
+                f"An Inference Endpoint '{self.label}' already exists, and no zmd deployment "
+                "records it (made by hand, or left by an interrupted deploy).",
+                deployment_name=self.deployment_name,
+                backend_message=e.backend_message,
+                hint=f"delete it in the Hugging Face UI (or `hf endpoints delete {self.name} "
+                f"--namespace {self.namespace}`) if it is yours to remove, or deploy under "
+                "another deployment_name.",
+            ) from e
+
+    def update(
+        self, cfg: HuggingFaceDeploymentConfig, previous: HuggingFaceDeploymentConfig | None
+    ) -> InferenceEndpoint:
+        """Makes the endpoint serve ``cfg`` (in place: same URL).
+
+        Args:
+            cfg: the revision to serve.
+            previous: the one it serves now (see :func:`update_kwargs`).
+
+        Returns:
+            The endpoint.
+        """
+        with self._errors("Updating"):
+            return api().update_inference_endpoint(
+                self.name,
+                namespace=self.namespace,
+                token=self.token,
+                **update_kwargs(cfg, previous),
+            )
+
+    def resume(self) -> InferenceEndpoint:
+        """Resumes a paused (or failed) endpoint.
+
+        Returns:
+            The endpoint.
+        """
+        with self._errors("Resuming"):
+            return api().resume_inference_endpoint(
+                self.name, namespace=self.namespace, token=self.token
+            )
+
+    def pause(self) -> InferenceEndpoint | None:
+        """Pauses the endpoint (no cost; same URL after resume).
+
+        Returns:
+            The endpoint, or None when it does not exist.
+        """
+        try:
+            with self._errors("Pausing"):
+                return api().pause_inference_endpoint(
+                    self.name, namespace=self.namespace, token=self.token
+                )
+        except EndpointsAPIError as e:
+            if e.status_code != 404:
+                raise
+        return None
+
+    def delete(self) -> None:
+        """Deletes the endpoint (Hugging Face deletes asynchronously); a missing one is fine."""
+        try:
+            with self._errors("Deleting"):
+                api().delete_inference_endpoint(
+                    self.name, namespace=self.namespace, token=self.token
+                )
+        except EndpointsAPIError as e:
+            if e.status_code != 404:
+                raise
+
+
+def endpoint_message(endpoint: InferenceEndpoint) -> str:
+    """Hugging Face's message about an endpoint's state (its error message on failure).
+
+    Args:
+        endpoint: the endpoint.
+
+    Returns:
+        The message ("" when none).
+    """
+    raw_status = endpoint.raw.get("status", {})
+    return str(raw_status.get("message") or raw_status.get("errorMessage") or "")
+
+
+def configured_for(endpoint: InferenceEndpoint, cfg: HuggingFaceDeploymentConfig) -> bool:
+    """Tells whether the endpoint is set to serve ``cfg``'s repository and revision.
+
+    Args:
+        endpoint: the endpoint.
+        cfg: the revision.
+
+    Returns:
+        True when they match ("no revision" is the default branch, ``main``).
+    """
+    if endpoint.repository != cfg.model_uri:
         return False
-    want = expect.revision or "main"
-    return (endpoint.revision or "main") == want
+    return (endpoint.revision or "main") == (cfg.revision or "main")
 
 
-def _health_ok(service: HuggingFaceDeploymentService, endpoint: InferenceEndpoint) -> bool:
-    route = endpoint.raw.get("healthRoute") or service.config.health_path
+def health_ok(endpoint: InferenceEndpoint, token: str, method: str, default_route: str) -> bool:
+    """Tells whether the endpoint's health route answers 200.
+
+    Args:
+        endpoint: a running endpoint (with a URL).
+        token: the token.
+        method: the HTTP method.
+        default_route: the route when the endpoint names none.
+
+    Returns:
+        True when it answers.
+    """
+    route = endpoint.raw.get("healthRoute") or default_route
     url = f"{str(endpoint.url).rstrip('/')}/{route.lstrip('/')}"
     try:
-        r = get_session().request(
-            service.config.health_method,
-            url,
-            headers=build_hf_headers(token=service._token()),
-            timeout=5,
-        )
+        r = get_session().request(method, url, headers=build_hf_headers(token=token), timeout=5)
     except (httpx2.HTTPError, OfflineModeIsEnabled):
         return False
     return bool(r.status_code == 200)
 
 
-def _get(service: HuggingFaceDeploymentService) -> InferenceEndpoint:
-    ns, name = service._where()
-    with hf_errors(f"Reading Inference Endpoint '{ns}/{name}'", service.deployment_name):
-        return api().get_inference_endpoint(name, namespace=ns, token=service._token())
-
-
-def wait_until_running(
-    service: HuggingFaceDeploymentService,
-    *,
-    timeout: float,
-    what: str,
-    expect: HuggingFaceDeploymentConfig | None,
-) -> InferenceEndpoint:
-    """Polls the endpoint until it runs what is expected and its health route answers.
-
-    Polls quickly at first, then every few seconds; shows progress; never longer than
-    ``timeout``.
-
-    Args:
-        service: the deployment (its status names the endpoint).
-        timeout: seconds.
-        what: what is waited for, for messages (e.g. "update to org/model@abc").
-        expect: the config the endpoint must serve (None: whatever it was asked to).
-
-    Returns:
-        The running endpoint.
-
-    Raises:
-        DeploymentError: Hugging Face reports ``failed`` / ``updateFailed`` (with its message),
-            or the endpoint was paused meanwhile.
-        DeploymentTimeoutError: it did not run in time.
-    """
-    ns, name = service._where()
-    start = time.monotonic()
-    deadline = start + timeout
-    delay = FIRST_POLL
-    last = ""
-    progress = WaitProgress(f"Waiting for Inference Endpoint '{ns}/{name}' ({what})")
-    try:
-        while True:
-            endpoint = _get(service)
-            state = str(endpoint.status)
-            raw_status = endpoint.raw.get("status", {})
-            message = str(raw_status.get("message") or raw_status.get("errorMessage") or "")
-            last = f"{state}: {message}" if message else state
-            if state in ("failed", "updateFailed"):
-                raise DeploymentError(
-                    f"Inference Endpoint '{ns}/{name}' ({what}): Hugging Face reports '{state}'.",
-                    deployment_name=service.deployment_name,
-                    backend_message=message or state,
-                    hint="fix the cause above (repository, revision, task, framework, "
-                    "instance); the container's logs are in the Hugging Face UI.",
-                )
-            if state == "paused":
-                raise DeploymentError(
-                    f"Inference Endpoint '{ns}/{name}' was paused while waiting ({what}).",
-                    deployment_name=service.deployment_name,
-                    backend_message=last,
-                    hint=f"`zmd models start {service.deployment_name}` resumes it.",
-                )
-            if state == "running" and endpoint.url and _serves(endpoint, expect):
-                if _health_ok(service, endpoint):
-                    return endpoint
-                last = "running, but its health route does not answer yet"
-            now = time.monotonic()
-            if now >= deadline:
-                raise DeploymentTimeoutError(
-                    f"Inference Endpoint '{ns}/{name}' was not running after {timeout:.0f} s "
-                    f"({what}).",
-                    deployment_name=service.deployment_name,
-                    backend_message=f"last state: {last}",
-                    hint="raise the step's `timeout` (or the component's default_timeout): "
-                    "endpoints on GPUs can take 10+ minutes to start.",
-                )
-            progress.tick(now - start, state)
-            time.sleep(min(delay, max(deadline - now, 0.0)))
-            delay = min(delay * 1.5, MAX_POLL)
-    finally:
-        progress.done()
-
-
-def wait_for_state(
-    service: HuggingFaceDeploymentService, state: str, timeout: float
-) -> InferenceEndpoint:
-    """Polls until Hugging Face reports ``state`` (e.g. ``paused``), bounded by ``timeout``.
-
-    Args:
-        service: the deployment.
-        state: the state to reach.
-        timeout: seconds.
-
-    Returns:
-        The endpoint.
-
-    Raises:
-        DeploymentTimeoutError: not reached in time.
-    """
-    deadline = time.monotonic() + timeout
-    delay = FIRST_POLL
-    while True:
-        endpoint = _get(service)
-        if str(endpoint.status) == state:
-            return endpoint
-        if time.monotonic() >= deadline:
-            raise DeploymentTimeoutError(
-                f"Inference Endpoint '{service.endpoint_label}' is not {state} after "
-                f"{timeout:.0f} s (it is {endpoint.status}).",
-                deployment_name=service.deployment_name,
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, MAX_POLL)
-
-
-def wait_until_gone(service: HuggingFaceDeploymentService, timeout: float) -> bool:
-    """Polls until a deleted endpoint is gone (Hugging Face deletes asynchronously), so that
-    an endpoint of the same name can be created right after (policy ``replace``).
-
-    Args:
-        service: the deployment (its status still names the endpoint).
-        timeout: seconds.
-
-    Returns:
-        True if it is gone, False if it still exists after ``timeout``.
-    """
-    deadline = time.monotonic() + timeout
-    delay = FIRST_POLL
-    while True:
-        try:
-            _get(service)
-        except EndpointsAPIError as e:
-            if e.status_code == 404:
-                return True
-            raise
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 1.5, MAX_POLL)
-
-
 # --------------------------------------------------------------------------- predictions
-def to_plain(value: Any) -> Any:
-    """Turns client outputs (dataclass-dicts, numpy arrays) into plain Python data.
-
-    Args:
-        value: what a client call returned.
-
-    Returns:
-        Lists, dicts, strings and numbers (bytes and images pass through).
-    """
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_plain(v) for v in value]
-    return value
-
-
-def _items(data: Any) -> tuple[list[Any], bool]:
-    """(inputs, whether it is a batch)."""
-    if hasattr(data, "columns") and hasattr(data, "to_dict"):
-        if len(data.columns) == 1:
-            return list(data.iloc[:, 0]), True
-        return list(data.to_dict(orient="records")), True
-    if hasattr(data, "tolist") and not isinstance(data, bytes | str):
-        data = data.tolist()
-    if isinstance(data, list | tuple):
-        return list(data), True
-    return [data], False
-
-
 def _post(url: str, token: str, payload: Any, timeout: float) -> Any:
     r = get_session().post(
         url, json=payload, headers=build_hf_headers(token=token), timeout=timeout
@@ -498,7 +475,7 @@ def _call(
     timeout: float,
     parameters: dict[str, Any],
 ) -> Any:
-    method = TASK_METHODS.get(task or "")
+    method = protocol.TASK_METHODS.get(task or "")
     if method is None or (isinstance(item, dict) and "inputs" in item):
         payload = (
             item
@@ -507,25 +484,46 @@ def _call(
         )
         return _post(url, token, payload, timeout)
     fn = getattr(client, method)
-    if isinstance(item, dict) and method in KEYWORD_TASKS:
+    if isinstance(item, dict) and method in protocol.KEYWORD_TASKS:
         return fn(**item, **parameters)
     return fn(item, **parameters)
 
 
+def inference_client(url: str, token: str) -> InferenceClient:
+    """A client for an endpoint's URL (keep it for the next predictions).
+
+    Args:
+        url: the endpoint's URL.
+        token: the token.
+
+    Returns:
+        The client.
+    """
+    return InferenceClient(model=url, token=token)
+
+
 def predict(
-    service: HuggingFaceDeploymentService,
+    client: InferenceClient,
     data: Any,
     *,
+    token: str,
+    task: str | None,
     timeout: float,
     parameters: dict[str, Any],
+    deployment_name: str,
+    is_waking: Callable[[], bool],
 ) -> Any:
     """See ``HuggingFaceDeploymentService.predict``.
 
     Args:
-        service: the deployment.
+        client: the endpoint's client (its ``model`` is the URL).
         data: one input or a batch.
+        token: the token.
+        task: the endpoint's task (picks the client call).
         timeout: seconds for the whole call.
         parameters: task parameters.
+        deployment_name: for errors.
+        is_waking: tells whether the endpoint is waking up (a 503 is then retried).
 
     Returns:
         Plain Python data.
@@ -533,46 +531,39 @@ def predict(
     Raises:
         PredictionError: the endpoint answered an error.
     """
-    url = str(service.status.url)
-    token = service._token()
-    if service._client is None or service._client.model != url:
-        service._client = InferenceClient(model=url, token=token)
-    client: InferenceClient = service._client
+    url = str(client.model)
     client.timeout = timeout
     deadline = time.monotonic() + timeout
-    items, batch = _items(data)
+    items, batch = protocol.batch_items(data)
     out = []
     for item in items:
         delay = 0.2
         while True:
             try:
                 out.append(
-                    to_plain(
-                        _call(client, url, token, service.config.task, item, timeout, parameters)
-                    )
+                    protocol.to_plain(_call(client, url, token, task, item, timeout, parameters))
                 )
                 break
             except HfHubHTTPError as e:
                 code = e.response.status_code
-                if code == 503 and time.monotonic() + delay < deadline:
-                    if service.endpoint_is_waking():
-                        time.sleep(delay)  # cold start: retry within the caller's timeout
-                        delay = min(delay * 1.5, MAX_POLL)
-                        continue
+                if code == 503 and time.monotonic() + delay < deadline and is_waking():
+                    time.sleep(delay)  # cold start: retry within the caller's timeout
+                    delay = min(delay * 1.5, MAX_POLL)
+                    continue
                 raise PredictionError(
-                    f"Deployment '{service.deployment_name}' answered HTTP {code}.",
-                    deployment_name=service.deployment_name,
+                    f"Deployment '{deployment_name}' answered HTTP {code}.",
+                    deployment_name=deployment_name,
                     backend_message=secrets.redact(
                         e.server_message or e.response.text[:4000] or str(e)
                     ),
                     hint="check the input format the task expects"
                     if code < 500
-                    else f"check it serves: `zmd models describe {service.deployment_name}`.",
+                    else f"check it serves: `zmd models describe {deployment_name}`.",
                 ) from e
             except (InferenceTimeoutError, httpx2.HTTPError, OfflineModeIsEnabled) as e:
                 raise PredictionError(
                     f"Prediction request to {url} failed: {type(e).__name__}: {e}",
-                    deployment_name=service.deployment_name,
-                    hint=f"check it serves: `zmd models describe {service.deployment_name}`.",
+                    deployment_name=deployment_name,
+                    hint=f"check it serves: `zmd models describe {deployment_name}`.",
                 ) from e
     return out if batch else out[0]
