@@ -4,11 +4,9 @@ lives and how it is reached (none of it is in the revision's hash)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar
 
 from pydantic import ConfigDict, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from zenml.models import ServiceConnectorRequirements
 from zenml.utils.secret_utils import SecretField
 
@@ -16,36 +14,6 @@ from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployerConfig, BaseDeployerFlavor
 from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.secrets import reject_plain_secrets
-
-_Config = TypeVar("_Config", bound=DeploymentConfig)
-
-
-def recorded_as(source: str) -> Callable[[type[_Config]], type[_Config]]:
-    """Keeps a moved config class's ``type`` (its source path, which ZenML stores with every
-    service and which the config annotation on the cluster carries) as it was recorded before
-    the move, and accepts both paths on load.
-
-    ZenML makes ``type`` a literal of the class's own path, so a service saved before a class
-    moved would no longer load; and a new path would change the config annotation sent to the
-    cluster. The old path stays importable (the old module re-exports the class).
-
-    Args:
-        source: the path the class was recorded under (``module.Class``).
-
-    Returns:
-        A class decorator.
-    """
-
-    def keep(cls: type[_Config]) -> type[_Config]:
-        here = f"{cls.__module__}.{cls.__qualname__}"
-        cls.model_fields["type"] = FieldInfo(
-            annotation=Literal[source, here],  # type: ignore[arg-type]
-            default=source,
-        )
-        cls.model_rebuild(force=True)
-        return cls
-
-    return keep
 
 
 def check_token_reference(v: str | None) -> str | None:

@@ -163,13 +163,20 @@ class KubeDeploymentService(InPlaceDeploymentService):
         Args:
             cfg: the revision.
             revision: its number.
-            role: ``main`` or ``candidate``.
+            role: ``main``, ``candidate`` or ``experiment``.
 
         Returns:
             (labels, annotations).
         """
         labels = ownership_labels(self.deployment_name, revision, cfg.config_hash(), role)
-        return labels, config_annotation(cfg.model_dump(mode="json"))
+        data = cfg.model_dump(mode="json")
+        # A config class that moved is named by its first path (FORMER_SOURCES), so the objects
+        # written before and after the move carry the same annotation: an update after an
+        # upgrade sends no metadata-only patch.
+        former = type(cfg).__dict__.get("FORMER_SOURCES", ())
+        if former:
+            data["type"] = former[0]
+        return labels, config_annotation(data)
 
     def apply_storage_secret(self, cfg: KubeDeploymentConfig) -> str | None:
         """Writes the storage Secret from the config's ZenML secret (None: it names none).

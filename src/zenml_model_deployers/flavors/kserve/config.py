@@ -5,10 +5,12 @@ ZenML imports it to read stored services: it imports no kubernetes.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, field_validator
 
 from zenml_model_deployers.flavors.kserve.flavor import check_mode
-from zenml_model_deployers.kube.config import KubeDeploymentConfig, recorded_as
+from zenml_model_deployers.kube.config import KubeDeploymentConfig
 
 # The model formats KServe serves out of the box (its ServingRuntimes' `modelFormat`s).
 MODEL_FORMATS = (
@@ -24,7 +26,6 @@ MODEL_FORMATS = (
 PROTOCOLS = ("v1", "v2")
 
 
-@recorded_as("zenml_model_deployers.flavors.kserve.service.KServeDeploymentConfig")
 class KServeDeploymentConfig(KubeDeploymentConfig):
     """How to serve a model on KServe.
 
@@ -50,6 +51,11 @@ class KServeDeploymentConfig(KubeDeploymentConfig):
         connector_id: a ZenML Kubernetes service connector (set from the component).
         base_url: the ingress gateway (default: the component's; empty: ``status.url``).
     """
+
+    # Defined in service.py until issue 24 (it still imports from there).
+    FORMER_SOURCES: ClassVar[tuple[str, ...]] = (
+        "zenml_model_deployers.flavors.kserve.service.KServeDeploymentConfig",
+    )
 
     model_format: str = "sklearn"
     runtime: str | None = None

@@ -6,10 +6,12 @@ Cheap to import (no kubernetes): ZenML loads it to read stored services.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, field_validator
 
 from zenml_model_deployers.flavors.seldon.flavor import SELDON_APIS
-from zenml_model_deployers.kube.config import KubeDeploymentConfig, recorded_as
+from zenml_model_deployers.kube.config import KubeDeploymentConfig
 
 # Seldon Core 1's prepackaged model servers.
 PREPACKAGED_SERVERS = (
@@ -23,7 +25,6 @@ PREPACKAGED_SERVERS = (
 PROTOCOLS = ("seldon", "v2")
 
 
-@recorded_as("zenml_model_deployers.flavors.seldon.service.SeldonDeploymentConfig")
 class SeldonDeploymentConfig(KubeDeploymentConfig):
     """How to serve a model on Seldon.
 
@@ -52,6 +53,11 @@ class SeldonDeploymentConfig(KubeDeploymentConfig):
         prometheus_token: its bearer token, a ZenML secret reference (default: the
             component's).
     """
+
+    # Defined in service.py until issue 24 (it still imports from there).
+    FORMER_SOURCES: ClassVar[tuple[str, ...]] = (
+        "zenml_model_deployers.flavors.seldon.service.SeldonDeploymentConfig",
+    )
 
     health_path: str = "/v2/health/ready"
     seldon_api: str = "v2"
