@@ -10,7 +10,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from zenml_model_deployers.flavors.kserve.flavor import check_mode
-from zenml_model_deployers.kube.config import KubeDeploymentConfig
+from zenml_model_deployers.kube.config import KubeDeploymentConfig, check_choice
 
 # The model formats KServe serves out of the box (its ServingRuntimes' `modelFormat`s).
 MODEL_FORMATS = (
@@ -80,9 +80,7 @@ class KServeDeploymentConfig(KubeDeploymentConfig):
     @field_validator("protocol")
     @classmethod
     def _known_protocol(cls, v: str) -> str:
-        if v not in PROTOCOLS:
-            raise ValueError(f"protocol {v!r} must be 'v1' or 'v2'.")
-        return v
+        return check_choice("protocol", v, PROTOCOLS)
 
     @field_validator("deployment_mode")
     @classmethod

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from zenml_model_deployers.flavors.seldon.flavor import SELDON_APIS
-from zenml_model_deployers.kube.config import KubeDeploymentConfig
+from zenml_model_deployers.kube.config import KubeDeploymentConfig, check_choice
 
 # Seldon Core 1's prepackaged model servers.
 PREPACKAGED_SERVERS = (
@@ -70,12 +70,11 @@ class SeldonDeploymentConfig(KubeDeploymentConfig):
     image: str | None = None
     protocol: str = "seldon"
 
-    @field_validator("seldon_api")
+    @field_validator("seldon_api", "protocol")
     @classmethod
-    def _known_api(cls, v: str) -> str:
-        if v not in SELDON_APIS:
-            raise ValueError(f"seldon_api {v!r} must be 'v2' or 'v1'.")
-        return v
+    def _one_of(cls, v: str, info: ValidationInfo) -> str:
+        choices = {"seldon_api": SELDON_APIS, "protocol": PROTOCOLS}
+        return check_choice(str(info.field_name), v, choices[str(info.field_name)])
 
     @field_validator("implementation")
     @classmethod
@@ -85,13 +84,6 @@ class SeldonDeploymentConfig(KubeDeploymentConfig):
                 f"implementation {v!r} is not a Seldon Core 1 prepackaged server: use one of "
                 f"{', '.join(PREPACKAGED_SERVERS)}, or set `image` for a custom one."
             )
-        return v
-
-    @field_validator("protocol")
-    @classmethod
-    def _known_protocol(cls, v: str) -> str:
-        if v not in PROTOCOLS:
-            raise ValueError(f"protocol {v!r} must be 'seldon' or 'v2'.")
         return v
 
 
