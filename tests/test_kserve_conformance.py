@@ -17,7 +17,7 @@ from kube_support import (  # noqa: F401
     model_dirs,
 )
 
-from zenml_model_deployers.flavors.kserve.service import KServeDeploymentConfig
+from zenml_model_deployers.flavors.kserve.config import KServeDeploymentConfig
 from zenml_model_deployers.service import DeploymentService
 
 

@@ -32,8 +32,8 @@ from zenml_model_deployers.errors import (
     DeploymentExistsError,
     RolloutFailedError,
 )
-from zenml_model_deployers.flavors.kserve.manifests import INFERENCE_SERVICE
-from zenml_model_deployers.flavors.kserve.service import KServeDeploymentConfig
+from zenml_model_deployers.flavors.kserve.backend import INFERENCE_SERVICE
+from zenml_model_deployers.flavors.kserve.config import KServeDeploymentConfig
 from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster, validate_manifest

@@ -4,6 +4,7 @@ CRD schemas, bounded waits with the controller's reason, Secrets, content-addres
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,15 @@ from zenml_model_deployers.errors import (
     DeploymentExistsError,
     DeploymentTimeoutError,
 )
-from zenml_model_deployers.flavors.seldon.manifests import MODEL
+from zenml_model_deployers.flavors.seldon.backend import MODEL
 from zenml_model_deployers.kube.client import KubeTarget
-from zenml_model_deployers.kube.resources import (
+from zenml_model_deployers.kube.objects import (
     LABEL_MANAGED_BY,
-    KubeNamespace,
     Verdict,
     ownership_labels,
     selector_for,
 )
+from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
 
@@ -174,7 +175,7 @@ def test_wait_falls_back_to_polling_when_watch_is_refused(
 
 def test_owned_secret_created_updated_and_deleted(cluster: SimulatedCluster) -> None:  # noqa: F811
     """A Secret made for a deployment carries our labels; delete removes ours only."""
-    from zenml_model_deployers.kube.secrets import apply_secret, delete_owned_secrets
+    from zenml_model_deployers.kube.secrets import apply_secret, delete_owned
 
     ns = _ns(cluster, "sec")
     labels = ownership_labels("sec", 1, "h", role="storage")
@@ -186,10 +187,10 @@ def test_owned_secret_created_updated_and_deleted(cluster: SimulatedCluster) -> 
     assert set(stored["sec-storage"]["data"]) == {"a"}  # the removed key is gone
     with pytest.raises(DeploymentExistsError):
         apply_secret(ns, "other-storage", {"x": "z"}, labels)
-    assert delete_owned_secrets(ns) == ["sec-storage"]
+    assert delete_owned(ns, "Secret") == ["sec-storage"]
     names = {s["metadata"]["name"] for s in cluster.objects("secrets")}
     assert names == {"other-storage"}
-    delete_owned_secrets(other)
+    delete_owned(other, "Secret")
 
 
 def test_upload_is_content_addressed(zenml_env: Path) -> None:
@@ -232,3 +233,35 @@ def test_the_package_ships_the_crds_with_their_provenance(tmp_path: Path) -> Non
     assert SimulatedCluster(own, install=("models",), model_server=False).crd_dir == own
     with pytest.raises(FileNotFoundError, match="serving.kserve.io_inferenceservices.yaml"):
         SimulatedCluster(own, install=("inferenceservices",), model_server=False)
+
+
+@pytest.mark.parametrize("flavor", ["seldon", "kserve"])
+def test_a_service_saved_before_its_config_class_moved_still_loads(flavor: str) -> None:
+    """The cluster flavors' deployment configs moved from service.py to config.py: a service
+    saved before (its config's `type` names the old module) still loads, and the old import
+    path gives the same class; the config annotation written to the cluster names the class
+    as before the move, so an object written then needs no patch now."""
+    import importlib
+    import uuid
+
+    from zenml_model_deployers.kube.objects import ANNOTATION_CONFIG
+    from zenml_model_deployers.materializer import service_from_json, service_to_json
+
+    prefix = "KServe" if flavor == "kserve" else "Seldon"
+    service_mod = importlib.import_module(f"zenml_model_deployers.flavors.{flavor}.service")
+    config_mod = importlib.import_module(f"zenml_model_deployers.flavors.{flavor}.config")
+    config_cls = getattr(config_mod, f"{prefix}DeploymentConfig")
+    assert getattr(service_mod, f"{prefix}DeploymentConfig") is config_cls
+    old = f"zenml_model_deployers.flavors.{flavor}.service.{prefix}DeploymentConfig"
+    config = config_cls(deployment_name="iris", model_uri="gs://models/iris")
+    service = getattr(service_mod, f"{prefix}DeploymentService")(
+        uuid=uuid.uuid4(),
+        config=config,
+        status=getattr(service_mod, f"{prefix}DeploymentStatus")(),
+    )
+    saved = json.loads(json.dumps(service_to_json(service)))
+    saved["service"]["config"]["type"] = old
+    loaded = service_from_json(saved, prefer_live=False)
+    assert type(loaded.config) is config_cls and loaded.config == config
+    _, annotations = service.revision_metadata(config, 1)
+    assert json.loads(annotations[ANNOTATION_CONFIG])["type"] == old

@@ -106,8 +106,8 @@ def test_component_token_is_a_reference_handed_on_unresolved() -> None:
     """On a cluster component, the token is a ZenML secret reference (ZenML refuses one on a
     field with a field validator: the check is the model's); a deployment takes it from the
     component as the reference, never resolved (the secret need not exist to configure)."""
+    from zenml_model_deployers.flavors.kserve.config import KServeDeploymentConfig
     from zenml_model_deployers.flavors.kserve.flavor import KServeDeployerConfig
-    from zenml_model_deployers.flavors.kserve.service import KServeDeploymentConfig
     from zenml_model_deployers.flavors.seldon.flavor import SeldonDeployerConfig
     from zenml_model_deployers.kube.client import component_defaults
 
@@ -123,8 +123,8 @@ def test_component_token_is_a_reference_handed_on_unresolved() -> None:
 def test_storage_secret_is_a_name_on_the_component_and_on_the_deployment() -> None:
     """Credentials given where a secret's name belongs are refused, without being echoed, on
     both cluster flavors' component settings and deployment configs."""
+    from zenml_model_deployers.flavors.kserve.config import KServeDeploymentConfig
     from zenml_model_deployers.flavors.kserve.flavor import KServeDeployerConfig
-    from zenml_model_deployers.flavors.kserve.service import KServeDeploymentConfig
     from zenml_model_deployers.flavors.seldon.flavor import SeldonDeployerConfig
 
     base = {"deployment_name": "iris", "model_uri": "gs://b/iris"}
@@ -145,8 +145,8 @@ def test_kserve_prometheus_settings_are_secret_references_outside_the_hash() -> 
     """zmd-kserve takes the same settings, on the component and on the shared cluster config:
     a plain token is refused without being echoed; where Prometheus is does not change the
     revision; a revision label that is not a Kubernetes name never reaches PromQL."""
+    from zenml_model_deployers.flavors.kserve.config import KServeDeploymentConfig
     from zenml_model_deployers.flavors.kserve.flavor import KServeDeployerConfig
-    from zenml_model_deployers.flavors.kserve.service import KServeDeploymentConfig
     from zenml_model_deployers.kube.prometheus import label_matcher
 
     base = {"deployment_name": "iris", "model_uri": "gs://b/iris"}

@@ -16,7 +16,7 @@ from kube_support import (  # noqa: F401
     seldon_stack,
 )
 
-from zenml_model_deployers.flavors.seldon.service import SeldonDeploymentConfig
+from zenml_model_deployers.flavors.seldon.config import SeldonDeploymentConfig
 from zenml_model_deployers.service import DeploymentService
 
 

@@ -30,8 +30,8 @@ from zenml_model_deployers.errors import (
     DeploymentExistsError,
     RolloutFailedError,
 )
-from zenml_model_deployers.flavors.seldon.manifests import MODEL
-from zenml_model_deployers.flavors.seldon.service import SeldonDeploymentConfig
+from zenml_model_deployers.flavors.seldon.backend import MODEL
+from zenml_model_deployers.flavors.seldon.config import SeldonDeploymentConfig
 from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster

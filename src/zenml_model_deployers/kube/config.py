@@ -16,6 +16,26 @@ from zenml_model_deployers.kube.client import KubeTarget
 from zenml_model_deployers.secrets import reject_plain_secrets
 
 
+def check_choice(field: str, value: str, choices: tuple[str, ...]) -> str:
+    """A setting that takes one of a few words.
+
+    Args:
+        field: the setting's name.
+        value: its value.
+        choices: the words it takes.
+
+    Returns:
+        The value, unchanged.
+
+    Raises:
+        ValueError: another word (the message lists the words).
+    """
+    if value not in choices:
+        words = " or ".join(repr(c) for c in choices)
+        raise ValueError(f"{field} {value!r} must be {words}.")
+    return value
+
+
 def check_token_reference(v: str | None) -> str | None:
     """A Prometheus token must be a ZenML secret reference, never the value itself.
 

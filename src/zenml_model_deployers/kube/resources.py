@@ -1,5 +1,6 @@
-"""Resources we own in a namespace: labels and annotation, create / merge-patch / read / delete,
-ownership checks, and bounded waits for a condition (watch, falling back to polling).
+"""Resources we own in a namespace, through the real ``kubernetes`` client: create /
+merge-patch / read / delete, ownership checks, pod logs, and bounded waits for a condition
+(watch, falling back to polling). What an object is (kind, labels, status) is ``objects.py``.
 
 Updates are merge patches, never PUT: a PUT would drop what the controller or another tool
 set on the object. Every wait has a deadline, shows progress and ends with the controller's
@@ -8,12 +9,9 @@ own reason when the object reports a failure.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from zenml_model_deployers.errors import (
     ConfigurationError,
@@ -22,118 +20,15 @@ from zenml_model_deployers.errors import (
     DeploymentTimeoutError,
 )
 from zenml_model_deployers.kube.client import KubeTarget, api_client, api_status, kube_errors
-from zenml_model_deployers.secrets import redact_obj
-
-MANAGED_BY = "zenml-model-deployers"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_DEPLOYMENT = "zenml-model-deployers.io/deployment"
-LABEL_REVISION = "zenml-model-deployers.io/revision"
-LABEL_CONFIG_HASH = "zenml-model-deployers.io/config-hash"
-LABEL_ROLE = "zenml-model-deployers.io/role"
-ANNOTATION_CONFIG = "zenml-model-deployers.io/config"
-
-
-class ResourceKind(BaseModel):
-    """A namespaced custom resource kind.
-
-    Attributes:
-        group: API group, e.g. ``mlops.seldon.io``.
-        version: e.g. ``v1alpha1``.
-        plural: e.g. ``models``.
-        kind: e.g. ``Model``.
-        product: what installs it, for messages (e.g. "Seldon Core 2").
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    product: str
-
-    @property
-    def api_version(self) -> str:
-        """``group/version``."""
-        return f"{self.group}/{self.version}"
-
-
-def ownership_labels(
-    deployment_name: str, revision: int, config_hash: str, role: str = "main"
-) -> dict[str, str]:
-    """The labels that say a resource is ours and which deployment and revision it serves.
-
-    Args:
-        deployment_name: the deployment.
-        revision: its revision number.
-        config_hash: its config hash.
-        role: ``main`` or ``candidate`` (canaries) or ``storage`` (Secrets).
-
-    Returns:
-        Labels (all valid label values).
-    """
-    return {
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_DEPLOYMENT: deployment_name,
-        LABEL_REVISION: str(revision),
-        LABEL_CONFIG_HASH: config_hash,
-        LABEL_ROLE: role,
-    }
-
-
-def config_annotation(config: dict[str, Any]) -> dict[str, str]:
-    """The annotation holding a deployment's redacted config (enough to adopt or recreate it).
-
-    Args:
-        config: the config as JSON-able data (secret references only, never values).
-
-    Returns:
-        ``{ANNOTATION_CONFIG: json}``.
-    """
-    return {ANNOTATION_CONFIG: json.dumps(redact_obj(config), sort_keys=True)}
-
-
-def selector_for(deployment_name: str) -> str:
-    """The label selector of everything a deployment owns.
-
-    Args:
-        deployment_name: the deployment.
-
-    Returns:
-        e.g. ``app.kubernetes.io/managed-by=zenml-model-deployers,...=iris``.
-    """
-    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_DEPLOYMENT}={deployment_name}"
-
-
-def owned_by(obj: dict[str, Any], deployment_name: str) -> bool:
-    """Tells whether an object carries our labels for this deployment.
-
-    Args:
-        obj: the object.
-        deployment_name: the deployment.
-
-    Returns:
-        True if it is ours.
-    """
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return bool(
-        labels.get(LABEL_MANAGED_BY) == MANAGED_BY
-        and labels.get(LABEL_DEPLOYMENT) == deployment_name
-    )
-
-
-class Verdict(BaseModel):
-    """What a wait's check says about an object.
-
-    Attributes:
-        done: the awaited condition holds.
-        failed: the controller reports a failure (``reason`` says which).
-        reason: the controller's own words.
-    """
-
-    done: bool = False
-    failed: bool = False
-    reason: str = ""
+from zenml_model_deployers.kube.objects import (
+    LABEL_DEPLOYMENT,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    ResourceKind,
+    Verdict,
+    owned_by,
+    selector_for,
+)
 
 
 class KubeNamespace:
@@ -293,13 +188,7 @@ class KubeNamespace:
             self.custom().create_namespaced_custom_object(
                 kind.group, kind.version, self.namespace, kind.plural, body
             )
-        obj = self.get(kind, name)
-        if obj is None:
-            raise DeploymentError(
-                f"{kind.kind} '{name}' was created but cannot be read back.",
-                deployment_name=self.deployment_name,
-            )
-        return obj
+        return self._read_back(kind, name, "was created but cannot be read back")
 
     def merge_patch(self, kind: ResourceKind, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Applies a JSON merge patch (RFC 7386; ``None`` removes a field) to an object.
@@ -317,11 +206,14 @@ class KubeNamespace:
             self.custom().patch_namespaced_custom_object(
                 kind.group, kind.version, self.namespace, kind.plural, name, patch
             )
+        return self._read_back(kind, name, "disappeared while it was patched")
+
+    def _read_back(self, kind: ResourceKind, name: str, missing: str) -> dict[str, Any]:
+        """The object as the server stores it after a write (some answer a write with less)."""
         obj = self.get(kind, name)
         if obj is None:
             raise DeploymentError(
-                f"{kind.kind} '{name}' disappeared while it was patched.",
-                deployment_name=self.deployment_name,
+                f"{kind.kind} '{name}' {missing}.", deployment_name=self.deployment_name
             )
         return obj
 

@@ -11,7 +11,8 @@ import base64
 from typing import Any
 
 from zenml_model_deployers.errors import SecretResolutionError
-from zenml_model_deployers.kube.resources import KubeNamespace, owned_by, selector_for
+from zenml_model_deployers.kube.objects import owned_by, ownership_labels, selector_for
+from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.secrets import remember_secret_value
 
 
@@ -79,18 +80,6 @@ def apply_secret(
         core.create_namespaced_secret(ns.namespace, body)
 
 
-def delete_owned_secrets(ns: KubeNamespace) -> list[str]:
-    """Deletes every Secret the deployment owns (by label, checked again here).
-
-    Args:
-        ns: the namespace.
-
-    Returns:
-        The names deleted.
-    """
-    return _delete_owned(ns, "Secret", "secret")
-
-
 def apply_service_account(
     ns: KubeNamespace, name: str, secret: str, labels: dict[str, str]
 ) -> None:
@@ -127,16 +116,63 @@ def apply_service_account(
         core.create_namespaced_service_account(ns.namespace, body)
 
 
-def delete_owned_service_accounts(ns: KubeNamespace) -> list[str]:
-    """Deletes every ServiceAccount the deployment owns (by label, checked again here).
+# The core kinds a deployment may own beside its custom resources -> the client's method
+# suffix (``secret``: ``list_namespaced_secret``, ...).
+_CORE_KINDS = {"Secret": "secret", "ServiceAccount": "service_account"}
+
+
+def delete_owned(ns: KubeNamespace, *kinds: str) -> list[str]:
+    """Deletes every object of these core kinds the deployment owns (by label, checked again
+    here), kind by kind in the order given.
 
     Args:
         ns: the namespace.
+        *kinds: ``Secret`` and/or ``ServiceAccount``.
 
     Returns:
         The names deleted.
     """
-    return _delete_owned(ns, "ServiceAccount", "service_account")
+    return [name for kind in kinds for name in _delete_owned(ns, kind, _CORE_KINDS[kind])]
+
+
+def storage_secret_name(deployment_name: str) -> str:
+    """The Kubernetes Secret holding a deployment's storage credentials (and, where a flavor
+    needs one, the ServiceAccount carrying it).
+
+    Args:
+        deployment_name: the deployment.
+
+    Returns:
+        Its name.
+    """
+    return f"{deployment_name}-storage"
+
+
+def apply_storage_secret(ns: KubeNamespace, zenml_secret: str) -> str:
+    """Creates or updates the deployment's storage Secret from a ZenML secret's keys.
+
+    Args:
+        ns: the deployment's namespace.
+        zenml_secret: the ZenML secret's name.
+
+    Returns:
+        The Kubernetes Secret's name.
+    """
+    name = storage_secret_name(ns.deployment_name)
+    apply_secret(ns, name, zenml_secret_values(zenml_secret), storage_labels(ns.deployment_name))
+    return name
+
+
+def storage_labels(deployment_name: str) -> dict[str, str]:
+    """The ownership labels of a deployment's storage objects (no revision: they serve all).
+
+    Args:
+        deployment_name: the deployment.
+
+    Returns:
+        The labels.
+    """
+    return ownership_labels(deployment_name, 0, "", role="storage")
 
 
 def _read_owned(ns: KubeNamespace, kind: str, api_name: str, name: str) -> dict[str, Any] | None:

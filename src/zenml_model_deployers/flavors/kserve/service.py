@@ -23,102 +23,35 @@ Canaries follow the cluster's deployment mode (``status.deploymentMode``):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import PrivateAttr
 from zenml.enums import ServiceState
 from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
-from zenml_model_deployers.flavors.kserve import manifests
-from zenml_model_deployers.flavors.kserve.flavor import FLAVOR_NAME, check_mode
-from zenml_model_deployers.kube.config import KubeDeploymentConfig
-from zenml_model_deployers.kube.resources import (
+from zenml_model_deployers.flavors.kserve import backend
+from zenml_model_deployers.flavors.kserve.backend import INFERENCE_SERVICE, is_serverless
+from zenml_model_deployers.flavors.kserve.config import KServeDeploymentConfig
+from zenml_model_deployers.flavors.kserve.flavor import FLAVOR_NAME
+from zenml_model_deployers.kube.objects import (
     LABEL_CONFIG_HASH,
     ResourceKind,
     Verdict,
-    config_annotation,
-    ownership_labels,
+    patch_changes_nothing,
 )
-from zenml_model_deployers.kube.service import KubeDeploymentService, KubeDeploymentStatus
+from zenml_model_deployers.kube.service import (
+    KubeDeploymentService,
+    KubeDeploymentStatus,
+    cluster_service_type,
+)
 from zenml_model_deployers.kube.v2protocol import EXAMPLE_V2_BODY
 from zenml_model_deployers.remote import BackendState, ServingTarget
 from zenml_model_deployers.service import RevisionMetrics
 
 OPENAI_CHAT_PATH = "/openai/v1/chat/completions"
-
-
-class KServeDeploymentConfig(KubeDeploymentConfig):
-    """How to serve a model on KServe.
-
-    Attributes:
-        model_uri: the model's storage URI (``gs://``, ``s3://``, ``pvc://``, a path the
-            cluster reads), or for ``huggingface`` a Hub id (``org/name``).
-        model_format: the ``modelFormat`` KServe picks a serving runtime by.
-        runtime: a ``ServingRuntime`` to use (None: KServe picks one for the format).
-        protocol: ``v1`` (``/v1/models/{name}:predict``) or ``v2`` (Open Inference Protocol).
-        min_replicas: the predictor's minimum replicas (0 lets Serverless scale to zero).
-        max_replicas: its maximum replicas (None: KServe's default).
-        resources: the model container's ``requests``/``limits`` (e.g.
-            ``{"limits": {"cpu": "1", "memory": "2Gi"}}``).
-        args: extra arguments of the model server (e.g. vLLM's ``--max-model-len=2048``).
-        storage_secret: a ZenML secret's name: its keys become the Kubernetes Secret (carried
-            by a ServiceAccount) the storage initializer reads the model with.
-        deployment_mode: ``Serverless``/``Standard``/``RawDeployment``, or None (the cluster's
-            default); KServe cannot move an InferenceService between modes in place.
-        namespace: the Kubernetes namespace (default: the component's).
-        kubernetes_context: kubeconfig context (default: the component's).
-        kubeconfig: kubeconfig path (default: the component's).
-        in_cluster: use the pod's service account.
-        connector_id: a ZenML Kubernetes service connector (set from the component).
-        base_url: the ingress gateway (default: the component's; empty: ``status.url``).
-    """
-
-    model_format: str = "sklearn"
-    runtime: str | None = None
-    protocol: str = "v1"
-    min_replicas: int | None = Field(default=1, ge=0)
-    max_replicas: int | None = Field(default=None, ge=1)
-    resources: dict[str, dict[str, str]] = Field(default_factory=dict)
-    args: list[str] = Field(default_factory=list)
-    deployment_mode: str | None = None
-
-    @field_validator("model_format")
-    @classmethod
-    def _known_format(cls, v: str) -> str:
-        if v not in manifests.MODEL_FORMATS:
-            raise ValueError(
-                f"model_format {v!r} is not one KServe serves out of the box: use one of "
-                f"{', '.join(manifests.MODEL_FORMATS)} (or set `runtime` to your ServingRuntime "
-                "and the format it declares)."
-            )
-        return v
-
-    @field_validator("protocol")
-    @classmethod
-    def _known_protocol(cls, v: str) -> str:
-        if v not in manifests.PROTOCOLS:
-            raise ValueError(f"protocol {v!r} must be 'v1' or 'v2'.")
-        return v
-
-    @field_validator("deployment_mode")
-    @classmethod
-    def _known_mode(cls, v: str | None) -> str | None:
-        return check_mode(v)
-
-    @field_validator("resources")
-    @classmethod
-    def _requests_limits(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        unknown = set(v) - {"requests", "limits"}
-        if unknown:
-            raise ValueError(
-                f"resources takes 'requests' and 'limits' only, not {sorted(unknown)} "
-                '(e.g. {"limits": {"cpu": "1", "memory": "2Gi"}}).'
-            )
-        return {k: {r: str(q) for r, q in d.items()} for k, d in v.items()}
 
 
 class KServeDeploymentStatus(KubeDeploymentStatus):
@@ -142,18 +75,11 @@ class KServeDeploymentStatus(KubeDeploymentStatus):
     kserve_message: str = ""
 
 
-def _is_serverless(mode: str) -> bool:
-    return mode == "Serverless"
-
-
 class KServeDeploymentService(KubeDeploymentService):
     """A model on KServe: one ``InferenceService`` named after the deployment."""
 
-    SERVICE_TYPE: ClassVar[ServiceType] = ServiceType(
-        name="zmd-kserve-deployment",
-        type="model-serving",
-        flavor=FLAVOR_NAME,
-        description="KServe InferenceService managed by zenml-model-deployers",
+    SERVICE_TYPE: ClassVar[ServiceType] = cluster_service_type(
+        FLAVOR_NAME, "KServe InferenceService"
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     BACKEND: ClassVar[str] = "KServe"
@@ -171,7 +97,7 @@ class KServeDeploymentService(KubeDeploymentService):
         Returns:
             Its kind.
         """
-        return manifests.INFERENCE_SERVICE
+        return INFERENCE_SERVICE
 
     @property
     def is_llm(self) -> bool:
@@ -289,7 +215,7 @@ class KServeDeploymentService(KubeDeploymentService):
             body = '{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
         return f"curl -s -X POST {url} -H 'Content-Type: application/json'{host} -d '{body}'"
 
-    # ----------------------------------------------------------------- manifests
+    # ----------------------------------------------------------------- spec
     def _mode(self, cfg: KServeDeploymentConfig) -> str:
         """The deployment mode that applies: the config's, else what KServe reported."""
         mode = cfg.deployment_mode or self.status.deployment_mode or ""
@@ -310,40 +236,20 @@ class KServeDeploymentService(KubeDeploymentService):
             ConfigurationError: a canary in a mode that cannot run one.
         """
         stable = target.stable
-        assert isinstance(stable, KServeDeploymentConfig)
         candidate = target.candidate if target.candidate_percent else None
-        if candidate is None:
-            pred = manifests.predictor_spec(stable)
-            if canary_pin:
-                pred["canaryTrafficPercent"] = 0
-            return {"predictor": pred}
-        assert isinstance(candidate, KServeDeploymentConfig)
+        assert isinstance(stable, KServeDeploymentConfig)
+        assert candidate is None or isinstance(candidate, KServeDeploymentConfig)
         mode = self._mode(stable)
-        if _is_serverless(mode):
-            pred = manifests.predictor_spec(candidate)
-            pred["canaryTrafficPercent"] = target.candidate_percent
-            return {"predictor": pred}
-        if not mode:
+        if candidate is not None and not mode:
             raise ConfigurationError(
                 f"KServe has not reported the deployment mode of '{self.deployment_name}' "
                 "(status.deploymentMode): a canary needs it.",
                 deployment_name=self.deployment_name,
                 hint="set the component's or the step's `deployment_mode`.",
             )
-        canary = manifests.predictor_spec(candidate)
-        # The CRD requires the container's name here (KServe's default for the predictor).
-        canary["model"] = {"name": manifests.MODEL_CONTAINER, **canary["model"]}
-        return {
-            "predictor": manifests.predictor_spec(stable),
-            "canary": [{"predictor": canary, "trafficPercent": target.candidate_percent}],
-        }
-
-    def _annotations(self, cfg: KServeDeploymentConfig, stopped: bool) -> dict[str, str | None]:
-        out: dict[str, str | None] = dict(config_annotation(cfg.model_dump(mode="json")))
-        if cfg.deployment_mode:
-            out[manifests.MODE_ANNOTATION] = cfg.deployment_mode
-        out[manifests.STOP_ANNOTATION] = "true" if stopped else None
-        return out
+        return backend.inference_service_spec(
+            stable, candidate, target.candidate_percent, mode, canary_pin
+        )
 
     # ----------------------------------------------------------------- in-place hooks
     def apply_target(self, target: ServingTarget, previous: ServingTarget | None) -> None:
@@ -374,26 +280,38 @@ class KServeDeploymentService(KubeDeploymentService):
                     deployment_name=self.deployment_name,
                     hint="deploy with policy='replace' (delete, then create), or another name.",
                 )
-        existing = ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name)
+        existing = ns.get_owned(INFERENCE_SERVICE, self.resource_name)
         if existing is None:
-            ns.check_ready([manifests.INFERENCE_SERVICE])
-        self._apply_storage(cfg)
+            ns.check_ready([INFERENCE_SERVICE])
+        storage = self.apply_storage_secret(cfg)
+        if storage is not None:
+            from zenml_model_deployers.kube.secrets import apply_service_account, storage_labels
+
+            # KServe's storage initializer reads credentials from the predictor's
+            # ServiceAccount (named as the Secret it carries).
+            apply_service_account(ns, storage, storage, storage_labels(self.deployment_name))
         leaving_canary = (
             previous is not None
             and previous.candidate is not None
             and previous.candidate_percent > 0
             and not target.candidate_percent
             and previous.candidate.config_hash() != cfg.config_hash()
-            and _is_serverless(self._mode(cfg))
+            and is_serverless(self._mode(cfg))
         )
         if leaving_canary and existing is not None:
             self._write(existing, self.desired_spec(target, canary_pin=True), cfg)
             if self.restoring_after_interruption:
                 return
-            self._wait_pinned(target)
-            existing = ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name)
+            self.kube().wait_for(
+                INFERENCE_SERVICE,
+                self.resource_name,
+                backend.pinned_verdict,
+                self._apply_timeout,
+                f"InferenceService '{self.resource_name}' to pin the canary at 0 %",
+            )
+            existing = ns.get_owned(INFERENCE_SERVICE, self.resource_name)
         spec = self.desired_spec(target)
-        if target.candidate_percent and not _is_serverless(self._mode(cfg)):
+        if target.candidate_percent and not is_serverless(self._mode(cfg)):
             self._check_canary_field(existing, spec)
         self._write(existing, spec, cfg)
         self.status.namespace = ns.namespace
@@ -402,125 +320,29 @@ class KServeDeploymentService(KubeDeploymentService):
         self, existing: dict[str, Any] | None, spec: dict[str, Any], cfg: KServeDeploymentConfig
     ) -> None:
         """Creates the InferenceService, or patches what differs (nothing: no request)."""
-        ns = self.kube()
-        revision = self.status.revision + (1 if cfg.config_hash() != self.status.config_hash else 0)
-        labels = ownership_labels(self.deployment_name, revision, cfg.config_hash())
-        annotations = self._annotations(cfg, stopped=False)
-        if existing is None:
-            ns.create(
-                manifests.INFERENCE_SERVICE,
-                manifests.inference_service_manifest(
-                    self.resource_name,
-                    ns.namespace,
-                    spec,
-                    labels,
-                    {k: v for k, v in annotations.items() if v is not None},
-                ),
-            )
-            return
-        current = existing.get("spec") or {}
-        meta = existing.get("metadata") or {}
-        patch_spec = manifests.spec_patch(spec, current)
-        same_spec = _applied(current, patch_spec)
-        same_meta = (meta.get("labels") or {}).get(LABEL_CONFIG_HASH) == cfg.config_hash() and all(
-            (meta.get("annotations") or {}).get(k) == v for k, v in annotations.items()
-        )
-        if same_spec and same_meta:
-            return
-        ns.merge_patch(
-            manifests.INFERENCE_SERVICE,
-            self.resource_name,
-            {"metadata": {"labels": labels, "annotations": annotations}, "spec": patch_spec},
-        )
-
-    def _wait_pinned(self, target: ServingTarget) -> None:
-        """Serverless rollback, step 1: waits until KServe has the pinned spec's revision ready
-        (its traffic 0 %, the previous rolled-out revision 100 %)."""
-        timeout = self._apply_timeout
-
-        def check(obj: dict[str, Any] | None) -> Verdict:
-            if obj is None:
-                return Verdict(failed=True, reason="the InferenceService was deleted")
-            if not manifests.observed(obj):
-                return Verdict(reason="KServe has not reconciled the pinned spec yet")
-            failed = manifests.failure(obj)
-            if failed:
-                return Verdict(failed=True, reason=failed)
-            pred = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
-            ready = pred.get("latestReadyRevision") == pred.get("latestCreatedRevision")
-            return Verdict(done=ready, reason="the stable spec's revision is not ready yet")
-
-        self.kube().wait_for(
-            manifests.INFERENCE_SERVICE,
-            self.resource_name,
-            check,
-            timeout,
-            f"InferenceService '{self.resource_name}' to pin the canary at 0 %",
-        )
+        labels, config = self.revision_metadata(cfg, self.next_revision(cfg))
+        annotations = backend.isvc_annotations(config, cfg.deployment_mode, stopped=False)
+        backend.write(self.kube(), self.resource_name, existing, spec, labels, annotations)
 
     def _check_canary_field(self, existing: dict[str, Any] | None, spec: dict[str, Any]) -> None:
-        """Standard mode: ``spec.canary`` exists only in KServe >= 0.20's CRD. A server-side
-        dry run shows whether the API server keeps it (an older CRD rejects or prunes it);
+        """Standard mode: ``spec.canary`` exists only in KServe >= 0.20's CRD. A server-side dry
+        run shows whether the API server keeps it (an older CRD rejects or prunes it);
         nothing is changed either way."""
         if existing is None:
             return
-        ns = self.kube()
-        patch = {"spec": manifests.spec_patch(spec, existing.get("spec") or {})}
-        refused = (
-            f"Deployment '{self.deployment_name}' runs in KServe's "
-            f"{self._mode(self.config)} mode, which ignores canaryTrafficPercent "
-            "(kserve#5335), and this cluster's InferenceService CRD has no spec.canary "
-            "(KServe >= 0.20): a canary cannot run here."
-        )
-        hint = (
-            "upgrade KServe to 0.20 or later, use Serverless mode, or deploy without "
-            "canary_percent (the update rolls out in place)."
-        )
-        try:
-            with ns.errors(f"Dry-running a canary on InferenceService '{self.resource_name}'"):
-                result = ns.custom().patch_namespaced_custom_object(
-                    manifests.INFERENCE_SERVICE.group,
-                    manifests.INFERENCE_SERVICE.version,
-                    ns.namespace,
-                    manifests.INFERENCE_SERVICE.plural,
-                    self.resource_name,
-                    patch,
-                    dry_run="All",
-                )
-        except DeploymentError as e:
-            # A strict API server refuses the unknown field (422); a lenient one prunes it.
-            words = str(e)
-            if "'canary' was unexpected" in words or 'unknown field "spec.canary"' in words:
-                raise ConfigurationError(
-                    refused,
-                    deployment_name=self.deployment_name,
-                    backend_message=e.backend_message or str(e).splitlines()[0],
-                    hint=hint,
-                ) from e
-            raise
-        if not (result.get("spec") or {}).get("canary"):
+        patch = {"spec": backend.spec_patch(spec, existing.get("spec") or {})}
+        refusal = backend.canary_refusal(self.kube(), self.resource_name, patch)
+        if refusal:
             raise ConfigurationError(
-                refused,
+                f"Deployment '{self.deployment_name}' runs in KServe's "
+                f"{self._mode(self.config)} mode, which ignores canaryTrafficPercent "
+                "(kserve#5335), and this cluster's InferenceService CRD has no spec.canary "
+                "(KServe >= 0.20): a canary cannot run here.",
                 deployment_name=self.deployment_name,
-                backend_message="the API server pruned spec.canary (unknown field)",
-                hint=hint,
+                backend_message=refusal,
+                hint="upgrade KServe to 0.20 or later, use Serverless mode, or deploy without "
+                "canary_percent (the update rolls out in place).",
             )
-
-    def _apply_storage(self, cfg: KServeDeploymentConfig) -> None:
-        if not cfg.storage_secret:
-            return
-        from zenml_model_deployers.kube.secrets import (
-            apply_secret,
-            apply_service_account,
-            zenml_secret_values,
-        )
-
-        labels = ownership_labels(self.deployment_name, 0, "", role="storage")
-        secret = manifests.secret_name(self.deployment_name)
-        apply_secret(self.kube(), secret, zenml_secret_values(cfg.storage_secret), labels)
-        apply_service_account(
-            self.kube(), manifests.service_account_name(self.deployment_name), secret, labels
-        )
 
     def read_backend(self) -> BackendState:
         """Reads the InferenceService (one GET).
@@ -528,26 +350,14 @@ class KServeDeploymentService(KubeDeploymentService):
         Returns:
             Its state in KServe's words (failed when the current spec's rollout failed).
         """
-        obj = self.kube().get(manifests.INFERENCE_SERVICE, self.resource_name)
+        obj = self.kube().get(INFERENCE_SERVICE, self.resource_name)
         if obj is None:
             return BackendState(state="Absent", gone=True)
-        status = obj.get("status") or {}
         self._record_status(obj)
-        conds = manifests.conditions(obj)
-        ready = conds.get("Ready") or {}
-        words = f"{ready.get('reason') or ''}: {ready.get('message') or ''}".strip(": ")
-        if (conds.get("Stopped") or {}).get("status") == "True":
-            state, message, failed = "Stopped", "stopped (serving.kserve.io/stop)", False
-        elif not manifests.observed(obj):
-            state, message, failed = "Progressing", "KServe has not reconciled the spec yet", False
-        elif failure := manifests.failure(obj):
-            state, message, failed = "Failed", failure, True
-        elif ready.get("status") == "True":
-            state, message, failed = "Ready", "", False
-        else:
-            state, message, failed = "Progressing", words or "no status yet", False
+        state, message, failed = backend.read_state(obj)
         self.status.kserve_state = state
         self.status.kserve_message = message
+        status = obj.get("status") or {}
         url = self.config.base_url.rstrip("/") or str(status.get("url") or "") or None
         return BackendState(state=state, message=message, failed=failed, url=url, raw=obj)
 
@@ -576,57 +386,23 @@ class KServeDeploymentService(KubeDeploymentService):
         labels = (obj.get("metadata") or {}).get("labels") or {}
         if labels.get(LABEL_CONFIG_HASH) != target.stable.config_hash():
             return False
-        want = self.desired_spec(target)
-        if not _applied(obj.get("spec") or {}, manifests.spec_patch(want, obj.get("spec") or {})):
+        current = obj.get("spec") or {}
+        if not patch_changes_nothing(
+            current, backend.spec_patch(self.desired_spec(target), current)
+        ):
             return False
-        if not self._traffic_as_wanted(obj, target):
-            return False
-        return self._model_ready()
-
-    def _traffic_as_wanted(self, obj: dict[str, Any], target: ServingTarget) -> bool:
-        status = obj.get("status") or {}
         pct = target.candidate_percent if target.candidate is not None else 0
-        if not _is_serverless(self._mode(self.config)):
-            canaries = status.get("canaryStatuses") or []
-            if not pct:
-                return not canaries
-            return bool(
-                canaries
-                and all(c.get("ready") for c in canaries)
-                and sum(int(c.get("trafficPercent") or 0) for c in canaries) == pct
-            )
-        pred = (status.get("components") or {}).get("predictor") or {}
-        latest = pred.get("latestReadyRevision")
-        if not latest or latest != pred.get("latestCreatedRevision"):
+        serverless = is_serverless(self._mode(self.config))
+        if not backend.traffic_as_wanted(obj, serverless, pct, self.status.rolled_out_revision):
             return False
-        traffic = {
-            str(t.get("revisionName")): int(t.get("percent") or 0)
-            for t in pred.get("traffic") or []
-            if int(t.get("percent") or 0) > 0
-        }
-        if not pct:
-            if traffic == {latest: 100}:
-                self.status.rolled_out_revision = latest
-                return True
-            return False
-        stable_rev = self.status.rolled_out_revision or pred.get("latestRolledoutRevision")
-        # 0 % entries are left out on both sides (a 100 % canary: the stable revision's
-        # route entry, kept at 0 %, is no traffic).
-        want = {latest: pct, str(stable_rev): 100 - pct}
-        return traffic == {r: p for r, p in want.items() if p > 0}
+        if serverless and not pct:
+            self.status.rolled_out_revision = backend.predictor_status(obj)["latestReadyRevision"]
+        return self._model_ready()
 
     def _model_ready(self) -> bool:
         """The readiness request through the URL: the model server says the model is ready."""
-        import requests
-
         url = self.healthcheck_url
-        if not url:
-            return False
-        try:
-            r = self._http().get(url, headers=self._host_headers(), timeout=5)
-        except requests.RequestException:
-            return False
-        return bool(r.status_code == 200)
+        return bool(url) and self.answers_ready(str(url), self._host_headers())
 
     def roll_out(
         self, target: ServingTarget, previous: ServingTarget | None, timeout: float, what: str
@@ -654,11 +430,11 @@ class KServeDeploymentService(KubeDeploymentService):
         Args:
             timeout: seconds.
         """
-        target = self.live_target() or ServingTarget(stable=self.config)
+        target = self.serving_target()
         ns = self.kube()
         self._apply_timeout = timeout
-        existing = ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name)
-        serverless_canary = bool(target.candidate_percent) and _is_serverless(
+        existing = ns.get_owned(INFERENCE_SERVICE, self.resource_name)
+        serverless_canary = bool(target.candidate_percent) and is_serverless(
             self._mode(self.config)
         )
         if existing is None:
@@ -667,17 +443,13 @@ class KServeDeploymentService(KubeDeploymentService):
             # A stopped Serverless InferenceService comes back without its revision history,
             # so canaryTrafficPercent would have no previous rolled-out revision to split
             # with: roll the stable spec out first, then the canary beside it.
-            # One patch: the stop annotation goes (`_annotations`) with the stable spec.
+            # One patch: the stop annotation goes (`backend.isvc_annotations`) with the stable spec.
             stable = ServingTarget(stable=target.stable)
             self.apply_target(stable, None)
             self.wait_until_serving(stable, timeout, "start of the stable revision")
             self.apply_target(target, stable)
         else:
-            ns.merge_patch(
-                manifests.INFERENCE_SERVICE,
-                self.resource_name,
-                {"metadata": {"annotations": {manifests.STOP_ANNOTATION: None}}},
-            )
+            ns.merge_patch(INFERENCE_SERVICE, self.resource_name, backend.stop_patch(False))
         self.wait_until_serving(target, timeout, "start")
         self.status.stopped = False
         self.mark_ready()
@@ -691,29 +463,16 @@ class KServeDeploymentService(KubeDeploymentService):
             timeout: seconds to wait for ``Stopped``.
         """
         ns = self.kube()
-        if ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name) is not None:
-            ns.merge_patch(
-                manifests.INFERENCE_SERVICE,
-                self.resource_name,
-                {"metadata": {"annotations": {manifests.STOP_ANNOTATION: "true"}}},
-            )
-
-            def check(obj: dict[str, Any] | None) -> Verdict:
-                if obj is None:
-                    return Verdict(done=True)
-                stopped = manifests.conditions(obj).get("Stopped") or {}
-                return Verdict(done=stopped.get("status") == "True", reason="stopping")
-
+        if ns.get_owned(INFERENCE_SERVICE, self.resource_name) is not None:
+            ns.merge_patch(INFERENCE_SERVICE, self.resource_name, backend.stop_patch(True))
             ns.wait_for(
-                manifests.INFERENCE_SERVICE,
+                INFERENCE_SERVICE,
                 self.resource_name,
-                check,
+                backend.stopped_verdict,
                 timeout,
                 f"InferenceService '{self.resource_name}' to stop",
             )
-        self.status.stopped = True
-        self.admin_state = ServiceState.INACTIVE
-        self.status.update_state(ServiceState.INACTIVE, "stopped (serving.kserve.io/stop)")
+        self.mark_stopped("stopped (serving.kserve.io/stop)")
 
     def delete_backend(self, timeout: float) -> None:
         """Deletes the InferenceService, its storage Secret and ServiceAccount, nothing else.
@@ -721,16 +480,12 @@ class KServeDeploymentService(KubeDeploymentService):
         Args:
             timeout: seconds to wait until the InferenceService is gone.
         """
-        from zenml_model_deployers.kube.secrets import (
-            delete_owned_secrets,
-            delete_owned_service_accounts,
-        )
+        from zenml_model_deployers.kube.secrets import delete_owned
 
         ns = self.kube()
-        if ns.get_owned(manifests.INFERENCE_SERVICE, self.resource_name) is not None:
-            ns.delete_and_wait(manifests.INFERENCE_SERVICE, self.resource_name, timeout, "deleted")
-        delete_owned_service_accounts(ns)
-        delete_owned_secrets(ns)
+        if ns.get_owned(INFERENCE_SERVICE, self.resource_name) is not None:
+            ns.delete_and_wait(INFERENCE_SERVICE, self.resource_name, timeout, "deleted")
+        delete_owned(ns, "ServiceAccount", "Secret")
         # KServe removes the routes shortly after the InferenceService.
         self.wait_until_unserved(
             lambda: bool(self.status.url) and self._model_ready(),
@@ -750,34 +505,12 @@ class KServeDeploymentService(KubeDeploymentService):
         except DeploymentError as e:
             return ServiceState.ERROR, str(e).splitlines()[0]
         if state.gone:
-            if self.status.stopped:
-                return ServiceState.INACTIVE, "stopped"
-            return ServiceState.ERROR, "the InferenceService does not exist (deleted outside zmd?)"
+            return self.absent_state("stopped", "the InferenceService")
         if state.state == "Stopped":
             return ServiceState.INACTIVE, state.message
-        if state.state == "Ready":
-            return ServiceState.ACTIVE, ""
-        if state.failed:
-            # A failed new spec is rolled back by the deploy; the previous revision serves.
-            return ServiceState.ERROR, f"KServe: {state.message}"
-        return ServiceState.PENDING_STARTUP, f"KServe: {state.message}"
-
-    def status_lines(self, obj: dict[str, Any]) -> Iterator[str]:
-        """The InferenceService's conditions, one line each (``get_logs`` then shows the
-        predictor pods' logs).
-
-        Args:
-            obj: the InferenceService.
-
-        Yields:
-            Lines.
-        """
-        for cond in manifests.conditions(obj).values():
-            yield (
-                f"[InferenceService {self.resource_name}] {cond.get('type')}="
-                f"{cond.get('status')} {cond.get('reason') or ''} "
-                f"{cond.get('message') or ''}".rstrip()
-            )
+        # A failed new spec is rolled back by the deploy; the previous revision serves.
+        verdict = Verdict(done=state.state == "Ready", failed=state.failed, reason=state.message)
+        return self.state_from(verdict)
 
     def pod_selector(self) -> str:
         """The predictor pods (KServe labels them with the InferenceService's name).
@@ -817,10 +550,10 @@ class KServeDeploymentService(KubeDeploymentService):
         )
 
         prom = client_for(self.config, self.FLAVOR, "Knative's queue-proxies")
-        obj = self.kube().get(manifests.INFERENCE_SERVICE, self.resource_name) or {}
+        obj = self.kube().get(INFERENCE_SERVICE, self.resource_name) or {}
         self._record_status(obj)
         mode = self._mode(self.config)
-        if not _is_serverless(mode):
+        if not is_serverless(mode):
             raise ConfigurationError(
                 f"Flavor {self.FLAVOR} reads request metrics per revision only in KServe's "
                 f"Serverless mode (deployment '{self.deployment_name}' is in "
@@ -830,23 +563,19 @@ class KServeDeploymentService(KubeDeploymentService):
                 hint="deploy with deployment_mode='Serverless', or without policy='canary' "
                 "(canary_percent with promote/rollback by hand works in both modes).",
             )
-        pred = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+        pred = backend.predictor_status(obj)
         stable_rev = str(pred.get("latestRolledoutRevision") or "")
         latest_rev = str(pred.get("latestCreatedRevision") or "")
-        live = self.live_target() or ServingTarget(stable=self.config)
+        live = self.serving_target()
         revisions: list[tuple[DeploymentConfig, str]] = [(live.stable, stable_rev)]
         if live.candidate is not None and latest_rev != stable_rev:
             revisions.append((live.candidate, latest_rev))
-        namespace = self._namespace
-        out = {}
-        for cfg, rev in revisions:
-            h = cfg.config_hash()
-            if not rev:  # KServe has not rolled anything out: no data, never a pass
-                out[h] = RevisionMetrics(config_hash=h, window_s=window)
-                continue
-            matcher = label_matcher(namespace_name=namespace, revision_name=rev)
-            out[h] = prom.revision_metrics(h, matcher, KNATIVE_QUEUE_PROXY, window=window)
-        return out
+        # A revision KServe has not rolled out has no data, never a pass.
+        matchers: list[tuple[DeploymentConfig, str | None]] = [
+            (cfg, label_matcher(namespace_name=self._namespace, revision_name=rev) if rev else None)
+            for cfg, rev in revisions
+        ]
+        return self.metrics_by_revision(prom, matchers, KNATIVE_QUEUE_PROXY, window)
 
     def describe(self) -> dict[str, Any]:
         """The run metadata / CLI description, plus where the InferenceService lives.
@@ -855,27 +584,9 @@ class KServeDeploymentService(KubeDeploymentService):
             A JSON-able dict.
         """
         d = super().describe()
-        d["namespace"] = self.status.namespace or self.config.namespace
         d["deployment_mode"] = self.status.deployment_mode or self.config.deployment_mode
         d["host"] = self.status.host
-        kind = self.resource_kind()
-        d["resource"] = f"{kind.plural}.{kind.group}/{self.resource_name}"
         return d
-
-
-def _applied(current: dict[str, Any], patch: dict[str, Any]) -> bool:
-    """Whether a merge patch would change nothing in ``current``."""
-    for key, value in patch.items():
-        if value is None:
-            if key in current:
-                return False
-        elif isinstance(value, dict):
-            sub = current.get(key)
-            if not isinstance(sub, dict) or not _applied(sub, value):
-                return False
-        elif current.get(key) != value:
-            return False
-    return True
 
 
 __all__ = ["KServeDeploymentConfig", "KServeDeploymentService", "KServeDeploymentStatus"]

@@ -1,5 +1,5 @@
 """The KServe part of the simulated cluster: a controller that reconciles ``InferenceService``s
-like KServe's, and the gateway that routes their hosts to real model servers.
+like KServe's (the gateway that routes their hosts is ``kserve_gateway.py``).
 
 What it models (and the flavor relies on):
 
@@ -36,31 +36,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import random
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-if TYPE_CHECKING:
-    from zenml_model_deployers.testing.kube_cluster import LoadedModel, SimulatedCluster
+from zenml_model_deployers.testing.kube_cluster.controller import SimulatedController, now
+from zenml_model_deployers.testing.kube_cluster.crds import KINDS
+from zenml_model_deployers.testing.kube_cluster.kserve_gateway import (
+    DOMAIN,
+    KServeGateway,
+    LLMServer,
+    QueueProxyMetrics,
+    Route,
+)
+from zenml_model_deployers.testing.kube_cluster.mlserver import LoadedModel
 
-KSERVE = ("serving.kserve.io", "v1beta1")
-DOMAIN = "example.com"
 STOP_ANNOTATION = "serving.kserve.io/stop"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-
-
-@dataclass
-class LLMServer:
-    """A vLLM stand-in process serving one Hugging Face revision."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    served_name: str
 
 
 @dataclass
@@ -90,135 +85,27 @@ class IsvcState:
     seen: tuple[int, bool] = (0, False)
 
 
-@dataclass
-class Route:
-    """Where a host's requests go: (backend, percent) pairs and the model's name; in
-    Serverless mode, the Knative revision of each backend (what its queue-proxy counts)."""
+@dataclass(eq=False)
+class KServeController(SimulatedController):
+    """Reconciles InferenceServices; the routes it sets feed the gateway.
 
-    name: str
-    backends: list[tuple[LoadedModel | LLMServer, int]]
-    revisions: list[str] = field(default_factory=list)
+    Attributes:
+        gateway: the gateway whose routes it sets.
+        root: where the model servers' logs go.
+        default_mode: the cluster's default deployment mode (KServe's
+            ``inferenceservice-config``): ``Serverless`` or ``Standard``.
+        states: InferenceService -> what the controller keeps about it.
+    """
 
+    gateway: KServeGateway = field(kw_only=True)
+    root: Path = field(kw_only=True)
+    default_mode: str = field(default="Serverless", kw_only=True)
+    states: dict[str, IsvcState] = field(default_factory=dict)
 
-# Knative's default buckets of `revision_request_latencies` (milliseconds), abridged.
-QUEUE_PROXY_BUCKETS_MS = (5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000)
-
-
-class QueueProxyMetrics:
-    """What Knative's queue-proxy sidecars export per revision (Serverless mode), served
-    on one ``/metrics`` port: ``revision_request_count`` (a counter, exposed without the
-    ``_total`` suffix as Knative's exporter does) and the ``revision_request_latencies``
-    histogram in milliseconds, labelled ``namespace_name``, ``configuration_name``,
-    ``service_name``, ``revision_name``, ``response_code``, ``response_code_class``.
-    Standard mode has no queue-proxy: nothing is counted there."""
-
-    def __init__(self) -> None:
-        """Starts with no series; the port opens on first :meth:`url`."""
-        self._lock = threading.Lock()
-        # labels -> [count, sum_ms, per-bucket counts (cumulative at collect)]
-        self._series: dict[tuple[tuple[str, str], ...], list[Any]] = {}
-        self._server: Any = None
-
-    def observe(self, namespace: str, isvc: str, revision: str, code: int, ms: float) -> None:
-        """Counts one request a revision answered.
-
-        Args:
-            namespace: the namespace.
-            isvc: the InferenceService's name.
-            revision: the Knative revision.
-            code: the HTTP status.
-            ms: its latency in milliseconds.
-        """
-        component = f"{isvc}-predictor"
-        labels = (
-            ("configuration_name", component),
-            ("namespace_name", namespace),
-            ("response_code", str(code)),
-            ("response_code_class", f"{code // 100}xx"),
-            ("revision_name", revision),
-            ("service_name", component),
-        )
-        with self._lock:
-            entry = self._series.setdefault(labels, [0, 0.0, [0] * len(QUEUE_PROXY_BUCKETS_MS)])
-            entry[0] += 1
-            entry[1] += ms
-            for i, bound in enumerate(QUEUE_PROXY_BUCKETS_MS):
-                if ms <= bound:
-                    entry[2][i] += 1
-                    break
-
-    def collect(self) -> Any:
-        """prometheus_client's collector protocol: the families as they stand now.
-
-        Yields:
-            The counter (untyped, to keep Knative's name) and the histogram.
-        """
-        from prometheus_client.core import HistogramMetricFamily, UnknownMetricFamily
-
-        names = ["configuration_name", "namespace_name", "response_code"]
-        names += ["response_code_class", "revision_name", "service_name"]
-        count = UnknownMetricFamily(
-            "revision_request_count", "The number of requests routed to queue-proxy", labels=names
-        )
-        hist = HistogramMetricFamily(
-            "revision_request_latencies", "The response time in millisecond", labels=names
-        )
-        with self._lock:
-            items = [(k, v[0], v[1], list(v[2])) for k, v in self._series.items()]
-        for labels, n, total_ms, per_bucket in items:
-            values = [v for _, v in labels]
-            count.add_metric(values, n)
-            cumulative, buckets = 0, []
-            for bound, c in zip(QUEUE_PROXY_BUCKETS_MS, per_bucket, strict=True):
-                cumulative += c
-                buckets.append((str(float(bound)), cumulative))
-            buckets.append(("+Inf", n))
-            hist.add_metric(values, buckets, total_ms)
-        yield count
-        yield hist
-
-    def url(self) -> str:
-        """The ``/metrics`` URL a Prometheus scrapes (opened on first call).
-
-        Returns:
-            ``http://127.0.0.1:<port>/metrics``.
-        """
-        if self._server is None:
-            from prometheus_client import CollectorRegistry, start_http_server
-
-            from zenml_model_deployers.testing.kube_cluster import free_port
-
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(self)
-            port = free_port()
-            self._server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
-        return f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
-
-    def close(self) -> None:
-        """Closes the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-class KServeController:
-    """Reconciles InferenceServices; its ``routes`` feed the gateway."""
-
-    def __init__(self, cluster: SimulatedCluster, default_mode: str = "Serverless") -> None:
-        """Binds to a cluster (its MLServer, API server and load settings).
-
-        Args:
-            cluster: the simulated cluster.
-            default_mode: the cluster's default deployment mode (KServe's
-                ``inferenceservice-config``): ``Serverless`` or ``Standard``.
-        """
-        self.cluster = cluster
-        self.default_mode = default_mode
-        self.states: dict[str, IsvcState] = {}
-        self.routes: dict[str, Route] = {}
-        self.lock = threading.Lock()
-        self.queue_proxy = QueueProxyMetrics()
+    @property
+    def queue_proxy(self) -> QueueProxyMetrics:
+        """What the Serverless revisions' queue-proxies counted (a Prometheus scrapes it)."""
+        return self.gateway.queue_proxy
 
     # ----------------------------------------------------------------- reconcile
     def reconcile(self, custom: Any, core: Any) -> None:
@@ -228,7 +115,7 @@ class KServeController:
             custom: ``CustomObjectsApi`` (as the controller).
             core: ``CoreV1Api``.
         """
-        items = self.cluster._installed_items(custom, "inferenceservices")
+        items = self.installed_items(custom, "inferenceservices")
         present = set()
         for isvc in items:
             meta = isvc.get("metadata") or {}
@@ -249,23 +136,12 @@ class KServeController:
 
     def _drop(self, name: str) -> None:
         state = self.states.pop(name)
-        with self.lock:
-            self.routes.pop(self.host(name), None)
+        with self.gateway.lock:
+            self.gateway.routes.pop(self.gateway.host(name), None)
         for rev in [*state.revisions, *([state.main] if state.main else [])] + [
             r for r, _ in state.canaries
         ]:
             self._release(rev)
-
-    def host(self, name: str) -> str:
-        """The InferenceService's host (KServe's default domain template).
-
-        Args:
-            name: the InferenceService.
-
-        Returns:
-            ``{name}.{namespace}.example.com``.
-        """
-        return f"{name}.{self.cluster.namespace}.{DOMAIN}"
 
     def _reconcile_one(
         self,
@@ -280,10 +156,10 @@ class KServeController:
         name = meta["name"]
         spec = isvc.get("spec") or {}
         mode = (meta.get("annotations") or {}).get(MODE_ANNOTATION) or self.default_mode
-        base = {"url": f"http://{self.host(name)}", "deploymentMode": mode}
+        base = {"url": f"http://{self.gateway.host(name)}", "deploymentMode": mode}
         if stop:
-            with self.lock:
-                self.routes.pop(self.host(name), None)
+            with self.gateway.lock:
+                self.gateway.routes.pop(self.gateway.host(name), None)
             for rev in state.revisions:
                 self._release(rev)
             state.traffic = []
@@ -344,10 +220,10 @@ class KServeController:
     def _moved(self, custom: Any, name: str, gen: int, stop: bool) -> bool:
         from kubernetes.client.exceptions import ApiException
 
-        group, version = KSERVE
+        group, version, _, _ = KINDS["inferenceservices"]
         try:
             latest = custom.get_namespaced_custom_object(
-                group, version, self.cluster.namespace, "inferenceservices", name
+                group, version, self.namespace, "inferenceservices", name
             )
         except ApiException:
             return True
@@ -411,8 +287,8 @@ class KServeController:
             if by_name.get(r) is not None and by_name[r].backend is not None
         ]
         backends = [(b, pct) for _, b, pct in routed]
-        with self.lock:
-            self.routes[self.host(name)] = Route(
+        with self.gateway.lock:
+            self.gateway.routes[self.gateway.host(name)] = Route(
                 name,
                 backends,  # type: ignore[arg-type]
                 [r for r, _, _ in routed],
@@ -436,7 +312,7 @@ class KServeController:
         self, name: str, state: IsvcState, latest_created: str, latest_ready: str
     ) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "url": f"http://{name}-predictor.{self.cluster.namespace}.{DOMAIN}",
+            "url": f"http://{name}-predictor.{self.namespace}.{DOMAIN}",
             "latestCreatedRevision": latest_created,
             "latestReadyRevision": latest_ready,
             "traffic": [
@@ -494,8 +370,8 @@ class KServeController:
         state.main, state.canaries = main, canaries
         rest = 100 - sum(p for _, p in canaries)
         backends = [(main.backend, rest)] + [(c.backend, p) for c, p in canaries]
-        with self.lock:
-            self.routes[self.host(name)] = Route(name, backends)  # type: ignore[arg-type]
+        with self.gateway.lock:
+            self.gateway.routes[self.gateway.host(name)] = Route(name, backends)  # type: ignore[arg-type]
         kept = {id(main), *(id(c) for c, _ in canaries)}
         for r in old:
             if id(r) not in kept:
@@ -506,9 +382,7 @@ class KServeController:
                 ("PredictorReady", "True", "", ""),
                 ("Stopped", "False", "", ""),
             ),
-            "components": {
-                "predictor": {"url": f"http://{name}-predictor.{self.cluster.namespace}.svc"}
-            },
+            "components": {"predictor": {"url": f"http://{name}-predictor.{self.namespace}.svc"}},
             "modelStatus": _model_status(True, "", main.name),
         }
         if canaries:
@@ -555,7 +429,7 @@ class KServeController:
             if error:
                 rev.error = error
                 return
-        time.sleep(self.cluster.load_delay)
+        time.sleep(self.load_delay)
         if fmt == "huggingface":
             self._start_llm(rev, model)
             return
@@ -565,40 +439,38 @@ class KServeController:
                 "(sklearn, mlflow and huggingface are served)"
             )
             return
-        from zenml_model_deployers.testing.kube_cluster import LoadedModel
-
         internal = f"ks-{rev.name}-{rev.digest[:6]}"
         spec = {
             "storageUri": model.get("storageUri") or "",
             "requirements": [fmt],
         }
-        error = self.cluster._load_into_mlserver(internal, spec)
+        error = self.mlserver.load(internal, spec)
         if error:
             # A container's termination message: the end of the server's error.
             rev.error = " | ".join(ln.strip() for ln in error.strip().splitlines()[-2:])
             return
-        rev.backend = LoadedModel(name, self.cluster.namespace, 0, internal, rev.digest)
+        rev.backend = LoadedModel(name, self.namespace, 0, internal, rev.digest)
 
     def _check_service_account(self, core: Any, name: str, sa: str) -> str:
         """The storage initializer's credentials: the ServiceAccount's Secrets must exist."""
-        found = [s for s in self.cluster.objects("serviceaccounts") if s["metadata"]["name"] == sa]
+        found = [s for s in self.objects("serviceaccounts") if s["metadata"]["name"] == sa]
         if not found:
             return f'serviceaccount "{sa}" not found'
         for ref in found[0].get("secrets") or []:
-            error = self.cluster._check_secret(core, name, {"secretName": ref.get("name")})
+            error = self.check_secret(core, name, {"secretName": ref.get("name")})
             if error:
                 return error
         return ""
 
     def _start_llm(self, rev: Revision, model: dict[str, Any]) -> None:
-        from zenml_model_deployers.testing.kube_cluster import free_port
+        from zenml_model_deployers.testing.kube_cluster.mlserver import free_port
 
         args = [str(a) for a in model.get("args") or []]
         opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
         model_id = opts.get("model_id") or str(model.get("storageUri") or "").removeprefix("hf://")
         served = opts.get("model_name") or rev.name
         port = free_port()
-        log = open(self.cluster._root / f"{rev.name}.log", "wb")  # noqa: SIM115 - kept with proc
+        log = open(self.root / f"{rev.name}.log", "wb")  # noqa: SIM115 - kept with proc
         proc = subprocess.Popen(  # noqa: S603 - our own argv
             [
                 sys.executable,
@@ -625,7 +497,7 @@ class KServeController:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                text = (self.cluster._root / f"{rev.name}.log").read_text(errors="replace")
+                text = (self.root / f"{rev.name}.log").read_text(errors="replace")
                 rev.error = "\n".join(text.strip().splitlines()[-3:]) or "the server exited"
                 return
             with contextlib.suppress(requests.RequestException):
@@ -656,9 +528,9 @@ class KServeController:
             stop: Any = self._stop_proc
             arg: Any = backend.proc
         else:
-            stop, arg = self.cluster._unload, backend.internal
+            stop, arg = self.mlserver.unload, backend.internal
         if drain:
-            self.cluster.later(stop, arg)
+            self.mlserver.later(stop, arg)
         else:
             stop(arg)
 
@@ -667,136 +539,15 @@ class KServeController:
         queue-proxy metrics port."""
         for name in list(self.states):
             self._drop(name)
-        self.queue_proxy.close()
+        self.gateway.queue_proxy.close()
 
     def _set_status(
         self, custom: Any, name: str, status: dict[str, Any], merge_components: bool = False
     ) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        group, version = KSERVE
         if not merge_components:
             for key in ("components", "modelStatus", "canaryStatuses"):
                 status.setdefault(key, None)
-        with contextlib.suppress(ApiException):
-            custom.patch_namespaced_custom_object_status(
-                group,
-                version,
-                self.cluster.namespace,
-                "inferenceservices",
-                name,
-                {"status": status},
-            )
-
-    # ----------------------------------------------------------------- gateway
-    def route(self, method: str, host: str, path: str, body: bytes) -> tuple[int, bytes] | None:
-        """Serves one gateway request for an InferenceService's host (None: not one).
-
-        Args:
-            method: HTTP method.
-            host: the ``Host`` header (without port).
-            path: the path.
-            body: the request body.
-
-        Returns:
-            (status, body), or None when the host is no InferenceService's.
-        """
-        if not host.endswith(f".{self.cluster.namespace}.{DOMAIN}"):
-            return None
-        with self.lock:
-            route = self.routes.get(host)
-        if route is None or not route.backends:
-            return 404, b'{"error": "no InferenceService serves this host"}'
-        total = sum(p for _, p in route.backends)
-        pick = random.uniform(0, total or 1)
-        index = len(route.backends) - 1
-        for i, (_, pct) in enumerate(route.backends):
-            pick -= pct
-            if pick < 0 and pct > 0:
-                index = i
-                break
-        backend = route.backends[index][0]
-        t0 = time.perf_counter()
-        if isinstance(backend, LLMServer):
-            answer = self._route_llm(method, path, body, backend)
-        else:
-            answer = self._route_model(method, path, body, route.name, backend)
-        if route.revisions:  # Serverless: the revision's queue-proxy counts the request
-            self.queue_proxy.observe(
-                self.cluster.namespace,
-                route.name,
-                route.revisions[index],
-                answer[0],
-                (time.perf_counter() - t0) * 1000,
-            )
-        return answer
-
-    def _route_llm(self, method: str, path: str, body: bytes, llm: LLMServer) -> tuple[int, bytes]:
-        import requests
-
-        if path.startswith("/openai/v1/"):
-            upstream = path[len("/openai") :]
-        elif path.startswith("/v1/models/"):
-            return 200, json.dumps({"name": llm.served_name, "ready": True}).encode()
-        else:
-            return 404, json.dumps({"error": f"{path} is not served"}).encode()
-        try:
-            r = requests.request(
-                method,
-                f"http://127.0.0.1:{llm.port}{upstream}",
-                data=body or None,
-                headers={"Content-Type": "application/json"} if body else {},
-                timeout=120,
-            )
-        except requests.RequestException as e:
-            return 503, json.dumps({"error": f"upstream: {e}"}).encode()
-        return r.status_code, r.content
-
-    def _route_model(
-        self, method: str, path: str, body: bytes, name: str, loaded: LoadedModel
-    ) -> tuple[int, bytes]:
-        mls = self.cluster._mls
-        if path == f"/v1/models/{name}" and method == "GET":
-            r = mls("GET", f"/v2/models/{loaded.internal}/ready")
-            ready = r.status_code == 200
-            return (200 if ready else 503), json.dumps({"name": name, "ready": ready}).encode()
-        if path == f"/v1/models/{name}:predict" and method == "POST":
-            return self._v1_predict(loaded, body)
-        prefix = f"/v2/models/{name}"
-        if path.startswith(prefix):
-            r = mls(
-                method,
-                f"/v2/models/{loaded.internal}{path[len(prefix) :]}",
-                data=body or None,
-                headers={"Content-Type": "application/json"} if body else {},
-            )
-            content = r.content
-            if r.status_code == 200 and content:
-                with contextlib.suppress(ValueError):
-                    data = r.json()
-                    if isinstance(data, dict) and data.get("model_name") == loaded.internal:
-                        data["model_name"] = name
-                        content = json.dumps(data).encode()
-            return r.status_code, content
-        return 404, json.dumps({"error": f"model {path} not found"}).encode()
-
-    def _v1_predict(self, loaded: LoadedModel, body: bytes) -> tuple[int, bytes]:
-        """V1 over MLServer's V2: instances in, predictions out (the translation the module
-        docstring states)."""
-        import numpy as np
-
-        try:
-            rows = np.asarray(json.loads(body)["instances"], dtype=np.float64)
-        except (ValueError, KeyError, TypeError) as e:
-            return 400, json.dumps({"error": f"bad V1 request: {e}"}).encode()
-        from zenml_model_deployers.kube.v2protocol import encode_v2
-
-        r = self.cluster._mls("POST", f"/v2/models/{loaded.internal}/infer", json=encode_v2(rows))
-        if r.status_code != 200:
-            return r.status_code, r.content
-        out = r.json()["outputs"][0]
-        values = np.asarray(out["data"]).reshape(out["shape"]).tolist()
-        return 200, json.dumps({"predictions": values}).encode()
+        self.patch_status(custom, "inferenceservices", name, status)
 
 
 def _digest(obj: Any) -> str:
@@ -804,10 +555,10 @@ def _digest(obj: Any) -> str:
 
 
 def _conds(*items: tuple[str, str, str, str]) -> list[dict[str, Any]]:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = now()
     out = []
     for t, status, reason, message in items:
-        c: dict[str, Any] = {"type": t, "status": status, "lastTransitionTime": now}
+        c: dict[str, Any] = {"type": t, "status": status, "lastTransitionTime": at}
         if reason:
             c["reason"] = reason
         if message:

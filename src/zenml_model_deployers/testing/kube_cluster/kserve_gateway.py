@@ -1,0 +1,277 @@
+"""The KServe part of the simulated cluster's ingress: the gateway that routes an
+InferenceService's host (``{name}.{namespace}.example.com``) to its revisions' model servers by
+their traffic shares, and the metrics Knative's queue-proxy sidecars export per revision.
+
+MLServer speaks V2 only, so V1 requests (``{"instances": ...}``) are translated to V2 and the
+answer back to ``{"predictions": ...}`` (KServe's own sklearn server, which speaks V1, is the
+`kserve` package we never install). ``huggingface`` revisions run the vLLM stand-in behind the
+Hugging Face server's ``/openai/v1/...`` routes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from zenml_model_deployers.testing.kube_cluster.mlserver import LoadedModel, MLServerHost
+
+# KServe's default domain template: {name}.{namespace}.example.com
+DOMAIN = "example.com"
+
+
+@dataclass
+class LLMServer:
+    """A vLLM stand-in process serving one Hugging Face revision."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    served_name: str
+
+
+@dataclass
+class Route:
+    """Where a host's requests go: (backend, percent) pairs and the model's name; in
+    Serverless mode, the Knative revision of each backend (what its queue-proxy counts)."""
+
+    name: str
+    backends: list[tuple[LoadedModel | LLMServer, int]]
+    revisions: list[str] = field(default_factory=list)
+
+
+# Knative's default buckets of `revision_request_latencies` (milliseconds), abridged.
+QUEUE_PROXY_BUCKETS_MS = (5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000)
+
+
+class QueueProxyMetrics:
+    """What Knative's queue-proxy sidecars export per revision (Serverless mode), served
+    on one ``/metrics`` port: ``revision_request_count`` (a counter, exposed without the
+    ``_total`` suffix as Knative's exporter does) and the ``revision_request_latencies``
+    histogram in milliseconds, labelled ``namespace_name``, ``configuration_name``,
+    ``service_name``, ``revision_name``, ``response_code``, ``response_code_class``.
+    Standard mode has no queue-proxy: nothing is counted there."""
+
+    def __init__(self) -> None:
+        """Starts with no series; the port opens on first :meth:`url`."""
+        self._lock = threading.Lock()
+        # labels -> [count, sum_ms, per-bucket counts (cumulative at collect)]
+        self._series: dict[tuple[tuple[str, str], ...], list[Any]] = {}
+        self._server: Any = None
+
+    def observe(self, namespace: str, isvc: str, revision: str, code: int, ms: float) -> None:
+        """Counts one request a revision answered.
+
+        Args:
+            namespace: the namespace.
+            isvc: the InferenceService's name.
+            revision: the Knative revision.
+            code: the HTTP status.
+            ms: its latency in milliseconds.
+        """
+        component = f"{isvc}-predictor"
+        labels = (
+            ("configuration_name", component),
+            ("namespace_name", namespace),
+            ("response_code", str(code)),
+            ("response_code_class", f"{code // 100}xx"),
+            ("revision_name", revision),
+            ("service_name", component),
+        )
+        with self._lock:
+            entry = self._series.setdefault(labels, [0, 0.0, [0] * len(QUEUE_PROXY_BUCKETS_MS)])
+            entry[0] += 1
+            entry[1] += ms
+            for i, bound in enumerate(QUEUE_PROXY_BUCKETS_MS):
+                if ms <= bound:
+                    entry[2][i] += 1
+                    break
+
+    def collect(self) -> Any:
+        """prometheus_client's collector protocol: the families as they stand now.
+
+        Yields:
+            The counter (untyped, to keep Knative's name) and the histogram.
+        """
+        from prometheus_client.core import HistogramMetricFamily, UnknownMetricFamily
+
+        names = ["configuration_name", "namespace_name", "response_code"]
+        names += ["response_code_class", "revision_name", "service_name"]
+        count = UnknownMetricFamily(
+            "revision_request_count", "The number of requests routed to queue-proxy", labels=names
+        )
+        hist = HistogramMetricFamily(
+            "revision_request_latencies", "The response time in millisecond", labels=names
+        )
+        with self._lock:
+            items = [(k, v[0], v[1], list(v[2])) for k, v in self._series.items()]
+        for labels, n, total_ms, per_bucket in items:
+            values = [v for _, v in labels]
+            count.add_metric(values, n)
+            cumulative, buckets = 0, []
+            for bound, c in zip(QUEUE_PROXY_BUCKETS_MS, per_bucket, strict=True):
+                cumulative += c
+                buckets.append((str(float(bound)), cumulative))
+            buckets.append(("+Inf", n))
+            hist.add_metric(values, buckets, total_ms)
+        yield count
+        yield hist
+
+    def url(self) -> str:
+        """The ``/metrics`` URL a Prometheus scrapes (opened on first call).
+
+        Returns:
+            ``http://127.0.0.1:<port>/metrics``.
+        """
+        if self._server is None:
+            from prometheus_client import CollectorRegistry, start_http_server
+
+            from zenml_model_deployers.testing.kube_cluster.mlserver import free_port
+
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(self)
+            port = free_port()
+            self._server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+        return f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
+
+    def close(self) -> None:
+        """Closes the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class KServeGateway:
+    """Routes InferenceService hosts; the controller sets :attr:`routes`.
+
+    Attributes:
+        routes: host -> where its requests go.
+        lock: guards ``routes``.
+        queue_proxy: what the Serverless revisions' queue-proxies counted.
+    """
+
+    def __init__(self, namespace: str, mlserver: MLServerHost) -> None:
+        """Binds to the cluster's namespace and model server.
+
+        Args:
+            namespace: the namespace whose hosts it serves.
+            mlserver: the model server.
+        """
+        self.namespace = namespace
+        self.mlserver = mlserver
+        self.routes: dict[str, Route] = {}
+        self.lock = threading.Lock()
+        self.queue_proxy = QueueProxyMetrics()
+
+    def host(self, name: str) -> str:
+        """The InferenceService's host (KServe's default domain template).
+
+        Args:
+            name: the InferenceService.
+
+        Returns:
+            ``{name}.{namespace}.example.com``.
+        """
+        return f"{name}.{self.namespace}.{DOMAIN}"
+
+    def route(self, method: str, host: str, path: str, body: bytes) -> tuple[int, bytes] | None:
+        """Serves one gateway request for an InferenceService's host (None: not one).
+
+        Args:
+            method: HTTP method.
+            host: the ``Host`` header (without port).
+            path: the path.
+            body: the request body.
+
+        Returns:
+            (status, body), or None when the host is no InferenceService's.
+        """
+        if not host.endswith(f".{self.namespace}.{DOMAIN}"):
+            return None
+        with self.lock:
+            route = self.routes.get(host)
+        if route is None or not route.backends:
+            return 404, b'{"error": "no InferenceService serves this host"}'
+        total = sum(p for _, p in route.backends)
+        pick = random.uniform(0, total or 1)
+        index = len(route.backends) - 1
+        for i, (_, pct) in enumerate(route.backends):
+            pick -= pct
+            if pick < 0 and pct > 0:
+                index = i
+                break
+        backend = route.backends[index][0]
+        t0 = time.perf_counter()
+        if isinstance(backend, LLMServer):
+            answer = self._route_llm(method, path, body, backend)
+        else:
+            answer = self._route_model(method, path, body, route.name, backend)
+        if route.revisions:  # Serverless: the revision's queue-proxy counts the request
+            self.queue_proxy.observe(
+                self.namespace,
+                route.name,
+                route.revisions[index],
+                answer[0],
+                (time.perf_counter() - t0) * 1000,
+            )
+        return answer
+
+    def _route_llm(self, method: str, path: str, body: bytes, llm: LLMServer) -> tuple[int, bytes]:
+        import requests
+
+        if path.startswith("/openai/v1/"):
+            upstream = path[len("/openai") :]
+        elif path.startswith("/v1/models/"):
+            return 200, json.dumps({"name": llm.served_name, "ready": True}).encode()
+        else:
+            return 404, json.dumps({"error": f"{path} is not served"}).encode()
+        try:
+            r = requests.request(
+                method,
+                f"http://127.0.0.1:{llm.port}{upstream}",
+                data=body or None,
+                headers={"Content-Type": "application/json"} if body else {},
+                timeout=120,
+            )
+        except requests.RequestException as e:
+            return 503, json.dumps({"error": f"upstream: {e}"}).encode()
+        return r.status_code, r.content
+
+    def _route_model(
+        self, method: str, path: str, body: bytes, name: str, loaded: LoadedModel
+    ) -> tuple[int, bytes]:
+        mls = self.mlserver.request
+        if path == f"/v1/models/{name}" and method == "GET":
+            r = mls("GET", f"/v2/models/{loaded.internal}/ready")
+            ready = r.status_code == 200
+            return (200 if ready else 503), json.dumps({"name": name, "ready": ready}).encode()
+        if path == f"/v1/models/{name}:predict" and method == "POST":
+            return self._v1_predict(loaded, body)
+        prefix = f"/v2/models/{name}"
+        if path.startswith(prefix):
+            return self.mlserver.forward_v2(method, loaded, path[len(prefix) :], body, name)
+        return 404, json.dumps({"error": f"model {path} not found"}).encode()
+
+    def _v1_predict(self, loaded: LoadedModel, body: bytes) -> tuple[int, bytes]:
+        """V1 over MLServer's V2: instances in, predictions out (the translation the module
+        docstring states)."""
+        import numpy as np
+
+        try:
+            rows = np.asarray(json.loads(body)["instances"], dtype=np.float64)
+        except (ValueError, KeyError, TypeError) as e:
+            return 400, json.dumps({"error": f"bad V1 request: {e}"}).encode()
+        from zenml_model_deployers.kube.v2protocol import encode_v2
+
+        r = self.mlserver.request(
+            "POST", f"/v2/models/{loaded.internal}/infer", json=encode_v2(rows)
+        )
+        if r.status_code != 200:
+            return r.status_code, r.content
+        out = r.json()["outputs"][0]
+        values = np.asarray(out["data"]).reshape(out["shape"]).tolist()
+        return 200, json.dumps({"predictions": values}).encode()
