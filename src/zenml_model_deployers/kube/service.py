@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import PrivateAttr
 from zenml.enums import ServiceState
-from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.errors import DeploymentError
@@ -35,24 +34,6 @@ from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
 
 if TYPE_CHECKING:
     from zenml_model_deployers.kube.prometheus import MetricNames, PrometheusClient
-
-
-def cluster_service_type(flavor: str, description: str) -> ServiceType:
-    """The ZenML service type of a cluster flavor's deployments.
-
-    Args:
-        flavor: the flavor's name (e.g. ``zmd-seldon``).
-        description: what is deployed (``... managed by zenml-model-deployers``).
-
-    Returns:
-        ``<flavor>-deployment``, a model-serving service.
-    """
-    return ServiceType(
-        name=f"{flavor}-deployment",
-        type="model-serving",
-        flavor=flavor,
-        description=f"{description} managed by zenml-model-deployers",
-    )
 
 
 class KubeDeploymentStatus(DeploymentStatus):

@@ -45,11 +45,10 @@ from zenml_model_deployers.kube.objects import (
 from zenml_model_deployers.kube.service import (
     KubeDeploymentService,
     KubeDeploymentStatus,
-    cluster_service_type,
 )
 from zenml_model_deployers.kube.v2protocol import EXAMPLE_V2_BODY
 from zenml_model_deployers.remote import BackendState, ServingTarget
-from zenml_model_deployers.service import RevisionMetrics
+from zenml_model_deployers.service import RevisionMetrics, serving_type
 
 OPENAI_CHAT_PATH = "/openai/v1/chat/completions"
 
@@ -78,8 +77,8 @@ class KServeDeploymentStatus(KubeDeploymentStatus):
 class KServeDeploymentService(KubeDeploymentService):
     """A model on KServe: one ``InferenceService`` named after the deployment."""
 
-    SERVICE_TYPE: ClassVar[ServiceType] = cluster_service_type(
-        FLAVOR_NAME, "KServe InferenceService"
+    SERVICE_TYPE: ClassVar[ServiceType] = serving_type(
+        FLAVOR_NAME, "KServe InferenceService managed by zenml-model-deployers"
     )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     BACKEND: ClassVar[str] = "KServe"

@@ -41,11 +41,10 @@ from zenml_model_deployers.kube.objects import LABEL_CONFIG_HASH, ResourceKind, 
 from zenml_model_deployers.kube.service import (
     KubeDeploymentService,
     KubeDeploymentStatus,
-    cluster_service_type,
 )
 from zenml_model_deployers.kube.v2protocol import EXAMPLE_V2_BODY
 from zenml_model_deployers.remote import BackendState, ServingTarget
-from zenml_model_deployers.service import RevisionMetrics
+from zenml_model_deployers.service import RevisionMetrics, serving_type
 
 
 class SeldonDeploymentStatus(KubeDeploymentStatus):
@@ -65,7 +64,9 @@ class SeldonDeploymentStatus(KubeDeploymentStatus):
 class SeldonDeploymentService(KubeDeploymentService):
     """A model on Seldon Core 2: one ``Model`` named after the deployment."""
 
-    SERVICE_TYPE: ClassVar[ServiceType] = cluster_service_type(FLAVOR_NAME, "Seldon Core model")
+    SERVICE_TYPE: ClassVar[ServiceType] = serving_type(
+        FLAVOR_NAME, "Seldon Core model managed by zenml-model-deployers"
+    )
     FLAVOR: ClassVar[str] = FLAVOR_NAME
     BACKEND: ClassVar[str] = "Seldon"
 
