@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from zenml_model_deployers.config import CanaryRollout
-from zenml_model_deployers.service import RevisionMetrics
+from zenml_model_deployers.metrics import RevisionMetrics
 
 
 class GateResult(BaseModel):

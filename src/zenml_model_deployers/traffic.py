@@ -26,6 +26,7 @@ from zenml_model_deployers.config import (
     DeployPolicy,
 )
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, RolloutFailedError
+from zenml_model_deployers.metrics import RevisionMetrics
 from zenml_model_deployers.rollout import (
     GateResult,
     RolloutRecord,
@@ -33,7 +34,7 @@ from zenml_model_deployers.rollout import (
     describe_gates,
     evaluate_gates,
 )
-from zenml_model_deployers.service import DeploymentService, RevisionMetrics
+from zenml_model_deployers.service import DeploymentService
 
 logger = get_logger(__name__)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
-from zenml_model_deployers.service import RevisionMetrics
+from zenml_model_deployers.metrics import RevisionMetrics
 
 if TYPE_CHECKING:
     from zenml_model_deployers.config import DeploymentConfig

@@ -29,8 +29,9 @@ from zenml_model_deployers.kube.objects import (
     ownership_labels,
 )
 from zenml_model_deployers.kube.resources import KubeNamespace
+from zenml_model_deployers.metrics import RevisionMetrics
 from zenml_model_deployers.remote import InPlaceDeploymentService, ServingTarget
-from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics
+from zenml_model_deployers.service import DeploymentStatus
 
 if TYPE_CHECKING:
     from zenml_model_deployers.kube.prometheus import MetricNames, PrometheusClient

@@ -26,7 +26,7 @@ from zenml_model_deployers.local.config import (
 )
 from zenml_model_deployers.local.launch import METRICS_DIR, port_is_free, start_front
 from zenml_model_deployers.local.relay_control import control_request, read_ready_file
-from zenml_model_deployers.service import RevisionMetrics
+from zenml_model_deployers.metrics import RevisionMetrics
 
 # Seconds a retired server's requests in flight get to finish (the relay's `drain`, then the
 # server's graceful stop).

@@ -64,7 +64,8 @@ from zenml_model_deployers.local.launch import (
 from zenml_model_deployers.local.revisions import Revisions
 from zenml_model_deployers.local.state import local_state, log_lines
 from zenml_model_deployers.local.supervision import adopt_supervision
-from zenml_model_deployers.service import DeploymentService, RevisionMetrics, TrafficSplit
+from zenml_model_deployers.metrics import RevisionMetrics
+from zenml_model_deployers.service import DeploymentService, TrafficSplit
 
 
 class LocalProcessService(DeploymentService):

@@ -34,8 +34,9 @@ from zenml_model_deployers.flavors.databricks.config import (
     model_uri_for,
 )
 from zenml_model_deployers.flavors.databricks.flavor import FLAVOR_NAME
+from zenml_model_deployers.metrics import RevisionMetrics
 from zenml_model_deployers.remote import BackendState, InPlaceDeploymentService, ServingTarget
-from zenml_model_deployers.service import DeploymentStatus, RevisionMetrics, serving_type
+from zenml_model_deployers.service import DeploymentStatus, serving_type
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient

@@ -47,8 +47,9 @@ from zenml_model_deployers.kube.service import (
     KubeDeploymentStatus,
 )
 from zenml_model_deployers.kube.v2protocol import EXAMPLE_V2_BODY
+from zenml_model_deployers.metrics import RevisionMetrics
 from zenml_model_deployers.remote import BackendState, ServingTarget
-from zenml_model_deployers.service import RevisionMetrics, serving_type
+from zenml_model_deployers.service import serving_type
 
 OPENAI_CHAT_PATH = "/openai/v1/chat/completions"
 
