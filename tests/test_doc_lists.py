@@ -1,0 +1,77 @@
+"""The lists the docs give of what the code decides, asserted from the code, so neither drifts
+alone: the steps that take `rollout` (docs/rollout.md), the flavors `zmd models promote|rollback`
+work on (docs/cli.md), which flavors report metrics for a rollout (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+from zenml_model_deployers.service import DeploymentService
+
+ROOT = Path(__file__).resolve().parent.parent
+FLAVORS = ROOT / "src" / "zenml_model_deployers" / "flavors"
+
+
+def _services() -> dict[str, type[DeploymentService]]:
+    """flavor name -> its service class, from every flavors/<name>/service.py."""
+    out: dict[str, type[DeploymentService]] = {}
+    for d in sorted(p for p in FLAVORS.iterdir() if (p / "service.py").is_file()):
+        module = importlib.import_module(f"zenml_model_deployers.flavors.{d.name}.service")
+        for obj in vars(module).values():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, DeploymentService)
+                and obj.__module__ == module.__name__
+            ):
+                out[obj.FLAVOR] = obj
+    return out
+
+
+def test_steps_that_take_rollout_are_the_ones_rollout_md_lists() -> None:
+    import zenml_model_deployers.steps as steps
+
+    takes = {
+        name
+        for name in steps.__all__
+        if name.endswith("_step")
+        and "rollout" in inspect.signature(getattr(steps, name).entrypoint).parameters
+    }
+    text = (ROOT / "docs" / "rollout.md").read_text()
+    sentence = re.search(r"\(([^()]*)take the same\s+`rollout`\)", text)
+    assert sentence, "docs/rollout.md no longer lists the steps that take `rollout`"
+    assert set(re.findall(r"`(\w+_step)`", sentence.group(1))) == takes
+    # kserve.md advertises policy="canary": its step takes `rollout`.
+    assert "kserve_deployer_step" in takes
+
+
+def test_promote_and_rollback_flavors_are_the_ones_cli_md_lists() -> None:
+    splits = {flavor for flavor, cls in _services().items() if cls.SUPPORTS_TRAFFIC_SPLIT}
+    text = (ROOT / "docs" / "cli.md").read_text()
+    section = text.split("## `zmd models promote REF`", 1)[1].split("```", 1)[0]
+    listed = section.split("):", 1)[0]
+    assert set(re.findall(r"`(zmd-[a-z]+)`", listed)) == splits
+
+
+def test_architecture_md_says_no_flavor_with_metrics_reports_none() -> None:
+    """A flavor whose service reads revision metrics is not said to report none."""
+    text = " ".join((ROOT / "docs" / "architecture.md").read_text().split())
+    for flavor, cls in _services().items():
+        if cls.read_revision_metrics is DeploymentService.read_revision_metrics:
+            continue
+        name = flavor.removeprefix("zmd-")
+        for said in re.findall(r"[^.]*no metrics[^.]*\.", text):
+            assert not re.search(
+                rf"\b{name}\b[^,;]*(reports no metrics|cannot report)", said, re.I
+            ), said
+        assert not re.search(rf"cannot report metrics \({name} today\)", text, re.I)
+
+
+def test_kind_messages_use_the_right_article() -> None:
+    from zenml_model_deployers.kube.objects import a_or_an
+
+    assert a_or_an("InferenceService") == "An InferenceService"
+    assert a_or_an("Experiment") == "An Experiment"
+    assert a_or_an("Secret") == "A Secret"
