@@ -75,3 +75,40 @@ def test_kind_messages_use_the_right_article() -> None:
     assert a_or_an("InferenceService") == "An InferenceService"
     assert a_or_an("Experiment") == "An Experiment"
     assert a_or_an("Secret") == "A Secret"
+
+
+def _texts() -> dict[str, str]:
+    """Every doc, example and source file a user reads commands in."""
+    paths = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "examples").rglob("*.py")]
+    paths += [*(ROOT / "src").rglob("*.py"), *(ROOT / "steps").rglob("*.py")]
+    return {str(p.relative_to(ROOT)): p.read_text() for p in paths}
+
+
+def test_no_secret_value_on_a_command_line() -> None:
+    """A `zenml secret create|update` shown anywhere takes its values at a prompt (`-i`) or
+    from a file (`--values=@file`, `--key=@file`), never in argv (`ps`, shell history)."""
+    found = [
+        f"{path}: {m.group(0)}"
+        for path, text in _texts().items()
+        for m in re.finditer(
+            r"zenml secret (?:create|update) \S+ [^`\n]*?--(?!values=@)\w+=(?!@)\S*", text
+        )
+    ]
+    assert found == []
+
+
+def test_setup_commands_install_regularly_on_a_stack_that_can_change() -> None:
+    """The README warns against editable installs inside a ZenML source root, and a fresh
+    config's active stack is `default`, which ZenML refuses to update: no doc's shell block
+    shows `pip install -e` or `zenml stack update -d` (the active stack) as a setup step."""
+    found = []
+    for path, text in _texts().items():
+        if not path.endswith(".md"):
+            continue
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
+            for line in block.splitlines():
+                command = line.split("  #")[0]
+                if re.search(r"pip install -e\b|zenml stack update -d\b", command):
+                    found.append(f"{path}: {line.strip()}")
+        found += [f"{path}: `{m}`" for m in re.findall(r"`(pip install -e [^`]+)`", text)]
+    assert found == []

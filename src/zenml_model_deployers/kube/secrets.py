@@ -35,7 +35,7 @@ def zenml_secret_values(secret_name: str) -> dict[str, str]:
     except (KeyError, ValueError) as e:
         raise SecretResolutionError(
             f"ZenML secret '{secret_name}' (the storage credentials) does not exist.",
-            hint=f"create it with `zenml secret create {secret_name} --<key>=...`.",
+            hint=f"create it with `zenml secret create {secret_name} -i` (each key, its value at a prompt that does not echo).",
         ) from e
     values = {k: str(v) for k, v in secret.secret_values.items()}
     for v in values.values():
