@@ -30,9 +30,10 @@ that would serve it. Read from kserve/kserve (commit aaac4e29, 2026-08):
 MLServer adds a batch dimension to a 1-D result (``inject_batch_dimension``: ``[n]`` ->
 ``[n, 1]``); the KServe-server shapes take it off again, so a model whose ``predict`` really
 returns ``(n, 1)`` answers ``[n]`` here (the one case the simulation cannot tell apart). The
-simulation serves the sklearn and mlflow formats (and ``huggingface``: the vLLM stand-in behind
-the Hugging Face server's ``/openai/v1/...`` routes); xgboost and lightgbm revisions fail to
-load with a message saying so.
+simulation serves the sklearn format (mlflow where its MLServer has ``mlserver-mlflow``; the
+one ``make test`` builds has not), and ``huggingface``: the vLLM stand-in behind the Hugging
+Face server's ``/openai/v1/...`` routes; xgboost and lightgbm revisions fail to load with a
+message saying so.
 """
 
 from __future__ import annotations
