@@ -112,3 +112,37 @@ def test_setup_commands_install_regularly_on_a_stack_that_can_change() -> None:
                     found.append(f"{path}: {line.strip()}")
         found += [f"{path}: `{m}`" for m in re.findall(r"`(pip install -e [^`]+)`", text)]
     assert found == []
+
+
+def _step_tables() -> list[tuple[str, str, set[str]]]:
+    """(doc, step, names in its parameter table) for every `## \\`<step>\\`` section of a doc
+    that has a `| parameter |` table."""
+    out = []
+    for doc in sorted((ROOT / "docs").rglob("*.md")):
+        text = doc.read_text()
+        for m in re.finditer(r"^#{2,3} `(\w+_step)`\n(.*?)(?=^#{1,3} |\Z)", text, re.M | re.S):
+            table = re.search(r"^\| parameter \|.*?\n((?:\|.*\n)+)", m.group(2), re.M)
+            if table is None:
+                continue
+            names: set[str] = set()
+            for row in table.group(1).splitlines()[1:]:
+                names |= set(re.findall(r"`(\w+)`", row.split("|")[1]))
+            out.append((str(doc.relative_to(ROOT)), m.group(1), names))
+    return out
+
+
+def test_each_steps_parameter_table_is_its_signature() -> None:
+    """A step's parameter table in the docs names every parameter the step takes, and no
+    other."""
+    import zenml_model_deployers.steps as steps
+
+    tables = _step_tables()
+    assert {step for _, step, _ in tables} >= {"kserve_deployer_step", "seldon_deployer_step"}
+    wrong = []
+    for doc, step, names in tables:
+        params = set(inspect.signature(getattr(steps, step).entrypoint).parameters)
+        if names != params:
+            wrong.append(
+                f"{doc} {step}: missing {sorted(params - names)}, extra {sorted(names - params)}"
+            )
+    assert wrong == []
