@@ -1,6 +1,8 @@
-"""The lists the docs give of what the code decides, asserted from the code, so neither drifts
+"""What the docs say about what the code decides, asserted from the code, so neither drifts
 alone: the steps that take `rollout` (docs/rollout.md), the flavors `zmd models promote|rollback`
-work on (docs/cli.md), which flavors report metrics for a rollout (docs/architecture.md)."""
+work on (docs/cli.md), which flavors report metrics for a rollout (docs/architecture.md), each
+step's parameter table (its signature), no secret value on a command line anywhere we show
+one, and setup blocks that install regularly and never update the `default` stack."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import importlib
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 from zenml_model_deployers.service import DeploymentService
 
@@ -146,3 +149,14 @@ def test_each_steps_parameter_table_is_its_signature() -> None:
                 f"{doc} {step}: missing {sorted(params - names)}, extra {sorted(names - params)}"
             )
     assert wrong == []
+
+
+def test_kserve_step_hands_its_rollout_to_the_deploy(monkeypatch: Any) -> None:
+    """kserve.md advertises policy="canary": the step passes `rollout` on, as the others do."""
+    import zenml_model_deployers.steps.kserve as kserve_steps
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kserve_steps, "deploy_with", lambda flavor, **kw: seen.update(kw))
+    plan = {"steps": [10, 100], "interval": 30}
+    kserve_steps.kserve_deployer_step.entrypoint(model_uri="gs://m", policy="canary", rollout=plan)
+    assert seen["rollout"] == plan and seen["policy"] == "canary"
