@@ -32,6 +32,7 @@ def kserve_deployer_step(
     timeout: float | None = None,
     smoke_input: Any = None,
     canary_percent: int | None = None,
+    rollout: dict[str, Any] | None = None,
 ) -> Annotated[DeploymentService, "kserve_deployment"]:
     """Deploys a model as a KServe `InferenceService` on Kubernetes (flavor `zmd-kserve`).
 
@@ -65,6 +66,9 @@ def kserve_deployer_step(
         canary_percent: 1-99: keep the serving revision and send this share of requests to the
             new one (Serverless: canaryTrafficPercent; Standard: spec.canary), until
             `zmd models promote|rollback`.
+        rollout: with policy "canary": steps and gates (CanaryRollout's fields: steps,
+            interval, max_error_rate, max_p95_ratio, min_requests); Serverless mode only
+            (Knative's queue-proxy metrics, read from the component's `prometheus_url`).
 
     Returns:
         The service (saved in full as an artifact; no credentials in it).
@@ -92,4 +96,5 @@ def kserve_deployer_step(
         settings=settings,
         smoke_input=smoke_input,
         canary_percent=canary_percent,
+        rollout=rollout,
     )

@@ -31,6 +31,9 @@ SETUP_DOCS = [
     "docs/flavors/mlflow.md",
     "docs/flavors/bentoml.md",
     "docs/flavors/huggingface.md",
+    "docs/flavors/seldon.md",
+    "docs/flavors/kserve.md",
+    "docs/flavors/databricks.md",
 ]
 
 
@@ -50,17 +53,31 @@ def printed_answer(block: str) -> object:
     return json.loads(line[2:])
 
 
+def prompt_answers(block: str) -> str:
+    """What a user types at the prompts of a block's `zenml secret create NAME -i`: for each,
+    the key the block references the secret by (`{{NAME.KEY}}`), a dummy value, and "n" (no
+    other key)."""
+    answers = []
+    for name in re.findall(r"zenml secret create (\S+) -i\b", block):
+        for key in dict.fromkeys(re.findall(r"\{\{" + re.escape(name) + r"\.(\w+)\}\}", block)):
+            answers += [key, f"dummy-{key}", "n"]
+    return "".join(f"{a}\n" for a in answers)
+
+
 def run_block(block: str, env: dict[str, str], cwd: Path) -> str:
     """Runs a doc block with bash, as a user pastes it (`pip install` lines skipped: the
-    package is installed), failing on the first command that fails."""
+    package is installed), failing on the first command that fails; `-i` prompts are answered
+    on stdin (a session of its own: no terminal for getpass to open)."""
     lines = [ln for ln in block.splitlines() if not ln.lstrip().startswith("pip install")]
     done = subprocess.run(
         ["bash", "-e", "-c", "\n".join(lines)],
         env=env,
         cwd=cwd,
+        input=prompt_answers(block),
         capture_output=True,
         text=True,
         timeout=300,
+        start_new_session=True,
     )
     assert done.returncode == 0, f"{block}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
     return done.stdout

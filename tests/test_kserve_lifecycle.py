@@ -104,8 +104,9 @@ def test_errors_before_anything_is_made(
     }
     theirs.create(INFERENCE_SERVICE, manifest)
     try:
-        with pytest.raises(DeploymentExistsError, match="does not own it"):
+        with pytest.raises(DeploymentExistsError, match="does not own it") as taken:
             kserve_deployer.deploy(_config(uri, name))
+        assert str(taken.value).startswith(f"An InferenceService '{name}' already exists")
         obj = _isvc(cluster, name)
         assert obj is not None and obj["spec"] == manifest["spec"]
     finally:

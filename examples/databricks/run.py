@@ -7,7 +7,7 @@ ZenML pipeline; then run a new version as a 25% canary, promote it, stop and sta
 
     python examples/databricks/run.py --host https://<workspace> --catalog main --schema default
         for real, in your ZenML config; needs a personal access token in a ZenML secret:
-        `zenml secret create databricks --token=dapi...`. Serving endpoints cost money: delete
+        `zenml secret create databricks -i` (key `token`). Serving endpoints cost money: delete
         it at the end with `zmd models delete iris-dbx -y`.
 """
 

@@ -7,7 +7,7 @@ revision out in place, pause and resume it.
 
     python examples/huggingface/run.py --namespace <user or org> --revision <sha> [--revision2 <sha>]
         for real, in your ZenML config; needs a token with write access to Inference Endpoints
-        in a ZenML secret: `zenml secret create hf_token --token=hf_...`. Endpoints cost money:
+        in a ZenML secret: `zenml secret create hf_token -i` (key `token`). Endpoints cost money:
         the script pauses the endpoint at the end; delete it with `zmd models delete sentiment -y`.
 """
 

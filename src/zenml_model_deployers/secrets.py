@@ -63,12 +63,12 @@ def resolve(value: str) -> str:
     except (KeyError, ValueError) as e:
         raise SecretResolutionError(
             f"Secret '{name}' referenced as {value.strip()} does not exist.",
-            hint=f"create it with `zenml secret create {name} --{key}=...`.",
+            hint=f"create it with `zenml secret create {name} -i` (key `{key}`, its value at a prompt that does not echo).",
         ) from e
     if key not in secret.secret_values:
         raise SecretResolutionError(
             f"Secret '{name}' has no key '{key}'.",
-            hint=f"add it with `zenml secret update {name} --{key}=...`.",
+            hint=f"add it with `zenml secret update {name} -i` (key `{key}`, its value at a prompt that does not echo).",
         )
     resolved = str(secret.secret_values[key])
     remember_secret_value(resolved)

@@ -53,7 +53,7 @@ def check_token_reference(v: str | None) -> str | None:
     if v is not None and not is_secret_reference(v):
         raise ValueError(
             "prometheus_token must be a ZenML secret reference such as "
-            "'{{prometheus.token}}' (`zenml secret create prometheus --token=...`), never "
+            "'{{prometheus.token}}' (`zenml secret create prometheus -i`, key `token`), never "
             "the token itself."
         )
     return v
@@ -74,7 +74,7 @@ def check_secret_name(v: str | None) -> str | None:
     if v is not None and ("{" in v or "=" in v or ":" in v):
         raise ValueError(
             "storage_secret is the *name* of a ZenML secret (e.g. 'gcs-reader'), never "
-            "credentials: `zenml secret create gcs-reader --<key>=...`."
+            "credentials: `zenml secret create gcs-reader -i`."
         )
     return v
 
@@ -119,7 +119,7 @@ class KubeDeployerConfig(BaseDeployerConfig):
             data,
             "cluster model deployer",
             {"prometheus_token": "{{prometheus.token}}"},
-            "`zenml secret create prometheus --token=...`.",
+            "`zenml secret create prometheus -i` (key `token`).",
         )
 
     @field_validator("storage_secret")

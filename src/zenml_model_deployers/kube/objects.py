@@ -93,6 +93,18 @@ class ResourceKind(BaseModel):
         }
 
 
+def a_or_an(kind: str) -> str:
+    """A kind with its indefinite article, for messages.
+
+    Args:
+        kind: e.g. ``InferenceService``.
+
+    Returns:
+        ``An InferenceService``, ``A Secret``.
+    """
+    return f"{'An' if kind[:1].upper() in 'AEIOU' else 'A'} {kind}"
+
+
 def ownership_labels(
     deployment_name: str, revision: int, config_hash: str, role: str = "main"
 ) -> dict[str, str]:

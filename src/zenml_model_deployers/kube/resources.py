@@ -26,6 +26,7 @@ from zenml_model_deployers.kube.objects import (
     MANAGED_BY,
     ResourceKind,
     Verdict,
+    a_or_an,
     owned_by,
     selector_for,
 )
@@ -162,7 +163,7 @@ class KubeNamespace:
         if obj is not None and not owned_by(obj, self.deployment_name):
             labels = (obj.get("metadata") or {}).get("labels") or {}
             raise DeploymentExistsError(
-                f"A {kind.kind} '{name}' already exists in namespace '{self.namespace}' and "
+                f"{a_or_an(kind.kind)} '{name}' already exists in namespace '{self.namespace}' and "
                 "zenml-model-deployers does not own it (it lacks our labels "
                 f"{LABEL_MANAGED_BY}={MANAGED_BY}, {LABEL_DEPLOYMENT}={self.deployment_name}); "
                 "it is left untouched.",

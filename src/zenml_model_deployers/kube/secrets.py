@@ -11,7 +11,7 @@ import base64
 from typing import Any
 
 from zenml_model_deployers.errors import SecretResolutionError
-from zenml_model_deployers.kube.objects import owned_by, ownership_labels, selector_for
+from zenml_model_deployers.kube.objects import a_or_an, owned_by, ownership_labels, selector_for
 from zenml_model_deployers.kube.resources import KubeNamespace
 from zenml_model_deployers.secrets import remember_secret_value
 
@@ -35,7 +35,7 @@ def zenml_secret_values(secret_name: str) -> dict[str, str]:
     except (KeyError, ValueError) as e:
         raise SecretResolutionError(
             f"ZenML secret '{secret_name}' (the storage credentials) does not exist.",
-            hint=f"create it with `zenml secret create {secret_name} --<key>=...`.",
+            hint=f"create it with `zenml secret create {secret_name} -i` (each key, its value at a prompt that does not echo).",
         ) from e
     values = {k: str(v) for k, v in secret.secret_values.items()}
     for v in values.values():
@@ -195,7 +195,7 @@ def _read_owned(ns: KubeNamespace, kind: str, api_name: str, name: str) -> dict[
             return None
     if not owned_by(existing, ns.deployment_name):
         raise DeploymentExistsError(
-            f"A {kind} '{name}' exists in namespace '{ns.namespace}' and "
+            f"{a_or_an(kind)} '{name}' exists in namespace '{ns.namespace}' and "
             "zenml-model-deployers does not own it; it is left untouched.",
             deployment_name=ns.deployment_name,
             hint=f"deploy under another deployment_name, or remove that {kind} yourself.",

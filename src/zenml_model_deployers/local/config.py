@@ -120,7 +120,7 @@ class LocalDeploymentConfig(DeploymentConfig):
             raise ValueError(
                 "api_key must be a ZenML secret reference such as {{my-model-key.api_key}}, "
                 "never the key itself (configs are stored in the service store and artifacts): "
-                "`zenml secret create my-model-key --api_key=...`."
+                "`zenml secret create my-model-key -i` (key `api_key`)."
             )
         if not is_loopback(self.host) and not self.api_key and not self.allow_unauthenticated:
             raise ValueError(

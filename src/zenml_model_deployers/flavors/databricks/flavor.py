@@ -13,7 +13,8 @@ from zenml_model_deployers.secrets import is_secret_reference, references_only
 FLAVOR_NAME = "zmd-databricks"
 CREDENTIALS_HINT = (
     "store the credential as a ZenML secret and pass its reference: "
-    "`zenml secret create databricks --token=<personal access token>`, then "
+    "`zenml secret create databricks -i` (key `token`, the personal access token at a prompt "
+    "that does not echo), then "
     "`zenml model-deployer register dbx --flavor=zmd-databricks --host=https://<workspace> "
     "--token='{{databricks.token}}'` (or --client_id=... "
     "--client_secret='{{databricks.client_secret}}' for a service principal)."

@@ -155,7 +155,7 @@ def hf_errors(what: str, deployment_name: str) -> Iterator[None]:
             hint = (
                 "the token was refused: check that the secret the component's `token` "
                 "references holds a token with write access to Inference Endpoints in this "
-                "namespace (`zenml secret update <name> --token=...`)."
+                "namespace (`zenml secret update <name> -i`, key `token`)."
             )
         cls = EndpointsRequestRejected if code in (400, 422) else EndpointsAPIError
         raise cls(

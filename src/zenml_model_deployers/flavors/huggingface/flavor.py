@@ -13,7 +13,8 @@ from zenml_model_deployers.secrets import references_only
 FLAVOR_NAME = "zmd-huggingface"
 TOKEN_HINT = (
     "store the token as a ZenML secret and pass its reference: "
-    "`zenml secret create hf_token --token=<your token>`, then "
+    "`zenml secret create hf_token -i` (key `token`, your token at a prompt that does not echo), "
+    "then "
     "`zenml model-deployer register hf --flavor=zmd-huggingface --token='{{hf_token.token}}'`."
 )
 # The credential fields, each with an example of the secret reference it takes.

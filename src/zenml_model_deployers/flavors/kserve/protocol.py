@@ -81,7 +81,10 @@ def decode(body: Any, protocol: str) -> Any:
 
     Returns:
         V1/V2: a list (one entry per row for a single-column output); OpenAI: the first
-        choice's text.
+        choice's text. KServe's V1 servers send the model's own output (``[0, 1, 2]`` for a
+        classifier, rows for ``predict_proba``; ``[[x], ...]`` for an ``(n, 1)`` output, which
+        comes back flat); V2 one output of shape ``[n]`` (KServe's servers) or ``[n, 1]``
+        (MLServer): both come back flat.
 
     Raises:
         ValueError: an answer in no known shape.

@@ -71,7 +71,7 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
             raise ValueError(
                 "api_key must be a ZenML secret reference such as '{{vllm_secret.api_key}}' "
                 "(a plain key would be stored in the service and the artifact); create it "
-                "with `zenml secret create vllm_secret --api_key=...`."
+                "with `zenml secret create vllm_secret -i` (key `api_key`, its value at a prompt that does not echo)."
             )
         return v
 

@@ -51,6 +51,8 @@ from zenml_model_deployers.testing.kube_cluster.kserve_gateway import (
     LLMServer,
     QueueProxyMetrics,
     Route,
+    pick_runtime,
+    runtime_error,
 )
 from zenml_model_deployers.testing.kube_cluster.mlserver import LoadedModel
 
@@ -433,6 +435,12 @@ class KServeController(SimulatedController):
         if fmt == "huggingface":
             self._start_llm(rev, model)
             return
+        protocol = str(model.get("protocolVersion") or "v1")
+        explicit = str(model.get("runtime") or "")
+        refused = runtime_error(fmt, protocol, explicit)
+        if refused:
+            rev.error = refused
+            return
         if fmt not in ("sklearn", "mlflow"):
             rev.error = (
                 f"no runtime for model format {fmt} in the simulated cluster "
@@ -449,7 +457,8 @@ class KServeController(SimulatedController):
             # A container's termination message: the end of the server's error.
             rev.error = " | ".join(ln.strip() for ln in error.strip().splitlines()[-2:])
             return
-        rev.backend = LoadedModel(name, self.namespace, 0, internal, rev.digest)
+        runtime = pick_runtime(fmt, protocol, explicit)
+        rev.backend = LoadedModel(name, self.namespace, 0, internal, rev.digest, runtime)
 
     def _check_service_account(self, core: Any, name: str, sa: str) -> str:
         """The storage initializer's credentials: the ServiceAccount's Secrets must exist."""

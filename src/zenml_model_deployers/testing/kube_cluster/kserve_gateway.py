@@ -2,10 +2,38 @@
 InferenceService's host (``{name}.{namespace}.example.com``) to its revisions' model servers by
 their traffic shares, and the metrics Knative's queue-proxy sidecars export per revision.
 
-MLServer speaks V2 only, so V1 requests (``{"instances": ...}``) are translated to V2 and the
-answer back to ``{"predictions": ...}`` (KServe's own sklearn server, which speaks V1, is the
-`kserve` package we never install). ``huggingface`` revisions run the vLLM stand-in behind the
-Hugging Face server's ``/openai/v1/...`` routes.
+Every model runs in one real MLServer; the gateway answers in the shape of the KServe runtime
+that would serve it. Read from kserve/kserve (commit aaac4e29, 2026-08):
+
+- Which runtime serves a format (``config/runtimes/*.yaml``, :data:`RUNTIMES`): auto-selection
+  keeps the runtimes that support the model format *and* the protocol and takes the highest
+  ``priority`` (``pkg/apis/serving/v1alpha1/servingruntime_types.go``: "the higher the value,
+  the higher the priority"). So sklearn + V1 is ``kserve-sklearnserver``; sklearn + V2 is
+  ``kserve-mlserver`` (priority 2 beats 1); mlflow is ``kserve-mlserver`` (V2 only); xgboost /
+  lightgbm + V1 are ``kserve-xgbserver`` / ``kserve-lgbserver``. No runtime for the pair (mlflow +
+  V1): the revision fails with "No runtime found to support specified framework/version"
+  (``pkg/controller/v1beta1/inferenceservice/components/predictor.go``). An explicit
+  ``runtime`` is used as given.
+- KServe's own servers (``python/sklearnserver/sklearnserver/model.py``,
+  ``python/xgbserver/xgbserver/model.py``, ``python/lgbserver/lgbserver/model.py``) all end in
+  ``kserve.utils.utils.get_predict_response(payload, model.predict(instances), name)``:
+  V1 answers ``{"predictions": result.tolist()}`` -- the model's own output, so a classifier's
+  ``predict`` gives a flat ``[0, 1, 2]``, ``predict_proba`` / multi-output rows ``[[...], ...]``;
+  V2 answers one output ``{"name": "output-0", "shape": list(result.shape), "datatype":
+  from_np_dtype(result.dtype), "data": ...}`` in ``{"id", "model_name", "model_version": null,
+  "outputs"}`` (``InferResponse.to_rest`` in ``python/kserve/kserve/protocol/infer_type.py``),
+  ``id`` the request's or a new uuid.
+- ``kserve-mlserver`` is MLServer itself: its V2 answer goes out as MLServer wrote it (output
+  ``predict``, shape ``[n, 1]`` for a 1-D result, ``parameters.content_type``), named as the
+  InferenceService; KServe's runtime sets no model version, so none is sent.
+
+MLServer adds a batch dimension to a 1-D result (``inject_batch_dimension``: ``[n]`` ->
+``[n, 1]``); the KServe-server shapes take it off again, so a model whose ``predict`` really
+returns ``(n, 1)`` answers ``[n]`` here (the one case the simulation cannot tell apart). The
+simulation serves the sklearn format (mlflow where its MLServer has ``mlserver-mlflow``; the
+one ``make test`` builds has not), and ``huggingface``: the vLLM stand-in behind the Hugging
+Face server's ``/openai/v1/...`` routes; xgboost and lightgbm revisions fail to load with a
+message saying so.
 """
 
 from __future__ import annotations
@@ -22,6 +50,62 @@ from zenml_model_deployers.testing.kube_cluster.mlserver import LoadedModel, MLS
 
 # KServe's default domain template: {name}.{namespace}.example.com
 DOMAIN = "example.com"
+
+# KServe's ServingRuntimes (config/runtimes/*.yaml) for the formats above:
+# name -> ({model format: priority}, protocol versions).
+RUNTIMES: dict[str, tuple[dict[str, int], tuple[str, ...]]] = {
+    "kserve-sklearnserver": ({"sklearn": 1}, ("v1", "v2")),
+    "kserve-mlserver": ({"sklearn": 2, "xgboost": 2, "lightgbm": 2, "mlflow": 1}, ("v2",)),
+    "kserve-xgbserver": ({"xgboost": 1}, ("v1", "v2")),
+    "kserve-lgbserver": ({"lightgbm": 1}, ("v1", "v2")),
+}
+# The runtimes that are KServe's own Python servers (their answers: get_predict_response).
+KSERVE_SERVERS = ("kserve-sklearnserver", "kserve-xgbserver", "kserve-lgbserver")
+NO_RUNTIME = "No runtime found to support specified framework/version"
+
+
+def runtime_error(model_format: str, protocol: str, runtime: str) -> str:
+    """Why KServe runs no predictor for this model (KServe's words), "" when one serves it.
+
+    Args:
+        model_format: the model format.
+        protocol: the protocol version.
+        runtime: the explicit runtime ("" for none).
+
+    Returns:
+        The failure message, or "".
+    """
+    if not runtime:
+        return "" if pick_runtime(model_format, protocol) else NO_RUNTIME
+    if runtime not in RUNTIMES:
+        return ""  # the user's own ServingRuntime: the simulation serves it as MLServer
+    formats, protocols = RUNTIMES[runtime]
+    if protocol not in protocols:
+        return "Specified runtime does not support specified protocol version"
+    if model_format not in formats:
+        return "Specified runtime does not support specified framework/version"
+    return ""
+
+
+def pick_runtime(model_format: str, protocol: str, runtime: str = "") -> str:
+    """The ServingRuntime KServe runs a predictor with (see the module docstring).
+
+    Args:
+        model_format: ``spec.predictor.model.modelFormat.name``.
+        protocol: ``protocolVersion`` (``v1`` when unset).
+        runtime: an explicit ``spec.predictor.model.runtime``.
+
+    Returns:
+        The runtime's name; "" when none supports the format and protocol.
+    """
+    if runtime:
+        return runtime
+    supporting = [
+        (formats[model_format], name)
+        for name, (formats, protocols) in RUNTIMES.items()
+        if model_format in formats and protocol in protocols
+    ]
+    return max(supporting)[1] if supporting else ""
 
 
 @dataclass
@@ -253,7 +337,11 @@ class KServeGateway:
             return self._v1_predict(loaded, body)
         prefix = f"/v2/models/{name}"
         if path.startswith(prefix):
-            return self.mlserver.forward_v2(method, loaded, path[len(prefix) :], body, name)
+            rest = path[len(prefix) :]
+            code, content = self.mlserver.forward_v2(method, loaded, rest, body, name)
+            if code == 200 and rest == "/infer" and method == "POST":
+                content = json.dumps(v2_answer(json.loads(content), loaded.runtime)).encode()
+            return code, content
         return 404, json.dumps({"error": f"model {path} not found"}).encode()
 
     def _v1_predict(self, loaded: LoadedModel, body: bytes) -> tuple[int, bytes]:
@@ -272,6 +360,54 @@ class KServeGateway:
         )
         if r.status_code != 200:
             return r.status_code, r.content
-        out = r.json()["outputs"][0]
-        values = np.asarray(out["data"]).reshape(out["shape"]).tolist()
-        return 200, json.dumps({"predictions": values}).encode()
+        return 200, json.dumps({"predictions": kserve_result(r.json()["outputs"][0])}).encode()
+
+
+def kserve_result(output: dict[str, Any]) -> Any:
+    """The model's own result from an MLServer output: its shape without the batch dimension
+    MLServer adds to a 1-D result (``[n, 1]`` -> ``[n]``).
+
+    Args:
+        output: one V2 output.
+
+    Returns:
+        The result as nested lists (what ``result.tolist()`` gives in KServe's servers).
+    """
+    import numpy as np
+
+    shape = list(output["shape"])
+    if len(shape) == 2 and shape[1] == 1:
+        shape = shape[:1]
+    return np.asarray(output["data"]).reshape(shape).tolist()
+
+
+def v2_answer(body: dict[str, Any], runtime: str) -> dict[str, Any]:
+    """MLServer's V2 inference answer as the runtime sends it (see the module docstring).
+
+    Args:
+        body: MLServer's answer, already named as the InferenceService.
+        runtime: the serving runtime.
+
+    Returns:
+        KServe's own servers: ``{"id", "model_name", "model_version": None, "outputs":
+        [{"name": "output-0", "shape", "datatype", "data"}]}``; MLServer: its answer without
+        a model version.
+    """
+    import numpy as np
+
+    if runtime not in KSERVE_SERVERS:
+        return {k: v for k, v in body.items() if k != "model_version"}
+    out = body["outputs"][0]
+    result = np.asarray(kserve_result(out))
+    output = {
+        "name": "output-0",
+        "shape": list(result.shape),
+        "datatype": out["datatype"],
+        "data": result.reshape(-1).tolist(),
+    }
+    return {
+        "id": body.get("id"),
+        "model_name": body.get("model_name"),
+        "model_version": None,
+        "outputs": [output],
+    }

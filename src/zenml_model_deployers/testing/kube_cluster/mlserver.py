@@ -55,13 +55,15 @@ def free_port() -> int:
 
 @dataclass
 class LoadedModel:
-    """A Model the controller serves: its internal MLServer name per generation."""
+    """A Model the controller serves: its internal MLServer name per generation (and, for
+    KServe, the ServingRuntime whose answers the gateway gives)."""
 
     name: str
     namespace: str
     generation: int
     internal: str
     spec_digest: str
+    runtime: str = ""
 
 
 class MLServerHost:
