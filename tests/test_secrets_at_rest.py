@@ -202,3 +202,21 @@ def test_the_supervisor_restarts_with_secrets_it_holds_in_memory_only(
     assert again.state == "failed" and "zmd models start mem" in again.message
     assert not out.exists()  # never started without its secret
     assert value not in path.with_name("supervisor.json").read_text()
+
+
+def test_a_spec_an_older_version_wrote_is_scrubbed(tmp_path: Path) -> None:
+    """Before this version the restart spec held the resolved values: the next `start` moves
+    them into the running front's memory and rewrites the file without them."""
+    from zenml_model_deployers.local.supervision import scrub_specs
+    from zenml_model_deployers.local.supervisor import write_spec
+
+    value = f"zmd-old-{std_secrets.token_hex(8)}"
+    ident = {"pid": 1, "create_time": 1.0}
+    old = {"server": ident, "env": {"PATH": "/bin", "X": value}, "redact": [value]}
+    write_spec(tmp_path / "supervise.json", old)
+    told: list[dict[str, Any]] = []
+    scrub_specs(tmp_path, told.append)
+    assert told == [{"cmd": "secrets", "server": ident, "env": {"X": value}, "redact": [value]}]
+    assert value.encode() not in (tmp_path / "supervise.json").read_bytes()
+    scrub_specs(tmp_path, told.append)  # nothing left to move
+    assert len(told) == 1

@@ -45,6 +45,7 @@ from zenml_model_deployers.local.supervision import (
     adopt_supervision,
     hand_over,
     resupply_secrets,
+    scrub_specs,
     supervision_spec,
     wait_for_supervisor,
 )
@@ -394,6 +395,8 @@ class Revisions(OnService):
         if sup is not None and sup.get("state") == "restarting":
             wait_for_supervisor(status, svc.workdir, front.alive, timeout)
         server_ok = status.server is not None and status.server.is_alive()
+        if front.alive():
+            scrub_specs(svc.workdir, front.call)  # written by an older version
         if server_ok and front.alive():
             svc.mark_ready()
             return

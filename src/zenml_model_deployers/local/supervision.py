@@ -216,6 +216,20 @@ def resupply_secrets(
         )
 
 
+def scrub_specs(workdir: Path, tell: Tell) -> None:
+    """Moves the resolved secrets out of restart specs that a version before this one wrote
+    (with their values, and the values to scrub, ``redact``) into the running front's memory.
+
+    Args:
+        workdir: the deployment's directory.
+        tell: sends a control command to the front (which runs).
+    """
+    for name in (SPEC_FILE, CANARY_SPEC):
+        spec = read_json(workdir / name)
+        if spec is not None and spec.get("redact"):
+            _write_spec(workdir / name, spec, tell)
+
+
 def keep_canary_spec(workdir: Path, spec: dict[str, Any] | None, tell: Tell) -> None:
     """Keeps a canary server's spec aside until a promotion hands it over.
 
