@@ -101,7 +101,7 @@ class Canary(OnService):
             started = Revisions(svc).start_server(timeout)
         finally:
             svc.config = stable
-        keep_canary_spec(svc.workdir, started.spec)
+        keep_canary_spec(svc.workdir, started.spec, svc.front.call)
         self.status.canary_server, self.status.canary_port = started.handle, started.port
         self.status.canary_log_path = str(started.log)
         make_tree_private(svc.workdir)

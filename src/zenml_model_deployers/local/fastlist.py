@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers.flavors import FLAVOR_SOURCES, require_known_flavor
-from zenml_model_deployers.local.state import SPEC_FILE, local_state, supervision_of
+from zenml_model_deployers.local.state import local_state, supervision_of
 from zenml_model_deployers.provenance import local_serving_fields
 from zenml_model_deployers.secrets import is_secret_reference
 from zenml_model_deployers.states import state_word
@@ -498,8 +498,8 @@ def log_redactions(row: dict[str, Any]) -> list[str] | None:
     """The secret values to scrub from a row's server log, or None when only ZenML's secret
     store knows them (the log then takes the ZenML path).
 
-    The values come from the revision's supervision spec (``supervise.json``, mode 0600), the
-    one place outside the secret store that holds them.
+    Resolved secrets are kept nowhere on disk (the front holds the server's in memory), so a
+    config that references one takes the ZenML path, which resolves them to scrub them.
 
     Args:
         row: a row of :func:`local_rows`.
@@ -507,16 +507,11 @@ def log_redactions(row: dict[str, Any]) -> list[str] | None:
     Returns:
         Values (empty when the config references no secret), or None.
     """
-    env = row["config"].get("env") or {}
-    if not any(is_secret_reference(str(v)) for v in env.values()):
-        return []
-    try:
-        spec = json.loads((row["workdir"] / SPEC_FILE).read_text())
-    except (OSError, ValueError):
+    config = row["config"]
+    env = config.get("env") or {}
+    if config.get("api_key") or any(is_secret_reference(str(v)) for v in env.values()):
         return None
-    if spec.get("config_hash") != row["status"].get("config_hash"):
-        return None
-    return [str(v) for v in spec.get("redact") or []]
+    return []
 
 
 STATS_WINDOW = 300.0

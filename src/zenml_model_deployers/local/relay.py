@@ -41,7 +41,8 @@ answer) and puts it back in (while a revision is switched). Connections that arr
 process accepts wait in the socket's backlog.
 
 Run as ``python -m zenml_model_deployers.local.relay``; controlled over a line-JSON protocol on
-a second loopback port (``switch``, ``split``, ``drain``, ``accept``, ``status``, ``metrics``, ``fold``). Every command
+a second loopback port (``switch``, ``split``, ``drain``, ``accept``, ``status``, ``metrics``, ``fold``,
+``secrets``: the supervised server's secret variables, kept in memory only). Every command
 carries the token the relay writes into its ready file (created 0600): other users of the
 machine cannot steer it. Only the standard library is imported at start so that the relay
 starts in well under a second (``prometheus_client`` is imported at the first scrape).
@@ -64,6 +65,7 @@ import socket
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from zenml_model_deployers.local.relay_control import API_KEY_ENV, ControlServer, write_ready_file
 from zenml_model_deployers.local.relay_forward import Limits, Relay
@@ -101,7 +103,22 @@ async def _main(args: argparse.Namespace) -> int:
     relay.listen_sock = lsock
     await relay.accept(True)
     handoff = relay.handoff_listener(Path(args.handoff)) if args.handoff else None
-    control = await asyncio.start_server(ControlServer(token, relay.command).serve, "127.0.0.1", 0)
+    supervisor = None
+    if args.supervise:  # the front also restarts a crashed server (local/supervisor.py)
+        from zenml_model_deployers.local.supervisor import Supervisor
+
+        supervisor = Supervisor(Path(args.supervise))
+
+    async def command(msg: dict[str, Any]) -> dict[str, Any]:
+        # The supervised server's secrets come here, over the authenticated channel, and
+        # stay in this process's memory: never in a file or argv.
+        if msg.get("cmd") == "secrets":
+            if supervisor is None:
+                return {"ok": False, "error": "this front supervises no server"}
+            return supervisor.remember(msg)
+        return await relay.command(msg)
+
+    control = await asyncio.start_server(ControlServer(token, command).serve, "127.0.0.1", 0)
     try:
         metrics = await asyncio.start_server(
             relay.metrics.serve, args.metrics_host, args.metrics_port, reuse_address=True
@@ -130,10 +147,8 @@ async def _main(args: argparse.Namespace) -> int:
     auth = "API key required" if api_key else "no API key"
     print(f"relay: listening on {args.host}:{port}, target {args.target}, {auth}", flush=True)
     supervision = None
-    if args.supervise:  # the front also restarts a crashed server (local/supervisor.py)
-        from zenml_model_deployers.local import supervisor
-
-        supervision = supervisor.start(Path(args.supervise))
+    if supervisor is not None:
+        supervision = (asyncio.get_running_loop().create_task(supervisor.run()), supervisor)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

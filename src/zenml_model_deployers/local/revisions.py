@@ -39,15 +39,16 @@ from zenml_model_deployers.local.launch import (
     make_tree_private,
 )
 from zenml_model_deployers.local.readiness import wait_until_ready
-from zenml_model_deployers.local.state import SPEC_FILE, orphans
+from zenml_model_deployers.local.state import orphans
 from zenml_model_deployers.local.supervision import (
     RestartPolicy,
     adopt_supervision,
     hand_over,
+    resupply_secrets,
+    scrub_specs,
     supervision_spec,
     wait_for_supervisor,
 )
-from zenml_model_deployers.local.supervisor import write_spec
 
 logger = logging.getLogger(__name__)
 
@@ -270,10 +271,9 @@ class Revisions(OnService):
             time.sleep(0.05)
         spec = self._spec(handle, (argv, env), env, status.public_port, log, timeout)
         spec["health_host"] = health_host(svc.config.host)
-        write_spec(svc.workdir / SPEC_FILE, spec)  # before the private server goes
-        status.restarts = 0
-        self._serve(Started(handle, status.public_port, log, spec), direct=True)
         front = svc.front
+        hand_over(svc.workdir, spec, status, front.call)  # before the private server goes
+        self._serve(Started(handle, status.public_port, log, spec), direct=True)
         try:
             reply = front.call(
                 {"cmd": "accept", "on": False, "timeout": DRAIN_TIMEOUT},
@@ -328,7 +328,7 @@ class Revisions(OnService):
                         front.call({"cmd": "accept", "on": True})
                 front.restore(old_front)
                 raise
-            hand_over(svc.workdir, started.spec, status)
+            hand_over(svc.workdir, started.spec, status, front.call)
             if old_front is not None and old_front[0] is not None:
                 old_front[0].terminate(5)
             self._serve(started, direct=True)
@@ -354,7 +354,7 @@ class Revisions(OnService):
             except BaseException:
                 started.handle.terminate(5)
                 raise
-            hand_over(svc.workdir, started.spec, status)
+            hand_over(svc.workdir, started.spec, status, front.call)
         except BaseException:
             front.restore(old_front)
             raise
@@ -395,6 +395,8 @@ class Revisions(OnService):
         if sup is not None and sup.get("state") == "restarting":
             wait_for_supervisor(status, svc.workdir, front.alive, timeout)
         server_ok = status.server is not None and status.server.is_alive()
+        if front.alive():
+            scrub_specs(svc.workdir, front.call)  # written by an older version
         if server_ok and front.alive():
             svc.mark_ready()
             return
@@ -415,7 +417,11 @@ class Revisions(OnService):
         if direct:
             front.ensure_out(None)
         else:
+            had_front = front.alive()
             front.ensure(target=status.server_port if server_ok else None)
+            if server_ok and not had_front:
+                # A new front adopts the running server: it needs the server's secrets.
+                self.resupply_secrets()
         if not server_ok:
             try:
                 started = self.start_server(timeout, direct=direct)
@@ -424,10 +430,29 @@ class Revisions(OnService):
                 raise
             if not direct:
                 front.switch(started.port)
-            hand_over(svc.workdir, started.spec, status)
+            hand_over(svc.workdir, started.spec, status, front.call)
             self._serve(started, direct)
         make_tree_private(svc.workdir)
         svc.mark_ready()
+
+    def resupply_secrets(self) -> None:
+        """Hands a front that started again the secrets of the servers it supervises, resolved
+        again through ZenML (they are kept only in a front's memory)."""
+        svc = self.svc
+        if not svc.config.api_key and not any(
+            secrets.is_secret_reference(v) for v in svc.config.env.values()
+        ):
+            return
+        env = svc.server_env()
+        redact = [env[k] for k, v in svc.config.env.items() if secrets.is_secret_reference(v)]
+        key = svc.api_key_value()
+        resupply_secrets(
+            svc.workdir,
+            svc.config.config_hash(),
+            svc.restart_env(env),
+            [*redact, *([key] if key else [])],
+            svc.front.call,
+        )
 
     def stop(self, timeout: float) -> None:
         """Stops the front and the server (see DeploymentService.stop_backend).

@@ -7,11 +7,19 @@ written when a revision starts serving, before any older server is retired (so t
 supervisor never takes a retirement for a crash). A canary's spec waits beside it
 (``canary-supervise.json``) until a promotion hands it over. The supervisor's record
 (``supervisor.json``) says which process serves now and how often it was restarted.
+
+Resolved secrets never go into these files: the variables of the server's environment that
+hold one (a ZenML secret reference in ``env``, the API key) are named in the spec
+(``secret_env``) and their values handed to the front over its authenticated control channel
+(the ``secrets`` command, before the spec is written), which keeps them in memory only. A
+front started again (after its own death, or a reboot) is handed them again by the command
+that starts it (``zmd models start``, a deploy), which resolves the references through ZenML.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,12 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers import secrets
+from zenml_model_deployers.errors import DeploymentError
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.config import LocalDeploymentConfig, LocalDeploymentStatus
-from zenml_model_deployers.local.state import SPEC_FILE, supervision_of
+from zenml_model_deployers.local.state import SPEC_FILE, read_json, supervision_of
 from zenml_model_deployers.local.supervisor import write_spec
 
 CANARY_SPEC = "canary-supervise.json"
+
+logger = logging.getLogger(__name__)
+
+# Sends one control command to the front (``Front.call``).
+Tell = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -65,8 +79,8 @@ def supervision_spec(
         workdir: the deployment's directory (the restarted server's working directory).
         server: the ready server.
         argv: the command that restarts it.
-        env: the environment that restarts it (resolved secrets: the spec is a 0600 file,
-            never a command line).
+        env: the environment that restarts it (resolved secrets: :func:`split_secrets` keeps
+            them out of the file).
         started_env: the environment it was started with (to find the secret values to
             redact).
         port: its port.
@@ -104,7 +118,62 @@ def supervision_spec(
     }
 
 
-def hand_over(workdir: Path, spec: dict[str, Any] | None, status: LocalDeploymentStatus) -> None:
+def split_secrets(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Splits a supervision spec into what may be written to disk and what only the front's
+    memory keeps.
+
+    The variables of the spec's environment whose value is one of its secret values
+    (``redact``: the resolved references of ``env``, the API key) leave the environment; the
+    file names them (``secret_env``).
+
+    Args:
+        spec: a spec of :func:`supervision_spec`.
+
+    Returns:
+        (the spec to write, the ``secrets`` control command; None without secrets).
+    """
+    values = {str(v) for v in spec.get("redact") or [] if v}
+    env = dict(spec.get("env") or {})
+    secret_env = {k: v for k, v in env.items() if v in values}
+    public = {k: v for k, v in spec.items() if k != "redact"}
+    public["env"] = {k: v for k, v in env.items() if k not in secret_env}
+    public["secret_env"] = sorted(secret_env)
+    if not values:
+        return public, None
+    return public, {
+        "cmd": "secrets",
+        "server": spec.get("server"),
+        "env": secret_env,
+        "redact": sorted(values),
+    }
+
+
+def _write_spec(path: Path, spec: dict[str, Any], tell: Tell) -> None:
+    """Hands the spec's secrets to the front, then writes the rest (the front has them before
+    its supervisor reads the file)."""
+    public, secrets_cmd = split_secrets(spec)
+    if secrets_cmd is not None:
+        try:
+            tell(secrets_cmd)
+        except DeploymentError as e:
+            if "unknown command" not in str(e):
+                raise
+            # A front started by an older version (before an upgrade) reads them from the
+            # file, as it did then; a `zmd models stop` + `start` ends that.
+            logger.warning(
+                "The front of '%s' predates keeping secrets in memory: they are written to "
+                "its 0600 restart spec until `zmd models stop` and `zmd models start` "
+                "restart it.",
+                spec.get("deployment"),
+            )
+            write_spec(path, spec)
+            return
+    write_spec(path, public)
+
+
+def hand_over(
+    workdir: Path, spec: dict[str, Any] | None, status: LocalDeploymentStatus, tell: Tell
+) -> None:
     """Hands the server just switched to over to the front's supervisor (a new revision: its
     restart count starts over).
 
@@ -112,21 +181,65 @@ def hand_over(workdir: Path, spec: dict[str, Any] | None, status: LocalDeploymen
         workdir: the deployment's directory.
         spec: the server's supervision spec (None: nothing to supervise).
         status: the deployment's status (its restart count is reset).
+        tell: sends a control command to the front (its secrets go there, never to disk).
     """
     if spec is not None:
-        write_spec(workdir / SPEC_FILE, spec)
+        _write_spec(workdir / SPEC_FILE, spec, tell)
     status.restarts = 0
 
 
-def keep_canary_spec(workdir: Path, spec: dict[str, Any] | None) -> None:
+def resupply_secrets(
+    workdir: Path, config_hash: str, env: Mapping[str, str], redact: list[str], tell: Tell
+) -> None:
+    """Hands a front that started again (it died, or after a reboot) the secrets of the server
+    it supervises, resolved again by the caller through ZenML.
+
+    Args:
+        workdir: the deployment's directory.
+        config_hash: the revision ``env`` and ``redact`` are of (other servers are skipped).
+        env: the server's environment, secrets resolved (``restart_env`` of ``server_env``).
+        redact: the secret values (the resolved references and the API key).
+        tell: sends a control command to the front.
+    """
+    for name in (SPEC_FILE, CANARY_SPEC):
+        spec = read_json(workdir / name)
+        keys = (spec or {}).get("secret_env") or []
+        if spec is None or spec.get("config_hash") != config_hash or not (keys or redact):
+            continue
+        tell(
+            {
+                "cmd": "secrets",
+                "server": spec.get("server"),
+                "env": {k: env[k] for k in keys if k in env},
+                "redact": sorted({v for v in redact if v}),
+            }
+        )
+
+
+def scrub_specs(workdir: Path, tell: Tell) -> None:
+    """Moves the resolved secrets out of restart specs that a version before this one wrote
+    (with their values, and the values to scrub, ``redact``) into the running front's memory.
+
+    Args:
+        workdir: the deployment's directory.
+        tell: sends a control command to the front (which runs).
+    """
+    for name in (SPEC_FILE, CANARY_SPEC):
+        spec = read_json(workdir / name)
+        if spec is not None and spec.get("redact"):
+            _write_spec(workdir / name, spec, tell)
+
+
+def keep_canary_spec(workdir: Path, spec: dict[str, Any] | None, tell: Tell) -> None:
     """Keeps a canary server's spec aside until a promotion hands it over.
 
     Args:
         workdir: the deployment's directory.
         spec: the candidate server's supervision spec.
+        tell: sends a control command to the front (the candidate's secrets go there).
     """
     if spec is not None:
-        write_spec(workdir / CANARY_SPEC, spec)
+        _write_spec(workdir / CANARY_SPEC, spec, tell)
 
 
 def promote_canary_spec(workdir: Path) -> None:

@@ -18,11 +18,17 @@ Two files in the deployment's directory connect the supervisor with the processe
 
 - ``supervise.json`` (mode 0600), written by the process that started the serving revision,
   once that revision was ready: argv, the environment the server needs (runtime variables, the
-  configured env with resolved secrets, which is why they never travel on a command line, and
-  what the flavor sets: ``LocalProcessService.restart_env``; not the deploying process's other
-  variables), working directory, private port, the server's
+  configured env and what the flavor sets: ``LocalProcessService.restart_env``; not the
+  deploying process's other variables) *without the variables that hold a resolved secret*,
+  which it only names (``secret_env``), working directory, private port, the server's
   identity (pid + start time), the health request and the restart policy. A new identity in
   it means a new revision (update, start): the supervisor adopts it and its count starts over.
+  The secret variables' values (and the values to scrub from log tails) come over the
+  authenticated control channel (the ``secrets`` command, :meth:`Supervisor.remember`, sent
+  before the spec is written) and stay in this process's memory only. A front started again
+  gets them from the command that started it; until they came, a crashed server that needs
+  them waits (bounded), then the revision is marked failed with the fix
+  (``zmd models start``).
 - ``supervisor.json``, written by the supervisor (no secrets): the server serving now, the
   revision's restart count, ``running`` / ``restarting`` / ``failed`` and a message (the log
   tail, secrets scrubbed, when failed). ``LocalProcessService`` and the CLI's fast paths read
@@ -55,6 +61,8 @@ _READY_POLL = 0.05
 _CHILDREN_REFRESH = 5.0
 _HEALTH_TIMEOUT = 2.0
 _LINEAGE_MAX = 1000
+_SECRETS_KEPT = 4  # servers whose secrets are kept: the serving one, a canary, the next one
+SECRETS_WAIT = 60.0  # seconds a restart waits for secrets a front started again lacks
 
 
 def write_spec(path: Path, spec: dict[str, Any]) -> None:
@@ -77,6 +85,13 @@ def _identity(pid: int) -> dict[str, Any]:
     import psutil
 
     return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+
+
+def _key(ident: Any) -> tuple[int, float] | None:
+    try:
+        return int(ident["pid"]), round(float(ident["create_time"]), 2)
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 def _tail(path: str | None, lines: int = 25) -> str:
@@ -138,6 +153,42 @@ class Supervisor:
         self._fd: int | None = None  # pidfd of the watched server
         self._fd_ident: dict[str, Any] | None = None
         self._wake: asyncio.Event | None = None
+        # Per server identity (pid, start time): the secret variables and values to scrub.
+        self._secrets: dict[tuple[int, float], dict[str, Any]] = {}
+
+    # ----------------------------------------------------------------- secrets, in memory only
+    def remember(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Keeps the secrets of a server's environment in memory (the ``secrets`` command).
+
+        Args:
+            msg: ``{"server": identity, "env": {name: value}, "redact": [values]}``.
+
+        Returns:
+            The reply.
+
+        Raises:
+            ValueError: the command names no server.
+        """
+        key = _key(msg.get("server"))
+        if key is None:
+            raise ValueError("secrets: no server identity")
+        env = {str(k): str(v) for k, v in dict(msg.get("env") or {}).items()}
+        redact = [str(v) for v in msg.get("redact") or [] if v]
+        self._secrets.pop(key, None)
+        self._secrets[key] = {"env": env, "redact": redact}
+        while len(self._secrets) > _SECRETS_KEPT:
+            del self._secrets[next(iter(self._secrets))]
+        return {"ok": True}
+
+    def _secrets_of_origin(self) -> dict[str, Any] | None:
+        key = _key(self.origin)
+        return self._secrets.get(key) if key is not None else None
+
+    def _missing_secrets(self) -> list[str]:
+        """The secret variables the revision's server needs and this front does not have."""
+        needed = [str(k) for k in self.spec.get("secret_env") or []]
+        have = (self._secrets_of_origin() or {}).get("env") or {}
+        return [k for k in needed if k not in have]
 
     # ----------------------------------------------------------------- policy
     def _policy(self, key: str, default: float) -> float:
@@ -301,6 +352,23 @@ class Supervisor:
         parts = line.split()
         return len(parts) >= 2 and parts[1].startswith(b"2")
 
+    def _env(self) -> dict[str, str]:
+        env = dict(self.spec.get("env") or os.environ)
+        env.update((self._secrets_of_origin() or {}).get("env") or {})
+        return env
+
+    async def _await_secrets(self) -> bool | None:
+        """Waits (bounded) for secrets a front started again does not have yet; True once they
+        are here, None when a new revision was recorded meanwhile."""
+        deadline = time.monotonic() + SECRETS_WAIT
+        while self._missing_secrets():
+            if self._spec_changed():
+                return None
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(POLL_INTERVAL)
+        return True
+
     async def _start_one(self) -> bool | None:
         """Starts the server once; True when healthy, False when it failed, None when a new
         revision was recorded meanwhile (the half-started server is ended)."""
@@ -315,7 +383,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=dict(self.spec.get("env") or os.environ),
+                env=self._env(),
                 cwd=self.spec.get("cwd") or None,
                 start_new_session=True,
                 close_fds=True,
@@ -355,6 +423,20 @@ class Supervisor:
             if self.crashes_in_row > limit:
                 self._fail(limit)
                 return
+            missing = self._missing_secrets()
+            if missing:
+                self.state = "restarting"
+                self.message = (
+                    f"the server exited; its secret variables ({', '.join(missing)}) are not "
+                    "known to this front (it was started again): waiting for `zmd models start`"
+                )
+                self._write_state()
+                got = await self._await_secrets()
+                if got is None:
+                    return
+                if not got:
+                    self._fail_without_secrets(missing)
+                    return
             delay = self.backoff(self.crashes_in_row)
             self.state = "restarting"
             self.message = (
@@ -377,9 +459,21 @@ class Supervisor:
                 return
             self.crashes_in_row += 1
 
+    def _fail_without_secrets(self, missing: list[str]) -> None:
+        name = self.spec.get("deployment") or "NAME"
+        self.state = "failed"
+        self.message = (
+            f"the server exited and cannot be restarted by this front: the values of its "
+            f"secret variables ({', '.join(missing)}) are kept only in the memory of the front "
+            f"that was handed them, and this front was started again. `zmd models start "
+            f"{name}` resolves them through ZenML and starts the server."
+        )
+        self._write_state()
+
     def _fail(self, limit: int) -> None:
         tail = _tail(self.spec.get("log_path"))
-        for value in sorted(self.spec.get("redact") or [], key=len, reverse=True):
+        redact = (self._secrets_of_origin() or {}).get("redact") or []
+        for value in sorted(redact, key=len, reverse=True):
             if value:
                 tail = tail.replace(value, "***")
         self.state = "failed"
@@ -451,16 +545,3 @@ class Supervisor:
         if self._starting is not None:
             await self._end(self._starting)
         self._reap()
-
-
-def start(spec_path: Path) -> tuple[asyncio.Task[None], Supervisor]:
-    """Starts supervising in the running event loop (the relay's hook).
-
-    Args:
-        spec_path: the deployment's ``supervise.json``.
-
-    Returns:
-        The task and the supervisor (cancel the task, then ``await supervisor.close()``).
-    """
-    sup = Supervisor(spec_path)
-    return asyncio.get_running_loop().create_task(sup.run()), sup

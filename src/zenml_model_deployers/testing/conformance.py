@@ -387,7 +387,7 @@ class DeployerConformance:
 
     @guarantee(
         "server_env / secret_overrides",
-        "a secret reference reaches the backend resolved and never the store, artifact, metadata, logs or errors",
+        "a secret reference reaches the backend resolved and never the store, artifact, metadata, logs, errors or a local file",
     )
     def test_10_secrets_never_leak(self, deployer: BaseDeployer, state: dict[str, Any]) -> None:
         """A secret reference reaches the backend resolved, and never the store, the artifact,
@@ -443,7 +443,9 @@ class LocalProcessConformance(DeployerConformance):
         assert not service.workdir.exists()
 
     def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
-        """The server process received the resolved value in its environment.
+        """The server process received the resolved value in its environment, and no file in
+        the deployment's directory holds it (the restart spec names the variable only: the
+        front keeps its value in memory).
 
         Args:
             service: the running service.
@@ -456,3 +458,7 @@ class LocalProcessConformance(DeployerConformance):
         assert isinstance(service, LocalProcessService) and service.status.server is not None
         env = psutil.Process(service.status.server.pid).environ()
         assert env.get("ZMD_CONFORMANCE_TOKEN") == value
+        for path in service.workdir.rglob("*"):
+            # Model weights aside (bounded): the runtime's own files are small.
+            if path.is_file() and not path.is_symlink() and path.stat().st_size < 64 << 20:
+                assert value.encode() not in path.read_bytes(), f"the secret is at rest in {path}"
