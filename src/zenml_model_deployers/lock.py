@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 from filelock import FileLock, Timeout
 
@@ -16,6 +17,21 @@ from zenml_model_deployers.errors import DeploymentError
 
 # Beyond the change's own timeout: the holder may still be rolling back or cleaning up.
 GRACE_S = 120
+
+
+def lock_file(home: Path, flavor: str, name: str) -> Path:
+    """Where the lock of deployment ``name`` of ``flavor`` lives: the one place that says so,
+    shared with the CLI's ZenML-free fast start (``local/faststart.py``).
+
+    Args:
+        home: the product's directory (``<ZenML config dir>/zmd``).
+        flavor: the flavor name (``zmd-...``).
+        name: the deployment name.
+
+    Returns:
+        The lock file's path.
+    """
+    return home / "locks" / f"{flavor}--{name}.lock"
 
 
 @contextlib.contextmanager
@@ -35,8 +51,9 @@ def deployment_lock(flavor: str, name: str, timeout: float) -> Iterator[None]:
     """
     from zenml_model_deployers.local.service import private_dir, zmd_home
 
-    lock_dir = private_dir(zmd_home() / "locks")
-    lock = FileLock(str(lock_dir / f"{flavor}--{name}.lock"), mode=0o600)
+    home = zmd_home()
+    private_dir(home / "locks")
+    lock = FileLock(str(lock_file(home, flavor, name)), mode=0o600)
     try:
         lock.acquire(timeout=timeout + GRACE_S)
     except Timeout as e:

@@ -45,43 +45,33 @@ def all_services(
     ``ConfigurationError`` naming the closest one. A service whose class cannot be imported
     here is skipped with a warning and, where ``unloadable`` is given, added to it as
     (id, deployment name, flavor, error)."""
-    from zenml.client import Client
-
     from zenml_model_deployers.service import service_from_response
+    from zenml_model_deployers.store import service_rows
 
-    client = Client()
     out: list[DeploymentService] = []
-    page_no = 1
-    while True:
-        page = client.list_services(
-            page=page_no, size=1000, hydrate=True, flavor=flavor, sort_by="desc:created"
-        )
-        for resp in page.items:
-            # Ours by label, not by flavor name: users' custom flavors name themselves.
-            if "zmd_deployment" not in (resp.labels or {}) or not resp.service_source:
-                continue
-            try:
-                with cwd_source_root():
-                    svc = service_from_response(resp)
-            except (TypeError, ImportError, RuntimeError, ValueError) as e:
-                print(f"Warning: skipping service {resp.id}: {e}", file=sys.stderr)
-                if unloadable is not None:
-                    labels = resp.labels or {}
-                    unloadable.append(
-                        (
-                            str(resp.id),
-                            labels["zmd_deployment"],
-                            labels.get("zmd_flavor", "?"),
-                            f"{type(e).__name__}: {e}",
-                        )
+    for resp in service_rows(flavor):
+        # Ours by label, not by flavor name: users' custom flavors name themselves.
+        if "zmd_deployment" not in (resp.labels or {}):
+            continue
+        try:
+            with cwd_source_root():
+                svc = service_from_response(resp)
+        except (TypeError, ImportError, RuntimeError, ValueError) as e:
+            print(f"Warning: skipping service {resp.id}: {e}", file=sys.stderr)
+            if unloadable is not None:
+                labels = resp.labels or {}
+                unloadable.append(
+                    (
+                        str(resp.id),
+                        labels["zmd_deployment"],
+                        labels.get("zmd_flavor", "?"),
+                        f"{type(e).__name__}: {e}",
                     )
-                continue
-            if refresh:
-                svc.update_status()
-            out.append(svc)
-        if page_no >= page.total_pages:
-            break
-        page_no += 1
+                )
+            continue
+        if refresh:
+            svc.update_status()
+        out.append(svc)
     if flavor and not out:
         # A typo lists nothing: say so rather than "No deployments".
         from zenml_model_deployers.flavors import registered_flavors, require_known_flavor

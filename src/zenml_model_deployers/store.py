@@ -9,6 +9,8 @@ created with ZenML's id, carry the service class, the status (with the live conf
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 from zenml.client import Client
@@ -114,6 +116,35 @@ def find_deployment(flavor: str, deployment_name: str) -> DeploymentService | No
     return None
 
 
+def service_rows(flavor: str | None = None, service_uuid: UUID | None = None) -> Iterator[Any]:
+    """ZenML's service rows of ``flavor`` (or every flavor; or the one with ``service_uuid``),
+    newest first, page by page: only rows that record their service class (a deploy in
+    progress records it at once; until then the row is not ours to load).
+
+    Args:
+        flavor: the flavor name; None: every flavor.
+        service_uuid: only this service.
+
+    Yields:
+        ``ServiceResponse`` rows, hydrated.
+    """
+    client = Client()
+    page_no = 1
+    while True:
+        page = client.list_services(
+            flavor=flavor,
+            id=service_uuid,
+            sort_by="desc:created",
+            hydrate=True,
+            page=page_no,
+            size=1000,
+        )
+        yield from (resp for resp in page.items if resp.service_source)
+        if page_no >= page.total_pages:
+            return
+        page_no += 1
+
+
 def list_services(flavor: str, service_uuid: UUID | None = None) -> list[DeploymentService]:
     """Every row of ``flavor`` (or the one with ``service_uuid``), newest first, as services
     (status as stored); rows that do not load are skipped with a warning.
@@ -125,28 +156,13 @@ def list_services(flavor: str, service_uuid: UUID | None = None) -> list[Deploym
     Returns:
         The services.
     """
-    client = Client()
     out: list[DeploymentService] = []
-    page_no = 1
-    while True:
-        page = client.list_services(
-            flavor=flavor,
-            id=service_uuid,
-            sort_by="desc:created",
-            hydrate=True,
-            page=page_no,
-            size=1000,
-        )
-        for resp in page.items:
-            if not resp.service_source:
-                continue  # a deploy in progress records its class at once; not ours yet
-            try:
-                out.append(service_from_response(resp))
-            except (TypeError, ImportError, ValueError) as e:
-                logger.warning("Skipping service %s: %s", resp.id, e)
-        if page_no >= page.total_pages:
-            return out
-        page_no += 1
+    for resp in service_rows(flavor, service_uuid):
+        try:
+            out.append(service_from_response(resp))
+        except (TypeError, ImportError, ValueError) as e:
+            logger.warning("Skipping service %s: %s", resp.id, e)
+    return out
 
 
 def load_service(uuid: UUID) -> DeploymentService:

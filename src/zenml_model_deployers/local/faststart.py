@@ -47,6 +47,7 @@ from zenml_model_deployers.local.state import (
     read_json,
     spawn_logged,
 )
+from zenml_model_deployers.lock import lock_file
 from zenml_model_deployers.secrets import is_secret_reference
 
 MLFLOW_SOURCE = "zenml_model_deployers.flavors.mlflow.service.MLflowDeploymentService"
@@ -156,9 +157,7 @@ def start(row: dict[str, Any], timeout: float | None) -> str | None:
     db = store[0]
     from filelock import FileLock, Timeout
 
-    lock = FileLock(
-        str(_config_dir() / "zmd" / "locks" / f"{row['flavor']}--{row['name']}.lock"), mode=0o600
-    )
+    lock = FileLock(str(lock_file(_config_dir() / "zmd", row["flavor"], row["name"])), mode=0o600)
     try:
         lock.acquire(timeout=_LOCK_WAIT)
     except Timeout:
