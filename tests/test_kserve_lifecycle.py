@@ -127,17 +127,21 @@ def test_a_delete_whose_wait_fails_still_removes_our_secret_and_service_account(
     secret = f"{name}-creds"
     Client().create_secret(secret, values={"AWS_ACCESS_KEY_ID": "zmd-planted-key-77aa"})
     svc = kserve_deployer.deploy(_config(model_dirs["a"], name, storage_secret=secret))
-    held = KubeNamespace(
+    someone = KubeNamespace(
         KubeTarget(kubeconfig=cluster.kubeconfig, namespace=cluster.namespace), "someone"
     )
-    held.custom().patch_namespaced_custom_object(
-        INFERENCE_SERVICE.group,
-        INFERENCE_SERVICE.version,
-        cluster.namespace,
-        INFERENCE_SERVICE.plural,
-        name,
-        {"metadata": {"finalizers": ["someone.example.com/hold"]}},
-    )
+
+    def hold(finalizers: list[str] | None) -> None:
+        someone.custom().patch_namespaced_custom_object(
+            INFERENCE_SERVICE.group,
+            INFERENCE_SERVICE.version,
+            cluster.namespace,
+            INFERENCE_SERVICE.plural,
+            name,
+            {"metadata": {"finalizers": finalizers}},
+        )
+
+    hold(["someone.example.com/hold"])
     try:
         with pytest.raises(DeploymentError):
             kserve_deployer.delete(svc, timeout=2)
@@ -149,14 +153,7 @@ def test_a_delete_whose_wait_fails_still_removes_our_secret_and_service_account(
         ]
         assert ours == []
     finally:
-        held.custom().patch_namespaced_custom_object(
-            INFERENCE_SERVICE.group,
-            INFERENCE_SERVICE.version,
-            cluster.namespace,
-            INFERENCE_SERVICE.plural,
-            name,
-            {"metadata": {"finalizers": None}},
-        )
+        hold(None)
         Client().delete_secret(secret)
         _delete(kserve_deployer, name, cluster)
 
