@@ -25,6 +25,7 @@ def model_deployer_step(
     settings: dict[str, Any] | None = None,
     canary_percent: int | None = None,
     rollout: dict[str, Any] | None = None,
+    input_example: Any = None,
 ) -> Annotated[DeploymentService, "deployment"]:
     """Deploys the model with the active stack's model deployer, whatever its flavor.
 
@@ -43,6 +44,8 @@ def model_deployer_step(
             the new one (flavors that split traffic); `zmd models promote|rollback` finish it.
         rollout: with policy "canary": steps and gates (CanaryRollout's fields: steps,
             interval, max_error_rate, max_p95_ratio, min_requests).
+        input_example: a few rows of input stored with a packaged `model` (its signature:
+            the request's column names and types; see docs/models.md).
 
     Returns:
         The service (saved in full as an artifact).
@@ -69,6 +72,7 @@ def model_deployer_step(
         settings=settings,
         canary_percent=canary_percent,
         rollout=rollout,
+        input_example=input_example,
     )
 
 
