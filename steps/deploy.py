@@ -99,7 +99,8 @@ def mlflow_deployer_step(
     Needs no MLflow experiment tracker: a model object is saved as an MLflow model here.
 
     Args:
-        model: a scikit-learn estimator or mlflow.pyfunc.PythonModel, or None with `model_uri`.
+        model: a model object (docs/models.md: scikit-learn, XGBoost, LightGBM, PyTorch,
+            transformers pipelines, mlflow.pyfunc.PythonModel), or None with `model_uri`.
         model_uri: any MLflow model URI (`runs:/`, `models:/`, local path).
         deployment_name: stable name (default: derived from the model name).
         model_name: the model's name.

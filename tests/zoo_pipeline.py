@@ -1,6 +1,6 @@
-"""The zoo through a flavor's deploy step in ONE ZenML pipeline run: each model is trained in a
-step, deployed with the step's `model=` as an update of one deployment, and asked over HTTP
-in the request format the flavor's docs show before the next model replaces it.
+"""The zoo through a flavor's deploy step in ONE ZenML pipeline run: each model is deployed with
+the step's `model=` as an update of one deployment, and asked over HTTP in the request format
+the flavor's docs show (by a step) before the next model replaces it.
 
 Asking inside the run is what lets one deployment (one server start per model, as an update
 costs) serve the whole zoo: once the next model rolls out, the previous one is gone.
@@ -46,16 +46,6 @@ def mlflow_body(rows: Any) -> dict[str, Any]:
 
 
 @step(enable_cache=False)
-def train_zoo_model(
-    kind: str,
-) -> tuple[Annotated[Any, "model"], Annotated[Any, "input_example"]]:
-    """Fits one zoo model; its input example (a few training rows: the forest has none in
-    the README's pattern, the bento's request needs the rows' shape)."""
-    z = ZOO[kind]()
-    return z.model, z.example if z.example is not None else z.rows[:5]
-
-
-@step(enable_cache=False)
 def ask_over_http(service: DeploymentService, kind: str, flavor: str) -> Annotated[str, "answer"]:
     """Posts the zoo's rows to the deployment's URL as the flavor's docs show; returns
     `{"status": ..., "body": ...}` as JSON text."""
@@ -70,14 +60,28 @@ def ask_over_http(service: DeploymentService, kind: str, flavor: str) -> Annotat
 
 def zoo_pipeline(deploy: Callable[..., Any], kinds: list[str], flavor: str) -> Any:
     """A pipeline that deploys `kinds` in turn with `deploy(model=, input_example=)` (a deploy
-    step with its other parameters bound), asking each before the next one rolls out."""
+    step with its other parameters bound), asking each before the next one rolls out.
+
+    The models, fitted here, enter the run as artifacts (ZenML's `ExternalArtifact`): a
+    training step per model would add its own step run, seconds each on a loaded machine,
+    and test nothing of ours. A model without an input example (the README's forest) gets a
+    few of its rows: the flavors' requests name the columns or dtype the example gives.
+    """
+    from zenml import ExternalArtifact
+
+    zoos = {kind: ZOO[kind]() for kind in kinds}
 
     @pipeline(enable_cache=False, name=f"zoo-{flavor.removeprefix('zmd-')}")
     def zoo() -> None:
         after: list[str] = []
-        for kind in kinds:
-            model, example = train_zoo_model(kind, id=f"train_{kind}")
-            service = deploy(model=model, input_example=example, id=f"deploy_{kind}", after=after)
+        for kind, z in zoos.items():
+            example = z.example if z.example is not None else z.rows[:5]
+            service = deploy(
+                model=ExternalArtifact(value=z.model),
+                input_example=ExternalArtifact(value=example),
+                id=f"deploy_{kind}",
+                after=after,
+            )
             ask_over_http(service, kind, flavor, id=f"ask_{kind}")
             after = [f"ask_{kind}"]
 
