@@ -52,10 +52,15 @@ class StoredModel(BaseModel):
 
 class BentoModelStoreTarget(PackagingTarget):
     """A model in BentoML's local model store (``$BENTOML_HOME/models``), loadable with
-    ``bentoml.mlflow.load_model``; the libraries are those of the MLflow target."""
+    ``bentoml.mlflow.load_model``; the libraries are those of the MLflow target but
+    transformers."""
 
     name: ClassVar[str] = "a BentoML model"
-    libraries: ClassVar[frozenset[ModelLibrary]] = MLflowModelTarget.libraries
+    # A transformers pipeline takes text, which the generated service's array input is not
+    # made for; no test serves one (docs/models.md).
+    libraries: ClassVar[frozenset[ModelLibrary]] = MLflowModelTarget.libraries - {
+        ModelLibrary.TRANSFORMERS
+    }
 
     def __init__(self, model_name: str, version: str | None = None) -> None:
         """A target that stores the model as ``model_name:version``.
