@@ -91,3 +91,23 @@ def test_an_unsupported_model_is_refused_naming_the_way_out(bentoml_deployer: An
     msg = str(err.value)
     assert "Scorer" in msg and "scikit-learn" in msg and "PyTorch" in msg
     assert "bento_builder_step" in msg and "model_uri=" in msg
+
+
+def test_generated_bentos_of_two_deployments_in_one_process_serve_their_own_model(
+    bentoml_deployer: Any,
+) -> None:
+    """Two model objects deployed under two names by one process (one pipeline): each bento
+    names its own service and model. BentoML imports the generated module to build a bento;
+    under a shared module name the second bento got the first one's cached service."""
+    import bentoml
+
+    tags = {}
+    for kind, name in (("logistic-regression", "zoo-bento-one"), ("lightgbm", "zoo-bento-two")):
+        z = ZOO[kind]()
+        tags[name] = bentoml_deployer.build_config(
+            model=z.model, deployment_name=name, input_example=z.example
+        ).model_uri
+    for name, tag in tags.items():
+        info = bentoml.bentos.get(tag).info
+        assert [s.name for s in info.services] == [name.replace("-", "_")]
+        assert [str(m.tag).split(":")[0] for m in info.models] == [name.replace("-", "_")]

@@ -465,7 +465,7 @@ def build_generic_bento(
     Its one API, `predict`, takes `input_data`: records (`[{"col": value, ...}, ...]`) when
     `input_columns` is given, else an array (a list per row). Its requirements are `packages`
     as given, not locked against the package index: zmd-bentoml serves bentos in this
-    environment, and locking asked the index on every build (4-5 s of a deploy's 0.2 s build).
+    environment, and locking asked the index on every build (4-5 s; the build is 0.2 s without).
 
     Args:
         model_tag: the saved model's tag.
@@ -482,18 +482,20 @@ def build_generic_bento(
     else:
         input_type = "np.ndarray"
         model_input = f"input_data.astype({input_dtype!r})" if input_dtype else "input_data"
+    source = GENERIC_SERVICE.format(
+        tag=model_tag,
+        service_name=name.replace("-", "_"),
+        input_type=input_type,
+        model_input=model_input,
+    )
+    # A module name of its own per source: BentoML imports the service to build the bento, and
+    # a second build in this process under a shared name got the first one's cached module
+    # (another deployment's service name and API).
+    module = f"zmd_service_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
     with tempfile.TemporaryDirectory(prefix="zmd-svc-") as tmp:
-        path = Path(tmp) / "zmd_service.py"
-        path.write_text(
-            GENERIC_SERVICE.format(
-                tag=model_tag,
-                service_name=name.replace("-", "_"),
-                input_type=input_type,
-                model_input=model_input,
-            )
-        )
+        (Path(tmp) / f"{module}.py").write_text(source)
         return build_bento(
-            "zmd_service.py:ZmdModelService",
+            f"{module}.py:ZmdModelService",
             [model_tag],
             working_dir=tmp,
             python={"packages": sorted(packages or []), "lock_packages": False},
