@@ -28,7 +28,7 @@ from kube_support import (  # noqa: F401
     seldon_stack,
 )
 from zenml import pipeline, step
-from zoo_models import ZOO, ZooModel
+from zoo_models import ZOO, ZooModel, assert_matches
 
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
@@ -73,17 +73,6 @@ def ask(svc: Any, body: dict[str, Any]) -> dict[str, Any]:
     r = requests.post(svc.prediction_url, json=body, headers=headers, timeout=60)
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
-
-
-def assert_same(got: Any, zoo: ZooModel) -> None:
-    got = np.asarray(got)
-    want = np.asarray(zoo.expected)
-    assert got.size == want.size, (got, want)
-    got = got.reshape(want.shape)
-    if zoo.classes:
-        assert got.tolist() == want.tolist()
-    else:
-        np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=0, atol=1e-6)
 
 
 @step
@@ -150,8 +139,8 @@ def test_zoo_model_deploys_and_answers_as_in_process(
     svc = deploy_model(deployer, flavor, zoo)
     answer = ask(svc, v2_request(zoo.rows))
     TIMINGS[f"{flavor} {kind}"] = {"model_to_first_prediction": time.perf_counter() - t0}
-    assert_same(answer["outputs"][0]["data"], zoo)
-    assert_same(svc.predict(zoo.rows), zoo)  # service.predict speaks the same format
+    assert_matches(answer["outputs"][0]["data"], zoo)
+    assert_matches(svc.predict(zoo.rows), zoo)  # service.predict speaks the same format
     fmt = FORMATS.get(kind, "sklearn")
     if flavor == "zmd-seldon":
         assert svc.config.requirements == [fmt]
@@ -182,7 +171,7 @@ def test_seldon_schedules_a_model_on_a_server_with_its_requirements(
     )
     with pytest.raises(DeploymentError, match=r"failed to schedule model zoo-seldon.*\[pytorch\]"):
         deployer.deploy(config, timeout=60)
-    assert_same(ask(before, v2_request(zoo.rows))["outputs"][0]["data"], zoo)
+    assert_matches(ask(before, v2_request(zoo.rows))["outputs"][0]["data"], zoo)
 
 
 def test_the_typed_steps_deploy_a_pytorch_module_in_a_pipeline(deployers: dict[str, Any]) -> None:
@@ -195,8 +184,8 @@ def test_the_typed_steps_deploy_a_pytorch_module_in_a_pipeline(deployers: dict[s
     zoo_pipeline(kind="pytorch")
     for flavor, deployer in deployers.items():
         svc = deployer.find_deployment(NAMES[flavor])
-        assert_same(ask(svc, v2_request(zoo.rows))["outputs"][0]["data"], zoo)
-        assert_same(svc.predict(zoo.rows), zoo)
+        assert_matches(ask(svc, v2_request(zoo.rows))["outputs"][0]["data"], zoo)
+        assert_matches(svc.predict(zoo.rows), zoo)
         assert (
             svc.config.requirements if flavor == "zmd-seldon" else [svc.config.model_format]
         ) == ["mlflow"]
