@@ -39,9 +39,7 @@ def encode_v2(data: Any) -> dict[str, Any]:
     if isinstance(data, dict) and "inputs" in data:
         return data  # already a V2 request
     if hasattr(data, "columns") and hasattr(data, "to_numpy"):
-        inputs = [
-            _tensor(str(name), data[name].to_numpy().reshape(-1, 1)) for name in data.columns
-        ]
+        inputs = [_tensor(str(name), data[name].to_numpy().reshape(-1, 1)) for name in data.columns]
         return {"parameters": {"content_type": "pd"}, "inputs": inputs}
     values = np.asarray(data)
     if values.ndim == 1:

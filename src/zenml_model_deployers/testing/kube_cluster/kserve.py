@@ -51,9 +51,9 @@ from zenml_model_deployers.testing.kube_cluster.kserve_gateway import (
     DOMAIN,
     KServeGateway,
     LLMServer,
-    booster_objective,
     QueueProxyMetrics,
     Route,
+    booster_objective,
     pick_runtime,
     runtime_error,
 )
@@ -459,9 +459,7 @@ class KServeController(SimulatedController):
             return
         runtime = pick_runtime(fmt, protocol, explicit)
         objective = booster_objective(spec["storageUri"]) if fmt == "xgboost" else ""
-        rev.backend = LoadedModel(
-            name, self.namespace, 0, internal, rev.digest, runtime, objective
-        )
+        rev.backend = LoadedModel(name, self.namespace, 0, internal, rev.digest, runtime, objective)
 
     def _check_service_account(self, core: Any, name: str, sa: str) -> str:
         """The storage initializer's credentials: the ServiceAccount's Secrets must exist."""

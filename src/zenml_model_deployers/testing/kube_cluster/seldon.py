@@ -30,7 +30,6 @@ from typing import Any
 from zenml_model_deployers.testing.kube_cluster.controller import SimulatedController, now
 from zenml_model_deployers.testing.kube_cluster.mlserver import LoadedModel
 
-
 # The capabilities of Seldon Core 2's MLServer (its default ServerConfig): a Model is scheduled on
 # a server only when its requirements are among them.
 MLSERVER_CAPABILITIES = (
