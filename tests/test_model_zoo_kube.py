@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from zenml import pipeline, step
 from zoo_models import ZOO, ZooModel, assert_matches
 
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
+from zenml_model_deployers.packaging.native import MLSERVER_RUNTIMES
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
 NAMES = {"zmd-seldon": "zoo-seldon", "zmd-kserve": "zoo-kserve"}
@@ -142,10 +144,15 @@ def test_zoo_model_deploys_and_answers_as_in_process(
     assert_matches(answer["outputs"][0]["data"], zoo)
     assert_matches(svc.predict(zoo.rows), zoo)  # service.predict speaks the same format
     fmt = FORMATS.get(kind, "sklearn")
+    settings = Path(svc.config.model_uri) / "model-settings.json"
     if flavor == "zmd-seldon":
+        # Seldon Core 2's agent loads the folder by its model-settings.json.
         assert svc.config.requirements == [fmt]
+        assert json.loads(settings.read_text())["implementation"] == MLSERVER_RUNTIMES[fmt]
     else:
+        # KServe picks the runtime by the model format; the folder holds the model alone.
         assert svc.config.model_format == fmt
+        assert not settings.exists()
     if flavor == "zmd-seldon" and kind in ("column-pipeline", "xgboost", "lightgbm"):
         # The same model trained again: the same files, so the same upload and revision
         # (nothing rolls on a re-run). Once per native format; joblib's own test is

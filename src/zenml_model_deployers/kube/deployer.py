@@ -30,6 +30,9 @@ class KubeDeployer(BaseDeployer):
 
     # The flavor's own component settings a deployment config takes where it leaves them unset.
     COMPONENT_SETTINGS: ClassVar[tuple[str, ...]] = ()
+    #: Whether a packaged model also gets MLServer's ``model-settings.json`` (Seldon Core 2
+    #: loads a folder from it; KServe picks the runtime from the model format).
+    MODEL_SETTINGS: ClassVar[bool] = False
 
     def prepare_config(self, config: DeploymentConfig) -> DeploymentConfig:
         """Fills what the config leaves to the component: cluster, namespace, endpoint,
@@ -66,10 +69,6 @@ class KubeDeployer(BaseDeployer):
             if value and unset and value != current:
                 update[key] = value
         return update
-
-    #: Whether a packaged model also gets MLServer's ``model-settings.json`` (Seldon Core 2
-    #: loads a folder from it; KServe picks the runtime from the model format).
-    MODEL_SETTINGS: ClassVar[bool] = False
 
     def package_format(self, settings: dict[str, Any], model: Any) -> str:
         """The format a model object is packaged in for these settings: by default its
