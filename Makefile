@@ -41,7 +41,8 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/uv
 # (`xgboost-cpu`, the same module) goes in first and the runtime without its dependencies.
 MLSERVER_VENV := $(VENV)/mlserver
 SAME_AS_MAIN = $(foreach d,$(1),"$(d)==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("$(d)"))')")
-$(MLSERVER_VENV)/.installed: $(VENV)/.dev-installed
+# It depends on this Makefile too: an environment built before a runtime was added is rebuilt.
+$(MLSERVER_VENV)/.installed: $(VENV)/.dev-installed Makefile
 	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(MLSERVER_VENV)
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(MLSERVER_VENV)/bin/python \
 	  $(foreach d,$(FIND_LINKS),--find-links $(d)) \

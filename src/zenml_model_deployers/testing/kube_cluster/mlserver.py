@@ -38,7 +38,8 @@ def find_mlserver() -> list[str]:
             return [c]
     raise FileNotFoundError(
         "No MLServer found: run `make test` (it builds .venv/mlserver), or install "
-        "`mlserver mlserver-sklearn` in an environment and set ZMD_MLSERVER to its `mlserver`."
+        "`mlserver mlserver-sklearn` (and mlserver-xgboost, -lightgbm, -mlflow for those "
+        "formats) in an environment and set ZMD_MLSERVER to its `mlserver`."
     )
 
 
