@@ -40,15 +40,22 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/uv
 	touch $@
 
 # MLServer (the model server Seldon Core 2 runs) for the simulated cluster in tests, in its own
-# environment: it pins FastAPI/Starlette/protobuf below what ZenML and MLflow use. Its
-# scikit-learn matches the main environment's, so a model pickled there loads here.
+# environment: it pins FastAPI/Starlette/protobuf below what ZenML uses. Its runtimes: sklearn,
+# xgboost, lightgbm and mlflow (with torch, for PyTorch models packaged as MLflow models). Each
+# library is the main environment's version, so a model saved there loads here.
+# mlserver-xgboost asks for `xgboost`, whose Linux wheel pulls a 300 MB NCCL build: the CPU build
+# (`xgboost-cpu`, the same module) goes in first and the runtime without its dependencies.
 MLSERVER_VENV := $(VENV)/mlserver
-$(MLSERVER_VENV)/.installed: $(VENV)/.dev-installed
+SAME_AS_MAIN = $(foreach d,$(1),"$(d)==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("$(d)"))')")
+# It depends on this Makefile too: an environment built before a runtime was added is rebuilt.
+$(MLSERVER_VENV)/.installed: $(VENV)/.dev-installed Makefile
 	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(MLSERVER_VENV)
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(MLSERVER_VENV)/bin/python \
-	  "mlserver==1.7.1" "mlserver-sklearn==1.7.1" \
-	  "scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
-	  "joblib==$$($(BIN)/python -c 'import joblib; print(joblib.__version__)')"
+	  $(foreach d,$(FIND_LINKS),--find-links $(d)) \
+	  "mlserver==1.7.1" "mlserver-sklearn==1.7.1" "mlserver-lightgbm==1.7.1" "mlserver-mlflow==1.7.1" \
+	  $(call SAME_AS_MAIN,scikit-learn joblib xgboost-cpu lightgbm mlflow cloudpickle torch)
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(MLSERVER_VENV)/bin/python \
+	  --no-deps "mlserver-xgboost==1.7.1"
 	touch $@
 
 demo: $(VENV)/.demo-installed

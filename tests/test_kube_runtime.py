@@ -212,7 +212,7 @@ def test_upload_is_content_addressed(zenml_env: Path) -> None:
     other = upload_model(sklearn_model(1), "sklearn", "addr")
     assert first == again != other
     assert (Path(first) / "model.joblib").is_file() and (Path(first) / MARKER).is_file()
-    with pytest.raises(ConfigurationError, match="cannot serve"):
+    with pytest.raises(ConfigurationError, match=r"cannot package a builtins\.object"):
         upload_model(object(), "sklearn", "addr")
 
 

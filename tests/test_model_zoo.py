@@ -22,7 +22,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from zoo_models import AVAILABLE, RANDOM_FOREST, ZOO, ZooModel, missing, random_forest
+from zoo_models import (
+    AVAILABLE,
+    RANDOM_FOREST,
+    ZOO,
+    ZooModel,
+    assert_matches,
+    missing,
+    random_forest,
+)
 
 from zenml_model_deployers.errors import ConfigurationError
 
@@ -44,14 +52,7 @@ def request_body(rows: Any) -> dict[str, Any]:
 def assert_same_answers(url: str, zoo: ZooModel) -> None:
     r = requests.post(url, json=request_body(zoo.rows), timeout=30)
     assert r.status_code == 200, r.text
-    got = np.asarray(r.json()["predictions"])
-    want = np.asarray(zoo.expected)
-    assert got.size == want.size, (got, want)
-    got = got.reshape(want.shape)
-    if zoo.classes:
-        assert got.tolist() == want.tolist()
-    else:
-        np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=0, atol=1e-6)
+    assert_matches(r.json()["predictions"], zoo)
 
 
 @pytest.fixture(scope="module")

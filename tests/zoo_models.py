@@ -24,6 +24,19 @@ class ZooModel:
     classes: bool  # exact comparison (labels) or within 1e-6 (floats)
 
 
+def assert_matches(got: Any, zoo: ZooModel) -> None:
+    """Answers equal the model's in-process predictions: exactly for classes, within 1e-6 for
+    numbers (any shape with as many values)."""
+    got = np.asarray(got)
+    want = np.asarray(zoo.expected)
+    assert got.size == want.size, (got, want)
+    got = got.reshape(want.shape)
+    if zoo.classes:
+        assert got.tolist() == want.tolist()
+    else:
+        np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=0, atol=1e-6)
+
+
 def _numeric(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 4))
