@@ -80,7 +80,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy src steps
 
-bench: $(VENV)/.dev-installed
+bench: $(VENV)/.dev-installed $(VLLM_MODEL)/config.json
 	$(BIN)/python bench/run_all.py
 
 # A wheel for a regular install elsewhere: `pip install dist/zenml_model_deployers-*.whl[mlflow]`.
