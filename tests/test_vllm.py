@@ -338,9 +338,9 @@ def test_failed_update_keeps_serving(served: dict[str, Any], tmp_path: Path) -> 
     assert wait_gone(left, 10) == []
 
 
-def test_stop_delete_leave_no_process(served: dict[str, Any]) -> None:
-    """Stop ends the server and all it started (API server, EngineCore, worker) and keeps the
-    record; delete leaves no process and no directory. (A start after a stop runs the same
+def test_front_killed_stop_delete_leave_no_process(served: dict[str, Any]) -> None:
+    """After a kill -9 of the front, stop ends the server and all it started (API server,
+    EngineCore, worker) and keeps the record; delete leaves no process and no directory. (A start after a stop runs the same
     launch as a deploy: it is tested with the stand-in, `test_vllm_conformance.py`, to keep this
     module at four vLLM starts.)"""
     from zenml_model_deployers.flavors import get_deployer
@@ -349,6 +349,11 @@ def test_stop_delete_leave_no_process(served: dict[str, Any]) -> None:
     svc = deployer.find_deployment(name)
     tree = server_tree(svc.status.server.pid)
     relay = psutil.Process(svc.status.relay.pid)
+    # kill -9 of the front first: the server (its own session) keeps running, and a stop
+    # still finds and ends it with everything it started.
+    relay.kill()
+    assert wait_gone([relay], 10) == []
+    assert all(p.is_running() for p in tree)
     deployer.stop(svc)
     assert wait_gone(tree, 10) == [], "stop left processes of the server"
     stopped = deployer.find_deployment(name)

@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # SmolLM2-135M-Instruct converted to a bf16 Hugging Face folder (tests/vllm_model.py).
 VLLM = ROOT / ".venv" / "vllm" / "bin" / "vllm"
 SMOL_DIR = ROOT / ".venv" / "models" / "smollm2-135m-instruct"
-# A start of the real vLLM takes 1-2 minutes on 2 idle cores (three processes import torch and
-# vLLM), several more under load: generous bounds.
-VLLM_TIMEOUT = 900.0
+# A start of the real vLLM takes 1-2 minutes on 2 cores (three processes import torch and
+# vLLM), 2-3 under load: generous bounds, below pytest's own per-test timeout (600 s), so that a
+# start that does not end fails with vLLM's log instead of a killed test.
+VLLM_TIMEOUT = 540.0
 
 
 def require_real_vllm() -> None:
