@@ -6,9 +6,10 @@ BIN    := $(VENV)/bin
 # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_ALLOW_FILE_STORE := true
-# The suite runs on every core, one test file per worker (each worker has its own ZenML store);
-# `make test PYTEST_XDIST=` runs it in one process.
-PYTEST_XDIST ?= -n auto --dist loadfile
+# The suite runs on every core, one test file per worker (each worker has its own ZenML store),
+# the longest files first (tests/conftest.py orders them); `make test PYTEST_XDIST=` runs it in
+# one process.
+PYTEST_XDIST ?= -n auto --dist loadfile --no-loadscope-reorder
 # uv does not read pip's configuration: hand it pip's find-links folders, where a machine may keep
 # wheels PyPI would give in a larger build (here: torch's CPU build, instead of a multi-GB CUDA one).
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
