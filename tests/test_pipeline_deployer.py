@@ -253,3 +253,58 @@ def test_delete_leaves_no_process_and_no_url(deployed: dict[str, Any]) -> None:
         if str(workdir) in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == [] and not workdir.exists()
+
+
+def test_zenmls_secrets_stay_out_of_the_restart_spec_and_argv(zenml_env: Path) -> None:
+    """What ZenML hands a deployer as secrets (a ZenML server's API token) reaches the server's
+    environment, but the restart spec only names it: its value goes to the front's memory."""
+    import json
+    from uuid import uuid4
+
+    from zenml_model_deployers.local import process as proc
+    from zenml_model_deployers.local.config import LocalDeploymentStatus
+    from zenml_model_deployers.local.supervision import (
+        RestartPolicy,
+        split_secrets,
+        supervision_spec,
+    )
+    from zenml_model_deployers.pipeline_deployer.service import (
+        PipelineServerConfig,
+        PipelineServerService,
+    )
+
+    token = "zenml-api-token-planted-123"
+    svc = PipelineServerService(
+        uuid=uuid4(),
+        config=PipelineServerConfig(deployment_name="secret-check", deployment_id=str(uuid4())),
+        status=LocalDeploymentStatus(),
+    )
+    svc.hand_over(
+        {"ZENML_STORE_URL": "https://zenml.example"},
+        {"ZENML_STORE_API_TOKEN": token},
+        "planted-auth-key",
+    )
+    env = svc.server_env()
+    assert env["ZENML_STORE_API_TOKEN"] == token and env["ZENML_STORE_URL"]
+    argv = " ".join(svc.server_command(1234))
+    assert token not in argv and "planted-auth-key" not in argv
+    spec = supervision_spec(
+        deployment_name=svc.deployment_name,
+        config=svc.config,
+        workdir=Path("."),
+        server=proc.ProcessHandle(pid=os.getpid(), create_time=psutil.Process().create_time()),
+        argv=svc.server_command(1234),
+        env=svc.restart_env(env),
+        started_env=env,
+        port=1234,
+        log=Path("server.log"),
+        ready_timeout=10,
+        policy=RestartPolicy(5, (0.5, 8.0), 30.0),
+        api_key=svc.api_key_value(),
+        extra_secrets=svc.secret_values(),
+    )
+    public, handed = split_secrets(spec)
+    assert "ZENML_STORE_API_TOKEN" in public["secret_env"]
+    assert token not in json.dumps(public)
+    assert handed is not None and handed["env"]["ZENML_STORE_API_TOKEN"] == token
+    assert public["env"]["ZENML_STORE_URL"] == "https://zenml.example"  # restarts keep ZenML's

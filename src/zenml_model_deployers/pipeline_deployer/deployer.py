@@ -37,7 +37,7 @@ from zenml.models import DeploymentOperationalState, DeploymentResponse, Deploym
 
 from zenml_model_deployers.config import derive_deployment_name
 from zenml_model_deployers.errors import DeploymentError
-from zenml_model_deployers.local.config import LocalDeploymentStatus
+from zenml_model_deployers.local.config import LocalDeploymentStatus, is_loopback
 from zenml_model_deployers.local.launch import port_is_free
 from zenml_model_deployers.lock import deployment_lock
 from zenml_model_deployers.pipeline_deployer.flavor import (
@@ -164,6 +164,15 @@ class ZmdLocalDeployer(BaseDeployer):
                 "that route out: include DeploymentDefaultEndpoints.HEALTH in "
                 "`include_default_endpoints`."
             )
+        if not (
+            is_loopback(settings.address) or deployment.auth_key or settings.allow_unauthenticated
+        ):
+            raise DeploymentProvisionError(
+                f"address {settings.address!r} exposes deployment '{deployment.name}' beyond "
+                "this machine without an auth key: anyone who can reach it could run the "
+                "pipeline. Set the deployer setting `generate_auth_key=True` (or `auth_key`), "
+                "bind to 127.0.0.1, or set `allow_unauthenticated=True` to accept that risk."
+            )
         api = f"{ds.root_url_path}{ds.api_url_path}"
         return PipelineServerConfig(
             deployment_name=runtime_name(deployment),
@@ -175,7 +184,8 @@ class ZmdLocalDeployer(BaseDeployer):
             invoke_path=f"{api}{ds.invoke_url_path}" or "/",
             host=settings.address,
             port=self._port(deployment, settings, status),
-            allow_unauthenticated=settings.allow_unauthenticated or bool(deployment.auth_key),
+            # Checked above: the front enforces ZenML's auth key, not a secret reference.
+            allow_unauthenticated=True,
         )
 
     @staticmethod
