@@ -27,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c  # noqa: E402
 
 RUNS = 3
+# ZMD_BENCH_PIPELINE_IDLE=1: also redeploys with no client (the call, then the first answer of
+# the new version), before the redeploys under load.
+IDLE = os.environ.get("ZMD_BENCH_PIPELINE_IDLE") == "1"
 DEPLOY_TIMEOUT = 300  # a CLI deploy (both deployers) must return within this
 SETTLE_S = 2.0  # keep looping this long after the call returned (and the new version answered)
 LOOP_MAX_S = 400.0
@@ -95,7 +98,8 @@ def cli_deploy(project: Path, name: str) -> float:
 def server_pid(name: str) -> int:
     from zenml.client import Client
 
-    meta = Client().get_deployment(name).deployment_metadata or {}
+    # Refreshed: after a restart by zmd-local's supervisor the recorded pid is the new one.
+    meta = Client().refresh_deployment(name).deployment_metadata or {}
     return int(meta.get("server_pid") or meta["pid"])  # zmd-local | ZenML's local
 
 
@@ -132,6 +136,27 @@ def redeploy_once(project: Path, name: str, url: str, version: str) -> dict[str,
         "first_new_s": first_new,
         "old_after_new": old_after,
     }
+
+
+def redeploy_idle(project: Path, name: str, url: str, version: str) -> dict[str, Any]:
+    """A redeploy with no client: the call, then one request at a time until the new version
+    answers (what the redeploy costs when the old server has no work)."""
+    import requests
+
+    write_version(project, version)
+    start = time.monotonic()
+    call_s = cli_deploy(project, name)
+    first_new = None
+    while time.monotonic() - start < DEPLOY_TIMEOUT:
+        try:
+            r = requests.post(f"{url}/invoke", json={"parameters": {"x": 1}}, timeout=30)
+            if r.ok and str(r.json()["outputs"]["output"]).startswith(version):
+                first_new = time.monotonic() - start
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    return {"call_s": call_s, "first_new_s": first_new}
 
 
 def heal_once(name: str, url: str, bound: float) -> float | None:
@@ -174,11 +199,15 @@ def run() -> dict[str, Any]:
     register(project)
     variants = {"zmd-local": ("bench-zmd", "pzmd"), "ZenML local": ("bench-local", "plocal")}
     out: dict[str, dict[str, list[Any]]] = {}
+    idle: dict[str, dict[str, list[Any]]] = {}
     for label, (stack, name) in variants.items():
         Client().activate_stack(stack)
         write_version(project, "v0")
         cli_deploy(project, name)
         url = str(Client().get_deployment(name).url)
+        if IDLE:
+            runs = [redeploy_idle(project, name, url, f"i{i + 1}") for i in range(RUNS)]
+            idle[label] = {k: [r[k] for r in runs] for k in runs[0]}
         runs = [redeploy_once(project, name, url, f"v{i + 1}") for i in range(RUNS)]
         bound = HEAL_BOUND_S if label == "zmd-local" else BUILTIN_HEAL_BOUND_S
         heals = [heal_once(name, url, bound) for _ in range(RUNS if label == "zmd-local" else 1)]
@@ -215,6 +244,24 @@ def run() -> dict[str, Any]:
                 else f"not answering {BUILTIN_HEAL_BOUND_S:.0f} s later",
             ]
         )
+    tables = []
+    if idle:
+        tables.append(
+            {
+                "caption": f"Redeploys with no client, medians of {RUNS} (per-run in brackets)",
+                "headers": ["deployer", "redeploy call", "call start -> new version answers"],
+                "rows": [
+                    [
+                        label,
+                        f"{c.fmt_s(c.median(v['call_s']))} "
+                        f"({', '.join(f'{x:.1f}' for x in v['call_s'])})",
+                        f"{c.fmt_s(c.median([x for x in v['first_new_s'] if x is not None]))} "
+                        f"({', '.join('-' if x is None else f'{x:.1f}' for x in v['first_new_s'])})",
+                    ]
+                    for label, v in idle.items()
+                ],
+            }
+        )
     zmd_gap, builtin_gap = med("zmd-local", "gap_s"), med("ZenML local", "gap_s")
     zmd_new, builtin_new = med("zmd-local", "first_new_s"), med("ZenML local", "first_new_s")
     return {
@@ -222,6 +269,7 @@ def run() -> dict[str, Any]:
         "title": "Pipeline deployments: redeploy under load and self-heal, zmd-local vs ZenML local",
         "method": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
         "tables": [
+            *tables,
             {
                 "caption": f"Medians of {RUNS} redeploys each (per-run values in brackets)",
                 "headers": [
@@ -235,7 +283,7 @@ def run() -> dict[str, Any]:
                     "kill -9 -> answering again",
                 ],
                 "rows": rows,
-            }
+            },
         ],
         "goals": [
             {
@@ -255,7 +303,7 @@ def run() -> dict[str, Any]:
             },
         ],
         "notes": [f"load average at the end: {os.getloadavg()[0]:.1f} (2 cores)"],
-        "raw": out,
+        "raw": {"load": out, "idle": idle},
     }
 
 
