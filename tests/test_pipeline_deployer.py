@@ -141,7 +141,7 @@ def project(zenml_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def deployed(project: Path) -> dict[str, Any]:
     """The first version, deployed with `Pipeline.deploy`; what it recorded."""
     resp = _deploy(project, "pl_v1")
-    return {"url": resp.url, "key": resp.auth_key}
+    return {"url": resp.url, "key": resp.auth_key, "snapshot": resp.snapshot.id}
 
 
 def test_deploy_serves_on_the_front_with_zenmls_auth_key(deployed: dict[str, Any]) -> None:
@@ -189,23 +189,38 @@ def test_redeploy_under_load_fails_no_request(project: Path, deployed: dict[str,
     assert not psutil.pid_exists(old_server) or psutil.Process(old_server).status() == "zombie"
 
 
-def test_a_killed_server_answers_again_by_itself(deployed: dict[str, Any]) -> None:
+def test_a_killed_server_answers_again_by_itself_with_its_own_snapshot(
+    deployed: dict[str, Any],
+) -> None:
+    """kill -9 of the server: the supervisor restarts it on the same URL. The kill comes while
+    the deployment's record names another snapshot, as during a redeploy (ZenML points the
+    record at the new snapshot before it calls the deployer, and back if the new server
+    fails): the restarted server serves what served before (v2), not the record's (v1)."""
+    from zenml.client import Client
     from zenml.enums import DeploymentStatus
+    from zenml.models import DeploymentUpdate
 
-    meta = _deployment().deployment_metadata
-    os.kill(meta["server_pid"], signal.SIGKILL)
-    t0 = time.monotonic()
-    answer = None
-    while time.monotonic() - t0 < 120:
-        try:
-            r = _invoke(deployed["url"], deployed["key"], x=9)
-            if r.status_code == 200:
-                answer = _output(r)
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    assert answer == "v2:9", f"no answer {time.monotonic() - t0:.0f} s after kill -9"
+    before = _deployment()
+    meta = before.deployment_metadata
+    store = Client().zen_store
+    store.update_deployment(before.id, DeploymentUpdate(snapshot_id=deployed["snapshot"]))
+    try:
+        os.kill(meta["server_pid"], signal.SIGKILL)
+        t0 = time.monotonic()
+        answer = None
+        while time.monotonic() - t0 < 120:
+            try:
+                r = _invoke(deployed["url"], deployed["key"], x=9)
+                if r.status_code == 200:
+                    answer = _output(r)
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+    finally:
+        # (what the redeploy would do next: it is not under way, the record goes back)
+        store.update_deployment(before.id, DeploymentUpdate(snapshot_id=before.snapshot.id))
+    assert answer == "v2:9", f"answer {answer!r} {time.monotonic() - t0:.0f} s after kill -9"
     # ZenML's refresh reads the runtime: running, one restart, the new server's pid.
     _cli("deployment", "refresh", NAME)
     dep = _deployment()
