@@ -4,8 +4,8 @@ register local-zmd --flavor=zmd-local`, a stack with `-D local-zmd`, `Pipeline.d
 server behind our front.
 
 One deployment is shared by the module, in order: deploy, redeploy a changed version under a
-looping client, kill -9 its server, a redeploy that fails on purpose, a redeploy as a
-progressive rollout (the deployer setting `rollout`), delete. Its auth key
+looping client, kill -9 its server, a redeploy that fails on purpose, a progressive rollout
+(the deployer setting `rollout`) whose candidate fails, one that is promoted, delete. Its auth key
 (ZenML's `generate_auth_key`) is enforced by the front from the first deploy on.
 """
 
@@ -119,6 +119,7 @@ def project(zenml_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     _write(root, "pl_v2", "v2")
     _write(root, "pl_bad", "bad", failing=True)
     _write(root, "pl_v3", "v3", deployer=ROLLOUT)
+    _write(root, "pl_bad_rollout", "bad", failing=True, deployer=ROLLOUT)
     old_root = source_utils.get_source_root()
     source_utils.set_custom_source_root(str(root))
     sys.path.insert(0, str(root))
@@ -263,6 +264,25 @@ def test_a_failed_redeploy_leaves_the_old_version_serving(
     assert _deployment().status == DeploymentStatus.RUNNING
     logs = _cli("deployment", "logs", NAME, "--tail", "50")
     assert "/invoke" in logs and deployed["key"] not in logs
+
+
+def test_a_rollout_whose_candidate_fails_leaves_the_serving_one(
+    project: Path, deployed: dict[str, Any]
+) -> None:
+    """A rollout's candidate that never comes up: rolled back before any request reached it,
+    the serving snapshot back on the record, the rollout's record and the error kept."""
+    from zenml.deployers.exceptions import DeploymentProvisionError
+
+    before = _deployment()
+    with pytest.raises(DeploymentProvisionError) as err:
+        _deploy(project, "pl_bad_rollout")
+    assert "planted init failure" in str(err.value)
+    dep = _deployment()
+    meta = dep.deployment_metadata
+    assert dep.snapshot.id == before.snapshot.id
+    assert meta["rollout"]["verdict"] == "failed" and "planted init failure" in meta["last_error"]
+    assert meta["server_pid"] == before.deployment_metadata["server_pid"]
+    assert _output(_invoke(deployed["url"], deployed["key"], x=4)) == "v2:4"
 
 
 def test_a_redeploy_as_a_progressive_rollout(project: Path, deployed: dict[str, Any]) -> None:

@@ -6,7 +6,9 @@ every start, switch, drain, restart and log read is the ``local/`` runtime's).
   snapshot while it serves changes nothing (a changed auth key reaches the front). A failure
   leaves the old revision serving, puts its snapshot back on the deployment (so that a
   restart by the supervisor serves it, not the failed one), records the error with the
-  server's log tail in the deployment's metadata (``last_error``) and raises it.
+  server's log tail in the deployment's metadata (``last_error``) and raises it. With the
+  setting ``rollout``, a redeploy of a serving deployment is a progressive rollout instead
+  (``traffic.py``'s controller; its record in the metadata as ``rollout``).
 - ``do_get_deployment_state``: the runtime's state (processes and the supervisor's record),
   never "a pid exists": RUNNING, PENDING while the supervisor restarts a crashed server,
   ERROR with the reason.
