@@ -8,11 +8,15 @@ requests (exception or non-200), the longest gap without a successful answer, th
 call's duration, the time from the call's start to the first answer of the new version, and
 answers of the old version after the first new one. Then `kill -9` of the serving server:
 seconds until the URL answers again (bounded; ZenML's `local` deployer restarts nothing).
-Medians of 3, both deployers in the same run.
+Medians of 3, both deployers in the same run, their redeploys alternating (the load of a shared
+machine drifts). Each call runs ZenML's CLI through `pipeline_deploy_cli.py`, which times its
+phases (the CLI's import, ZenML's work before the deployer's hook, the old server's stop, the
+new server's start, switch and drain, ZenML's polling after the hook, the process's exit).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -81,18 +85,35 @@ def write_version(project: Path, version: str) -> None:
     (project / "greeting.py").write_text(f'VERSION = "{version}"\n', encoding="utf-8")
 
 
-def cli_deploy(project: Path, name: str) -> float:
-    """`zenml pipeline deploy pl.demo -n NAME -u` from the project; seconds it took."""
+PHASES: dict[str, list[dict[str, Any]]] = {}  # per deployer: the phases of each call
+
+
+def cli_deploy(project: Path, name: str, label: str) -> float:
+    """`zenml pipeline deploy pl.demo -n NAME -u` from the project (ZenML's CLI in a process of
+    its own, its phases timed by pipeline_deploy_cli.py); seconds it took."""
+    phases_file = project / "phases.json"
+    phases_file.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "ZMD_BENCH_DEPLOYER": label,
+        "ZMD_BENCH_PHASES": str(phases_file),
+    }
     t = time.monotonic()
     subprocess.run(
-        [str(c.VENV_BIN / "zenml"), "pipeline", "deploy", "pl.demo", "-n", name, "-u"],
+        [c.PYTHON, str(Path(__file__).with_name("pipeline_deploy_cli.py")), "pipeline", "deploy"]
+        + ["pl.demo", "-n", name, "-u"],
         cwd=project,
+        env=env,
         check=True,
         timeout=DEPLOY_TIMEOUT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return time.monotonic() - t
+    took = time.monotonic() - t
+    phases = json.loads(phases_file.read_text(encoding="utf-8"))
+    phases["exit"] = took - phases["returned"] if phases.get("returned") else None
+    PHASES.setdefault(label, []).append(phases)
+    return took
 
 
 def server_pid(name: str) -> int:
@@ -103,13 +124,13 @@ def server_pid(name: str) -> int:
     return int(meta.get("server_pid") or meta["pid"])  # zmd-local | ZenML's local
 
 
-def redeploy_once(project: Path, name: str, url: str, version: str) -> dict[str, Any]:
+def redeploy_once(project: Path, label: str, name: str, url: str, version: str) -> dict[str, Any]:
     write_version(project, version)
     loop = Looper(f"{url}/invoke")
     loop.start()
     time.sleep(1.0)
     start = time.monotonic()
-    call_s = cli_deploy(project, name)
+    call_s = cli_deploy(project, name, label)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(
         o.startswith(version) for _, _, o in loop.records
@@ -138,14 +159,14 @@ def redeploy_once(project: Path, name: str, url: str, version: str) -> dict[str,
     }
 
 
-def redeploy_idle(project: Path, name: str, url: str, version: str) -> dict[str, Any]:
+def redeploy_idle(project: Path, label: str, name: str, url: str, version: str) -> dict[str, Any]:
     """A redeploy with no client: the call, then one request at a time until the new version
     answers (what the redeploy costs when the old server has no work)."""
     import requests
 
     write_version(project, version)
     start = time.monotonic()
-    call_s = cli_deploy(project, name)
+    call_s = cli_deploy(project, name, label)
     first_new = None
     while time.monotonic() - start < DEPLOY_TIMEOUT:
         try:
@@ -198,19 +219,38 @@ def run() -> dict[str, Any]:
     (project / "pl.py").write_text(PIPELINE, encoding="utf-8")
     register(project)
     variants = {"zmd-local": ("bench-zmd", "pzmd"), "ZenML local": ("bench-local", "plocal")}
-    out: dict[str, dict[str, list[Any]]] = {}
-    idle: dict[str, dict[str, list[Any]]] = {}
+    labels = list(variants)
+    urls: dict[str, str] = {}
+    # Both deployed, then their redeploys alternate (zmd-local, ZenML local, zmd-local, ...):
+    # the shared machine's load drifts over minutes, and both see the same drift.
     for label, (stack, name) in variants.items():
         Client().activate_stack(stack)
         write_version(project, "v0")
-        cli_deploy(project, name)
-        url = str(Client().get_deployment(name).url)
+        cli_deploy(project, name, label)
+        urls[label] = str(Client().get_deployment(name).url)
+    PHASES.clear()  # the first deploys are not redeploys
+    idle_runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    load_runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    for i in range(RUNS if IDLE else 0):
+        for label in labels:
+            stack, name = variants[label]
+            Client().activate_stack(stack)
+            idle_runs[label].append(redeploy_idle(project, label, name, urls[label], f"i{i + 1}"))
+    for i in range(RUNS):
+        for label in labels:
+            stack, name = variants[label]
+            Client().activate_stack(stack)
+            load_runs[label].append(redeploy_once(project, label, name, urls[label], f"v{i + 1}"))
+    out: dict[str, dict[str, list[Any]]] = {}
+    idle: dict[str, dict[str, list[Any]]] = {}
+    for label, (_, name) in variants.items():
         if IDLE:
-            runs = [redeploy_idle(project, name, url, f"i{i + 1}") for i in range(RUNS)]
-            idle[label] = {k: [r[k] for r in runs] for k in runs[0]}
-        runs = [redeploy_once(project, name, url, f"v{i + 1}") for i in range(RUNS)]
+            idle[label] = {k: [r[k] for r in idle_runs[label]] for k in idle_runs[label][0]}
+        runs = load_runs[label]
         bound = HEAL_BOUND_S if label == "zmd-local" else BUILTIN_HEAL_BOUND_S
-        heals = [heal_once(name, url, bound) for _ in range(RUNS if label == "zmd-local" else 1)]
+        heals = [
+            heal_once(name, urls[label], bound) for _ in range(RUNS if label == "zmd-local" else 1)
+        ]
         out[label] = {k: [r[k] for r in runs] for k in runs[0]}
         out[label]["heal_s"] = heals
         subprocess.run(
@@ -262,6 +302,33 @@ def run() -> dict[str, Any]:
                 ],
             }
         )
+    phase_names = {
+        "cli_ready": "process start -> ZenML's CLI imported",
+        "hook_start": "process start -> deployer hook called (ZenML's snapshot and record)",
+        "stop_old": "old server stopped (in the hook)",
+        "server_start": "new server spawned -> health answers",
+        "retire": "switch, drain, old server's exit (in the hook)",
+        "hook": "the whole hook (do_provision_deployment)",
+        "after_hook": "hook returned -> provision_deployment returned (ZenML's polling)",
+        "returned": "process start -> command returned",
+        "exit": "command returned -> process exited",
+    }
+
+    def phase_cell(label: str, key: str) -> str:
+        vals = [p[key] for p in PHASES.get(label, []) if p.get(key) is not None]
+        if not vals:
+            return "-"
+        return f"{c.fmt_s(c.median(vals))} ({', '.join(f'{v:.1f}' for v in vals)})"
+
+    phase_table = {
+        "caption": "Where a redeploy call's time goes, medians over every redeploy call "
+        "above (per call in brackets; pipeline_deploy_cli.py times ZenML's CLI process)",
+        "headers": ["phase", *labels],
+        "rows": [
+            [text, *(phase_cell(label, key) for label in labels)]
+            for key, text in phase_names.items()
+        ],
+    }
     zmd_gap, builtin_gap = med("zmd-local", "gap_s"), med("ZenML local", "gap_s")
     zmd_new, builtin_new = med("zmd-local", "first_new_s"), med("ZenML local", "first_new_s")
     return {
@@ -284,6 +351,7 @@ def run() -> dict[str, Any]:
                 ],
                 "rows": rows,
             },
+            phase_table,
         ],
         "goals": [
             {
@@ -303,7 +371,7 @@ def run() -> dict[str, Any]:
             },
         ],
         "notes": [f"load average at the end: {os.getloadavg()[0]:.1f} (2 cores)"],
-        "raw": {"load": out, "idle": idle},
+        "raw": {"load": out, "idle": idle, "phases": PHASES},
     }
 
 

@@ -4,7 +4,8 @@ register local-zmd --flavor=zmd-local`, a stack with `-D local-zmd`, `Pipeline.d
 server behind our front.
 
 One deployment is shared by the module, in order: deploy, redeploy a changed version under a
-looping client, kill -9 its server, a redeploy that fails on purpose, delete. Its auth key
+looping client, kill -9 its server, a redeploy that fails on purpose, a progressive rollout
+(the deployer setting `rollout`) whose candidate fails, one that is promoted, delete. Its auth key
 (ZenML's `generate_auth_key`) is enforced by the front from the first deploy on.
 """
 
@@ -36,7 +37,7 @@ def answer(x: int) -> str:
     return "{version}:" + str(x)
 
 
-@pipeline(settings={{"deployer": {{"generate_auth_key": True}}}}{on_init})
+@pipeline(settings={{"deployer": {{"generate_auth_key": True{deployer}}}}}{on_init})
 def demo(x: int = 1) -> str:
     return answer(x)
 """
@@ -47,11 +48,21 @@ def boom() -> None:
 """
 
 
-def _write(root: Path, module: str, version: str, failing: bool = False) -> None:
+# A rollout in two short steps; the latency gate is left wide (a pipeline's invocation time
+# varies by seconds on a loaded machine): errors and request counts decide.
+ROLLOUT = (
+    ', "rollout": {"steps": [50, 100], "interval": 4.0, "min_requests": 2, "max_p95_ratio": 1000.0}'
+)
+
+
+def _write(
+    root: Path, module: str, version: str, failing: bool = False, deployer: str = ""
+) -> None:
     hook = BOOM if failing else ""
     on_init = ", on_init=boom" if failing else ""
     (root / f"{module}.py").write_text(
-        PIPELINE.format(hook=hook, version=version, on_init=on_init), encoding="utf-8"
+        PIPELINE.format(hook=hook, version=version, on_init=on_init, deployer=deployer),
+        encoding="utf-8",
     )
 
 
@@ -107,6 +118,8 @@ def project(zenml_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     _write(root, "pl_v1", "v1")
     _write(root, "pl_v2", "v2")
     _write(root, "pl_bad", "bad", failing=True)
+    _write(root, "pl_v3", "v3", deployer=ROLLOUT)
+    _write(root, "pl_bad_rollout", "bad", failing=True, deployer=ROLLOUT)
     old_root = source_utils.get_source_root()
     source_utils.set_custom_source_root(str(root))
     sys.path.insert(0, str(root))
@@ -141,7 +154,7 @@ def project(zenml_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def deployed(project: Path) -> dict[str, Any]:
     """The first version, deployed with `Pipeline.deploy`; what it recorded."""
     resp = _deploy(project, "pl_v1")
-    return {"url": resp.url, "key": resp.auth_key}
+    return {"url": resp.url, "key": resp.auth_key, "snapshot": resp.snapshot.id}
 
 
 def test_deploy_serves_on_the_front_with_zenmls_auth_key(deployed: dict[str, Any]) -> None:
@@ -189,23 +202,38 @@ def test_redeploy_under_load_fails_no_request(project: Path, deployed: dict[str,
     assert not psutil.pid_exists(old_server) or psutil.Process(old_server).status() == "zombie"
 
 
-def test_a_killed_server_answers_again_by_itself(deployed: dict[str, Any]) -> None:
+def test_a_killed_server_answers_again_by_itself_with_its_own_snapshot(
+    deployed: dict[str, Any],
+) -> None:
+    """kill -9 of the server: the supervisor restarts it on the same URL. The kill comes while
+    the deployment's record names another snapshot, as during a redeploy (ZenML points the
+    record at the new snapshot before it calls the deployer, and back if the new server
+    fails): the restarted server serves what served before (v2), not the record's (v1)."""
+    from zenml.client import Client
     from zenml.enums import DeploymentStatus
+    from zenml.models import DeploymentUpdate
 
-    meta = _deployment().deployment_metadata
-    os.kill(meta["server_pid"], signal.SIGKILL)
-    t0 = time.monotonic()
-    answer = None
-    while time.monotonic() - t0 < 120:
-        try:
-            r = _invoke(deployed["url"], deployed["key"], x=9)
-            if r.status_code == 200:
-                answer = _output(r)
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    assert answer == "v2:9", f"no answer {time.monotonic() - t0:.0f} s after kill -9"
+    before = _deployment()
+    meta = before.deployment_metadata
+    store = Client().zen_store
+    store.update_deployment(before.id, DeploymentUpdate(snapshot_id=deployed["snapshot"]))
+    try:
+        os.kill(meta["server_pid"], signal.SIGKILL)
+        t0 = time.monotonic()
+        answer = None
+        while time.monotonic() - t0 < 120:
+            try:
+                r = _invoke(deployed["url"], deployed["key"], x=9)
+                if r.status_code == 200:
+                    answer = _output(r)
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+    finally:
+        # (what the redeploy would do next: it is not under way, the record goes back)
+        store.update_deployment(before.id, DeploymentUpdate(snapshot_id=before.snapshot.id))
+    assert answer == "v2:9", f"answer {answer!r} {time.monotonic() - t0:.0f} s after kill -9"
     # ZenML's refresh reads the runtime: running, one restart, the new server's pid.
     _cli("deployment", "refresh", NAME)
     dep = _deployment()
@@ -236,6 +264,49 @@ def test_a_failed_redeploy_leaves_the_old_version_serving(
     assert _deployment().status == DeploymentStatus.RUNNING
     logs = _cli("deployment", "logs", NAME, "--tail", "50")
     assert "/invoke" in logs and deployed["key"] not in logs
+
+
+def test_a_rollout_whose_candidate_fails_leaves_the_serving_one(
+    project: Path, deployed: dict[str, Any]
+) -> None:
+    """A rollout's candidate that never comes up: rolled back before any request reached it,
+    the serving snapshot back on the record, the rollout's record and the error kept."""
+    from zenml.deployers.exceptions import DeploymentProvisionError
+
+    before = _deployment()
+    with pytest.raises(DeploymentProvisionError) as err:
+        _deploy(project, "pl_bad_rollout")
+    assert "planted init failure" in str(err.value)
+    dep = _deployment()
+    meta = dep.deployment_metadata
+    assert dep.snapshot.id == before.snapshot.id
+    assert meta["rollout"]["verdict"] == "failed" and "planted init failure" in meta["last_error"]
+    assert meta["server_pid"] == before.deployment_metadata["server_pid"]
+    assert _output(_invoke(deployed["url"], deployed["key"], x=4)) == "v2:4"
+
+
+def test_a_redeploy_as_a_progressive_rollout(project: Path, deployed: dict[str, Any]) -> None:
+    """The deployer setting `rollout`: the new snapshot's server gets 50 %, then 100 % of the
+    requests of a looping client, its gates pass, it is promoted; no request fails."""
+    from zenml_model_deployers.testing.request_loop import RequestLoop
+
+    body = b'{"parameters": {"x": 8}}'
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {deployed['key']}"}
+    url = f"{deployed['url']}/invoke"
+    # Two clients: each step needs 2 answers of the candidate within its bake.
+    with RequestLoop(url, body, headers) as loop, RequestLoop(url, body, headers) as loop2:
+        resp = _deploy(project, "pl_v3")
+    outputs = [a["outputs"]["output"] for a in loop.answers + loop2.answers]
+    assert loop.failures == [] and loop2.failures == []
+    assert resp.url == deployed["url"]
+    assert {"v2:8", "v3:8"} <= set(outputs)
+    meta = _deployment().deployment_metadata
+    rollout = meta["rollout"]
+    assert rollout["verdict"] == "promoted", rollout
+    assert [s["percent"] for s in rollout["steps"]] == [50, 100]
+    assert all(s["passed"] and s["candidate"]["requests"] >= 2 for s in rollout["steps"])
+    assert meta["snapshot_id"] == str(resp.snapshot.id) and meta["revision"] == 3
+    assert _output(_invoke(deployed["url"], deployed["key"], x=6)) == "v3:6"
 
 
 def test_delete_leaves_no_process_and_no_url(deployed: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-COMPONENT = "zmd-local"
+COMPONENT = "zmd-mlflow-local"
 STACK = "zmd-quickstart"
 
 

@@ -6,7 +6,9 @@ every start, switch, drain, restart and log read is the ``local/`` runtime's).
   snapshot while it serves changes nothing (a changed auth key reaches the front). A failure
   leaves the old revision serving, puts its snapshot back on the deployment (so that a
   restart by the supervisor serves it, not the failed one), records the error with the
-  server's log tail in the deployment's metadata (``last_error``) and raises it.
+  server's log tail in the deployment's metadata (``last_error``) and raises it. With the
+  setting ``rollout``, a redeploy of a serving deployment is a progressive rollout instead
+  (``traffic.py``'s controller; its record in the metadata as ``rollout``).
 - ``do_get_deployment_state``: the runtime's state (processes and the supervisor's record),
   never "a pid exists": RUNNING, PENDING while the supervisor restarts a crashed server,
   ERROR with the reason.
@@ -35,7 +37,7 @@ from zenml.deployers.exceptions import (
 from zenml.enums import DeploymentStatus, ServiceState
 from zenml.models import DeploymentOperationalState, DeploymentResponse, DeploymentUpdate
 
-from zenml_model_deployers.config import derive_deployment_name
+from zenml_model_deployers.config import CanaryRollout, derive_deployment_name
 from zenml_model_deployers.errors import DeploymentError
 from zenml_model_deployers.local.config import LocalDeploymentStatus, is_loopback
 from zenml_model_deployers.local.launch import port_is_free
@@ -52,6 +54,8 @@ from zenml_model_deployers.pipeline_deployer.service import (
 
 if TYPE_CHECKING:
     from zenml.stack import Stack
+
+    from zenml_model_deployers.service import DeploymentService
 
 META_KEY = "zmd"
 
@@ -278,6 +282,12 @@ class ZmdLocalDeployer(BaseDeployer):
                     if svc.status.server_port is not None:
                         svc.front.switch(svc.status.server_port)  # the auth key may be new
                     return self._state(svc)
+            if (
+                settings.rollout is not None
+                and previous is not None
+                and svc.check_status()[0] == ServiceState.ACTIVE
+            ):
+                return self._roll_out(deployment, previous, svc, settings.rollout, timeout)
             try:
                 svc.provision_revision(float(timeout))
             except DeploymentError as e:
@@ -285,15 +295,55 @@ class ZmdLocalDeployer(BaseDeployer):
                 raise DeploymentProvisionError(str(e)) from e
             return self._state(svc)
 
+    def _roll_out(
+        self,
+        deployment: DeploymentResponse,
+        previous: PipelineServerService,
+        svc: PipelineServerService,
+        spec: CanaryRollout,
+        timeout: int,
+    ) -> DeploymentOperationalState:
+        """The new snapshot as a progressive rollout (the model flavors' traffic controller):
+        its server starts beside the serving one and gets the spec's shares of requests; a
+        failed gate sends them all back to the serving one and fails the provision. Each step
+        is written to the deployment's metadata (``rollout``) as it goes."""
+        from zenml.client import Client
+
+        from zenml_model_deployers.traffic import TrafficController
+
+        candidate = svc.config
+        svc.config = previous.config  # the serving revision is the rollout's stable one
+
+        def persist(service: DeploymentService, model_version_id: UUID | None = None) -> None:
+            record = svc.last_rollout  # (``service`` is ``svc``)
+            Client().zen_store.update_deployment(
+                deployment.id,
+                DeploymentUpdate(
+                    deployment_metadata=metadata_of(
+                        svc, rollout=record.metadata() if record else None
+                    )
+                ),
+            )
+
+        try:
+            TrafficController(persist).rollout(svc, candidate, spec, float(timeout))
+        except DeploymentError as e:
+            record = svc.last_rollout
+            self._record_failure(deployment, previous, svc, e, record)
+            raise DeploymentProvisionError(str(e)) from e
+        return self._state(svc, rollout=svc.last_rollout.metadata())
+
     def _record_failure(
         self,
         deployment: DeploymentResponse,
         previous: PipelineServerService | None,
         svc: PipelineServerService,
         error: DeploymentError,
+        rollout: Any = None,
     ) -> None:
         """After a failed provision: the error and the processes that still serve go into the
-        metadata, and the serving revision's snapshot back onto the deployment."""
+        metadata (with a failed rollout's record), and the serving revision's snapshot back
+        onto the deployment."""
         from zenml.client import Client
 
         if previous is None:
@@ -304,7 +354,11 @@ class ZmdLocalDeployer(BaseDeployer):
             previous.status = svc.status
             update = DeploymentUpdate(
                 snapshot_id=UUID(previous.config.snapshot_id),
-                deployment_metadata=metadata_of(previous, last_error=str(error)),
+                deployment_metadata=metadata_of(
+                    previous,
+                    last_error=str(error),
+                    rollout=rollout.metadata() if rollout is not None else None,
+                ),
             )
         Client().zen_store.update_deployment(deployment.id, update)
 

@@ -18,6 +18,8 @@ from zenml.deployers.base_deployer import (
     BaseDeployerSettings,
 )
 
+from zenml_model_deployers.config import CanaryRollout
+
 FLAVOR_NAME = "zmd-local"
 IMPLEMENTATION = "zenml_model_deployers.pipeline_deployer.deployer.ZmdLocalDeployer"
 
@@ -34,6 +36,9 @@ class ZmdLocalDeployerSettings(BaseDeployerSettings):
         address: the address the URL binds (a non-loopback address needs an auth key, ZenML's
             ``auth_key`` / ``generate_auth_key``, or ``allow_unauthenticated``).
         allow_unauthenticated: accept a non-loopback ``address`` without an auth key.
+        rollout: a redeploy as a progressive rollout (``CanaryRollout``: the new snapshot's
+            server gets ``steps`` % of requests for ``interval`` s each and must pass the
+            gates, else all requests go back to the serving one). None: switch at once.
     """
 
     port: int | None = None
@@ -41,6 +46,7 @@ class ZmdLocalDeployerSettings(BaseDeployerSettings):
     port_range: tuple[int, int] = (8000, 65535)
     address: str = "127.0.0.1"
     allow_unauthenticated: bool = False
+    rollout: CanaryRollout | None = None
 
 
 class ZmdLocalDeployerConfig(BaseDeployerConfig, ZmdLocalDeployerSettings):

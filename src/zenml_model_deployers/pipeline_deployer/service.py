@@ -1,9 +1,9 @@
 """ZenML's pipeline server as a revision of the local runtime.
 
 ``PipelineServerService`` is a ``LocalProcessService`` like the local model flavors: its
-``server_command`` is the command ZenML's own ``local`` deployer runs
-(``python -m zenml.deployers.server.app --deployment_id …``), on a private port behind the
-deployment's front. Everything else (start → verify on the health route → switch → drain,
+``server_command`` runs ZenML's own pipeline server (what ZenML's ``local`` deployer runs with
+``python -m zenml.deployers.server.app --deployment_id …``, here pinned to the revision's
+snapshot by ``server.py``), on a private port behind the deployment's front. Everything else (start → verify on the health route → switch → drain,
 supervision, the API key in the front, metrics, logs) is the runtime's.
 
 It lives in ZenML's deployment record, not in the service store: ``deployer.py`` keeps its
@@ -81,9 +81,11 @@ class PipelineServerService(LocalProcessService):
         self._auth_key = auth_key
 
     def server_command(self, port: int) -> list[str]:
-        """ZenML's pipeline server for the deployment, as its ``local`` deployer runs it
-        (without ``--log_file``, which would make it redirect its own output: the runtime
-        keeps the log).
+        """ZenML's pipeline server for the deployment, as its ``local`` deployer runs it, but
+        pinned to this revision's snapshot (``server.py``: a restart by the supervisor while a
+        redeploy has the deployment's record name another snapshot still serves this one);
+        without ``--log_file``, which would make it redirect its own output: the runtime keeps
+        the log.
 
         Args:
             port: private port.
@@ -94,9 +96,11 @@ class PipelineServerService(LocalProcessService):
         return [
             python_executable(),
             "-m",
-            "zenml.deployers.server.app",
+            "zenml_model_deployers.pipeline_deployer.server",
             "--deployment_id",
             self.config.deployment_id,
+            "--snapshot_id",
+            self.config.snapshot_id,
             "--host",
             "127.0.0.1",
             "--port",
