@@ -9,14 +9,15 @@ costs) serve the whole zoo: once the next model rolls out, the previous one is g
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import requests
 from zenml import pipeline, step
-from zoo_models import ZOO, ZooModel
+from zoo_models import trained
 
 from zenml_model_deployers.service import DeploymentService
 
@@ -49,7 +50,7 @@ def mlflow_body(rows: Any) -> dict[str, Any]:
 def ask_over_http(service: DeploymentService, kind: str, flavor: str) -> Annotated[str, "answer"]:
     """Posts the zoo's rows to the deployment's URL as the flavor's docs show; returns
     `{"status": ..., "body": ...}` as JSON text."""
-    body, headers = ASKERS[flavor](ZOO[kind]().rows)
+    body, headers = ASKERS[flavor](trained(kind).rows)
     r = requests.post(service.prediction_url, json=body, headers=headers, timeout=60)
     try:
         answer: Any = r.json()
@@ -69,7 +70,7 @@ def zoo_pipeline(deploy: Callable[..., Any], kinds: list[str], flavor: str) -> A
     """
     from zenml import ExternalArtifact
 
-    zoos = {kind: ZOO[kind]() for kind in kinds}
+    zoos = {kind: trained(kind) for kind in kinds}
 
     @pipeline(enable_cache=False, name=f"zoo-{flavor.removeprefix('zmd-')}")
     def zoo() -> None:
@@ -88,25 +89,32 @@ def zoo_pipeline(deploy: Callable[..., Any], kinds: list[str], flavor: str) -> A
     return zoo
 
 
+def run_zoo(
+    deploy: Callable[..., Any], kinds: list[str], flavor: str, deployer: Any, name: str
+) -> Iterator[Any]:
+    """Runs `zoo_pipeline(deploy, kinds, flavor)` once, prints each deploy step's seconds and
+    the run's, and yields the run (for a module fixture: `yield from run_zoo(...)`); the
+    deployment `name` is deleted afterwards, also when the run failed."""
+    from zenml.client import Client
+
+    t0 = time.perf_counter()
+    try:
+        run = zoo_pipeline(deploy, kinds, flavor).with_options(run_name=f"zoo-{flavor}")()
+        run = Client().get_pipeline_run(run.id)
+        timings = {k: {"deploy_step": round(step_seconds(run, f"deploy_{k}"), 2)} for k in kinds}
+        timings["run"] = {"total": round(time.perf_counter() - t0, 1)}
+        print(f"\n{flavor} zoo timings (s):", json.dumps(timings))
+        yield run
+    finally:
+        svc = deployer.find_deployment(name)
+        if svc is not None:
+            deployer.delete(svc)
+
+
 def answers_of(run: Any, kind: str) -> tuple[int, Any]:
     """The status and body the model of `kind` answered in `run`."""
     got = json.loads(run.steps[f"ask_{kind}"].outputs["answer"][0].load())
     return int(got["status"]), got["body"]
-
-
-def assert_same_as_in_process(answer: Any, zoo: ZooModel) -> None:
-    """The served answers equal the model's in-process predictions on the same rows: exact
-    for classes, within 1e-6 for numbers."""
-    got = np.asarray(answer)
-    want = np.asarray(zoo.expected)
-    assert got.size == want.size, (zoo.name, got, want)
-    got = got.reshape(want.shape)
-    if zoo.classes:
-        assert got.tolist() == want.tolist(), zoo.name
-    else:
-        np.testing.assert_allclose(
-            got.astype(float), want.astype(float), rtol=0, atol=1e-6, err_msg=zoo.name
-        )
 
 
 def step_seconds(run: Any, name: str) -> float:
