@@ -28,6 +28,7 @@ from zoo_pipeline import (
     ASKERS,
     answers_of,
     mlflow_body,
+    post,
     run_zoo,
 )
 
@@ -38,17 +39,17 @@ UC_NAME = "main.zmd.zoo"
 KINDS = AVAILABLE  # the pytorch cell skips without torch (zoo_models.missing)
 
 
-def databricks_body(rows: Any) -> tuple[dict[str, Any], dict[str, str]]:
+def ask_databricks(service: Any, rows: Any) -> dict[str, Any]:
     """The docs' forms: `dataframe_split` for a DataFrame, `instances` for an array, with the
     workspace token as a bearer (read here, never a step parameter)."""
     if isinstance(rows, pd.DataFrame):
         body = mlflow_body(rows)
     else:
         body = {"instances": mlflow_body(np.asarray(rows))["inputs"]}
-    return body, {"Authorization": f"Bearer {planted_credentials()['token']}"}
+    return post(service, body, {"Authorization": f"Bearer {planted_credentials()['token']}"})
 
 
-ASKERS["zmd-databricks"] = databricks_body
+ASKERS["zmd-databricks"] = ask_databricks
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +60,17 @@ def zoo_run(dbx_deployer: Any) -> Iterator[Any]:  # noqa: F811
     deploy = databricks_deployer_step.with_options(
         parameters={"deployment_name": NAME, "registered_model_name": UC_NAME, "timeout": 60}
     )
-    yield from run_zoo(deploy, KINDS, "zmd-databricks", dbx_deployer, NAME)
+    flavor = "zmd-databricks"
+    yield from run_zoo({flavor: deploy}, KINDS, {flavor: dbx_deployer}, lambda f, k: NAME)
 
 
 @pytest.mark.parametrize("kind", list(ZOO))
 def test_zoo_model_served_by_databricks_answers_as_in_process(zoo_run: Any, kind: str) -> None:
     if reason := missing(kind):
         pytest.skip(reason)
-    status, body = answers_of(zoo_run, kind)
-    assert status == 200, body
-    assert_matches(body["predictions"], trained(kind))
+    answer = answers_of(zoo_run, kind, "zmd-databricks")
+    assert answer["status"] == 200, answer
+    assert_matches(answer["body"]["predictions"], trained(kind))
 
 
 def test_each_model_is_a_version_and_the_same_model_registers_once(
