@@ -140,21 +140,17 @@ def test_zoo_model_deployed_by_the_step_answers_as_in_process(
 def test_the_same_model_trained_again_is_the_same_upload(
     zoo_run: Any, deployers: dict[str, Any], kind: str
 ) -> None:
-    """A re-run of training gives the same files, so the same upload and revision (nothing
-    rolls). The model trained again, and its input example, reach the step as the run's did:
-    through the artifact store (its materializers' round trip changes a joblib file's bytes,
-    so an object that was never stored packages to another upload). Once per native format;
-    joblib's own test is test_kube_runtime's."""
-    from zenml import save_artifact
-
-    again = ZOO[kind]()
+    """The same model trained again gives the same files, so the same upload and revision
+    (nothing rolls on a re-run). Once per native format; joblib's own test is
+    test_kube_runtime's."""
     name = name_of("zmd-seldon", kind)
-    config = deployers["zmd-seldon"].build_config(
-        model=save_artifact(again.model, name=f"zoo-again-{kind}").load(),
-        deployment_name=name,
-        input_example=save_artifact(again.example, name=f"zoo-again-{kind}-example").load(),
+    first, again = (
+        deployers["zmd-seldon"].build_config(
+            model=model, deployment_name=name, input_example=trained(kind).example
+        )
+        for model in (trained(kind).model, ZOO[kind]().model)
     )
-    assert config.model_uri == deployers["zmd-seldon"].find_deployment(name).config.model_uri
+    assert again.model_uri == first.model_uri
 
 
 def test_seldon_schedules_a_model_on_a_server_with_its_requirements(
