@@ -42,19 +42,23 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/uv
 
 # MLServer (the model server Seldon Core 2 runs) for the simulated cluster in tests, in its own
 # environment: it pins FastAPI/Starlette/protobuf below what ZenML uses. Its runtimes: sklearn,
-# xgboost, lightgbm and mlflow (with torch, for PyTorch models packaged as MLflow models). Each
-# library is the main environment's version, so a model saved there loads here.
+# xgboost, lightgbm and mlflow (with torch, for PyTorch models packaged as MLflow models, where the
+# main environment has it: the `torch` extra). Each library is the main environment's version, so a
+# model saved there loads here.
 # mlserver-xgboost asks for `xgboost`, whose Linux wheel pulls a 300 MB NCCL build: the CPU build
 # (`xgboost-cpu`, the same module) goes in first and the runtime without its dependencies.
 MLSERVER_VENV := $(VENV)/mlserver
 SAME_AS_MAIN = $(foreach d,$(1),"$(d)==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("$(d)"))')")
+# The same, for an optional distribution: nothing where the main environment lacks it.
+IF_IN_MAIN = $$($(BIN)/python -c 'import importlib.metadata as m, sys; d = sys.argv[1]; print(f"{d}=={m.version(d)}" if next(iter(m.distributions(name=d)), None) else "")' $(1))
 # It depends on this Makefile too: an environment built before a runtime was added is rebuilt.
 $(MLSERVER_VENV)/.installed: $(VENV)/.dev-installed Makefile
 	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(MLSERVER_VENV)
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(MLSERVER_VENV)/bin/python \
 	  $(foreach d,$(FIND_LINKS),--find-links $(d)) \
 	  "mlserver==1.7.1" "mlserver-sklearn==1.7.1" "mlserver-lightgbm==1.7.1" "mlserver-mlflow==1.7.1" \
-	  $(call SAME_AS_MAIN,scikit-learn joblib xgboost-cpu lightgbm mlflow cloudpickle torch)
+	  $(call SAME_AS_MAIN,scikit-learn joblib xgboost-cpu lightgbm mlflow cloudpickle) \
+	  $(call IF_IN_MAIN,torch)
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(MLSERVER_VENV)/bin/python \
 	  --no-deps "mlserver-xgboost==1.7.1"
 	touch $@

@@ -30,7 +30,9 @@ from zoo_models import (
     assert_matches,
     missing,
     random_forest,
+    trained,
 )
+from zoo_pipeline import mlflow_body
 
 from zenml_model_deployers.errors import ConfigurationError
 
@@ -39,18 +41,8 @@ NAME = "my-model"  # the README's deployment name: its pipeline creates it, the 
 TIMINGS: dict[str, dict[str, float]] = {}
 
 
-def request_body(rows: Any) -> dict[str, Any]:
-    """The request docs/flavors/mlflow.md shows for this input: `dataframe_split` for a
-    DataFrame, `inputs` for an array; a missing value is JSON's null."""
-    if isinstance(rows, pd.DataFrame):
-        data = rows.astype(object).where(rows.notna(), None).to_numpy().tolist()
-        return {"dataframe_split": {"columns": list(rows.columns), "data": data}}
-    arr = np.asarray(rows, dtype=object)
-    return {"inputs": np.where(pd.isna(arr), None, arr).tolist()}
-
-
 def assert_same_answers(url: str, zoo: ZooModel) -> None:
-    r = requests.post(url, json=request_body(zoo.rows), timeout=30)
+    r = requests.post(url, json=mlflow_body(zoo.rows), timeout=30)
     assert r.status_code == 200, r.text
     assert_matches(r.json()["predictions"], zoo)
 
@@ -113,7 +105,7 @@ def test_readme_pattern_with_a_random_forest(
 def test_zoo_model_deploys_and_answers_as_in_process(zoo_deployment: Any, kind: str) -> None:
     if reason := missing(kind):
         pytest.skip(reason)
-    zoo = ZOO[kind]()
+    zoo = trained(kind)
     t0 = time.perf_counter()
     config = zoo_deployment.build_config(
         model=zoo.model, deployment_name=NAME, input_example=zoo.example
@@ -257,7 +249,7 @@ def test_digests_are_stable_across_processes_and_no_other_library_is_imported(
     assert seen["heavy"] == []
     here = {}
     for kind in AVAILABLE:
-        z = ZOO[kind]()
+        z = trained(kind)
         here[kind] = model_digest(z.model, detect_library(z.model), z.example)
     assert seen["digests"] == here
     assert all(here.values()) and len(set(here.values())) == len(here)

@@ -10,60 +10,47 @@ each), asked before the next rolls out (tests/zoo_pipeline.py).
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from zoo_models import AVAILABLE, ZOO, missing
+from zoo_models import AVAILABLE, ZOO, assert_matches, missing, trained
 from zoo_pipeline import (
     ASKERS,
     answers_of,
-    assert_same_as_in_process,
+    post,
     records_body,
-    step_seconds,
-    zoo_pipeline,
+    run_zoo,
+    step_id,
 )
 
 from zenml_model_deployers.errors import ConfigurationError
 
 NAME = "zoo-bento"
 KINDS = AVAILABLE  # the pytorch cell skips without torch (zoo_models.missing)
-ASKERS["zmd-bentoml"] = lambda rows: (records_body(rows), {})
+ASKERS["zmd-bentoml"] = lambda service, rows: post(service, records_body(rows))
 
 
 @pytest.fixture(scope="module")
 def zoo_run(bentoml_deployer: Any) -> Iterator[Any]:
     """The zoo's pipeline run on a zmd-bentoml stack; the deployment is deleted afterwards."""
-    from zenml.client import Client
     from zenml_model_deployers.steps import model_deployer_step
 
     from zenml_model_deployers.flavors import ensure_deployer_stack
 
     ensure_deployer_stack("zmd-test-bentoml", "zmd-test-bentoml", "zmd-bentoml")
     deploy = model_deployer_step.with_options(parameters={"deployment_name": NAME, "timeout": 180})
-    t0 = time.perf_counter()
-    try:
-        run = zoo_pipeline(deploy, KINDS, "zmd-bentoml").with_options(run_name="zoo-bento")()
-        run = Client().get_pipeline_run(run.id)
-        timings = {k: {"deploy_step": round(step_seconds(run, f"deploy_{k}"), 2)} for k in KINDS}
-        timings["run"] = {"total": round(time.perf_counter() - t0, 1)}
-        print("\nzmd-bentoml zoo timings (s):", json.dumps(timings))
-        yield run
-    finally:
-        svc = bentoml_deployer.find_deployment(NAME)
-        if svc is not None:
-            bentoml_deployer.delete(svc)
+    flavor = "zmd-bentoml"
+    yield from run_zoo({flavor: deploy}, KINDS, {flavor: bentoml_deployer}, lambda f, k: NAME)
 
 
 @pytest.mark.parametrize("kind", list(ZOO))
 def test_zoo_model_served_by_bentoml_answers_as_in_process(zoo_run: Any, kind: str) -> None:
     if reason := missing(kind):
         pytest.skip(reason)
-    status, body = answers_of(zoo_run, kind)
-    assert status == 200, body
-    assert_same_as_in_process(body, ZOO[kind]())
+    answer = answers_of(zoo_run, kind, "zmd-bentoml")
+    assert answer["status"] == 200, answer
+    assert_matches(answer["body"], trained(kind))
 
 
 def test_every_model_was_an_update_of_one_deployment_and_a_rerun_changes_nothing(
@@ -71,7 +58,8 @@ def test_every_model_was_an_update_of_one_deployment_and_a_rerun_changes_nothing
 ) -> None:
     svc = bentoml_deployer.find_deployment(NAME)
     assert svc.status.revision == len(KINDS)
-    urls = {zoo_run.steps[f"deploy_{k}"].run_metadata["deployed_model_url"] for k in KINDS}
+    steps = [zoo_run.steps[step_id("zmd-bentoml", "deploy", k)] for k in KINDS]
+    urls = {s.run_metadata["deployed_model_url"] for s in steps}
     assert urls == {svc.prediction_url}
     # The last model, trained again: the same stored model and bento, so the same revision.
     last = ZOO[KINDS[-1]]()

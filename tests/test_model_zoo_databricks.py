@@ -9,8 +9,6 @@ One pipeline run, one endpoint: each model is an in-place update of the previous
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,14 +23,13 @@ from dbx_support import (  # noqa: F401
     dbx_stack,
     planted_credentials,
 )
-from zoo_models import AVAILABLE, ZOO, missing
+from zoo_models import AVAILABLE, ZOO, assert_matches, missing, trained
 from zoo_pipeline import (
     ASKERS,
     answers_of,
-    assert_same_as_in_process,
     mlflow_body,
-    step_seconds,
-    zoo_pipeline,
+    post,
+    run_zoo,
 )
 
 from zenml_model_deployers.errors import ConfigurationError
@@ -42,49 +39,38 @@ UC_NAME = "main.zmd.zoo"
 KINDS = AVAILABLE  # the pytorch cell skips without torch (zoo_models.missing)
 
 
-def databricks_body(rows: Any) -> tuple[dict[str, Any], dict[str, str]]:
+def ask_databricks(service: Any, rows: Any) -> dict[str, Any]:
     """The docs' forms: `dataframe_split` for a DataFrame, `instances` for an array, with the
     workspace token as a bearer (read here, never a step parameter)."""
     if isinstance(rows, pd.DataFrame):
         body = mlflow_body(rows)
     else:
         body = {"instances": mlflow_body(np.asarray(rows))["inputs"]}
-    return body, {"Authorization": f"Bearer {planted_credentials()['token']}"}
+    return post(service, body, {"Authorization": f"Bearer {planted_credentials()['token']}"})
 
 
-ASKERS["zmd-databricks"] = databricks_body
+ASKERS["zmd-databricks"] = ask_databricks
 
 
 @pytest.fixture(scope="module")
 def zoo_run(dbx_deployer: Any) -> Iterator[Any]:  # noqa: F811
     """The zoo's pipeline run on the zmd-databricks stack; the endpoint is deleted afterwards."""
-    from zenml.client import Client
     from zenml_model_deployers.steps import databricks_deployer_step
 
     deploy = databricks_deployer_step.with_options(
         parameters={"deployment_name": NAME, "registered_model_name": UC_NAME, "timeout": 60}
     )
-    t0 = time.perf_counter()
-    try:
-        run = zoo_pipeline(deploy, KINDS, "zmd-databricks").with_options(run_name="zoo-dbx")()
-        run = Client().get_pipeline_run(run.id)
-        timings = {k: {"deploy_step": round(step_seconds(run, f"deploy_{k}"), 2)} for k in KINDS}
-        timings["run"] = {"total": round(time.perf_counter() - t0, 1)}
-        print("\nzmd-databricks zoo timings (s):", json.dumps(timings))
-        yield run
-    finally:
-        svc = dbx_deployer.find_deployment(NAME)
-        if svc is not None:
-            dbx_deployer.delete(svc)
+    flavor = "zmd-databricks"
+    yield from run_zoo({flavor: deploy}, KINDS, {flavor: dbx_deployer}, lambda f, k: NAME)
 
 
 @pytest.mark.parametrize("kind", list(ZOO))
 def test_zoo_model_served_by_databricks_answers_as_in_process(zoo_run: Any, kind: str) -> None:
     if reason := missing(kind):
         pytest.skip(reason)
-    status, body = answers_of(zoo_run, kind)
-    assert status == 200, body
-    assert_same_as_in_process(body["predictions"], ZOO[kind]())
+    answer = answers_of(zoo_run, kind, "zmd-databricks")
+    assert answer["status"] == 200, answer
+    assert_matches(answer["body"]["predictions"], trained(kind))
 
 
 def test_each_model_is_a_version_and_the_same_model_registers_once(

@@ -1,26 +1,25 @@
 """The model zoo through zmd-seldon and zmd-kserve (issue 25): the models users train, deployed
-by the typed step's `model=` in a pipeline onto the simulated cluster, whose model server is a
-real MLServer with the runtimes Seldon Core 2 and KServe pick for each format (sklearn,
+by the typed steps' `model=` in ONE pipeline run onto the simulated cluster, whose model server is
+a real MLServer with the runtimes Seldon Core 2 and KServe pick for each format (sklearn,
 xgboost, lightgbm; mlflow for PyTorch), asked over HTTP with the Open Inference Protocol (V2)
 body docs/models.md shows, and answering what the model predicts in process.
 
-Each flavor has ONE deployment; every model is an update of it (a patch the controller loads
-into MLServer), so the module starts one MLServer and one deployment per flavor.
+The run gives every model its own deployment on each flavor (`seldon_deployer_step` and
+`kserve_deployer_step` per model, tests/zoo_pipeline.py): they all stay loaded in the module's one
+MLServer, so the tests ask them after the run (updates of a deployment are the lifecycle tests'
+subject).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-import requests
 from kube_support import (  # noqa: F401
     cluster,
     kserve_deployer,
@@ -28,23 +27,22 @@ from kube_support import (  # noqa: F401
     seldon_deployer,
     seldon_stack,
 )
-from zenml import pipeline, step
-from zoo_models import ZOO, ZooModel, assert_matches
+from zoo_models import AVAILABLE, ZOO, ZooModel, assert_matches, missing, trained
+from zoo_pipeline import post, run_zoo
 
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.packaging.native import MLSERVER_RUNTIMES
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
 
-NAMES = {"zmd-seldon": "zoo-seldon", "zmd-kserve": "zoo-kserve"}
+FLAVORS = ("zmd-seldon", "zmd-kserve")
 # The format each zoo model is packaged in, and so the runtime that serves it.
 FORMATS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "pytorch": "mlflow"}
-TIMINGS: dict[str, dict[str, float]] = {}
+KSERVE_V1 = "zoo-kserve-xgboost-v1"
 
 
-@cache
-def trained(kind: str) -> ZooModel:
-    """A zoo model, fitted once per module (both flavors serve the same one)."""
-    return ZOO[kind]()
+def name_of(flavor: str, kind: str) -> str:
+    """The deployment the zoo's run gives model `kind` on `flavor`."""
+    return f"zoo-{flavor.removeprefix('zmd-')}-{kind}"
 
 
 def v2_request(rows: Any) -> dict[str, Any]:
@@ -72,16 +70,9 @@ def ask(svc: Any, body: dict[str, Any]) -> dict[str, Any]:
     """POSTs a V2 body to the deployment's URL with the routing header its flavor needs
     (Seldon's `Seldon-Model`, KServe's `Host`)."""
     headers, _ = svc.format_request([[0.0]])
-    r = requests.post(svc.prediction_url, json=body, headers=headers, timeout=60)
-    assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
-@step
-def train(kind: str) -> tuple[Any, Any]:
-    """Fits a zoo model, as a training step returns it (and a few rows as input example)."""
-    zoo = trained(kind)
-    return zoo.model, zoo.example
+    answer = post(svc, body, headers)
+    assert answer["status"] == 200, answer
+    return answer["body"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -89,59 +80,49 @@ def deployers(
     seldon_deployer: Any,  # noqa: F811
     kserve_deployer: Any,  # noqa: F811
     cluster: SimulatedCluster,  # noqa: F811
-) -> Iterator[dict[str, Any]]:
-    """Both flavors' deployers on the module's cluster; their deployments deleted at the end."""
-    both = {"zmd-seldon": seldon_deployer, "zmd-kserve": kserve_deployer}
-    yield both
-    for flavor, deployer in both.items():
-        found = deployer.find_deployment(NAMES[flavor])
-        if found is not None:
-            deployer.delete(found)
-    if TIMINGS:
-        print("\nzoo timings (s):", json.dumps(TIMINGS, indent=1))
+) -> dict[str, Any]:
+    """Both flavors' deployers on the module's cluster."""
+    return {"zmd-seldon": seldon_deployer, "zmd-kserve": kserve_deployer}
 
 
-@pipeline(enable_cache=False)
-def zoo_pipeline(kind: str) -> None:
-    """train -> both flavors' typed deploy steps with `model=` and `input_example=` (KServe
-    over V2)."""
+@pytest.fixture(scope="module")
+def zoo_run(deployers: dict[str, Any]) -> Iterator[Any]:
+    """The zoo's pipeline run through both typed steps (KServe over V2), every model in its
+    own deployment on each; they (and the V1 one a test makes) are deleted afterwards."""
     from zenml_model_deployers.steps import kserve_deployer_step, seldon_deployer_step
 
-    model, example = train(kind)
-    seldon_deployer_step(
-        model=model, input_example=example, deployment_name=NAMES["zmd-seldon"], timeout=120
-    )
-    kserve_deployer_step(
-        model=model,
-        input_example=example,
-        deployment_name=NAMES["zmd-kserve"],
-        protocol="v2",
-        timeout=120,
-    )
+    deploys = {
+        "zmd-seldon": seldon_deployer_step.with_options(parameters={"timeout": 120}),
+        "zmd-kserve": kserve_deployer_step.with_options(
+            parameters={"protocol": "v2", "timeout": 120}
+        ),
+    }
+    try:
+        yield from run_zoo(deploys, AVAILABLE, deployers, name_of, own_deployments=True)
+    finally:
+        found = deployers["zmd-kserve"].find_deployment(KSERVE_V1)
+        if found is not None:
+            deployers["zmd-kserve"].delete(found)
 
 
-def deploy_model(deployer: Any, flavor: str, zoo: ZooModel) -> Any:
+def deploy_model(deployer: Any, name: str, zoo: ZooModel) -> Any:
     """What the typed step's body does with `model=` (`steps._body.deploy_with`): build the
-    config from the model object (packaged, uploaded), then deploy it; KServe over V2."""
-    extra = {"protocol": "v2"} if flavor == "zmd-kserve" else {}
-    config = deployer.build_config(
-        model=zoo.model, deployment_name=NAMES[flavor], input_example=zoo.example, **extra
-    )
+    config from the model object (packaged, uploaded), then deploy it."""
+    config = deployer.build_config(model=zoo.model, deployment_name=name, input_example=zoo.example)
     return deployer.deploy(config, timeout=120)
 
 
-@pytest.mark.parametrize("flavor", ["zmd-seldon", "zmd-kserve"])
-@pytest.mark.parametrize("kind", [k for k in ZOO if k != "pytorch"])
-def test_zoo_model_deploys_and_answers_as_in_process(
-    deployers: dict[str, Any], flavor: str, kind: str
+@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("kind", list(ZOO))
+def test_zoo_model_deployed_by_the_step_answers_as_in_process(
+    zoo_run: Any, deployers: dict[str, Any], flavor: str, kind: str
 ) -> None:
-    deployer = deployers[flavor]
+    if reason := missing(kind):
+        pytest.skip(reason)
     zoo = trained(kind)
-    t0 = time.perf_counter()
-    svc = deploy_model(deployer, flavor, zoo)
-    answer = ask(svc, v2_request(zoo.rows))
-    TIMINGS[f"{flavor} {kind}"] = {"model_to_first_prediction": time.perf_counter() - t0}
-    assert_matches(answer["outputs"][0]["data"], zoo)
+    svc = deployers[flavor].find_deployment(name_of(flavor, kind))
+    assert svc is not None, "the run's step deployed it"
+    assert_matches(ask(svc, v2_request(zoo.rows))["outputs"][0]["data"], zoo)
     assert_matches(svc.predict(zoo.rows), zoo)  # service.predict speaks the same format
     fmt = FORMATS.get(kind, "sklearn")
     settings = Path(svc.config.model_uri) / "model-settings.json"
@@ -153,66 +134,54 @@ def test_zoo_model_deploys_and_answers_as_in_process(
         # KServe picks the runtime by the model format; the folder holds the model alone.
         assert svc.config.model_format == fmt
         assert not settings.exists()
-    if flavor == "zmd-seldon" and kind in ("column-pipeline", "xgboost", "lightgbm"):
-        # The same model trained again: the same files, so the same upload and revision
-        # (nothing rolls on a re-run). Once per native format; joblib's own test is
-        # test_kube_runtime's.
-        again = deployer.build_config(
-            model=ZOO[kind]().model, deployment_name=NAMES[flavor], input_example=zoo.example
+
+
+@pytest.mark.parametrize("kind", ["column-pipeline", "xgboost", "lightgbm"])
+def test_the_same_model_trained_again_is_the_same_upload(
+    zoo_run: Any, deployers: dict[str, Any], kind: str
+) -> None:
+    """The same model trained again gives the same files, so the same upload and revision
+    (nothing rolls on a re-run). Once per native format; joblib's own test is
+    test_kube_runtime's."""
+    name = name_of("zmd-seldon", kind)
+    first, again = (
+        deployers["zmd-seldon"].build_config(
+            model=model, deployment_name=name, input_example=trained(kind).example
         )
-        assert again.model_uri == svc.config.model_uri
+        for model in (trained(kind).model, ZOO[kind]().model)
+    )
+    assert again.model_uri == first.model_uri
 
 
 def test_seldon_schedules_a_model_on_a_server_with_its_requirements(
-    deployers: dict[str, Any],
+    zoo_run: Any, deployers: dict[str, Any]
 ) -> None:
     """A requirement MLServer lacks (PyTorch is Triton's): Seldon's scheduler places the Model
     nowhere, the deploy fails with its words, and the model before keeps serving."""
     deployer = deployers["zmd-seldon"]
     zoo = trained("lightgbm")
-    before = deploy_model(deployer, "zmd-seldon", zoo)  # serving already: no change
+    name = name_of("zmd-seldon", "lightgbm")
+    before = deploy_model(deployer, name, zoo)  # serving already: no change
     config = deployer.build_config(
-        model=trained("random-forest").model,
-        deployment_name=NAMES["zmd-seldon"],
-        requirements=["pytorch"],
+        model=trained("random-forest").model, deployment_name=name, requirements=["pytorch"]
     )
-    with pytest.raises(DeploymentError, match=r"failed to schedule model zoo-seldon.*\[pytorch\]"):
+    with pytest.raises(DeploymentError, match=rf"failed to schedule model {name}.*\[pytorch\]"):
         deployer.deploy(config, timeout=60)
     assert_matches(ask(before, v2_request(zoo.rows))["outputs"][0]["data"], zoo)
 
 
-def test_the_typed_steps_deploy_a_pytorch_module_in_a_pipeline(deployers: dict[str, Any]) -> None:
-    """train -> `seldon_deployer_step` and `kserve_deployer_step(model=..., input_example=...)`
-    in one pipeline: a PyTorch module (no native MLServer runtime) goes as an MLflow model with
-    the example's signature (float32), served by MLServer's mlflow runtime (Seldon's
-    requirement / KServe's model format `mlflow`), answering as the module does in process."""
-    zoo = trained("pytorch")
-    t0 = time.perf_counter()
-    zoo_pipeline(kind="pytorch")
-    for flavor, deployer in deployers.items():
-        svc = deployer.find_deployment(NAMES[flavor])
-        assert_matches(ask(svc, v2_request(zoo.rows))["outputs"][0]["data"], zoo)
-        assert_matches(svc.predict(zoo.rows), zoo)
-        assert (
-            svc.config.requirements if flavor == "zmd-seldon" else [svc.config.model_format]
-        ) == ["mlflow"]
-    TIMINGS["pytorch (pipeline, both flavors)"] = {"run_to_answers": time.perf_counter() - t0}
-
-
-def test_kserves_own_xgbserver_answers_the_boosters_output(deployers: dict[str, Any]) -> None:
+def test_kserves_own_xgbserver_answers_the_boosters_output(
+    zoo_run: Any, deployers: dict[str, Any]
+) -> None:
     """Over V1 KServe picks its own xgbserver, which answers `Booster.predict`: an
     XGBClassifier's positive-class probabilities, not the classes MLServer's xgboost runtime
     gives over V2 (the V1 shape: a flat list)."""
     deployer = deployers["zmd-kserve"]
     zoo = trained("xgboost")
-    config = deployer.build_config(model=zoo.model, deployment_name=NAMES["zmd-kserve"])
+    config = deployer.build_config(model=zoo.model, deployment_name=KSERVE_V1)
     svc = deployer.deploy(config, timeout=120)
     assert svc.config.protocol == "v1"
-    headers, _ = svc.format_request([[0.0]])
-    body = {"instances": zoo.rows.to_numpy().tolist()}
-    r = requests.post(svc.prediction_url, json=body, headers=headers, timeout=60)
-    assert r.status_code == 200, r.text
-    got = r.json()["predictions"]
+    got = ask(svc, {"instances": zoo.rows.to_numpy().tolist()})["predictions"]
     want = zoo.model.predict_proba(zoo.rows)[:, 1]
     assert np.asarray(got).shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

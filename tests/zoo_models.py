@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -29,12 +30,14 @@ def assert_matches(got: Any, zoo: ZooModel) -> None:
     numbers (any shape with as many values)."""
     got = np.asarray(got)
     want = np.asarray(zoo.expected)
-    assert got.size == want.size, (got, want)
+    assert got.size == want.size, (zoo.name, got, want)
     got = got.reshape(want.shape)
     if zoo.classes:
-        assert got.tolist() == want.tolist()
+        assert got.tolist() == want.tolist(), zoo.name
     else:
-        np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            got.astype(float), want.astype(float), rtol=0, atol=1e-6, err_msg=zoo.name
+        )
 
 
 def _numeric(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -195,6 +198,13 @@ def missing(kind: str) -> str | None:
 
 #: The zoo models this environment can build.
 AVAILABLE = [k for k in ZOO if missing(k) is None]
+
+
+@cache
+def trained(kind: str) -> ZooModel:
+    """The zoo model `kind`, fitted once per test process: the zoo modules a worker runs share
+    it (never mutate it; `ZOO[kind]()` fits a fresh one, as a re-run of training would)."""
+    return ZOO[kind]()
 
 
 def text_pipeline() -> ZooModel:

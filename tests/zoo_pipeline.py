@@ -1,28 +1,43 @@
-"""The zoo through a flavor's deploy step in ONE ZenML pipeline run: each model is deployed with
-the step's `model=` as an update of one deployment, and asked over HTTP in the request format
-the flavor's docs show (by a step) before the next model replaces it.
+"""The zoo through flavors' deploy steps in ONE ZenML pipeline run: each model is deployed with
+each flavor's step `model=` as an update of that flavor's one deployment, and asked over HTTP in
+the request format the flavor's docs show (by a step) before the next model replaces it.
 
-Asking inside the run is what lets one deployment (one server start per model, as an update
-costs) serve the whole zoo: once the next model rolls out, the previous one is gone.
+Asking inside the run is what lets one deployment per flavor (one server start or model load per
+model, as an update costs) serve the whole zoo: once the next model rolls out, the previous one
+is gone.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import requests
 from zenml import pipeline, step
-from zoo_models import ZOO, ZooModel
+from zoo_models import trained
 
 from zenml_model_deployers.service import DeploymentService
 
-#: flavor -> (rows -> request body, headers); set by each test module (headers may carry a
-#: credential, which must never be a step parameter: parameters are stored with the run).
-ASKERS: dict[str, Callable[[Any], tuple[dict[str, Any], dict[str, str]]]] = {}
+#: flavor -> (service, rows) -> what the service answered (JSON-able, `post` gives the HTTP
+#: part); set by each test module (a request may carry a credential, which must never be a
+#: step parameter: parameters are stored with the run).
+ASKERS: dict[str, Callable[[DeploymentService, Any], dict[str, Any]]] = {}
+
+
+def post(
+    service: DeploymentService, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """POSTs `body` to the deployment's URL: `{"status": ..., "body": ...}`."""
+    r = requests.post(service.prediction_url, json=body, headers=headers or {}, timeout=60)
+    try:
+        answer: Any = r.json()
+    except ValueError:
+        answer = r.text
+    return {"status": r.status_code, "body": answer}
 
 
 def records_body(rows: Any) -> dict[str, Any]:
@@ -47,66 +62,113 @@ def mlflow_body(rows: Any) -> dict[str, Any]:
 
 @step(enable_cache=False)
 def ask_over_http(service: DeploymentService, kind: str, flavor: str) -> Annotated[str, "answer"]:
-    """Posts the zoo's rows to the deployment's URL as the flavor's docs show; returns
-    `{"status": ..., "body": ...}` as JSON text."""
-    body, headers = ASKERS[flavor](ZOO[kind]().rows)
-    r = requests.post(service.prediction_url, json=body, headers=headers, timeout=60)
-    try:
-        answer: Any = r.json()
-    except ValueError:
-        answer = r.text
-    return json.dumps({"status": r.status_code, "body": answer})
+    """Asks the deployment about the zoo's rows as the flavor's docs show (`ASKERS`); returns
+    the answer as JSON text."""
+    return json.dumps(ASKERS[flavor](service, trained(kind).rows))
 
 
-def zoo_pipeline(deploy: Callable[..., Any], kinds: list[str], flavor: str) -> Any:
-    """A pipeline that deploys `kinds` in turn with `deploy(model=, input_example=)` (a deploy
-    step with its other parameters bound), asking each before the next one rolls out.
+def step_id(flavor: str, what: str, kind: str) -> str:
+    """The id of the run's `what` ("deploy" or "ask") step for model `kind` on `flavor`."""
+    return f"{flavor.removeprefix('zmd-')}_{what}_{kind}"
 
-    The models, fitted here, enter the run as artifacts (ZenML's `ExternalArtifact`): a
-    training step per model would add its own step run, seconds each on a loaded machine,
-    and test nothing of ours. A model without an input example (the README's forest) gets a
-    few of its rows: the flavors' requests name the columns or dtype the example gives.
+
+def zoo_pipeline(
+    deploys: dict[str, Callable[..., Any]],
+    kinds: list[str],
+    own_deployments: Callable[[str, str], str] | None = None,
+) -> Any:
+    """A pipeline that deploys `kinds` in turn with each flavor's `deploy(model=,
+    input_example=)` (a deploy step with its other parameters bound): as updates of one
+    deployment per flavor, asking each before the next model rolls out; or, with
+    `own_deployments` ((flavor, kind) -> deployment name), each model in its own deployment,
+    left serving for the tests to ask after the run (no ask steps: where many deployments cost
+    little, as models loaded into one MLServer, a step per question costs more).
+
+    The models, fitted here, enter the run as artifacts (ZenML's `ExternalArtifact`, uploaded
+    once and given to every flavor's step): a training step per model would add its own step
+    run, seconds each on a loaded machine, and test nothing of ours. A model without an input
+    example (the README's forest) gets a few of its rows: the flavors' requests name the
+    columns or dtype the example gives.
     """
     from zenml import ExternalArtifact
 
-    zoos = {kind: ZOO[kind]() for kind in kinds}
+    zoos = {kind: trained(kind) for kind in kinds}
+    name = "-".join(f.removeprefix("zmd-") for f in deploys)
 
-    @pipeline(enable_cache=False, name=f"zoo-{flavor.removeprefix('zmd-')}")
+    @pipeline(enable_cache=False, name=f"zoo-{name}")
     def zoo() -> None:
         after: list[str] = []
         for kind, z in zoos.items():
             example = z.example if z.example is not None else z.rows[:5]
-            service = deploy(
-                model=ExternalArtifact(value=z.model),
-                input_example=ExternalArtifact(value=example),
-                id=f"deploy_{kind}",
-                after=after,
-            )
-            ask_over_http(service, kind, flavor, id=f"ask_{kind}")
-            after = [f"ask_{kind}"]
+            model, example = ExternalArtifact(value=z.model), ExternalArtifact(value=example)
+            services = {}
+            for flavor, deploy in deploys.items():
+                own = {"deployment_name": own_deployments(flavor, kind)} if own_deployments else {}
+                services[flavor] = deploy(
+                    model=model,
+                    input_example=example,
+                    id=step_id(flavor, "deploy", kind),
+                    after=after,
+                    **own,
+                )
+            if own_deployments:
+                continue
+            after = []
+            for flavor, service in services.items():
+                # After every flavor's deploy: the asks see the deployments all updated.
+                ask_over_http(
+                    service,
+                    kind,
+                    flavor,
+                    id=step_id(flavor, "ask", kind),
+                    after=[step_id(f, "deploy", kind) for f in deploys],
+                )
+                after.append(step_id(flavor, "ask", kind))
 
     return zoo
 
 
-def answers_of(run: Any, kind: str) -> tuple[int, Any]:
-    """The status and body the model of `kind` answered in `run`."""
-    got = json.loads(run.steps[f"ask_{kind}"].outputs["answer"][0].load())
-    return int(got["status"]), got["body"]
+def run_zoo(
+    deploys: dict[str, Callable[..., Any]],
+    kinds: list[str],
+    deployers: dict[str, Any],
+    name_of: Callable[[str, str], str],
+    own_deployments: bool = False,
+) -> Iterator[Any]:
+    """Runs `zoo_pipeline(deploys, kinds)` once, prints each deploy step's seconds and the
+    run's, and yields the run (for a module fixture: `yield from run_zoo(...)`). The
+    deployments (`name_of(flavor, kind)`, by `deployers[flavor]`) are deleted afterwards, also
+    when the run failed; several at once (each waits until its model no longer answers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zenml.client import Client
+
+    t0 = time.perf_counter()
+    try:
+        own = name_of if own_deployments else None
+        run = zoo_pipeline(deploys, kinds, own).with_options(run_name=f"zoo-{'-'.join(deploys)}")()
+        run = Client().get_pipeline_run(run.id)
+        timings: dict[str, float] = {
+            step_id(f, "deploy", k): round(step_seconds(run, step_id(f, "deploy", k)), 2)
+            for k in kinds
+            for f in deploys
+        }
+        timings["run"] = round(time.perf_counter() - t0, 1)
+        print("\nzoo timings (s):", json.dumps(timings))
+        yield run
+    finally:
+        names = {(f, name_of(f, k)) for f in deploys for k in kinds}
+        found = [(f, deployers[f].find_deployment(n)) for f, n in sorted(names)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            done = [pool.submit(deployers[f].delete, svc) for f, svc in found if svc is not None]
+        for d in done:
+            d.result()
 
 
-def assert_same_as_in_process(answer: Any, zoo: ZooModel) -> None:
-    """The served answers equal the model's in-process predictions on the same rows: exact
-    for classes, within 1e-6 for numbers."""
-    got = np.asarray(answer)
-    want = np.asarray(zoo.expected)
-    assert got.size == want.size, (zoo.name, got, want)
-    got = got.reshape(want.shape)
-    if zoo.classes:
-        assert got.tolist() == want.tolist(), zoo.name
-    else:
-        np.testing.assert_allclose(
-            got.astype(float), want.astype(float), rtol=0, atol=1e-6, err_msg=zoo.name
-        )
+def answers_of(run: Any, kind: str, flavor: str) -> dict[str, Any]:
+    """What the deployment of `flavor` answered about model `kind` in `run` (`ASKERS`)."""
+    answer = run.steps[step_id(flavor, "ask", kind)].outputs["answer"][0].load()
+    return json.loads(answer)  # type: ignore[no-any-return]
 
 
 def step_seconds(run: Any, name: str) -> float:
