@@ -18,9 +18,10 @@ import psutil
 import pytest
 import requests
 
-from zenml_model_deployers.errors import ConfigurationError
+from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 from zenml_model_deployers.local.fastlist import local_rows, row_stats
+from zenml_model_deployers.local.launch import handoff_socket
 from zenml_model_deployers.testing.request_loop import RequestLoop
 
 NAME = "direct-path"
@@ -310,3 +311,39 @@ def test_metered_counts_answers_5xx_and_abandoned(tmp_path: Path) -> None:
     # The client gone before any answer: abandoned, not a 5xx, whether the app raised or not.
     assert got["errors"]["5xx"] == 3 and got["errors"]["abandoned"] == 2
     assert got["buckets"][-1] == 8 and got["latency_sum"] > 0
+
+
+def test_a_long_deployment_folder_gets_its_handoff_socket_in_a_private_folder(
+    mlflow_deployer: Any, models_dir: Path
+) -> None:
+    # A Unix socket's path is at most 108 bytes: a long name under a deep ZenML config folder
+    # (here the test's) used to fail every deploy with "AF_UNIX path too long".
+    name = "a-deployment-name-long-enough-to-overflow-a-unix-socket-path"
+    cfg = MLflowDeploymentConfig(
+        deployment_name=name, model_uri=str(models_dir / "a"), data_path="direct"
+    )
+    svc = mlflow_deployer.deploy(cfg, timeout=180)
+    try:
+        sock = handoff_socket(svc.workdir)
+        assert len(str(svc.workdir / "front.sock")) > 108 and sock.parent != svc.workdir
+        assert sock.exists() and sock.parent.stat().st_mode & 0o777 == 0o700
+        assert svc.status.direct and svc.predict([[1.0, 2.0]]) == [0]
+        assert _listeners(svc.status.server.pid, svc.status.public_port)
+    finally:
+        mlflow_deployer.delete(svc)
+    assert not sock.exists()
+
+
+def test_the_handoff_socket_folder_must_be_the_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short = tmp_path / "dep"
+    assert handoff_socket(short) == short / "front.sock"
+    deep = tmp_path / ("d" * 120)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    sock = handoff_socket(deep)
+    assert sock.parent == tmp_path / "run" / "zmd" and len(str(sock)) <= 100
+    assert handoff_socket(deep) == sock != handoff_socket(tmp_path / ("e" * 120))
+    sock.parent.chmod(0o755)  # someone else could reach it: refused, not used
+    with pytest.raises(DeploymentError, match="0700"):
+        handoff_socket(deep)

@@ -9,8 +9,11 @@ the same way. Standard library, psutil and pydantic (``ProcessHandle``) only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
+import stat
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,9 +54,50 @@ RUNTIME_ENV: tuple[str, ...] = (
 FRONT_READY_TIMEOUT = 15.0
 # The front's Unix socket that hands its listening socket to a direct-data-path server.
 HANDOFF_SOCKET = "front.sock"
+# A Unix socket's path is at most 108 bytes (104 on macOS) with its terminating NUL: a deployment
+# folder deeper than this (a long name, a deep ZenML config path) gets its socket elsewhere.
+_UNIX_PATH_MAX = 100
 # Where a direct-data-path server's workers write their request counts (one folder per
 # revision), which the front reads beside its own.
 METRICS_DIR = "metrics"
+
+
+def handoff_socket(workdir: Path) -> Path:
+    """The path of the front's handoff socket for the deployment folder ``workdir``.
+
+    ``workdir/front.sock`` where that fits a Unix socket's path; otherwise a name derived from
+    ``workdir`` in a private folder of this user's (``$XDG_RUNTIME_DIR/zmd`` or
+    ``<tmp>/zmd-<uid>``, mode 0700, checked to be ours and not a link): the socket hands out
+    the public listening socket, so only its owner may reach it. Front and server both get the
+    path from here (the server in its argv), so both name the same socket.
+
+    Args:
+        workdir: the deployment's folder.
+
+    Returns:
+        The socket's path.
+
+    Raises:
+        DeploymentError: the private folder exists but is not this user's alone.
+    """
+    path = workdir / HANDOFF_SOCKET
+    if len(os.fsencode(str(path))) <= _UNIX_PATH_MAX:
+        return path
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "zmd" if runtime else Path(tempfile.gettempdir()) / f"zmd-{os.getuid()}"
+    if len(os.fsencode(str(base))) > _UNIX_PATH_MAX - 30:
+        base = Path("/tmp") / f"zmd-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        base.mkdir(mode=0o700, parents=True)
+    st = base.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise DeploymentError(
+            f"{base} (where deployments with a long folder path keep their front's socket) "
+            "must be a folder of this user's alone (mode 0700, not a link); remove it or fix "
+            "its mode"
+        )
+    digest = hashlib.sha256(os.fsencode(str(workdir.resolve()))).hexdigest()[:24]
+    return base / f"{digest}.sock"
 
 
 def env_name_matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -152,7 +196,7 @@ def start_front(
     argv += ["--host", host, "--port", str(port), "--ready-file", str(ready)]
     argv += ["--supervise", str(workdir / SPEC_FILE)]
     argv += ["--deployment", deployment_name]
-    argv += ["--handoff", str(workdir / HANDOFF_SOCKET)]
+    argv += ["--handoff", str(handoff_socket(workdir))]
     argv += ["--metrics-dir", str(workdir / METRICS_DIR)]
     argv += ["--metrics-port", str(metrics_port)]
     for path in open_paths:

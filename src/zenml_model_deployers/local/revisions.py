@@ -33,9 +33,9 @@ from zenml_model_deployers.local.config import (
 )
 from zenml_model_deployers.local.front import DRAIN_TIMEOUT, Front
 from zenml_model_deployers.local.launch import (
-    HANDOFF_SOCKET,
     METRICS_DIR,
     free_port,
+    handoff_socket,
     make_tree_private,
 )
 from zenml_model_deployers.local.readiness import wait_until_ready
@@ -157,7 +157,7 @@ class Revisions(OnService):
         log = svc.workdir / f"server-{config.config_hash()}-{int(time.time())}.log"
         env = svc.server_env()
         if direct:
-            argv = svc.direct_server_command(svc.workdir / HANDOFF_SOCKET)
+            argv = svc.direct_server_command(handoff_socket(svc.workdir))
         else:
             argv = svc.server_command(port)
         handle = proc.spawn(argv, log, env=env, cwd=svc.workdir)
@@ -256,7 +256,7 @@ class Revisions(OnService):
             return
         log = svc.workdir / f"server-{svc.config.config_hash()}-{int(time.time())}-direct.log"
         env = svc.server_env()
-        argv = svc.direct_server_command(svc.workdir / HANDOFF_SOCKET)
+        argv = svc.direct_server_command(handoff_socket(svc.workdir))
         handle = proc.spawn(argv, log, env=env, cwd=svc.workdir)
         deadline = time.monotonic() + timeout
         while not svc.direct_server_ready(log):
