@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -23,10 +24,10 @@ def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -
     """A 16-hex-digit digest of the model's fitted state, its input example and its class.
 
     Guarantees: equal for the same fitted model (and example) in any process and with any
-    ``PYTHONHASHSEED``, different when a fitted parameter, the example, the model's class or the
-    MLflow version differ. For scikit-learn, XGBoost, LightGBM and pyfunc models it is the
-    digest zmd-mlflow has always used (a pickle of the model), so models packaged by earlier
-    releases keep their revision. PyTorch's pickles are not reproducible (each embeds a random
+    ``PYTHONHASHSEED``, whether the model was just fitted or loaded back from an artifact;
+    different when a fitted parameter, the example, the model's class or the MLflow version
+    differ. For scikit-learn, XGBoost, LightGBM and pyfunc models it is a pickle of the model
+    written by value (:func:`_value_pickle`). PyTorch's pickles are not reproducible (each embeds a random
     serialization id), so a module's digest covers its ``state_dict`` tensors, its structure
     (``repr``) and its class's source instead; a transformers pipeline's adds its task, its
     model's config and its tokenizer's definition.
@@ -49,14 +50,33 @@ def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -
         elif library is ModelLibrary.TRANSFORMERS:
             h = _pipeline_hash(model)
         else:
-            h = hashlib.sha256(pickle.dumps(model, protocol=4))
-        h.update(pickle.dumps(input_example, protocol=4))
+            h = hashlib.sha256(_value_pickle(model))
+        h.update(_value_pickle(input_example))
     except Exception:
         return None
     h.update(
         f"{type(model).__module__}.{type(model).__qualname__}|mlflow={mlflow.__version__}".encode()
     )
     return h.hexdigest()[:16]
+
+
+def _value_pickle(obj: Any) -> bytes:
+    """A pickle of ``obj`` that depends on its values, not on which of its parts are one object.
+
+    A plain pickle writes a part it has seen before (the same object) as a back-reference: a
+    freshly fitted scikit-learn model shares interned strings ("drop") and numpy dtypes that the
+    same model loaded back from an artifact does not, so their plain pickles differ. Here nothing
+    is memoized (the Python pickler's ``fast`` mode), so equal values give equal bytes. A
+    structure that refers to itself cannot be written so: it gets the plain pickle.
+    """
+    buf = io.BytesIO()
+    pickler = pickle._Pickler(buf, protocol=4)  # the C pickler cannot switch its memo off
+    pickler.fast = True
+    try:
+        pickler.dump(obj)
+    except RecursionError:
+        return pickle.dumps(obj, protocol=4)
+    return buf.getvalue()
 
 
 def _torch_state_hash(model: Any) -> hashlib._Hash:
