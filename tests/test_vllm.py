@@ -312,13 +312,15 @@ def test_lora_adapters_update_without_restart(served: dict[str, Any]) -> None:
         r = requests.post(svc.base_url + path, json=body, headers=headers, timeout=30)
         assert r.status_code == 403, path
 
-    # A bad adapter (its rank above max_lora_rank): vLLM's words, nothing changed.
+    # A bad adapter (its rank above max_lora_rank) after a good new one: vLLM's words, and
+    # the good one, loaded first, is unloaded again: nothing changed.
     bad = make_lora_adapter(folder / "bad", seed=4, scale=0.5)
     config_json = Path(bad) / "adapter_config.json"
     config_json.write_text(config_json.read_text().replace('"r": 8', '"r": 64'))
+    good = make_lora_adapter(folder / "d", seed=5, scale=0.5)
     with pytest.raises(DeploymentError) as err:
         deployer.deploy(
-            cfg.model_copy(update={"lora_adapters": {**changed, "smol-c": bad}}),
+            cfg.model_copy(update={"lora_adapters": {**changed, "smol-d": good, "smol-c": bad}}),
             timeout=VLLM_TIMEOUT,
         )
     assert "smol-c" in str(err.value) and err.value.backend_message
