@@ -1,6 +1,7 @@
 """zmd-vllm: deploy -> first completion vs the server started by hand, tokens/s streamed
 through the deployment's relay vs the server's own port (1 and 8 streams), an update under a
-looping client, and the front's memory beside the server's, in the same run.
+looping client (a LoRA-adapter-only update, done in the running server, beside a full
+restart), and the front's memory beside the server's, in the same run.
 
 By default the server is the real `vllm serve` (vLLM's CPU build from `make vllm`, serving
 SmolLM2-135M converted to bf16); on a GPU host ``bench/gpu/bench_vllm_gpu.py`` runs the same
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The tests' vLLM helpers (the update under a looping client, a LoRA adapter built here).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import common as c  # noqa: E402
 
@@ -92,6 +95,7 @@ def run_with(
     repeats: int = REPEATS,
     timeout: float = 300.0,
     streams: tuple[int, ...] = (1, 8),
+    lora: bool = False,
 ) -> dict[str, Any]:
     """Both measurements for one server command (the stand-in, or the real `vllm`).
 
@@ -104,6 +108,8 @@ def run_with(
         repeats: deploy repeats per variant.
         timeout: seconds per deploy.
         streams: concurrent streams to measure tokens/s at.
+        lora: serve a LoRA adapter of SmolLM2 (built here) and measure an adapter-only update
+            beside the full restart (SmolLM2 only: the adapter has its shapes).
 
     Returns:
         The result (title, tables, goals, notes).
@@ -113,6 +119,8 @@ def run_with(
 
     check_host(executable, require_gpu)  # no vllm / no GPU: the flavor's own error, at once
     c.zmd_stack(flavor="zmd-vllm")
+    from vllm_support import make_lora_adapter, update_under_loop
+
     from zenml_model_deployers.flavors import get_deployer
     from zenml_model_deployers.flavors.vllm.service import (
         VLLMDeploymentConfig,
@@ -121,6 +129,9 @@ def run_with(
 
     deployer = get_deployer("zmd-vllm")
     extra = {"served_model_name": "bench-llm", **(settings or {})}
+    if lora:
+        adapter = make_lora_adapter(root / "lora" / "a1", seed=1, scale=0.5)
+        extra.update(lora_adapters={"bench-lora": adapter}, max_lora_rank=8)
 
     def config(i: int) -> VLLMDeploymentConfig:
         return VLLMDeploymentConfig(
@@ -187,18 +198,28 @@ def run_with(
         print(f"  tokens/s: {rates}", file=sys.stderr, flush=True)
         update["front_gib"] = _tree_rss(svc.status.relay.pid)  # type: ignore[attr-defined]
         update["server_gib"] = _tree_rss(svc.status.server.pid)  # type: ignore[attr-defined]
-        # An update to another served name under a client looping on the URL.
-        from zenml_model_deployers.testing.request_loop import RequestLoop
-
-        headers, body = svc.format_request(dict(FIRST))
+        if lora:
+            # Another adapter under the same name (and a second one), while a client loops
+            # on that adapter: loaded in the running server.
+            pid = svc.status.server.pid  # type: ignore[attr-defined]
+            changed = {
+                "bench-lora": make_lora_adapter(root / "lora" / "a2", seed=2, scale=0.5),
+                "bench-lora-b": make_lora_adapter(root / "lora" / "b", seed=3, scale=0.5),
+            }
+            cfg = svc.config.model_copy(update={"lora_adapters": changed})
+            request = {**FIRST, "model": "bench-lora", "max_tokens": 2}
+            svc, loop, seconds = update_under_loop(deployer, svc, cfg, request, timeout)
+            update["lora"] = {
+                "seconds": seconds,
+                "ok": loop.ok,
+                "failed": len(loop.failures),
+                "same_server": svc.status.server.pid == pid,  # type: ignore[attr-defined]
+            }
+        # An update to another served name under a client looping on the URL: a new server.
         new_cfg = svc.config.model_copy(update={"served_model_name": "bench-llm-b"})
-        t0 = time.perf_counter()
-        with RequestLoop(
-            svc.prediction_url, body, headers, max_seconds=timeout, request_timeout=120
-        ) as loop:
-            svc = deployer.deploy(new_cfg, timeout=timeout)
+        svc, loop, seconds = update_under_loop(deployer, svc, new_cfg, dict(FIRST), timeout)
         update.update(
-            seconds=time.perf_counter() - t0,
+            seconds=seconds,
             ok=loop.ok,
             failed=len(loop.failures),
             answers_new=svc.complete("Hi", max_tokens=2)["model"] == "bench-llm-b",
@@ -229,7 +250,11 @@ def run_with(
             f"streamed {STREAM_TOKENS}-token greedy chat completions, alternating the server's "
             "own port and the relay, after one warm-up; content chunks per second of wall time, "
             "all streams together. Update: a new served name deployed while a client loops "
-            "on the URL. Memory: RSS of the front (relay) and of the server's process tree."
+            "on the URL (a new server); with LoRA (the CPU run: every server takes adapters, "
+            "`--enable-lora --max-lora-rank 8`, serving one rank-8 adapter), first an update "
+            "that replaces that adapter and adds one, while a client loops on the adapter "
+            "(done in the running server). Memory: RSS of the front (relay) and of the "
+            "server's process tree."
         ),
         "tables": [
             {
@@ -266,22 +291,38 @@ def run_with(
             {
                 "caption": "Update under a looping client, and memory",
                 "headers": [
-                    "update (s)",
+                    "update",
+                    "seconds",
                     "requests ok",
                     "failed",
-                    "new name after",
                     "front RSS",
                     "server tree RSS",
                 ],
                 "rows": [
+                    *(
+                        [
+                            [
+                                "LoRA adapters only (in the running server"
+                                + (")" if update["lora"]["same_server"] else ": RESTARTED)"),
+                                f"{update['lora']['seconds']:.2f}",
+                                update["lora"]["ok"],
+                                update["lora"]["failed"],
+                                "",
+                                "",
+                            ]
+                        ]
+                        if "lora" in update
+                        else []
+                    ),
                     [
+                        "new served name (new server)"
+                        + ("" if update["answers_new"] else ": OLD NAME AFTER"),
                         f"{update['seconds']:.1f}",
                         update["ok"],
                         update["failed"],
-                        "yes" if update["answers_new"] else "no",
                         f"{update['front_gib'] * 1024:.0f} MiB",
                         f"{update['server_gib']:.2f} GiB",
-                    ]
+                    ],
                 ],
             },
         ],
@@ -304,6 +345,20 @@ def run_with(
                 "value": f"{update['failed']} failed of {update['ok'] + update['failed']}",
                 "met": update["failed"] == 0 and update["answers_new"],
             },
+            *(
+                [
+                    {
+                        "goal": "LoRA-only update: no restart, 0 failed, faster than a restart",
+                        "value": f"{update['lora']['seconds']:.2f} s vs "
+                        f"{update['seconds']:.1f} s, {update['lora']['failed']} failed",
+                        "met": update["lora"]["same_server"]
+                        and update["lora"]["failed"] == 0
+                        and update["lora"]["seconds"] < update["seconds"],
+                    }
+                ]
+                if "lora" in update
+                else []
+            ),
         ],  # fmt: skip
         "notes": [
             f"Ratio of medians: deploy {c.fmt_ratio(med['ours'] / med['raw'])}.",
@@ -329,6 +384,7 @@ def run() -> dict[str, Any]:
         require_gpu=False,
         settings={"max_model_len": 512, "dtype": "bfloat16", "cpu_kvcache_space": 1},
         timeout=900.0,
+        lora=True,
     )
 
 

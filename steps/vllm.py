@@ -28,6 +28,10 @@ def vllm_deployer_step(
     api_key: str | None = None,
     enforce_eager: bool | None = None,
     cpu_kvcache_space: int | None = None,
+    lora_adapters: dict[str, str] | None = None,
+    enable_lora: bool | None = None,
+    max_lora_rank: int | None = None,
+    max_loras: int | None = None,
     extra_args: list[str] | None = None,
     port: int | None = None,
     env: dict[str, str] | None = None,
@@ -66,6 +70,12 @@ def vllm_deployer_step(
             where torch.compile costs minutes at every start), else vLLM's default.
         cpu_kvcache_space: GiB for the KV cache of vLLM's CPU build
             (`VLLM_CPU_KVCACHE_SPACE`; unset: vLLM sizes it from free memory).
+        lora_adapters: LoRA adapters served beside the model, name -> adapter folder or Hub
+            id (clients send the name as `model`). A run that changes only these loads and
+            unloads them in the running server: no restart.
+        enable_lora: start able to take adapters (None: on when `lora_adapters` is set).
+        max_lora_rank: the highest adapter rank (`--max-lora-rank`).
+        max_loras: adapters in one batch (`--max-loras`).
         extra_args: further `vllm serve` flags, passed as given.
         port: pin the public port (default: a free one, kept across updates).
         env: server environment; values may be `{{secret.key}}` references (e.g. `HF_TOKEN`).
@@ -95,6 +105,10 @@ def vllm_deployer_step(
         "api_key": api_key,
         "enforce_eager": enforce_eager,
         "cpu_kvcache_space": cpu_kvcache_space,
+        "lora_adapters": lora_adapters or {},
+        "enable_lora": enable_lora,
+        "max_lora_rank": max_lora_rank,
+        "max_loras": max_loras,
         "extra_args": extra_args or [],
         "port": port,
         "env": env or {},

@@ -74,6 +74,30 @@ def test_the_api_key_is_required_checked_and_never_in_argv(start_relay: StartRel
     assert KEY not in wrong.text
 
 
+def test_closed_paths_are_refused_to_every_client_however_spelled(
+    start_relay: StartRelay,
+) -> None:
+    """A server's admin routes (`--closed-path`) never reach it through the relay: 403 with the
+    key, for the path, what lies under it, and its percent-encoded or doubled-slash spellings;
+    other paths pass."""
+    relay = start_relay("--closed-path", "/v1/load_lora_adapter", "--closed-path", "/adapters")
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for path in (
+        "/v1/load_lora_adapter",
+        "/v1/load%5Flora_adapter?x=1",
+        "//v1//load_lora_adapter",
+        "/adapters",
+        "/adapters/name",
+    ):
+        r = requests.post(relay.url + path, json={}, headers=headers, timeout=5)
+        assert r.status_code == 403, path
+    assert relay.backends[0].seen == []
+    ok = requests.post(relay.url + "/v1/load_lora_adapterX", json={}, headers=headers, timeout=5)
+    assert ok.status_code == 200 and [p for p, _ in relay.backends[0].seen] == [
+        "/v1/load_lora_adapterX"
+    ]
+
+
 # --------------------------------------------------------------------------- bad requests
 @pytest.mark.parametrize(
     "bad",

@@ -26,8 +26,10 @@ from vllm_support import (
     SMOL_DIR,
     VLLM_TIMEOUT,
     broken_hf_model,
+    make_lora_adapter,
     require_real_vllm,
     server_tree,
+    update_under_loop,
     vllm_settings,
     wait_gone,
 )
@@ -36,6 +38,7 @@ from zenml import step
 from zenml_model_deployers.errors import DeploymentError, PredictionError
 
 PROMPT = "The capital of France is"
+SHORT_CHAT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 2}
 
 
 def _progress(msg: str) -> None:
@@ -50,9 +53,10 @@ def choose_model() -> str:
 
 
 @pytest.fixture(scope="module")
-def served(zenml_env: Path) -> Iterator[dict[str, Any]]:
+def served(zenml_env: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A deployment made by `vllm_deployer_step` in a pipeline, its model coming from an
-    upstream step's artifact, with an API key from a ZenML secret."""
+    upstream step's artifact, with an API key from a ZenML secret, and a LoRA adapter whose
+    weights are zero (it answers as the base model)."""
     require_real_vllm()
     from zenml import pipeline
     from zenml.client import Client
@@ -64,7 +68,12 @@ def served(zenml_env: Path) -> Iterator[dict[str, Any]]:
     secret = f"llm{uuid.uuid4().hex[:6]}"
     Client().create_secret(name=secret, values={"api_key": key})
     name = f"llm-real-{uuid.uuid4().hex[:4]}"
-    settings = vllm_settings(api_key="{{" + secret + ".api_key}}")
+    adapters = tmp_path_factory.mktemp("lora")
+    settings = vllm_settings(
+        api_key="{{" + secret + ".api_key}}",
+        lora_adapters={"smol-a": make_lora_adapter(adapters / "zero", seed=1, scale=0.0)},
+        max_lora_rank=8,
+    )
 
     @pipeline(enable_cache=False)
     def serve_llm() -> None:
@@ -80,7 +89,14 @@ def served(zenml_env: Path) -> Iterator[dict[str, Any]]:
     run = Client().get_pipeline_run(run.id)
     step_run = run.steps["vllm_deployer_step"]
     svc = step_run.outputs["vllm_deployment"][0].load()
-    state = {"key": key, "svc": svc, "run": run, "step": step_run, "name": name}
+    state = {
+        "key": key,
+        "svc": svc,
+        "run": run,
+        "step": step_run,
+        "name": name,
+        "adapters": adapters,
+    }
     try:
         yield state
     finally:
@@ -116,7 +132,7 @@ def test_openai_client_completion_chat_stream(served: dict[str, Any]) -> None:
 
     svc, key = served["svc"], served["key"]
     client = _client(svc, key)
-    assert [m.id for m in client.models.list()] == ["smollm2"]
+    assert [m.id for m in client.models.list()] == ["smollm2", "smol-a"]
     done = client.completions.create(model="smollm2", prompt=PROMPT, max_tokens=4, temperature=0)
     assert "Paris" in done.choices[0].text
     chat = client.chat.completions.create(
@@ -252,6 +268,73 @@ def test_out_of_memory_update_says_replace(served: dict[str, Any], tmp_path: Pat
     assert recorded.complete("Hi", max_tokens=2)["model"] == "smollm2"
 
 
+def test_lora_adapters_update_without_restart(served: dict[str, Any]) -> None:
+    """An update that changes only LoRA adapters (one replaced under its name, one added,
+    then one removed) is done in the serving server: same process, 0 failed requests of a
+    client looping on the replaced adapter, its new answers at once. The URL refuses vLLM's
+    adapter routes; a bad adapter fails the update typed and changes nothing."""
+    from zenml_model_deployers.flavors import get_deployer
+
+    deployer, name, key = get_deployer("zmd-vllm"), served["name"], served["key"]
+    svc = deployer.find_deployment(name)
+    pid, folder = svc.status.server.pid, served["adapters"]
+    client = _client(svc, key)
+
+    def answer(model: str) -> str:
+        done = client.completions.create(model=model, prompt=PROMPT, max_tokens=3, temperature=0)
+        return done.choices[0].text
+
+    assert answer("smol-a") == answer("smollm2")  # zero weights: the base model's answer
+    changed = {
+        "smol-a": make_lora_adapter(folder / "a2", seed=2, scale=0.5),
+        "smol-b": make_lora_adapter(folder / "b", seed=3, scale=0.5),
+    }
+    cfg = svc.config.model_copy(update={"lora_adapters": changed})
+    request = {"model": "smol-a", **SHORT_CHAT}
+    new, loop, seconds = update_under_loop(deployer, svc, cfg, request, VLLM_TIMEOUT)
+    _progress(f"adapters updated in place in {seconds:.1f} s, {loop.ok} requests meanwhile")
+    assert loop.failures == [], f"{len(loop.failures)} failed requests: {loop.failures[:3]}"
+    assert new.status.server.pid == pid and new.status.revision == svc.status.revision + 1
+    assert seconds < 60, "an adapter-only update took as long as a restart"
+    assert answer("smol-a") != answer("smollm2") and answer("smol-b").strip()
+    assert [m.id for m in client.models.list()] == ["smollm2", "smol-a", "smol-b"]
+    # The relay counts requests under the new revision; a restart would load the new adapters.
+    assert new.status.config_hash == cfg.config_hash() != svc.status.config_hash
+    spec = json.loads((svc.workdir / "supervise.json").read_text())
+    assert (
+        spec["config_hash"] == cfg.config_hash() and "smol-b=" + changed["smol-b"] in spec["argv"]
+    )
+
+    # Through the URL, vLLM's adapter routes are refused, key or not, however spelled.
+    headers = {"Authorization": f"Bearer {key}"}
+    for path in ("/v1/load_lora_adapter", "/v1/load%5Flora_adapter", "/adapters", "/adapters/x"):
+        body = {"lora_name": "x", "lora_path": str(folder / "b")}
+        r = requests.post(svc.base_url + path, json=body, headers=headers, timeout=30)
+        assert r.status_code == 403, path
+
+    # A bad adapter (its rank above max_lora_rank) after a good new one: vLLM's words, and
+    # the good one, loaded first, is unloaded again: nothing changed.
+    bad = make_lora_adapter(folder / "bad", seed=4, scale=0.5)
+    config_json = Path(bad) / "adapter_config.json"
+    config_json.write_text(config_json.read_text().replace('"r": 8', '"r": 64'))
+    good = make_lora_adapter(folder / "d", seed=5, scale=0.5)
+    with pytest.raises(DeploymentError) as err:
+        deployer.deploy(
+            cfg.model_copy(update={"lora_adapters": {**changed, "smol-d": good, "smol-c": bad}}),
+            timeout=VLLM_TIMEOUT,
+        )
+    assert "smol-c" in str(err.value) and err.value.backend_message
+    recorded = deployer.find_deployment(name)
+    assert recorded.status.config_hash == cfg.config_hash() and recorded.status.server.pid == pid
+    assert [m.id for m in client.models.list()] == ["smollm2", "smol-a", "smol-b"]
+
+    # Removing an adapter unloads it.
+    only_a = cfg.model_copy(update={"lora_adapters": {"smol-a": changed["smol-a"]}})
+    served["svc"] = deployer.deploy(only_a, timeout=VLLM_TIMEOUT)
+    assert served["svc"].status.server.pid == pid
+    assert [m.id for m in client.models.list()] == ["smollm2", "smol-a"]
+
+
 def test_killed_server_heals_without_orphans(served: dict[str, Any]) -> None:
     """kill -9 of vLLM's API server alone orphans its EngineCore and worker (3 GB): the front
     ends them and starts the server again, with the key it keeps in memory only."""
@@ -284,31 +367,22 @@ def test_killed_server_heals_without_orphans(served: dict[str, Any]) -> None:
         in client.completions.create(model="smollm2", prompt=PROMPT, max_tokens=4).choices[0].text
     )
     assert key.encode() not in (svc.workdir / "supervise.json").read_bytes()
+    # The restarted server serves the adapters of the last (in-place) update.
+    assert [m.id for m in client.models.list()] == ["smollm2", "smol-a"]
 
 
 def test_update_under_load_zero_failed(served: dict[str, Any]) -> None:
     """A new served name rolls out while a client loops on the URL: zero failed requests (two
     vLLM servers at once meanwhile), the new name after, the old server's processes gone."""
     from zenml_model_deployers.flavors import get_deployer
-    from zenml_model_deployers.testing.request_loop import RequestLoop
 
     deployer, name = get_deployer("zmd-vllm"), served["name"]
     svc = deployer.find_deployment(name)
     old_tree = server_tree(svc.status.server.pid)
-    # Short answers (vLLM's default max_tokens fills the context: ~500 tokens, 20-40 s here).
-    headers, body = svc.format_request(
-        {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 2}
-    )
     cfg = svc.config.model_copy(update={"served_model_name": "smollm2-b"})
-    t0 = time.monotonic()
-    # A short answer beside a starting server on 2 busy cores can take over 30 s: a failure
-    # here is a refused or broken request, not a slow one.
-    with RequestLoop(
-        svc.prediction_url, body, headers, max_seconds=VLLM_TIMEOUT, request_timeout=120
-    ) as loop:
-        new = deployer.deploy(cfg, timeout=VLLM_TIMEOUT)
-        time.sleep(0.5)
-    _progress(f"updated in {time.monotonic() - t0:.0f} s, {loop.ok} requests served meanwhile")
+    # Short answers (vLLM's default max_tokens fills the context: ~500 tokens, 20-40 s here).
+    new, loop, seconds = update_under_loop(deployer, svc, cfg, SHORT_CHAT, VLLM_TIMEOUT)
+    _progress(f"updated in {seconds:.0f} s, {loop.ok} requests served meanwhile")
     assert loop.failures == [], f"{len(loop.failures)} failed requests: {loop.failures[:3]}"
     assert loop.ok >= 3
     assert new.prediction_url == svc.prediction_url

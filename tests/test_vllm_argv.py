@@ -51,6 +51,12 @@ def test_defaults_pass_no_flag() -> None:
         ({"require_gpu": False, "enforce_eager": False}, []),
         ({"require_gpu": False, "extra_args": ["--enforce-eager"]}, ["--enforce-eager"]),
         ({"cpu_kvcache_space": 2}, []),
+        ({"enable_lora": True}, ["--enable-lora"]),
+        (
+            {"lora_adapters": {"a": "/ad/a", "b": "org/b"}, "max_lora_rank": 8, "max_loras": 2},
+            ["--enable-lora", "--max-lora-rank", "8", "--max-loras", "2"]
+            + ["--lora-modules", "a=/ad/a", "b=org/b"],
+        ),
     ],
 )
 def test_each_setting_is_one_flag(settings: dict[str, Any], tail: list[str]) -> None:
@@ -70,6 +76,7 @@ EVERY_FLAG_SETTING: dict[str, Any] = {
     "tokenizer": "t",
     "trust_remote_code": True,
 }
+LORA = {"lora_adapters": {"a": "/ad/a", "b": "/ad/b"}, "max_lora_rank": 8, "max_loras": 2}
 
 
 def test_all_settings_order_and_executable_command() -> None:
@@ -204,7 +211,7 @@ from vllm.utils.argparse_utils import FlexibleArgumentParser
 parser = FlexibleArgumentParser(prog="vllm")
 ServeSubcommand().subparser_init(parser.add_subparsers(dest="subparser"))
 a = parser.parse_args(sys.argv[1:])
-print(json.dumps({k: getattr(a, k) for k in sys.stdin.read().split()}))
+print(json.dumps({k: getattr(a, k) for k in sys.stdin.read().split()}, default=vars))
 """
 
 
@@ -219,12 +226,13 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
     from zenml_model_deployers.testing.vllm_standin import _parser
 
     require_real_vllm()
-    argv = _argv(**EVERY_FLAG_SETTING, require_gpu=False, extra_args=["--seed", "7"])
+    argv = _argv(**EVERY_FLAG_SETTING, **LORA, require_gpu=False, extra_args=["--seed", "7"])
     keys = ["model_tag", "host", "port", "served_model_name", "max_model_len", "seed"]
+    lora = ["enable_lora", "max_lora_rank", "max_loras", "lora_modules"]
     python = str(VLLM.parent / "python")
     out = subprocess.run(
         [python, "-c", _VLLM_PARSE, *argv[1:]],
-        input=" ".join([*keys, "enforce_eager", "dtype", "trust_remote_code"]),
+        input=" ".join([*keys, *lora, "enforce_eager", "dtype", "trust_remote_code"]),
         capture_output=True,
         text=True,
         timeout=300,
@@ -233,6 +241,52 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     real = json.loads(out.stdout.strip().splitlines()[-1])
     assert real["enforce_eager"] is True and real["dtype"] == "half" and real["trust_remote_code"]
+    assert real["enable_lora"] and real["max_lora_rank"] == 8 and real["max_loras"] == 2
+    assert [(m["name"], m["path"]) for m in real["lora_modules"]] == [
+        ("a", "/ad/a"),
+        ("b", "/ad/b"),
+    ]
     standin = vars(_parser().parse_args(argv[1:]))
     standin["model_tag"] = standin.pop("model")
     assert {k: real[k] for k in keys} == {k: standin[k] for k in keys}
+
+
+def test_lora_settings_env_and_validation() -> None:
+    """Adapters open vLLM's runtime adapter routes (by env) and the front closes them to
+    clients; a name clash with the served model, or adapters with LoRA off, are refused."""
+    svc = _service(lora_adapters={"a": "/ad/a"})
+    assert svc.server_env()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in _service().server_env()
+    assert "/v1/load_lora_adapter" in svc.front.closed_paths
+    for bad in (
+        {"served_model_name": "a", "lora_adapters": {"a": "/ad/a"}},
+        {"enable_lora": False, "lora_adapters": {"a": "/ad/a"}},
+        {"lora_adapters": {"a=b": "/ad/a"}},
+        {"lora_adapters": {"a": " "}},
+    ):
+        with pytest.raises(ValueError):
+            _service(**bad)
+
+
+def test_adapters_only_change_is_detected() -> None:
+    """Only a change of adapters, on a server that takes them, is applied in place."""
+    from zenml_model_deployers.flavors.vllm.lora import adapters_only_change
+
+    old = _service(lora_adapters={"a": "/ad/a"}).config
+    recorded = old.model_dump(mode="json")
+    assert adapters_only_change(recorded, old.model_copy(update={"lora_adapters": {"b": "/b"}}))
+    # The last adapter gone: a server without LoRA (a restart), unless enable_lora stays on.
+    assert not adapters_only_change(recorded, old.model_copy(update={"lora_adapters": {}}))
+    kept = old.model_copy(update={"enable_lora": True})
+    assert adapters_only_change(
+        kept.model_dump(mode="json"), kept.model_copy(update={"lora_adapters": {}})
+    )
+    assert not adapters_only_change(recorded, old.model_copy(update={"max_model_len": 99}))
+    assert not adapters_only_change(
+        recorded, old.model_copy(update={"enable_lora": False, "lora_adapters": {}})
+    )
+    no_lora = _service().config
+    assert not adapters_only_change(
+        no_lora.model_dump(mode="json"), no_lora.model_copy(update={"lora_adapters": {"a": "/a"}})
+    )
+    assert not adapters_only_change(None, old)

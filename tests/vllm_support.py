@@ -149,3 +149,90 @@ def server_tree(pid: int) -> list[psutil.Process]:
     """
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
+
+
+def make_lora_adapter(folder: Path, seed: int, scale: float) -> str:
+    """A rank-8 LoRA adapter of SmolLM2's attention (q_proj, v_proj of its 30 layers) in PEFT's
+    format, with random weights: `scale` 0 leaves the base model's answers, 0.5 changes them.
+
+    Args:
+        folder: where to write it (adapter_config.json, adapter_model.safetensors).
+        seed: the weights' seed.
+        scale: the standard deviation of the B matrices.
+
+    Returns:
+        The folder.
+    """
+    import json
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rank, hidden, kv = 8, 576, 192  # SmolLM2-135M: 9 heads and 3 KV heads of 64
+    tensors: dict[str, np.ndarray] = {}
+    for layer in range(30):
+        for module, out in (("q_proj", hidden), ("v_proj", kv)):
+            key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            tensors[f"{key}.lora_A.weight"] = rng.standard_normal((rank, hidden)) * 0.05
+            tensors[f"{key}.lora_B.weight"] = rng.standard_normal((out, rank)) * scale
+    # safetensors by hand (no dependency): a JSON header of offsets, then the raw tensors.
+    header: dict[str, Any] = {}
+    blobs, offset = [], 0
+    for name, t in tensors.items():
+        data = t.astype("<f4").tobytes()
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_model.safetensors").write_bytes(
+        struct.pack("<Q", len(head)) + head + b"".join(blobs)
+    )
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": rank,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "target_modules": ["q_proj", "v_proj"],
+        "base_model_name_or_path": str(SMOL_DIR),
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def update_under_loop(
+    deployer: Any, svc: Any, config: Any, request: Any, timeout: float
+) -> tuple[Any, Any, float]:
+    """Deploys `config` over `svc` while a client loops on its URL (one request at a time).
+
+    Args:
+        deployer: the zmd-vllm deployer.
+        svc: the serving deployment.
+        config: the new config.
+        request: what the client sends (`svc.format_request`'s input: messages or a request).
+        timeout: seconds for the deploy (and bound of the loop).
+
+    Returns:
+        (the new service, the finished RequestLoop: `ok`, `failures`, seconds of the deploy).
+    """
+    from zenml_model_deployers.testing.request_loop import RequestLoop
+
+    headers, body = svc.format_request(request)
+    t0 = time.monotonic()
+    # A short answer beside a starting server on 2 busy cores can take over 30 s: a failure
+    # here is a refused or broken request, not a slow one.
+    with RequestLoop(
+        svc.prediction_url, body, headers, max_seconds=timeout, request_timeout=120
+    ) as loop:
+        new = deployer.deploy(config, timeout=timeout)
+        seconds = time.monotonic() - t0
+        time.sleep(0.5)  # requests after the switch count too
+    return new, loop, seconds

@@ -50,6 +50,7 @@ class Front:
         api_key: resolves the config's API key (None without one).
         preferred_port: a re-created deployment's recorded port, taken when free.
         open_paths: paths the relay answers without the API key (GET/HEAD only).
+        closed_paths: paths the relay refuses to every client (a server's admin routes).
     """
 
     deployment_name: str
@@ -59,6 +60,7 @@ class Front:
     api_key: Callable[[], str | None]
     preferred_port: int | None = None
     open_paths: tuple[str, ...] = ()
+    closed_paths: tuple[str, ...] = ()
 
     def alive(self) -> bool:
         """Whether the recorded relay process runs.
@@ -133,6 +135,7 @@ class Front:
             # Resolved before anything starts: a missing secret fails here.
             api_key=self.api_key(),
             open_paths=self.open_paths,
+            closed_paths=self.closed_paths,
         )
         self.status.relay = handle
         self.status.public_port = int(info["port"])

@@ -167,6 +167,7 @@ def start_front(
     target_revision: str,
     api_key: str | None,
     open_paths: tuple[str, ...] = (),
+    closed_paths: tuple[str, ...] = (),
 ) -> tuple[proc.ProcessHandle, dict[str, Any]]:
     """Starts a deployment's front (the relay, which supervises its server) and waits until it
     listens.
@@ -181,6 +182,7 @@ def start_front(
         target_revision: that server's revision (config hash), if known.
         api_key: the deployment's resolved API key (the relay's environment, never argv).
         open_paths: paths answered without the key (GET/HEAD only), e.g. a health route.
+        closed_paths: paths refused to every client (a server's admin routes).
 
     Returns:
         The relay's handle and its ready file (ports, control token).
@@ -201,6 +203,8 @@ def start_front(
     argv += ["--metrics-port", str(metrics_port)]
     for path in open_paths:
         argv += ["--open-path", path]
+    for path in closed_paths:
+        argv += ["--closed-path", path]
     if target is not None:
         argv += ["--target", str(target)]
         if target_revision:

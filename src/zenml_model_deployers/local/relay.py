@@ -84,6 +84,7 @@ async def _main(args: argparse.Namespace) -> int:
         limits=limits,
         deployment=args.deployment,
         open_paths=args.open_path,
+        closed_paths=args.closed_path,
     )
     if args.metrics_dir:
         relay.metrics.multiproc_root = Path(args.metrics_dir)
@@ -215,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="a path answered without the API key (GET/HEAD), e.g. a health route",
+    )
+    p.add_argument(
+        "--closed-path",
+        action="append",
+        default=[],
+        help="a path (and what lies under it) refused to every client: a server's admin route",
     )
     args = p.parse_args(argv)
     try:

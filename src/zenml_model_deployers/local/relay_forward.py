@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from zenml_model_deployers.local import http1
 from zenml_model_deployers.local.relay_conn import (
@@ -76,6 +77,7 @@ class Relay:
         limits: Limits | None = None,
         deployment: str = "",
         open_paths: Iterable[str] = (),
+        closed_paths: Iterable[str] = (),
     ) -> None:
         """Creates the relay (not yet listening).
 
@@ -87,6 +89,8 @@ class Relay:
             deployment: the deployment's name (a label of the metrics).
             open_paths: paths a GET or HEAD reaches without the key (e.g. a health route
                 that a platform probes unauthenticated).
+            closed_paths: paths no client reaches, key or not (403), with what lies under
+                them: a server's admin routes (e.g. vLLM's LoRA loading).
         """
         self.host = host
         self.target = target
@@ -97,6 +101,7 @@ class Relay:
         self.metrics = Metrics(deployment)
         self.api_key = api_key.encode() if api_key else None
         self.open_paths = frozenset(p.encode() for p in open_paths)
+        self.closed_paths = tuple(p.rstrip("/") for p in closed_paths)
         self.limits = limits or Limits()
         self.conns: set[Conn] = set()
         self.refused = 0  # requests and connections refused (status, for tests and metrics)
@@ -114,6 +119,15 @@ class Relay:
         method, _, rest = raw.partition(b" ")
         target = rest.partition(b" ")[0].partition(b"?")[0]
         return method in (b"GET", b"HEAD") and target in self.open_paths
+
+    def _closed(self, raw: bytes) -> bool:
+        """Whether a request head's path is a closed one or lies under one (the path as the
+        server routes it: percent-decoded, slashes collapsed, no query). Parsed only for a
+        head that differs from the connection's previous one."""
+        target = raw.partition(b" ")[2].partition(b" ")[0].partition(b"?")[0]
+        path = unquote(target.decode("latin-1"))
+        path = "/" + "/".join(p for p in path.split("/") if p)
+        return any(path == p or path.startswith(p + "/") for p in self.closed_paths)
 
     def _route(self) -> int | None:
         """The server of the next request: during a canary, `weight` of every 100 requests go
@@ -279,6 +293,10 @@ class Relay:
         else:
             head = conn.last_head = http1.parse_head(raw)
             conn.last_raw = raw
+            if self.closed_paths and self._closed(raw):
+                conn.last_raw = b""  # parsed again next time: never cached as allowed
+                self._refuse(conn, 403, "this path is not served through the deployment's URL")
+                return False
         if (
             self.api_key is not None
             and not http1.bearer_matches(head.authorization, self.api_key)

@@ -376,6 +376,26 @@ class Revisions(OnService):
             self.handoff(timeout)
         self._done()
 
+    def changed_in_place(self, timeout: float) -> None:
+        """Records that the serving server now serves the service's config, which the backend
+        applied to it without a restart (e.g. vLLM's LoRA adapters): a restart after a crash
+        runs the new config's command, the relay counts requests under the new revision, and
+        the revision is recorded as a new one.
+
+        Args:
+            timeout: seconds a restarted server gets to become ready.
+        """
+        svc, status = self.svc, self.status
+        assert status.server is not None and status.server_port is not None
+        port, env = status.server_port, svc.server_env()
+        restart = svc.restart_command(status.server, svc.server_command(port), env, port)
+        log = Path(status.log_path) if status.log_path else svc.workdir / "server.log"
+        spec = self._spec(status.server, restart, env, port, log, timeout)
+        front = svc.front
+        hand_over(svc.workdir, spec, status, front.call)
+        front.switch(port)
+        self._done(revision=True)
+
     def _done(self, revision: bool = False) -> None:
         """What every successful start or update ends with."""
         if revision:

@@ -197,6 +197,17 @@ class LocalProcessService(DeploymentService):
         """
         return ()
 
+    def closed_paths(self) -> tuple[str, ...]:
+        """Paths the front refuses to every client (403), with what lies under them: the
+        server's admin routes that only the deploying process may use, on the private port.
+        A front started by an earlier version closes none until it is started again.
+        Default: none.
+
+        Returns:
+            URL paths (no query).
+        """
+        return ()
+
     # ----------------------------------------------------------------- API key
     def api_key_value(self) -> str | None:
         """The resolved API key of this deployment (None without one); resolved once per
@@ -284,7 +295,7 @@ class LocalProcessService(DeploymentService):
     def front(self) -> Front:
         """The deployment's front (relay process and control channel), for the current config."""
         # In Front's field order: name, folder, config, status, API key, preferred port,
-        # paths open without the key.
+        # paths open without the key, paths closed to every client.
         return Front(
             self.deployment_name,
             self.workdir,
@@ -293,6 +304,7 @@ class LocalProcessService(DeploymentService):
             self.api_key_value,
             self._preferred_port,
             self.open_paths(),
+            self.closed_paths(),
         )
 
     @property
@@ -323,6 +335,15 @@ class LocalProcessService(DeploymentService):
             timeout: seconds.
         """
         Revisions(self).provision(timeout)
+
+    def changed_in_place(self, timeout: float) -> None:
+        """For a flavor that applied ``self.config`` to the serving server without a restart
+        (``Revisions.changed_in_place``): its restart command, metrics label and revision follow.
+
+        Args:
+            timeout: seconds a restarted server gets to become ready.
+        """
+        Revisions(self).changed_in_place(timeout)
 
     def start_backend(self, timeout: float) -> None:
         """See DeploymentService.start_backend (``Revisions.start``).

@@ -59,9 +59,10 @@ _VALUE_FLAGS = (
     "--load-format",
     "--chat-template",
     "--generation-config",
-    "--enable-lora",
+    "--max-lora-rank",
+    "--max-loras",
 )
-_BOOL_FLAGS = ("--trust-remote-code", "--enforce-eager", "--disable-log-requests")
+_BOOL_FLAGS = ("--trust-remote-code", "--enforce-eager", "--disable-log-requests", "--enable-lora")
 
 
 def bundled_model_path() -> Path | None:
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-model-len", type=int, default=None)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--api-key", default=None)
+    s.add_argument("--lora-modules", nargs="+", default=None)
     for flag in _VALUE_FLAGS:
         s.add_argument(flag, default=None)
     for flag in _BOOL_FLAGS:
@@ -166,6 +168,9 @@ def serve(argv: list[str]) -> int:
     ignored += unknown
     if ignored:
         log(f"WARNING not honoured by the stand-in: {' '.join(ignored)}", flush=True)
+    if args.lora_modules:
+        log("ERROR ValueError: the stand-in serves no LoRA adapters (--lora-modules).", flush=True)
+        return 1
     try:
         model_path = _resolve_model(args.model)
     except OSError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from zenml_model_deployers import secrets
 from zenml_model_deployers.local.service import LocalDeploymentConfig
@@ -14,6 +14,8 @@ from zenml_model_deployers.local.service import LocalDeploymentConfig
 API_KEY_ENV = "VLLM_API_KEY"
 # vLLM's CPU build: GiB of memory for the KV cache.
 CPU_KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+# Opens vLLM's routes that load and unload LoRA adapters in a running server.
+RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 # Flags that carry the API key: argv is visible to every user of the host.
 _KEY_FLAGS = ("--api-key",)
 
@@ -41,6 +43,15 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
             start), else vLLM's default (off).
         cpu_kvcache_space: GiB of memory for the KV cache of vLLM's CPU build (environment
             `VLLM_CPU_KVCACHE_SPACE`); unset, vLLM sizes it from the host's free memory.
+        lora_adapters: LoRA adapters served beside the base model, name -> adapter (a
+            PEFT folder, or a Hub id): a client sends the name as `model`. An update that
+            changes only these loads and unloads adapters in the running server (no restart).
+        enable_lora: start the server able to take LoRA adapters (`--enable-lora`, and the
+            runtime loading routes, which the deployment's URL never exposes). None: on when
+            `lora_adapters` is not empty. Set True to add the first adapter later without a
+            restart.
+        max_lora_rank: the highest rank of an adapter (`--max-lora-rank`; vLLM's default 16).
+        max_loras: adapters in one batch (`--max-loras`; vLLM's default 1).
         extra_args: further `vllm serve` flags, passed as given (after ours).
         executable: advanced: a command that speaks `vllm serve`'s CLI (default `vllm`).
         require_gpu: refuse to start when no GPU is visible (False for a CPU build or the
@@ -67,6 +78,10 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
     api_key: str | None = None
     enforce_eager: bool | None = None
     cpu_kvcache_space: int | None = Field(default=None, gt=0)
+    lora_adapters: dict[str, str] = Field(default_factory=dict)
+    enable_lora: bool | None = None
+    max_lora_rank: int | None = Field(default=None, gt=0)
+    max_loras: int | None = Field(default=None, gt=0)
     extra_args: list[str] = Field(default_factory=list)
     executable: str = "vllm"
     require_gpu: bool = True
@@ -95,6 +110,27 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
                 )
         return v
 
+    @field_validator("lora_adapters")
+    @classmethod
+    def _adapter_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, path in v.items():
+            if not name.strip() or not path.strip() or "=" in name or " " in name:
+                raise ValueError(
+                    f"lora_adapters: {name!r} -> {path!r}: a name (no '=' or space) and the "
+                    "adapter's folder or Hub id are both needed."
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _lora_consistent(self) -> VLLMDeploymentConfig:
+        if self.lora_adapters and self.enable_lora is False:
+            raise ValueError("lora_adapters needs enable_lora (left at None, it is on).")
+        if self.model_name_served in self.lora_adapters:
+            raise ValueError(
+                f"the LoRA adapter {self.model_name_served!r} has the base model's served name."
+            )
+        return self
+
     @field_validator("env")
     @classmethod
     def _key_env_is_reference(cls, v: dict[str, str]) -> dict[str, str]:
@@ -109,6 +145,11 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
     def eager(self) -> bool:
         """Whether `--enforce-eager` is passed (see `enforce_eager`)."""
         return self.enforce_eager if self.enforce_eager is not None else not self.require_gpu
+
+    @property
+    def lora(self) -> bool:
+        """Whether the server takes LoRA adapters (see `enable_lora`)."""
+        return self.enable_lora if self.enable_lora is not None else bool(self.lora_adapters)
 
     @property
     def model_name_served(self) -> str:

@@ -76,7 +76,7 @@ class VLLMDeployer(BaseDeployer):
         return str(final)
 
     def prepare_config(self, config: DeploymentConfig) -> DeploymentConfig:
-        """Makes a local model path absolute and refuses at once where vLLM cannot run.
+        """Makes local model and adapter paths absolute and refuses at once where vLLM cannot run.
 
         Args:
             config: a `VLLMDeploymentConfig`.
@@ -86,7 +86,9 @@ class VLLMDeployer(BaseDeployer):
         """
         assert isinstance(config, VLLMDeploymentConfig)
         check_host(config.executable, config.require_gpu)
-        model = resolve_local_model(config.model_uri)
-        return (
-            config if model == config.model_uri else config.model_copy(update={"model_uri": model})
-        )
+        update: dict[str, Any] = {"model_uri": resolve_local_model(config.model_uri)}
+        # Local adapter folders become absolute too (the server runs in another directory).
+        update["lora_adapters"] = {
+            n: resolve_local_model(p) for n, p in config.lora_adapters.items()
+        }
+        return config.model_copy(update=update)

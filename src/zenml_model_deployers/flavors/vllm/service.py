@@ -19,15 +19,26 @@ from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers import secrets
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
-from zenml_model_deployers.flavors.vllm.config import API_KEY_ENV, CPU_KVCACHE_ENV
+from zenml_model_deployers.flavors.vllm.config import (
+    API_KEY_ENV,
+    CPU_KVCACHE_ENV,
+    RUNTIME_LORA_ENV,
+)
 
 # The config moved to config.py; ZenML recorded its source path here, so it stays importable.
 from zenml_model_deployers.flavors.vllm.config import VLLMDeploymentConfig as VLLMDeploymentConfig
 from zenml_model_deployers.flavors.vllm.flavor import FLAVOR_NAME
+from zenml_model_deployers.flavors.vllm.lora import (
+    ADMIN_PATHS,
+    adapters_only_change,
+    apply_adapters,
+    lora_flags,
+)
 from zenml_model_deployers.flavors.vllm.preflight import check_host, command_prefix
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.service import LocalProcessService
 from zenml_model_deployers.local.state import tail
+from zenml_model_deployers.local.supervision import adopt_supervision
 from zenml_model_deployers.service import serving_type
 
 CHAT_PATH = "/v1/chat/completions"
@@ -121,7 +132,7 @@ class VLLMDeploymentService(LocalProcessService):
             argv.append("--trust-remote-code")
         if c.eager and "--enforce-eager" not in c.extra_args:
             argv.append("--enforce-eager")
-        return argv + list(c.extra_args)
+        return argv + lora_flags(c) + list(c.extra_args)
 
     def server_env(self) -> dict[str, str]:
         """The configured env (secrets resolved) plus `VLLM_API_KEY` when a key is set.
@@ -133,6 +144,9 @@ class VLLMDeploymentService(LocalProcessService):
         env.setdefault("PYTHONUNBUFFERED", "1")
         if self.config.cpu_kvcache_space is not None:
             env[CPU_KVCACHE_ENV] = str(self.config.cpu_kvcache_space)
+        if self.config.lora:
+            # The adapter routes an update uses (on the private port; the URL refuses them).
+            env[RUNTIME_LORA_ENV] = "True"
         key = self.api_key_value()
         if key is not None:
             env[API_KEY_ENV] = key
@@ -154,6 +168,15 @@ class VLLMDeploymentService(LocalProcessService):
     def _auth_headers(self) -> dict[str, str]:
         key = self.api_key_value()
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def closed_paths(self) -> tuple[str, ...]:
+        """vLLM's routes that load and unload LoRA adapters: only an update uses them, on the
+        server's private port; through the URL a client could load files of the host.
+
+        Returns:
+            URL paths.
+        """
+        return ADMIN_PATHS
 
     def failure_cause(self, log: Path) -> str:
         """vLLM's own error in a failed server's log: the root cause a child process (the
@@ -184,6 +207,8 @@ class VLLMDeploymentService(LocalProcessService):
         """
         check_host(self.config.executable, self.config.require_gpu)
         old_serving = self.status.server is not None and self.status.server.is_alive()
+        if old_serving and self._update_adapters_in_place(timeout):
+            return
         try:
             super().provision_revision(timeout)
         except DeploymentError as e:
@@ -203,6 +228,52 @@ class VLLMDeploymentService(LocalProcessService):
                     ),
                 ) from e
             raise
+
+    def _update_adapters_in_place(self, timeout: float) -> bool:
+        """An update that changes only LoRA adapters, done in the serving server: adapters
+        load and unload there (no restart of the base model, no request fails), its restart
+        command takes the new adapters, and the revision is recorded.
+
+        Args:
+            timeout: seconds.
+
+        Returns:
+            False when this update needs a new server (anything else changed, the server does
+            not take adapters, or it is not the plain relayed kind).
+        """
+        status = self.status
+        sup = adopt_supervision(status, self.workdir)
+        if (
+            not adapters_only_change(status.live_config, self.config)
+            or status.direct
+            or status.server is None
+            or status.server_port is None
+            or status.canary_server is not None
+            or (sup is not None and sup.get("state") == "restarting")
+            or not self.front.alive()
+        ):
+            return False
+        before = VLLMDeploymentConfig.model_validate(status.live_config).lora_adapters
+        base = f"http://127.0.0.1:{status.server_port}"
+        try:
+            apply_adapters(
+                base,
+                before,
+                self.config.lora_adapters,
+                self._auth_headers(),
+                self.deployment_name,
+                timeout=min(timeout, 300.0),
+            )
+        except requests.RequestException as e:
+            raise DeploymentError(
+                f"The server of '{self.deployment_name}' did not answer while its LoRA "
+                f"adapters changed ({type(e).__name__}: {e}).",
+                deployment_name=self.deployment_name,
+                hint=f"`zmd models logs {self.deployment_name}` shows the server's log.",
+            ) from e
+        self.check_serving(base)
+        self.changed_in_place(timeout)
+        return True
 
     def start_backend(self, timeout: float) -> None:
         """Checks the host first, then starts the recorded revision on the same URL.
