@@ -277,3 +277,18 @@ def test_a_changed_model_gets_another_digest() -> None:
         else:
             z.model.set_params(n_estimators=21).fit(z.rows, z.expected)
         assert model_digest(z.model, library) != before, kind
+
+
+def test_a_fitted_model_and_its_loaded_copy_dump_the_same_joblib(tmp_path: Path) -> None:
+    """zmd-seldon / zmd-kserve name an upload after its files: a model deployed in-process and
+    the same model from the artifact store (loaded back) must upload to the same place."""
+    import cloudpickle
+
+    from zenml_model_deployers.packaging.native import SklearnJoblibTarget
+
+    for kind in ("random-forest", "hist-gradient-boosting", "column-pipeline"):
+        z = trained(kind)
+        fresh, loaded = tmp_path / f"{kind}-fresh", tmp_path / f"{kind}-loaded"
+        SklearnJoblibTarget().save(z.model, fresh)
+        SklearnJoblibTarget().save(cloudpickle.loads(cloudpickle.dumps(z.model)), loaded)
+        assert fresh.read_bytes() == loaded.read_bytes(), kind

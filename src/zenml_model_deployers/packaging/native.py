@@ -100,15 +100,20 @@ class SklearnJoblibTarget(NativeTarget):
 
     def save(self, model: Any, path: Path) -> None:
         """Dumps with joblib, pickle protocol 4, uncompressed: the same fitted state gives the
-        same bytes.
+        same bytes (the upload is named after them). The model goes through a pickle round
+        trip first: a freshly fitted forest or column pipeline shares strings and numpy dtypes
+        that its copy loaded from an artifact does not, which joblib writes as back-references,
+        so the two dumped differently; after a round trip both are written alike.
 
         Args:
             model: the estimator.
             path: the file.
         """
+        import pickle
+
         import joblib
 
-        joblib.dump(model, path, protocol=4)
+        joblib.dump(pickle.loads(pickle.dumps(model, protocol=4)), path, protocol=4)
 
 
 class XGBoostJsonTarget(NativeTarget):
