@@ -8,7 +8,8 @@ the deployer's ``start`` do, with the same functions (``local/launch.py``,
 - the deployment is a ``zmd-mlflow`` one whose front and server both do not run (stopped, or
   after a reboot), in a local SQLite store (:func:`fastlist.sqlite_store`);
 - its revision needs nothing that only ZenML has: no secret reference in its env, no API key,
-  no smoke input, no canary, not the direct data path; its last supervision spec
+  no smoke input, no canary, not the direct data path (nor ``data_path="auto"``,
+  the default, which takes it); its last supervision spec
   (``supervise.json``) is of the recorded revision, and a downloaded model is in the
   revision's folder (no registry access);
 - the deployment's lock is free (a deploy runs: ZenML's path waits for it).
@@ -62,8 +63,10 @@ def _simple(row: dict[str, Any]) -> dict[str, Any] | None:
     config, status = row["config"], row["status"]
     if status.get("canary_config") or status.get("canary_server"):
         return None
-    if config.get("data_path") == "direct" or status.get("direct"):
-        return None  # the server takes the front's socket: ZenML's path hands it over
+    if config.get("data_path") in ("direct", "auto") or status.get("direct"):
+        # The server takes the front's socket (the direct data path, zmd-mlflow's default
+        # where eligible): ZenML's path hands it over.
+        return None
     if config.get("api_key") or config.get("smoke_input") is not None:
         return None
     if any(is_secret_reference(str(v)) for v in (config.get("env") or {}).values()):

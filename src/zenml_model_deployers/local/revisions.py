@@ -286,6 +286,39 @@ class Revisions(OnService):
         front.drain_quietly(private_port)
         private.terminate(DRAIN_TIMEOUT)
 
+    def step_in(self, timeout: float) -> None:
+        """Puts the relay into the data path of a deployment that serves on the direct data
+        path (before a canary: only the relay can split and measure requests per revision).
+
+        A server of the serving revision starts on a private port and is checked as on an
+        update; the relay accepts again and sends every new connection to it; the direct
+        server is retired gracefully (it stops accepting, finishes what it answers and closes
+        each kept-alive connection at its next request boundary, ``flavors/mlflow/drain.py``).
+        The same revision serves throughout, so no request can be split between two. If the
+        private server does not become ready, it is ended and the direct server keeps serving.
+        :meth:`handoff` steps the relay out again.
+
+        Args:
+            timeout: seconds for the private server to become ready.
+        """
+        svc, status = self.svc, self.status
+        direct_server = status.server
+        if not status.direct or direct_server is None:
+            return
+        front = svc.front
+        started = self.start_server(timeout)
+        try:
+            front.switch(started.port)
+            front.step_in()
+        except BaseException:
+            started.handle.terminate(5)
+            raise
+        hand_over(svc.workdir, started.spec, status, front.call)  # before the direct one goes
+        direct_server.terminate(DRAIN_TIMEOUT)
+        self._serve(started, direct=False)
+        front.fold_metrics()
+        make_tree_private(svc.workdir)
+
     # ----------------------------------------------------------------- lifecycle
     def provision(self, timeout: float) -> None:
         """Serves the service's config as the deployment's new revision (see

@@ -155,8 +155,23 @@ class LocalProcessService(DeploymentService):
 
     @property
     def direct_data_path(self) -> bool:
-        """Whether the config asks for the direct data path (``data_path="direct"``)."""
-        return getattr(self.config, "data_path", "relay") == "direct"
+        """Whether the serving revision takes the direct data path: ``data_path="direct"``,
+        or the default ``"auto"`` where the direct path is eligible (the flavor has one, no
+        ``api_key``, a loopback ``host``: the relay checks keys, and keeps its request limits
+        in front of a server reachable from other machines)."""
+        path = getattr(self.config, "data_path", "relay")
+        return path == "direct" or (
+            path == "auto"
+            and self.SUPPORTS_DIRECT_DATA_PATH
+            and not self.config.api_key
+            and is_loopback(self.config.host)
+        )
+
+    @property
+    def relay_may_step_in(self) -> bool:
+        """Whether the front may step into the data path by itself for a canary or progressive
+        rollout (every data path but an explicit ``data_path="direct"``)."""
+        return getattr(self.config, "data_path", "relay") != "direct"
 
     def failure_cause(self, log: Path) -> str:
         """The backend's one-line error in a failed server's log (first line of the error).
