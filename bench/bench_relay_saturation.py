@@ -336,9 +336,10 @@ def main() -> None:
                     look.join()
                     spreads.setdefault((k, c), []).extend(got)
                     res.setdefault((k, c), []).append(r)
-                    if k in ("direct", "direct+metrics", "direct-path", "default") and r[
-                        "requests"
-                    ]:
+                    if (
+                        k in ("direct", "direct+metrics", "direct-path", "default")
+                        and r["requests"]
+                    ):
                         used = _tree_cpu_seconds(trees[k][0]) - s0
                         {
                             "direct": server_cpu,

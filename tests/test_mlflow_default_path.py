@@ -95,9 +95,7 @@ def test_an_api_key_puts_the_relay_in_the_path_and_its_removal_takes_it_out(
     assert requests.post(url, data=BODY, headers=auth, timeout=30).json() == {"predictions": [0]}
     plain = mlflow_deployer.deploy(_cfg(models_dir, "a"), timeout=180)
     assert plain.status.direct and not _accepting(plain) and plain.prediction_url == url
-    assert requests.post(url, data=BODY, headers=HEADERS, timeout=30).json() == {
-        "predictions": [0]
-    }
+    assert requests.post(url, data=BODY, headers=HEADERS, timeout=30).json() == {"predictions": [0]}
 
 
 def test_a_rollback_steps_the_relay_out_too(

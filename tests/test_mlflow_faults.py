@@ -96,7 +96,11 @@ def test_killed_front_shows_not_running_and_start_restores_same_url(
 ) -> None:
     """A killed server is restarted by its front (tests/test_supervision.py); a killed front
     (the relay, which supervises) stays down until `zmd models start`, on the same URL."""
-    cfg = MLflowDeploymentConfig(deployment_name="killed", model_uri=str(models_dir / "a"))
+    # The relay in the data path: a new front adopts the running server (on the direct data
+    # path that server holds the port, and both start afresh).
+    cfg = MLflowDeploymentConfig(
+        deployment_name="killed", model_uri=str(models_dir / "a"), data_path="relay"
+    )
     svc = mlflow_deployer.deploy(cfg, timeout=120)
     url = svc.prediction_url
     try:

@@ -78,7 +78,11 @@ def test_start_port_moves_a_deployment_whose_port_was_taken(
 
     cleanup.append("movable")
     svc = mlflow_deployer.deploy(
-        MLflowDeploymentConfig(deployment_name="movable", model_uri=str(models_dir / "a")),
+        # The relay in the data path: a running deployment's URL moves without a restart (on
+        # the direct data path its server holds the port: refused while it runs).
+        MLflowDeploymentConfig(
+            deployment_name="movable", model_uri=str(models_dir / "a"), data_path="relay"
+        ),
         timeout=120,
     )
     recorded = svc.status.public_port

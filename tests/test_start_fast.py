@@ -47,7 +47,12 @@ def stopped(
     model = tmp_path_factory.mktemp("fast-start") / "model"
     shutil.copytree(models_dir / "a", model)
     svc = mlflow_deployer.deploy(
-        MLflowDeploymentConfig(deployment_name="fast-start", model_uri=str(model)), timeout=120
+        # The fast path starts deployments that keep the relay in the data path; the direct
+        # data path (the default "auto" where eligible) takes ZenML's path (checked below).
+        MLflowDeploymentConfig(
+            deployment_name="fast-start", model_uri=str(model), data_path="relay"
+        ),
+        timeout=120,
     )
     mlflow_deployer.stop(svc)
     yield svc
@@ -78,6 +83,7 @@ def test_what_the_fast_path_leaves_to_zenml(stopped: Any, monkeypatch: pytest.Mo
     assert faststart._simple(case(config__smoke_input=[[1.0]])) is None
     assert faststart._simple(case(status__canary_config={"x": 1})) is None
     assert faststart._simple(case(config__data_path="direct")) is None  # the socket handoff
+    assert faststart._simple(case(config__data_path="auto")) is None  # the default: the same
     assert faststart._simple(case(status__config_hash="other")) is None  # spec of another one
     # A downloaded model whose revision folder is gone: the server would need the registry.
     spec = json.loads((base["workdir"] / "supervise.json").read_text())
