@@ -313,6 +313,7 @@ def main() -> None:
         server_cpu_dp: list[float] = []
         server_cpu_m: list[float] = []
         server_cpu_df: list[float] = []
+        server_cpu_b: list[float] = []  # `bentoml serve`'s (bento-direct runs)
         res: dict[tuple[str, int], list[dict[str, float]]] = {}
         cpu: dict[tuple[str, int], list[float]] = {}
         server_cpu: list[float] = []  # the server's CPU per request (direct runs)
@@ -337,7 +338,7 @@ def main() -> None:
                     spreads.setdefault((k, c), []).extend(got)
                     res.setdefault((k, c), []).append(r)
                     if (
-                        k in ("direct", "direct+metrics", "direct-path", "default")
+                        k in ("direct", "direct+metrics", "direct-path", "default", "bento-direct")
                         and r["requests"]
                     ):
                         used = _tree_cpu_seconds(trees[k][0]) - s0
@@ -345,6 +346,7 @@ def main() -> None:
                             "direct": server_cpu,
                             "direct+metrics": server_cpu_m,
                             "default": server_cpu_df,
+                            "bento-direct": server_cpu_b,
                         }.get(k, server_cpu_dp).append(used / r["requests"] * 1e6)
                     if k in pids and r["requests"]:
                         used = _cpu_seconds(pids[k]) - cpu0
@@ -451,12 +453,18 @@ def main() -> None:
             f"errors); afterwards the URL answers {update['after']} on the "
             f"{update.get('path_after', '?')} data path"
         )
+    if server_cpu_b:
+        print(
+            "`bentoml serve`'s own CPU per request (bento-direct runs): median "
+            f"{statistics.median(server_cpu_b):.0f} us"
+        )
     for k in names:
         rel = [statistics.median(cpu[(k, c)]) for c in conns if (k, c) in cpu]
         if rel:
             r_cpu = statistics.median(rel)
+            own = statistics.median(server_cpu_b) if k.startswith("bento") else srv
             print(
-                f"  {k}: {r_cpu:.1f} us/req -> CPU-bound estimate {srv / (srv + r_cpu):.3f}x "
+                f"  {k}: {r_cpu:.1f} us/req -> CPU-bound estimate {own / (own + r_cpu):.3f}x "
                 "direct (server + relay on the same cores, client aside)"
             )
 
