@@ -37,6 +37,7 @@ from zenml_model_deployers.local.launch import (
     METRICS_DIR,
     free_port,
     make_tree_private,
+    port_is_free,
 )
 from zenml_model_deployers.local.readiness import wait_until_ready
 from zenml_model_deployers.local.state import orphans
@@ -69,6 +70,8 @@ class ServerHooks(Protocol):
     def workdir(self) -> Path: ...
     @property
     def direct_data_path(self) -> bool: ...
+    @property
+    def relay_may_step_in(self) -> bool: ...
     @property
     def front(self) -> Front: ...
     def server_command(self, port: int) -> list[str]: ...
@@ -433,12 +436,13 @@ class Revisions(OnService):
         if server_ok and front.alive():
             svc.mark_ready()
             return
+        ended = False
         if server_ok and status.direct and status.server is not None:
             # A direct server without its front (the front died): it holds the port; both
             # start afresh.
             status.server.terminate(DRAIN_TIMEOUT)
-            server_ok = False
-        self.end_orphans()
+            server_ok, ended = False, True
+        ended = self.end_orphans() or ended
         if not server_ok:
             status.server = None
             # No server counts now: a live front keeps what they counted, a new one starts at 0.
@@ -447,6 +451,8 @@ class Revisions(OnService):
             else:
                 shutil.rmtree(svc.workdir / METRICS_DIR, ignore_errors=True)
         direct = not server_ok and svc.direct_data_path
+        if ended and not front.alive():
+            self._wait_port_released()
         if direct:
             front.ensure_out(None)
         else:
@@ -467,6 +473,18 @@ class Revisions(OnService):
             self._serve(started, direct)
         make_tree_private(svc.workdir)
         svc.mark_ready()
+
+    def _wait_port_released(self) -> None:
+        """Waits (at most DRAIN_TIMEOUT seconds) until the recorded public port can be bound,
+        after this start ended a direct server or an orphan: it may still hold the listening
+        socket for a moment (seen twice on a loaded machine, not reproduced alone); the front's
+        own check then names a port that stays taken."""
+        port = self.svc.config.port or self.status.public_port
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while port and not port_is_free(self.svc.config.host, port):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
 
     def resupply_secrets(self) -> None:
         """Hands a front that started again the secrets of the servers it supervises, resolved
@@ -504,8 +522,9 @@ class Revisions(OnService):
         # The front's counters ended with it; the servers' files go too (a start counts anew).
         shutil.rmtree(svc.workdir / METRICS_DIR, ignore_errors=True)
 
-    def end_orphans(self) -> None:
-        """Ends processes of this deployment that no record knows (a deploy killed midway).
+    def end_orphans(self) -> bool:
+        """Ends processes of this deployment that no record knows (a deploy killed midway);
+        True if it ended any.
 
         They are ours: started in this deployment's directory (servers run there, the relay
         names its ready file there). Recorded processes are left alone; callers hold the lock.
@@ -524,3 +543,4 @@ class Revisions(OnService):
                 self.svc.deployment_name,
             )
             proc.terminate_all(found, 5)
+        return bool(found)
