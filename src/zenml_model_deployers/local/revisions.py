@@ -308,19 +308,25 @@ class Revisions(OnService):
         direct_server = status.server
         if not status.direct or direct_server is None:
             return
-        front = svc.front
         started = self.start_server(timeout)
+        self._route_to(started)  # handed over before the direct server goes
+        direct_server.terminate(DRAIN_TIMEOUT)
+        self._serve(started, direct=False)
+        svc.front.fold_metrics()
+        make_tree_private(svc.workdir)
+
+    def _route_to(self, started: Started) -> None:
+        """Sends every new request to a ready server through the relay (which accepts again
+        where a direct server serves now, before that server is retired), then hands the
+        server to the front's supervisor; a failed switch ends the server."""
+        front = self.svc.front
         try:
             front.switch(started.port)
             front.step_in()
         except BaseException:
             started.handle.terminate(5)
             raise
-        hand_over(svc.workdir, started.spec, status, front.call)  # before the direct one goes
-        direct_server.terminate(DRAIN_TIMEOUT)
-        self._serve(started, direct=False)
-        front.fold_metrics()
-        make_tree_private(svc.workdir)
+        hand_over(self.svc.workdir, started.spec, self.status, front.call)
 
     # ----------------------------------------------------------------- lifecycle
     def provision(self, timeout: float) -> None:
@@ -382,15 +388,7 @@ class Revisions(OnService):
                 if not had_relay and (old_front is not None or not old_alive):
                     front.stop()
                 raise
-            try:
-                front.switch(started.port)
-                # A direct server serving now: the relay accepts again (to the new revision)
-                # before that server is retired.
-                front.step_in()
-            except BaseException:
-                started.handle.terminate(5)
-                raise
-            hand_over(svc.workdir, started.spec, status, front.call)
+            self._route_to(started)
         except BaseException:
             front.restore(old_front)
             raise
