@@ -25,6 +25,7 @@ import common as c  # noqa: E402
 
 BENCHES = [
     "bench_deploy",
+    "bench_model_object",
     "bench_faststart",
     "bench_warm",
     "bench_update",

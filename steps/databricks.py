@@ -47,7 +47,8 @@ def databricks_deployer_step(
     entity serves until the new config is ready, and a failed update is undone.
 
     Args:
-        model: a scikit-learn estimator or mlflow.pyfunc.PythonModel to register.
+        model: a model object to register (scikit-learn, XGBoost, LightGBM, PyTorch,
+            mlflow.pyfunc.PythonModel: docs/models.md).
         model_uri: ``models:/catalog.schema.model/<version>``.
         registered_model_name: ``catalog.schema.model``.
         model_version: an existing version of it (without ``model``).

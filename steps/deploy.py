@@ -25,6 +25,7 @@ def model_deployer_step(
     settings: dict[str, Any] | None = None,
     canary_percent: int | None = None,
     rollout: dict[str, Any] | None = None,
+    input_example: Any = None,
 ) -> Annotated[DeploymentService, "deployment"]:
     """Deploys the model with the active stack's model deployer, whatever its flavor.
 
@@ -43,6 +44,8 @@ def model_deployer_step(
             the new one (flavors that split traffic); `zmd models promote|rollback` finish it.
         rollout: with policy "canary": steps and gates (CanaryRollout's fields: steps,
             interval, max_error_rate, max_p95_ratio, min_requests).
+        input_example: a few rows of input stored with a packaged `model` (its signature:
+            the request's column names and types; see docs/models.md).
 
     Returns:
         The service (saved in full as an artifact).
@@ -69,6 +72,7 @@ def model_deployer_step(
         settings=settings,
         canary_percent=canary_percent,
         rollout=rollout,
+        input_example=input_example,
     )
 
 
@@ -95,7 +99,8 @@ def mlflow_deployer_step(
     Needs no MLflow experiment tracker: a model object is saved as an MLflow model here.
 
     Args:
-        model: a scikit-learn estimator or mlflow.pyfunc.PythonModel, or None with `model_uri`.
+        model: a model object (docs/models.md: scikit-learn, XGBoost, LightGBM, PyTorch,
+            transformers pipelines, mlflow.pyfunc.PythonModel), or None with `model_uri`.
         model_uri: any MLflow model URI (`runs:/`, `models:/`, local path).
         deployment_name: stable name (default: derived from the model name).
         model_name: the model's name.

@@ -34,20 +34,25 @@ def seldon_deployer_step(
     smoke_input: Any = None,
     canary_percent: int | None = None,
     rollout: dict[str, Any] | None = None,
+    input_example: Any = None,
 ) -> Annotated[DeploymentService, "seldon_deployment"]:
     """Deploys a model to Seldon Core on Kubernetes (flavor `zmd-seldon`).
 
-    A model object is saved in MLServer's sklearn layout and uploaded to the artifact store
+    A model object is saved in its library's MLServer runtime format (scikit-learn:
+    `model.joblib`, XGBoost: `model.json`, LightGBM: `model.bst`; PyTorch and pyfunc: an MLflow
+    model), with the `model-settings.json` Seldon loads it by, and uploaded to the artifact store
     (content-addressed: the same model is the same revision). A later run with another model
     or settings patches the same Seldon `Model`: same name, same URL; the old version serves
     until the new one is loaded, and one Seldon cannot load is rolled back.
 
     Args:
-        model: a trained scikit-learn estimator, or None with `model_uri`.
+        model: a trained model object (scikit-learn, XGBoost, LightGBM, PyTorch, pyfunc), or
+            None with `model_uri`.
         model_uri: a storage URI the cluster's servers read (folder with `model.joblib`, ...).
         deployment_name: stable name: the `Model`'s name (default: derived from the model name).
         model_name: the model's name (default: the deployment or pipeline name).
-        requirements: capabilities a server needs (default ["sklearn"]).
+        requirements: capabilities a server needs (default: a model object's format, e.g.
+            ["xgboost"], else ["sklearn"]).
         replicas: replicas of the model.
         memory: memory the model needs, e.g. "100Ki".
         server: the Seldon `Server` to load it on (default: the component's, else Seldon picks).
@@ -66,6 +71,7 @@ def seldon_deployer_step(
             new one, until `zmd models promote|rollback`.
         rollout: with policy "canary": steps and gates (CanaryRollout's fields: steps,
             interval, max_error_rate, max_p95_ratio, min_requests).
+        input_example: a few input rows, stored with an MLflow model (its signature).
 
     Returns:
         The service (saved in full as an artifact; no credentials in it).
@@ -88,6 +94,7 @@ def seldon_deployer_step(
         "zmd-seldon",
         model=model,
         model_uri=model_uri,
+        input_example=input_example,
         deployment_name=deployment_name,
         model_name=model_name,
         deploy_decision=deploy_decision,

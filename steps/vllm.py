@@ -26,6 +26,8 @@ def vllm_deployer_step(
     tokenizer: str | None = None,
     trust_remote_code: bool = False,
     api_key: str | None = None,
+    enforce_eager: bool | None = None,
+    cpu_kvcache_space: int | None = None,
     extra_args: list[str] | None = None,
     port: int | None = None,
     env: dict[str, str] | None = None,
@@ -60,6 +62,10 @@ def vllm_deployer_step(
         trust_remote_code: allow the repository's own code.
         api_key: a ZenML secret reference (`{{secret.key}}`) to the key clients must send;
             it reaches the server as `VLLM_API_KEY`, never in argv or any record.
+        enforce_eager: `--enforce-eager`; None: on where no GPU is required (CPU builds,
+            where torch.compile costs minutes at every start), else vLLM's default.
+        cpu_kvcache_space: GiB for the KV cache of vLLM's CPU build
+            (`VLLM_CPU_KVCACHE_SPACE`; unset: vLLM sizes it from free memory).
         extra_args: further `vllm serve` flags, passed as given.
         port: pin the public port (default: a free one, kept across updates).
         env: server environment; values may be `{{secret.key}}` references (e.g. `HF_TOKEN`).
@@ -87,6 +93,8 @@ def vllm_deployer_step(
         "tokenizer": tokenizer,
         "trust_remote_code": trust_remote_code,
         "api_key": api_key,
+        "enforce_eager": enforce_eager,
+        "cpu_kvcache_space": cpu_kvcache_space,
         "extra_args": extra_args or [],
         "port": port,
         "env": env or {},

@@ -7,13 +7,15 @@ cluster is module-scoped: one MLServer start per module.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.kube.objects import ResourceKind
 from zenml_model_deployers.service import DeploymentService
 from zenml_model_deployers.testing.conformance import DeployerConformance
 from zenml_model_deployers.testing.kube_cluster import SimulatedCluster
@@ -213,6 +215,18 @@ def share_of_b(svc: Any, n: int) -> tuple[float, list[str]]:
     return sum(a for a in answers if isinstance(a, int)) / n, failures
 
 
+def _ready(obj: dict[str, Any] | None) -> bool:
+    """Whether a Seldon Model / KServe InferenceService (a Ready or ModelReady condition) or a
+    Core 1 SeldonDeployment (state Available) serves."""
+    status = (obj or {}).get("status") or {}
+    if status.get("state") == "Available":
+        return True
+    return any(
+        c.get("type") in ("Ready", "ModelReady") and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
 class ClusterConformance(DeployerConformance):
     """What the conformance suite needs from a cluster flavor on the simulated cluster: the
     models ``a``/``b``/``broken`` of :func:`model_dirs`, the storage secret, and the API
@@ -255,6 +269,64 @@ class ClusterConformance(DeployerConformance):
         headers, body = service.format_request(self.sample_input)
         r = requests.post(url, data=body, headers=headers, timeout=5)
         assert r.status_code in self.URL_GONE_STATUSES, r.text
+
+    # Every kind a cluster flavor may make for a deployment.
+    OUR_PLURALS: ClassVar[tuple[str, ...]] = (
+        "models",
+        "experiments",
+        "seldondeployments",
+        "inferenceservices",
+        "secrets",
+        "serviceaccounts",
+    )
+    # A refusal makes nothing and waits for nothing: <= 2 s (0.1-0.3 s measured; 33 s when it
+    # waited for the mesh to forget a name the foreign Model serves).
+    refusal_within = 2.0
+    planted: ClassVar[set[tuple[str, str]]] = set()
+
+    def foreign_manifest(self, name: str) -> tuple[ResourceKind, dict[str, Any]]:
+        """Someone else's resource of the flavor's kind named ``name``, serving model b."""
+        raise NotImplementedError
+
+    def occupy_name(self, name: str) -> tuple[dict[str, Any], Callable[[], None]] | None:
+        """Someone else's resource of that name, created and serving (ready)."""
+        from zenml_model_deployers.kube.client import KubeTarget
+        from zenml_model_deployers.kube.resources import KubeNamespace
+
+        kind, manifest = self.foreign_manifest(name)
+        theirs = KubeNamespace(
+            KubeTarget(kubeconfig=self.sim.kubeconfig, namespace=self.sim.namespace), "someone"
+        )
+        theirs.create(kind, manifest)
+        type(self).planted = {*self.planted, (kind.plural, name)}
+        deadline = time.monotonic() + 60
+        while not _ready(self._obj(kind.plural, name)):
+            assert time.monotonic() < deadline, f"their {kind.kind} did not become ready"
+            time.sleep(0.1)
+
+        def release() -> None:
+            untouched = self._obj(kind.plural, name)
+            theirs.delete(kind, name)
+            assert untouched is not None and untouched["spec"] == manifest["spec"], (
+                f"their {kind.kind} was changed"
+            )
+
+        return {}, release
+
+    def _obj(self, plural: str, name: str) -> dict[str, Any] | None:
+        found = [o for o in self.sim.objects(plural) if o["metadata"]["name"] == name]
+        return found[0] if found else None
+
+    def leftovers(self, deployer: Any, name: str) -> list[str]:
+        """Every object in the namespace named after the deployment (the name or a name
+        starting with ``<name>-``), of every kind a cluster flavor makes, but the planted one."""
+        return [
+            f"{plural}/{o['metadata']['name']}"
+            for plural in self.OUR_PLURALS
+            for o in self.sim.objects(plural)
+            if (o["metadata"]["name"] == name or o["metadata"]["name"].startswith(f"{name}-"))
+            and (plural, o["metadata"]["name"]) not in self.planted
+        ]
 
     def backend_writes(self) -> int:
         # What the flavor (not the controller) asked the API server to change.

@@ -54,3 +54,19 @@ def test_every_module_the_map_names_exists() -> None:
     names = set(re.findall(r"\b([a-z_0-9]+\.py)\b", _map()))
     existing = {p.name for p in PACKAGE.rglob("*.py")}
     assert names <= existing, f"the map names modules that do not exist: {names - existing}"
+
+
+def test_every_package_goes_into_the_wheel() -> None:
+    """pyproject.toml lists the packages the wheel carries: a folder left off installs nowhere
+    but an editable checkout (a new folder once failed only in tests/test_wheel_install.py)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(project["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(("zenml_model_deployers", *init.parent.relative_to(PACKAGE).parts))
+        for init in PACKAGE.rglob("__init__.py")
+    }
+    assert found - listed == set(), (
+        f"packages pyproject.toml leaves out of the wheel: {found - listed}"
+    )

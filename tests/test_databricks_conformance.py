@@ -4,6 +4,7 @@ models registered in the stand-in Unity Catalog registry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -57,6 +58,25 @@ class TestDatabricksConformance(DeployerConformance):
     def assert_nothing_left(self, service: DeploymentService) -> None:
         assert self.double.endpoint(service.deployment_name) is None
         assert f"zmd-{service.deployment_name}" not in self.double.secret_scopes()
+
+    def leftovers(self, deployer: Any, name: str) -> list[str]:
+        # The endpoint named after the deployment (ours: tagged by zmd) and its secret scope.
+        left = []
+        ep = self.double.endpoint(name)
+        if ep is not None and ep["creator"] != "someone-else@example.com":
+            left.append(f"endpoint/{name}")
+        left += [f"secret-scope/{s}" for s in self.double.secret_scopes() if name in s]
+        return left
+
+    def occupy_name(self, name: str) -> tuple[dict[str, Any], Callable[[], None]]:
+        self.double.create_foreign_endpoint(name)
+
+        def release() -> None:
+            ep = self.double.endpoint(name)
+            assert ep is not None and ep["creator"] == "someone-else@example.com"
+            self.double.delete_endpoint(name)
+
+        return {}, release
 
     def backend_writes(self) -> int | None:
         return sum(

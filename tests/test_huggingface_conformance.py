@@ -3,6 +3,7 @@ double driven through the real `huggingface_hub` client."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -56,6 +57,31 @@ class TestHuggingFaceConformance(DeployerConformance):
 
     def assert_nothing_left(self, service: DeploymentService) -> None:
         assert self.double.endpoint(endpoint_name_for(service.deployment_name)) is None
+
+    def leftovers(self, deployer: Any, name: str) -> list[str]:
+        # Its endpoint (the secrets live in it), unless it is the one someone else made.
+        ep = self.double.endpoint(endpoint_name_for(name))
+        if ep is None or ep.payload.get("tags") == ["someone-else"]:
+            return []
+        return [f"endpoint/{ep.name}"]
+
+    def occupy_name(self, name: str) -> tuple[dict[str, Any], Callable[[], None]]:
+        ns, ep = self.double.namespace, endpoint_name_for(name)
+        body = {
+            "name": ep,
+            "type": "private",
+            "model": {"repository": REPOSITORY, "framework": "pytorch", "task": TASK},
+            "tags": ["someone-else"],
+        }
+        status, answer = self.double.api("POST", f"/v2/endpoint/{ns}", body)
+        assert status == 200, answer
+
+        def release() -> None:
+            record = self.double.endpoint(ep)
+            assert record is not None and record.payload.get("tags") == ["someone-else"]
+            self.double.api("DELETE", f"/v2/endpoint/{ns}/{ep}", None)
+
+        return {}, release
 
     def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
         record = self.double.endpoint(endpoint_name_for(service.deployment_name))

@@ -17,7 +17,9 @@ from kube_support import (  # noqa: F401
     model_dirs,
 )
 
+from zenml_model_deployers.flavors.kserve.backend import INFERENCE_SERVICE
 from zenml_model_deployers.flavors.kserve.config import KServeDeploymentConfig
+from zenml_model_deployers.kube.objects import ResourceKind
 from zenml_model_deployers.service import DeploymentService
 
 
@@ -35,6 +37,18 @@ class TestKServeConformance(ClusterConformance):
     @pytest.fixture
     def stack_with_deployer(self, kserve_stack: str) -> str:  # noqa: F811
         return kserve_stack
+
+    def foreign_manifest(self, name: str) -> tuple[ResourceKind, dict[str, Any]]:
+        return INFERENCE_SERVICE, {
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {"name": name, "labels": {"team": "fraud"}},
+            "spec": {
+                "predictor": {
+                    "model": {"modelFormat": {"name": "sklearn"}, "storageUri": self.dirs["b"]}
+                }
+            },
+        }
 
     def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
         assert self.sim.secrets_seen[service.deployment_name]["token"] == value

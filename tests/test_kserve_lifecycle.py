@@ -113,6 +113,51 @@ def test_errors_before_anything_is_made(
         theirs.delete(INFERENCE_SERVICE, name)
 
 
+def test_a_delete_whose_wait_fails_still_removes_our_secret_and_service_account(
+    kserve_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+) -> None:
+    """Someone's finalizer holds the InferenceService, so the delete's wait times out: the
+    error says so, and the storage Secret and ServiceAccount are gone all the same (they
+    stayed behind before: nothing of ours may outlive a delete or a failed create's discard)."""
+    from zenml.client import Client
+
+    name = _name("ks-hold")
+    secret = f"{name}-creds"
+    Client().create_secret(secret, values={"AWS_ACCESS_KEY_ID": "zmd-planted-key-77aa"})
+    svc = kserve_deployer.deploy(_config(model_dirs["a"], name, storage_secret=secret))
+    someone = KubeNamespace(
+        KubeTarget(kubeconfig=cluster.kubeconfig, namespace=cluster.namespace), "someone"
+    )
+
+    def hold(finalizers: list[str] | None) -> None:
+        someone.custom().patch_namespaced_custom_object(
+            INFERENCE_SERVICE.group,
+            INFERENCE_SERVICE.version,
+            cluster.namespace,
+            INFERENCE_SERVICE.plural,
+            name,
+            {"metadata": {"finalizers": finalizers}},
+        )
+
+    hold(["someone.example.com/hold"])
+    try:
+        with pytest.raises(DeploymentError):
+            kserve_deployer.delete(svc, timeout=2)
+        ours = [
+            f"{plural}/{o['metadata']['name']}"
+            for plural in ("secrets", "serviceaccounts")
+            for o in cluster.objects(plural)
+            if o["metadata"]["name"].startswith(name)
+        ]
+        assert ours == []
+    finally:
+        hold(None)
+        Client().delete_secret(secret)
+        _delete(kserve_deployer, name, cluster)
+
+
 def test_the_inference_service_we_send_and_kserve_words_on_failure(
     kserve_deployer: Any,  # noqa: F811
     cluster: SimulatedCluster,  # noqa: F811

@@ -16,7 +16,13 @@ from kube_support import (  # noqa: F401
     seldon_stack,
 )
 
+from zenml_model_deployers.flavors.seldon.backend import (
+    MODEL,
+    SELDON_DEPLOYMENT,
+    seldon_deployment_spec,
+)
 from zenml_model_deployers.flavors.seldon.config import SeldonDeploymentConfig
+from zenml_model_deployers.kube.objects import ResourceKind
 from zenml_model_deployers.service import DeploymentService
 
 
@@ -36,6 +42,14 @@ class TestSeldonConformance(ClusterConformance):
     @pytest.fixture
     def stack_with_deployer(self, seldon_stack: str) -> str:  # noqa: F811
         return seldon_stack
+
+    def foreign_manifest(self, name: str) -> tuple[ResourceKind, dict[str, Any]]:
+        return MODEL, {
+            "apiVersion": "mlops.seldon.io/v1alpha1",
+            "kind": "Model",
+            "metadata": {"name": name, "labels": {"team": "fraud"}},
+            "spec": {"storageUri": self.dirs["b"], "requirements": ["sklearn"]},
+        }
 
     def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
         assert self.sim.secrets_seen[service.deployment_name]["token"] == value
@@ -65,3 +79,13 @@ class TestSeldonCore1Conformance(TestSeldonConformance):
     name_prefix = "sd1"
     plural = "seldondeployments"
     overrides: ClassVar[dict[str, Any]] = {"seldon_api": "v1"}
+
+    def foreign_manifest(self, name: str) -> tuple[ResourceKind, dict[str, Any]]:
+        theirs = self.make_config("b", name)
+        assert isinstance(theirs, SeldonDeploymentConfig)
+        return SELDON_DEPLOYMENT, {
+            "apiVersion": "machinelearning.seldon.io/v1",
+            "kind": "SeldonDeployment",
+            "metadata": {"name": name, "labels": {"team": "fraud"}},
+            "spec": seldon_deployment_spec(name, theirs, None, 0),
+        }

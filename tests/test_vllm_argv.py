@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,12 @@ def test_defaults_pass_no_flag() -> None:
         ({"tokenizer": "org/tok"}, ["--tokenizer", "org/tok"]),
         ({"trust_remote_code": True}, ["--trust-remote-code"]),
         ({"extra_args": ["--enforce-eager", "--seed", "7"]}, ["--enforce-eager", "--seed", "7"]),
+        ({"enforce_eager": True}, ["--enforce-eager"]),
+        # A CPU build (no GPU required): eager by default, unless told otherwise.
+        ({"require_gpu": False}, ["--enforce-eager"]),
+        ({"require_gpu": False, "enforce_eager": False}, []),
+        ({"require_gpu": False, "extra_args": ["--enforce-eager"]}, ["--enforce-eager"]),
+        ({"cpu_kvcache_space": 2}, []),
     ],
 )
 def test_each_setting_is_one_flag(settings: dict[str, Any], tail: list[str]) -> None:
@@ -51,19 +58,25 @@ def test_each_setting_is_one_flag(settings: dict[str, Any], tail: list[str]) -> 
     assert _argv(**settings) == HEAD + tail
 
 
+# Every setting that becomes a flag, with a value vLLM's parser takes.
+EVERY_FLAG_SETTING: dict[str, Any] = {
+    "served_model_name": "chat",
+    "dtype": "half",
+    "max_model_len": 2048,
+    "gpu_memory_utilization": 0.5,
+    "tensor_parallel_size": 1,
+    "quantization": "fp8",
+    "revision": "r1",
+    "tokenizer": "t",
+    "trust_remote_code": True,
+}
+
+
 def test_all_settings_order_and_executable_command() -> None:
     """A multi-word executable is split like a shell would; extra args come last."""
     argv = _argv(
         executable="/opt/py -m vllm.entrypoints.cli.main",
-        served_model_name="chat",
-        dtype="half",
-        max_model_len=2048,
-        gpu_memory_utilization=0.5,
-        tensor_parallel_size=1,
-        quantization="fp8",
-        revision="r1",
-        tokenizer="t",
-        trust_remote_code=True,
+        **EVERY_FLAG_SETTING,
         extra_args=["--enforce-eager"],
     )
     assert argv == [
@@ -155,3 +168,71 @@ def test_progress_shows_the_server_log_last_line(tmp_path: Path) -> None:
     log.write_text("x" * 500 + "\n")
     assert _last_line(log, width=40) == "x" * 37 + "..."
     assert _last_line(tmp_path / "missing.log") == ""
+
+
+def test_cpu_kvcache_space_goes_by_environment() -> None:
+    """`cpu_kvcache_space` reaches the server as VLLM_CPU_KVCACHE_SPACE; unset, none is set
+    by the flavor (vLLM's own sizing applies)."""
+    assert _service(cpu_kvcache_space=2).server_env()["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    env = _service().server_env()
+    assert env.get("VLLM_CPU_KVCACHE_SPACE") == os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+
+
+def test_vllm_log_root_cause(tmp_path: Path) -> None:
+    """A failed start's cause is the child's exception (vLLM prefixes each line with its
+    process), not the API server's "see root cause above"."""
+    log = tmp_path / "server.log"
+    log.write_text(
+        "(Worker pid=21276) ERROR 12-06 11:14:05 [multiproc_executor.py:953] Traceback:\n"
+        '(Worker pid=21276) ERROR 12-06 11:14:05 [multiproc_executor.py:953]   File "x.py"\n'
+        "(Worker pid=21276) ERROR 12-06 11:14:05 [multiproc_executor.py:953] ValueError: "
+        "weights do not fit the config\n"
+        "(EngineCore pid=21148) ERROR 12-06 11:14:08 [core.py:1510] Exception: WorkerProc "
+        "initialization failed due to an exception in a background process.\n"
+        "RuntimeError: Engine core initialization failed. See root cause above. Failed core "
+        "proc(s): {'EngineCore': 1}\n"
+    )
+    cause = _service().failure_cause(log)
+    assert cause == "ValueError: weights do not fit the config"
+
+
+# vLLM's own `vllm serve` parser, without starting anything: what it makes of an argv.
+_VLLM_PARSE = """
+import json, sys
+from vllm.entrypoints.cli.serve import ServeSubcommand
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = FlexibleArgumentParser(prog="vllm")
+ServeSubcommand().subparser_init(parser.add_subparsers(dest="subparser"))
+a = parser.parse_args(sys.argv[1:])
+print(json.dumps({k: getattr(a, k) for k in sys.stdin.read().split()}))
+"""
+
+
+def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
+    """The argv the flavor builds from every setting is valid for the real `vllm serve` (its
+    own parser) and for the stand-in, and both read the settings the stand-in honours alike."""
+    import json
+    import subprocess
+
+    from vllm_support import VLLM, require_real_vllm
+
+    from zenml_model_deployers.testing.vllm_standin import _parser
+
+    require_real_vllm()
+    argv = _argv(**EVERY_FLAG_SETTING, require_gpu=False, extra_args=["--seed", "7"])
+    keys = ["model_tag", "host", "port", "served_model_name", "max_model_len", "seed"]
+    python = str(VLLM.parent / "python")
+    out = subprocess.run(
+        [python, "-c", _VLLM_PARSE, *argv[1:]],
+        input=" ".join([*keys, "enforce_eager", "dtype", "trust_remote_code"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    real = json.loads(out.stdout.strip().splitlines()[-1])
+    assert real["enforce_eager"] is True and real["dtype"] == "half" and real["trust_remote_code"]
+    standin = vars(_parser().parse_args(argv[1:]))
+    standin["model_tag"] = standin.pop("model")
+    assert {k: real[k] for k in keys} == {k: standin[k] for k in keys}

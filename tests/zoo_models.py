@@ -3,6 +3,7 @@ here (no download), each with the rows it is asked about and its in-process pred
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,19 @@ class ZooModel:
     rows: Any  # the rows sent over HTTP (DataFrame or numpy array)
     expected: np.ndarray  # in-process predictions for `rows`
     classes: bool  # exact comparison (labels) or within 1e-6 (floats)
+
+
+def assert_matches(got: Any, zoo: ZooModel) -> None:
+    """Answers equal the model's in-process predictions: exactly for classes, within 1e-6 for
+    numbers (any shape with as many values)."""
+    got = np.asarray(got)
+    want = np.asarray(zoo.expected)
+    assert got.size == want.size, (got, want)
+    got = got.reshape(want.shape)
+    if zoo.classes:
+        assert got.tolist() == want.tolist()
+    else:
+        np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=0, atol=1e-6)
 
 
 def _numeric(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,3 +177,64 @@ ZOO: dict[str, Callable[[], ZooModel]] = {
     "lightgbm": lgbm_regressor,
     "pytorch": torch_mlp,
 }
+
+# What a zoo model needs beyond the dev extra: torch is the `torch` extra (pyproject.toml).
+_NEEDS = {"pytorch": ("torch",), "transformers": ("torch", "transformers")}
+
+
+def missing(kind: str) -> str | None:
+    """Why the zoo model `kind` cannot be built here (a skip reason), or None when it can."""
+    absent = [m for m in _NEEDS.get(kind, ()) if importlib.util.find_spec(m) is None]
+    if not absent:
+        return None
+    return (
+        f"{', '.join(absent)} not installed: the `torch` extra, which `make` installs where "
+        "pip's find-links folder holds a torch wheel (`make TORCH=1` installs it from the index)"
+    )
+
+
+#: The zoo models this environment can build.
+AVAILABLE = [k for k in ZOO if missing(k) is None]
+
+
+def text_pipeline() -> ZooModel:
+    """A Hugging Face `text-classification` pipeline on a tiny BERT built here: a word-level
+    tokenizer from `tokenizers` and a config-built model (no hub download; random weights,
+    spread wide so the two labels' scores differ clearly)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        PreTrainedTokenizerFast,
+        pipeline,
+    )
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "movie", "great", "awful"]
+    words += ["plot", "the", "was", "not"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=32,
+        initializer_range=1.0,
+        id2label={0: "NEG", 1: "POS"},
+        label2id={"NEG": 0, "POS": 1},
+    )
+    model = BertForSequenceClassification(config).eval()
+    pipe = pipeline("text-classification", model=model, tokenizer=tokenizer)
+    rows = ["good movie", "the plot was awful", "great", "bad bad movie", "not good", "unseen"]
+    expected = pipe(rows)
+    return ZooModel("transformers", pipe, rows[:2], rows, np.asarray(expected), False)

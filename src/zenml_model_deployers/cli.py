@@ -110,10 +110,15 @@ def flavors() -> None:
 @_friendly_errors
 def flavors_register() -> None:
     """Registers every zmd-* flavor in the active ZenML store (idempotent)."""
-    from zenml_model_deployers.flavors import FLAVOR_SOURCES, next_steps, register_flavors
+    from zenml_model_deployers.flavors import (
+        DEPLOYER_FLAVOR_SOURCES,
+        FLAVOR_SOURCES,
+        next_steps,
+        register_flavors,
+    )
 
     added = register_flavors()
-    for name in FLAVOR_SOURCES:
+    for name in [*FLAVOR_SOURCES, *DEPLOYER_FLAVOR_SOURCES]:
         state = "registered" if name in added else "already registered"
         _echo(f"{name}: {state}")
     # The right command for this config: ZenML refuses to modify the `default` stack.
@@ -123,9 +128,9 @@ def flavors_register() -> None:
 @flavors.command("list")
 def flavors_list() -> None:
     """Lists the flavors this package provides."""
-    from zenml_model_deployers.flavors import FLAVOR_SOURCES
+    from zenml_model_deployers.flavors import DEPLOYER_FLAVOR_SOURCES, FLAVOR_SOURCES
 
-    for name, source in FLAVOR_SOURCES.items():
+    for name, source in {**FLAVOR_SOURCES, **DEPLOYER_FLAVOR_SOURCES}.items():
         _echo(f"{name}\t{source}")
 
 

@@ -24,6 +24,11 @@ FLAVOR_SOURCES: dict[str, str] = {
     "zmd-vllm": "zenml_model_deployers.flavors.vllm.flavor.VLLMDeployerFlavor",
 }
 
+# ZenML Deployer flavors (pipeline deployments, ``zenml pipeline deploy``): not model deployers.
+DEPLOYER_FLAVOR_SOURCES: dict[str, str] = {
+    "zmd-local": "zenml_model_deployers.pipeline_deployer.flavor.ZmdLocalDeployerFlavor",
+}
+
 # Flavors that need no settings: lifecycle calls work without a registered component.
 SETTINGLESS = ("zmd-mlflow", "zmd-bentoml", "zmd-vllm")
 
@@ -70,7 +75,8 @@ def registered_flavors() -> list[str]:
 
 
 def register_flavors() -> list[str]:
-    """Registers every flavor in the active ZenML store (idempotent).
+    """Registers every flavor in the active ZenML store (idempotent): the model-deployer
+    flavors and the Deployer flavor ``zmd-local``.
 
     Returns:
         The names newly registered.
@@ -79,14 +85,16 @@ def register_flavors() -> list[str]:
     from zenml.enums import StackComponentType
 
     client = Client()
-    existing = {
-        f.name for f in client.list_flavors(type=StackComponentType.MODEL_DEPLOYER, size=1000).items
-    }
     added = []
-    for name, source in FLAVOR_SOURCES.items():
-        if name not in existing:
-            client.create_flavor(source=source, component_type=StackComponentType.MODEL_DEPLOYER)
-            added.append(name)
+    for kind, sources in (
+        (StackComponentType.MODEL_DEPLOYER, FLAVOR_SOURCES),
+        (StackComponentType.DEPLOYER, DEPLOYER_FLAVOR_SOURCES),
+    ):
+        existing = {f.name for f in client.list_flavors(type=kind, size=1000).items}
+        for name, source in sources.items():
+            if name not in existing:
+                client.create_flavor(source=source, component_type=kind)
+                added.append(name)
     return added
 
 

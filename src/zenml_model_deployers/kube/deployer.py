@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 from zenml_model_deployers.config import DeploymentConfig
 from zenml_model_deployers.deployer import BaseDeployer
 from zenml_model_deployers.kube.client import component_defaults
+from zenml_model_deployers.packaging.libraries import detect_library
+from zenml_model_deployers.packaging.mlflow_model import MLflowModelTarget
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class KubeDeployer(BaseDeployer):
 
     # The flavor's own component settings a deployment config takes where it leaves them unset.
     COMPONENT_SETTINGS: ClassVar[tuple[str, ...]] = ()
+    #: Whether a packaged model also gets MLServer's ``model-settings.json`` (Seldon Core 2
+    #: loads a folder from it; KServe picks the runtime from the model format).
+    MODEL_SETTINGS: ClassVar[bool] = False
 
     def prepare_config(self, config: DeploymentConfig) -> DeploymentConfig:
         """Fills what the config leaves to the component: cluster, namespace, endpoint,
@@ -65,21 +70,42 @@ class KubeDeployer(BaseDeployer):
                 update[key] = value
         return update
 
-    def package_format(self, settings: dict[str, Any]) -> str:
-        """The format a model object is packaged in for these settings (default: ``sklearn``,
-        ``model.joblib`` in MLServer's sklearn runtime layout).
+    def package_format(self, settings: dict[str, Any], model: Any) -> str:
+        """The format a model object is packaged in for these settings: by default its
+        library's own runtime's (:data:`packaging.native.DEFAULT_FORMATS`: ``sklearn``,
+        ``xgboost``, ``lightgbm``; an MLflow model for PyTorch and pyfunc).
 
         Args:
             settings: the serving settings given to :meth:`build_config`.
+            model: the model object.
 
         Returns:
             A format :func:`kube.storage.upload_model` packages.
+
+        Raises:
+            ConfigurationError: a model of no supported library (the message names what is
+                supported and ``model_uri=``).
         """
-        return "sklearn"
+        return default_format(model, self.flavor_name())
+
+    def format_settings(self, fmt: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """The serving settings that make the cluster pick the runtime of ``fmt``, where
+        ``settings`` leaves them unset (default: none).
+
+        Args:
+            fmt: the format the model is packaged in.
+            settings: the serving settings given to :meth:`build_config`.
+
+        Returns:
+            Settings to add.
+        """
+        return {}
 
     def build_config(self, *, model: Any = None, **kwargs: Any) -> DeploymentConfig:
         """As :meth:`BaseDeployer.build_config`; a model object is packaged in the format
-        :meth:`package_format` picks for the settings (checked before anything else).
+        :meth:`package_format` picks for its library and the settings (checked before
+        anything else), and the settings that select that format's runtime are filled where
+        left unset (:meth:`format_settings`).
 
         Args:
             model: a trained model object.
@@ -89,7 +115,9 @@ class KubeDeployer(BaseDeployer):
             The config.
         """
         if model is not None and kwargs.get("model_uri") is None:
-            model = _ModelInFormat(model, self.package_format(kwargs))
+            fmt = self.package_format(kwargs, model)
+            kwargs = {**kwargs, **self.format_settings(fmt, kwargs)}
+            model = _ModelInFormat(model, fmt)
         return super().build_config(model=model, **kwargs)
 
     def package_model(self, model: Any, name: str, input_example: Any = None) -> str:
@@ -109,7 +137,29 @@ class KubeDeployer(BaseDeployer):
         """
         from zenml_model_deployers.kube.storage import upload_model
 
-        fmt = self.package_format({})
         if isinstance(model, _ModelInFormat):
             model, fmt = model.model, model.fmt
-        return upload_model(model, fmt, name, input_example)
+        else:
+            fmt = self.package_format({}, model)
+        return upload_model(
+            model, fmt, name, input_example, self.MODEL_SETTINGS, flavor=self.flavor_name()
+        )
+
+
+def default_format(model: Any, flavor: str) -> str:
+    """The format a model object is served in when the settings name none.
+
+    Args:
+        model: the model object.
+        flavor: the flavor asking (named in the error).
+
+    Returns:
+        Its native runtime's format, else ``mlflow``.
+
+    Raises:
+        ConfigurationError: no library the packaging layer knows.
+    """
+    from zenml_model_deployers.packaging.native import DEFAULT_FORMATS
+
+    # Every library the layer knows has a format; any other model gets the layer's error.
+    return DEFAULT_FORMATS[MLflowModelTarget().check(model, detect_library(model), flavor)]

@@ -8,6 +8,7 @@ is written once, its marker file last, so a half-uploaded model is never served.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from zenml_model_deployers.errors import ConfigurationError
 
 # Written last: a directory without it is an interrupted upload.
 MARKER = ".zmd-complete"
-RUNTIMES = ("sklearn", "mlflow")
+# The formats a model object is packaged in: the native ones of MLServer's and KServe's runtimes
+# (packaging/native.py) and MLflow's.
+RUNTIMES = ("sklearn", "xgboost", "lightgbm", "mlflow")
 
 
 def directory_digest(path: Path) -> str:
@@ -35,17 +38,30 @@ def directory_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def package_model(model: Any, runtime: str, into: Path, input_example: Any = None) -> Path:
-    """Writes a model object in the layout the server runtime loads.
+def package_model(
+    model: Any,
+    runtime: str,
+    into: Path,
+    input_example: Any = None,
+    model_settings: bool = False,
+    flavor: str = "zmd",
+) -> Path:
+    """Writes a model object in the layout the server runtime loads (the packaging layer's
+    targets, :mod:`zenml_model_deployers.packaging`).
 
-    - ``sklearn`` (MLServer's sklearn runtime, Seldon's SKLEARN_SERVER): ``model.joblib``;
-    - ``mlflow`` (MLServer's mlflow runtime, Seldon's MLFLOW_SERVER): an MLflow model directory.
+    - ``sklearn``, ``xgboost``, ``lightgbm``: the library's native file (``model.joblib``,
+      ``model.json``, ``model.bst``), what MLServer's and KServe's runtimes for it load;
+    - ``mlflow`` (MLServer's mlflow runtime): an MLflow model directory, with the model's own
+      MLflow flavor.
 
     Args:
         model: the trained model.
-        runtime: ``sklearn`` or ``mlflow``.
+        runtime: one of :data:`RUNTIMES`.
         into: an empty directory.
         input_example: example input (MLflow stores it with the model).
+        model_settings: also write the ``model-settings.json`` naming MLServer's runtime
+            (Seldon Core 2 loads a folder from it).
+        flavor: the flavor asking, named in errors.
 
     Returns:
         The directory holding the packaged model.
@@ -53,32 +69,28 @@ def package_model(model: Any, runtime: str, into: Path, input_example: Any = Non
     Raises:
         ConfigurationError: unknown runtime, or a model this runtime cannot hold.
     """
-    if runtime == "sklearn":
-        try:
-            import joblib
-            from sklearn.base import BaseEstimator
-        except ImportError as e:
-            raise ConfigurationError(
-                f"Packaging for the sklearn runtime needs scikit-learn and joblib: {e}",
-                hint="pip install 'zenml-model-deployers[seldon]'.",
-            ) from e
-        if not isinstance(model, BaseEstimator):
-            raise ConfigurationError(
-                f"The sklearn runtime cannot serve a {type(model).__module__}."
-                f"{type(model).__name__}.",
-                hint="pass a scikit-learn estimator, use runtime 'mlflow', or upload the model "
-                "yourself and pass `model_uri=`.",
-            )
-        # protocol 4 and no compression: the same fitted state gives the same bytes.
-        joblib.dump(model, into / "model.joblib", protocol=4)
-        return into
+    from zenml_model_deployers.packaging import MLflowModelTarget, detect_library
+    from zenml_model_deployers.packaging.native import NATIVE_TARGETS, write_model_settings
+
+    if runtime not in RUNTIMES:
+        raise ConfigurationError(
+            f"Unknown model runtime {runtime!r}: use one of {', '.join(RUNTIMES)}.",
+        )
+    library = detect_library(model)
     if runtime == "mlflow":
         from zenml_model_deployers.flavors.mlflow.packaging import save_mlflow_model
 
-        return Path(save_mlflow_model(model, into.name, input_example))
-    raise ConfigurationError(
-        f"Unknown model runtime {runtime!r}: use one of {', '.join(RUNTIMES)}.",
-    )
+        MLflowModelTarget().check(model, library, flavor)
+        # The zmd store keeps it by the model's digest: the same model is the same files.
+        shutil.copytree(
+            save_mlflow_model(model, into.name, input_example), into, dirs_exist_ok=True
+        )
+    else:
+        target = NATIVE_TARGETS[runtime]()
+        target.write(model, target.check(model, library, flavor), into)
+    if model_settings:
+        write_model_settings(into, runtime, into.name)
+    return into
 
 
 def upload_directory(local: Path, prefix: str, name: str) -> str:
@@ -109,14 +121,23 @@ def upload_directory(local: Path, prefix: str, name: str) -> str:
     return dest
 
 
-def upload_model(model: Any, runtime: str, name: str, input_example: Any = None) -> str:
+def upload_model(
+    model: Any,
+    runtime: str,
+    name: str,
+    input_example: Any = None,
+    model_settings: bool = False,
+    flavor: str = "zmd",
+) -> str:
     """Packages a model object for ``runtime`` and uploads it, content-addressed.
 
     Args:
         model: the trained model.
-        runtime: ``sklearn`` or ``mlflow``.
+        runtime: one of :data:`RUNTIMES`.
         name: the deployment name (a folder of the upload path).
         input_example: example input.
+        model_settings: also write MLServer's ``model-settings.json`` (Seldon Core 2).
+        flavor: the flavor asking, named in errors.
 
     Returns:
         The model's storage URI.
@@ -124,5 +145,5 @@ def upload_model(model: Any, runtime: str, name: str, input_example: Any = None)
     with tempfile.TemporaryDirectory(prefix="zmd-pkg-") as tmp:
         into = Path(tmp) / name
         into.mkdir()
-        packaged = package_model(model, runtime, into, input_example)
+        packaged = package_model(model, runtime, into, input_example, model_settings, flavor)
         return upload_directory(packaged, "zmd-models", name)

@@ -20,11 +20,16 @@ EXAMPLE_V2_BODY = (
 def encode_v2(data: Any) -> dict[str, Any]:
     """Turns a DataFrame, ndarray or list into an Open Inference Protocol V2 request.
 
+    A DataFrame is sent the way MLServer and KServe read one back as a DataFrame: one input
+    per column, named as the column, with its own datatype, and the request parameter
+    ``content_type: pd`` (so a model trained on named, mixed-type columns gets them). Anything
+    else is one tensor named ``predict``. A missing value (NaN, None) is JSON's ``null``.
+
     Args:
-        data: rows of numbers (a 1-D input is one row).
+        data: a DataFrame, or rows of numbers or strings (a 1-D input is one row).
 
     Returns:
-        ``{"inputs": [{"name", "shape", "datatype", "data"}]}``.
+        ``{"inputs": [{"name", "shape", "datatype", "data"}, ...]}`` (and ``parameters``).
 
     Raises:
         ConfigurationError: data that is not a rectangular numeric or string tensor.
@@ -33,33 +38,43 @@ def encode_v2(data: Any) -> dict[str, Any]:
 
     if isinstance(data, dict) and "inputs" in data:
         return data  # already a V2 request
-    values = data.to_numpy() if hasattr(data, "to_numpy") else np.asarray(data)
+    if hasattr(data, "columns") and hasattr(data, "to_numpy"):
+        inputs = [_tensor(str(name), data[name].to_numpy().reshape(-1, 1)) for name in data.columns]
+        return {"parameters": {"content_type": "pd"}, "inputs": inputs}
+    values = np.asarray(data)
     if values.ndim == 1:
         values = values.reshape(1, -1)
+    return {"inputs": [_tensor("predict", values)]}
+
+
+def _tensor(name: str, values: Any) -> dict[str, Any]:
+    """One V2 input tensor: datatype from the array's kind, missing values as null."""
+    import numpy as np
+
     kind = values.dtype.kind
+    missing: Any = None
     if kind == "b":
         datatype = "BOOL"
     elif kind in "iu":
         datatype = "INT64"
         values = values.astype(np.int64)
     elif kind == "f":
-        datatype = "FP64"
-        values = values.astype(np.float64)
+        # float32 stays FP32: a model whose signature says float32 (PyTorch) refuses FP64.
+        datatype = "FP32" if values.dtype == np.float32 else "FP64"
+        missing = np.isnan(values)
+        values = values.astype(np.float32 if datatype == "FP32" else np.float64)
     elif kind in "OUS":
         datatype = "BYTES"
+        import pandas as pd
+
+        missing = pd.isna(values)
         values = values.astype(str)
     else:
         raise ConfigurationError(f"Cannot send a {values.dtype} tensor in the V2 protocol.")
-    return {
-        "inputs": [
-            {
-                "name": "predict",
-                "shape": list(values.shape),
-                "datatype": datatype,
-                "data": values.reshape(-1).tolist(),
-            }
-        ]
-    }
+    flat = values.reshape(-1).tolist()
+    if missing is not None and missing.any():
+        flat = [None if m else v for v, m in zip(flat, missing.reshape(-1).tolist(), strict=True)]
+    return {"name": name, "shape": list(values.shape), "datatype": datatype, "data": flat}
 
 
 def decode_v2(body: dict[str, Any]) -> Any:

@@ -49,6 +49,7 @@ class Front:
         status: the deployment's recorded processes and ports (read and updated here).
         api_key: resolves the config's API key (None without one).
         preferred_port: a re-created deployment's recorded port, taken when free.
+        open_paths: paths the relay answers without the API key (GET/HEAD only).
     """
 
     deployment_name: str
@@ -57,6 +58,7 @@ class Front:
     status: LocalDeploymentStatus
     api_key: Callable[[], str | None]
     preferred_port: int | None = None
+    open_paths: tuple[str, ...] = ()
 
     def alive(self) -> bool:
         """Whether the recorded relay process runs.
@@ -130,6 +132,7 @@ class Front:
             target_revision=self.status.config_hash,
             # Resolved before anything starts: a missing secret fails here.
             api_key=self.api_key(),
+            open_paths=self.open_paths,
         )
         self.status.relay = handle
         self.status.public_port = int(info["port"])

@@ -122,6 +122,7 @@ def start_front(
     target: int | None,
     target_revision: str,
     api_key: str | None,
+    open_paths: tuple[str, ...] = (),
 ) -> tuple[proc.ProcessHandle, dict[str, Any]]:
     """Starts a deployment's front (the relay, which supervises its server) and waits until it
     listens.
@@ -135,6 +136,7 @@ def start_front(
         target: the private port of a server that runs, if any.
         target_revision: that server's revision (config hash), if known.
         api_key: the deployment's resolved API key (the relay's environment, never argv).
+        open_paths: paths answered without the key (GET/HEAD only), e.g. a health route.
 
     Returns:
         The relay's handle and its ready file (ports, control token).
@@ -153,6 +155,8 @@ def start_front(
     argv += ["--handoff", str(workdir / HANDOFF_SOCKET)]
     argv += ["--metrics-dir", str(workdir / METRICS_DIR)]
     argv += ["--metrics-port", str(metrics_port)]
+    for path in open_paths:
+        argv += ["--open-path", path]
     if target is not None:
         argv += ["--target", str(target)]
         if target_revision:

@@ -14,7 +14,7 @@ import psutil
 from pydantic import BaseModel
 
 from zenml_model_deployers.local.state import env_with_venv_path as env_with_venv_path
-from zenml_model_deployers.local.state import live_process, spawn_logged, tail
+from zenml_model_deployers.local.state import group_leftovers, live_process, spawn_logged, tail
 from zenml_model_deployers.local.state import python_executable as python_executable
 
 
@@ -41,21 +41,28 @@ class ProcessHandle(BaseModel):
         return self.process() is not None
 
     def terminate(self, timeout: float = 10.0) -> None:
-        """Stops the process and its children: SIGTERM, then SIGKILL after `timeout`.
+        """Stops the process and its descendants: SIGTERM, then SIGKILL after `timeout`.
 
-        Idempotent: a process that already exited is fine.
+        Descendants are its children and whatever else is still in its process group (it was
+        started in its own session), so those that outlived it (reparented to init after a
+        ``kill -9``, e.g. vLLM's EngineCore) end too. Idempotent: a process that already
+        exited is fine.
 
         Args:
             timeout: seconds to wait for a graceful exit.
         """
         proc = self.process()
-        if proc is None:
-            return
-        try:
-            children = proc.children(recursive=True)
-        except psutil.Error:
-            children = []
-        terminate_all([proc, *children], timeout)
+        children: list[psutil.Process] = []
+        if proc is not None:
+            try:
+                children = proc.children(recursive=True)
+            except psutil.Error:
+                children = []
+        known = {p.pid for p in children}
+        rest = [p for p in group_leftovers(self.model_dump()) if p.pid not in known]
+        procs = [proc, *children, *rest] if proc is not None else [*children, *rest]
+        if procs:
+            terminate_all(procs, timeout)
 
 
 def terminate_all(procs: list[psutil.Process], timeout: float = 10.0) -> None:
@@ -194,7 +201,7 @@ _GENERIC = ("returned non zero return code", "returned non-zero exit status", "e
 _NOT_DETAIL = (" ", "\t", "Traceback", "During handling", "The above exception", "[", "INFO")
 
 
-def failure_cause(path: Path) -> str:
+def failure_cause(path: Path, generic: Sequence[str] = ()) -> str:
     """The backend's one-line error from a log: its last exception, in its own words.
 
     Wrappers that only report a child's exit ("returned non zero return code") yield to the
@@ -204,11 +211,25 @@ def failure_cause(path: Path) -> str:
 
     Args:
         path: the log file.
+        generic: further wrapper messages (a backend's own) that yield to the real cause.
 
     Returns:
         ``ExceptionName: message``, or "" when the log shows no exception.
     """
-    lines = tail(path, 4000, max_bytes=2_000_000).splitlines()
+    return failure_cause_in(tail(path, 4000, max_bytes=2_000_000).splitlines(), generic)
+
+
+def failure_cause_in(lines: Sequence[str], generic: Sequence[str] = ()) -> str:
+    """:func:`failure_cause` for log lines already read (e.g. stripped of a prefix).
+
+    Args:
+        lines: the log's lines.
+        generic: further wrapper messages that yield to the real cause.
+
+    Returns:
+        ``ExceptionName: message``, or "".
+    """
+    wrappers = (*_GENERIC, *generic)
     best = ""
     for i, line in enumerate(lines):
         m = _EXC_LINE.match(line)
@@ -225,7 +246,7 @@ def failure_cause(path: Path) -> str:
                 detail.append(nxt.strip())
         if msg.endswith(":") and detail:
             msg = detail[-1]
-        if best and any(g in msg for g in _GENERIC):
+        if best and any(g in msg for g in wrappers):
             continue
         best = f"{name}: {msg}" if msg else name
     if not best:

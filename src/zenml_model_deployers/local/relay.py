@@ -83,6 +83,7 @@ async def _main(args: argparse.Namespace) -> int:
         api_key=api_key,
         limits=limits,
         deployment=args.deployment,
+        open_paths=args.open_path,
     )
     if args.metrics_dir:
         relay.metrics.multiproc_root = Path(args.metrics_dir)
@@ -209,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         help="direct-data-path servers' multiprocess metrics, one folder per revision",
     )
     p.add_argument("--handoff", default=None, help="Unix socket serving the listening socket")
+    p.add_argument(
+        "--open-path",
+        action="append",
+        default=[],
+        help="a path answered without the API key (GET/HEAD), e.g. a health route",
+    )
     args = p.parse_args(argv)
     try:
         import uvloop  # a dependency on POSIX: halves the latency the relay adds

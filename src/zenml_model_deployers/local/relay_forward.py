@@ -16,6 +16,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ class Relay:
         api_key: str | None = None,
         limits: Limits | None = None,
         deployment: str = "",
+        open_paths: Iterable[str] = (),
     ) -> None:
         """Creates the relay (not yet listening).
 
@@ -83,6 +85,8 @@ class Relay:
             api_key: the key every request must carry as ``Authorization: Bearer`` (None: open).
             limits: what a client may hold.
             deployment: the deployment's name (a label of the metrics).
+            open_paths: paths a GET or HEAD reaches without the key (e.g. a health route
+                that a platform probes unauthenticated).
         """
         self.host = host
         self.target = target
@@ -92,6 +96,7 @@ class Relay:
         self._acc = 0  # smooth weighted round robin accumulator
         self.metrics = Metrics(deployment)
         self.api_key = api_key.encode() if api_key else None
+        self.open_paths = frozenset(p.encode() for p in open_paths)
         self.limits = limits or Limits()
         self.conns: set[Conn] = set()
         self.refused = 0  # requests and connections refused (status, for tests and metrics)
@@ -100,6 +105,15 @@ class Relay:
         self.listen_sock: socket.socket | None = None
         self.server: asyncio.Server | None = None
         self.stepping_out = False  # not accepting: end kept-alive connections after an answer
+
+    def _open(self, raw: bytes) -> bool:
+        """Whether a request without the key may pass: a GET or HEAD of an open path (parsed
+        only when the key is missing or wrong, off the usual path)."""
+        if not self.open_paths:
+            return False
+        method, _, rest = raw.partition(b" ")
+        target = rest.partition(b" ")[0].partition(b"?")[0]
+        return method in (b"GET", b"HEAD") and target in self.open_paths
 
     def _route(self) -> int | None:
         """The server of the next request: during a canary, `weight` of every 100 requests go
@@ -265,7 +279,11 @@ class Relay:
         else:
             head = conn.last_head = http1.parse_head(raw)
             conn.last_raw = raw
-        if self.api_key is not None and not http1.bearer_matches(head.authorization, self.api_key):
+        if (
+            self.api_key is not None
+            and not http1.bearer_matches(head.authorization, self.api_key)
+            and not self._open(raw)
+        ):
             self._refuse(conn, 401, "missing or wrong API key (Authorization: Bearer <key>)")
             return False
         if conn.unanswered:

@@ -82,6 +82,7 @@ class ServerHooks(Protocol):
     def server_env(self) -> dict[str, str]: ...
     def restart_env(self, env: dict[str, str]) -> dict[str, str]: ...
     def api_key_value(self) -> str | None: ...
+    def secret_values(self) -> list[str]: ...
     def predict_path(self) -> str: ...
     def format_request(self, data: Any) -> tuple[dict[str, str], bytes]: ...
     def mark_ready(self) -> None: ...
@@ -228,6 +229,7 @@ class Revisions(OnService):
             ready_timeout=timeout,
             policy=RestartPolicy(svc.RESTART_LIMIT, svc.RESTART_BACKOFF, svc.RESTART_STABLE_AFTER),
             api_key=svc.api_key_value(),
+            extra_secrets=svc.secret_values(),
         )
 
     def _serve(self, started: Started, direct: bool) -> None:
@@ -488,8 +490,11 @@ class Revisions(OnService):
         """Hands a front that started again the secrets of the servers it supervises, resolved
         again through ZenML (they are kept only in a front's memory)."""
         svc = self.svc
-        if not svc.config.api_key and not any(
-            secrets.is_secret_reference(v) for v in svc.config.env.values()
+        extra = svc.secret_values()
+        if (
+            not svc.config.api_key
+            and not extra
+            and not any(secrets.is_secret_reference(v) for v in svc.config.env.values())
         ):
             return
         env = svc.server_env()
@@ -499,7 +504,7 @@ class Revisions(OnService):
             svc.workdir,
             svc.config.config_hash(),
             svc.restart_env(env),
-            [*redact, *([key] if key else [])],
+            [*redact, *([key] if key else []), *extra],
             svc.front.call,
         )
 

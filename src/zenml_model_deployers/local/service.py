@@ -192,6 +192,26 @@ class LocalProcessService(DeploymentService):
         """
         return proc.env_with_venv_path(secrets.resolve_mapping(self.config.env))
 
+    def secret_values(self) -> list[str]:
+        """Secret values of the server's environment besides the resolved references of
+        ``config.env`` and the API key (e.g. credentials a caller handed over as values):
+        the supervision spec names their variables and the front keeps the values in memory
+        only; they are scrubbed from log tails. Default: none.
+
+        Returns:
+            The values (never log them).
+        """
+        return []
+
+    def open_paths(self) -> tuple[str, ...]:
+        """Paths the front answers without the API key (GET/HEAD only), e.g. a health route
+        that a platform probes unauthenticated. Default: none.
+
+        Returns:
+            Exact URL paths (no query).
+        """
+        return ()
+
     # ----------------------------------------------------------------- API key
     def api_key_value(self) -> str | None:
         """The resolved API key of this deployment (None without one); resolved once per
@@ -278,7 +298,8 @@ class LocalProcessService(DeploymentService):
     @property
     def front(self) -> Front:
         """The deployment's front (relay process and control channel), for the current config."""
-        # In Front's field order: name, folder, config, status, API key, preferred port.
+        # In Front's field order: name, folder, config, status, API key, preferred port,
+        # paths open without the key.
         return Front(
             self.deployment_name,
             self.workdir,
@@ -286,6 +307,7 @@ class LocalProcessService(DeploymentService):
             self.status,
             self.api_key_value,
             self._preferred_port,
+            self.open_paths(),
         )
 
     @property

@@ -46,6 +46,42 @@ def live_process(ident: Mapping[str, Any] | None) -> psutil.Process | None:
         return None
 
 
+def group_leftovers(ident: Mapping[str, Any] | None) -> list[psutil.Process]:
+    """The processes left in the process group of a server started in its own session
+    (``start_new_session``: the group's id is the server's pid), the server itself excluded.
+
+    They are its descendants, found also once they were reparented to init because the
+    server died first: vLLM's EngineCore and workers outlive a ``kill -9`` of its API server,
+    and ``children()`` no longer reaches them then. Nothing is returned when the pid now names
+    another process (reused): its group is not ours.
+
+    Args:
+        ident: the server's ``{"pid", "create_time"}``, or None.
+
+    Returns:
+        The processes to end (empty for a server without descendants).
+    """
+    if not ident:
+        return []
+    try:
+        pgid, born = int(ident["pid"]), float(ident["create_time"])
+    except (KeyError, ValueError, TypeError):
+        return []
+    try:
+        if abs(psutil.Process(pgid).create_time() - born) > 0.01:
+            return []  # the pid names a newer process
+    except psutil.Error:
+        pass  # the server is gone: whatever is still in its group is what it left
+    found = []
+    for p in psutil.process_iter(["create_time"]):
+        try:
+            if p.pid != pgid and os.getpgid(p.pid) == pgid and p.info["create_time"] >= born - 0.01:
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ def supervision_spec(
     ready_timeout: float,
     policy: RestartPolicy,
     api_key: str | None,
+    extra_secrets: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The supervision spec of a ready server.
 
@@ -88,6 +89,8 @@ def supervision_spec(
         ready_timeout: seconds a restarted server gets to become ready.
         policy: the restart policy.
         api_key: the deployment's resolved API key (redacted too).
+        extra_secrets: other secret values in the server's environment (the service's
+            ``secret_values``): named in the file, their values kept in the front's memory.
 
     Returns:
         The spec (JSON-able).
@@ -114,7 +117,8 @@ def supervision_spec(
             for k, v in config.env.items()
             if k in started_env and secrets.is_secret_reference(v)
         ]
-        + ([api_key] if api_key else []),
+        + ([api_key] if api_key else [])
+        + [v for v in extra_secrets if v],
     }
 
 

@@ -51,6 +51,7 @@ from typing import Any
 
 from zenml_model_deployers.local.state import (
     STATE_FILE,
+    group_leftovers,
     live_process,
     read_json,
     same_process,
@@ -297,9 +298,11 @@ class Supervisor:
             pass
 
     def _end_leftovers(self) -> None:
-        """Ends the dead server's children (e.g. uvicorn workers holding the private port)."""
-        for ident in self.children:
-            p = live_process(ident)
+        """Ends the dead server's children (e.g. uvicorn workers holding the private port),
+        also those not seen yet that are still in its process group (vLLM's EngineCore)."""
+        leftovers = [live_process(ident) for ident in self.children]
+        leftovers += group_leftovers(self.watched)
+        for p in leftovers:
             if p is not None:
                 with contextlib.suppress(Exception):
                     p.kill()
@@ -319,6 +322,7 @@ class Supervisor:
         if p is not None:
             with contextlib.suppress(Exception):
                 kids = p.children(recursive=True)
+        kids += [k for k in group_leftovers(ident) if k.pid not in {c.pid for c in kids}]
         with contextlib.suppress(OSError):
             popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -391,10 +395,17 @@ class Supervisor:
         self._spawned.append(popen)
         self._starting = popen
         self.restarts += 1
+        born = None
+        with contextlib.suppress(Exception):
+            born = _identity(popen.pid)
         deadline = time.monotonic() + self._policy("ready_timeout", 300.0)
         try:
             while True:
                 if popen.poll() is not None:
+                    # What it started before it failed must not hold memory or the port.
+                    for k in group_leftovers(born):
+                        with contextlib.suppress(Exception):
+                            k.kill()
                     return False
                 if self._spec_changed():
                     await self._end(popen)

@@ -28,7 +28,8 @@ def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -
     digest zmd-mlflow has always used (a pickle of the model), so models packaged by earlier
     releases keep their revision. PyTorch's pickles are not reproducible (each embeds a random
     serialization id), so a module's digest covers its ``state_dict`` tensors, its structure
-    (``repr``) and its class's source instead.
+    (``repr``) and its class's source instead; a transformers pipeline's adds its task, its
+    model's config and its tokenizer's definition.
 
     Args:
         model: the fitted model.
@@ -45,6 +46,8 @@ def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -
     try:
         if library is ModelLibrary.PYTORCH:
             h = _torch_state_hash(model)
+        elif library is ModelLibrary.TRANSFORMERS:
+            h = _pipeline_hash(model)
         else:
             h = hashlib.sha256(pickle.dumps(model, protocol=4))
         h.update(pickle.dumps(input_example, protocol=4))
@@ -70,6 +73,21 @@ def _torch_state_hash(model: Any) -> hashlib._Hash:
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
         # numpy has no bfloat16; widening to float32 is exact.
         h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+    return h
+
+
+def _pipeline_hash(pipeline: Any) -> hashlib._Hash:
+    """A transformers pipeline: its task, its model's weights, structure and config, and its
+    tokenizer's full definition (a fast tokenizer's JSON; else its pickle)."""
+    h = _torch_state_hash(pipeline.model)
+    h.update(f"task={pipeline.task}|{pipeline.model.config.to_json_string()}".encode())
+    tokenizer: Any = getattr(pipeline, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+        h.update(repr(sorted(tokenizer.special_tokens_map.items())).encode())
+    elif tokenizer is not None:
+        h.update(pickle.dumps(tokenizer, protocol=4))
     return h
 
 

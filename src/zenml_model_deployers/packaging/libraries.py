@@ -19,6 +19,7 @@ class ModelLibrary(StrEnum):
     XGBOOST = "xgboost"
     LIGHTGBM = "lightgbm"
     PYTORCH = "pytorch"
+    TRANSFORMERS = "transformers"
     PYFUNC = "pyfunc"
 
 
@@ -28,6 +29,7 @@ SUPPORTED_OBJECTS: dict[ModelLibrary, str] = {
     ModelLibrary.XGBOOST: "XGBoost models (xgboost.XGBModel such as XGBClassifier, xgboost.Booster)",
     ModelLibrary.LIGHTGBM: "LightGBM models (lightgbm.LGBMModel such as LGBMRegressor, lightgbm.Booster)",
     ModelLibrary.PYTORCH: "PyTorch modules (torch.nn.Module)",
+    ModelLibrary.TRANSFORMERS: "Hugging Face transformers pipelines (transformers.Pipeline)",
     ModelLibrary.PYFUNC: "MLflow Python models (mlflow.pyfunc.PythonModel)",
 }
 
@@ -38,6 +40,7 @@ _MARKERS: tuple[tuple[ModelLibrary, str, frozenset[str]], ...] = (
     (ModelLibrary.PYFUNC, "mlflow.pyfunc", frozenset({"PythonModel"})),
     (ModelLibrary.XGBOOST, "xgboost", frozenset({"XGBModel", "Booster"})),
     (ModelLibrary.LIGHTGBM, "lightgbm", frozenset({"LGBMModel", "Booster"})),
+    (ModelLibrary.TRANSFORMERS, "transformers", frozenset({"Pipeline"})),
     (ModelLibrary.PYTORCH, "torch", frozenset({"Module"})),
     (ModelLibrary.SKLEARN, "sklearn", frozenset({"BaseEstimator"})),
 )

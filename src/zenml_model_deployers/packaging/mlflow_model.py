@@ -77,16 +77,40 @@ class MLflowModelTarget(PackagingTarget):
             if library is ModelLibrary.PYTORCH:
                 options["code_paths"] = own_code_paths(model) or None
             cloudpickled = options.get("serialization_format") == "cloudpickle"
+            if library is ModelLibrary.TRANSFORMERS:
+                # MLflow's own list asks for torchvision, which a text pipeline does not use.
+                requirements = pinned_requirements("transformers", "torch", "tokenizers")
+            else:
+                requirements = flavor.get_default_pip_requirements(
+                    **({"include_cloudpickle": True} if cloudpickled else {})
+                )
             flavor.save_model(
                 model,
                 path,
                 input_example=input_example,
-                pip_requirements=flavor.get_default_pip_requirements(
-                    **({"include_cloudpickle": True} if cloudpickled else {})
-                ),
+                pip_requirements=requirements,
                 **options,
             )
         return PackagedModel(path=into, library=library, format=f"mlflow.{library.value}")
+
+
+def pinned_requirements(*distributions: str) -> list[str]:
+    """``name==version`` of each installed distribution (a local label such as ``+cpu`` left
+    out, as MLflow does, so that the line installs from PyPI); missing ones are skipped.
+
+    Args:
+        distributions: distribution names.
+
+    Returns:
+        The requirement lines.
+    """
+    out = []
+    for name in distributions:
+        try:
+            out.append(f"{name}=={importlib.metadata.version(name).split('+')[0]}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
 
 
 def plain_example(example: Any) -> Any:

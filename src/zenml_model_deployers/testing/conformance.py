@@ -7,6 +7,10 @@ Subclass :class:`DeployerConformance` in a pytest module and provide:
 - :meth:`make_config` for the variants ``"a"`` and ``"b"`` (two models whose predictions on
   :attr:`sample_input` differ: :meth:`expected`) and ``"broken"`` (a model that cannot serve);
 - :meth:`assert_nothing_left`: the backend holds nothing for a deleted deployment;
+- :meth:`leftovers`: what the backend holds of ours for a deployment name (every kind it
+  keeps: resources, secrets, scopes, processes, files), which a refused or failed create must
+  leave empty; and :meth:`occupy_name`, how someone else takes a name (or what it needs) so
+  that a create is refused (None where nothing can);
 - optionally :meth:`assert_secret_delivered`.
 
 The tests run in order on one deployment per class (later steps build on earlier ones),
@@ -21,12 +25,13 @@ What an example needs without pytest, the request loop, is :mod:`.request_loop`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import requests
@@ -128,6 +133,8 @@ class DeployerConformance:
     # Requests the client loop must complete during an update (fewer for slow models: LLMs).
     update_min_requests: ClassVar[int] = 10
     name_prefix: ClassVar[str] = "conf"
+    # Seconds a create refused by a name someone else holds may take (it makes nothing).
+    refusal_within: ClassVar[float] = 10.0
 
     # ----------------------------------------------------------------- what a flavor provides
     def make_config(self, variant: str, name: str, **overrides: Any) -> DeploymentConfig:
@@ -164,6 +171,30 @@ class DeployerConformance:
     def secret_overrides(self, ref: str) -> dict[str, Any]:
         """Config overrides that make the deployment use a secret reference."""
         return {"env": {"ZMD_CONFORMANCE_TOKEN": ref}}
+
+    def leftovers(self, deployer: BaseDeployer, name: str) -> list[str]:
+        """Everything of ours the backend holds for deployment ``name``, one ``kind/name`` each
+        (its resources, secrets and secret scopes, service accounts, processes, files), except
+        what :meth:`occupy_name` planted and what a failed create keeps on purpose (a failed
+        revision's log that its error names).
+
+        A refused or failed create must leave this empty. Every flavor supplies it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not say what the backend holds of ours: implement "
+            "leftovers(deployer, name) (list every object kind your backend keeps for a "
+            "deployment, secrets included)."
+        )
+
+    def occupy_name(self, name: str) -> tuple[dict[str, Any], Callable[[], None]] | None:
+        """Makes a create of deployment ``name`` be refused: someone else holds the name (an
+        object of theirs, serving) or what the deployment needs (a local server's port).
+
+        Returns:
+            (config overrides the refused create uses, a function that frees what was taken),
+            or None: nothing on this backend can refuse a create (the check is skipped).
+        """
+        return None
 
     # ----------------------------------------------------------------- shared state
     @pytest.fixture(scope="class")
@@ -304,12 +335,58 @@ class DeployerConformance:
     def test_08_bad_model_leaves_nothing(
         self, deployer: BaseDeployer, state: dict[str, Any]
     ) -> None:
-        """A first deploy of a model that cannot serve: typed error, no row, nothing running."""
+        """A first deploy (with a secret) of a model that cannot serve: typed error, no row,
+        nothing of ours on the backend (:meth:`leftovers`)."""
         name = state["name"] + "-bad"
-        with pytest.raises(DeploymentError) as err:
-            deployer.deploy(self.make_config("broken", name), timeout=self.timeout)
+        with self._planted_secret() as secret:
+            with pytest.raises(DeploymentError) as err:
+                deployer.deploy(self.make_config("broken", name, **secret), timeout=self.timeout)
         assert deployer.find_deployment(name) is None
         assert err.value.backend_message, "the backend's own message must be in the error"
+        left = self.leftovers(deployer, name)
+        assert left == [], f"a failed create left these behind: {left}"
+
+    @guarantee(
+        "provision_revision / discard_backend",
+        "a create refused because someone else holds the name (or what it needs) raises DeploymentError fast, leaves theirs untouched and nothing of ours",
+    )
+    def test_08b_refused_create_leaves_nothing(
+        self, deployer: BaseDeployer, state: dict[str, Any]
+    ) -> None:
+        """A name someone else holds: a typed refusal within :attr:`refusal_within` seconds,
+        no row, nothing of ours on the backend (secrets included)."""
+        name = state["name"] + "-ref"
+        taken = self.occupy_name(name)
+        if taken is None:
+            pytest.skip(f"{type(self).__name__}: nothing can refuse a create on this backend")
+        overrides, release = taken
+        try:
+            with self._planted_secret() as secret:
+                t0 = time.monotonic()
+                with pytest.raises(DeploymentError):
+                    deployer.deploy(
+                        self.make_config("a", name, **{**overrides, **secret}),
+                        timeout=self.timeout,
+                    )
+                took = time.monotonic() - t0
+            assert deployer.find_deployment(name) is None
+            left = self.leftovers(deployer, name)
+            assert left == [], f"a refused create left these behind: {left}"
+            assert took < self.refusal_within, f"the refusal took {took:.1f} s"
+        finally:
+            release()
+
+    @contextlib.contextmanager
+    def _planted_secret(self) -> Iterator[dict[str, Any]]:
+        """A ZenML secret for the duration; yields the config overrides that use it."""
+        from zenml.client import Client
+
+        name = f"zmdconf{uuid.uuid4().hex[:6]}"
+        Client().create_secret(name=name, values={"token": f"zmd-planted-{uuid.uuid4().hex}"})
+        try:
+            yield self.secret_overrides("{{" + name + ".token}}")
+        finally:
+            Client().delete_secret(name)
 
     @guarantee(
         "the config and service classes (importable, serialisable)",
@@ -441,6 +518,50 @@ class LocalProcessConformance(DeployerConformance):
         for handle in (service.status.server, service.status.relay):
             assert handle is None or not handle.is_alive()
         assert not service.workdir.exists()
+
+    def leftovers(self, deployer: BaseDeployer, name: str) -> list[str]:
+        """The deployment directory's files (but the failed revisions' logs, which the error
+        names) and every process started in it or naming it on its command line.
+
+        Args:
+            deployer: the flavor's deployer.
+            name: the deployment name.
+
+        Returns:
+            ``file/<path>`` and ``process/<pid> <command>`` entries.
+        """
+        import psutil
+
+        from zenml_model_deployers.local.config import zmd_home
+
+        workdir = zmd_home() / "local" / deployer.SERVICE_CLASS.FLAVOR / name
+        left = [
+            f"file/{p.relative_to(workdir)}"
+            for p in (sorted(workdir.iterdir()) if workdir.is_dir() else [])
+            if p.name != "failed"
+        ]
+        for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            cwd = proc.info["cwd"] or ""
+            if str(workdir) in cmdline or cwd == str(workdir) or cwd.startswith(f"{workdir}/"):
+                left.append(f"process/{proc.info['pid']} {cmdline[:120]}")
+        return left
+
+    def occupy_name(self, name: str) -> tuple[dict[str, Any], Callable[[], None]] | None:
+        """Another program listens on the port the deployment pins.
+
+        Args:
+            name: the deployment name.
+
+        Returns:
+            ({"port": the taken port}, close the socket).
+        """
+        import socket
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        return {"port": sock.getsockname()[1]}, sock.close
 
     def assert_secret_delivered(self, service: DeploymentService, value: str) -> None:
         """The server process received the resolved value in its environment, and no file in

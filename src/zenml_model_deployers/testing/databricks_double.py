@@ -300,6 +300,15 @@ class DatabricksDouble(ServedDouble):
                 config_update="NOT_UPDATING",
             )
 
+    def delete_endpoint(self, name: str) -> None:
+        """Deletes an endpoint as its owner would (a missing one is fine).
+
+        Args:
+            name: its name.
+        """
+        with self._lock:
+            self._endpoints.pop(name, None)
+
     # ----------------------------------------------------------------- HTTP dispatch
     def handle(
         self, method: str, path: str, headers: dict[str, str], raw: bytes

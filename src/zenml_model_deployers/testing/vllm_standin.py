@@ -17,6 +17,10 @@ It honours `--host`, `--port`, `--served-model-name`, `--max-model-len`, `--seed
 key (`VLLM_API_KEY`, or `--api-key`, as vLLM). Every other flag is accepted and *reported* on
 its log ("not honoured by the stand-in: ..."), never silently dropped. Answers are real
 generations, so tests assert on their shape (non-empty text, the served name), not on words.
+Unlike vLLM it answers an empty prompt (200, empty text) and ignores a request's `model` (vLLM:
+400 and 404): a test of those needs the real server (vLLM's CPU build runs without a GPU, see
+docs/flavors/vllm.md). `tests/test_vllm_argv.py` checks that the flavor's command line parses
+alike here and in vLLM's own parser.
 
 Run it as ``python -m zenml_model_deployers.testing.vllm_standin serve MODEL ...`` or as the
 ``zmd-vllm-standin`` command. Needs the `dev` extra (`xllamacpp`) and

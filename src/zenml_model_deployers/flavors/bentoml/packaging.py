@@ -38,9 +38,11 @@ _SAVERS = {
 GENERIC_SERVICE = '''"""Serves one saved model's `predict` (written by zenml-model-deployers)."""
 
 import importlib
+from typing import Annotated
 
 import bentoml
 import numpy as np
+import pandas as pd
 
 MODEL_TAG = {tag!r}
 
@@ -54,9 +56,17 @@ class ZmdModelService:
         self.model = saver.load_model(self.model_ref)
 
     @bentoml.api
-    def predict(self, input_data: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(input_data))
+    def predict(self, input_data: {input_type}) -> np.ndarray:
+        return np.asarray(self.model.predict({model_input}))
 '''
+
+# The generated service's input: a DataFrame in records orient where the model's signature
+# names columns, else an array (cast to the signature's dtype, e.g. a PyTorch module's float32:
+# JSON numbers arrive as float64, which MLflow's schema enforcement refuses for float32).
+_DATAFRAME_INPUT = (
+    "Annotated[pd.DataFrame, bentoml.validators.DataframeSchema(orient='records', "
+    "columns={columns!r})]"
+)
 
 
 class RouteInfo(BaseModel):
@@ -443,20 +453,53 @@ def _existing_tag(message: str, version: str) -> str:
     return f"{m.group(1)}:{version}"
 
 
-def build_generic_bento(model_tag: str, name: str) -> str:
+def build_generic_bento(
+    model_tag: str,
+    name: str,
+    input_columns: list[str] | None = None,
+    input_dtype: str | None = None,
+    packages: list[str] | None = None,
+) -> str:
     """Builds a bento serving one saved model's `predict` (for `model_deployer_step(model=...)`).
+
+    Its one API, `predict`, takes `input_data`: records (`[{"col": value, ...}, ...]`) when
+    `input_columns` is given, else an array (a list per row). Its requirements are `packages`
+    as given, not locked against the package index: zmd-bentoml serves bentos in this
+    environment, and locking asked the index on every build (4-5 s; the build is 0.2 s without).
 
     Args:
         model_tag: the saved model's tag.
         name: the bento's name (the deployment name).
+        input_columns: the columns the model's signature names (a DataFrame input).
+        input_dtype: the dtype an array input is cast to (a tensor signature's).
+        packages: the model's requirements (what a containerized bento installs).
 
     Returns:
         The bento's tag.
     """
+    if input_columns:
+        input_type, model_input = _DATAFRAME_INPUT.format(columns=input_columns), "input_data"
+    else:
+        input_type = "np.ndarray"
+        model_input = f"input_data.astype({input_dtype!r})" if input_dtype else "input_data"
+    source = GENERIC_SERVICE.format(
+        tag=model_tag,
+        service_name=name.replace("-", "_"),
+        input_type=input_type,
+        model_input=model_input,
+    )
+    # A module name of its own per source: BentoML imports the service to build the bento, and
+    # a second build in this process under a shared name got the first one's cached module
+    # (another deployment's service name and API).
+    module = f"zmd_service_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
     with tempfile.TemporaryDirectory(prefix="zmd-svc-") as tmp:
-        path = Path(tmp) / "zmd_service.py"
-        path.write_text(GENERIC_SERVICE.format(tag=model_tag, service_name=name.replace("-", "_")))
-        return build_bento("zmd_service.py:ZmdModelService", [model_tag], working_dir=tmp)
+        (Path(tmp) / f"{module}.py").write_text(source)
+        return build_bento(
+            f"{module}.py:ZmdModelService",
+            [model_tag],
+            working_dir=tmp,
+            python={"packages": sorted(packages or []), "lock_packages": False},
+        )
 
 
 def docker_engine_error() -> str | None:

@@ -85,7 +85,8 @@ class DatabricksDeployer(BaseDeployer):
         model's predictions on it.
 
         Args:
-            model: a scikit-learn estimator or an ``mlflow.pyfunc.PythonModel``.
+            model: a model object the packaging layer writes as an MLflow model (see
+                docs/models.md: scikit-learn, XGBoost, LightGBM, PyTorch, pyfunc).
             registered_model_name: ``catalog.schema.model``.
             input_example: example input (required by Unity Catalog for the signature).
 

@@ -2,10 +2,12 @@
 
 Why a module of its own: this is packaging (a model object becomes a Unity Catalog model
 version, through MLflow, not databricks-sdk), which ``backend.py`` (serving endpoints) does
-not do and only ``deployer.register_model`` needs; it moves into the cross-flavor packaging
-layer when that exists (DESIGN.md, "packaging").
+not do and only ``deployer.register_model`` needs. The model is written by the cross-flavor
+packaging layer (:class:`~zenml_model_deployers.packaging.MLflowModelTarget`: the library's own
+MLflow flavor, a serialization that loads back, a signature inferred from the input example,
+which Unity Catalog requires); this module logs that directory to an MLflow run and registers it.
 
-The same fitted model registers once: each version carries a digest of the model's state as
+The same fitted model registers once: each version carries the layer's digest of the model as
 a tag, and an existing version with the same digest is reused, so re-running a pipeline with
 an unchanged model deploys nothing new.
 """
@@ -14,12 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from zenml_model_deployers import secrets
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError
 from zenml_model_deployers.flavors.databricks.flavor import DatabricksDeployerConfig
+from zenml_model_deployers.packaging import MLflowModelTarget, detect_library, model_digest
 
 DIGEST_TAG = "zmd_model_digest"
 
@@ -31,11 +36,12 @@ def _uses_databricks(uri: str) -> bool:
 def register_model(
     component: DatabricksDeployerConfig, model: Any, name: str, input_example: Any
 ) -> str:
-    """Logs ``model`` with an inferred signature and registers it as a version of ``name``.
+    """Logs ``model`` (as its library's MLflow model) and registers it as a version of ``name``.
 
     Args:
         component: the deployer's settings (registry and tracking URIs, credentials).
-        model: a scikit-learn estimator or an ``mlflow.pyfunc.PythonModel``.
+        model: a model object of a library the packaging layer writes as an MLflow model
+            (scikit-learn, XGBoost, LightGBM, PyTorch, ``mlflow.pyfunc.PythonModel``).
         name: ``catalog.schema.model``.
         input_example: example input for the signature.
 
@@ -43,32 +49,28 @@ def register_model(
         The version (an existing one when the same model was registered before).
 
     Raises:
-        ConfigurationError: the model type is not supported.
+        ConfigurationError: the model type is not supported (nothing was written).
         DeploymentError: MLflow or Unity Catalog refused (their message included).
     """
     import mlflow
-    from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    from zenml_model_deployers.flavors.mlflow.packaging import _object_digest
-
+    target = MLflowModelTarget()
+    try:
+        library = target.check(model, detect_library(model), "zmd-databricks")
+    except ConfigurationError as e:
+        raise ConfigurationError(
+            str(e).splitlines()[0],
+            hint="pass one of those, or register the model yourself and pass "
+            "registered_model_name= and model_version= (or model_uri='models:/c.s.m/N').",
+        ) from e
     dump = component.model_dump()  # references, not values
     needs_env = _uses_databricks(component.registry_uri) or _uses_databricks(component.tracking_uri)
     env = mlflow_databricks_env(_Refs(dump)) if needs_env else contextlib.nullcontext()
-    digest = _object_digest(model, input_example)
-    try:
-        from sklearn.base import BaseEstimator
-    except ImportError:  # pragma: no cover - sklearn ships with the databricks extra
-        BaseEstimator = ()
-    if not isinstance(model, BaseEstimator | mlflow.pyfunc.PythonModel):
-        raise ConfigurationError(
-            f"zmd-databricks cannot register a {type(model).__module__}.{type(model).__name__}.",
-            hint="pass a scikit-learn estimator or an mlflow.pyfunc.PythonModel, or register "
-            "the model yourself and pass registered_model_name= and model_version=.",
-        )
+    digest = model_digest(model, library, input_example)
     old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     try:
-        with env:
+        with env, tempfile.TemporaryDirectory(prefix="zmd-uc-") as tmp:
             mlflow.set_tracking_uri(component.tracking_uri)
             mlflow.set_registry_uri(component.registry_uri)
             client = MlflowClient(
@@ -78,32 +80,12 @@ def register_model(
                 existing = _version_with_digest(client, name, digest)
                 if existing is not None:
                     return existing
-            if isinstance(model, BaseEstimator):
-                output = model.predict(input_example)
-            else:
-                output = model.predict(None, input_example)
-            signature = infer_signature(input_example, output)
-            with mlflow.start_run(run_name=f"zmd-register-{name.rsplit('.', 1)[-1]}"):
-                if isinstance(model, BaseEstimator):
-                    # cloudpickle: MLflow 3's default (skops) refuses many fitted estimators
-                    # (e.g. trees) as "untrusted types" at save time.
-                    info = mlflow.sklearn.log_model(
-                        model,
-                        name="model",
-                        serialization_format="cloudpickle",
-                        registered_model_name=name,
-                        signature=signature,
-                        input_example=input_example,
-                    )
-                else:
-                    info = mlflow.pyfunc.log_model(
-                        name="model",
-                        python_model=model,
-                        registered_model_name=name,
-                        signature=signature,
-                        input_example=input_example,
-                    )
-            version = str(info.registered_model_version)
+            written = target.write(model, library, Path(tmp) / "model", input_example)
+            with mlflow.start_run(run_name=f"zmd-register-{name.rsplit('.', 1)[-1]}") as run:
+                mlflow.log_artifacts(str(written.path), artifact_path="model")
+                mlflow.set_tag("zmd_model_format", written.format)
+            mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
+            version = str(mv.version)
             if digest:
                 client.set_model_version_tag(name, version, DIGEST_TAG, digest)
             return version

@@ -9,10 +9,11 @@ from zenml.model_deployers.base_model_deployer import BaseModelDeployerFlavor
 from zenml_model_deployers.errors import ConfigurationError
 from zenml_model_deployers.flavors.kserve.flavor import KServeDeployerFlavor
 from zenml_model_deployers.flavors.kserve.service import KServeDeploymentService
-from zenml_model_deployers.kube.deployer import KubeDeployer
+from zenml_model_deployers.kube.deployer import KubeDeployer, default_format
+from zenml_model_deployers.kube.storage import RUNTIMES
 
 # Model formats whose objects this flavor can package (others: pass a model_uri).
-PACKAGED_FORMATS = ("sklearn", "mlflow")
+PACKAGED_FORMATS = RUNTIMES
 
 
 class KServeDeployer(KubeDeployer):
@@ -33,24 +34,40 @@ class KServeDeployer(KubeDeployer):
     # The component's deployment mode, where the config sets none.
     COMPONENT_SETTINGS: ClassVar[tuple[str, ...]] = ("deployment_mode",)
 
-    def package_format(self, settings: dict[str, Any]) -> str:
-        """The settings' ``model_format`` (``sklearn``: ``model.joblib``; ``mlflow``: an
-        MLflow model folder).
+    def package_format(self, settings: dict[str, Any], model: Any) -> str:
+        """The settings' ``model_format``, else the model's own runtime's (``sklearn``:
+        ``model.joblib``; ``xgboost``: ``model.json``; ``lightgbm``: ``model.bst``; PyTorch and
+        pyfunc: ``mlflow``, an MLflow model folder).
 
         Args:
             settings: the serving settings given to ``build_config``.
+            model: the model object.
 
         Returns:
             The format.
 
         Raises:
-            ConfigurationError: a format this flavor cannot package.
+            ConfigurationError: a format this flavor cannot package, or a model of no
+                supported library.
         """
-        fmt = str(settings.get("model_format") or "sklearn")
+        fmt = str(settings.get("model_format") or default_format(model, self.flavor_name()))
         if fmt not in PACKAGED_FORMATS:
             raise ConfigurationError(
-                f"zmd-kserve packages model objects as {' or '.join(PACKAGED_FORMATS)} "
+                f"zmd-kserve packages model objects as {', '.join(PACKAGED_FORMATS)} "
                 f"only, not model_format={fmt!r}.",
-                hint="upload the model where the cluster reads it and pass model_uri=.",
+                hint="leave model_format unset (the model's own runtime is picked), or upload "
+                "the model where the cluster reads it and pass model_uri=.",
             )
         return fmt
+
+    def format_settings(self, fmt: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """``model_format=fmt`` where unset: KServe picks the runtime by it.
+
+        Args:
+            fmt: the packaged format.
+            settings: the serving settings given.
+
+        Returns:
+            The settings to add.
+        """
+        return {} if settings.get("model_format") else {"model_format": fmt}

@@ -483,9 +483,13 @@ class KServeDeploymentService(KubeDeploymentService):
         from zenml_model_deployers.kube.secrets import delete_owned
 
         ns = self.kube()
-        if ns.get_owned(INFERENCE_SERVICE, self.resource_name) is not None:
-            ns.delete_and_wait(INFERENCE_SERVICE, self.resource_name, timeout, "deleted")
-        delete_owned(ns, "ServiceAccount", "Secret")
+        # The Secret and ServiceAccount go even when the wait fails: nothing of ours may
+        # outlive a delete (or the discard of a failed create).
+        try:
+            if ns.get_owned(INFERENCE_SERVICE, self.resource_name) is not None:
+                ns.delete_and_wait(INFERENCE_SERVICE, self.resource_name, timeout, "deleted")
+        finally:
+            delete_owned(ns, "ServiceAccount", "Secret")
         # KServe removes the routes shortly after the InferenceService.
         self.wait_until_unserved(
             lambda: bool(self.status.url) and self._model_ready(),

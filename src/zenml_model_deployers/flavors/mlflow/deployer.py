@@ -22,7 +22,7 @@ class MLflowDeployer(BaseDeployer):
         """Saves the model object as a content-addressed MLflow model directory.
 
         Args:
-            model: a scikit-learn estimator or an mlflow.pyfunc.PythonModel.
+            model: a model object (docs/models.md).
             name: the deployment name.
             input_example: optional example input.
 

@@ -23,12 +23,6 @@ from zenml_model_deployers.packaging import (
 )
 
 
-def _object_digest(model: Any, input_example: Any) -> str | None:
-    """The packaging layer's digest of a model object (kept for zmd-databricks' registry)."""
-    library = detect_library(model)
-    return None if library is None else model_digest(model, library, input_example)
-
-
 def save_mlflow_model(model: Any, name: str, input_example: Any = None) -> str:
     """Saves a model object as an MLflow model under the zmd store; returns its local path.
 

@@ -12,6 +12,8 @@ from zenml_model_deployers.local.service import LocalDeploymentConfig
 
 # The server reads its API key from this variable, never from argv.
 API_KEY_ENV = "VLLM_API_KEY"
+# vLLM's CPU build: GiB of memory for the KV cache.
+CPU_KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 # Flags that carry the API key: argv is visible to every user of the host.
 _KEY_FLAGS = ("--api-key",)
 
@@ -34,6 +36,11 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
         trust_remote_code: allow the model repository's own code.
         api_key: a ZenML secret reference (`{{secret.key}}`) to the key clients must send;
             it reaches the server as `VLLM_API_KEY`, never in argv.
+        enforce_eager: `--enforce-eager` (no torch.compile, no CUDA graphs). None: on when
+            `require_gpu=False` (vLLM's CPU build, where compiling costs minutes at every
+            start), else vLLM's default (off).
+        cpu_kvcache_space: GiB of memory for the KV cache of vLLM's CPU build (environment
+            `VLLM_CPU_KVCACHE_SPACE`); unset, vLLM sizes it from the host's free memory.
         extra_args: further `vllm serve` flags, passed as given (after ours).
         executable: advanced: a command that speaks `vllm serve`'s CLI (default `vllm`).
         require_gpu: refuse to start when no GPU is visible (False for a CPU build or the
@@ -58,6 +65,8 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
     tokenizer: str | None = None
     trust_remote_code: bool = False
     api_key: str | None = None
+    enforce_eager: bool | None = None
+    cpu_kvcache_space: int | None = Field(default=None, gt=0)
     extra_args: list[str] = Field(default_factory=list)
     executable: str = "vllm"
     require_gpu: bool = True
@@ -95,6 +104,11 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
                 f"env {API_KEY_ENV} must be a ZenML secret reference; better: use api_key=."
             )
         return v
+
+    @property
+    def eager(self) -> bool:
+        """Whether `--enforce-eager` is passed (see `enforce_eager`)."""
+        return self.enforce_eager if self.enforce_eager is not None else not self.require_gpu
 
     @property
     def model_name_served(self) -> str:

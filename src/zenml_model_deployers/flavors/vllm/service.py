@@ -10,6 +10,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import requests
@@ -18,13 +19,15 @@ from zenml.models.v2.misc.service import ServiceType
 
 from zenml_model_deployers import secrets
 from zenml_model_deployers.errors import ConfigurationError, DeploymentError, PredictionError
-from zenml_model_deployers.flavors.vllm.config import API_KEY_ENV
+from zenml_model_deployers.flavors.vllm.config import API_KEY_ENV, CPU_KVCACHE_ENV
 
 # The config moved to config.py; ZenML recorded its source path here, so it stays importable.
 from zenml_model_deployers.flavors.vllm.config import VLLMDeploymentConfig as VLLMDeploymentConfig
 from zenml_model_deployers.flavors.vllm.flavor import FLAVOR_NAME
 from zenml_model_deployers.flavors.vllm.preflight import check_host, command_prefix
+from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.service import LocalProcessService
+from zenml_model_deployers.local.state import tail
 from zenml_model_deployers.service import serving_type
 
 CHAT_PATH = "/v1/chat/completions"
@@ -35,6 +38,19 @@ _OOM = re.compile(
     r"out of memory|OutOfMemoryError|No available memory for the cache blocks|"
     r"insufficient memory|not enough memory|Free memory on device",
     re.IGNORECASE,
+)
+
+
+# vLLM prefixes each line with the process that wrote it, then level, time and source:
+# "(EngineCore pid=12) ERROR 12-06 11:14:05 [core.py:1510] ". Tracebacks keep their indent after it.
+_VLLM_PREFIX = re.compile(
+    r"^\([\w.:-]+ pid=\d+\) (?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) [\d-]+ [\d:]+ \[[^\]]*\] )?"
+)
+# What vLLM's parent processes say when a child failed: the child's exception is the cause.
+_VLLM_WRAPPERS = (
+    "Engine core initialization failed",
+    "WorkerProc initialization failed",
+    "Worker failed with error",
 )
 
 
@@ -103,6 +119,8 @@ class VLLMDeploymentService(LocalProcessService):
                 argv += [flag, str(value)]
         if c.trust_remote_code:
             argv.append("--trust-remote-code")
+        if c.eager and "--enforce-eager" not in c.extra_args:
+            argv.append("--enforce-eager")
         return argv + list(c.extra_args)
 
     def server_env(self) -> dict[str, str]:
@@ -113,6 +131,8 @@ class VLLMDeploymentService(LocalProcessService):
         """
         env = super().server_env()
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.config.cpu_kvcache_space is not None:
+            env[CPU_KVCACHE_ENV] = str(self.config.cpu_kvcache_space)
         key = self.api_key_value()
         if key is not None:
             env[API_KEY_ENV] = key
@@ -134,6 +154,20 @@ class VLLMDeploymentService(LocalProcessService):
     def _auth_headers(self) -> dict[str, str]:
         key = self.api_key_value()
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def failure_cause(self, log: Path) -> str:
+        """vLLM's own error in a failed server's log: the root cause a child process (the
+        EngineCore, a worker) raised, not the API server's "Engine core initialization failed.
+        See root cause above".
+
+        Args:
+            log: the server's log.
+
+        Returns:
+            ``ExceptionName: message``, or "".
+        """
+        lines = tail(log, 4000, max_bytes=2_000_000).splitlines()
+        return proc.failure_cause_in([_VLLM_PREFIX.sub("", ln) for ln in lines], _VLLM_WRAPPERS)
 
     # ----------------------------------------------------------------- lifecycle hooks
     def provision_revision(self, timeout: float) -> None:

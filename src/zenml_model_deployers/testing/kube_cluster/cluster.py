@@ -112,6 +112,7 @@ class SimulatedCluster:
             self.log,
             self.forbidden,
             self.mlserver.log_tail if model_server else None,
+            crd_dir=self.crd_dir,
         )
         parts = (namespace, install, load_delay, self.mlserver, self.objects, self.secrets_seen)
         self.seldon = SeldonController(*parts)

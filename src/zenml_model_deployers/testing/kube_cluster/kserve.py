@@ -24,7 +24,8 @@ What it models (and the flavor relies on):
   ``ModelLoadFailed`` in Standard) with the model server's own error, and
   ``modelStatus.lastFailureInfo``; the previous revision keeps the traffic.
 
-Predictions: sklearn/mlflow models load into the cluster's real MLServer. MLServer speaks V2
+Predictions: sklearn, xgboost, lightgbm and mlflow models load into the cluster's real MLServer,
+with the runtime class ``kserve-mlserver`` sets for their format (``mlserver.runtime_settings``). MLServer speaks V2
 only, so V1 requests (``{"instances": ...}``) are translated by the gateway to V2 and the
 answer back to ``{"predictions": ...}`` (KServe's own sklearn server, which speaks V1, is the
 `kserve` package we never install). ``huggingface`` models run the vLLM stand-in (a real small
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zenml_model_deployers.packaging.native import MLSERVER_RUNTIMES
 from zenml_model_deployers.testing.kube_cluster.controller import SimulatedController, now
 from zenml_model_deployers.testing.kube_cluster.crds import KINDS
 from zenml_model_deployers.testing.kube_cluster.kserve_gateway import (
@@ -51,6 +53,7 @@ from zenml_model_deployers.testing.kube_cluster.kserve_gateway import (
     LLMServer,
     QueueProxyMetrics,
     Route,
+    booster_objective,
     pick_runtime,
     runtime_error,
 )
@@ -421,8 +424,8 @@ class KServeController(SimulatedController):
 
     # ----------------------------------------------------------------- model servers
     def _load(self, core: Any, name: str, rev: Revision, pred: dict[str, Any]) -> None:
-        """Loads a revision's model: sklearn/mlflow into MLServer, huggingface into the vLLM
-        stand-in; a failure is kept as the revision's error (the server's own words)."""
+        """Loads a revision's model: sklearn/xgboost/lightgbm/mlflow into MLServer (with the
+        runtime of the format, as ``kserve-mlserver`` does), huggingface into the vLLM stand-in; a failure is kept as the revision's error (the server's own words)."""
         model = pred.get("model") or {}
         fmt = str((model.get("modelFormat") or {}).get("name") or "")
         sa = pred.get("serviceAccountName")
@@ -441,24 +444,22 @@ class KServeController(SimulatedController):
         if refused:
             rev.error = refused
             return
-        if fmt not in ("sklearn", "mlflow"):
+        if fmt not in MLSERVER_RUNTIMES:
             rev.error = (
                 f"no runtime for model format {fmt} in the simulated cluster "
-                "(sklearn, mlflow and huggingface are served)"
+                f"({', '.join(MLSERVER_RUNTIMES)} and huggingface are served)"
             )
             return
         internal = f"ks-{rev.name}-{rev.digest[:6]}"
-        spec = {
-            "storageUri": model.get("storageUri") or "",
-            "requirements": [fmt],
-        }
+        spec = {"storageUri": model.get("storageUri") or "", "modelFormat": fmt}
         error = self.mlserver.load(internal, spec)
         if error:
             # A container's termination message: the end of the server's error.
             rev.error = " | ".join(ln.strip() for ln in error.strip().splitlines()[-2:])
             return
         runtime = pick_runtime(fmt, protocol, explicit)
-        rev.backend = LoadedModel(name, self.namespace, 0, internal, rev.digest, runtime)
+        objective = booster_objective(spec["storageUri"]) if fmt == "xgboost" else ""
+        rev.backend = LoadedModel(name, self.namespace, 0, internal, rev.digest, runtime, objective)
 
     def _check_service_account(self, core: Any, name: str, sa: str) -> str:
         """The storage initializer's credentials: the ServiceAccount's Secrets must exist."""

@@ -27,13 +27,19 @@ that would serve it. Read from kserve/kserve (commit aaac4e29, 2026-08):
   ``predict``, shape ``[n, 1]`` for a 1-D result, ``parameters.content_type``), named as the
   InferenceService; KServe's runtime sets no model version, so none is sent.
 
+What differs from MLServer's runtimes is what KServe's xgbserver predicts: ``Booster.predict``,
+which for a classifier is its probabilities (``binary:logistic``: the positive class's, ``[n]``;
+``multi:softprob``: ``[n, k]``), where MLServer's xgboost runtime loads the scikit-learn
+interface and answers ``XGBClassifier.predict``'s classes. For those two objectives (read from
+the model's ``model.json``) the gateway asks MLServer for ``predict_proba`` and answers as the
+booster would. lgbserver's ``Booster.predict`` is MLServer's lightgbm runtime's own.
+
 MLServer adds a batch dimension to a 1-D result (``inject_batch_dimension``: ``[n]`` ->
 ``[n, 1]``); the KServe-server shapes take it off again, so a model whose ``predict`` really
 returns ``(n, 1)`` answers ``[n]`` here (the one case the simulation cannot tell apart). The
-simulation serves the sklearn format (mlflow where its MLServer has ``mlserver-mlflow``; the
-one ``make test`` builds has not), and ``huggingface``: the vLLM stand-in behind the Hugging
-Face server's ``/openai/v1/...`` routes; xgboost and lightgbm revisions fail to load with a
-message saying so.
+simulation serves the sklearn, xgboost, lightgbm and mlflow formats (each with the MLServer
+runtime of the format; ``make test`` builds an MLServer with all four), and ``huggingface``: the
+vLLM stand-in behind the Hugging Face server's ``/openai/v1/...`` routes.
 """
 
 from __future__ import annotations
@@ -62,6 +68,63 @@ RUNTIMES: dict[str, tuple[dict[str, int], tuple[str, ...]]] = {
 # The runtimes that are KServe's own Python servers (their answers: get_predict_response).
 KSERVE_SERVERS = ("kserve-sklearnserver", "kserve-xgbserver", "kserve-lgbserver")
 NO_RUNTIME = "No runtime found to support specified framework/version"
+
+
+# xgbserver: booster objectives whose Booster.predict is (a column of) predict_proba.
+PROBA_OBJECTIVES = ("binary:logistic", "multi:softprob")
+
+
+def booster_objective(storage_uri: str) -> str:
+    """The objective of the XGBoost model in a folder's ``model.json`` ("" when not found).
+
+    Args:
+        storage_uri: the model folder.
+
+    Returns:
+        e.g. ``binary:logistic``.
+    """
+    from pathlib import Path
+
+    try:
+        learner = json.loads((Path(storage_uri) / "model.json").read_text())["learner"]
+        return str(learner["objective"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def booster_request(body: dict[str, Any], loaded: LoadedModel) -> dict[str, Any]:
+    """The V2 request MLServer gets for an xgbserver model: ``predict_proba`` where the
+    booster predicts probabilities.
+
+    Args:
+        body: the V2 request.
+        loaded: what serves it.
+
+    Returns:
+        The request to send.
+    """
+    if loaded.runtime != "kserve-xgbserver" or loaded.objective not in PROBA_OBJECTIVES:
+        return body
+    return {**body, "outputs": [{"name": "predict_proba"}]}
+
+
+def booster_output(output: dict[str, Any], loaded: LoadedModel) -> dict[str, Any]:
+    """MLServer's output as the booster predicts it (``binary:logistic``: the positive class's
+    probability of ``predict_proba``).
+
+    Args:
+        output: one V2 output of MLServer.
+        loaded: what serves it.
+
+    Returns:
+        The output.
+    """
+    if loaded.runtime != "kserve-xgbserver" or loaded.objective != "binary:logistic":
+        return output
+    import numpy as np
+
+    proba = np.asarray(output["data"]).reshape(output["shape"])
+    return {**output, "shape": [proba.shape[0]], "data": proba[:, 1].tolist()}
 
 
 def runtime_error(model_format: str, protocol: str, runtime: str) -> str:
@@ -338,9 +401,15 @@ class KServeGateway:
         prefix = f"/v2/models/{name}"
         if path.startswith(prefix):
             rest = path[len(prefix) :]
+            infer = rest == "/infer" and method == "POST"
+            if infer and body:
+                try:
+                    body = json.dumps(booster_request(json.loads(body), loaded)).encode()
+                except ValueError:
+                    pass  # not JSON: MLServer answers it
             code, content = self.mlserver.forward_v2(method, loaded, rest, body, name)
-            if code == 200 and rest == "/infer" and method == "POST":
-                content = json.dumps(v2_answer(json.loads(content), loaded.runtime)).encode()
+            if code == 200 and infer:
+                content = json.dumps(v2_answer(json.loads(content), loaded)).encode()
             return code, content
         return 404, json.dumps({"error": f"model {path} not found"}).encode()
 
@@ -356,11 +425,14 @@ class KServeGateway:
         from zenml_model_deployers.kube.v2protocol import encode_v2
 
         r = self.mlserver.request(
-            "POST", f"/v2/models/{loaded.internal}/infer", json=encode_v2(rows)
+            "POST",
+            f"/v2/models/{loaded.internal}/infer",
+            json=booster_request(encode_v2(rows), loaded),
         )
         if r.status_code != 200:
             return r.status_code, r.content
-        return 200, json.dumps({"predictions": kserve_result(r.json()["outputs"][0])}).encode()
+        output = booster_output(r.json()["outputs"][0], loaded)
+        return 200, json.dumps({"predictions": kserve_result(output)}).encode()
 
 
 def kserve_result(output: dict[str, Any]) -> Any:
@@ -381,12 +453,12 @@ def kserve_result(output: dict[str, Any]) -> Any:
     return np.asarray(output["data"]).reshape(shape).tolist()
 
 
-def v2_answer(body: dict[str, Any], runtime: str) -> dict[str, Any]:
+def v2_answer(body: dict[str, Any], loaded: LoadedModel) -> dict[str, Any]:
     """MLServer's V2 inference answer as the runtime sends it (see the module docstring).
 
     Args:
         body: MLServer's answer, already named as the InferenceService.
-        runtime: the serving runtime.
+        loaded: what serves it (its serving runtime, its booster's objective).
 
     Returns:
         KServe's own servers: ``{"id", "model_name", "model_version": None, "outputs":
@@ -395,9 +467,9 @@ def v2_answer(body: dict[str, Any], runtime: str) -> dict[str, Any]:
     """
     import numpy as np
 
-    if runtime not in KSERVE_SERVERS:
+    if loaded.runtime not in KSERVE_SERVERS:
         return {k: v for k, v in body.items() if k != "model_version"}
-    out = body["outputs"][0]
+    out = booster_output(body["outputs"][0], loaded)
     result = np.asarray(kserve_result(out))
     output = {
         "name": "output-0",

@@ -38,8 +38,45 @@ def find_mlserver() -> list[str]:
             return [c]
     raise FileNotFoundError(
         "No MLServer found: run `make test` (it builds .venv/mlserver), or install "
-        "`mlserver mlserver-sklearn` in an environment and set ZMD_MLSERVER to its `mlserver`."
+        "`mlserver mlserver-sklearn` (and mlserver-xgboost, -lightgbm, -mlflow for those "
+        "formats) in an environment and set ZMD_MLSERVER to its `mlserver`."
     )
+
+
+def runtime_settings(path: Path, spec: dict[str, Any]) -> tuple[str, Path, dict[str, Any]]:
+    """The MLServer runtime, model URI and extra parameters a model is loaded with, as the
+    controllers pick them:
+
+    - KServe (a ``modelFormat`` in ``spec``): ``kserve-mlserver`` sets the runtime class of the
+      format (KServe's ``MLServerModelClass*`` constants: the ones in
+      :data:`~zenml_model_deployers.packaging.native.MLSERVER_RUNTIMES`) and points MLServer at
+      the model folder, where each runtime finds its well-known file;
+    - Seldon Core 2: its agent loads the folder by the ``model-settings.json`` in it (runtime,
+      ``parameters.uri`` relative to the folder). A folder without one (which a real Seldon
+      Core 2 refuses: "Failed to find an mlserver settings file") is loaded leniently by its
+      ``requirements``: mlflow's runtime if they name ``mlflow``, else sklearn's.
+
+    Args:
+        path: the model's folder (or file).
+        spec: the model's spec.
+
+    Returns:
+        (runtime class, model URI, extra parameters).
+    """
+    from zenml_model_deployers.packaging.native import MLSERVER_RUNTIMES
+
+    extra = {p["name"]: p["value"] for p in spec.get("parameters") or []}
+    fmt = spec.get("modelFormat")
+    if fmt:
+        return MLSERVER_RUNTIMES[str(fmt)], path, extra
+    own = path / "model-settings.json"
+    if path.is_dir() and own.is_file():
+        settings = json.loads(own.read_text())
+        params = settings.get("parameters") or {}
+        uri = path / str(params.get("uri") or ".")
+        return str(settings.get("implementation")), uri, {**(params.get("extra") or {}), **extra}
+    reqs = set(spec.get("requirements") or [])
+    return MLSERVER_RUNTIMES["mlflow" if "mlflow" in reqs else "sklearn"], path, extra
 
 
 def free_port() -> int:
@@ -56,7 +93,8 @@ def free_port() -> int:
 @dataclass
 class LoadedModel:
     """A Model the controller serves: its internal MLServer name per generation (and, for
-    KServe, the ServingRuntime whose answers the gateway gives)."""
+    KServe, the ServingRuntime whose answers the gateway gives, and for its xgbserver the
+    booster's objective, which decides what a ``Booster`` predicts)."""
 
     name: str
     namespace: str
@@ -64,6 +102,7 @@ class LoadedModel:
     internal: str
     spec_digest: str
     runtime: str = ""
+    objective: str = ""
 
 
 class MLServerHost:
@@ -219,7 +258,8 @@ class MLServerHost:
 
     def load(self, internal: str, spec: dict[str, Any]) -> str:
         """Loads a model (``storageUri``, ``requirements``, ``parameters`` as a Seldon Model's
-        spec has them) under an internal name.
+        spec has them, or KServe's ``modelFormat``) under an internal name, with the runtime
+        :func:`runtime_settings` picks.
 
         Args:
             internal: its MLServer name.
@@ -238,12 +278,7 @@ class MLServerHost:
                 f"failed to download model from {uri}: only local paths and file:// URIs "
                 "exist in the simulated cluster"
             )
-        reqs = set(spec.get("requirements") or [])
-        implementation = "mlserver_sklearn.SKLearnModel"
-        if "mlflow" in reqs:
-            implementation = "mlserver_mlflow.MLflowRuntime"
-        uri_in = path / "model.joblib" if path.is_dir() else path
-        params = {p["name"]: p["value"] for p in spec.get("parameters") or []}
+        implementation, uri_in, params = runtime_settings(path, spec)
         settings = {
             "name": internal,
             "implementation": implementation,

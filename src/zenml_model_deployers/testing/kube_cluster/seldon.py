@@ -2,7 +2,9 @@
 ``Model``s and ``Experiment``s and Core 1 ``SeldonDeployment``s like Seldon's scheduler, and the
 mesh that routes their requests.
 
-- Core 2: each ``Model``'s ``storageUri`` loads into the cluster's real MLServer under a
+- Core 2: a ``Model`` whose ``requirements`` are not all capabilities of Seldon's MLServer
+  fails to schedule (the scheduler's message); else its ``storageUri`` loads into the
+  cluster's real MLServer, with the runtime its ``model-settings.json`` names, under a
   per-version name (``<model>_<version>``, as Seldon's agent names it); the route switches only
   once the new version is loaded (the old one serves until then); ``ModelReady``/``Ready``
   conditions with ``observedGeneration``, or ``ModelReady=False`` with MLServer's own error. An
@@ -27,6 +29,41 @@ from typing import Any
 
 from zenml_model_deployers.testing.kube_cluster.controller import SimulatedController, now
 from zenml_model_deployers.testing.kube_cluster.mlserver import LoadedModel
+
+# The capabilities of Seldon Core 2's MLServer (its default ServerConfig): a Model is scheduled on
+# a server only when its requirements are among them.
+MLSERVER_CAPABILITIES = (
+    "mlserver",
+    "alibi-detect",
+    "alibi-explain",
+    "huggingface",
+    "lightgbm",
+    "mlflow",
+    "python",
+    "sklearn",
+    "spark-mlib",
+    "xgboost",
+)
+
+
+def schedule_error(name: str, spec: dict[str, Any]) -> str:
+    """Why Seldon's scheduler places the Model on no server (its words), "" when MLServer fits.
+
+    Args:
+        name: the Model.
+        spec: its spec.
+
+    Returns:
+        The scheduler's failure, or "".
+    """
+    reqs = [str(r) for r in spec.get("requirements") or []]
+    if all(r in MLSERVER_CAPABILITIES for r in reqs):
+        return ""
+    return (
+        f"failed to schedule model {name}. [failed replica filter RequirementsReplicaFilter for "
+        f"server replica mlserver:0 : model requirements [{' '.join(reqs)}] replica "
+        f"capabilities [{' '.join(MLSERVER_CAPABILITIES)}]]"
+    )
 
 
 @dataclass(eq=False)
@@ -341,7 +378,9 @@ class SeldonController(SimulatedController):
         self._set_model_status(
             custom, name, gen, False, "ModelProgressing", "loading the model", spec
         )
-        error = self.check_secret(core, name, spec)
+        error = schedule_error(name, spec)
+        reason = "ScheduleFailed" if error else "ModelFailed"
+        error = error or self.check_secret(core, name, spec)
         # Seldon Core 2's agent loads version N of Model `name` into the server as `name_N`
         # (what MLServer's metrics call the model).
         loaded_version = self._versions.get(name, 0) + 1
@@ -361,7 +400,7 @@ class SeldonController(SimulatedController):
                 self.mlserver.unload(internal)
             return
         if error:
-            self._set_model_status(custom, name, gen, False, "ModelFailed", error, spec)
+            self._set_model_status(custom, name, gen, False, reason, error, spec)
             return
         with self._routes_lock:
             old = self.routes.get((self.namespace, name))

@@ -1,0 +1,3 @@
+"""What the greeting says (run.py rewrites it)."""
+
+VERSION = "v1"
