@@ -360,6 +360,7 @@ def main() -> None:
             got = svc.read_revision_metrics()[svc.config.config_hash()]
             counted = (sent, got.requests, got.errors)
         if dsvc is not None and client == "wrk":
+            logs_before = set(dsvc.workdir.glob("server-*.log"))
             update = _update_under_load(
                 deployer,
                 default_cfg.model_copy(update={"model_uri": models["b"]}),
@@ -369,6 +370,8 @@ def main() -> None:
             live = deployer.find_deployment("sat-default")
             if live is not None:
                 update["path_after"] = "direct" if live.status.direct else "relay"
+                # Each server start writes a new log: 1 per update (no second server start).
+                update["starts"] = len(set(live.workdir.glob("server-*.log")) - logs_before)
     finally:
         for d, name in ((deployer, "sat-direct"), (deployer, "sat-default")):
             live = d.find_deployment(name) if d is not None else None
@@ -451,7 +454,8 @@ def main() -> None:
             f"{update['wrk_s']} s in 5 s runs): deploy took {update['update_s']:.1f} s; "
             f"{update['requests']} requests, {update['errors']} failed (non-2xx + socket "
             f"errors); afterwards the URL answers {update['after']} on the "
-            f"{update.get('path_after', '?')} data path"
+            f"{update.get('path_after', '?')} data path; servers started: "
+            f"{update.get('starts', '?')}"
         )
     if server_cpu_b:
         print(

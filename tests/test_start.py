@@ -78,11 +78,7 @@ def test_start_port_moves_a_deployment_whose_port_was_taken(
 
     cleanup.append("movable")
     svc = mlflow_deployer.deploy(
-        # The relay in the data path: a running deployment's URL moves without a restart (on
-        # the direct data path its server holds the port: refused while it runs).
-        MLflowDeploymentConfig(
-            deployment_name="movable", model_uri=str(models_dir / "a"), data_path="relay"
-        ),
+        MLflowDeploymentConfig(deployment_name="movable", model_uri=str(models_dir / "a")),
         timeout=120,
     )
     recorded = svc.status.public_port
@@ -110,7 +106,8 @@ def test_start_port_moves_a_deployment_whose_port_was_taken(
         rows = json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output)
         assert next(x for x in rows if x["name"] == "movable")["url"] == url
 
-    # A running deployment moves without restarting its server.
+    # A running deployment moves without restarting its server (on the default direct data
+    # path the relay steps in on the old port and out on the new one: the server takes it).
     server_pid = moved.status.server.pid
     port2 = free_port()
     res = r.invoke(zmd, ["models", "start", "movable", "--port", str(port2)])
@@ -118,6 +115,7 @@ def test_start_port_moves_a_deployment_whose_port_was_taken(
     again = mlflow_deployer.find_deployment("movable")
     assert again.prediction_url == f"http://127.0.0.1:{port2}/invocations"
     assert again.status.server.pid == server_pid and again.predict([[1.0, 2.0]]) == [0]
+    assert again.status.direct
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the old front is gone
 

@@ -27,9 +27,7 @@ from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.config import (
     LocalDeploymentConfig,
     LocalDeploymentStatus,
-    health_host,
     private_dir,
-    url_host,
 )
 from zenml_model_deployers.local.front import DRAIN_TIMEOUT, Front
 from zenml_model_deployers.local.launch import (
@@ -75,8 +73,8 @@ class ServerHooks(Protocol):
     @property
     def front(self) -> Front: ...
     def server_command(self, port: int) -> list[str]: ...
-    def direct_server_command(self, handoff: Path) -> list[str]: ...
-    def direct_server_ready(self, log: Path) -> bool: ...
+    def gated_server_command(self, port: int, handoff: Path, gate: Path) -> list[str]: ...
+    def gate_events(self, log: Path) -> tuple[int, int]: ...
     def check_serving(self, base_url: str) -> None: ...
     def failure_cause(self, log: Path) -> str: ...
     def server_env(self) -> dict[str, str]: ...
@@ -89,6 +87,14 @@ class ServerHooks(Protocol):
     def restart_command(
         self, server: proc.ProcessHandle, argv: list[str], env: dict[str, str], port: int
     ) -> tuple[list[str], dict[str, str]]: ...
+
+
+GATE_SUFFIX = ".gate"
+
+
+def gate_of(log: Path) -> Path:
+    """The gate file of the server that logs to ``log`` (``flavors/mlflow/gate.py``)."""
+    return log.with_suffix(GATE_SUFFIX)
 
 
 @dataclass
@@ -132,7 +138,6 @@ class Revisions(OnService):
         self,
         timeout: float,
         after_spawn: Callable[[], None] | None = None,
-        direct: bool = False,
     ) -> Started:
         """Starts a server for the service's config on a private port and waits until it is
         ready (health, smoke request, the backend's own check).
@@ -141,26 +146,27 @@ class Revisions(OnService):
         front supervises the server once :func:`supervision.hand_over` wrote its spec (after
         the switch).
 
-        ``direct``: the server accepts on the front's listening socket instead (the direct
-        data path, when no other server serves: ``after_spawn`` starts the front and takes it
-        out of the data path, so that the server is the only one answering the public port,
-        where it is checked); the returned port is the public one.
+        Where the config takes the direct data path (``direct_data_path``) the server gets a
+        gate as well (``flavors/mlflow/gate.py``): it is checked on its private port like any
+        other, and :meth:`open_gate` has it accept on the front's public socket too, with no
+        second start.
 
         Args:
             timeout: seconds until ready.
             after_spawn: what to do while it loads.
-            direct: serve on the front's socket.
 
         Returns:
             The ready server.
         """
         svc = self.svc
         config = svc.config
-        port = 0 if direct else free_port()
+        port = free_port()
         log = svc.workdir / f"server-{config.config_hash()}-{int(time.time())}.log"
         env = svc.server_env()
-        if direct:
-            argv = svc.direct_server_command(svc.workdir / HANDOFF_SOCKET)
+        if svc.direct_data_path:
+            gate = gate_of(log)
+            gate.unlink(missing_ok=True)
+            argv = svc.gated_server_command(port, svc.workdir / HANDOFF_SOCKET, gate)
         else:
             argv = svc.server_command(port)
         handle = proc.spawn(argv, log, env=env, cwd=svc.workdir)
@@ -179,10 +185,6 @@ class Revisions(OnService):
         try:
             if after_spawn is not None:
                 after_spawn()
-            if direct:
-                assert self.status.public_port is not None
-                port = self.status.public_port
-                base = f"http://{url_host(health_host(config.host))}:{port}"
             wait_until_ready(
                 deployment_name=svc.deployment_name,
                 process=handle,
@@ -200,8 +202,6 @@ class Revisions(OnService):
             raise
         restart = svc.restart_command(handle, argv, env, port)
         spec = self._spec(handle, restart, env, port, log, timeout)
-        if direct:
-            spec["health_host"] = health_host(config.host)
         return Started(handle, port, log, spec)
 
     def _spec(
@@ -232,53 +232,70 @@ class Revisions(OnService):
             extra_secrets=svc.secret_values(),
         )
 
-    def _serve(self, started: Started, direct: bool) -> None:
-        """Records a server that serves now as the deployment's."""
+    def _serve(self, started: Started) -> None:
+        """Records a server that serves now (through the relay) as the deployment's."""
         self.status.server = started.handle
-        self.status.server_port = None if direct else started.port
+        self.status.server_port = started.port
         self.status.log_path = str(started.log)
-        self.status.direct = direct
+        self.status.direct = False
 
     # ----------------------------------------------------------------- the direct data path
-    def handoff(self, timeout: float) -> None:
-        """Takes the relay out of the data path (``data_path="direct"``): a second server of
-        the serving revision accepts on the front's listening socket itself, the supervisor
-        watches it, the relay stops accepting (its kept-alive connections end after their next
-        answer) and the revision's private server is stopped.
+    def serving_gate(self) -> Path | None:
+        """The gate of the serving server (None: it has none, e.g. a relay-only config, or
+        a direct server of an older version that took the socket at its start)."""
+        status = self.status
+        if not self.svc.direct_data_path or status.server_port is None or not status.log_path:
+            return None
+        return gate_of(Path(status.log_path))
 
-        The serving revision was started and verified on its private port and serves through
-        the relay meanwhile. If the direct server does not come up, it is ended and the relay
-        stays in the path (a warning; the deployment serves either way).
+    def _set_gate(self, gate: Path, opened: bool, timeout: float) -> bool:
+        """Opens (creates) or closes (removes) the serving server's gate and waits until
+        each of its workers logged that it did; False if they did not in ``timeout`` s."""
+        svc, server = self.svc, self.status.server
+        log = Path(str(self.status.log_path))
+        which = 0 if opened else 1
+        before = svc.gate_events(log)[which]
+        if opened:
+            gate.touch(mode=0o600)
+        else:
+            gate.unlink(missing_ok=True)
+        workers = max(1, int(getattr(svc.config, "workers", 1) or 1))
+        deadline = time.monotonic() + timeout
+        while svc.gate_events(log)[which] < before + workers:
+            proc.reap_children()
+            if server is None or not server.is_alive() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def handoff(self, timeout: float) -> None:
+        """Takes the relay out of the data path (the direct data path): the serving server,
+        verified on its private port, opens its gate and accepts on the front's listening
+        socket itself (``flavors/mlflow/gate.py``, no second start), then the relay stops
+        accepting (its kept-alive connections end after their next answer).
+
+        If the gate does not open in time, it is closed again and the relay stays in the
+        path (a warning; the deployment serves either way).
 
         Args:
-            timeout: seconds for the direct server to start.
+            timeout: seconds for the server's workers to accept on the socket.
         """
         svc, status = self.svc, self.status
-        private, private_port = status.server, status.server_port
-        if status.direct or private is None or status.public_port is None:
+        gate = self.serving_gate()
+        if status.direct or gate is None or status.public_port is None:
             return
-        log = svc.workdir / f"server-{svc.config.config_hash()}-{int(time.time())}-direct.log"
-        env = svc.server_env()
-        argv = svc.direct_server_command(svc.workdir / HANDOFF_SOCKET)
-        handle = proc.spawn(argv, log, env=env, cwd=svc.workdir)
-        deadline = time.monotonic() + timeout
-        while not svc.direct_server_ready(log):
-            proc.reap_children()
-            if not handle.is_alive() or time.monotonic() > deadline:
-                handle.terminate(5)
-                logger.warning(
-                    "The direct data path of '%s' did not start (%s); the relay stays in the "
-                    "data path.",
-                    svc.deployment_name,
-                    svc.failure_cause(log) or "no server within the timeout",
-                )
-                return
-            time.sleep(0.05)
-        spec = self._spec(handle, (argv, env), env, status.public_port, log, timeout)
-        spec["health_host"] = health_host(svc.config.host)
         front = svc.front
-        hand_over(svc.workdir, spec, status, front.call)  # before the private server goes
-        self._serve(Started(handle, status.public_port, log, spec), direct=True)
+        if not self._set_gate(gate, True, min(timeout, DRAIN_TIMEOUT)):
+            gate.unlink(missing_ok=True)
+            logger.warning(
+                "The direct data path of '%s' did not open (%s); the relay stays in the data path.",
+                svc.deployment_name,
+                svc.failure_cause(Path(str(status.log_path))) or "no worker took the socket",
+            )
+            with contextlib.suppress(DeploymentError, OSError, ValueError):
+                front.call({"cmd": "accept", "on": True})
+            return
+        status.direct = True
         try:
             reply = front.call(
                 {"cmd": "accept", "on": False, "timeout": DRAIN_TIMEOUT},
@@ -288,33 +305,35 @@ class Revisions(OnService):
                 logger.info("Closed %s idle connection(s) of the relay.", reply["left"])
         except (DeploymentError, OSError, ValueError) as e:
             logger.warning("The relay did not step out of the data path cleanly (%s).", e)
-        front.drain_quietly(private_port)
-        private.terminate(DRAIN_TIMEOUT)
 
     def step_in(self, timeout: float) -> None:
         """Puts the relay into the data path of a deployment that serves on the direct data
         path (before a canary: only the relay can split and measure requests per revision).
 
-        A server of the serving revision starts on a private port and is checked as on an
-        update; the relay accepts again and sends every new connection to it; the direct
-        server is retired gracefully (it stops accepting, finishes what it answers and closes
-        each kept-alive connection at its next request boundary, ``flavors/mlflow/drain.py``).
-        The same revision serves throughout, so no request can be split between two. If the
-        private server does not become ready, it is ended and the direct server keeps serving.
-        :meth:`handoff` steps the relay out again.
+        The relay accepts again and forwards to the serving server's private port; the
+        server then closes its gate (it stops accepting on the public socket and answers
+        the connections it has). The same server serves throughout: nothing starts, and no
+        request can be split between two. :meth:`handoff` steps the relay out again.
 
         Args:
-            timeout: seconds for the private server to become ready.
+            timeout: seconds for the server's workers to stop accepting on the socket.
         """
         svc, status = self.svc, self.status
-        direct_server = status.server
-        if not status.direct or direct_server is None:
+        gate = self.serving_gate()
+        if not status.direct or status.server is None or gate is None:
             return
-        started = self.start_server(timeout)
-        self._route_to(started)  # handed over before the direct server goes
-        direct_server.terminate(DRAIN_TIMEOUT)
-        self._serve(started, direct=False)
-        svc.front.fold_metrics()
+        assert status.server_port is not None
+        front = svc.front
+        front.switch(status.server_port)
+        front.step_in()
+        status.direct = False
+        if not self._set_gate(gate, False, min(timeout, DRAIN_TIMEOUT)):
+            logger.warning(
+                "The server of '%s' did not confirm it stopped accepting on the public "
+                "socket; the relay accepts there too.",
+                svc.deployment_name,
+            )
+        front.fold_metrics()
         make_tree_private(svc.workdir)
 
     def _route_to(self, started: Started) -> None:
@@ -358,12 +377,12 @@ class Revisions(OnService):
                 front.restore(old_front)
                 raise
         if svc.direct_data_path and not old_alive:
-            # Nothing serves: the new revision's server takes the socket at once (it is
-            # checked on the public port, where the front stops accepting meanwhile).
+            # Nothing serves: the front starts out of the data path (clients wait in the
+            # socket's backlog) while the new server loads and is checked on its private
+            # port; then its gate opens.
             try:
-                started = self.start_server(
-                    timeout, after_spawn=lambda: front.ensure_out(None), direct=True
-                )
+                started = self.start_server(timeout, after_spawn=lambda: front.ensure_out(None))
+                front.switch(started.port)
             except BaseException:
                 if not had_relay or old_front is not None:
                     front.stop()
@@ -375,7 +394,8 @@ class Revisions(OnService):
             hand_over(svc.workdir, started.spec, status, front.call)
             if old_front is not None and old_front[0] is not None:
                 old_front[0].terminate(5)
-            self._serve(started, direct=True)
+            self._serve(started)
+            self.handoff(timeout)
             self._done(revision=True)
             return
         try:
@@ -404,7 +424,7 @@ class Revisions(OnService):
             old_server.terminate(DRAIN_TIMEOUT)
         if old_front is not None and old_front[0] is not None:
             old_front[0].terminate(5)
-        self._serve(started, direct=False)
+        self._serve(started)
         status.revision += 1
         if svc.direct_data_path:
             self.handoff(timeout)
@@ -454,7 +474,7 @@ class Revisions(OnService):
         if ended and not front.alive():
             self._wait_port_released()
         if direct:
-            front.ensure_out(None)
+            front.ensure_out(None)  # clients wait in the backlog until the gate opens
         else:
             had_front = front.alive()
             front.ensure(target=status.server_port if server_ok else None)
@@ -463,14 +483,15 @@ class Revisions(OnService):
                 self.resupply_secrets()
         if not server_ok:
             try:
-                started = self.start_server(timeout, direct=direct)
+                started = self.start_server(timeout)
+                front.switch(started.port)
             except BaseException:
                 front.stop()
                 raise
-            if not direct:
-                front.switch(started.port)
             hand_over(svc.workdir, started.spec, status, front.call)
-            self._serve(started, direct)
+            self._serve(started)
+            if direct:
+                self.handoff(timeout)
         make_tree_private(svc.workdir)
         svc.mark_ready()
 
@@ -522,6 +543,8 @@ class Revisions(OnService):
             status.server.terminate(min(timeout, DRAIN_TIMEOUT))
         status.server = None
         status.direct = False
+        for gate in svc.workdir.glob(f"server-*{GATE_SUFFIX}"):  # a start opens a new one
+            gate.unlink(missing_ok=True)
         # The front's counters ended with it; the servers' files go too (a start counts anew).
         shutil.rmtree(svc.workdir / METRICS_DIR, ignore_errors=True)
 
