@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,21 @@ class ServerHooks(Protocol):
 
 
 GATE_SUFFIX = ".gate"
+# Starts of a server whose private port another process took first (see start_server).
+PORT_RACE_RETRIES = 2
+
+
+class _PortTaken(Exception):
+    """A server's private port was taken before it bound it (it exited: start another)."""
+
+
+def _port_taken(log: Path, port: int) -> bool:
+    """Whether a server that exited says its bind of ``port`` failed (uvicorn's words)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return False
+    return "address already in use" in text.lower() and str(port) in text
 
 
 def gate_of(log: Path) -> Path:
@@ -148,8 +164,12 @@ class Revisions(OnService):
 
         Where the config takes the direct data path (``direct_data_path``) the server gets a
         gate as well (``flavors/mlflow/gate.py``): it is checked on its private port like any
-        other, and :meth:`open_gate` has it accept on the front's public socket too, with no
+        other, and :meth:`handoff` has it accept on the front's public socket too, with no
         second start.
+
+        The private port is one the OS called free a moment before; on a busy machine another
+        process may take it first (an outgoing connection's ephemeral port): a server whose
+        bind failed so is started again on another port (:data:`PORT_RACE_RETRIES` times).
 
         Args:
             timeout: seconds until ready.
@@ -158,10 +178,24 @@ class Revisions(OnService):
         Returns:
             The ready server.
         """
+        for attempt in range(PORT_RACE_RETRIES + 1):
+            try:
+                return self._start_server_once(
+                    timeout, after_spawn if attempt == 0 else None, attempt == PORT_RACE_RETRIES
+                )
+            except _PortTaken as taken:
+                logger.info("%s; starting the server on another port.", taken)
+        raise AssertionError("unreachable")  # the last attempt raises the error itself
+
+    def _start_server_once(
+        self, timeout: float, after_spawn: Callable[[], None] | None, last: bool = False
+    ) -> Started:
+        """One try of :meth:`start_server`; raises _PortTaken when the private port was taken
+        before the server bound it (not on the last try: then the error is the server's)."""
         svc = self.svc
         config = svc.config
         port = free_port()
-        log = svc.workdir / f"server-{config.config_hash()}-{int(time.time())}.log"
+        log = svc.workdir / f"server-{config.config_hash()}-{int(time.time())}-{port}.log"
         env = svc.server_env()
         if svc.direct_data_path:
             gate = gate_of(log)
@@ -182,6 +216,11 @@ class Revisions(OnService):
                 if r.status_code >= 400:
                     raise RuntimeError(f"HTTP {r.status_code}: {secrets.redact(r.text[:2000])}")
 
+        def keep_log(path: Path) -> Path:
+            if not last and _port_taken(path, port):
+                raise _PortTaken(f"Port {port} was taken before the server bound it")
+            return proc.keep_failed_log(path)
+
         try:
             if after_spawn is not None:
                 after_spawn()
@@ -193,12 +232,15 @@ class Revisions(OnService):
                 health_method=config.health_method,
                 timeout=timeout,
                 smoke=smoke,
-                keep_log=proc.keep_failed_log,
+                keep_log=keep_log,
                 cause_of=svc.failure_cause,
             )
             svc.check_serving(base)
         except BaseException:
             handle.terminate(5)
+            if sys.exc_info()[0] is _PortTaken:
+                log.unlink(missing_ok=True)
+                gate_of(log).unlink(missing_ok=True)
             raise
         restart = svc.restart_command(handle, argv, env, port)
         spec = self._spec(handle, restart, env, port, log, timeout)
