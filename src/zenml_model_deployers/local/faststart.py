@@ -281,6 +281,12 @@ def _start_locked(
             target_revision=h,
             api_key=None,
         )
+        token = str(info.get("token", ""))
+        if gate is not None:
+            # As ZenML's path (Front.ensure_out): clients wait in the socket's backlog until
+            # the server opens its gate, so no connection is left with the relay to end.
+            out = {"cmd": "accept", "on": False, "timeout": 0}
+            control_request(int(info["control_port"]), token, out, 30)
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(
             deployment_name=name,
@@ -291,7 +297,6 @@ def _start_locked(
             timeout=t,
             keep_log=proc.keep_failed_log,
         )
-        token = str(info.get("token", ""))
         switch = {"cmd": "switch", "port": port, "api_key": None, "revision": h}
         reply = control_request(int(info["control_port"]), token, switch, 30)
         if not reply.get("ok"):
@@ -303,9 +308,9 @@ def _start_locked(
         direct = gate is not None and _open_gate(
             gate, log, server, int(config.get("workers") or 1), min(t, 10.0)
         )
-        if direct:
-            off = {"cmd": "accept", "on": False, "timeout": 10}
-            control_request(int(info["control_port"]), token, off, 30)
+        if gate is not None and not direct:  # the gate did not open: the relay serves
+            on = {"cmd": "accept", "on": True}
+            control_request(int(info["control_port"]), token, on, 30)
     except BaseException as e:
         # As ZenML's path: the front goes, the server goes, the row says why.
         for handle in (server, relay):
