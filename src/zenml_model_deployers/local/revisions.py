@@ -452,7 +452,13 @@ class Revisions(OnService):
                 if not had_relay and (old_front is not None or not old_alive):
                     front.stop()
                 raise
+            old_gate = self.serving_gate() if status.direct else None
             self._route_to(started)
+            if old_gate is not None:
+                # The old direct server stops accepting at once and ends each of its kept-alive
+                # connections after its next answer: clients reach the relay (the new revision)
+                # without waiting for that server's retirement below.
+                old_gate.unlink(missing_ok=True)
         except BaseException:
             front.restore(old_front)
             raise

@@ -42,6 +42,14 @@ CLOSED = "zmd: stopped accepting on the public socket"
 # Seconds between two looks at the gate file (what an open or close waits at most for a worker).
 POLL = 0.05
 logger = logging.getLogger("uvicorn.error")
+_state = {"closed": False}
+
+
+def closed() -> bool:
+    """Whether this worker's gate closed after it was open: the connections it still has on
+    the public socket end after their next answer (``Connection: close``), so each client's
+    next request reaches whoever accepts there now (the relay)."""
+    return _state["closed"]
 
 
 def private_port() -> int | None:
@@ -102,12 +110,13 @@ async def _watch(server: Any, gate: str, handoff: str) -> None:
                 await asyncio.sleep(0.5)
                 continue
             server.servers.append(public)  # uvicorn's shutdown stops accepting there too
+            _state["closed"] = False
             logger.info("%s (pid %d)", OPENED, os.getpid())
         elif not want and public is not None:
             public.close()  # this worker's copy only: the socket keeps listening
             if public in server.servers:
                 server.servers.remove(public)
-            public = None
+            public, _state["closed"] = None, True
             logger.info("%s (pid %d)", CLOSED, os.getpid())
         await asyncio.sleep(POLL)
 

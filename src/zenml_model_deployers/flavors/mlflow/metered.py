@@ -117,7 +117,7 @@ class Metered:
             if not answered and message["type"] == "http.response.start":
                 answered = True
                 self._answered(int(message["status"]), t0)
-                drain.close_after(message)
+                drain.close_after(message, also=gate.closed())
             await send(message)
 
         try:
