@@ -9,10 +9,16 @@ path's request-counting middleware, ``serve.py --metrics-dir``), ``base:REV`` (t
 copy of its file) and ``relay`` (this tree). ``direct-path``: a real `zmd-mlflow` deployment
 (ZenML in a temporary config dir) with ``workers=2, data_path="direct"``: its own uvicorn (same
 MLflow scoring app, same model) accepts on the deployment's URL; its front's CPU is shown.
+``default``: a `zmd-mlflow` deployment made with the defaults but ``workers=2`` (the path it
+takes is printed: ``data_path="auto"`` takes the direct data path where eligible).
+With ``--bentoml`` (wrk only): a bento (sklearn DummyClassifier behind a ``classify`` API, as
+``bench_bentoml.py``) deployed with `zmd-bentoml`'s defaults: ``bento-direct`` is its
+``bentoml serve``'s own (private) port, ``bento-default`` the deployment's URL (its ratios are
+to ``bento-direct``).
 Each run also records how the server's connections spread over its 2 workers (``spread``: the
 kernel hands each accepted connection to whichever worker accepts first, so a run can load one
 worker far more than the other: a main source of run-to-run noise at 16 connections). At the
-end, an update of the direct-path deployment (model a -> b) runs under wrk (16 connections)
+end, an update of the default deployment (model a -> b) runs under wrk (16 connections)
 and its errors are counted. Load: ``wrk`` (2 threads, ``--seconds`` each, 16 and
 64 connections, POST ``{"inputs": [[1.0, 2.0]]}``) when it is installed
 (``apt-get install -y wrk``), else a Python asyncio client (one process, kept-alive connections):
@@ -22,7 +28,7 @@ answers and socket errors are counted (they must be 0). The load average is prin
 numbers: on a shared 2-core machine the client, the relay and the server compete for the cores.
 
 Usage: ``.venv/bin/python bench/bench_relay_saturation.py [--base REV ...] [--seconds 8]
-[--no-direct-path]``.
+[--no-direct-path] [--bentoml]``.
 """
 
 from __future__ import annotations
@@ -156,7 +162,7 @@ def _spread(pid: int, port: int) -> str:
 
 
 def _update_under_load(deployer: object, cfg: object, url: str, lua: Path) -> dict[str, object]:
-    """An update of the direct-path deployment while wrk (2 threads, 16 connections) loads it."""
+    """An update of a deployment while wrk (2 threads, 16 connections) loads it."""
     import requests
 
     # wrk prints its counts only at the end of a run: back-to-back 5 s runs cover the update
@@ -200,6 +206,7 @@ def main() -> None:
     ap.add_argument("--conns", default="16,64")
     ap.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--no-direct-path", action="store_true", help="skip the direct-path target")
+    ap.add_argument("--bentoml", action="store_true", help="add zmd-bentoml's default (wrk)")
     args = ap.parse_args()
     root = isolated_env("sat")  # before ZenML is imported (the direct-path deployment)
     client = args.client
@@ -231,7 +238,10 @@ def main() -> None:
         tmp / "metered.log",
     )
     relays: list[subprocess.Popen[bytes]] = []
-    deployer = svc = None
+    deployer = svc = dsvc = bento_deployer = bsvc = None
+    default_path = bento_path = ""
+    luas: dict[str, Path] = {}
+    paths: dict[str, str] = {}
     update: dict[str, object] | None = None
     try:
         try:
@@ -252,12 +262,12 @@ def main() -> None:
         pids["relay"] = p.pid
         trees = {k: (server.pid, port) for k in ports}  # whose workers' spread to show
         trees["direct+metrics"] = (metered.pid, mport)
-        if not args.no_direct_path:
-            from zenml_model_deployers.flavors import get_deployer
-            from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
+        from zenml_model_deployers.flavors import get_deployer
+        from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
 
-            zmd_stack()
-            deployer = get_deployer("zmd-mlflow")
+        zmd_stack()
+        deployer = get_deployer("zmd-mlflow")
+        if not args.no_direct_path:
             direct_cfg = MLflowDeploymentConfig(
                 deployment_name="sat-direct", model_uri=model, workers=2, data_path="direct"
             )
@@ -266,10 +276,44 @@ def main() -> None:
             ports["direct-path"] = svc.status.public_port
             pids["direct-path"] = svc.status.relay.pid  # its front: out of the data path
             trees["direct-path"] = (svc.status.server.pid, svc.status.public_port)
+        default_cfg = MLflowDeploymentConfig(
+            deployment_name="sat-default", model_uri=model, workers=2
+        )
+        dsvc = deployer.deploy(default_cfg, timeout=300)
+        assert dsvc.status.public_port is not None and dsvc.status.server is not None
+        default_path = "direct" if dsvc.status.direct else "relay"
+        ports["default"] = dsvc.status.public_port
+        pids["default"] = dsvc.status.relay.pid
+        trees["default"] = (
+            dsvc.status.server.pid,
+            dsvc.status.public_port if dsvc.status.direct else dsvc.status.server_port,
+        )
+        if args.bentoml and client == "wrk":
+            from bench_bentoml import BODY as BENTO_BODY
+            from bench_bentoml import _bento
+
+            from zenml_model_deployers.flavors.bentoml.config import BentoMLDeploymentConfig
+
+            tag, _ = _bento(tmp)
+            bento_deployer = get_deployer("zmd-bentoml")
+            bsvc = bento_deployer.deploy(
+                BentoMLDeploymentConfig(deployment_name="sat-bento", model_uri=tag), timeout=300
+            )
+            bento_path = "direct" if getattr(bsvc.status, "direct", False) else "relay"
+            blua = tmp / "bento.lua"
+            blua.write_text(LUA % BENTO_BODY.decode())
+            private = bsvc.status.server_port or bsvc.status.public_port
+            ports["bento-direct"], ports["bento-default"] = private, bsvc.status.public_port
+            pids["bento-default"] = bsvc.status.relay.pid
+            for k in ("bento-direct", "bento-default"):
+                trees[k] = (bsvc.status.server.pid, private)
+                luas[k], paths[k] = blua, "/classify"
         names = list(ports)
         spreads: dict[tuple[str, int], list[str]] = {}
         server_cpu_dp: list[float] = []
         server_cpu_m: list[float] = []
+        server_cpu_df: list[float] = []
+        server_cpu_b: list[float] = []  # `bentoml serve`'s (bento-direct runs)
         res: dict[tuple[str, int], list[dict[str, float]]] = {}
         cpu: dict[tuple[str, int], list[float]] = {}
         server_cpu: list[float] = []  # the server's CPU per request (direct runs)
@@ -277,7 +321,7 @@ def main() -> None:
         for rnd in range(args.rounds):
             for c in conns:
                 for k in names[rnd % len(names) :] + names[: rnd % len(names)]:
-                    url = f"http://127.0.0.1:{ports[k]}/invocations"
+                    url = f"http://127.0.0.1:{ports[k]}{paths.get(k, '/invocations')}"
                     cpu0 = _cpu_seconds(pids[k]) if k in pids else 0.0
                     s0 = _tree_cpu_seconds(trees[k][0])
                     got: list[str] = []
@@ -287,17 +331,23 @@ def main() -> None:
                     )
                     look.start()
                     if client == "wrk":
-                        r = _wrk(url, c, args.seconds, lua)
+                        r = _wrk(url, c, args.seconds, luas.get(k, lua))
                     else:
                         r = asyncio.run(_py_load(ports[k], c, args.seconds))
                     look.join()
                     spreads.setdefault((k, c), []).extend(got)
                     res.setdefault((k, c), []).append(r)
-                    if k in ("direct", "direct+metrics", "direct-path") and r["requests"]:
+                    if (
+                        k in ("direct", "direct+metrics", "direct-path", "default", "bento-direct")
+                        and r["requests"]
+                    ):
                         used = _tree_cpu_seconds(trees[k][0]) - s0
-                        {"direct": server_cpu, "direct+metrics": server_cpu_m}.get(
-                            k, server_cpu_dp
-                        ).append(used / r["requests"] * 1e6)
+                        {
+                            "direct": server_cpu,
+                            "direct+metrics": server_cpu_m,
+                            "default": server_cpu_df,
+                            "bento-direct": server_cpu_b,
+                        }.get(k, server_cpu_dp).append(used / r["requests"] * 1e6)
                     if k in pids and r["requests"]:
                         used = _cpu_seconds(pids[k]) - cpu0
                         cpu.setdefault((k, c), []).append(used / r["requests"] * 1e6)
@@ -309,18 +359,28 @@ def main() -> None:
             )
             got = svc.read_revision_metrics()[svc.config.config_hash()]
             counted = (sent, got.requests, got.errors)
-        if deployer is not None and svc is not None and client == "wrk":
+        if dsvc is not None and client == "wrk":
+            logs_before = set(dsvc.workdir.glob("server-*.log"))
             update = _update_under_load(
                 deployer,
-                direct_cfg.model_copy(update={"model_uri": models["b"]}),
-                f"http://127.0.0.1:{ports['direct-path']}/invocations",
+                default_cfg.model_copy(update={"model_uri": models["b"]}),
+                f"http://127.0.0.1:{ports['default']}/invocations",
                 lua,
             )
-    finally:
-        if deployer is not None:
-            live = deployer.find_deployment("sat-direct")
+            live = deployer.find_deployment("sat-default")
             if live is not None:
-                deployer.delete(live)
+                update["path_after"] = "direct" if live.status.direct else "relay"
+                # Each server start writes a new log: 1 per update (no second server start).
+                update["starts"] = len(set(live.workdir.glob("server-*.log")) - logs_before)
+    finally:
+        for d, name in ((deployer, "sat-direct"), (deployer, "sat-default")):
+            live = d.find_deployment(name) if d is not None else None
+            if live is not None:
+                d.delete(live)  # type: ignore[union-attr]
+        if bento_deployer is not None:
+            live = bento_deployer.find_deployment("sat-bento")
+            if live is not None:
+                bento_deployer.delete(live)
         for p in relays:
             p.terminate()
         for p in relays:
@@ -342,10 +402,14 @@ def main() -> None:
         f"{'target':<{w}} {'conns':>5} {'req/s':>8} {'x direct':>9} {'p99 ms':>8} "
         f"{'p99 x dir':>9} {'errors':>7} {'CPU us/req':>11}  per round: worker spread:req/s"
     )
+    print(f"a default zmd-mlflow deployment takes the {default_path} data path")
+    if bento_path:
+        print(f"a default zmd-bentoml deployment takes the {bento_path} data path")
     for c in conns:
-        d_rps = statistics.median(r["rps"] for r in res[("direct", c)])
-        d_p99 = statistics.median(r["p99_ms"] for r in res[("direct", c)])
         for k in names:
+            base = "bento-direct" if k.startswith("bento") else "direct"
+            d_rps = statistics.median(r["rps"] for r in res[(base, c)])
+            d_p99 = statistics.median(r["p99_ms"] for r in res[(base, c)])
             rs = res[(k, c)]
             rps = statistics.median(r["rps"] for r in rs)
             p99 = statistics.median(r["p99_ms"] for r in rs)
@@ -374,6 +438,11 @@ def main() -> None:
             f"direct-path: wrk got {counted[0]} answers; the front's metrics count "
             f"{counted[1]} requests ({counted[2]} errors) for the revision (+ readiness checks)"
         )
+    if server_cpu_df:
+        print(
+            "default deployment's server CPU per request: median "
+            f"{statistics.median(server_cpu_df):.0f} us"
+        )
     if server_cpu_dp:
         print(
             "direct-path deployment's server CPU per request: median "
@@ -381,17 +450,25 @@ def main() -> None:
         )
     if update is not None:
         print(
-            f"update a -> b of the direct-path deployment under wrk (2 threads, 16 connections, "
+            f"update a -> b of the default deployment under wrk (2 threads, 16 connections, "
             f"{update['wrk_s']} s in 5 s runs): deploy took {update['update_s']:.1f} s; "
             f"{update['requests']} requests, {update['errors']} failed (non-2xx + socket "
-            f"errors); afterwards the URL answers {update['after']}"
+            f"errors); afterwards the URL answers {update['after']} on the "
+            f"{update.get('path_after', '?')} data path; servers started: "
+            f"{update.get('starts', '?')}"
+        )
+    if server_cpu_b:
+        print(
+            "`bentoml serve`'s own CPU per request (bento-direct runs): median "
+            f"{statistics.median(server_cpu_b):.0f} us"
         )
     for k in names:
         rel = [statistics.median(cpu[(k, c)]) for c in conns if (k, c) in cpu]
         if rel:
             r_cpu = statistics.median(rel)
+            own = statistics.median(server_cpu_b) if k.startswith("bento") else srv
             print(
-                f"  {k}: {r_cpu:.1f} us/req -> CPU-bound estimate {srv / (srv + r_cpu):.3f}x "
+                f"  {k}: {r_cpu:.1f} us/req -> CPU-bound estimate {own / (own + r_cpu):.3f}x "
                 "direct (server + relay on the same cores, client aside)"
             )
 

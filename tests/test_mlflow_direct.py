@@ -75,11 +75,13 @@ def test_refusals_before_anything_changes(mlflow_deployer: Any, models_dir: Path
 
 def test_direct_serves_without_the_relay(direct: Any) -> None:
     port = direct.status.public_port
-    assert direct.status.direct and direct.status.server_port is None
+    assert direct.status.direct and direct.status.server_port is not None
     assert direct.predict([[1.0, 2.0]]) == [0]
     assert _relay(direct)["accepting"] is False
-    # The serving server's workers accept on the public port themselves.
+    # The serving server's workers accept on the public port themselves (and on their
+    # private port, where they were checked and where the relay forwards when it steps in).
     assert len(_listeners(direct.status.server.pid, port)) >= 2
+    assert len(_listeners(direct.status.server.pid, direct.status.server_port)) >= 2
 
 
 def _count(svc: Any) -> tuple[int, int]:

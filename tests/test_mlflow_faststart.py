@@ -117,6 +117,7 @@ def test_registry_model_is_resolved_once_and_restarts_need_no_registry(
     cfg = MLflowDeploymentConfig(
         deployment_name="fs-registry",
         model_uri="models:/fs-model/1",
+        data_path="relay",  # the server on a private port (checked below)
         env={"MLFLOW_TRACKING_URI": registry["uri"], "MLFLOW_REGISTRY_URI": registry["uri"]},
     )
     svc = mlflow_deployer.deploy(cfg, timeout=120)

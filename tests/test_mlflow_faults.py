@@ -96,7 +96,11 @@ def test_killed_front_shows_not_running_and_start_restores_same_url(
 ) -> None:
     """A killed server is restarted by its front (tests/test_supervision.py); a killed front
     (the relay, which supervises) stays down until `zmd models start`, on the same URL."""
-    cfg = MLflowDeploymentConfig(deployment_name="killed", model_uri=str(models_dir / "a"))
+    # The relay in the data path: a new front adopts the running server (on the direct data
+    # path that server holds the port, and both start afresh).
+    cfg = MLflowDeploymentConfig(
+        deployment_name="killed", model_uri=str(models_dir / "a"), data_path="relay"
+    )
     svc = mlflow_deployer.deploy(cfg, timeout=120)
     url = svc.prediction_url
     try:
@@ -244,3 +248,26 @@ def test_processes_an_interrupted_deploy_left_are_ended(
         assert back.status.server.pid != old_server.pid
     finally:
         mlflow_deployer.delete(mlflow_deployer.find_deployment("orphans"))
+
+
+def test_a_private_port_taken_before_the_server_binds_it_is_replaced(
+    mlflow_deployer: Any, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OS called the private port free, then another process took it (on a busy machine,
+    an outgoing connection's ephemeral port): the server is started on another port."""
+    from zenml_model_deployers.local import launch, revisions
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        monkeypatch.setattr(revisions, "free_port", lambda: next(ports, None) or launch.free_port())
+        cfg = MLflowDeploymentConfig(deployment_name="port-race", model_uri=str(models_dir / "a"))
+        svc = mlflow_deployer.deploy(cfg, timeout=120)
+    try:
+        assert svc.status.server_port != taken and svc.predict([[1.0, 2.0]]) == [0]
+        assert not (svc.workdir / "failed").exists()  # nothing failed that a user must read
+        assert len(list(svc.workdir.glob("server-*.log"))) == 1
+    finally:
+        mlflow_deployer.delete(svc)

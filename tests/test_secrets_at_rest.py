@@ -151,6 +151,44 @@ def test_a_secret_is_at_rest_only_in_zenml(mlflow_deployer: Any, models_dir: Pat
             mlflow_deployer.delete(found)
 
 
+def test_a_canary_after_the_front_restarted_still_has_the_servers_secrets(
+    mlflow_deployer: Any, models_dir: Path
+) -> None:
+    """The front killed and started again (it knows the secrets only as `zmd models start`
+    handed them over), then a canary: the relay steps into the data path with a new server of
+    the stable revision, which it heals with the secret; the rollback steps it out again."""
+    value = f"zmd-canary-secret-{std_secrets.token_hex(16)}"
+    Client().create_secret(name="zmd_canary_secret", values={"token": value})
+    name, env = "secret-canary", {"X": "{{zmd_canary_secret.token}}"}
+
+    def cfg(variant: str) -> MLflowDeploymentConfig:
+        return MLflowDeploymentConfig(
+            deployment_name=name, model_uri=str(models_dir / variant), env=env
+        )
+
+    svc = mlflow_deployer.deploy(cfg("a"), timeout=120)
+    url = svc.prediction_url
+    try:
+        os.kill(svc.status.relay.pid, signal.SIGKILL)
+        psutil.Process(svc.status.relay.pid).wait(10)
+        res = CliRunner().invoke(zmd, ["models", "start", name])
+        assert res.exit_code == 0, res.output
+        canary = mlflow_deployer.deploy(cfg("b"), timeout=120, canary_percent=50)
+        assert not canary.status.direct and canary.status.canary_server is not None
+        assert psutil.Process(canary.status.canary_server.pid).environ()["X"] == value
+        assert _server_env(name, mlflow_deployer)["X"] == value
+        _healed(name, mlflow_deployer, url, _kill_server(name, mlflow_deployer))
+        assert _server_env(name, mlflow_deployer)["X"] == value
+        back = mlflow_deployer.rollback(mlflow_deployer.find_deployment(name))
+        assert back.status.direct and back.status.canary_server is None and _answers(url)
+        assert _server_env(name, mlflow_deployer)["X"] == value
+    finally:
+        found = mlflow_deployer.find_deployment(name)
+        if found is not None:
+            mlflow_deployer.delete(found)
+        Client().delete_secret("zmd_canary_secret")
+
+
 def test_the_supervisor_restarts_with_secrets_it_holds_in_memory_only(
     tmp_path: Path, monkeypatch: Any
 ) -> None:

@@ -106,7 +106,8 @@ def test_start_port_moves_a_deployment_whose_port_was_taken(
         rows = json.loads(r.invoke(zmd, ["models", "list", "-o", "json"]).output)
         assert next(x for x in rows if x["name"] == "movable")["url"] == url
 
-    # A running deployment moves without restarting its server.
+    # A running deployment moves without restarting its server (on the default direct data
+    # path the relay steps in on the old port and out on the new one: the server takes it).
     server_pid = moved.status.server.pid
     port2 = free_port()
     res = r.invoke(zmd, ["models", "start", "movable", "--port", str(port2)])
@@ -114,6 +115,7 @@ def test_start_port_moves_a_deployment_whose_port_was_taken(
     again = mlflow_deployer.find_deployment("movable")
     assert again.prediction_url == f"http://127.0.0.1:{port2}/invocations"
     assert again.status.server.pid == server_pid and again.predict([[1.0, 2.0]]) == [0]
+    assert again.status.direct
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the old front is gone
 

@@ -47,7 +47,9 @@ def stopped(
     model = tmp_path_factory.mktemp("fast-start") / "model"
     shutil.copytree(models_dir / "a", model)
     svc = mlflow_deployer.deploy(
-        MLflowDeploymentConfig(deployment_name="fast-start", model_uri=str(model)), timeout=120
+        # The default: the direct data path (the server opens its gate once it serves).
+        MLflowDeploymentConfig(deployment_name="fast-start", model_uri=str(model)),
+        timeout=120,
     )
     mlflow_deployer.stop(svc)
     yield svc
@@ -77,10 +79,15 @@ def test_what_the_fast_path_leaves_to_zenml(stopped: Any, monkeypatch: pytest.Mo
     assert faststart._simple(case(config__api_key="{{k.v}}")) is None
     assert faststart._simple(case(config__smoke_input=[[1.0]])) is None
     assert faststart._simple(case(status__canary_config={"x": 1})) is None
-    assert faststart._simple(case(config__data_path="direct")) is None  # the socket handoff
     assert faststart._simple(case(status__config_hash="other")) is None  # spec of another one
-    # A downloaded model whose revision folder is gone: the server would need the registry.
     spec = json.loads((base["workdir"] / "supervise.json").read_text())
+    # A direct server of an older version (it took the socket at its start, no gate).
+    gateless = [*spec["argv"]]
+    del gateless[gateless.index("--accept-gate") : gateless.index("--accept-gate") + 2]
+    (base["workdir"] / "supervise.json").write_text(json.dumps({**spec, "argv": gateless}))
+    assert faststart._simple(case(config__data_path="direct")) is None
+    assert faststart._simple(case(config__data_path="relay")) is not None
+    # A downloaded model whose revision folder is gone: the server would need the registry.
     remote = [*spec["argv"]]
     remote[remote.index("--model-uri") + 1] = "runs:/0123/model"
     (base["workdir"] / "supervise.json").write_text(json.dumps({**spec, "argv": remote}))
@@ -117,6 +124,9 @@ def test_fast_start_is_what_zenml_then_sees(
     assert found.status.state.value == "active" and found.admin_state.value == "active"
     assert found.prediction_url == url and found.status.restarts == 0
     assert found.status.server.is_alive() and found.status.relay.is_alive()
+    # The default direct data path: the server accepts on the URL's socket, not the relay.
+    assert found.status.direct and found.status.server_port is not None
+    assert not found.front.call({"cmd": "status"})["accepting"]
     assert found.status.last_error == "" and found.status.revision == stopped.status.revision
     fast = _listed("fast-start")
     assert fast["state"] == "running" and fast == _listed("fast-start", {"ZMD_FAST_LIST": "0"})

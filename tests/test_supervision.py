@@ -70,7 +70,11 @@ def test_killed_server_is_restarted_on_the_same_url(
     # A credential of the deploying process that the server does not need.
     planted = "zmd-planted-aws-secret-7f3c9e"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", planted)
-    cfg = MLflowDeploymentConfig(deployment_name="healing", model_uri=str(models_dir / "a"))
+    # The relay in the data path: the URL refuses while the server is down (on the direct data
+    # path requests wait in the backlog instead: tests/test_mlflow_direct.py).
+    cfg = MLflowDeploymentConfig(
+        deployment_name="healing", model_uri=str(models_dir / "a"), data_path="relay"
+    )
     svc = mlflow_deployer.deploy(cfg, timeout=120)
     url, body = svc.prediction_url, {"inputs": [[1.0, 2.0]]}
     spec = svc.workdir / "supervise.json"

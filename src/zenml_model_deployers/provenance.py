@@ -31,9 +31,9 @@ LOCAL_PROVENANCE_FIELDS: frozenset[str] = PROVENANCE_FIELDS | {
 
 def local_serving_fields(fields: dict[str, object]) -> dict[str, object]:
     """The serving fields of a local deployment's config dump (what its hash covers): no
-    provenance, no ``api_key`` when there is none and no ``data_path`` when it is the default
-    ``"relay"``, so that the hashes of deployments made before those fields existed stay what
-    they were.
+    provenance, no ``api_key`` when there is none and no ``data_path`` when it is ``"auto"``
+    (the default) or ``"relay"`` (the former default), so that the hashes of deployments made
+    before those fields existed stay what they were.
 
     Args:
         fields: the config's JSON dump.
@@ -44,6 +44,8 @@ def local_serving_fields(fields: dict[str, object]) -> dict[str, object]:
     out = {k: v for k, v in fields.items() if k not in LOCAL_PROVENANCE_FIELDS}
     if out.get("api_key") is None:
         out.pop("api_key", None)
-    if out.get("data_path") == "relay":  # zmd-mlflow's default data path: not hashed either
+    # zmd-mlflow's default data path ("auto") and its former default ("relay") are not
+    # hashed: deployments made before keep their revision.
+    if out.get("data_path") in ("auto", "relay"):
         out.pop("data_path")
     return out

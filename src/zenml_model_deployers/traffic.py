@@ -79,7 +79,8 @@ def refuse_unsupported(
             "bypass the front, which can neither split them between two revisions nor "
             "measure them, so no canary or progressive rollout can run.",
             deployment_name=name,
-            hint="deploy with data_path='relay' (the default) for canaries and rollouts.",
+            hint="deploy with data_path='auto' (the default: the relay steps into the data "
+            "path by itself for a canary or rollout) or 'relay'.",
         )
 
 

@@ -34,22 +34,33 @@ class Canary(OnService):
             split: the stable revision, the candidate (None: stable only) and its share.
             timeout: seconds to wait until a new candidate's server is ready.
 
+        A deployment serving on the direct data path by default (``data_path="auto"``) gets
+        the relay back into its data path first (``Revisions.step_in``); once the canary ends
+        (promotion or rollback) the relay steps out again where the revision that serves then
+        is eligible (``Revisions.handoff``).
+
         Raises:
-            ConfigurationError: the deployment or the candidate is on the direct data path.
+            ConfigurationError: the deployment or the candidate asks for
+                ``data_path="direct"``.
             DeploymentError: the deployment does not serve.
         """
         stable, candidate = split.stable, split.candidate
         svc, status = self.svc, self.status
-        if status.direct or getattr(candidate, "data_path", "relay") == "direct":
+        if (status.direct and not svc.relay_may_step_in) or getattr(
+            candidate, "data_path", "relay"
+        ) == "direct":
             raise ConfigurationError(
-                f"Deployment '{svc.deployment_name}' uses the direct data path "
+                f"Deployment '{svc.deployment_name}' asks for the direct data path "
                 "(data_path='direct'): requests bypass the front, which can neither split "
                 "them between two revisions nor measure them, so no canary or progressive "
                 "rollout can run.",
                 deployment_name=svc.deployment_name,
-                hint="deploy with data_path='relay' (the default) for canaries and rollouts.",
+                hint="deploy with data_path='auto' (the default: the relay steps into the "
+                "data path by itself for a canary or rollout) or 'relay'.",
             )
         front = svc.front
+        if status.direct and candidate is not None and front.alive():
+            Revisions(svc).step_in(timeout)
         if not front.alive() or status.server_port is None:
             raise DeploymentError(
                 f"Deployment '{svc.deployment_name}' is not serving: no traffic to split.",
@@ -62,6 +73,8 @@ class Canary(OnService):
                 self._rollback()
             else:
                 self._promote(stable)
+            if svc.direct_data_path:
+                Revisions(svc).handoff(timeout)
             return
         assert isinstance(candidate, LocalDeploymentConfig)
         if not self._alive(candidate):

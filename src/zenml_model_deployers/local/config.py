@@ -147,8 +147,10 @@ class LocalDeploymentStatus(DeploymentStatus):
         canary_server: during a canary, the candidate revision's process.
         canary_port: its private port.
         canary_log_path: its log file.
-        direct: the serving server accepts on the public socket itself (``data_path="direct"``):
-            the relay is out of the data path and ``server_port`` is None.
+        direct: the serving server accepts on the public socket itself (the direct data
+            path): the relay is out of the data path; ``server_port`` is the server's private
+            port, where the relay forwards when it steps in (a server of an older version
+            that took the socket at its start has none).
     """
 
     FORMER_SOURCES: ClassVar[tuple[str, ...]] = (

@@ -488,7 +488,7 @@ def describe_row(row: dict[str, Any]) -> dict[str, Any] | None:
         "restarts": row["restarts"],
         "metrics_url": (
             f"http://127.0.0.1:{status['metrics_port']}/metrics"
-            if status.get("metrics_port") and row["state"] == "active" and not status.get("direct")
+            if status.get("metrics_port") and row["state"] == "active"
             else None
         ),
     }

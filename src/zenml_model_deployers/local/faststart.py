@@ -8,7 +8,8 @@ the deployer's ``start`` do, with the same functions (``local/launch.py``,
 - the deployment is a ``zmd-mlflow`` one whose front and server both do not run (stopped, or
   after a reboot), in a local SQLite store (:func:`fastlist.sqlite_store`);
 - its revision needs nothing that only ZenML has: no secret reference in its env, no API key,
-  no smoke input, no canary, not the direct data path; its last supervision spec
+  no smoke input, no canary, no direct-data-path server of an older version (one that took
+  the socket at its start); its last supervision spec
   (``supervise.json``) is of the recorded revision, and a downloaded model is in the
   revision's folder (no registry access);
 - the deployment's lock is free (a deploy runs: ZenML's path waits for it).
@@ -62,8 +63,6 @@ def _simple(row: dict[str, Any]) -> dict[str, Any] | None:
     config, status = row["config"], row["status"]
     if status.get("canary_config") or status.get("canary_server"):
         return None
-    if config.get("data_path") == "direct" or status.get("direct"):
-        return None  # the server takes the front's socket: ZenML's path hands it over
     if config.get("api_key") or config.get("smoke_input") is not None:
         return None
     if any(is_secret_reference(str(v)) for v in (config.get("env") or {}).values()):
@@ -79,6 +78,10 @@ def _simple(row: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if spec.get("cwd") != str(row["workdir"]) or "--port" not in (spec.get("argv") or []):
         return None
+    if (config.get("data_path") == "direct" or status.get("direct")) and (
+        "--accept-gate" not in spec["argv"]
+    ):
+        return None  # a server that takes the socket at its start: ZenML's path
     from zenml_model_deployers.flavors.mlflow import serve
 
     argv = [str(a) for a in spec["argv"]]
@@ -133,6 +136,22 @@ def _write(db: str, rid: str, before: Any, status: dict[str, Any], admin: str | 
         return cur.rowcount == 1
     finally:
         con.close()
+
+
+def _open_gate(gate: Path, log: Path, server: Any, workers: int, timeout: float) -> bool:
+    """Opens a ready server's gate and waits until each worker accepts on the public socket
+    (``Revisions.handoff``); False (the gate closed again, the relay serving) if they did not."""
+    from zenml_model_deployers.flavors.mlflow.gate import OPENED
+
+    gate.touch(mode=0o600)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.is_alive():
+        with contextlib.suppress(OSError):
+            if log.read_text(errors="replace").count(OPENED) >= workers:
+                return True
+        time.sleep(0.02)
+    gate.unlink(missing_ok=True)
+    return False
 
 
 def start(row: dict[str, Any], timeout: float | None) -> str | None:
@@ -226,6 +245,13 @@ def _start_locked(
     for k, v in serve.SERVER_ENV_DEFAULTS.items():
         env.setdefault(k, v)
     log = workdir / f"server-{h}-{int(time.time())}.log"
+    gate: Path | None = None
+    if "--accept-gate" in argv:
+        # The direct data path: the server is checked on its private port, then takes the
+        # public socket at its gate (flavors/mlflow/gate.py), as ZenML's path does it.
+        gate = log.with_suffix(".gate")
+        gate.unlink(missing_ok=True)
+        argv[argv.index("--accept-gate") + 1] = str(gate)
     popen = spawn_logged(argv, log, env=env, cwd=workdir)
 
     from zenml_model_deployers.local import process as proc
@@ -255,6 +281,12 @@ def _start_locked(
             target_revision=h,
             api_key=None,
         )
+        token = str(info.get("token", ""))
+        if gate is not None:
+            # As ZenML's path (Front.ensure_out): clients wait in the socket's backlog until
+            # the server opens its gate, so no connection is left with the relay to end.
+            out = {"cmd": "accept", "on": False, "timeout": 0}
+            control_request(int(info["control_port"]), token, out, 30)
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(
             deployment_name=name,
@@ -265,7 +297,6 @@ def _start_locked(
             timeout=t,
             keep_log=proc.keep_failed_log,
         )
-        token = str(info.get("token", ""))
         switch = {"cmd": "switch", "port": port, "api_key": None, "revision": h}
         reply = control_request(int(info["control_port"]), token, switch, 30)
         if not reply.get("ok"):
@@ -274,6 +305,12 @@ def _start_locked(
             raise DeploymentError(
                 f"The relay of '{name}' refused switch: {reply}", deployment_name=name
             )
+        direct = gate is not None and _open_gate(
+            gate, log, server, int(config.get("workers") or 1), min(t, 10.0)
+        )
+        if gate is not None and not direct:  # the gate did not open: the relay serves
+            on = {"cmd": "accept", "on": True}
+            control_request(int(info["control_port"]), token, on, 30)
     except BaseException as e:
         # As ZenML's path: the front goes, the server goes, the row says why.
         for handle in (server, relay):
@@ -301,6 +338,7 @@ def _start_locked(
     status.update(
         server=server.model_dump(mode="json"),
         server_port=port,
+        direct=direct,
         log_path=str(log),
         restarts=0,
         relay=relay.model_dump(mode="json"),

@@ -288,11 +288,12 @@ class Front:
         """Folds the counts of retired direct servers into the front's own (their folders go).
 
         Args:
-            keep: the revision whose server still counts (default: the serving one when it is
-                on the direct data path).
+            keep: the revision whose server still counts (default: the serving one; a server
+                with a gate counts what it takes on the public socket, and may step out of
+                the relay's path again).
         """
         if keep is None:
-            keep = self.config.config_hash() if self.status.direct else ""
+            keep = self.config.config_hash()
         if (self.workdir / METRICS_DIR).is_dir() and self.alive():
             with contextlib.suppress(DeploymentError, OSError, ValueError):
                 self.call({"cmd": "fold", "keep": keep}, timeout=10)

@@ -105,6 +105,8 @@ async def _main(args: argparse.Namespace) -> int:
     relay.listen_sock = lsock
     await relay.accept(True)
     handoff = relay.handoff_listener(Path(args.handoff)) if args.handoff else None
+    # A front that replaced this one (a moved URL) binds the same path: left alone at exit.
+    handoff_ino = os.stat(args.handoff).st_ino if handoff is not None else None
     supervisor = None
     if args.supervise:  # the front also restarts a crashed server (local/supervisor.py)
         from zenml_model_deployers.local.supervisor import Supervisor
@@ -167,7 +169,8 @@ async def _main(args: argparse.Namespace) -> int:
     if handoff is not None:
         handoff.close()
         with contextlib.suppress(OSError):
-            os.unlink(args.handoff)
+            if os.stat(args.handoff).st_ino == handoff_ino:
+                os.unlink(args.handoff)
     lsock.close()
     control.close()
     metrics.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +28,7 @@ from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.config import (
     LocalDeploymentConfig,
     LocalDeploymentStatus,
-    health_host,
     private_dir,
-    url_host,
 )
 from zenml_model_deployers.local.front import DRAIN_TIMEOUT, Front
 from zenml_model_deployers.local.launch import (
@@ -37,6 +36,7 @@ from zenml_model_deployers.local.launch import (
     free_port,
     handoff_socket,
     make_tree_private,
+    port_is_free,
 )
 from zenml_model_deployers.local.readiness import wait_until_ready
 from zenml_model_deployers.local.state import orphans
@@ -70,10 +70,12 @@ class ServerHooks(Protocol):
     @property
     def direct_data_path(self) -> bool: ...
     @property
+    def relay_may_step_in(self) -> bool: ...
+    @property
     def front(self) -> Front: ...
     def server_command(self, port: int) -> list[str]: ...
-    def direct_server_command(self, handoff: Path) -> list[str]: ...
-    def direct_server_ready(self, log: Path) -> bool: ...
+    def gated_server_command(self, port: int, handoff: Path, gate: Path) -> list[str]: ...
+    def gate_events(self, log: Path) -> tuple[int, int]: ...
     def check_serving(self, base_url: str) -> None: ...
     def failure_cause(self, log: Path) -> str: ...
     def server_env(self) -> dict[str, str]: ...
@@ -86,6 +88,29 @@ class ServerHooks(Protocol):
     def restart_command(
         self, server: proc.ProcessHandle, argv: list[str], env: dict[str, str], port: int
     ) -> tuple[list[str], dict[str, str]]: ...
+
+
+GATE_SUFFIX = ".gate"
+# Starts of a server whose private port another process took first (see start_server).
+PORT_RACE_RETRIES = 2
+
+
+class _PortTaken(Exception):
+    """A server's private port was taken before it bound it (it exited: start another)."""
+
+
+def _port_taken(log: Path, port: int) -> bool:
+    """Whether a server that exited says its bind of ``port`` failed (uvicorn's words)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return False
+    return "address already in use" in text.lower() and str(port) in text
+
+
+def gate_of(log: Path) -> Path:
+    """The gate file of the server that logs to ``log`` (``flavors/mlflow/gate.py``)."""
+    return log.with_suffix(GATE_SUFFIX)
 
 
 @dataclass
@@ -129,7 +154,6 @@ class Revisions(OnService):
         self,
         timeout: float,
         after_spawn: Callable[[], None] | None = None,
-        direct: bool = False,
     ) -> Started:
         """Starts a server for the service's config on a private port and waits until it is
         ready (health, smoke request, the backend's own check).
@@ -138,26 +162,45 @@ class Revisions(OnService):
         front supervises the server once :func:`supervision.hand_over` wrote its spec (after
         the switch).
 
-        ``direct``: the server accepts on the front's listening socket instead (the direct
-        data path, when no other server serves: ``after_spawn`` starts the front and takes it
-        out of the data path, so that the server is the only one answering the public port,
-        where it is checked); the returned port is the public one.
+        Where the config takes the direct data path (``direct_data_path``) the server gets a
+        gate as well (``flavors/mlflow/gate.py``): it is checked on its private port like any
+        other, and :meth:`handoff` has it accept on the front's public socket too, with no
+        second start.
+
+        The private port is one the OS called free a moment before; on a busy machine another
+        process may take it first (an outgoing connection's ephemeral port): a server whose
+        bind failed so is started again on another port (:data:`PORT_RACE_RETRIES` times).
 
         Args:
             timeout: seconds until ready.
             after_spawn: what to do while it loads.
-            direct: serve on the front's socket.
 
         Returns:
             The ready server.
         """
+        for attempt in range(PORT_RACE_RETRIES + 1):
+            try:
+                return self._start_server_once(
+                    timeout, after_spawn if attempt == 0 else None, attempt == PORT_RACE_RETRIES
+                )
+            except _PortTaken as taken:
+                logger.info("%s; starting the server on another port.", taken)
+        raise AssertionError("unreachable")  # the last attempt raises the error itself
+
+    def _start_server_once(
+        self, timeout: float, after_spawn: Callable[[], None] | None, last: bool = False
+    ) -> Started:
+        """One try of :meth:`start_server`; raises _PortTaken when the private port was taken
+        before the server bound it (not on the last try: then the error is the server's)."""
         svc = self.svc
         config = svc.config
-        port = 0 if direct else free_port()
-        log = svc.workdir / f"server-{config.config_hash()}-{int(time.time())}.log"
+        port = free_port()
+        log = svc.workdir / f"server-{config.config_hash()}-{int(time.time())}-{port}.log"
         env = svc.server_env()
-        if direct:
-            argv = svc.direct_server_command(handoff_socket(svc.workdir))
+        if svc.direct_data_path:
+            gate = gate_of(log)
+            gate.unlink(missing_ok=True)
+            argv = svc.gated_server_command(port, handoff_socket(svc.workdir), gate)
         else:
             argv = svc.server_command(port)
         handle = proc.spawn(argv, log, env=env, cwd=svc.workdir)
@@ -173,13 +216,14 @@ class Revisions(OnService):
                 if r.status_code >= 400:
                     raise RuntimeError(f"HTTP {r.status_code}: {secrets.redact(r.text[:2000])}")
 
+        def keep_log(path: Path) -> Path:
+            if not last and _port_taken(path, port):
+                raise _PortTaken(f"Port {port} was taken before the server bound it")
+            return proc.keep_failed_log(path)
+
         try:
             if after_spawn is not None:
                 after_spawn()
-            if direct:
-                assert self.status.public_port is not None
-                port = self.status.public_port
-                base = f"http://{url_host(health_host(config.host))}:{port}"
             wait_until_ready(
                 deployment_name=svc.deployment_name,
                 process=handle,
@@ -188,17 +232,18 @@ class Revisions(OnService):
                 health_method=config.health_method,
                 timeout=timeout,
                 smoke=smoke,
-                keep_log=proc.keep_failed_log,
+                keep_log=keep_log,
                 cause_of=svc.failure_cause,
             )
             svc.check_serving(base)
         except BaseException:
             handle.terminate(5)
+            if sys.exc_info()[0] is _PortTaken:
+                log.unlink(missing_ok=True)
+                gate_of(log).unlink(missing_ok=True)
             raise
         restart = svc.restart_command(handle, argv, env, port)
         spec = self._spec(handle, restart, env, port, log, timeout)
-        if direct:
-            spec["health_host"] = health_host(config.host)
         return Started(handle, port, log, spec)
 
     def _spec(
@@ -229,53 +274,70 @@ class Revisions(OnService):
             extra_secrets=svc.secret_values(),
         )
 
-    def _serve(self, started: Started, direct: bool) -> None:
-        """Records a server that serves now as the deployment's."""
+    def _serve(self, started: Started) -> None:
+        """Records a server that serves now (through the relay) as the deployment's."""
         self.status.server = started.handle
-        self.status.server_port = None if direct else started.port
+        self.status.server_port = started.port
         self.status.log_path = str(started.log)
-        self.status.direct = direct
+        self.status.direct = False
 
     # ----------------------------------------------------------------- the direct data path
-    def handoff(self, timeout: float) -> None:
-        """Takes the relay out of the data path (``data_path="direct"``): a second server of
-        the serving revision accepts on the front's listening socket itself, the supervisor
-        watches it, the relay stops accepting (its kept-alive connections end after their next
-        answer) and the revision's private server is stopped.
+    def serving_gate(self) -> Path | None:
+        """The gate of the serving server (None: it has none, e.g. a relay-only config, or
+        a direct server of an older version that took the socket at its start)."""
+        status = self.status
+        if not self.svc.direct_data_path or status.server_port is None or not status.log_path:
+            return None
+        return gate_of(Path(status.log_path))
 
-        The serving revision was started and verified on its private port and serves through
-        the relay meanwhile. If the direct server does not come up, it is ended and the relay
-        stays in the path (a warning; the deployment serves either way).
+    def _set_gate(self, gate: Path, opened: bool, timeout: float) -> bool:
+        """Opens (creates) or closes (removes) the serving server's gate and waits until
+        each of its workers logged that it did; False if they did not in ``timeout`` s."""
+        svc, server = self.svc, self.status.server
+        log = Path(str(self.status.log_path))
+        which = 0 if opened else 1
+        before = svc.gate_events(log)[which]
+        if opened:
+            gate.touch(mode=0o600)
+        else:
+            gate.unlink(missing_ok=True)
+        workers = max(1, int(getattr(svc.config, "workers", 1) or 1))
+        deadline = time.monotonic() + timeout
+        while svc.gate_events(log)[which] < before + workers:
+            proc.reap_children()
+            if server is None or not server.is_alive() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def handoff(self, timeout: float) -> None:
+        """Takes the relay out of the data path (the direct data path): the serving server,
+        verified on its private port, opens its gate and accepts on the front's listening
+        socket itself (``flavors/mlflow/gate.py``, no second start), then the relay stops
+        accepting (its kept-alive connections end after their next answer).
+
+        If the gate does not open in time, it is closed again and the relay stays in the
+        path (a warning; the deployment serves either way).
 
         Args:
-            timeout: seconds for the direct server to start.
+            timeout: seconds for the server's workers to accept on the socket.
         """
         svc, status = self.svc, self.status
-        private, private_port = status.server, status.server_port
-        if status.direct or private is None or status.public_port is None:
+        gate = self.serving_gate()
+        if status.direct or gate is None or status.public_port is None:
             return
-        log = svc.workdir / f"server-{svc.config.config_hash()}-{int(time.time())}-direct.log"
-        env = svc.server_env()
-        argv = svc.direct_server_command(handoff_socket(svc.workdir))
-        handle = proc.spawn(argv, log, env=env, cwd=svc.workdir)
-        deadline = time.monotonic() + timeout
-        while not svc.direct_server_ready(log):
-            proc.reap_children()
-            if not handle.is_alive() or time.monotonic() > deadline:
-                handle.terminate(5)
-                logger.warning(
-                    "The direct data path of '%s' did not start (%s); the relay stays in the "
-                    "data path.",
-                    svc.deployment_name,
-                    svc.failure_cause(log) or "no server within the timeout",
-                )
-                return
-            time.sleep(0.05)
-        spec = self._spec(handle, (argv, env), env, status.public_port, log, timeout)
-        spec["health_host"] = health_host(svc.config.host)
         front = svc.front
-        hand_over(svc.workdir, spec, status, front.call)  # before the private server goes
-        self._serve(Started(handle, status.public_port, log, spec), direct=True)
+        if not self._set_gate(gate, True, min(timeout, DRAIN_TIMEOUT)):
+            gate.unlink(missing_ok=True)
+            logger.warning(
+                "The direct data path of '%s' did not open (%s); the relay stays in the data path.",
+                svc.deployment_name,
+                svc.failure_cause(Path(str(status.log_path))) or "no worker took the socket",
+            )
+            with contextlib.suppress(DeploymentError, OSError, ValueError):
+                front.call({"cmd": "accept", "on": True})
+            return
+        status.direct = True
         try:
             reply = front.call(
                 {"cmd": "accept", "on": False, "timeout": DRAIN_TIMEOUT},
@@ -285,8 +347,49 @@ class Revisions(OnService):
                 logger.info("Closed %s idle connection(s) of the relay.", reply["left"])
         except (DeploymentError, OSError, ValueError) as e:
             logger.warning("The relay did not step out of the data path cleanly (%s).", e)
-        front.drain_quietly(private_port)
-        private.terminate(DRAIN_TIMEOUT)
+
+    def step_in(self, timeout: float) -> None:
+        """Puts the relay into the data path of a deployment that serves on the direct data
+        path (before a canary: only the relay can split and measure requests per revision).
+
+        The relay accepts again and forwards to the serving server's private port; the
+        server then closes its gate (it stops accepting on the public socket and answers
+        the connections it has). The same server serves throughout: nothing starts, and no
+        request can be split between two. :meth:`handoff` steps the relay out again.
+
+        Args:
+            timeout: seconds for the server's workers to stop accepting on the socket.
+        """
+        svc, status = self.svc, self.status
+        gate = self.serving_gate()
+        if not status.direct or status.server is None or gate is None:
+            return
+        assert status.server_port is not None
+        front = svc.front
+        front.switch(status.server_port)
+        front.step_in()
+        status.direct = False
+        if not self._set_gate(gate, False, min(timeout, DRAIN_TIMEOUT)):
+            logger.warning(
+                "The server of '%s' did not confirm it stopped accepting on the public "
+                "socket; the relay accepts there too.",
+                svc.deployment_name,
+            )
+        front.fold_metrics()
+        make_tree_private(svc.workdir)
+
+    def _route_to(self, started: Started) -> None:
+        """Sends every new request to a ready server through the relay (which accepts again
+        where a direct server serves now, before that server is retired), then hands the
+        server to the front's supervisor; a failed switch ends the server."""
+        front = self.svc.front
+        try:
+            front.switch(started.port)
+            front.step_in()
+        except BaseException:
+            started.handle.terminate(5)
+            raise
+        hand_over(self.svc.workdir, started.spec, self.status, front.call)
 
     # ----------------------------------------------------------------- lifecycle
     def provision(self, timeout: float) -> None:
@@ -316,12 +419,12 @@ class Revisions(OnService):
                 front.restore(old_front)
                 raise
         if svc.direct_data_path and not old_alive:
-            # Nothing serves: the new revision's server takes the socket at once (it is
-            # checked on the public port, where the front stops accepting meanwhile).
+            # Nothing serves: the front starts out of the data path (clients wait in the
+            # socket's backlog) while the new server loads and is checked on its private
+            # port; then its gate opens.
             try:
-                started = self.start_server(
-                    timeout, after_spawn=lambda: front.ensure_out(None), direct=True
-                )
+                started = self.start_server(timeout, after_spawn=lambda: front.ensure_out(None))
+                front.switch(started.port)
             except BaseException:
                 if not had_relay or old_front is not None:
                     front.stop()
@@ -333,7 +436,8 @@ class Revisions(OnService):
             hand_over(svc.workdir, started.spec, status, front.call)
             if old_front is not None and old_front[0] is not None:
                 old_front[0].terminate(5)
-            self._serve(started, direct=True)
+            self._serve(started)
+            self.handoff(timeout)
             self._done(revision=True)
             return
         try:
@@ -348,15 +452,13 @@ class Revisions(OnService):
                 if not had_relay and (old_front is not None or not old_alive):
                     front.stop()
                 raise
-            try:
-                front.switch(started.port)
-                # A direct server serving now: the relay accepts again (to the new revision)
-                # before that server is retired.
-                front.step_in()
-            except BaseException:
-                started.handle.terminate(5)
-                raise
-            hand_over(svc.workdir, started.spec, status, front.call)
+            old_gate = self.serving_gate() if status.direct else None
+            self._route_to(started)
+            if old_gate is not None:
+                # The old direct server stops accepting at once and ends each of its kept-alive
+                # connections after its next answer: clients reach the relay (the new revision)
+                # without waiting for that server's retirement below.
+                old_gate.unlink(missing_ok=True)
         except BaseException:
             front.restore(old_front)
             raise
@@ -370,7 +472,7 @@ class Revisions(OnService):
             old_server.terminate(DRAIN_TIMEOUT)
         if old_front is not None and old_front[0] is not None:
             old_front[0].terminate(5)
-        self._serve(started, direct=False)
+        self._serve(started)
         status.revision += 1
         if svc.direct_data_path:
             self.handoff(timeout)
@@ -422,12 +524,13 @@ class Revisions(OnService):
         if server_ok and front.alive():
             svc.mark_ready()
             return
+        ended = False
         if server_ok and status.direct and status.server is not None:
             # A direct server without its front (the front died): it holds the port; both
             # start afresh.
             status.server.terminate(DRAIN_TIMEOUT)
-            server_ok = False
-        self.end_orphans()
+            server_ok, ended = False, True
+        ended = self.end_orphans() or ended
         if not server_ok:
             status.server = None
             # No server counts now: a live front keeps what they counted, a new one starts at 0.
@@ -436,8 +539,10 @@ class Revisions(OnService):
             else:
                 shutil.rmtree(svc.workdir / METRICS_DIR, ignore_errors=True)
         direct = not server_ok and svc.direct_data_path
+        if ended and not front.alive():
+            self._wait_port_released()
         if direct:
-            front.ensure_out(None)
+            front.ensure_out(None)  # clients wait in the backlog until the gate opens
         else:
             had_front = front.alive()
             front.ensure(target=status.server_port if server_ok else None)
@@ -446,16 +551,29 @@ class Revisions(OnService):
                 self.resupply_secrets()
         if not server_ok:
             try:
-                started = self.start_server(timeout, direct=direct)
+                started = self.start_server(timeout)
+                front.switch(started.port)
             except BaseException:
                 front.stop()
                 raise
-            if not direct:
-                front.switch(started.port)
             hand_over(svc.workdir, started.spec, status, front.call)
-            self._serve(started, direct)
+            self._serve(started)
+            if direct:
+                self.handoff(timeout)
         make_tree_private(svc.workdir)
         svc.mark_ready()
+
+    def _wait_port_released(self) -> None:
+        """Waits (at most DRAIN_TIMEOUT seconds) until the recorded public port can be bound,
+        after this start ended a direct server or an orphan: it may still hold the listening
+        socket for a moment (seen twice on a loaded machine, not reproduced alone); the front's
+        own check then names a port that stays taken."""
+        port = self.svc.config.port or self.status.public_port
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while port and not port_is_free(self.svc.config.host, port):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
 
     def resupply_secrets(self) -> None:
         """Hands a front that started again the secrets of the servers it supervises, resolved
@@ -493,11 +611,14 @@ class Revisions(OnService):
             status.server.terminate(min(timeout, DRAIN_TIMEOUT))
         status.server = None
         status.direct = False
+        for gate in svc.workdir.glob(f"server-*{GATE_SUFFIX}"):  # a start opens a new one
+            gate.unlink(missing_ok=True)
         # The front's counters ended with it; the servers' files go too (a start counts anew).
         shutil.rmtree(svc.workdir / METRICS_DIR, ignore_errors=True)
 
-    def end_orphans(self) -> None:
-        """Ends processes of this deployment that no record knows (a deploy killed midway).
+    def end_orphans(self) -> bool:
+        """Ends processes of this deployment that no record knows (a deploy killed midway);
+        True if it ended any.
 
         They are ours: started in this deployment's directory (servers run there, the relay
         names its ready file there). Recorded processes are left alone; callers hold the lock.
@@ -516,3 +637,4 @@ class Revisions(OnService):
                 self.svc.deployment_name,
             )
             proc.terminate_all(found, 5)
+        return bool(found)

@@ -129,34 +129,52 @@ class LocalProcessService(DeploymentService):
             DeploymentError: it does not serve it (the new server is then torn down).
         """
 
-    def direct_server_command(self, handoff: Path) -> list[str]:
-        """The argv that serves ``self.config`` on the front's listening socket, received over
-        the Unix socket ``handoff`` (flavors with SUPPORTS_DIRECT_DATA_PATH).
+    def gated_server_command(self, port: int, handoff: Path, gate: Path) -> list[str]:
+        """The argv that serves ``self.config`` on the private ``port`` and, while the file
+        ``gate`` exists, also on the front's listening socket, received over the Unix socket
+        ``handoff`` (flavors with SUPPORTS_DIRECT_DATA_PATH: a verified server starts serving
+        the public port without starting again, ``flavors/mlflow/gate.py``).
 
         Args:
+            port: the private port.
             handoff: the front's handoff socket.
+            gate: the gate file.
 
         Returns:
             argv.
         """
         raise NotImplementedError(f"flavor {self.FLAVOR} has no direct data path")
 
-    def direct_server_ready(self, log: Path) -> bool:
-        """Whether a direct-data-path server accepts on the socket now (it cannot be probed
-        apart from the front, which accepts on the same socket meanwhile).
+    def gate_events(self, log: Path) -> tuple[int, int]:
+        """How often the workers of a server with a gate opened and closed it, by its log.
 
         Args:
             log: its log.
 
         Returns:
-            True once every worker serves.
+            (opened, closed).
         """
         raise NotImplementedError(f"flavor {self.FLAVOR} has no direct data path")
 
     @property
     def direct_data_path(self) -> bool:
-        """Whether the config asks for the direct data path (``data_path="direct"``)."""
-        return getattr(self.config, "data_path", "relay") == "direct"
+        """Whether the serving revision takes the direct data path: ``data_path="direct"``,
+        or the default ``"auto"`` where the direct path is eligible (the flavor has one, no
+        ``api_key``, a loopback ``host``: the relay checks keys, and keeps its request limits
+        in front of a server reachable from other machines)."""
+        path = getattr(self.config, "data_path", "relay")
+        return path == "direct" or (
+            path == "auto"
+            and self.SUPPORTS_DIRECT_DATA_PATH
+            and not self.config.api_key
+            and is_loopback(self.config.host)
+        )
+
+    @property
+    def relay_may_step_in(self) -> bool:
+        """Whether the front may step into the data path by itself for a canary or progressive
+        rollout (every data path but an explicit ``data_path="direct"``)."""
+        return getattr(self.config, "data_path", "relay") != "direct"
 
     def failure_cause(self, log: Path) -> str:
         """The backend's one-line error in a failed server's log (first line of the error).
@@ -410,10 +428,12 @@ class LocalProcessService(DeploymentService):
         running = self.front.alive()
         if running and self.status.public_port == port:
             return
-        if running and self.status.direct:
+        revisions = Revisions(self)
+        if running and self.status.direct and revisions.serving_gate() is None:
             raise ConfigurationError(
-                f"Deployment '{self.deployment_name}' serves on the direct data path: its "
-                "server holds the port, so the URL cannot move while it runs.",
+                f"Deployment '{self.deployment_name}' serves on the direct data path with a "
+                "server of an older version that holds the port, so the URL cannot move "
+                "while it runs.",
                 deployment_name=self.deployment_name,
                 hint=f"`zmd models stop {self.deployment_name}`, then "
                 f"`zmd models start {self.deployment_name} --port {port}`.",
@@ -432,6 +452,10 @@ class LocalProcessService(DeploymentService):
             return
         adopt_supervision(self.status, self.workdir)
         server_ok = self.status.server is not None and self.status.server.is_alive()
+        # On the direct data path the relay steps in on the old port (the server stops
+        # accepting there), moves as it does, and steps out on the new port.
+        direct = self.status.direct
+        revisions.step_in(DRAIN_TIMEOUT)
         front = (self.status.relay, self.status.control_port, self.status.public_port)
         self.status.relay, self.status.control_port, self.status.public_port = None, None, port
         try:
@@ -439,9 +463,13 @@ class LocalProcessService(DeploymentService):
         except BaseException:
             self.config = old_config
             self.status.relay, self.status.control_port, self.status.public_port = front
+            if direct:
+                revisions.handoff(DRAIN_TIMEOUT)
             raise
         if front[0] is not None:
             front[0].terminate(5)
+        if direct:
+            revisions.handoff(DRAIN_TIMEOUT)
 
     # ----------------------------------------------------------------- canaries
     def route_traffic(self, split: TrafficSplit, timeout: float) -> None:

@@ -16,13 +16,16 @@ class MLflowDeploymentConfig(LocalDeploymentConfig):
         model_uri: any MLflow model URI: `runs:/...`, `models:/...`, or a local path.
         workers: uvicorn workers of the server.
         timeout_per_request: the server's request timeout in seconds.
-        data_path: ``"relay"`` (default): every request passes through the deployment's front
-            (API key, per-request metrics, canaries and progressive rollouts, replay during an
-            update). ``"direct"``: the serving revision's uvicorn accepts on the front's
-            listening socket itself and the front stands in the data path only while a
-            revision is switched: the server's full throughput and latency, but no API key
-            (refused), no per-request metrics and no canary or rollout (refused). Updates,
-            self-heal, stop and start keep the URL and lose no request.
+        data_path: ``"auto"`` (default): the direct data path wherever it is eligible (no
+            ``api_key``, a loopback ``host``), with the front stepping into the data path by
+            itself for a canary or progressive rollout and out again once it ends; the relay
+            otherwise. ``"relay"``: every request always passes through the deployment's front
+            (API key, the relay's request limits, canaries and progressive rollouts, replay
+            during an update). ``"direct"``: the serving revision's uvicorn accepts on the
+            front's listening socket itself and the front stands in the data path only while
+            a revision is switched: the server's full throughput and latency, but no API key
+            and no canary or rollout (both refused). Per-request metrics, updates, self-heal,
+            stop and start keep the URL and lose no request on every path.
     """
 
     FORMER_SOURCES: ClassVar[tuple[str, ...]] = (
@@ -31,7 +34,7 @@ class MLflowDeploymentConfig(LocalDeploymentConfig):
 
     workers: int = 1
     timeout_per_request: int = 60
-    data_path: Literal["relay", "direct"] = "relay"
+    data_path: Literal["auto", "relay", "direct"] = "auto"
 
     def __init__(self, **data: Any) -> None:
         """Refuses the direct data path with an API key (the front checks keys, and requests
@@ -47,5 +50,6 @@ class MLflowDeploymentConfig(LocalDeploymentConfig):
                 "api_key: on the direct data path requests reach the model server without "
                 "passing the front, which is what checks the key.",
                 deployment_name=self.deployment_name,
-                hint="drop data_path='direct' (the default 'relay' checks the key), or the key.",
+                hint="drop data_path='direct' (the default 'auto' keeps the relay in the data path "
+                "when there is a key, and the relay checks it), or the key.",
             )

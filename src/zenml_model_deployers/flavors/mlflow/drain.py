@@ -44,14 +44,16 @@ _PROTOCOLS = (
 _state = {"retiring": False}
 
 
-def close_after(message: MutableMapping[str, Any]) -> None:
+def close_after(message: MutableMapping[str, Any], also: bool = False) -> None:
     """Adds ``Connection: close`` to an ASGI ``http.response.start`` message while the worker
     retires (uvicorn then ends the connection after this answer, and the client knows it).
 
     Args:
         message: the message (changed in place).
+        also: close after this answer even while the worker does not retire (a connection
+            of the public socket after the worker's gate closed, ``gate.py``).
     """
-    if not _state["retiring"]:
+    if not (_state["retiring"] or also):
         return
     headers = list(message.get("headers") or [])
     for name, value in headers:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from zenml_model_deployers.flavors.mlflow import drain
+from zenml_model_deployers.flavors.mlflow import drain, gate
 from zenml_model_deployers.local.relay_metrics import BOUNDS
 
 DEPLOYMENT_ENV = "ZMD_METRICS_DEPLOYMENT"
@@ -54,6 +54,9 @@ class Metered:
         registry = CollectorRegistry(auto_describe=False)  # never the process-wide default
         lv = (deployment, revision)
         self.app = app
+        # A server with a gate (gate.py) leaves what the relay forwards to its private port
+        # to the relay's counters.
+        self.private_port = gate.private_port()
         self.requests = Counter(
             "zmd_relay_requests",
             "Requests answered.",
@@ -93,6 +96,12 @@ class Metered:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if (
+            self.private_port is not None
+            and (scope.get("server") or (None, None))[1] == self.private_port
+        ):
+            await self.app(scope, receive, _closing(send))  # counted by the relay
+            return
         t0 = time.perf_counter()
         answered = disconnected = False
 
@@ -108,7 +117,7 @@ class Metered:
             if not answered and message["type"] == "http.response.start":
                 answered = True
                 self._answered(int(message["status"]), t0)
-                drain.close_after(message)
+                drain.close_after(message, also=gate.closed())
             await send(message)
 
         try:
@@ -125,11 +134,24 @@ class Metered:
                 self.abandoned.inc()
 
 
+def _closing(send: Send) -> Send:
+    """``send`` with ``Connection: close`` on the answer while the worker retires."""
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            drain.close_after(message)
+        await send(message)
+
+    return closing_send
+
+
 def _app() -> Metered:
     from mlflow.pyfunc.scoring_server.app import app as mlflow_app
 
     # This worker retires without dropping a kept-alive connection's next request (drain.py).
     drain.install()
+    # A server with a gate takes the public socket when the deployer opens it (gate.py).
+    gate.install()
 
     return Metered(mlflow_app, os.environ.get(DEPLOYMENT_ENV, ""), os.environ.get(REVISION_ENV, ""))
 

@@ -25,13 +25,17 @@ so requests reach the server without passing through the relay. uvicorn builds a
 socket as ``AF_UNIX`` (it was written for socket activation of Unix sockets); this one is TCP,
 so its family is read from the descriptor instead (TCP_NODELAY and peer addresses work).
 
+With ``--accept-gate GATE`` as well, the server binds its private ``--port`` and serves there
+first; it takes the public socket from the front only while the file GATE exists
+(``gate.py``: how a verified server starts serving the public port without starting again).
+
 Errors are MLflow's, raised as they are (a missing model: ``MlflowException: No such artifact``);
 the front turns the log's last exception into the deployment's error. Only the standard library
 is imported before MLflow.
 
 Usage: ``python -m zenml_model_deployers.flavors.mlflow.serve --model-uri URI --revision-dir DIR
---port P [--workers N] [--timeout S] [--listen-fd-from PATH] [--metrics-dir DIR --revision HASH
---deployment NAME]``. With ``--metrics-dir`` (the direct data path) the server counts its own
+--port P [--workers N] [--timeout S] [--listen-fd-from PATH [--accept-gate GATE]] [--metrics-dir DIR
+--revision HASH --deployment NAME]``. With ``--metrics-dir`` (the direct data path) the server counts its own
 requests (``metered.py``).
 """
 
@@ -282,6 +286,7 @@ def main(args: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--timeout", type=int, default=60)
     ap.add_argument("--listen-fd-from", default=None, help="the front's handoff Unix socket")
+    ap.add_argument("--accept-gate", default=None, help="take the socket while this file exists")
     ap.add_argument("--metrics-dir", default=None, help="count requests here (metered.py)")
     ap.add_argument("--revision", default="", help="the revision's config hash (metrics label)")
     ap.add_argument("--deployment", default="", help="the deployment's name (metrics label)")
@@ -289,7 +294,17 @@ def main(args: list[str] | None = None) -> None:
     model_path = resolve_model(ns.model_uri, ns.revision_dir)
     argv, env = scoring_command(model_path, ns.port, ns.timeout, ns.workers)
     os.environ.update(env)
-    if ns.listen_fd_from:
+    if ns.listen_fd_from and ns.accept_gate:
+        # Serves the private port; each worker takes the public socket at the gate (gate.py,
+        # installed by metered.py, which a gate needs).
+        from zenml_model_deployers.flavors.mlflow import gate
+
+        if not ns.metrics_dir:
+            raise RuntimeError("--accept-gate needs --metrics-dir (the server counts requests)")
+        os.environ[gate.GATE_ENV] = ns.accept_gate
+        os.environ[gate.HANDOFF_ENV] = ns.listen_fd_from
+        os.environ[gate.PRIVATE_PORT_ENV] = str(ns.port)
+    elif ns.listen_fd_from:
         # uvicorn takes --fd over --host/--port (both kept as MLflow built them).
         sock = inherit_listener(ns.listen_fd_from)
         _serve_on(sock)

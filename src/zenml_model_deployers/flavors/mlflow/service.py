@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from zenml.models.v2.misc.service import ServiceType
 
-from zenml_model_deployers.flavors.mlflow import serve
+from zenml_model_deployers.flavors.mlflow import gate, serve
 
 # The config moved to config.py; ZenML recorded its source path here, so it stays importable.
 from zenml_model_deployers.flavors.mlflow.config import (
@@ -78,21 +78,9 @@ class MLflowDeploymentService(LocalProcessService):
             str(self.config.timeout_per_request),
         ]
 
-    def direct_server_command(self, handoff: Path) -> list[str]:
-        """The same server, accepting on the front's listening socket (``serve.py
-        --listen-fd-from``; its ``--port`` is then unused).
-
-        Args:
-            handoff: the front's handoff socket.
-
-        Returns:
-            argv.
-        """
+    def _metering(self) -> list[str]:
+        """The server counts what the relay does not see (flavors/mlflow/metered.py)."""
         return [
-            *self.server_command(0),
-            "--listen-fd-from",
-            str(handoff),
-            # The relay counts none of its requests: the server does (flavors/mlflow/metered.py).
             "--metrics-dir",
             str(self.metrics_dir(self.config.config_hash())),
             "--revision",
@@ -101,21 +89,41 @@ class MLflowDeploymentService(LocalProcessService):
             self.deployment_name,
         ]
 
-    def direct_server_ready(self, log: Path) -> bool:
-        """uvicorn logs ``Application startup complete.`` once per worker when it accepts
-        (MLflow's app loaded the model at import, before that).
+    def gated_server_command(self, port: int, handoff: Path, gate: Path) -> list[str]:
+        """The server on its private ``port``, taking the front's socket at the gate
+        (``serve.py --accept-gate``, ``gate.py``).
+
+        Args:
+            port: the private port.
+            handoff: the front's handoff socket.
+            gate: the gate file.
+
+        Returns:
+            argv.
+        """
+        return [
+            *self.server_command(port),
+            "--listen-fd-from",
+            str(handoff),
+            "--accept-gate",
+            str(gate),
+            *self._metering(),
+        ]
+
+    def gate_events(self, log: Path) -> tuple[int, int]:
+        """Counts gate.py's log lines (one per worker and change).
 
         Args:
             log: its log.
 
         Returns:
-            True once every worker serves.
+            (opened, closed).
         """
         try:
             text = log.read_text(errors="replace")
         except OSError:
-            return False
-        return text.count("Application startup complete.") >= max(1, self.config.workers)
+            return 0, 0
+        return text.count(gate.OPENED), text.count(gate.CLOSED)
 
     def provision_revision(self, timeout: float) -> None:
         """See LocalProcessService.provision_revision; a revision that fails leaves no files
