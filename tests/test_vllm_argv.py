@@ -16,6 +16,7 @@ from zenml_model_deployers.flavors.vllm.service import VLLMDeploymentService
 from zenml_model_deployers.local.service import LocalDeploymentStatus
 
 HEAD = ["vllm", "serve", "org/model", "--host", "127.0.0.1", "--port", "9000"]
+UNI = ["--distributed-executor-backend", "uni"]
 
 
 def _service(**settings: Any) -> VLLMDeploymentService:
@@ -46,10 +47,21 @@ def test_defaults_pass_no_flag() -> None:
         ({"trust_remote_code": True}, ["--trust-remote-code"]),
         ({"extra_args": ["--enforce-eager", "--seed", "7"]}, ["--enforce-eager", "--seed", "7"]),
         ({"enforce_eager": True}, ["--enforce-eager"]),
-        # A CPU build (no GPU required): eager by default, unless told otherwise.
-        ({"require_gpu": False}, ["--enforce-eager"]),
-        ({"require_gpu": False, "enforce_eager": False}, []),
-        ({"require_gpu": False, "extra_args": ["--enforce-eager"]}, ["--enforce-eager"]),
+        # A CPU build (no GPU required): eager and one engine process by default, unless told
+        # otherwise.
+        ({"require_gpu": False}, ["--enforce-eager", *UNI]),
+        ({"require_gpu": False, "enforce_eager": False}, UNI),
+        ({"require_gpu": False, "extra_args": ["--enforce-eager"]}, [*UNI, "--enforce-eager"]),
+        ({"require_gpu": False, "uni_executor": False}, ["--enforce-eager"]),
+        ({"uni_executor": True}, UNI),
+        (
+            {"require_gpu": False, "tensor_parallel_size": 2},
+            ["--tensor-parallel-size", "2", "--enforce-eager"],
+        ),
+        (
+            {"require_gpu": False, "extra_args": ["--distributed-executor-backend=mp"]},
+            ["--enforce-eager", "--distributed-executor-backend=mp"],
+        ),
         ({"cpu_kvcache_space": 2}, []),
         ({"enable_lora": True}, ["--enable-lora"]),
         (
@@ -232,7 +244,16 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
     python = str(VLLM.parent / "python")
     out = subprocess.run(
         [python, "-c", _VLLM_PARSE, *argv[1:]],
-        input=" ".join([*keys, *lora, "enforce_eager", "dtype", "trust_remote_code"]),
+        input=" ".join(
+            [
+                *keys,
+                *lora,
+                "enforce_eager",
+                "dtype",
+                "trust_remote_code",
+                "distributed_executor_backend",
+            ]
+        ),
         capture_output=True,
         text=True,
         timeout=300,
@@ -241,6 +262,7 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     real = json.loads(out.stdout.strip().splitlines()[-1])
     assert real["enforce_eager"] is True and real["dtype"] == "half" and real["trust_remote_code"]
+    assert real["distributed_executor_backend"] == "uni"
     assert real["enable_lora"] and real["max_lora_rank"] == 8 and real["max_loras"] == 2
     assert [(m["name"], m["path"]) for m in real["lora_modules"]] == [
         ("a", "/ad/a"),
@@ -249,6 +271,18 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
     standin = vars(_parser().parse_args(argv[1:]))
     standin["model_tag"] = standin.pop("model")
     assert {k: real[k] for k in keys} == {k: standin[k] for k in keys}
+
+
+def test_uni_executor_env() -> None:
+    """The one-process default on CPU turns vLLM's V1 multiprocessing off (else vLLM's CPU
+    platform turns `uni` back into `mp`); a user's own value of it is kept; GPU hosts and
+    `uni_executor=False` get vLLM's default."""
+    assert _service(require_gpu=False).server_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert _service(uni_executor=True).server_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    own = _service(require_gpu=False, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
+    assert own.server_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+    for default in (_service(), _service(require_gpu=False, uni_executor=False)):
+        assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in default.server_env()
 
 
 def test_lora_settings_env_and_validation() -> None:

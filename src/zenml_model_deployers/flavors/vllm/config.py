@@ -16,6 +16,8 @@ API_KEY_ENV = "VLLM_API_KEY"
 CPU_KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 # Opens vLLM's routes that load and unload LoRA adapters in a running server.
 RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+# "0" keeps the `uni` executor on vLLM's CPU platform (see `uni_executor`).
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 # Flags that carry the API key: argv is visible to every user of the host.
 _KEY_FLAGS = ("--api-key",)
 
@@ -41,6 +43,12 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
         enforce_eager: `--enforce-eager` (no torch.compile, no CUDA graphs). None: on when
             `require_gpu=False` (vLLM's CPU build, where compiling costs minutes at every
             start), else vLLM's default (off).
+        uni_executor: vLLM's one-process executor: the model runs in the EngineCore process
+            (`--distributed-executor-backend uni`, with `VLLM_ENABLE_V1_MULTIPROCESSING=0`,
+            without which vLLM's CPU platform turns `uni` back into `mp`), so the server is two
+            processes (API server, EngineCore) instead of three (and a worker). None: on when
+            `require_gpu=False` and one device serves (`tensor_parallel_size` unset or 1): on
+            CPU it starts faster and takes less memory. False: vLLM's default.
         cpu_kvcache_space: GiB of memory for the KV cache of vLLM's CPU build (environment
             `VLLM_CPU_KVCACHE_SPACE`); unset, vLLM sizes it from the host's free memory.
         lora_adapters: LoRA adapters served beside the base model, name -> adapter (a
@@ -77,6 +85,7 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
     trust_remote_code: bool = False
     api_key: str | None = None
     enforce_eager: bool | None = None
+    uni_executor: bool | None = None
     cpu_kvcache_space: int | None = Field(default=None, gt=0)
     lora_adapters: dict[str, str] = Field(default_factory=dict)
     enable_lora: bool | None = None
@@ -145,6 +154,13 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
     def eager(self) -> bool:
         """Whether `--enforce-eager` is passed (see `enforce_eager`)."""
         return self.enforce_eager if self.enforce_eager is not None else not self.require_gpu
+
+    @property
+    def uni(self) -> bool:
+        """Whether the server runs vLLM's `uni` executor (see `uni_executor`)."""
+        if self.uni_executor is not None:
+            return self.uni_executor
+        return not self.require_gpu and (self.tensor_parallel_size or 1) == 1
 
     @property
     def lora(self) -> bool:

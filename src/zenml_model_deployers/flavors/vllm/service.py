@@ -22,6 +22,7 @@ from zenml_model_deployers.errors import ConfigurationError, DeploymentError, Pr
 from zenml_model_deployers.flavors.vllm.config import (
     API_KEY_ENV,
     CPU_KVCACHE_ENV,
+    MULTIPROCESSING_ENV,
     RUNTIME_LORA_ENV,
 )
 
@@ -132,6 +133,10 @@ class VLLMDeploymentService(LocalProcessService):
             argv.append("--trust-remote-code")
         if c.eager and "--enforce-eager" not in c.extra_args:
             argv.append("--enforce-eager")
+        if c.uni and not any(
+            a.split("=", 1)[0] == "--distributed-executor-backend" for a in c.extra_args
+        ):
+            argv += ["--distributed-executor-backend", "uni"]
         return argv + lora_flags(c) + list(c.extra_args)
 
     def server_env(self) -> dict[str, str]:
@@ -142,6 +147,9 @@ class VLLMDeploymentService(LocalProcessService):
         """
         env = super().server_env()
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.config.uni:
+            # With multiprocessing on, vLLM's CPU platform turns `uni` back into `mp`.
+            env.setdefault(MULTIPROCESSING_ENV, "0")
         if self.config.cpu_kvcache_space is not None:
             env[CPU_KVCACHE_ENV] = str(self.config.cpu_kvcache_space)
         if self.config.lora:
