@@ -27,7 +27,7 @@ def vllm_deployer_step(
     trust_remote_code: bool = False,
     api_key: str | None = None,
     enforce_eager: bool | None = None,
-    uni_executor: bool | None = None,
+    uni_executor: bool = False,
     cpu_kvcache_space: int | None = None,
     lora_adapters: dict[str, str] | None = None,
     enable_lora: bool | None = None,
@@ -70,8 +70,8 @@ def vllm_deployer_step(
         enforce_eager: `--enforce-eager`; None: on where no GPU is required (CPU builds,
             where torch.compile costs minutes at every start), else vLLM's default.
         uni_executor: vLLM's `uni` executor (the model in the EngineCore process, no worker
-            process; V1 multiprocessing off); None: on where no GPU is required and one device
-            serves (faster start, less memory), else vLLM's default.
+            process; V1 multiprocessing off; `OMP_NUM_THREADS` the cores less one unless set).
+            Opt-in: faster start and less memory on CPU, slower streaming (see the docs).
         cpu_kvcache_space: GiB for the KV cache of vLLM's CPU build
             (`VLLM_CPU_KVCACHE_SPACE`; unset: vLLM sizes it from free memory).
         lora_adapters: LoRA adapters served beside the model, name -> adapter folder or Hub

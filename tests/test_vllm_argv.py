@@ -47,20 +47,15 @@ def test_defaults_pass_no_flag() -> None:
         ({"trust_remote_code": True}, ["--trust-remote-code"]),
         ({"extra_args": ["--enforce-eager", "--seed", "7"]}, ["--enforce-eager", "--seed", "7"]),
         ({"enforce_eager": True}, ["--enforce-eager"]),
-        # A CPU build (no GPU required): eager and one engine process by default, unless told
-        # otherwise.
-        ({"require_gpu": False}, ["--enforce-eager", *UNI]),
-        ({"require_gpu": False, "enforce_eager": False}, UNI),
-        ({"require_gpu": False, "extra_args": ["--enforce-eager"]}, [*UNI, "--enforce-eager"]),
-        ({"require_gpu": False, "uni_executor": False}, ["--enforce-eager"]),
+        # A CPU build (no GPU required): eager by default, unless told otherwise.
+        ({"require_gpu": False}, ["--enforce-eager"]),
+        ({"require_gpu": False, "enforce_eager": False}, []),
+        ({"require_gpu": False, "extra_args": ["--enforce-eager"]}, ["--enforce-eager"]),
+        # vLLM's `uni` executor: opt-in; a backend of the user's own in extra_args wins.
         ({"uni_executor": True}, UNI),
         (
-            {"require_gpu": False, "tensor_parallel_size": 2},
-            ["--tensor-parallel-size", "2", "--enforce-eager"],
-        ),
-        (
-            {"require_gpu": False, "extra_args": ["--distributed-executor-backend=mp"]},
-            ["--enforce-eager", "--distributed-executor-backend=mp"],
+            {"uni_executor": True, "extra_args": ["--distributed-executor-backend=mp"]},
+            ["--distributed-executor-backend=mp"],
         ),
         ({"cpu_kvcache_space": 2}, []),
         ({"enable_lora": True}, ["--enable-lora"]),
@@ -238,7 +233,13 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
     from zenml_model_deployers.testing.vllm_standin import _parser
 
     require_real_vllm()
-    argv = _argv(**EVERY_FLAG_SETTING, **LORA, require_gpu=False, extra_args=["--seed", "7"])
+    argv = _argv(
+        **EVERY_FLAG_SETTING,
+        **LORA,
+        require_gpu=False,
+        uni_executor=True,
+        extra_args=["--seed", "7"],
+    )
     keys = ["model_tag", "host", "port", "served_model_name", "max_model_len", "seed"]
     lora = ["enable_lora", "max_lora_rank", "max_loras", "lora_modules"]
     python = str(VLLM.parent / "python")
@@ -274,15 +275,21 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
 
 
 def test_uni_executor_env() -> None:
-    """The one-process default on CPU turns vLLM's V1 multiprocessing off (else vLLM's CPU
-    platform turns `uni` back into `mp`); a user's own value of it is kept; GPU hosts and
-    `uni_executor=False` get vLLM's default."""
-    assert _service(require_gpu=False).server_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
-    assert _service(uni_executor=True).server_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
-    own = _service(require_gpu=False, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
-    assert own.server_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
-    for default in (_service(), _service(require_gpu=False, uni_executor=False)):
+    """The `uni` executor turns vLLM's V1 multiprocessing off (else vLLM's CPU platform turns
+    `uni` back into `mp`) and sizes the engine's OpenMP threads as vLLM's `auto` binding sizes a
+    worker's (the usable cores less one, at least one); a user's own values are kept; off by
+    default."""
+    cores = len(os.sched_getaffinity(0))
+    env = _service(uni_executor=True).server_env()
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert env["OMP_NUM_THREADS"] == str(max(1, cores - 1))
+    own = _service(
+        uni_executor=True, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "1", "OMP_NUM_THREADS": "3"}
+    ).server_env()
+    assert own["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1" and own["OMP_NUM_THREADS"] == "3"
+    for default in (_service(), _service(require_gpu=False)):
         assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in default.server_env()
+        assert "--distributed-executor-backend" not in default.server_command(9000)
 
 
 def test_lora_settings_env_and_validation() -> None:

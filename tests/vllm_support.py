@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # SmolLM2-135M-Instruct converted to a bf16 Hugging Face folder (tests/vllm_model.py).
 VLLM = ROOT / ".venv" / "vllm" / "bin" / "vllm"
 SMOL_DIR = ROOT / ".venv" / "models" / "smollm2-135m-instruct"
-# A start of the real vLLM takes 0.5-2 minutes on 2 cores (two processes import torch and
+# A start of the real vLLM takes 1-2 minutes on 2 cores (three processes import torch and
 # vLLM), 2-3 under load: generous bounds, below pytest's own per-test timeout (600 s), so that a
 # start that does not end fails with vLLM's log instead of a killed test.
 VLLM_TIMEOUT = 540.0
@@ -139,8 +139,7 @@ def wait_gone(procs: list[psutil.Process], timeout: float = 30) -> list[psutil.P
 
 
 def server_tree(pid: int) -> list[psutil.Process]:
-    """A server and its descendants (vLLM: API server, EngineCore, resource tracker;
-    and a worker with vLLM's default executor).
+    """A server and its descendants (vLLM: API server, EngineCore, worker, resource tracker).
 
     Args:
         pid: the server's pid.
