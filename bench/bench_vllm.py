@@ -96,6 +96,7 @@ def run_with(
     timeout: float = 300.0,
     streams: tuple[int, ...] = (1, 8),
     lora: bool = False,
+    executor_pair: bool = False,
 ) -> dict[str, Any]:
     """Both measurements for one server command (the stand-in, or the real `vllm`).
 
@@ -110,6 +111,9 @@ def run_with(
         streams: concurrent streams to measure tokens/s at.
         lora: serve a LoRA adapter of SmolLM2 (built here) and measure an adapter-only update
             beside the full restart (SmolLM2 only: the adapter has its shapes).
+        executor_pair: also start the server by hand with vLLM's default executor (three
+            processes) and with the `uni` one (the CPU default), alternating: start time and
+            the tree's memory.
 
     Returns:
         The result (title, tables, goals, notes).
@@ -133,20 +137,20 @@ def run_with(
         adapter = make_lora_adapter(root / "lora" / "a1", seed=1, scale=0.5)
         extra.update(lora_adapters={"bench-lora": adapter}, max_lora_rank=8)
 
-    def config(i: int) -> VLLMDeploymentConfig:
+    def config(i: int, **more: Any) -> VLLMDeploymentConfig:
         return VLLMDeploymentConfig(
             deployment_name=f"bench-llm-{i}",
             model_uri=model,
             executable=executable,
             require_gpu=require_gpu,
-            **extra,
+            **{**extra, **more},
         )
 
-    def raw(i: int) -> float:
+    def raw(i: int, rss: list[float] | None = None, **more: Any) -> float:
         port = c.free_port()
         # The exact command and environment the flavor gives the server (e.g. the CPU build's
         # VLLM_CPU_KVCACHE_SPACE).
-        by_hand = VLLMDeploymentService.model_construct(config=config(i))
+        by_hand = VLLMDeploymentService.model_construct(config=config(i, **more))
         argv, env = by_hand.server_command(port), by_hand.server_env()
         t0 = time.perf_counter()
         proc = subprocess.Popen(
@@ -159,6 +163,8 @@ def run_with(
         )
         try:
             t1 = _first_completion(f"http://127.0.0.1:{port}", "bench-llm", timeout, proc)
+            if rss is not None:
+                rss.append(_tree_rss(proc.pid))
         finally:
             c.terminate_tree(proc.pid, 30)
         return t1 - t0
@@ -179,6 +185,23 @@ def run_with(
             dt = raw(i) if kind == "raw" else ours(i)
             times[kind].append(dt)
             print(f"  deploy {i + 1}: {kind:5s} {dt:6.2f} s", file=sys.stderr, flush=True)
+
+    # vLLM's default executor (API server, EngineCore, worker) against `uni` (the model in
+    # the EngineCore: the flavor's CPU default), by hand, one pair or more, alternating.
+    executors: dict[str, dict[str, list[float]]] = {}
+    if executor_pair:
+        for uni in (False, True):
+            executors["uni" if uni else "default"] = {"s": [], "gib": []}
+        for i in range(1 if repeats < 3 else 2):
+            for uni in (False, True) if i % 2 == 0 else (True, False):
+                row = executors["uni" if uni else "default"]
+                row["s"].append(raw(200 + i, row["gib"], uni_executor=uni))
+                print(
+                    f"  executor {'uni' if uni else 'default'}: {row['s'][-1]:6.2f} s, "
+                    f"{row['gib'][-1]:.2f} GiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     # Tokens/s: one deployment; streamed completions alternate between the relay's URL and
     # the server's private port (same server, same prompt, greedy: the same tokens).
@@ -255,6 +278,13 @@ def run_with(
             "that replaces that adapter and adds one, while a client loops on the adapter "
             "(done in the running server). Memory: RSS of the front (relay) and of the "
             "server's process tree."
+            + (
+                " Executor: the same by-hand start with `uni_executor=False` (vLLM's default: "
+                "API server, EngineCore, worker) and with the flavor's CPU default (`uni`: "
+                "the model in the EngineCore), alternating; the tree's RSS once it answered."
+                if executors
+                else ""
+            )
         ),
         "tables": [
             {
@@ -275,6 +305,24 @@ def run_with(
                     ],
                 ],
             },
+            *(
+                [
+                    {
+                        "caption": "vLLM's executor, by hand: default (3 processes) vs `uni`",
+                        "headers": ["executor", "start -> first completion (s)", "tree RSS (GiB)"],
+                        "rows": [
+                            [
+                                k,
+                                ", ".join(f"{x:.2f}" for x in v["s"]),
+                                ", ".join(f"{x:.2f}" for x in v["gib"]),
+                            ]
+                            for k, v in executors.items()
+                        ],
+                    }
+                ]
+                if executors
+                else []
+            ),
             {
                 "caption": "Streamed tokens/s (same server)",
                 "headers": ["path", "runs (tokens/s)", "median", "ratio to direct (pairs)"],
@@ -369,6 +417,7 @@ def run_with(
             "ratio": ratio,
             "rate_ratio": rate_ratio,
             "update": update,
+            "executors": executors,
         },
     }
 
@@ -385,6 +434,7 @@ def run() -> dict[str, Any]:
         settings={"max_model_len": 512, "dtype": "bfloat16", "cpu_kvcache_space": 1},
         timeout=900.0,
         lora=True,
+        executor_pair=True,
     )
 
 

@@ -27,6 +27,7 @@ def vllm_deployer_step(
     trust_remote_code: bool = False,
     api_key: str | None = None,
     enforce_eager: bool | None = None,
+    uni_executor: bool = False,
     cpu_kvcache_space: int | None = None,
     lora_adapters: dict[str, str] | None = None,
     enable_lora: bool | None = None,
@@ -68,6 +69,9 @@ def vllm_deployer_step(
             it reaches the server as `VLLM_API_KEY`, never in argv or any record.
         enforce_eager: `--enforce-eager`; None: on where no GPU is required (CPU builds,
             where torch.compile costs minutes at every start), else vLLM's default.
+        uni_executor: vLLM's `uni` executor (the model in the EngineCore process, no worker
+            process; V1 multiprocessing off; `OMP_NUM_THREADS` the cores less one unless set).
+            Opt-in: faster start and less memory on CPU, slower streaming (see the docs).
         cpu_kvcache_space: GiB for the KV cache of vLLM's CPU build
             (`VLLM_CPU_KVCACHE_SPACE`; unset: vLLM sizes it from free memory).
         lora_adapters: LoRA adapters served beside the model, name -> adapter folder or Hub
@@ -104,6 +108,7 @@ def vllm_deployer_step(
         "trust_remote_code": trust_remote_code,
         "api_key": api_key,
         "enforce_eager": enforce_eager,
+        "uni_executor": uni_executor,
         "cpu_kvcache_space": cpu_kvcache_space,
         "lora_adapters": lora_adapters or {},
         "enable_lora": enable_lora,

@@ -16,6 +16,7 @@ from zenml_model_deployers.flavors.vllm.service import VLLMDeploymentService
 from zenml_model_deployers.local.service import LocalDeploymentStatus
 
 HEAD = ["vllm", "serve", "org/model", "--host", "127.0.0.1", "--port", "9000"]
+UNI = ["--distributed-executor-backend", "uni"]
 
 
 def _service(**settings: Any) -> VLLMDeploymentService:
@@ -50,6 +51,12 @@ def test_defaults_pass_no_flag() -> None:
         ({"require_gpu": False}, ["--enforce-eager"]),
         ({"require_gpu": False, "enforce_eager": False}, []),
         ({"require_gpu": False, "extra_args": ["--enforce-eager"]}, ["--enforce-eager"]),
+        # vLLM's `uni` executor: opt-in; a backend of the user's own in extra_args wins.
+        ({"uni_executor": True}, UNI),
+        (
+            {"uni_executor": True, "extra_args": ["--distributed-executor-backend=mp"]},
+            ["--distributed-executor-backend=mp"],
+        ),
         ({"cpu_kvcache_space": 2}, []),
         ({"enable_lora": True}, ["--enable-lora"]),
         (
@@ -226,13 +233,28 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
     from zenml_model_deployers.testing.vllm_standin import _parser
 
     require_real_vllm()
-    argv = _argv(**EVERY_FLAG_SETTING, **LORA, require_gpu=False, extra_args=["--seed", "7"])
+    argv = _argv(
+        **EVERY_FLAG_SETTING,
+        **LORA,
+        require_gpu=False,
+        uni_executor=True,
+        extra_args=["--seed", "7"],
+    )
     keys = ["model_tag", "host", "port", "served_model_name", "max_model_len", "seed"]
     lora = ["enable_lora", "max_lora_rank", "max_loras", "lora_modules"]
     python = str(VLLM.parent / "python")
     out = subprocess.run(
         [python, "-c", _VLLM_PARSE, *argv[1:]],
-        input=" ".join([*keys, *lora, "enforce_eager", "dtype", "trust_remote_code"]),
+        input=" ".join(
+            [
+                *keys,
+                *lora,
+                "enforce_eager",
+                "dtype",
+                "trust_remote_code",
+                "distributed_executor_backend",
+            ]
+        ),
         capture_output=True,
         text=True,
         timeout=300,
@@ -241,6 +263,7 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     real = json.loads(out.stdout.strip().splitlines()[-1])
     assert real["enforce_eager"] is True and real["dtype"] == "half" and real["trust_remote_code"]
+    assert real["distributed_executor_backend"] == "uni"
     assert real["enable_lora"] and real["max_lora_rank"] == 8 and real["max_loras"] == 2
     assert [(m["name"], m["path"]) for m in real["lora_modules"]] == [
         ("a", "/ad/a"),
@@ -249,6 +272,24 @@ def test_argv_parses_alike_in_vllm_and_the_standin() -> None:
     standin = vars(_parser().parse_args(argv[1:]))
     standin["model_tag"] = standin.pop("model")
     assert {k: real[k] for k in keys} == {k: standin[k] for k in keys}
+
+
+def test_uni_executor_env() -> None:
+    """The `uni` executor turns vLLM's V1 multiprocessing off (else vLLM's CPU platform turns
+    `uni` back into `mp`) and sizes the engine's OpenMP threads as vLLM's `auto` binding sizes a
+    worker's (the usable cores less one, at least one); a user's own values are kept; off by
+    default."""
+    cores = len(os.sched_getaffinity(0))
+    env = _service(uni_executor=True).server_env()
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert env["OMP_NUM_THREADS"] == str(max(1, cores - 1))
+    own = _service(
+        uni_executor=True, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "1", "OMP_NUM_THREADS": "3"}
+    ).server_env()
+    assert own["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1" and own["OMP_NUM_THREADS"] == "3"
+    for default in (_service(), _service(require_gpu=False)):
+        assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in default.server_env()
+        assert "--distributed-executor-backend" not in default.server_command(9000)
 
 
 def test_lora_settings_env_and_validation() -> None:

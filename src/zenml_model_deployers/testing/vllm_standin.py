@@ -61,6 +61,7 @@ _VALUE_FLAGS = (
     "--generation-config",
     "--max-lora-rank",
     "--max-loras",
+    "--distributed-executor-backend",
 )
 _BOOL_FLAGS = ("--trust-remote-code", "--enforce-eager", "--disable-log-requests", "--enable-lora")
 
