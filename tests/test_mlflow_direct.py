@@ -7,7 +7,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -342,10 +344,14 @@ def test_the_handoff_socket_folder_must_be_the_users_alone(
     short = tmp_path / "dep"
     assert handoff_socket(short) == short / "front.sock"
     deep = tmp_path / ("d" * 120)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    # A short runtime folder (pytest's tmp_path may itself be too long for one: then the
+    # socket goes to <tmp>/zmd-<uid>, which this test must not change the mode of).
+    run = Path(tempfile.mkdtemp(prefix="zmd-run-", dir="/tmp"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
     sock = handoff_socket(deep)
-    assert sock.parent == tmp_path / "run" / "zmd" and len(str(sock)) <= 100
+    assert sock.parent == run / "zmd" and len(str(sock)) <= 100
     assert handoff_socket(deep) == sock != handoff_socket(tmp_path / ("e" * 120))
     sock.parent.chmod(0o755)  # someone else could reach it: refused, not used
     with pytest.raises(DeploymentError, match="0700"):
         handoff_socket(deep)
+    shutil.rmtree(run)

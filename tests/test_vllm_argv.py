@@ -331,3 +331,14 @@ def test_adapters_only_change_is_detected() -> None:
         no_lora.model_dump(mode="json"), no_lora.model_copy(update={"lora_adapters": {"a": "/a"}})
     )
     assert not adapters_only_change(None, old)
+
+
+def test_settings_added_later_keep_the_revision_of_deployments_made_before() -> None:
+    """A config without the LoRA settings or uni_executor hashes as before they existed (the
+    hash below is this config's under the fields before them): a redeploy restarts no vLLM."""
+    from zenml_model_deployers.flavors.vllm.config import VLLMDeploymentConfig
+
+    cfg = VLLMDeploymentConfig(deployment_name="x", model="/m", require_gpu=False)
+    assert cfg.config_hash() == "4350e4d7375b934a"
+    for changed in ({"uni_executor": True}, {"lora_adapters": {"a": "/a"}}, {"max_loras": 2}):
+        assert cfg.model_copy(update=changed).config_hash() != cfg.config_hash(), changed
