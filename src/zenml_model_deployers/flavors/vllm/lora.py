@@ -70,10 +70,12 @@ def adapters_only_change(old: dict[str, Any] | None, new: VLLMDeploymentConfig) 
         return False
     if not before.lora or not new.lora:
         return False
-    same = {"lora_adapters"}
-    return before.serving_fields().keys() == new.serving_fields().keys() and all(
-        v == new.serving_fields()[k] for k, v in before.serving_fields().items() if k not in same
-    )
+    # Everything but the adapters the same (an empty adapter set is not hashed, so it is
+    # left out of both sides rather than compared key by key).
+    was, will = before.serving_fields(), new.serving_fields()
+    was.pop("lora_adapters", None)
+    will.pop("lora_adapters", None)
+    return was == will
 
 
 def apply_adapters(
