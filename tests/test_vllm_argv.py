@@ -342,3 +342,8 @@ def test_settings_added_later_keep_the_revision_of_deployments_made_before() -> 
     assert cfg.config_hash() == "4350e4d7375b934a"
     for changed in ({"uni_executor": True}, {"lora_adapters": {"a": "/a"}}, {"max_loras": 2}):
         assert cfg.model_copy(update=changed).config_hash() != cfg.config_hash(), changed
+    # The CLI's ZenML-free describe reads the stored dump: it shows the same serving settings.
+    from zenml_model_deployers.provenance import local_serving_fields
+
+    for c in (cfg, cfg.model_copy(update={"uni_executor": True, "max_loras": 2})):
+        assert local_serving_fields(c.model_dump(mode="json")) == c.serving_fields()

@@ -29,11 +29,26 @@ LOCAL_PROVENANCE_FIELDS: frozenset[str] = PROVENANCE_FIELDS | {
 }
 
 
+# Serving fields added after deployments existed, with the values they had before (their
+# defaults): such a field is hashed only where it differs from those, so that a deployment made
+# before the field existed keeps its revision. One table for every local flavor, read by the
+# config classes and by the CLI's ZenML-free fast paths alike (a flavor's own field of the same
+# name is treated the same way). zmd-mlflow's ``data_path``: "auto" is the default, "relay" the
+# former one. zmd-vllm's LoRA settings and ``uni_executor``: a vLLM restart takes minutes.
+HASHED_ONLY_WHERE_SET: dict[str, tuple[object, ...]] = {
+    "api_key": (None,),
+    "data_path": ("auto", "relay"),
+    "uni_executor": (False,),
+    "lora_adapters": ({},),
+    "enable_lora": (None,),
+    "max_lora_rank": (None,),
+    "max_loras": (None,),
+}
+
+
 def local_serving_fields(fields: dict[str, object]) -> dict[str, object]:
     """The serving fields of a local deployment's config dump (what its hash covers): no
-    provenance, no ``api_key`` when there is none and no ``data_path`` when it is ``"auto"``
-    (the default) or ``"relay"`` (the former default), so that the hashes of deployments made
-    before those fields existed stay what they were.
+    provenance, and none of ``HASHED_ONLY_WHERE_SET`` at a value it had before it existed.
 
     Args:
         fields: the config's JSON dump.
@@ -41,11 +56,8 @@ def local_serving_fields(fields: dict[str, object]) -> dict[str, object]:
     Returns:
         A new dict.
     """
-    out = {k: v for k, v in fields.items() if k not in LOCAL_PROVENANCE_FIELDS}
-    if out.get("api_key") is None:
-        out.pop("api_key", None)
-    # zmd-mlflow's default data path ("auto") and its former default ("relay") are not
-    # hashed: deployments made before keep their revision.
-    if out.get("data_path") in ("auto", "relay"):
-        out.pop("data_path")
-    return out
+    return {
+        k: v
+        for k, v in fields.items()
+        if k not in LOCAL_PROVENANCE_FIELDS and v not in HASHED_ONLY_WHERE_SET.get(k, ())
+    }

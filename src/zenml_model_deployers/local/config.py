@@ -95,8 +95,9 @@ class LocalDeploymentConfig(DeploymentConfig):
     metrics_port: int | None = None
 
     def serving_fields(self) -> dict[str, Any]:
-        """See DeploymentConfig.serving_fields; no `api_key` when there is none, so that the
-        hashes of deployments made before the field existed stay what they were.
+        """See DeploymentConfig.serving_fields; the fields of
+        ``provenance.HASHED_ONLY_WHERE_SET`` only where set, so that the hashes of deployments
+        made before those fields existed stay what they were.
 
         Returns:
             A JSON-able dict.

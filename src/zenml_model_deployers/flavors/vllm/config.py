@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -20,15 +20,6 @@ RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 # Flags that carry the API key: argv is visible to every user of the host.
 _KEY_FLAGS = ("--api-key",)
-
-# Fields added after zmd-vllm deployments existed: hashed only when set (see serving_fields).
-_UNHASHED_DEFAULTS: dict[str, Any] = {
-    "uni_executor": False,
-    "lora_adapters": {},
-    "enable_lora": None,
-    "max_lora_rank": None,
-    "max_loras": None,
-}
 
 
 class VLLMDeploymentConfig(LocalDeploymentConfig):
@@ -106,20 +97,6 @@ class VLLMDeploymentConfig(LocalDeploymentConfig):
     executable: str = "vllm"
     require_gpu: bool = True
     health_path: str = "/health"
-
-    def serving_fields(self) -> dict[str, Any]:
-        """See DeploymentConfig.serving_fields; the LoRA settings and ``uni_executor`` only
-        where they differ from their defaults, so that deployments made before those fields
-        existed keep their revision (a vLLM restart takes minutes).
-
-        Returns:
-            A JSON-able dict.
-        """
-        out = super().serving_fields()
-        for name, default in _UNHASHED_DEFAULTS.items():
-            if out.get(name, default) == default:
-                out.pop(name, None)
-        return out
 
     @field_validator("api_key")
     @classmethod
