@@ -38,8 +38,44 @@ BENCHES = [
     "bench_vllm",
     "bench_batch",
 ]
+# Run alone (each takes 9-25 min, or needs the real vLLM / a GPU): their sections in
+# docs/benchmarks.md are kept as they are when `make bench` rewrites the file.
+STANDALONE = [
+    "bench_relay",
+    "bench_relay_saturation",
+    "bench_relay_stream",
+    "bench_rollout",
+    "bench_pipeline_deploy",
+]
 PER_BENCH_TIMEOUT = 600
 OUT = c.REPO / "docs" / "benchmarks.md"
+# The document's own sections: written anew each time.
+_SKELETON = {"Machine and versions", "Goals", "Reproduce"}
+
+
+def carried_sections(old: str, generated: set[str]) -> list[str]:
+    """The level-2 sections of the former document that this run does not write: those of
+    the benchmarks run alone (``STANDALONE``) and notes added by hand, each verbatim.
+
+    Args:
+        old: the former docs/benchmarks.md.
+        generated: the titles of the sections this run writes.
+
+    Returns:
+        Each kept section's text, heading first, in the former order.
+    """
+    sections: list[list[str]] = []
+    for line in old.splitlines():
+        if line.startswith("## "):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+    kept = []
+    for lines in sections:
+        title = lines[0][3:].strip()
+        if title not in generated and title not in _SKELETON:
+            kept.append("\n".join(lines).rstrip() + "\n")
+    return kept
 
 
 def _cpu_model() -> str:
@@ -115,7 +151,7 @@ def _end_leftovers(name: str, since: float) -> None:
             c.remove_root(root)
 
 
-def _document(results: list[dict[str, Any]], total_s: float) -> str:
+def _document(results: list[dict[str, Any]], total_s: float, old: str = "") -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     goals = [(r["title"], g) for r in results for g in r.get("goals", [])]
     met = sum(1 for _, g in goals if g["met"])
@@ -164,14 +200,17 @@ def _document(results: list[dict[str, Any]], total_s: float) -> str:
         lines.append(c.result_markdown(r, level=2))
         lines.append(f"_Run time of this benchmark: {r.get('elapsed_s', '?')} s._")
         lines.append("")
+    for section in carried_sections(old, {r["title"] for r in results}):
+        lines += [section]
     lines += [
         "## Reproduce",
         "",
-        "`make bench`, or one benchmark alone: `.venv/bin/python bench/bench_deploy.py` "
-        "(`bench_update.py`, `bench_predict.py`, `bench_list.py`, `bench_bentoml.py`, "
-        "`bench_vllm.py`, `bench_batch.py`; `bench/gpu/bench_vllm_gpu.py` on a GPU host, not run here). Each "
-        "creates its own temporary ZenML store, ends every process it started, and removes "
-        "the store.",
+        "`make bench` (the benchmarks above whose sections say their run time; the others' "
+        "sections are kept as they were), or one benchmark alone: `.venv/bin/python "
+        "bench/bench_deploy.py` ("
+        + ", ".join(f"`{n}.py`" for n in BENCHES[1:] + STANDALONE)
+        + "; `bench/gpu/bench_vllm_gpu.py` on a GPU host, not run here). Each creates its own "
+        "temporary ZenML store, ends every process it started, and removes the store.",
         "",
     ]
     return "\n".join(lines)
@@ -185,7 +224,8 @@ def main() -> int:
         for name in BENCHES:
             results.append(_run_one(name, Path(tmp)))
     total = time.monotonic() - started
-    OUT.write_text(_document(results, total))
+    old = OUT.read_text() if OUT.exists() else ""
+    OUT.write_text(_document(results, total, old))
     print(f"\nwrote {OUT.relative_to(c.REPO)} ({total / 60:.1f} min)", flush=True)
     return 0 if all(r.get("tables") for r in results) else 1
 
