@@ -133,7 +133,7 @@ class LocalProcessService(DeploymentService):
         """The argv that serves ``self.config`` on the private ``port`` and, while the file
         ``gate`` exists, also on the front's listening socket, received over the Unix socket
         ``handoff`` (flavors with SUPPORTS_DIRECT_DATA_PATH: a verified server starts serving
-        the public port without starting again, ``flavors/mlflow/gate.py``).
+        the public port without starting again, ``local/gate.py``).
 
         Args:
             port: the private port.

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from zenml_model_deployers.flavors.mlflow import drain, gate
+from zenml_model_deployers.local import drain, gate
 from zenml_model_deployers.local.relay_metrics import BOUNDS
 
 DEPLOYMENT_ENV = "ZMD_METRICS_DEPLOYMENT"

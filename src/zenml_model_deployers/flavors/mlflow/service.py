@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from zenml.models.v2.misc.service import ServiceType
 
-from zenml_model_deployers.flavors.mlflow import gate, serve
+from zenml_model_deployers.flavors.mlflow import serve
 
 # The config moved to config.py; ZenML recorded its source path here, so it stays importable.
 from zenml_model_deployers.flavors.mlflow.config import (
@@ -19,6 +19,7 @@ from zenml_model_deployers.flavors.mlflow.config import (
 )
 from zenml_model_deployers.flavors.mlflow.flavor import FLAVOR_NAME
 from zenml_model_deployers.flavors.mlflow.serve import is_local
+from zenml_model_deployers.local import gate
 from zenml_model_deployers.local.process import python_executable
 from zenml_model_deployers.local.service import LocalProcessService
 from zenml_model_deployers.service import serving_type
