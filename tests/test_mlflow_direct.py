@@ -267,7 +267,7 @@ def test_stop_start_delete(mlflow_deployer: Any, direct: Any) -> None:
 
 METERED_DRIVER = """
 import asyncio, sys
-from zenml_model_deployers.flavors.mlflow.metered import Metered
+from zenml_model_deployers.local.metering import Metered
 
 async def app(scope, receive, send):
     path = scope["path"]
