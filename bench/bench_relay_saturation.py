@@ -13,8 +13,11 @@ MLflow scoring app, same model) accepts on the deployment's URL; its front's CPU
 takes is printed: ``data_path="auto"`` takes the direct data path where eligible).
 With ``--bentoml`` (wrk only): a bento (sklearn DummyClassifier behind a ``classify`` API, as
 ``bench_bentoml.py``) deployed with `zmd-bentoml`'s defaults: ``bento-direct`` is its
-``bentoml serve``'s own (private) port, ``bento-default`` the deployment's URL (its ratios are
-to ``bento-direct``).
+``bentoml serve``'s own (private) port, ``bento-default`` the deployment's URL (the direct data
+path where eligible: the same server's API worker accepts there, counting what it takes), and
+``bento-relay`` a second deployment of the same bento with ``data_path="relay"`` (ratios to
+``bento-direct``); an update of the default bento deployment (a new revision: a bento argument)
+runs under wrk as well. ``--only-bentoml`` leaves out the MLflow targets but ``direct``.
 Each run also records how the server's connections spread over its 2 workers (``spread``: the
 kernel hands each accepted connection to whichever worker accepts first, so a run can load one
 worker far more than the other: a main source of run-to-run noise at 16 connections). At the
@@ -161,7 +164,9 @@ def _spread(pid: int, port: int) -> str:
     return "/".join(str(n) for n in sorted(counts, reverse=True)) or "0"
 
 
-def _update_under_load(deployer: object, cfg: object, url: str, lua: Path) -> dict[str, object]:
+def _update_under_load(
+    deployer: object, cfg: object, url: str, lua: Path, body: bytes = PREDICT_BODY
+) -> dict[str, object]:
     """An update of a deployment while wrk (2 threads, 16 connections) loads it."""
     import requests
 
@@ -186,7 +191,7 @@ def _update_under_load(deployer: object, cfg: object, url: str, lua: Path) -> di
         done.set()
         t.join()
     after = requests.post(
-        url, data=PREDICT_BODY, headers={"Content-Type": "application/json"}, timeout=30
+        url, data=body, headers={"Content-Type": "application/json"}, timeout=30
     ).json()
     return {
         "update_s": took,
@@ -207,7 +212,12 @@ def main() -> None:
     ap.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--no-direct-path", action="store_true", help="skip the direct-path target")
     ap.add_argument("--bentoml", action="store_true", help="add zmd-bentoml's default (wrk)")
+    ap.add_argument(
+        "--only-bentoml", action="store_true", help="--bentoml, MLflow's direct target only"
+    )
     args = ap.parse_args()
+    if args.only_bentoml:
+        args.bentoml = args.no_direct_path = True
     root = isolated_env("sat")  # before ZenML is imported (the direct-path deployment)
     client = args.client
     if client == "auto":
@@ -238,11 +248,12 @@ def main() -> None:
         tmp / "metered.log",
     )
     relays: list[subprocess.Popen[bytes]] = []
-    deployer = svc = dsvc = bento_deployer = bsvc = None
+    deployer = svc = dsvc = bento_deployer = bsvc = bcfg = None
     default_path = bento_path = ""
     luas: dict[str, Path] = {}
     paths: dict[str, str] = {}
     update: dict[str, object] | None = None
+    bupdate: dict[str, object] | None = None
     try:
         try:
             wait_prediction(f"http://127.0.0.1:{port}/invocations", [0], proc=server)
@@ -279,15 +290,16 @@ def main() -> None:
         default_cfg = MLflowDeploymentConfig(
             deployment_name="sat-default", model_uri=model, workers=2
         )
-        dsvc = deployer.deploy(default_cfg, timeout=300)
-        assert dsvc.status.public_port is not None and dsvc.status.server is not None
-        default_path = "direct" if dsvc.status.direct else "relay"
-        ports["default"] = dsvc.status.public_port
-        pids["default"] = dsvc.status.relay.pid
-        trees["default"] = (
-            dsvc.status.server.pid,
-            dsvc.status.public_port if dsvc.status.direct else dsvc.status.server_port,
-        )
+        if not args.only_bentoml:
+            dsvc = deployer.deploy(default_cfg, timeout=300)
+            assert dsvc.status.public_port is not None and dsvc.status.server is not None
+            default_path = "direct" if dsvc.status.direct else "relay"
+            ports["default"] = dsvc.status.public_port
+            pids["default"] = dsvc.status.relay.pid
+            trees["default"] = (
+                dsvc.status.server.pid,
+                dsvc.status.public_port if dsvc.status.direct else dsvc.status.server_port,
+            )
         if args.bentoml and client == "wrk":
             from bench_bentoml import BODY as BENTO_BODY
             from bench_bentoml import _bento
@@ -296,24 +308,37 @@ def main() -> None:
 
             tag, _ = _bento(tmp)
             bento_deployer = get_deployer("zmd-bentoml")
-            bsvc = bento_deployer.deploy(
-                BentoMLDeploymentConfig(deployment_name="sat-bento", model_uri=tag), timeout=300
-            )
+            bcfg = BentoMLDeploymentConfig(deployment_name="sat-bento", model_uri=tag)
+            bsvc = bento_deployer.deploy(bcfg, timeout=300)
             bento_path = "direct" if getattr(bsvc.status, "direct", False) else "relay"
+            brsvc = bento_deployer.deploy(
+                BentoMLDeploymentConfig(
+                    deployment_name="sat-bento-relay", model_uri=tag, data_path="relay"
+                ),
+                timeout=300,
+            )
             blua = tmp / "bento.lua"
             blua.write_text(LUA % BENTO_BODY.decode())
             private = bsvc.status.server_port or bsvc.status.public_port
             ports["bento-direct"], ports["bento-default"] = private, bsvc.status.public_port
+            ports["bento-relay"] = brsvc.status.public_port
             pids["bento-default"] = bsvc.status.relay.pid
+            pids["bento-relay"] = brsvc.status.relay.pid
             for k in ("bento-direct", "bento-default"):
                 trees[k] = (bsvc.status.server.pid, private)
+            trees["bento-relay"] = (brsvc.status.server.pid, brsvc.status.server_port)
+            for k in ("bento-direct", "bento-default", "bento-relay"):
                 luas[k], paths[k] = blua, "/classify"
+        if args.only_bentoml:
+            for k in [k for k in ports if k != "direct" and not k.startswith("bento")]:
+                ports.pop(k)
         names = list(ports)
         spreads: dict[tuple[str, int], list[str]] = {}
         server_cpu_dp: list[float] = []
         server_cpu_m: list[float] = []
         server_cpu_df: list[float] = []
         server_cpu_b: list[float] = []  # `bentoml serve`'s (bento-direct runs)
+        server_cpu_bd: list[float] = []  # the same server's (bento-default runs: it counts)
         res: dict[tuple[str, int], list[dict[str, float]]] = {}
         cpu: dict[tuple[str, int], list[float]] = {}
         server_cpu: list[float] = []  # the server's CPU per request (direct runs)
@@ -338,7 +363,15 @@ def main() -> None:
                     spreads.setdefault((k, c), []).extend(got)
                     res.setdefault((k, c), []).append(r)
                     if (
-                        k in ("direct", "direct+metrics", "direct-path", "default", "bento-direct")
+                        k
+                        in (
+                            "direct",
+                            "direct+metrics",
+                            "direct-path",
+                            "default",
+                            "bento-direct",
+                            "bento-default",
+                        )
                         and r["requests"]
                     ):
                         used = _tree_cpu_seconds(trees[k][0]) - s0
@@ -347,6 +380,7 @@ def main() -> None:
                             "direct+metrics": server_cpu_m,
                             "default": server_cpu_df,
                             "bento-direct": server_cpu_b,
+                            "bento-default": server_cpu_bd,
                         }.get(k, server_cpu_dp).append(used / r["requests"] * 1e6)
                     if k in pids and r["requests"]:
                         used = _cpu_seconds(pids[k]) - cpu0
@@ -372,15 +406,30 @@ def main() -> None:
                 update["path_after"] = "direct" if live.status.direct else "relay"
                 # Each server start writes a new log: 1 per update (no second server start).
                 update["starts"] = len(set(live.workdir.glob("server-*.log")) - logs_before)
+        if bsvc is not None and bcfg is not None and client == "wrk":
+            from bench_bentoml import BODY as BENTO_BODY
+
+            logs_before = set(bsvc.workdir.glob("server-*.log"))
+            bupdate = _update_under_load(
+                bento_deployer,
+                bcfg.model_copy(update={"args": {"zmd_bench": "2"}}),
+                f"http://127.0.0.1:{ports['bento-default']}/classify",
+                luas["bento-default"],
+                BENTO_BODY,
+            )
+            live = bento_deployer.find_deployment("sat-bento")  # type: ignore[union-attr]
+            if live is not None:
+                bupdate["path_after"] = "direct" if live.status.direct else "relay"
+                bupdate["starts"] = len(set(live.workdir.glob("server-*.log")) - logs_before)
     finally:
         for d, name in ((deployer, "sat-direct"), (deployer, "sat-default")):
             live = d.find_deployment(name) if d is not None else None
             if live is not None:
                 d.delete(live)  # type: ignore[union-attr]
-        if bento_deployer is not None:
-            live = bento_deployer.find_deployment("sat-bento")
+        for name in ("sat-bento", "sat-bento-relay"):
+            live = bento_deployer.find_deployment(name) if bento_deployer is not None else None
             if live is not None:
-                bento_deployer.delete(live)
+                bento_deployer.delete(live)  # type: ignore[union-attr]
         for p in relays:
             p.terminate()
         for p in relays:
@@ -402,7 +451,8 @@ def main() -> None:
         f"{'target':<{w}} {'conns':>5} {'req/s':>8} {'x direct':>9} {'p99 ms':>8} "
         f"{'p99 x dir':>9} {'errors':>7} {'CPU us/req':>11}  per round: worker spread:req/s"
     )
-    print(f"a default zmd-mlflow deployment takes the {default_path} data path")
+    if default_path:
+        print(f"a default zmd-mlflow deployment takes the {default_path} data path")
     if bento_path:
         print(f"a default zmd-bentoml deployment takes the {bento_path} data path")
     for c in conns:
@@ -448,19 +498,29 @@ def main() -> None:
             "direct-path deployment's server CPU per request: median "
             f"{statistics.median(server_cpu_dp):.0f} us"
         )
-    if update is not None:
+    for what, u in (("the default deployment", update), ("the default bento", bupdate)):
+        if u is None:
+            continue
         print(
-            f"update a -> b of the default deployment under wrk (2 threads, 16 connections, "
-            f"{update['wrk_s']} s in 5 s runs): deploy took {update['update_s']:.1f} s; "
-            f"{update['requests']} requests, {update['errors']} failed (non-2xx + socket "
-            f"errors); afterwards the URL answers {update['after']} on the "
-            f"{update.get('path_after', '?')} data path; servers started: "
-            f"{update.get('starts', '?')}"
+            f"update of {what} under wrk (2 threads, 16 connections, "
+            f"{u['wrk_s']} s in 5 s runs): deploy took {u['update_s']:.1f} s; "
+            f"{u['requests']} requests, {u['errors']} failed (non-2xx + socket "
+            f"errors); afterwards the URL answers {u['after']} on the "
+            f"{u.get('path_after', '?')} data path; servers started: "
+            f"{u.get('starts', '?')}"
         )
     if server_cpu_b:
         print(
             "`bentoml serve`'s own CPU per request (bento-direct runs): median "
             f"{statistics.median(server_cpu_b):.0f} us"
+        )
+    if server_cpu_b and server_cpu_bd:
+        b, bd = statistics.median(server_cpu_b), statistics.median(server_cpu_bd)
+        front = [statistics.median(cpu[("bento-default", c)]) for c in conns]
+        f = statistics.median(front)
+        print(
+            f"the same server on the default path (bento-default runs, counting): median {bd:.0f}"
+            f" us, its front {f:.1f} us -> CPU-bound estimate {b / (bd + f):.3f}x bento-direct"
         )
     for k in names:
         rel = [statistics.median(cpu[(k, c)]) for c in conns if (k, c) in cpu]

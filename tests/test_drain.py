@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from zenml_model_deployers.flavors.mlflow import drain
+from zenml_model_deployers.local import drain
 
 SERVER = """
 import sys, uvicorn
-from zenml_model_deployers.flavors.mlflow import drain
+from zenml_model_deployers.local import drain
 
 async def app(scope, receive, send):
     if scope["type"] != "http":

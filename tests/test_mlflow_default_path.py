@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from zenml.client import Client
 
 from zenml_model_deployers.cli import main as zmd
-from zenml_model_deployers.flavors.mlflow import gate
 from zenml_model_deployers.flavors.mlflow.config import MLflowDeploymentConfig
+from zenml_model_deployers.local import gate
 from zenml_model_deployers.testing.request_loop import RequestLoop
 
 NAME = "default-path"

@@ -169,7 +169,7 @@ def test_a_retired_server_answers_a_kept_alive_connections_next_request(
 ) -> None:
     """uvicorn alone closes idle kept-alive connections as it shuts down: a request sent on one
     meanwhile was lost (CI, once, under the looping client). The retiring server answers it,
-    with ``Connection: close``, and the connection then ends (flavors/mlflow/drain.py)."""
+    with ``Connection: close``, and the connection then ends (local/drain.py)."""
     svc = mlflow_deployer.find_deployment(NAME)
     old_log = Path(svc.status.log_path)
     retired_before = old_log.read_text().count("Shutting down")
@@ -267,7 +267,7 @@ def test_stop_start_delete(mlflow_deployer: Any, direct: Any) -> None:
 
 METERED_DRIVER = """
 import asyncio, sys
-from zenml_model_deployers.flavors.mlflow.metered import Metered
+from zenml_model_deployers.local.metering import Metered
 
 async def app(scope, receive, send):
     path = scope["path"]

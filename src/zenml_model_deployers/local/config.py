@@ -1,5 +1,6 @@
 """What a local deployment is asked to be and where it is: ``LocalDeploymentConfig`` (the
-serving settings every local backend shares), ``LocalDeploymentStatus`` (its processes and
+serving settings every local backend shares; ``DirectDataPathConfig`` adds the data path of the
+flavors that have a direct one), ``LocalDeploymentStatus`` (its processes and
 ports, as the service store records them), and where its files live (``zmd_home``,
 ``private_dir``).
 
@@ -11,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from zenml_model_deployers import secrets
 from zenml_model_deployers.config import DeploymentConfig
+from zenml_model_deployers.errors import ConfigurationError
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.provenance import LOCAL_PROVENANCE_FIELDS, local_serving_fields
 from zenml_model_deployers.service import DeploymentStatus
@@ -130,6 +132,48 @@ class LocalDeploymentConfig(DeploymentConfig):
                 "requests, read its predictions and load it. Set api_key='{{secret.key}}' (a "
                 "ZenML secret), bind to 127.0.0.1, or pass allow_unauthenticated=True to accept "
                 "that risk."
+            )
+
+
+class DirectDataPathConfig(LocalDeploymentConfig):
+    """The settings of a local flavor whose server can take the front's socket itself
+    (``LocalProcessService.SUPPORTS_DIRECT_DATA_PATH``: `zmd-mlflow`, `zmd-bentoml`).
+
+    Attributes:
+        data_path: ``"auto"`` (default): the direct data path wherever it is eligible (no
+            ``api_key``, a loopback ``host``, and what the flavor adds), with the front
+            stepping into the data path by itself for a canary or progressive rollout and out
+            again once it ends; the relay otherwise. ``"relay"``: every request always passes
+            through the deployment's front (API key, the relay's request limits, canaries and
+            progressive rollouts, replay during an update). ``"direct"``: the serving
+            revision's uvicorn workers accept on the front's listening socket themselves and
+            the front stands in the data path only while a revision is switched: the server's
+            full throughput and latency, but no API key and no canary or rollout (both
+            refused). Per-request metrics, updates, self-heal, stop and start keep the URL and
+            lose no request on every path.
+    """
+
+    data_path: Literal["auto", "relay", "direct"] = "auto"
+
+    def __init__(self, **data: Any) -> None:
+        """Refuses the direct data path with an API key (the front checks keys, and requests
+        bypass it there).
+
+        Args:
+            **data: fields.
+
+        Raises:
+            ConfigurationError: ``data_path="direct"`` with an ``api_key``.
+        """
+        super().__init__(**data)
+        if self.data_path == "direct" and self.api_key:
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' asks for data_path='direct' and an "
+                "api_key: on the direct data path requests reach the model server without "
+                "passing the front, which is what checks the key.",
+                deployment_name=self.deployment_name,
+                hint="drop data_path='direct' (the default 'auto' keeps the relay in the data path "
+                "when there is a key, and the relay checks it), or the key.",
             )
 
 

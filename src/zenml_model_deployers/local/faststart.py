@@ -141,7 +141,7 @@ def _write(db: str, rid: str, before: Any, status: dict[str, Any], admin: str | 
 def _open_gate(gate: Path, log: Path, server: Any, workers: int, timeout: float) -> bool:
     """Opens a ready server's gate and waits until each worker accepts on the public socket
     (``Revisions.handoff``); False (the gate closed again, the relay serving) if they did not."""
-    from zenml_model_deployers.flavors.mlflow.gate import OPENED
+    from zenml_model_deployers.local.gate import OPENED
 
     gate.touch(mode=0o600)
     deadline = time.monotonic() + timeout
@@ -248,7 +248,7 @@ def _start_locked(
     gate: Path | None = None
     if "--accept-gate" in argv:
         # The direct data path: the server is checked on its private port, then takes the
-        # public socket at its gate (flavors/mlflow/gate.py), as ZenML's path does it.
+        # public socket at its gate (local/gate.py), as ZenML's path does it.
         gate = log.with_suffix(".gate")
         gate.unlink(missing_ok=True)
         argv[argv.index("--accept-gate") + 1] = str(gate)

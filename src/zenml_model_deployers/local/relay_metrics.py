@@ -1,7 +1,7 @@
 """The relay's request metrics per revision: counted on the data path, served in Prometheus format.
 
 On the direct data path (``data_path="direct"``) the serving server counts its own requests
-(prometheus_client's multiprocess files, ``flavors/mlflow/metered.py``); the relay reads those
+(prometheus_client's multiprocess files, ``local/metering.py``); the relay reads those
 files beside its own counters (:func:`read_multiproc`), so every reader sees one set of series.
 
 The data path only adds to plain integers (a request, an error by kind, a histogram bucket);
@@ -290,7 +290,7 @@ class Metrics:
 # ----------------------------------------------------------------- direct-data-path servers
 def read_multiproc_dir(path: Path) -> dict[str, dict[str, Any]]:
     """The counters a direct-data-path server's workers wrote to one prometheus_client
-    multiprocess folder (``flavors/mlflow/metered.py``), summed over its files, per revision
+    multiprocess folder (``local/metering.py``), summed over its files, per revision
     label, in :meth:`RevisionStats.snapshot`'s form.
 
     Args:

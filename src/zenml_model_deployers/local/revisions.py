@@ -109,7 +109,7 @@ def _port_taken(log: Path, port: int) -> bool:
 
 
 def gate_of(log: Path) -> Path:
-    """The gate file of the server that logs to ``log`` (``flavors/mlflow/gate.py``)."""
+    """The gate file of the server that logs to ``log`` (``local/gate.py``)."""
     return log.with_suffix(GATE_SUFFIX)
 
 
@@ -163,7 +163,7 @@ class Revisions(OnService):
         the switch).
 
         Where the config takes the direct data path (``direct_data_path``) the server gets a
-        gate as well (``flavors/mlflow/gate.py``): it is checked on its private port like any
+        gate as well (``local/gate.py``): it is checked on its private port like any
         other, and :meth:`handoff` has it accept on the front's public socket too, with no
         second start.
 
@@ -313,7 +313,7 @@ class Revisions(OnService):
     def handoff(self, timeout: float) -> None:
         """Takes the relay out of the data path (the direct data path): the serving server,
         verified on its private port, opens its gate and accepts on the front's listening
-        socket itself (``flavors/mlflow/gate.py``, no second start), then the relay stops
+        socket itself (``local/gate.py``, no second start), then the relay stops
         accepting (its kept-alive connections end after their next answer).
 
         If the gate does not open in time, it is closed again and the relay stays in the

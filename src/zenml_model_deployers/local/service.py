@@ -45,6 +45,7 @@ from zenml.enums import ServiceState
 
 from zenml_model_deployers import secrets
 from zenml_model_deployers.errors import ConfigurationError, PortInUseError
+from zenml_model_deployers.local import gate
 from zenml_model_deployers.local import process as proc
 from zenml_model_deployers.local.canary import Canary
 from zenml_model_deployers.local.config import (
@@ -133,7 +134,9 @@ class LocalProcessService(DeploymentService):
         """The argv that serves ``self.config`` on the private ``port`` and, while the file
         ``gate`` exists, also on the front's listening socket, received over the Unix socket
         ``handoff`` (flavors with SUPPORTS_DIRECT_DATA_PATH: a verified server starts serving
-        the public port without starting again, ``flavors/mlflow/gate.py``).
+        the public port without starting again, ``local/gate.py``; its uvicorn workers serve
+        their app through ``local/metering.worker_app``, and the flavor's wrapper takes
+        :meth:`gate_args`).
 
         Args:
             port: the private port.
@@ -145,8 +148,35 @@ class LocalProcessService(DeploymentService):
         """
         raise NotImplementedError(f"flavor {self.FLAVOR} has no direct data path")
 
+    def gate_args(self, handoff: Path, gate: Path) -> list[str]:
+        """The options a flavor's server wrapper takes for a gate: the handoff socket, the gate
+        file, and where and under which labels the server counts the requests it takes on the
+        public socket (the relay does not see them).
+
+        Args:
+            handoff: the front's handoff socket.
+            gate: the gate file.
+
+        Returns:
+            ``--listen-fd-from H --accept-gate G --metrics-dir D --revision R --deployment N``.
+        """
+        revision = self.config.config_hash()
+        return [
+            "--listen-fd-from",
+            str(handoff),
+            "--accept-gate",
+            str(gate),
+            "--metrics-dir",
+            str(self.metrics_dir(revision)),
+            "--revision",
+            revision,
+            "--deployment",
+            self.deployment_name,
+        ]
+
     def gate_events(self, log: Path) -> tuple[int, int]:
-        """How often the workers of a server with a gate opened and closed it, by its log.
+        """How often the workers of a server with a gate opened and closed it, by its log
+        (``local/gate.py`` logs one line per worker and change).
 
         Args:
             log: its log.
@@ -154,7 +184,11 @@ class LocalProcessService(DeploymentService):
         Returns:
             (opened, closed).
         """
-        raise NotImplementedError(f"flavor {self.FLAVOR} has no direct data path")
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            return 0, 0
+        return text.count(gate.OPENED), text.count(gate.CLOSED)
 
     @property
     def direct_data_path(self) -> bool:

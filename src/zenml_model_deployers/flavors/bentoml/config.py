@@ -3,14 +3,15 @@ service.py, where ZenML recorded its source path)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
-from zenml_model_deployers.local.service import LocalDeploymentConfig
+from zenml_model_deployers.errors import ConfigurationError
+from zenml_model_deployers.local.config import DirectDataPathConfig
 
 
-class BentoMLDeploymentConfig(LocalDeploymentConfig):
+class BentoMLDeploymentConfig(DirectDataPathConfig):
     """How to serve a bento.
 
     Attributes:
@@ -21,6 +22,8 @@ class BentoMLDeploymentConfig(LocalDeploymentConfig):
             engine instead of a process from this environment.
         image: the image to run when containerized (default: built from the bento).
         health_path: BentoML's own readiness endpoint.
+        data_path: ``"auto"`` (default), ``"relay"`` or ``"direct"``: see
+            ``local.config.DirectDataPathConfig``; a containerized bento keeps the relay.
     """
 
     FORMER_SOURCES: ClassVar[tuple[str, ...]] = (
@@ -32,3 +35,23 @@ class BentoMLDeploymentConfig(LocalDeploymentConfig):
     containerize: bool = False
     image: str | None = None
     health_path: str = "/readyz"
+
+    def __init__(self, **data: Any) -> None:
+        """Refuses the direct data path for a containerized bento (Docker maps its port).
+
+        Args:
+            **data: fields.
+
+        Raises:
+            ConfigurationError: ``data_path="direct"`` with ``containerize=True``.
+        """
+        super().__init__(**data)
+        if self.data_path == "direct" and self.containerize:
+            raise ConfigurationError(
+                f"Deployment '{self.deployment_name}' asks for data_path='direct' and a "
+                "containerized bento: the container's server listens on Docker's port "
+                "mapping and cannot take the front's socket.",
+                deployment_name=self.deployment_name,
+                hint="drop data_path='direct' (the default 'auto' keeps the relay in the data "
+                "path of a containerized bento), or containerize.",
+            )

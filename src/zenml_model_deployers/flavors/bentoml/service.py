@@ -1,4 +1,6 @@
-"""A bento served by `bentoml serve` (or its container) behind the deployment's relay."""
+"""A bento served by `bentoml serve` (or its container) behind the deployment's front: on the
+direct data path by default where eligible (``serve.py``: a gate in each API worker), else
+through its relay."""
 
 from __future__ import annotations
 
@@ -65,6 +67,8 @@ class BentoMLDeploymentService(LocalProcessService):
     PREDICT_PATH: ClassVar[str] = "/"
     # A restart keeps BentoML's settings and, for a containerized bento, Docker's.
     RESTART_INHERITED_ENV: ClassVar[tuple[str, ...]] = ("BENTOML_", "DOCKER_", "XDG_RUNTIME_DIR")
+    # `bentoml serve`'s API workers take the front's socket at their gate (serve.py, worker.py).
+    SUPPORTS_DIRECT_DATA_PATH: ClassVar[bool] = True
 
     config: BentoMLDeploymentConfig
     status: BentoMLDeploymentStatus
@@ -244,6 +248,35 @@ class BentoMLDeploymentService(LocalProcessService):
             "--port",
             str(port),
             *args,
+        ]
+
+    @property
+    def direct_data_path(self) -> bool:
+        """See LocalProcessService.direct_data_path; a containerized bento keeps the relay
+        (its socket is Docker's port mapping)."""
+        return super().direct_data_path and not self.config.containerize
+
+    def gated_server_command(self, port: int, handoff: Path, gate: Path) -> list[str]:
+        """`bentoml serve <tag>` on the private ``port`` through ``serve.py``, whose API workers
+        take the front's socket at the gate (``local/gate.py``).
+
+        Args:
+            port: the private port.
+            handoff: the front's handoff socket.
+            gate: the gate file.
+
+        Returns:
+            argv.
+        """
+        plain = self.server_command(port)
+        assert plain[1:4] == ["-m", "bentoml", "serve"], "no gate for a containerized bento"
+        return [
+            plain[0],
+            "-m",
+            "zenml_model_deployers.flavors.bentoml.serve",
+            *self.gate_args(handoff, gate),
+            "--",
+            *plain[4:],
         ]
 
     def server_env(self) -> dict[str, str]:

@@ -297,7 +297,7 @@ def main(args: list[str] | None = None) -> None:
     if ns.listen_fd_from and ns.accept_gate:
         # Serves the private port; each worker takes the public socket at the gate (gate.py,
         # installed by metered.py, which a gate needs).
-        from zenml_model_deployers.flavors.mlflow import gate
+        from zenml_model_deployers.local import gate
 
         if not ns.metrics_dir:
             raise RuntimeError("--accept-gate needs --metrics-dir (the server counts requests)")

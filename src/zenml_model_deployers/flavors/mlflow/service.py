@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from zenml.models.v2.misc.service import ServiceType
 
-from zenml_model_deployers.flavors.mlflow import gate, serve
+from zenml_model_deployers.flavors.mlflow import serve
 
 # The config moved to config.py; ZenML recorded its source path here, so it stays importable.
 from zenml_model_deployers.flavors.mlflow.config import (
@@ -78,20 +78,9 @@ class MLflowDeploymentService(LocalProcessService):
             str(self.config.timeout_per_request),
         ]
 
-    def _metering(self) -> list[str]:
-        """The server counts what the relay does not see (flavors/mlflow/metered.py)."""
-        return [
-            "--metrics-dir",
-            str(self.metrics_dir(self.config.config_hash())),
-            "--revision",
-            self.config.config_hash(),
-            "--deployment",
-            self.deployment_name,
-        ]
-
     def gated_server_command(self, port: int, handoff: Path, gate: Path) -> list[str]:
         """The server on its private ``port``, taking the front's socket at the gate
-        (``serve.py --accept-gate``, ``gate.py``).
+        (``serve.py --accept-gate``, ``local/gate.py``).
 
         Args:
             port: the private port.
@@ -101,29 +90,7 @@ class MLflowDeploymentService(LocalProcessService):
         Returns:
             argv.
         """
-        return [
-            *self.server_command(port),
-            "--listen-fd-from",
-            str(handoff),
-            "--accept-gate",
-            str(gate),
-            *self._metering(),
-        ]
-
-    def gate_events(self, log: Path) -> tuple[int, int]:
-        """Counts gate.py's log lines (one per worker and change).
-
-        Args:
-            log: its log.
-
-        Returns:
-            (opened, closed).
-        """
-        try:
-            text = log.read_text(errors="replace")
-        except OSError:
-            return 0, 0
-        return text.count(gate.OPENED), text.count(gate.CLOSED)
+        return [*self.server_command(port), *self.gate_args(handoff, gate)]
 
     def provision_revision(self, timeout: float) -> None:
         """See LocalProcessService.provision_revision; a revision that fails leaves no files

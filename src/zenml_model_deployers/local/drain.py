@@ -1,6 +1,6 @@
 """A direct-data-path server retires without losing a request sent on a kept-alive connection.
 
-Runs inside the server process (``metered.py`` installs it), never in the deploying one.
+Runs inside the server process (``metering.worker_app`` installs it), never in the deploying one.
 
 On the direct data path (``data_path="direct"``) clients hold their connections with the
 server's uvicorn workers themselves. uvicorn's graceful shutdown (the SIGTERM that retires a
@@ -17,15 +17,15 @@ does the same:
 - it stops accepting at once (uvicorn's own first step; the socket stays open for the front,
   which accepts on it again before any server is retired);
 - an idle connection is not closed at shutdown: its next request is answered with
-  ``Connection: close`` (:func:`close_after`, added by the metering middleware, ``metered.py``),
+  ``Connection: close`` (:func:`close_after`, added by the metering middleware, ``metering.py``),
   and the connection then ends;
 - one still idle after :data:`IDLE_GRACE` seconds is closed then, with uvicorn's own shutdown of
   that connection, as its keep-alive timeout closes any idle connection in normal serving.
 
 uvicorn waits for its connections to end before the worker exits, so a retirement takes at most
 :data:`IDLE_GRACE` seconds longer, and only when a connection stays idle throughout.
-``metered.py`` calls :func:`install` when uvicorn imports it in each worker (the only code of
-ours a spawned worker runs before serving). Only the standard library is imported here.
+``metering.worker_app`` calls :func:`install` in each worker as it builds the app the worker
+serves (the only code of ours a spawned worker runs before serving). Only the standard library is imported here.
 """
 
 from __future__ import annotations

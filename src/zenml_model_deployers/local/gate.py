@@ -1,15 +1,15 @@
 """A verified server takes the deployment's public socket without starting again: the gate.
 
-Runs inside the server process (``metered.py`` installs it in every uvicorn worker), never in
-the deploying one. Only the standard library is imported here.
+Runs inside the server process (``metering.worker_app`` installs it in every uvicorn worker),
+never in the deploying one. Only the standard library is imported here.
 
-A `zmd-mlflow` server that may serve on the direct data path (``data_path="auto"``, the
-default, or ``"direct"``) is started with a private loopback port, where it is checked as every
-server is (health, smoke request), and a gate: a file path in the deployment's private folder
-(``serve.py --accept-gate``). While the file does not exist the server answers on its private
-port only (the relay forwards to it). Once the deployer creates the file, each worker receives
-the deployment's public listening socket from the front (its Unix handoff socket, SCM_RIGHTS,
-as ``serve.py --listen-fd-from`` does) and accepts on it too, with uvicorn's own protocol
+A server of a flavor with a direct data path (`zmd-mlflow`, `zmd-bentoml`) that may serve on
+it (``data_path="auto"``, the default, or ``"direct"``) is started with a private loopback port,
+where it is checked as every server is (health, smoke request), and a gate: a file path in the
+deployment's private folder (the flavor's ``serve.py --accept-gate``). While the file does not
+exist the server answers on its private port only (the relay forwards to it). Once the
+deployer creates the file, each worker receives the deployment's public listening socket from
+the front (its Unix handoff socket, SCM_RIGHTS, as ``serve.py --listen-fd-from`` does) and accepts on it too, with uvicorn's own protocol
 (the protocol factory uvicorn makes for its private port); the worker logs
 :data:`OPENED` once it accepts there. When the file is removed again, each worker stops
 accepting on the public socket (the relay accepts there then) and logs :data:`CLOSED`; the
