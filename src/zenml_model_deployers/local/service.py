@@ -145,16 +145,26 @@ class LocalProcessService(DeploymentService):
         """
         raise NotImplementedError(f"flavor {self.FLAVOR} has no direct data path")
 
-    def gate_events(self, log: Path) -> tuple[int, int]:
-        """How often the workers of a server with a gate opened and closed it, by its log.
+    def gate_events(self, log: Path, since: int = 0) -> tuple[int, int]:
+        """How often the workers of a server with a gate opened and closed it, by its log
+        from byte ``since`` on.
 
         Args:
             log: its log.
+            since: offset in the log.
 
         Returns:
             (opened, closed).
         """
         raise NotImplementedError(f"flavor {self.FLAVOR} has no direct data path")
+
+    def wake_gate(self, pid: int) -> None:
+        """Makes the workers of the server ``pid`` look at their gate file now, after it was
+        created or removed (they look at it by themselves within a short poll otherwise).
+
+        Args:
+            pid: the server's process.
+        """
 
     @property
     def direct_data_path(self) -> bool:

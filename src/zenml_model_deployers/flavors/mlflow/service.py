@@ -110,20 +110,33 @@ class MLflowDeploymentService(LocalProcessService):
             *self._metering(),
         ]
 
-    def gate_events(self, log: Path) -> tuple[int, int]:
-        """Counts gate.py's log lines (one per worker and change).
+    def gate_events(self, log: Path, since: int = 0) -> tuple[int, int]:
+        """Counts gate.py's log lines (one per worker and change) from byte ``since`` on (the
+        log grows by a line per request: a whole read of a busy server's log costs more
+        with every request it served).
 
         Args:
             log: its log.
+            since: offset in the log.
 
         Returns:
             (opened, closed).
         """
         try:
-            text = log.read_text(errors="replace")
+            with log.open("rb") as f:
+                f.seek(since)
+                text = f.read().decode(errors="replace")
         except OSError:
             return 0, 0
         return text.count(gate.OPENED), text.count(gate.CLOSED)
+
+    def wake_gate(self, pid: int) -> None:
+        """Makes the workers of the server ``pid`` look at their gate file now (``gate.wake``).
+
+        Args:
+            pid: the server's process.
+        """
+        gate.wake(pid)
 
     def provision_revision(self, timeout: float) -> None:
         """See LocalProcessService.provision_revision; a revision that fails leaves no files
