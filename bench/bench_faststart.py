@@ -7,7 +7,9 @@ Variants:
 - ``raw-uvicorn``: the scoring server command MLflow builds (``scoring_server.get_cmd``) run by
   hand: the floor of a cold start;
 - ``ours``: this checkout's code; ``base``: the ``--base`` commit's ``src/`` (``git archive``),
-  run by the same interpreter with ``PYTHONPATH`` pointing at that copy.
+  run by the same interpreter with ``PYTHONPATH`` pointing at that copy;
+- ``relay`` (with ``--relay``): this checkout's code with ``data_path="relay"`` (the relay in
+  the data path), beside ``ours`` made with the defaults (the direct data path, issue 28).
 
 ``ours`` and ``base`` each run in a long-lived worker process with its own ZenML store. One
 repeat of a worker is one cycle on a fresh deployment:
@@ -24,10 +26,11 @@ repeat of a worker is one cycle on a fresh deployment:
 6. ``zmd models start NAME`` again, on the running deployment: the CLI's own cost (nothing starts);
 7. delete (not timed).
 
-Order of the four variants rotates each repeat. Raw variants measure launch -> first good
+The variants run in a new order each repeat (a seeded shuffle). Raw variants measure launch -> first good
 prediction and RSS of their tree.
 
-Usage: ``.venv/bin/python bench/bench_faststart.py [--base REV] [--repeats N] [--json PATH]``.
+Usage: ``.venv/bin/python bench/bench_faststart.py [--base REV] [--relay] [--repeats N]
+[--json PATH]``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -121,7 +125,7 @@ def _uvicorn_command(model: str, port: int) -> tuple[list[str], dict[str, str]]:
 
 
 # --------------------------------------------------------------------------- worker
-def worker(root: Path, models: dict[str, str]) -> None:
+def worker(root: Path, models: dict[str, str], data_path: str | None = None) -> None:
     """Serves cycles on stdin commands (``cycle I``), answers ``RESULT {json}`` lines."""
     os.environ["ZENML_CONFIG_PATH"] = str(root / "zenml")
     (root / "work").mkdir(parents=True, exist_ok=True)
@@ -136,13 +140,15 @@ def worker(root: Path, models: dict[str, str]) -> None:
         if not cmd or cmd[0] != "cycle":
             break
         try:
-            out = _cycle(deployer, models, int(cmd[1]))
+            out = _cycle(deployer, models, int(cmd[1]), data_path)
         except Exception as e:  # report, do not invent a number
             out = {"error": f"{type(e).__name__}: {e}"[:400]}
         print("RESULT " + json.dumps(out), flush=True)
 
 
-def _cycle(deployer: Any, models: dict[str, str], i: int) -> dict[str, Any]:
+def _cycle(
+    deployer: Any, models: dict[str, str], i: int, data_path: str | None = None
+) -> dict[str, Any]:
     import bench_update
     import psutil
 
@@ -150,7 +156,8 @@ def _cycle(deployer: Any, models: dict[str, str], i: int) -> dict[str, Any]:
 
     name = f"fast-{i}"
     out: dict[str, Any] = {}
-    cfg_a = MLflowDeploymentConfig(deployment_name=name, model_uri=models["a"])
+    extra = {"data_path": data_path} if data_path else {}
+    cfg_a = MLflowDeploymentConfig(deployment_name=name, model_uri=models["a"], **extra)
     svc = None
     try:
         t0 = time.perf_counter()
@@ -160,7 +167,7 @@ def _cycle(deployer: Any, models: dict[str, str], i: int) -> dict[str, Any]:
         time.sleep(1.0)  # idle
         out.update(tree_memory([svc.status.relay.pid, svc.status.server.pid]))
 
-        cfg_b = MLflowDeploymentConfig(deployment_name=name, model_uri=models["b"])
+        cfg_b = MLflowDeploymentConfig(deployment_name=name, model_uri=models["b"], **extra)
         summary, _, svc = bench_update._loop_during(
             url, lambda: deployer.deploy(cfg_b, timeout=TIMEOUT)
         )
@@ -206,13 +213,21 @@ def _cycle(deployer: Any, models: dict[str, str], i: int) -> dict[str, Any]:
 class Worker:
     """A worker process running one code version."""
 
-    def __init__(self, label: str, root: Path, models: dict[str, str], src: Path | None):
+    def __init__(
+        self,
+        label: str,
+        root: Path,
+        models: dict[str, str],
+        src: Path | None,
+        data_path: str | None = None,
+    ):
         env = dict(os.environ)
         if src is not None:
             env["PYTHONPATH"] = str(src)  # before the editable install's finder
         self.label = label
+        argv = [c.PYTHON, __file__, "--worker", str(root), "--models", json.dumps(models)]
         self.proc = subprocess.Popen(
-            [c.PYTHON, __file__, "--worker", str(root), "--models", json.dumps(models)],
+            argv + (["--data-path", data_path] if data_path else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -260,7 +275,7 @@ def base_source(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def run(base: str = "main", repeats: int = 3) -> dict[str, Any]:
+def run(base: str = "main", repeats: int = 3, relay: bool = False) -> dict[str, Any]:
     """Runs the benchmark (inside an isolated env) and returns its result."""
     root = c.isolated_env("faststart")
     models = c.build_models(root / "models")
@@ -270,11 +285,19 @@ def run(base: str = "main", repeats: int = 3) -> dict[str, Any]:
         "ours": Worker("ours", root / "ours", models, None),
         "base": Worker("base", root / "base", models, src),
     }
-    results: dict[str, list[dict[str, Any]]] = {k: [] for k in ("raw", "raw-uvicorn", *workers)}
     order = ["raw", "ours", "raw-uvicorn", "base"]
+    if relay:
+        workers["relay"] = Worker("relay", root / "relay", models, None, "relay")
+        order.insert(2, "relay")
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in ("raw", "raw-uvicorn", *workers)}
     try:
         for i in range(repeats):
-            for kind in order[i % 4 :] + order[: i % 4]:
+            # A shuffle per repeat (seeded): a rotation keeps each variant's predecessor, and
+            # `ours` then always ran right after raw `mlflow models serve`, which slowed it
+            # (issue 28: `main` and this branch, both on the direct path, 3.64 / 5.08 s).
+            shuffled = list(order)
+            random.Random(i).shuffle(shuffled)
+            for kind in shuffled:
                 if kind in workers:
                     r = workers[kind].cycle(i)
                 else:
@@ -315,8 +338,9 @@ def _result(
         "raw-uvicorn": "raw: MLflow's uvicorn command by hand",
         "base": f"zmd-mlflow at `{base}`",
         "ours": "zmd-mlflow (this branch)",
+        "relay": 'zmd-mlflow (this branch), `data_path="relay"`',
     }
-    for k in ("raw", "raw-uvicorn", "base", "ours"):
+    for k in [k for k in ("raw", "raw-uvicorn", "base", "ours", "relay") if k in med]:
         m = med[k]
         rows.append(
             [
@@ -342,6 +366,23 @@ def _result(
                 c.fmt_ratio(ratio(med["ours"][s], raw)),
             ]
         )
+    tables = []
+    if "relay" in med:
+        tables.append(
+            {
+                "caption": 'The default (direct data path) against `data_path="relay"`, same run',
+                "headers": ["step", "relay", "default (ours)", "default / relay"],
+                "rows": [
+                    [
+                        s,
+                        c.fmt_s(med["relay"][s]) if med["relay"][s] is not None else "-",
+                        c.fmt_s(med["ours"][s]) if med["ours"][s] is not None else "-",
+                        c.fmt_ratio(ratio(med["ours"][s], med["relay"][s])),
+                    ]
+                    for s in STEPS
+                ],
+            }
+        )
     failed = {k: sum(int(r.get("update_failed", 0)) for r in results[k]) for k in ("base", "ours")}
     r_deploy = ratio(med["ours"]["deploy"], raw)
     r_update = ratio(med["ours"]["update"], med["base"]["update"])
@@ -352,7 +393,7 @@ def _result(
         "name": "faststart",
         "title": "Local start: deploy, update, start, self-heal, memory (issue 15)",
         "method": (
-            f"{repeats} repeats, the four variants alternating (order rotated each repeat), all "
+            f"{repeats} repeats, the variants alternating (order shuffled each repeat), all "
             f"in one run; `{base}` runs from `git archive` of its `src/` under the same "
             "interpreter. Times: call (or launch) -> first good prediction on the URL, polled "
             "every 50 ms (self-heal: 20 ms). RSS: front + server tree, 1 s after the first "
@@ -381,6 +422,7 @@ def _result(
                 "headers": ["step", base, "ours", f"ours / {base}", "ours / raw deploy"],
                 "rows": cmp_rows,
             },
+            *tables,
         ],
         "goals": [
             {
@@ -416,15 +458,17 @@ def main() -> None:
     ap.add_argument("--models", help=argparse.SUPPRESS)
     ap.add_argument("--base", default="main")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--relay", action="store_true", help='add this tree with data_path="relay"')
+    ap.add_argument("--data-path", help=argparse.SUPPRESS)
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.worker:
-        worker(Path(args.worker), json.loads(args.models))
+        worker(Path(args.worker), json.loads(args.models), args.data_path)
         return
     root = c.isolated_env("faststart")
     started = time.monotonic()
     try:
-        result = run(args.base, args.repeats)
+        result = run(args.base, args.repeats, args.relay)
     finally:
         left = c.end_our_processes(root)
         if left:

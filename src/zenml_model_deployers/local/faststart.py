@@ -141,15 +141,16 @@ def _write(db: str, rid: str, before: Any, status: dict[str, Any], admin: str | 
 def _open_gate(gate: Path, log: Path, server: Any, workers: int, timeout: float) -> bool:
     """Opens a ready server's gate and waits until each worker accepts on the public socket
     (``Revisions.handoff``); False (the gate closed again, the relay serving) if they did not."""
-    from zenml_model_deployers.local.gate import OPENED
+    from zenml_model_deployers.local.gate import OPENED, wake
 
     gate.touch(mode=0o600)
+    wake(server.pid)  # its workers look at the gate now, not at their next poll
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.is_alive():
         with contextlib.suppress(OSError):
             if log.read_text(errors="replace").count(OPENED) >= workers:
                 return True
-        time.sleep(0.02)
+        time.sleep(0.005)
     gate.unlink(missing_ok=True)
     return False
 

@@ -1,7 +1,8 @@
 """A verified server takes the deployment's public socket without starting again: the gate.
 
 Runs inside the server process (``metering.worker_app`` installs it in every uvicorn worker),
-never in the deploying one. Only the standard library is imported here.
+never in the deploying one, but for :func:`wake`, which the deployer calls. Only the standard
+library is imported at module level.
 
 A server of a flavor with a direct data path (`zmd-mlflow`, `zmd-bentoml`) that may serve on
 it (``data_path="auto"``, the default, or ``"direct"``) is started with a private loopback port,
@@ -24,13 +25,21 @@ stepping in (a canary) and out (after it) moves no server at all: the gate close
 
 A restarted server (the front's self-heal) opens its gate as soon as it serves when the file
 exists: the revision was verified when it was deployed.
+
+Whoever creates or removes the file then wakes the server's workers (:func:`wake`: the signal
+:data:`WAKE_SIGNAL` to each of its processes that catches it), so a worker looks at the file at
+once instead of at its next look (every :data:`POLL` seconds, which stays as the fallback: a
+worker not started yet, a system without ``/proc``). The file stays the one truth; a wake only
+says "look now".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -39,8 +48,12 @@ HANDOFF_ENV = "ZMD_ACCEPT_HANDOFF"
 PRIVATE_PORT_ENV = "ZMD_PRIVATE_PORT"
 OPENED = "zmd: accepting on the public socket"
 CLOSED = "zmd: stopped accepting on the public socket"
-# Seconds between two looks at the gate file (what an open or close waits at most for a worker).
+# Seconds between two looks at the gate file (what an open or close waits at most for a worker
+# that was not woken).
 POLL = 0.05
+# Makes a worker look at its gate file now (uvicorn's workers leave it alone: its parent queues
+# and ignores it; a worker catches it only once its gate watches, see _catch_wake).
+WAKE_SIGNAL = signal.SIGUSR1
 logger = logging.getLogger("uvicorn.error")
 _state = {"closed": False}
 
@@ -94,7 +107,10 @@ async def _watch(server: Any, gate: str, handoff: str) -> None:
     and goes, until uvicorn shuts the worker down."""
     loop = asyncio.get_running_loop()
     public: asyncio.base_events.Server | None = None
+    woken = asyncio.Event()
+    _catch_wake(loop, woken)
     while not server.should_exit:
+        woken.clear()  # before the look: a wake during it makes the next look come at once
         want = os.path.exists(gate)
         if want and public is None:
             sock = None
@@ -118,7 +134,62 @@ async def _watch(server: Any, gate: str, handoff: str) -> None:
                 server.servers.remove(public)
             public, _state["closed"] = None, True
             logger.info("%s (pid %d)", CLOSED, os.getpid())
-        await asyncio.sleep(POLL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), POLL)
+
+
+def _catch_wake(loop: asyncio.AbstractEventLoop, woken: asyncio.Event) -> None:
+    """Sets ``woken`` when :data:`WAKE_SIGNAL` arrives (a handler of this process's main
+    thread, where uvicorn runs a worker's loop; elsewhere the worker only polls)."""
+
+    def on_wake(_signum: int, _frame: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the worker is ending
+            loop.call_soon_threadsafe(woken.set)
+
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(WAKE_SIGNAL, on_wake)
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for ``signum`` (Linux ``/proc``; False elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def wake(pid: int) -> int:
+    """Makes the workers of the server ``pid`` look at their gate file now (after the deployer
+    created or removed it): :data:`WAKE_SIGNAL` to the server's processes that catch it.
+
+    Runs in the deploying process. A process that does not catch the signal (a worker whose
+    gate does not watch yet, a server of an older version, another program) never gets it:
+    the signal's default would end it. Such a worker sees the file at its next look.
+
+    Args:
+        pid: the server's process (its uvicorn workers are its descendants).
+
+    Returns:
+        How many processes were signalled.
+    """
+    import psutil
+
+    try:
+        top = psutil.Process(pid)
+        pids = [pid, *(p.pid for p in top.children(recursive=True))]
+    except psutil.Error:
+        return 0
+    sent = 0
+    for p in pids:
+        if _catches(p, WAKE_SIGNAL):
+            with contextlib.suppress(OSError):
+                os.kill(p, WAKE_SIGNAL)
+                sent += 1
+    return sent
 
 
 def install() -> None:

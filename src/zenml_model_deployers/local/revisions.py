@@ -75,7 +75,8 @@ class ServerHooks(Protocol):
     def front(self) -> Front: ...
     def server_command(self, port: int) -> list[str]: ...
     def gated_server_command(self, port: int, handoff: Path, gate: Path) -> list[str]: ...
-    def gate_events(self, log: Path) -> tuple[int, int]: ...
+    def gate_events(self, log: Path, since: int = 0) -> tuple[int, int]: ...
+    def wake_gate(self, pid: int) -> None: ...
     def check_serving(self, base_url: str) -> None: ...
     def failure_cause(self, log: Path) -> str: ...
     def server_env(self) -> dict[str, str]: ...
@@ -291,23 +292,29 @@ class Revisions(OnService):
         return gate_of(Path(status.log_path))
 
     def _set_gate(self, gate: Path, opened: bool, timeout: float) -> bool:
-        """Opens (creates) or closes (removes) the serving server's gate and waits until
-        each of its workers logged that it did; False if they did not in ``timeout`` s."""
+        """Opens (creates) or closes (removes) the serving server's gate, wakes its workers,
+        and waits until each of them logged that it did; False if they did not in
+        ``timeout`` s."""
         svc, server = self.svc, self.status.server
         log = Path(str(self.status.log_path))
         which = 0 if opened else 1
-        before = svc.gate_events(log)[which]
+        try:
+            since = log.stat().st_size  # only what the workers log from now on counts
+        except OSError:
+            since = 0
         if opened:
             gate.touch(mode=0o600)
         else:
             gate.unlink(missing_ok=True)
+        if server is not None:
+            svc.wake_gate(server.pid)
         workers = max(1, int(getattr(svc.config, "workers", 1) or 1))
         deadline = time.monotonic() + timeout
-        while svc.gate_events(log)[which] < before + workers:
+        while svc.gate_events(log, since)[which] < workers:
             proc.reap_children()
             if server is None or not server.is_alive() or time.monotonic() > deadline:
                 return False
-            time.sleep(0.02)
+            time.sleep(0.005)
         return True
 
     def handoff(self, timeout: float) -> None:
@@ -459,6 +466,8 @@ class Revisions(OnService):
                 # connections after its next answer: clients reach the relay (the new revision)
                 # without waiting for that server's retirement below.
                 old_gate.unlink(missing_ok=True)
+                if old_alive and old_server is not None:
+                    svc.wake_gate(old_server.pid)
         except BaseException:
             front.restore(old_front)
             raise

@@ -174,21 +174,36 @@ class LocalProcessService(DeploymentService):
             self.deployment_name,
         ]
 
-    def gate_events(self, log: Path) -> tuple[int, int]:
-        """How often the workers of a server with a gate opened and closed it, by its log
-        (``local/gate.py`` logs one line per worker and change).
+    def gate_events(self, log: Path, since: int = 0) -> tuple[int, int]:
+        """How often the workers of a server with a gate opened and closed it, by its log from
+        byte ``since`` on (``local/gate.py`` logs one line per worker and change; the log grows
+        by a line per request, so a whole read of a busy server's log costs more with every
+        request it served).
 
         Args:
             log: its log.
+            since: offset in the log.
 
         Returns:
             (opened, closed).
         """
         try:
-            text = log.read_text(errors="replace")
+            with log.open("rb") as f:
+                f.seek(since)
+                text = f.read().decode(errors="replace")
         except OSError:
             return 0, 0
         return text.count(gate.OPENED), text.count(gate.CLOSED)
+
+    def wake_gate(self, pid: int) -> None:
+        """Makes the workers of the server ``pid`` look at their gate file now, after it was
+        created or removed (they look at it by themselves within a short poll otherwise):
+        ``gate.wake``.
+
+        Args:
+            pid: the server's process.
+        """
+        gate.wake(pid)
 
     @property
     def direct_data_path(self) -> bool:
