@@ -74,7 +74,15 @@ def main(args: list[str] | None = None) -> None:
     import _bentoml_impl.server.serving as serving
     from bentoml_cli.cli import cli
 
-    serving._SERVICE_WORKER_SCRIPT = WORKER_MODULE  # read when `serve` builds its watchers
+    if hasattr(serving, "_SERVICE_WORKER_SCRIPT"):
+        serving._SERVICE_WORKER_SCRIPT = WORKER_MODULE  # read when `serve` builds its watchers
+    else:  # another BentoML than the 1.4 this was built for: its own workers, no gate
+        print(
+            "zmd: this BentoML starts its workers another way: they take no gate (the relay "
+            "serves this deployment)",
+            file=sys.stderr,
+            flush=True,
+        )
     cli.main(args=["serve", *serve_args], prog_name="bentoml")
 
 
