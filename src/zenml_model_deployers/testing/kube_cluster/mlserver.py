@@ -109,9 +109,12 @@ def seldon_agent_settings(path: Path, spec: dict[str, Any]) -> RuntimeChoice:
         The choice.
 
     Raises:
-        LoadRefused: the agent's error (no known requirement, no artifact).
+        LoadRefused: the agent's error (nothing at the URI, no known requirement, no artifact).
     """
     extra = {p["name"]: p["value"] for p in spec.get("parameters") or []}
+    if not path.exists():
+        # rclone copies nothing from an absent source: the agent's check after the copy.
+        raise LoadRefused(f"Failed to download from {spec.get('storageUri') or path} any files")
     folder, files = (path, sorted(path.iterdir())) if path.is_dir() else (path.parent, [path])
     if path.is_dir():
         if (path / SETTINGS_FILE).is_file():
