@@ -40,7 +40,7 @@ def seldon_deployer_step(
 
     A model object is saved in its library's MLServer runtime format (scikit-learn:
     `model.joblib`, XGBoost: `model.json`, LightGBM: `model.bst`; PyTorch and pyfunc: an MLflow
-    model), with the `model-settings.json` Seldon loads it by, and uploaded to the artifact store
+    model), with the `model-settings.json` Seldon Core 2 loads it by, and uploaded to the artifact store
     (content-addressed: the same model is the same revision). A later run with another model
     or settings patches the same Seldon `Model`: same name, same URL; the old version serves
     until the new one is loaded, and one Seldon cannot load is rolled back.

@@ -155,7 +155,8 @@ def test_create_patch_wait_and_failure_reason(
     assert patched["metadata"]["generation"] == 2
     with pytest.raises(DeploymentError) as err:
         ns.wait_for(MODEL, "waits", _ready, 60, "Model 'waits' update")
-    assert "Invalid URI specified for model" in (err.value.backend_message or "")
+    # Seldon's agent finds nothing to copy at the URI: its own words.
+    assert "Failed to download from" in (err.value.backend_message or "")
     ns.merge_patch(MODEL, "waits", {"spec": {"storageUri": str(tmp_path / "slow")}})
     with pytest.raises(DeploymentTimeoutError, match="did not finish within"):
         ns.wait_for(MODEL, "waits", lambda o: Verdict(reason="still loading"), 0.5, "slow")

@@ -207,6 +207,67 @@ def test_failed_update_restores_the_previous_spec_and_logs(
         seldon_deployer.delete(seldon_deployer.find_deployment(name))
 
 
+def test_a_folder_seldons_agent_cannot_load_fails_and_the_previous_model_serves(
+    seldon_deployer: Any,  # noqa: F811
+    cluster: SimulatedCluster,  # noqa: F811
+    model_dirs: dict[str, str],  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    """A folder without model-settings.json loads only as Seldon Core 2's agent can make one
+    (the first requirement it knows, an artifact of that runtime's extensions: an ``iris.pkl``
+    does); otherwise the update fails with the agent's words (typed, carried as the backend's
+    message), the Model's spec is put back and the previous model answers."""
+    import joblib
+
+    name = _name("noset")
+    pkl = tmp_path / "pkl"
+    pkl.mkdir()
+    joblib.dump(sklearn_model(1), pkl / "iris.pkl")
+    xgb_only = tmp_path / "json-only"
+    xgb_only.mkdir()
+    (xgb_only / "model.json").write_text("{}")
+    svc = seldon_deployer.deploy(_config(model_dirs["a"], name))
+    try:
+        svc = seldon_deployer.deploy(_config(str(pkl), name))
+        assert svc.predict(SAMPLE) == [1, 1]
+        cases = (
+            (str(xgb_only), ["sklearn"], f"Failed to find sklearn artifact in {xgb_only}"),
+            # MLServer has the capability (it schedules), but the agent makes no settings for it.
+            (model_dirs["a"], ["huggingface"], "Can't create model-settings from requirements"),
+        )
+        for uri, requirements, words in cases:
+            with pytest.raises(DeploymentError) as err:
+                seldon_deployer.deploy(_config(uri, name, requirements=requirements))
+            assert words in str(err.value.backend_message), err.value.backend_message
+            assert "put back on the previous revision" in str(err.value)
+            spec = _model_spec(cluster, name)
+            assert spec is not None and spec["storageUri"] == str(pkl)
+            assert seldon_deployer.find_deployment(name).predict(SAMPLE) == [1, 1]
+    finally:
+        seldon_deployer.delete(seldon_deployer.find_deployment(name))
+
+
+def test_core1_v2_serves_a_model_object_as_its_graph_node(
+    seldon_deployer: Any,  # noqa: F811
+) -> None:
+    """Core 1 with the V2 protocol: the prepackaged server names the model ``classifier`` (the
+    node the executor calls) in MLServer's environment, which a model-settings.json in the
+    folder would override (every request then 404): the upload has none, and it answers."""
+    from pathlib import Path
+
+    name = _name("v1v2")
+    config = seldon_deployer.build_config(
+        model=sklearn_model(1), deployment_name=name, seldon_api="v1", protocol="v2"
+    )
+    assert not (Path(config.model_uri) / "model-settings.json").exists()
+    svc = seldon_deployer.deploy(config, timeout=60)
+    try:
+        assert svc.prediction_url.endswith(f"/{name}/v2/models/classifier/infer")
+        assert svc.predict(SAMPLE) == [1, 1]
+    finally:
+        seldon_deployer.delete(svc)
+
+
 def test_pipeline_deploys_a_model_object_once(
     seldon_deployer: Any,  # noqa: F811
     seldon_stack: str,  # noqa: F811

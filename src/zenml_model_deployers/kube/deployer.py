@@ -15,10 +15,11 @@ from zenml_model_deployers.packaging.mlflow_model import MLflowModelTarget
 @dataclass(frozen=True)
 class _ModelInFormat:
     """A model object on its way from ``build_config`` to ``package_model``, with the format
-    the deployment's settings chose for it."""
+    the deployment's settings chose for it and whether a ``model-settings.json`` goes with it."""
 
     model: Any
     fmt: str
+    model_settings: bool
 
 
 class KubeDeployer(BaseDeployer):
@@ -30,9 +31,6 @@ class KubeDeployer(BaseDeployer):
 
     # The flavor's own component settings a deployment config takes where it leaves them unset.
     COMPONENT_SETTINGS: ClassVar[tuple[str, ...]] = ()
-    #: Whether a packaged model also gets MLServer's ``model-settings.json`` (Seldon Core 2
-    #: loads a folder from it; KServe picks the runtime from the model format).
-    MODEL_SETTINGS: ClassVar[bool] = False
 
     def prepare_config(self, config: DeploymentConfig) -> DeploymentConfig:
         """Fills what the config leaves to the component: cluster, namespace, endpoint,
@@ -88,6 +86,18 @@ class KubeDeployer(BaseDeployer):
         """
         return default_format(model, self.flavor_name())
 
+    def writes_model_settings(self, settings: dict[str, Any]) -> bool:
+        """Whether a model object packaged for these settings also gets MLServer's
+        ``model-settings.json`` (default: no; KServe picks the runtime from the model format).
+
+        Args:
+            settings: the serving settings given to :meth:`build_config`.
+
+        Returns:
+            True to write it.
+        """
+        return False
+
     def format_settings(self, fmt: str, settings: dict[str, Any]) -> dict[str, Any]:
         """The serving settings that make the cluster pick the runtime of ``fmt``, where
         ``settings`` leaves them unset (default: none).
@@ -117,7 +127,7 @@ class KubeDeployer(BaseDeployer):
         if model is not None and kwargs.get("model_uri") is None:
             fmt = self.package_format(kwargs, model)
             kwargs = {**kwargs, **self.format_settings(fmt, kwargs)}
-            model = _ModelInFormat(model, fmt)
+            model = _ModelInFormat(model, fmt, self.writes_model_settings(kwargs))
         return super().build_config(model=model, **kwargs)
 
     def package_model(self, model: Any, name: str, input_example: Any = None) -> str:
@@ -138,11 +148,11 @@ class KubeDeployer(BaseDeployer):
         from zenml_model_deployers.kube.storage import upload_model
 
         if isinstance(model, _ModelInFormat):
-            model, fmt = model.model, model.fmt
+            model, fmt, settings_file = model.model, model.fmt, model.model_settings
         else:
-            fmt = self.package_format({}, model)
+            fmt, settings_file = self.package_format({}, model), self.writes_model_settings({})
         return upload_model(
-            model, fmt, name, input_example, self.MODEL_SETTINGS, flavor=self.flavor_name()
+            model, fmt, name, input_example, settings_file, flavor=self.flavor_name()
         )
 
 

@@ -60,7 +60,7 @@ def package_model(
         into: an empty directory.
         input_example: example input (MLflow stores it with the model).
         model_settings: also write the ``model-settings.json`` naming MLServer's runtime
-            (Seldon Core 2 loads a folder from it).
+            (Seldon Core 2 loads a folder from it; Core 1 and KServe must not get one).
         flavor: the flavor asking, named in errors.
 
     Returns:

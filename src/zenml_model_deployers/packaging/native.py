@@ -16,9 +16,11 @@ What each runtime loads, read from their code (MLServer 1.7.1's ``mlserver-sklea
   ``LGBMClassifier``'s probabilities).
 
 Seldon Core 2 loads a model into MLServer from the ``model-settings.json`` in its folder (its
-agent rewrites only the name and version; without the file the load fails), so a target asked
-for it writes one naming the runtime (:func:`write_model_settings`). KServe sets the runtime
-from the model format and needs none.
+agent rewrites only the name and version; without the file it makes one from the first of the
+``Model``'s requirements it knows and a file of that runtime's extensions, or fails), so a
+target asked for it writes one naming the runtime and file (:func:`write_model_settings`).
+KServe and Seldon Core 1 set the runtime and the model's name in MLServer's environment and need
+none (a file in the folder would override both).
 
 The files are byte-for-byte the same for the same fitted model, so a content-addressed upload
 gives the same URI and the same revision.

@@ -30,7 +30,24 @@ class SeldonDeployer(KubeDeployer):
     SERVICE_CLASS: ClassVar[type[SeldonDeploymentService]] = SeldonDeploymentService
     # The component's server and Seldon API, where the config leaves them unset.
     COMPONENT_SETTINGS: ClassVar[tuple[str, ...]] = ("server", "seldon_api")
-    MODEL_SETTINGS: ClassVar[bool] = True
+
+    def _seldon_api(self, settings: dict[str, Any]) -> str:
+        return str(settings.get("seldon_api") or getattr(self.config, "seldon_api", None) or "v2")
+
+    def writes_model_settings(self, settings: dict[str, Any]) -> bool:
+        """Core 2 only: its agent loads the folder by the ``model-settings.json`` in it, which
+        names the runtime and file whatever the ``requirements`` say. Core 1's prepackaged server
+        sets MLServer's runtime and model name (``classifier``, the graph node the executor
+        calls) in its environment, and a ``model-settings.json`` in the folder would override
+        both: the model would be served under another name and every request answered 404.
+
+        Args:
+            settings: the serving settings given to ``build_config``.
+
+        Returns:
+            True for Seldon Core 2.
+        """
+        return self._seldon_api(settings) == "v2"
 
     def package_format(self, settings: dict[str, Any], model: Any) -> str:
         """The first of the ``requirements`` that is a packaged format, else the model's own
@@ -48,8 +65,7 @@ class SeldonDeployer(KubeDeployer):
             ConfigurationError: a model of no supported library, or not scikit-learn on Core 1.
         """
         own = default_format(model, self.flavor_name())
-        api = settings.get("seldon_api") or getattr(self.config, "seldon_api", None) or "v2"
-        if api == "v1":
+        if self._seldon_api(settings) == "v1":
             if own != "sklearn":
                 raise ConfigurationError(
                     f"zmd-seldon packages only scikit-learn models for Seldon Core 1, not a "

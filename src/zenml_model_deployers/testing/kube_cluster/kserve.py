@@ -451,7 +451,11 @@ class KServeController(SimulatedController):
             )
             return
         internal = f"ks-{rev.name}-{rev.digest[:6]}"
-        spec = {"storageUri": model.get("storageUri") or "", "modelFormat": fmt}
+        spec = {
+            "storageUri": model.get("storageUri") or "",
+            "modelFormat": fmt,
+            "protocolVersion": protocol,
+        }
         error = self.mlserver.load(internal, spec)
         if error:
             # A container's termination message: the end of the server's error.

@@ -7,13 +7,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -43,40 +44,179 @@ def find_mlserver() -> list[str]:
     )
 
 
-def runtime_settings(path: Path, spec: dict[str, Any]) -> tuple[str, Path, dict[str, Any]]:
-    """The MLServer runtime, model URI and extra parameters a model is loaded with, as the
-    controllers pick them:
+class LoadRefused(Exception):
+    """A model the server side refuses before MLServer sees it; ``str()`` is the backend's own
+    words (Seldon's agent, Seldon Core 1's model server)."""
 
-    - KServe (a ``modelFormat`` in ``spec``): ``kserve-mlserver`` sets the runtime class of the
-      format (KServe's ``MLServerModelClass*`` constants: the ones in
-      :data:`~zenml_model_deployers.packaging.native.MLSERVER_RUNTIMES`) and points MLServer at
-      the model folder, where each runtime finds its well-known file;
-    - Seldon Core 2: its agent loads the folder by the ``model-settings.json`` in it (runtime,
-      ``parameters.uri`` relative to the folder). A folder without one (which a real Seldon
-      Core 2 refuses: "Failed to find an mlserver settings file") is loaded leniently by its
-      ``requirements``: mlflow's runtime if they name ``mlflow``, else sklearn's.
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """How MLServer loads a model: its runtime, model URI, extra parameters, and the name it
+    serves the model under where a ``model-settings.json`` in the folder overrides the one the
+    cluster gave (``served_as``; "" when the cluster's name holds)."""
+
+    implementation: str
+    uri: Path
+    extra: dict[str, Any]
+    served_as: str = ""
+
+
+# Seldon Core 2's agent (scheduler/pkg/agent/repository/mlserver/settings.go, branch v2 at
+# 7b77f8b, the same commit as testing/crds): where a model folder has no model-settings.json,
+# it writes one from the first of the Model's requirements it knows, finding the artifact by
+# these extensions in the folder's top level.
+AGENT_ARTIFACTS: dict[str, tuple[str, ...]] = {
+    "sklearn": ("joblib", "pkl", "pickle"),
+    "xgboost": ("json", "bst"),
+    "lightgbm": ("bst",),
+}
+SETTINGS_FILE = "model-settings.json"
+
+
+def _settings_from_file(path: Path, extra: dict[str, Any], env: str = "") -> RuntimeChoice:
+    """MLServer's reading of a ``model-settings.json``: ``parameters.uri`` relative to its
+    folder (the folder itself when unset); what the file leaves out comes from MLServer's
+    environment (``env``: its ``MLSERVER_MODEL_IMPLEMENTATION``; its model name, so a file
+    without a ``name`` keeps the cluster's)."""
+    settings = json.loads(path.read_text())
+    params = settings.get("parameters") or {}
+    uri = path.parent / str(params.get("uri") or ".")
+    return RuntimeChoice(
+        str(settings.get("implementation") or env),
+        uri,
+        {**(params.get("extra") or {}), **extra},
+        str(settings.get("name") or ""),
+    )
+
+
+def seldon_agent_settings(path: Path, spec: dict[str, Any]) -> RuntimeChoice:
+    """The settings Seldon Core 2's agent loads a ``Model``'s folder into MLServer with (it
+    then renames the model ``<model>_<version>``, so ``served_as`` is ""):
+
+    - the ``model-settings.json`` at the folder's top, else in its highest-numbered version
+      sub-folder;
+    - else one made from the first requirement the agent knows (``sklearn``: ``*.joblib``,
+      ``*.pkl``, ``*.pickle``; ``xgboost``: ``*.json``, ``*.bst``; ``lightgbm``: ``*.bst``;
+      ``mlflow``: the folder; ``python``: the ``*.py`` defining an ``MLModel`` subclass;
+      ``alibi-*``), or a refusal in the agent's words (their paths are the storage folder here,
+      not the agent's copy of it).
+
+    Args:
+        path: the model's folder (or a single file, which the agent copies into a folder).
+        spec: the Model's spec (``requirements``, ``parameters``).
+
+    Returns:
+        The choice.
+
+    Raises:
+        LoadRefused: the agent's error (nothing at the URI, no known requirement, no artifact).
+    """
+    extra = {p["name"]: p["value"] for p in spec.get("parameters") or []}
+    if not path.exists():
+        # rclone copies nothing from an absent source: the agent's check after the copy.
+        raise LoadRefused(f"Failed to download from {spec.get('storageUri') or path} any files")
+    folder, files = (path, sorted(path.iterdir())) if path.is_dir() else (path.parent, [path])
+    if path.is_dir():
+        if (path / SETTINGS_FILE).is_file():
+            return replace(_settings_from_file(path / SETTINGS_FILE, extra), served_as="")
+        versions = [
+            d for d in files if d.is_dir() and d.name.isdigit() and (d / SETTINGS_FILE).is_file()
+        ]
+        if versions:
+            top = max(versions, key=lambda d: int(d.name))
+            return replace(_settings_from_file(top / SETTINGS_FILE, extra), served_as="")
+    reqs = [str(r) for r in spec.get("requirements") or []]
+    from zenml_model_deployers.packaging.native import MLSERVER_RUNTIMES
+
+    for req in reqs:
+        if req in AGENT_ARTIFACTS:
+            for ext in AGENT_ARTIFACTS[req]:
+                found = [f for f in files if f.is_file() and f.name.endswith(f".{ext}")]
+                if found:
+                    return RuntimeChoice(MLSERVER_RUNTIMES[req], found[0], extra)
+            # The agent's words, "sklearn" whatever the requirement.
+            raise LoadRefused(f"Failed to find sklearn artifact in {folder}")
+        if req == "mlflow":
+            return RuntimeChoice(MLSERVER_RUNTIMES["mlflow"], folder, extra)
+        if req == "alibi-detect":
+            return RuntimeChoice("mlserver_alibi_detect.AlibiDetectRuntime", folder, extra)
+        if req == "alibi-explain":
+            subs = [d for d in files if d.is_dir()]
+            if not subs:
+                raise LoadRefused(f"Failed to find alibi-explain saved folder in {folder}")
+            return RuntimeChoice("mlserver_alibi_explain.AlibiExplainRuntime", subs[0], extra)
+        if req == "python":
+            for f in files:
+                if f.suffix == ".py":
+                    m = re.search(r".*class (.*)\(MLModel\):", f.read_text(errors="replace"))
+                    if m:
+                        return RuntimeChoice(f"{f.stem}.{m.group(1)}", f, extra)
+            raise LoadRefused(
+                f"Failed to find MLServer custom python class that extends MLModel file in {folder}"
+            )
+    raise LoadRefused(f"Can't create model-settings from requirements [{' '.join(reqs)}]")
+
+
+def env_settings(path: Path, implementation: str) -> RuntimeChoice:
+    """How MLServer started on a model folder with ``MLSERVER_MODEL_*`` settings in its
+    environment loads it (KServe's ``kserve-mlserver``, Seldon Core 1's prepackaged servers
+    with protocol ``v2``): a ``model-settings.json`` anywhere in the folder takes precedence,
+    its ``name`` included (MLServer only warns that it differs from the folder's); else the
+    environment's implementation, the folder as the URI.
+
+    Args:
+        path: the model's folder (or file).
+        implementation: the runtime class the environment names.
+
+    Returns:
+        The choice (``served_as`` set only when a file names the model).
+    """
+    found = sorted(path.rglob(SETTINGS_FILE)) if path.is_dir() else []
+    if found:
+        return _settings_from_file(found[0], {}, implementation)
+    return RuntimeChoice(implementation, path, {})
+
+
+def runtime_settings(path: Path, spec: dict[str, Any]) -> RuntimeChoice:
+    """The MLServer runtime a model is loaded with, as the cluster picks it:
+
+    - KServe (``modelFormat`` and ``protocolVersion`` in ``spec``): protocol ``v2`` is
+      ``kserve-mlserver``, which sets the runtime class of the format (KServe's
+      ``MLServerModelClass*`` constants: the ones in
+      :data:`~zenml_model_deployers.packaging.native.MLSERVER_RUNTIMES`) in MLServer's
+      environment (:func:`env_settings`); ``v1`` is KServe's own server of the format, which
+      finds its file in the folder by extension (here: MLServer's runtime of the format);
+    - Seldon Core 1 (``implementation``, the prepackaged server's MLServer class, and
+      ``protocol``): ``v2`` runs MLServer with it in the environment (:func:`env_settings`);
+      ``seldon`` runs Seldon's ``SKLearnServer``, which loads ``model.joblib`` and nothing else;
+    - Seldon Core 2: what its agent makes of the folder (:func:`seldon_agent_settings`).
 
     Args:
         path: the model's folder (or file).
         spec: the model's spec.
 
     Returns:
-        (runtime class, model URI, extra parameters).
+        The choice.
+
+    Raises:
+        LoadRefused: the folder cannot be loaded (the backend's words).
     """
     from zenml_model_deployers.packaging.native import MLSERVER_RUNTIMES
 
-    extra = {p["name"]: p["value"] for p in spec.get("parameters") or []}
     fmt = spec.get("modelFormat")
     if fmt:
-        return MLSERVER_RUNTIMES[str(fmt)], path, extra
-    own = path / "model-settings.json"
-    if path.is_dir() and own.is_file():
-        settings = json.loads(own.read_text())
-        params = settings.get("parameters") or {}
-        uri = path / str(params.get("uri") or ".")
-        return str(settings.get("implementation")), uri, {**(params.get("extra") or {}), **extra}
-    reqs = set(spec.get("requirements") or [])
-    return MLSERVER_RUNTIMES["mlflow" if "mlflow" in reqs else "sklearn"], path, extra
+        if spec.get("protocolVersion") == "v2":
+            return env_settings(path, MLSERVER_RUNTIMES[str(fmt)])
+        return RuntimeChoice(MLSERVER_RUNTIMES[str(fmt)], path, {})
+    if spec.get("implementation"):
+        if spec.get("protocol") == "v2":
+            return env_settings(path, str(spec["implementation"]))
+        joblib_file = path / "model.joblib"
+        if not joblib_file.is_file():
+            # What SKLearnServer's joblib.load raises, ending its container's log.
+            raise LoadRefused(f"[Errno 2] No such file or directory: '{joblib_file}'")
+        return RuntimeChoice(str(spec["implementation"]), joblib_file, {})
+    return seldon_agent_settings(path, spec)
 
 
 def free_port() -> int:
@@ -111,6 +251,8 @@ class MLServerHost:
 
     Attributes:
         failures: storage URI substring -> the error every load of such a URI fails with.
+        served_as: internal name -> the name MLServer serves it under, where a
+            ``model-settings.json`` in its folder overrode the cluster's (:func:`env_settings`).
         drain_seconds: seconds a retired model keeps answering requests already routed to it
             (a pod's termination grace period); without it an in-flight request meets a 404.
     """
@@ -128,6 +270,7 @@ class MLServerHost:
         self._port = 0
         self._metrics_port = 0
         self.failures: dict[str, str] = {}
+        self.served_as: dict[str, str] = {}
         self.drain_seconds = 1.0
         self._timers: list[threading.Timer] = []
 
@@ -239,8 +382,12 @@ class MLServerHost:
             name: the model's name.
 
         Returns:
-            (status, body).
+            (status, body); a model MLServer serves under another name (a ``model-settings.json``
+            in its folder named it) is not found, in MLServer's words.
         """
+        served = self.served_as.get(loaded.internal)
+        if served and served != name:
+            return 404, json.dumps({"error": f"Model {name} not found"}).encode()
         r = self.request(
             method,
             f"/v2/models/{loaded.internal}{rest}",
@@ -258,7 +405,8 @@ class MLServerHost:
 
     def load(self, internal: str, spec: dict[str, Any]) -> str:
         """Loads a model (``storageUri``, ``requirements``, ``parameters`` as a Seldon Model's
-        spec has them, or KServe's ``modelFormat``) under an internal name, with the runtime
+        spec has them, KServe's ``modelFormat`` and ``protocolVersion``, or Core 1's
+        ``implementation`` and ``protocol``) under an internal name, with the runtime
         :func:`runtime_settings` picks.
 
         Args:
@@ -266,7 +414,8 @@ class MLServerHost:
             spec: the model's spec.
 
         Returns:
-            "" when loaded; else the error (MLServer's own words, or a planted failure).
+            "" when loaded; else the error (MLServer's own words, the refusal of what loads the
+            folder into it, or a planted failure).
         """
         uri = str(spec.get("storageUri") or "")
         for part, message in self.failures.items():
@@ -278,17 +427,22 @@ class MLServerHost:
                 f"failed to download model from {uri}: only local paths and file:// URIs "
                 "exist in the simulated cluster"
             )
-        implementation, uri_in, params = runtime_settings(path, spec)
+        try:
+            choice = runtime_settings(path, spec)
+        except LoadRefused as e:
+            return str(e)
         settings = {
             "name": internal,
-            "implementation": implementation,
-            "parameters": {"uri": str(uri_in), "version": internal, "extra": params},
+            "implementation": choice.implementation,
+            "parameters": {"uri": str(choice.uri), "version": internal, "extra": choice.extra},
         }
         d = self._repo / internal
         d.mkdir(parents=True, exist_ok=True)
         (d / "model-settings.json").write_text(json.dumps(settings))
         r = self.request("POST", f"/v2/repository/models/{internal}/load")
         if r.status_code == 200:
+            if choice.served_as:
+                self.served_as[internal] = choice.served_as
             return ""
         shutil.rmtree(d, ignore_errors=True)
         try:
@@ -304,6 +458,7 @@ class MLServerHost:
         """
         with contextlib.suppress(Exception):
             self.request("POST", f"/v2/repository/models/{internal}/unload")
+        self.served_as.pop(internal, None)
         shutil.rmtree(self._repo / internal, ignore_errors=True)
 
     def retire(self, internal: str) -> None:

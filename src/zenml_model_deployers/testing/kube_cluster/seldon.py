@@ -4,12 +4,15 @@ mesh that routes their requests.
 
 - Core 2: a ``Model`` whose ``requirements`` are not all capabilities of Seldon's MLServer
   fails to schedule (the scheduler's message); else its ``storageUri`` loads into the
-  cluster's real MLServer, with the runtime its ``model-settings.json`` names, under a
-  per-version name (``<model>_<version>``, as Seldon's agent names it); the route switches only
+  cluster's real MLServer, with the runtime its ``model-settings.json`` names or, without one,
+  the settings Seldon's agent makes from the first requirement it knows (or refuses to make,
+  in its words: ``mlserver.seldon_agent_settings``), under a per-version name (``<model>_<version>``, as Seldon's agent names it); the route switches only
   once the new version is loaded (the old one serves until then); ``ModelReady``/``Ready``
   conditions with ``observedGeneration``, or ``ModelReady=False`` with MLServer's own error. An
   ``Experiment`` splits its default model's requests by weight once every candidate is ready.
-- Core 1: each predictor with replicas loads (the prepackaged SKLEARN_SERVER); the old
+- Core 1: each predictor with replicas loads (the prepackaged SKLEARN_SERVER: ``model.joblib``
+  for protocol ``seldon``; MLServer's sklearn runtime from its environment for ``v2``, where a
+  ``model-settings.json`` in the folder takes over, its model name included); the old
   predictors serve until every new one is loaded; ``state: Available`` or ``Failed``.
 - The mesh routes ``/v2/models/{name}/...`` by the ``Seldon-Model`` header to the model's
   current version (or a candidate), and ``/seldon/{namespace}/{name}/...`` like Core 1's
@@ -27,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from zenml_model_deployers.packaging.native import MLSERVER_RUNTIMES
 from zenml_model_deployers.testing.kube_cluster.controller import SimulatedController, now
 from zenml_model_deployers.testing.kube_cluster.mlserver import LoadedModel
 
@@ -254,6 +258,10 @@ class SeldonController(SimulatedController):
                 "storageUri": graph.get("modelUri") or "",
                 "secretName": graph.get("envSecretRefName"),
                 "parameters": graph.get("parameters") or [],
+                # SKLEARN_SERVER: Seldon's SKLearnServer (protocol seldon) or MLServer with
+                # the sklearn runtime in its environment (protocol v2).
+                "implementation": MLSERVER_RUNTIMES["sklearn"],
+                "protocol": protocol,
             }
             error = self.check_secret(core, name, model_spec)
             if error:
@@ -327,15 +335,11 @@ class SeldonController(SimulatedController):
                 break
         if rest == "/api/v1.0/predictions" and protocol == "seldon":
             return self._seldon_predict(loaded, body)
+        # The executor calls the graph's node by its name (the flavor's one node: classifier).
         prefix = "/v2/models/classifier"
         if protocol == "v2" and rest.startswith(prefix):
-            r = self.mlserver.request(
-                method,
-                f"/v2/models/{loaded.internal}{rest[len(prefix) :]}",
-                data=body or None,
-                headers={"Content-Type": "application/json"} if body else {},
-            )
-            return r.status_code, r.content
+            rest = rest[len(prefix) :]
+            return self.mlserver.forward_v2(method, loaded, rest, body, "classifier")
         return 404, json.dumps({"error": f"{rest} is not served by protocol {protocol}"}).encode()
 
     def _seldon_predict(self, loaded: LoadedModel, body: bytes) -> tuple[int, bytes]:
