@@ -61,22 +61,58 @@ def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -
 
 
 def _value_pickle(obj: Any) -> bytes:
-    """A pickle of ``obj`` that depends on its values, not on which of its parts are one object.
+    """A pickle of ``obj`` that depends on its values, not on which of its parts are one object
+    nor on the bytes no value is in.
 
     A plain pickle writes a part it has seen before (the same object) as a back-reference: a
     freshly fitted scikit-learn model shares interned strings ("drop") and numpy dtypes that the
     same model loaded back from an artifact does not, so their plain pickles differ. Here nothing
     is memoized (the Python pickler's ``fast`` mode), so equal values give equal bytes. A
-    structure that refers to itself cannot be written so: it gets the plain pickle.
+    structure that refers to itself cannot be written so: it gets the plain pickle. Padded
+    structured arrays are written with zeroed padding (:func:`value_pickle_bytes`).
+    """
+    try:
+        return value_pickle_bytes(obj, fast=True)
+    except RecursionError:
+        return value_pickle_bytes(obj, fast=False)
+
+
+def value_pickle_bytes(obj: Any, fast: bool) -> bytes:
+    """A pickle (protocol 4) in which every padded numpy structured array is written with its
+    padding zeroed. A fitted decision tree keeps its nodes in such an array (57 bytes of fields
+    in a 64-byte item): its padding is whatever the allocator left there, so the same tree fitted
+    twice, or in another process, pickles to different bytes. Only the padding changes: the
+    array loaded back has the same dtype and values.
+
+    Args:
+        obj: what to pickle.
+        fast: no memo (equal values give equal bytes; a self-referential structure raises
+            RecursionError).
+
+    Returns:
+        The pickle.
     """
     buf = io.BytesIO()
-    pickler = pickle._Pickler(buf, protocol=4)  # the C pickler cannot switch its memo off
-    pickler.fast = True
-    try:
-        pickler.dump(obj)
-    except RecursionError:
-        return pickle.dumps(obj, protocol=4)
+    pickler = _ZeroPaddingPickler(buf, protocol=4)  # the C pickler cannot switch its memo off
+    pickler.fast = fast
+    pickler.dump(obj)
     return buf.getvalue()
+
+
+class _ZeroPaddingPickler(pickle._Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        import sys
+
+        np = sys.modules.get("numpy")  # no numpy imported: no numpy array to look at
+        if np is None or type(obj) is not np.ndarray or obj.dtype.names is None:
+            return NotImplemented
+        fields = obj.dtype.fields
+        if sum(fields[n][0].itemsize for n in obj.dtype.names) == obj.dtype.itemsize:
+            return NotImplemented
+        zeroed = np.zeros(obj.shape, dtype=obj.dtype)
+        for name in obj.dtype.names:
+            zeroed[name] = obj[name]
+        return zeroed.__reduce_ex__(4)
 
 
 def _torch_state_hash(model: Any) -> hashlib._Hash:

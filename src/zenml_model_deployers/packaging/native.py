@@ -105,7 +105,9 @@ class SklearnJoblibTarget(NativeTarget):
         same bytes (the upload is named after them). The model goes through a pickle round
         trip first: a freshly fitted forest or column pipeline shares strings and numpy dtypes
         that its copy loaded from an artifact does not, which joblib writes as back-references,
-        so the two dumped differently; after a round trip both are written alike.
+        so the two dumped differently; after a round trip both are written alike. The round
+        trip also zeroes the padding of a tree's node array (``digest.value_pickle_bytes``),
+        which is whatever the allocator left there.
 
         Args:
             model: the estimator.
@@ -115,7 +117,9 @@ class SklearnJoblibTarget(NativeTarget):
 
         import joblib
 
-        joblib.dump(pickle.loads(pickle.dumps(model, protocol=4)), path, protocol=4)
+        from zenml_model_deployers.packaging.digest import value_pickle_bytes
+
+        joblib.dump(pickle.loads(value_pickle_bytes(model, fast=False)), path, protocol=4)
 
 
 class XGBoostJsonTarget(NativeTarget):
