@@ -67,6 +67,12 @@ def ask_over_http(service: DeploymentService, kind: str, flavor: str) -> Annotat
     return json.dumps(ASKERS[flavor](service, trained(kind).rows))
 
 
+def example_of(zoo: Any) -> Any:
+    """The input example the run gives model `zoo`: its own, or (the README's forest has none)
+    a few of its rows: the flavors' requests name the columns or dtype the example gives."""
+    return zoo.example if zoo.example is not None else zoo.rows[:5]
+
+
 def step_id(flavor: str, what: str, kind: str) -> str:
     """The id of the run's `what` ("deploy" or "ask") step for model `kind` on `flavor`."""
     return f"{flavor.removeprefix('zmd-')}_{what}_{kind}"
@@ -99,8 +105,7 @@ def zoo_pipeline(
     def zoo() -> None:
         after: list[str] = []
         for kind, z in zoos.items():
-            example = z.example if z.example is not None else z.rows[:5]
-            model, example = ExternalArtifact(value=z.model), ExternalArtifact(value=example)
+            model, example = ExternalArtifact(value=z.model), ExternalArtifact(value=example_of(z))
             services = {}
             for flavor, deploy in deploys.items():
                 own = {"deployment_name": own_deployments(flavor, kind)} if own_deployments else {}
@@ -153,6 +158,7 @@ def run_zoo(
             for k in kinds
             for f in deploys
         }
+        timings["all steps"] = round(sum(step_seconds(run, s) for s in run.steps), 1)
         timings["run"] = round(time.perf_counter() - t0, 1)
         print("\nzoo timings (s):", json.dumps(timings))
         yield run
