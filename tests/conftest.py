@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,26 @@ def _scan_distributions_once() -> None:
 
 
 _scan_distributions_once()
+
+
+def _sqlite_without_fsync() -> None:
+    """Every SQLite database this test process opens (ZenML's store of the session, a throwaway
+    temp dir) commits without waiting for the disk (`PRAGMA synchronous=OFF`): a step's
+    bookkeeping is tens of commits, each 10-20 ms of fsync on this shared disk; a 12-step
+    pipeline run measured 8.2 s -> 5.7 s (medians of 10, load 5-8). Transactions and locking are
+    unchanged; only a machine crash could lose what the test run wrote."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _no_fsync(dbapi_connection: Any, _record: Any) -> None:
+        if type(dbapi_connection).__module__ == "sqlite3":
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA synchronous=OFF")
+            cursor.close()
+
+
+_sqlite_without_fsync()
 
 
 # The longest test files first (measured with --durations on 2 cores): xdist hands whole files
