@@ -163,12 +163,15 @@ def run_zoo(
         print("\nzoo timings (s):", json.dumps(timings))
         yield run
     finally:
+        t1 = time.perf_counter()
         names = {(f, name_of(f, k)) for f in deploys for k in kinds}
         found = [(f, deployers[f].find_deployment(n)) for f, n in sorted(names)]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            done = [pool.submit(deployers[f].delete, svc) for f, svc in found if svc is not None]
+        found = [(f, svc) for f, svc in found if svc is not None]
+        with ThreadPoolExecutor(max_workers=max(1, len(found))) as pool:
+            done = [pool.submit(deployers[f].delete, svc) for f, svc in found]
         for d in done:
             d.result()
+        print(f"\nzoo deletes: {len(found)} in {time.perf_counter() - t1:.1f} s")
 
 
 def answers_of(run: Any, kind: str, flavor: str) -> dict[str, Any]:
