@@ -167,7 +167,7 @@ def run_zoo(
         names = {(f, name_of(f, k)) for f in deploys for k in kinds}
         found = [(f, deployers[f].find_deployment(n)) for f, n in sorted(names)]
         found = [(f, svc) for f, svc in found if svc is not None]
-        with ThreadPoolExecutor(max_workers=max(1, len(found))) as pool:
+        with ThreadPoolExecutor(max_workers=4) as pool:
             done = [pool.submit(deployers[f].delete, svc) for f, svc in found]
         for d in done:
             d.result()
