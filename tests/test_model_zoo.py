@@ -36,7 +36,7 @@ from zoo_models import (
     random_forest,
     trained,
 )
-from zoo_pipeline import ASKERS, answers_of, mlflow_body, post, run_zoo, step_id
+from zoo_pipeline import ASKERS, answers_of, mlflow_body, post, run_steps, run_zoo, step_id
 
 from zenml_model_deployers.errors import ConfigurationError
 
@@ -83,7 +83,7 @@ def zoo_run(zoo_deployment: Any) -> Iterator[Any]:
 def deployed(run: Any, kind: str) -> dict[str, Any]:
     """The deployment as the run's deploy step of model `kind` left it (its `deployment` run
     metadata: the service artifact, loaded, is the deployment as it is now)."""
-    return run.steps[step_id(FLAVOR, "deploy", kind)].run_metadata["deployment"]  # type: ignore[no-any-return]
+    return run_steps(run)[step_id(FLAVOR, "deploy", kind)].run_metadata["deployment"]  # type: ignore[no-any-return]
 
 
 def readme_pipeline_with_a_random_forest() -> str:
@@ -159,7 +159,7 @@ def test_every_model_was_an_update_of_the_readme_deployment(
 ) -> None:
     svc = zoo_deployment.find_deployment(NAME)
     urls = {
-        zoo_run.steps[step_id(FLAVOR, "deploy", k)].run_metadata["deployed_model_url"]
+        run_steps(zoo_run)[step_id(FLAVOR, "deploy", k)].run_metadata["deployed_model_url"]
         for k in KINDS
     }
     assert urls == {svc.prediction_url}
