@@ -1,9 +1,12 @@
-"""The model zoo through zmd-mlflow: the models users train, deployed with `model=` and answered
-over HTTP as docs/flavors/mlflow.md shows, equal to the model's own predictions (issue 25).
+"""The model zoo through zmd-mlflow: the models users train, deployed by
+`mlflow_deployer_step(model=..., input_example=...)` in ONE pipeline run and answered over HTTP
+as docs/flavors/mlflow.md shows, equal to the model's own predictions (issue 25).
 
 All models are small and fitted here in well under a second. They deploy one after another as
-updates of ONE deployment (the README's `my-model`): an update starts one server, as a new
-deployment would, and leaves one relay and no server behind per model.
+updates of ONE deployment (the README's `my-model`, which the README's pipeline creates): an
+update starts one server, as a new deployment would, and leaves one relay and no server behind
+per model; each is asked by a step before the next rolls out (tests/zoo_pipeline.py). The
+transformers pipeline is one more model of the same run.
 """
 
 from __future__ import annotations
@@ -33,12 +36,18 @@ from zoo_models import (
     random_forest,
     trained,
 )
-from zoo_pipeline import mlflow_body
+from zoo_pipeline import ASKERS, answers_of, mlflow_body, post, run_steps, run_zoo, step_id
 
 from zenml_model_deployers.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "my-model"  # the README's deployment name: its pipeline creates it, the zoo updates it
+FLAVOR = "zmd-mlflow"
+# The forest is the README pipeline's model (its own test); the transformers pipeline is
+# zmd-mlflow's alone.
+KINDS = [k for k in AVAILABLE if k != "random-forest"]
+KINDS += [] if missing("transformers") else ["transformers"]
+ASKERS[FLAVOR] = lambda service, rows: post(service, mlflow_body(rows))
 TIMINGS: dict[str, dict[str, float]] = {}
 
 
@@ -57,6 +66,24 @@ def zoo_deployment(mlflow_deployer: Any) -> Iterator[Any]:
         mlflow_deployer.delete(svc)
     if TIMINGS:
         print("\nzoo timings (s):", json.dumps(TIMINGS, indent=1))
+
+
+@pytest.fixture(scope="module")
+def zoo_run(zoo_deployment: Any) -> Iterator[Any]:
+    """The zoo's pipeline run on the zmd-mlflow stack: every model an update of `my-model`."""
+    from zenml_model_deployers.steps import mlflow_deployer_step
+
+    from zenml_model_deployers.flavors import ensure_deployer_stack
+
+    ensure_deployer_stack("zmd-test-mlflow", "zmd-test-mlflow", FLAVOR)
+    deploy = mlflow_deployer_step.with_options(parameters={"deployment_name": NAME, "timeout": 180})
+    yield from run_zoo({FLAVOR: deploy}, KINDS, {FLAVOR: zoo_deployment}, lambda f, k: NAME)
+
+
+def deployed(run: Any, kind: str) -> dict[str, Any]:
+    """The deployment as the run's deploy step of model `kind` left it (its `deployment` run
+    metadata: the service artifact, loaded, is the deployment as it is now)."""
+    return run_steps(run)[step_id(FLAVOR, "deploy", kind)].run_metadata["deployment"]  # type: ignore[no-any-return]
 
 
 def readme_pipeline_with_a_random_forest() -> str:
@@ -103,74 +130,71 @@ def test_readme_pattern_with_a_random_forest(
 
 
 @pytest.mark.parametrize("kind", [k for k in ZOO if k != "random-forest"])
-def test_zoo_model_deploys_and_answers_as_in_process(zoo_deployment: Any, kind: str) -> None:
+def test_zoo_model_deployed_by_the_step_answers_as_in_process(
+    zoo_run: Any, zoo_deployment: Any, kind: str
+) -> None:
     if reason := missing(kind):
         pytest.skip(reason)
     zoo = trained(kind)
-    t0 = time.perf_counter()
-    config = zoo_deployment.build_config(
-        model=zoo.model, deployment_name=NAME, input_example=zoo.example
-    )
-    t1 = time.perf_counter()
+    answer = answers_of(zoo_run, kind, FLAVOR)
+    assert answer["status"] == 200, answer
+    assert_matches(answer["body"]["predictions"], zoo)
+    model_uri = deployed(zoo_run, kind)["model_uri"]
     if isinstance(zoo.example, pd.DataFrame):  # its columns are what the request names
         from mlflow.models import Model
 
-        signature = Model.load(config.model_uri).signature
+        signature = Model.load(model_uri).signature
         assert signature is not None
         assert signature.inputs.input_names() == list(zoo.example.columns)
-    svc = zoo_deployment.deploy(config, timeout=180)
-    assert_same_answers(svc.prediction_url, zoo)
-    t2 = time.perf_counter()
-    TIMINGS[kind] = {"package": t1 - t0, "deploy_to_first_prediction": t2 - t0}
     # The same fitted model, trained again: the same model URI, so no new revision.
-    again = zoo_deployment.build_config(
-        model=ZOO[kind]().model, deployment_name=NAME, input_example=zoo.example
+    first, again = (
+        zoo_deployment.build_config(model=m, deployment_name=NAME, input_example=zoo.example)
+        for m in (zoo.model, ZOO[kind]().model)
     )
-    assert again.model_uri == config.model_uri
+    assert again.model_uri == first.model_uri
 
 
-def test_a_transformers_pipeline_deploys_through_the_step_and_answers_as_in_process(
-    zoo_deployment: Any, mlflow_stack: str
+def test_every_model_was_an_update_of_the_readme_deployment(
+    zoo_run: Any, zoo_deployment: Any
+) -> None:
+    svc = zoo_deployment.find_deployment(NAME)
+    urls = {
+        run_steps(zoo_run)[step_id(FLAVOR, "deploy", k)].run_metadata["deployed_model_url"]
+        for k in KINDS
+    }
+    assert urls == {svc.prediction_url}
+    revisions = [deployed(zoo_run, k)["revision"] for k in KINDS]
+    assert revisions == list(range(revisions[0], revisions[0] + len(KINDS)))
+    assert svc.config.model_uri == deployed(zoo_run, KINDS[-1])["model_uri"]
+
+
+def test_a_transformers_pipeline_deployed_by_the_step_answers_as_in_process(
+    zoo_run: Any, zoo_deployment: Any
 ) -> None:
     """A text-classification pipeline (tiny model and tokenizer built here) through
-    `mlflow_deployer_step(model=...)` in a pipeline: saved with `mlflow.transformers`, asked with
-    `inputs` (a list of texts), answering the pipeline's own labels and scores."""
+    `mlflow_deployer_step(model=...)`: saved with `mlflow.transformers`, asked with `inputs` (a
+    list of texts), answering the pipeline's own labels and scores."""
     if reason := missing("transformers"):
         pytest.skip(reason)
-    from zenml import ExternalArtifact, pipeline
-    from zenml_model_deployers.steps import mlflow_deployer_step
+    from mlflow.models import Model
     from zoo_models import text_pipeline
 
-    zoo = text_pipeline()
-
-    @pipeline(enable_cache=False)
-    def serve_text_classifier() -> None:
-        mlflow_deployer_step(
-            model=ExternalArtifact(value=zoo.model),
-            input_example=zoo.example,
-            deployment_name=NAME,
-            timeout=180,
-        )
-
-    t0 = time.perf_counter()
-    serve_text_classifier()
-    svc = zoo_deployment.find_deployment(NAME)
-    from mlflow.models import Model
-
-    assert "transformers" in Model.load(svc.config.model_uri).flavors
-    r = requests.post(svc.prediction_url, json={"inputs": zoo.rows}, timeout=60)
-    assert r.status_code == 200, r.text
-    got = r.json()["predictions"]
-    TIMINGS["transformers (pipeline run)"] = {"run": time.perf_counter() - t0}
+    zoo = trained("transformers")
+    answer = answers_of(zoo_run, "transformers", FLAVOR)
+    assert answer["status"] == 200, answer
+    got = answer["body"]["predictions"]
     assert [g["label"] for g in got] == [w["label"] for w in zoo.expected]
     np.testing.assert_allclose(
         [g["score"] for g in got], [w["score"] for w in zoo.expected], rtol=0, atol=1e-6
     )
+    model_uri = deployed(zoo_run, "transformers")["model_uri"]
+    assert "transformers" in Model.load(model_uri).flavors
     # The same pipeline, built again: the same digest, so the same model URI (no rollout).
-    again = zoo_deployment.build_config(
-        model=text_pipeline().model, deployment_name=NAME, input_example=zoo.example
+    first, again = (
+        zoo_deployment.build_config(model=m, deployment_name=NAME, input_example=zoo.example)
+        for m in (zoo.model, text_pipeline().model)
     )
-    assert again.model_uri == svc.config.model_uri
+    assert again.model_uri == first.model_uri
 
 
 def test_a_transformers_pipeline_is_refused_by_zmd_bentoml(bentoml_deployer: Any) -> None:

@@ -203,8 +203,9 @@ AVAILABLE = [k for k in ZOO if missing(k) is None]
 @cache
 def trained(kind: str) -> ZooModel:
     """The zoo model `kind`, fitted once per test process: the zoo modules a worker runs share
-    it (never mutate it; `ZOO[kind]()` fits a fresh one, as a re-run of training would)."""
-    return ZOO[kind]()
+    it (never mutate it; `ZOO[kind]()` fits a fresh one, as a re-run of training would). Also
+    builds the models only zmd-mlflow serves (`ONLY_MLFLOW`)."""
+    return {**ZOO, **ONLY_MLFLOW}[kind]()
 
 
 def text_pipeline() -> ZooModel:
@@ -248,3 +249,7 @@ def text_pipeline() -> ZooModel:
     rows = ["good movie", "the plot was awful", "great", "bad bad movie", "not good", "unseen"]
     expected = pipe(rows)
     return ZooModel("transformers", pipe, rows[:2], rows, np.asarray(expected), False)
+
+
+#: Zoo models only zmd-mlflow serves (tests/test_model_zoo.py), outside `ZOO`'s table.
+ONLY_MLFLOW: dict[str, Callable[[], ZooModel]] = {"transformers": text_pipeline}

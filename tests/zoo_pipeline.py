@@ -67,6 +67,12 @@ def ask_over_http(service: DeploymentService, kind: str, flavor: str) -> Annotat
     return json.dumps(ASKERS[flavor](service, trained(kind).rows))
 
 
+def example_of(zoo: Any) -> Any:
+    """The input example the run gives model `zoo`: its own, or (the README's forest has none)
+    a few of its rows: the flavors' requests name the columns or dtype the example gives."""
+    return zoo.example if zoo.example is not None else zoo.rows[:5]
+
+
 def step_id(flavor: str, what: str, kind: str) -> str:
     """The id of the run's `what` ("deploy" or "ask") step for model `kind` on `flavor`."""
     return f"{flavor.removeprefix('zmd-')}_{what}_{kind}"
@@ -99,8 +105,7 @@ def zoo_pipeline(
     def zoo() -> None:
         after: list[str] = []
         for kind, z in zoos.items():
-            example = z.example if z.example is not None else z.rows[:5]
-            model, example = ExternalArtifact(value=z.model), ExternalArtifact(value=example)
+            model, example = ExternalArtifact(value=z.model), ExternalArtifact(value=example_of(z))
             services = {}
             for flavor, deploy in deploys.items():
                 own = {"deployment_name": own_deployments(flavor, kind)} if own_deployments else {}
@@ -153,25 +158,40 @@ def run_zoo(
             for k in kinds
             for f in deploys
         }
+        timings["all steps"] = round(sum(step_seconds(run, s) for s in run_steps(run)), 1)
         timings["run"] = round(time.perf_counter() - t0, 1)
         print("\nzoo timings (s):", json.dumps(timings))
         yield run
     finally:
+        t1 = time.perf_counter()
         names = {(f, name_of(f, k)) for f in deploys for k in kinds}
         found = [(f, deployers[f].find_deployment(n)) for f, n in sorted(names)]
+        found = [(f, svc) for f, svc in found if svc is not None]
         with ThreadPoolExecutor(max_workers=4) as pool:
-            done = [pool.submit(deployers[f].delete, svc) for f, svc in found if svc is not None]
+            done = [pool.submit(deployers[f].delete, svc) for f, svc in found]
         for d in done:
             d.result()
+        print(f"\nzoo deletes: {len(found)} in {time.perf_counter() - t1:.1f} s")
+
+
+_STEPS: dict[Any, dict[str, Any]] = {}
+
+
+def run_steps(run: Any) -> dict[str, Any]:
+    """The run's steps by name, listed from the store once: `run.steps` lists them all again
+    at every access (16 steps, a second or more under load)."""
+    if run.id not in _STEPS:
+        _STEPS[run.id] = run.steps
+    return _STEPS[run.id]
 
 
 def answers_of(run: Any, kind: str, flavor: str) -> dict[str, Any]:
     """What the deployment of `flavor` answered about model `kind` in `run` (`ASKERS`)."""
-    answer = run.steps[step_id(flavor, "ask", kind)].outputs["answer"][0].load()
+    answer = run_steps(run)[step_id(flavor, "ask", kind)].outputs["answer"][0].load()
     return json.loads(answer)  # type: ignore[no-any-return]
 
 
 def step_seconds(run: Any, name: str) -> float:
     """How long a step of the run took."""
-    s = run.steps[name]
+    s = run_steps(run)[name]
     return float((s.end_time - s.start_time).total_seconds())
