@@ -152,6 +152,8 @@ def test_zoo_model_deployed_by_the_step_answers_as_in_process(
         for m in (zoo.model, ZOO[kind]().model)
     )
     assert again.model_uri == first.model_uri
+    # ... and the model the pipeline's step trained and deployed: the same model URI too.
+    assert model_uri == first.model_uri, "an unchanged re-run would roll a new revision"
 
 
 def test_every_model_was_an_update_of_the_readme_deployment(

@@ -24,9 +24,9 @@ def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -
     """A 16-hex-digit digest of the model's fitted state, its input example and its class.
 
     Guarantees: equal for the same fitted model (and example) in any process and with any
-    ``PYTHONHASHSEED``, whether the model was just fitted or loaded back from an artifact;
-    different when a fitted parameter, the example, the model's class or the MLflow version
-    differ. For scikit-learn, XGBoost, LightGBM and pyfunc models it is a pickle of the model
+    ``PYTHONHASHSEED``, whether the model was just fitted, deep-copied (as ZenML copies a
+    pipeline's inputs) or loaded back from an artifact; different when a fitted parameter, the
+    example, the model's class or the MLflow version differ. For scikit-learn, XGBoost, LightGBM and pyfunc models it is a pickle of the model
     written by value (:func:`_value_pickle`). PyTorch's pickles are not reproducible (each embeds a random
     serialization id), so a module's digest covers its ``state_dict`` tensors, its structure
     (``repr``) and its class's source instead; a transformers pipeline's adds its task, its
@@ -69,7 +69,8 @@ def _value_pickle(obj: Any) -> bytes:
     same model loaded back from an artifact does not, so their plain pickles differ. Here nothing
     is memoized (the Python pickler's ``fast`` mode), so equal values give equal bytes. A
     structure that refers to itself cannot be written so: it gets the plain pickle. Padded
-    structured arrays are written with zeroed padding (:func:`value_pickle_bytes`).
+    structured arrays are written with zeroed padding, pandas frames by their columns' values
+    and LightGBM boosters as their model string (:func:`value_pickle_bytes`).
     """
     try:
         return value_pickle_bytes(obj, fast=True)
@@ -78,11 +79,13 @@ def _value_pickle(obj: Any) -> bytes:
 
 
 def value_pickle_bytes(obj: Any, fast: bool) -> bytes:
-    """A pickle (protocol 4) in which every padded numpy structured array is written with its
-    padding zeroed. A fitted decision tree keeps its nodes in such an array (57 bytes of fields
-    in a 64-byte item): its padding is whatever the allocator left there, so the same tree fitted
-    twice, or in another process, pickles to different bytes. Only the padding changes: the
-    array loaded back has the same dtype and values.
+    """A pickle (protocol 4) in which what a copy or a load changes, but not the values, is
+    written as a copy would have it: pandas frames and extension arrays by value
+    (:func:`_pandas_reduce`), LightGBM boosters as their model string (:func:`_lightgbm_reduce`),
+    and every padded numpy structured array with its padding zeroed. A fitted decision tree
+    keeps its nodes in such an array (57 bytes of fields in a 64-byte item): its padding is
+    whatever the allocator left there, so the same tree fitted twice, or in another process,
+    pickles to different bytes. What loads back has the same dtypes and values.
 
     Args:
         obj: what to pickle.
@@ -99,11 +102,24 @@ def value_pickle_bytes(obj: Any, fast: bool) -> bytes:
     return buf.getvalue()
 
 
+# What most of a model's pickle is made of, and nothing here writes otherwise.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), tuple, list, dict})
+
+
 class _ZeroPaddingPickler(pickle._Pickler):
     def reducer_override(self, obj: Any) -> Any:
         import sys
 
-        np = sys.modules.get("numpy")  # no numpy imported: no numpy array to look at
+        if type(obj) in _PLAIN:  # called for every object: most are these
+            return NotImplemented
+        # Only a library already imported can have made obj: nothing is imported here.
+        pd = sys.modules.get("pandas")
+        if pd is not None and (canonical := _pandas_reduce(pd, obj)) is not None:
+            return canonical
+        lgb = sys.modules.get("lightgbm")
+        if lgb is not None and type(obj) is lgb.Booster:
+            return _lightgbm_reduce(lgb, obj)
+        np = sys.modules.get("numpy")
         if np is None or type(obj) is not np.ndarray or obj.dtype.names is None:
             return NotImplemented
         fields = obj.dtype.fields
@@ -113,6 +129,53 @@ class _ZeroPaddingPickler(pickle._Pickler):
         for name in obj.dtype.names:
             zeroed[name] = obj[name]
         return zeroed.__reduce_ex__(4)
+
+
+def _lightgbm_reduce(lgb: Any, booster: Any) -> Any:
+    """A LightGBM booster as its model string: what ``copy.deepcopy`` keeps of it, and all that
+    its predictions depend on, besides the best iteration (at most 0: all iterations). A fitted
+    booster also keeps its training parameters and evaluation buffers, which a copy (ZenML
+    deep-copies a step's input) rebuilds from the model string differently."""
+    if booster._handle is None:  # not fitted, or closed: nothing but its parameters
+        return NotImplemented
+    state = {"best_iteration": max(booster.best_iteration, 0)}
+    return lgb.Booster, (None, None, None, booster.model_to_string(num_iteration=-1)), state
+
+
+def _pandas_reduce(pd: Any, obj: Any) -> Any:
+    """A pandas frame or extension array written by value, or None for anything else.
+
+    A frame's block layout and its arrays' read-only flags depend on how it was made, not on
+    its values: a slice of a frame (an input example, ``df[:10]``) marks its arrays read-only,
+    a copy does not, and the copy a pipeline step was given kept its columns in other blocks. So a frame is written as its columns' arrays, rebuilt column by column, and an
+    extension array as its values and dtype (``pandas.array``). A frame with ``attrs``, or a
+    subclass, keeps its own pickle.
+    """
+    import numpy as np  # pandas imports it
+
+    try:
+        if type(obj) is pd.DataFrame and not obj.attrs:
+            columns = [obj.iloc[:, i] for i in range(obj.shape[1])]
+            arrays = [c.to_numpy() if isinstance(c.dtype, np.dtype) else c.array for c in columns]
+            return _frame_from_columns, (arrays, obj.columns, obj.index)
+        if isinstance(obj, pd.api.extensions.ExtensionArray) and not isinstance(
+            obj, pd.arrays.NumpyExtensionArray
+        ):
+            return pd.array, (np.asarray(obj, dtype=object), obj.dtype)
+    except Exception:  # an array pandas cannot write so: its own pickle
+        return None
+    return None
+
+
+def _frame_from_columns(arrays: list[Any], columns: Any, index: Any) -> Any:
+    """The frame :func:`_pandas_reduce` wrote: its blocks as a new frame of these columns has."""
+    import pandas as pd
+
+    rows = pd.RangeIndex(len(index))
+    frame = pd.DataFrame({i: pd.Series(a, index=rows) for i, a in enumerate(arrays)}, index=rows)
+    frame.columns = columns
+    frame.index = index
+    return frame
 
 
 def _torch_state_hash(model: Any) -> hashlib._Hash:
