@@ -66,3 +66,16 @@ def test_a_frame_is_written_by_value_and_loads_back_equal() -> None:
     changed = df.copy()
     changed.loc[0, "city"] = "madrid"
     assert value_pickle_bytes(changed, fast=True) != value_pickle_bytes(df, fast=True)
+
+
+def test_bento_builder_saves_a_copied_model_to_the_same_version() -> None:
+    """`bento_builder_step(model=...)` names the BentoML model version after the model: the
+    copy a step gets must save to the version the original did (no new bento on a re-run)."""
+    lightgbm = pytest.importorskip("lightgbm")
+    pytest.importorskip("bentoml")
+    from zenml_model_deployers.flavors.bentoml.packaging import save_model
+
+    x = _frame()[["age"]].assign(f=np.arange(40.0))
+    model = lightgbm.LGBMRegressor(n_estimators=5, random_state=0, verbose=-1).fit(x, x["f"])
+    tag = save_model(model, "zmdtest_copied", model_type="sklearn")
+    assert save_model(copy.deepcopy(model), "zmdtest_copied", model_type="sklearn") == tag

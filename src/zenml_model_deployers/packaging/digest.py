@@ -27,7 +27,7 @@ def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -
     ``PYTHONHASHSEED``, whether the model was just fitted, deep-copied (as ZenML copies a
     pipeline's inputs) or loaded back from an artifact; different when a fitted parameter, the
     example, the model's class or the MLflow version differ. For scikit-learn, XGBoost, LightGBM and pyfunc models it is a pickle of the model
-    written by value (:func:`_value_pickle`). PyTorch's pickles are not reproducible (each embeds a random
+    written by value (:func:`value_pickle`). PyTorch's pickles are not reproducible (each embeds a random
     serialization id), so a module's digest covers its ``state_dict`` tensors, its structure
     (``repr``) and its class's source instead; a transformers pipeline's adds its task, its
     model's config and its tokenizer's definition.
@@ -50,8 +50,8 @@ def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -
         elif library is ModelLibrary.TRANSFORMERS:
             h = _pipeline_hash(model)
         else:
-            h = hashlib.sha256(_value_pickle(model))
-        h.update(_value_pickle(input_example))
+            h = hashlib.sha256(value_pickle(model))
+        h.update(value_pickle(input_example))
     except Exception:
         return None
     h.update(
@@ -60,7 +60,7 @@ def model_digest(model: Any, library: ModelLibrary, input_example: Any = None) -
     return h.hexdigest()[:16]
 
 
-def _value_pickle(obj: Any) -> bytes:
+def value_pickle(obj: Any) -> bytes:
     """A pickle of ``obj`` that depends on its values, not on which of its parts are one object
     nor on the bytes no value is in.
 

@@ -13,7 +13,6 @@ import glob
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -287,8 +286,11 @@ def save_model(model: Any, model_name: str, model_type: str | None = None) -> st
             backend_message=str(e),
             hint="install the framework, or pass another model_type.",
         ) from e
+    from zenml_model_deployers.packaging.digest import value_pickle
+
     try:
-        state = pickle.dumps(model, protocol=4)
+        # By value (as model_digest): the copy a pipeline step gets saves to the same version.
+        state = value_pickle(model)
     except Exception:  # not picklable: every run saves a new version
         import uuid
 
