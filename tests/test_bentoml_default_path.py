@@ -98,6 +98,9 @@ def test_a_canary_of_another_bento_rolls_back_and_promotes_without_a_failed_requ
         canary = bentoml_deployer.deploy(candidate, timeout=180, canary_percent=50)
         assert not canary.status.direct and _accepting(canary)
         assert canary.status.server.pid == pid and canary.status.canary_server is not None
+        # The candidate's home is its own, recorded for the promotion (maybe another process).
+        stored = bentoml_deployer.find_deployment(NAME).status
+        assert stored.canary_store == canary.status.canary_store not in (None, b_store)
         assert {canary.predict([[1.0, 2.0]])[0] for _ in range(20)} == {0, 1}  # a's, b's
         metrics = canary.read_revision_metrics()
         assert metrics[stable].requests > 0 and metrics[candidate.config_hash()].requests > 0
