@@ -84,25 +84,42 @@ def test_an_update_starts_the_new_server_once_and_loses_no_request(
     assert _opened(new) == 1
 
 
-def test_a_canary_keeps_the_server_and_its_rollback_steps_the_relay_out(
+def test_a_canary_of_another_bento_rolls_back_and_promotes_without_a_failed_request(
     bentoml_deployer: Any, default: Any, bentos: dict[str, str]
 ) -> None:
-    """The relay steps in (the serving server closes its gate and answers the relay on its
-    private port: nothing starts but the candidate) and out after the rollback. The candidate is
-    the same bento with a bento argument (a canary of another bento is not what this tests)."""
+    """A canary of another bento (each revision pins its own BentoML home: the candidate's
+    server runs with the candidate's). The relay steps in (the serving server closes its gate
+    and answers the relay on its private port: nothing starts but the candidate) and out after
+    the rollback and after the promotion; a looping client sees no failed request."""
     svc = bentoml_deployer.find_deployment(NAME)
-    pid, stable = svc.status.server.pid, svc.config.config_hash()
-    candidate = _cfg(bentos, "b", args={"zmd_canary": "1"})
-    canary = bentoml_deployer.deploy(candidate, timeout=180, canary_percent=50)
-    assert not canary.status.direct and _accepting(canary)
-    assert canary.status.server.pid == pid and canary.status.canary_server is not None
-    for _ in range(10):
-        assert canary.predict([[1.0, 2.0]]) == [1]
-    metrics = canary.read_revision_metrics()
-    assert metrics[stable].requests > 0 and metrics[candidate.config_hash()].requests > 0
-    back = bentoml_deployer.rollback(canary)
-    assert back.status.direct and not _accepting(back) and back.status.canary_server is None
-    assert back.status.server.pid == pid and back.predict([[1.0, 2.0]]) == [1]
+    pid, stable, b_store = svc.status.server.pid, svc.config.config_hash(), svc.status.store
+    candidate = _cfg(bentos, "a")
+    with RequestLoop(svc.prediction_url, BODY, HEADERS, max_seconds=400) as loop:
+        canary = bentoml_deployer.deploy(candidate, timeout=180, canary_percent=50)
+        assert not canary.status.direct and _accepting(canary)
+        assert canary.status.server.pid == pid and canary.status.canary_server is not None
+        # The candidate's home is its own, recorded for the promotion (maybe another process).
+        stored = bentoml_deployer.find_deployment(NAME).status
+        assert stored.canary_store == canary.status.canary_store not in (None, b_store)
+        assert {canary.predict([[1.0, 2.0]])[0] for _ in range(20)} == {0, 1}  # a's, b's
+        metrics = canary.read_revision_metrics()
+        assert metrics[stable].requests > 0 and metrics[candidate.config_hash()].requests > 0
+        back = bentoml_deployer.rollback(canary)
+        assert back.status.direct and not _accepting(back) and back.status.canary_server is None
+        assert back.status.server.pid == pid and back.predict([[1.0, 2.0]]) == [1]
+        assert back.status.store == b_store and len(list(back.workdir.glob("store-*"))) == 1
+
+        canary = bentoml_deployer.deploy(candidate, timeout=180, canary_percent=50)
+        new_pid = canary.status.canary_server.pid
+        promoted = bentoml_deployer.promote(canary)
+        assert promoted.status.direct and not _accepting(promoted) and _gone(pid)
+        assert promoted.status.server.pid == new_pid and promoted.predict([[1.0, 2.0]]) == [0]
+        assert promoted.status.store != b_store and [promoted.status.store] == [
+            str(p) for p in promoted.workdir.glob("store-*")
+        ]
+        time.sleep(0.5)
+    assert loop.failures == [], loop.failures[:5]
+    assert loop.ok > 10 and {1, 0} <= {a[0] for a in loop.answers} and loop.answers[-1] == [0]
 
 
 def test_a_killed_server_heals_and_a_start_after_a_killed_front_serves(
@@ -119,7 +136,7 @@ def test_a_killed_server_heals_and_a_start_after_a_killed_front_serves(
         time.sleep(0.2)
     # Requests sent meanwhile wait in the socket's backlog; the restarted server opens its
     # gate by itself (the revision was verified when it was deployed).
-    assert requests.post(url, data=BODY, headers=HEADERS, timeout=60).json() == [1]
+    assert requests.post(url, data=BODY, headers=HEADERS, timeout=60).json() == [0]
     assert again.status.direct and not _accepting(again) and again.status.server.pid != pid
     # The direct server holds the public socket when its front is killed: `zmd models start`
     # ends it and starts both again on the same URL.
@@ -129,4 +146,4 @@ def test_a_killed_server_heals_and_a_start_after_a_killed_front_serves(
     assert res.exit_code == 0, res.output
     back = bentoml_deployer.find_deployment(NAME)
     assert back.prediction_url == url and back.status.direct and not _accepting(back)
-    assert requests.post(url, data=BODY, headers=HEADERS, timeout=30).json() == [1]
+    assert requests.post(url, data=BODY, headers=HEADERS, timeout=30).json() == [0]

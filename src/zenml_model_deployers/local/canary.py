@@ -105,13 +105,16 @@ class Canary(OnService):
         )
 
     def _start(self, candidate: LocalDeploymentConfig, timeout: float) -> None:
-        """Starts the candidate's server (not yet routed to); its restart spec is kept aside
-        (0600) until a promotion hands it to the supervisor."""
+        """Starts the candidate's server (not yet routed to) in the candidate's environment
+        (``candidate_environment``: e.g. the BentoML home its bento is pinned in, not the
+        stable revision's); its restart spec is kept aside (0600) until a promotion hands it
+        to the supervisor."""
         svc = self.svc
         stable = svc.config
         svc.config = candidate
         try:
-            started = Revisions(svc).start_server(timeout)
+            with svc.candidate_environment():
+                started = Revisions(svc).start_server(timeout)
         finally:
             svc.config = stable
         keep_canary_spec(svc.workdir, started.spec, svc.front.call)
@@ -128,6 +131,7 @@ class Canary(OnService):
         status.canary_port = None
         status.canary_log_path = None
         drop_canary_spec(self.svc.workdir)
+        self.svc.forget_candidate()
 
     def _rollback(self) -> None:
         """The stable revision takes all traffic; the candidate is drained and stopped."""
@@ -167,3 +171,4 @@ class Canary(OnService):
             svc.front.drain_quietly(old_port)
         if old_server is not None:
             old_server.terminate(DRAIN_TIMEOUT)
+        svc.adopt_candidate()  # once the old server is gone: what it needed may go too

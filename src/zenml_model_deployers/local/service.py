@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from abc import abstractmethod
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -243,6 +243,31 @@ class LocalProcessService(DeploymentService):
             An environment dict (contains resolved secrets: never log it).
         """
         return proc.env_with_venv_path(secrets.resolve_mapping(self.config.env))
+
+    @contextlib.contextmanager
+    def candidate_environment(self) -> Iterator[None]:
+        """Around the start of a canary's candidate server, ``self.config`` being the
+        candidate's: a flavor whose server environment depends on more than the config (e.g.
+        a store it pins per revision, files it makes before a rollout) makes the candidate's
+        here, as its rollout does for a new revision, and records in the status what a
+        promotion needs (``adopt_candidate``). On failure it leaves nothing of the candidate.
+        Default: nothing to make.
+
+        Yields:
+            While the candidate's server starts (and is checked).
+        """
+        yield
+
+    def adopt_candidate(self) -> None:
+        """After a promotion, ``self.config`` being the promoted candidate's: the flavor's
+        status takes what ``candidate_environment`` recorded for it, and what only the retired
+        revision needed goes. Default: nothing.
+        """
+
+    def forget_candidate(self) -> None:
+        """After a canary ended without a promotion (rollback, stop, a candidate that failed or
+        is replaced): what ``candidate_environment`` made for it goes. Default: nothing.
+        """
 
     def secret_values(self) -> list[str]:
         """Secret values of the server's environment besides the resolved references of

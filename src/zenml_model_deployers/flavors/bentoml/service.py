@@ -4,10 +4,12 @@ through its relay."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,11 +52,17 @@ class BentoMLDeploymentStatus(LocalDeploymentStatus):
         routes: API name -> route and parameters, read from the bento's schema.
         image: the image serving it, when containerized.
         store: the BentoML home the server runs with (the bento and its pinned models).
+        canary_routes: during a canary, the candidate's APIs (``routes`` once promoted).
+        canary_image: the candidate's image, when containerized.
+        canary_store: the BentoML home the candidate's server runs with.
     """
 
     routes: dict[str, RouteInfo] = Field(default_factory=dict)
     image: str | None = None
     store: str | None = None
+    canary_routes: dict[str, RouteInfo] = Field(default_factory=dict)
+    canary_image: str | None = None
+    canary_store: str | None = None
 
 
 class BentoMLDeploymentService(LocalProcessService):
@@ -337,23 +345,64 @@ class BentoMLDeploymentService(LocalProcessService):
             )
         return image
 
-    def _with_checked_bento(self, action: Any) -> None:
-        """Runs a rollout with the bento checked first; its APIs become the status's on success."""
+    @contextlib.contextmanager
+    def _checked_bento(self) -> Iterator[None]:
+        """The bento of ``self.config`` checked and pinned (the pending revision's APIs, image
+        and home) while the block starts its server; then the homes of retired revisions go."""
         self._prepare()
         try:
+            yield
+        finally:
+            self._pending_routes = None
+            self._pending_image = None
+            self._pending_store = None
+            self._drop_retired_stores()
+
+    def _with_checked_bento(self, action: Any) -> None:
+        """Runs a rollout with the bento checked first; its APIs become the status's on success."""
+        with self._checked_bento():
             action()
             if self._pending_routes is not None:
                 self.status.routes = self._pending_routes
             self.status.image = self._pending_image
             self.status.store = self._pending_store
-        finally:
-            self._pending_routes = None
-            self._pending_image = None
-            self._pending_store = None
-        # Homes of retired revisions (their servers are gone by now).
+
+    def _drop_retired_stores(self) -> None:
+        """Removes the homes of retired revisions (their servers are gone by now): all but the
+        serving revision's and a canary candidate's."""
+        keep = {self.status.store, self.status.canary_store}
         for old in self.workdir.glob("store-*"):
-            if str(old) != self.status.store:
+            if str(old) not in keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def candidate_environment(self) -> Iterator[None]:
+        """The candidate's bento is checked and pinned in its own BentoML home, which its
+        server runs with (see LocalProcessService.candidate_environment).
+
+        Yields:
+            While the candidate's server starts.
+        """
+        with self._checked_bento():
+            yield
+            self.status.canary_routes = self._pending_routes or {}
+            self.status.canary_image = self._pending_image
+            self.status.canary_store = self._pending_store
+
+    def adopt_candidate(self) -> None:
+        """The promoted candidate's APIs, image and home become the deployment's."""
+        status = self.status
+        if status.canary_store is not None:  # None: started by an older version, in `store`
+            status.routes = status.canary_routes
+            status.image = status.canary_image
+            status.store = status.canary_store
+        self.forget_candidate()
+
+    def forget_candidate(self) -> None:
+        """The candidate's home goes (unless the serving revision shares it)."""
+        status = self.status
+        status.canary_routes, status.canary_image, status.canary_store = {}, None, None
+        self._drop_retired_stores()
 
     def provision_revision(self, timeout: float) -> None:
         """Checks the bento first (a missing tag fails before anything starts), then rolls out.
