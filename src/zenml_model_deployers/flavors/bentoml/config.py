@@ -53,5 +53,6 @@ class BentoMLDeploymentConfig(DirectDataPathConfig):
                 "mapping and cannot take the front's socket.",
                 deployment_name=self.deployment_name,
                 hint="drop data_path='direct' (the default 'auto' keeps the relay in the data "
-                "path of a containerized bento), or containerize.",
+                "path of a containerized bento), or set containerize=False to serve the bento "
+                "as a process.",
             )
