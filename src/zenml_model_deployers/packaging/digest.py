@@ -102,33 +102,64 @@ def value_pickle_bytes(obj: Any, fast: bool) -> bytes:
     return buf.getvalue()
 
 
+def value_copy(obj: Any) -> Any:
+    """``obj`` written as :func:`value_pickle_bytes` writes it (memo on) and loaded back: a copy
+    whose strings, dtypes and tree padding are as any other copy of the same values would have
+    them (``model.joblib`` dumps it). The C pickler: its bytes are never digested.
+
+    Args:
+        obj: what to copy.
+
+    Returns:
+        The copy.
+    """
+    buf = io.BytesIO()
+    _ZeroPaddingCPickler(buf, protocol=4).dump(obj)
+    return pickle.loads(buf.getvalue())
+
+
 # What most of a model's pickle is made of, and nothing here writes otherwise.
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), tuple, list, dict})
 
 
-class _ZeroPaddingPickler(pickle._Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        import sys
+def _value_reduce(obj: Any) -> Any:
+    """The pickler's ``reducer_override``: what :func:`value_pickle_bytes` writes differently
+    from a plain pickle, else ``NotImplemented``."""
+    import sys
 
-        if type(obj) in _PLAIN:  # called for every object: most are these
-            return NotImplemented
-        # Only a library already imported can have made obj: nothing is imported here.
-        pd = sys.modules.get("pandas")
-        if pd is not None and (canonical := _pandas_reduce(pd, obj)) is not None:
-            return canonical
-        lgb = sys.modules.get("lightgbm")
-        if lgb is not None and type(obj) is lgb.Booster:
-            return _lightgbm_reduce(lgb, obj)
-        np = sys.modules.get("numpy")
-        if np is None or type(obj) is not np.ndarray or obj.dtype.names is None:
-            return NotImplemented
-        fields = obj.dtype.fields
-        if sum(fields[n][0].itemsize for n in obj.dtype.names) == obj.dtype.itemsize:
-            return NotImplemented
-        zeroed = np.zeros(obj.shape, dtype=obj.dtype)
-        for name in obj.dtype.names:
-            zeroed[name] = obj[name]
-        return zeroed.__reduce_ex__(4)
+    if type(obj) in _PLAIN:  # called for every object: most are these
+        return NotImplemented
+    # Only a library already imported can have made obj: nothing is imported here.
+    pd = sys.modules.get("pandas")
+    if pd is not None and (canonical := _pandas_reduce(pd, obj)) is not None:
+        return canonical
+    lgb = sys.modules.get("lightgbm")
+    if lgb is not None and type(obj) is lgb.Booster:
+        return _lightgbm_reduce(lgb, obj)
+    np = sys.modules.get("numpy")
+    if np is None or type(obj) is not np.ndarray or obj.dtype.names is None:
+        return NotImplemented
+    fields = obj.dtype.fields
+    if sum(fields[n][0].itemsize for n in obj.dtype.names) == obj.dtype.itemsize:
+        return NotImplemented
+    zeroed = np.zeros(obj.shape, dtype=obj.dtype)
+    for name in obj.dtype.names:
+        zeroed[name] = obj[name]
+    return zeroed.__reduce_ex__(4)
+
+
+class _ZeroPaddingPickler(pickle._Pickler):
+    """The Python pickler (its memo can be switched off: ``fast``)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        return _value_reduce(obj)
+
+
+class _ZeroPaddingCPickler(pickle.Pickler):
+    """The C pickler, memo always on: 4-5x the Python one's speed on a large forest."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        return _value_reduce(obj)
 
 
 def _lightgbm_reduce(lgb: Any, booster: Any) -> Any:

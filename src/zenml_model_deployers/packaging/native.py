@@ -106,20 +106,18 @@ class SklearnJoblibTarget(NativeTarget):
         trip first: a freshly fitted forest or column pipeline shares strings and numpy dtypes
         that its copy loaded from an artifact does not, which joblib writes as back-references,
         so the two dumped differently; after a round trip both are written alike. The round
-        trip also zeroes the padding of a tree's node array (``digest.value_pickle_bytes``),
+        trip also zeroes the padding of a tree's node array (``digest.value_copy``),
         which is whatever the allocator left there.
 
         Args:
             model: the estimator.
             path: the file.
         """
-        import pickle
-
         import joblib
 
-        from zenml_model_deployers.packaging.digest import value_pickle_bytes
+        from zenml_model_deployers.packaging.digest import value_copy
 
-        joblib.dump(pickle.loads(value_pickle_bytes(model, fast=False)), path, protocol=4)
+        joblib.dump(value_copy(model), path, protocol=4)
 
 
 class XGBoostJsonTarget(NativeTarget):
