@@ -275,9 +275,19 @@ class BentoMLDeploymentService(LocalProcessService):
 
         Returns:
             argv.
+
+        Raises:
+            ConfigurationError: a containerized bento (its config refuses the direct path).
         """
         plain = self.server_command(port)
-        assert plain[1:4] == ["-m", "bentoml", "serve"], "no gate for a containerized bento"
+        if plain[1:4] != ["-m", "bentoml", "serve"]:  # the config refuses it: never reached
+            raise ConfigurationError(
+                f"'{self.deployment_name}' serves its bento in a container, which cannot take "
+                "the front's socket: the direct data path is for `bentoml serve` processes.",
+                deployment_name=self.deployment_name,
+                hint="set data_path='relay', or containerize=False to serve the bento as a "
+                "process.",
+            )
         return [
             plain[0],
             "-m",
