@@ -112,7 +112,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict
 
 
 def test_registry_model_is_resolved_once_and_restarts_need_no_registry(
-    mlflow_deployer: Any, registry: dict[str, str]
+    mlflow_deployer: Any, registry: dict[str, str], models_dir: Path
 ) -> None:
     cfg = MLflowDeploymentConfig(
         deployment_name="fs-registry",
@@ -137,6 +137,14 @@ def test_registry_model_is_resolved_once_and_restarts_need_no_registry(
         assert "fs-model" in str(err.value).splitlines()[0], str(err.value)
         assert _post(url, [[1.0, 1.0]]).json() == {"predictions": [0]}
         assert [p.name for p in rev.parent.iterdir()] == [rev.name]
+        # A canary's candidate whose model fails to load: no candidate, no folder left (its
+        # files were resolved before the server failed); the old revision alone serves.
+        broken = cfg.model_copy(update={"model_uri": str(models_dir / "broken")})
+        with pytest.raises(DeploymentError, match="planted failure"):
+            mlflow_deployer.deploy(broken, timeout=120, canary_percent=20)
+        assert _post(url, [[1.0, 1.0]]).json() == {"predictions": [0]}
+        assert [p.name for p in rev.parent.iterdir()] == [rev.name]
+        assert mlflow_deployer.find_deployment("fs-registry").canary_candidate() is None
         # One process serves: it listens on the private port and has no children.
         server = psutil.Process(svc.status.server.pid)
         assert _listeners(server, svc.status.server_port)

@@ -3,9 +3,11 @@ behind the deployment's relay."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -99,10 +101,27 @@ class MLflowDeploymentService(LocalProcessService):
         Args:
             timeout: seconds.
         """
+        with self._revision_folder_removed_on_failure():
+            super().provision_revision(timeout)
+
+    @contextlib.contextmanager
+    def candidate_environment(self) -> Iterator[None]:
+        """A canary's candidate that fails to start leaves no files either.
+
+        Yields:
+            While the candidate's server starts.
+        """
+        with self._revision_folder_removed_on_failure():
+            yield
+
+    @contextlib.contextmanager
+    def _revision_folder_removed_on_failure(self) -> Iterator[None]:
+        """Removes the folder of ``self.config``'s revision if it did not exist before and what
+        runs inside fails."""
         folder = self.workdir / REVISIONS_DIR / self.config.config_hash()
         existed = folder.exists()
         try:
-            super().provision_revision(timeout)
+            yield
         except BaseException:
             if not existed:
                 shutil.rmtree(folder, ignore_errors=True)
