@@ -10,7 +10,7 @@ input example), deployed with zmd-mlflow as a new deployment each time (deleted 
     every repeat packages afresh, as a first deploy of a new model does.
 
 One untimed packaging first, so neither variant pays MLflow's scikit-learn flavor import (a
-pipeline step pays it once per process). Median of 3 repeats each, alternating, same run.
+pipeline step pays it once per process). Median of 7 repeats each, alternating, same run.
 
 Then each model of the test suite's zoo (tests/zoo_models.py: the models users train, fitted
 once, untimed), deployed with `model=` as a new zmd-mlflow deployment: the time to package it
@@ -34,7 +34,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # the zo
 
 import common as c  # noqa: E402
 
-REPEATS = 3
+REPEATS = 7  # the demo's pair: single starts spread more than the 5% goal
+ZOO_REPEATS = 3
 TIMEOUT = 120
 
 
@@ -70,7 +71,7 @@ def _deploy(deployer: Any, name: str, body: bytes, expected: list[int], **source
 
 
 def _zoo_times(deployer: Any) -> dict[str, dict[str, list[float]]]:
-    """Package and deploy -> first good answer of each zoo model, REPEATS times each."""
+    """Package and deploy -> first good answer of each zoo model, ZOO_REPEATS times each."""
     import requests
     from zoo_models import AVAILABLE, assert_matches, trained
     from zoo_pipeline import mlflow_body
@@ -84,7 +85,7 @@ def _zoo_times(deployer: Any) -> dict[str, dict[str, list[float]]]:
         warm = f"bz{n}-warm"
         deployer.build_config(model=zoo.model, deployment_name=warm, input_example=zoo.example)
         out[kind] = {"package": [], "first_prediction": []}
-        for i in range(REPEATS):
+        for i in range(ZOO_REPEATS):
             name = f"bz{n}-{i}"
             svc = None
             t0 = time.perf_counter()
@@ -163,7 +164,14 @@ def run() -> dict[str, Any]:
             "regression, 3-row DataFrame input example), a new zmd-mlflow deployment each time. "
             "Clock from the config's build to the first good POST /invocations "
             "(`dataframe_split`). Teardown untimed; the `model=` variant's stored directory is "
-            "removed after each repeat, so each repeat packages afresh."
+            "removed after each repeat, so each repeat packages afresh. One untimed packaging "
+            "first (MLflow's scikit-learn flavor import, paid once per process). Then each model "
+            "of the test suite's zoo (`tests/zoo_models.py`, fitted once, untimed; one untimed "
+            f"packaging of each first), {ZOO_REPEATS} new zmd-mlflow deployments each with "
+            "`model=`: the packaging alone (`build_config`: library detection, digest, MLflow "
+            "save; the stored directory removed after each repeat), and from `build_config` to "
+            "the first answer equal to the model's in-process predictions (the request "
+            "docs/flavors/mlflow.md shows)."
         ),
         "tables": [
             {
